@@ -1,0 +1,196 @@
+"""One instrument's limit order book: price levels of FIFO queues, both sides.
+
+Layout: each side keeps `levels` (dict price -> Level) and `keys` (a SortedList of
+sort keys, best first: -price for bids, +price for asks). A Level is an intrusive
+doubly-linked list of resting orders, so cancel is O(1) and the queue head is the
+next to trade. Costs: add to an existing level O(1), new level O(log L); cancel O(1),
+plus O(log L) when the level empties; best price O(1).
+
+The book only stores orders; the matching rules live in exchange.py. `check()`
+verifies every structural invariant and is called by the property tests after each step.
+"""
+from __future__ import annotations
+
+from sortedcontainers import SortedList
+
+from .types import Side
+
+
+class Order:
+    """A resting (or about to rest) limit order. Mutable: open/filled quantities move."""
+    __slots__ = ("order_id", "account", "side", "price", "open_qty", "filled_qty",
+                 "reserved", "owner", "prev", "next", "level")
+
+    def __init__(self, order_id, account, side, price, open_qty, owner=None):
+        self.order_id = order_id
+        self.account = account
+        self.side = side
+        self.price = price
+        self.open_qty = open_qty
+        self.filled_qty = 0
+        self.reserved = 0       # cash (fen) or credits (t) held for this order by risk
+        self.owner = owner
+        self.prev = None
+        self.next = None
+        self.level = None
+
+    def __repr__(self) -> str:
+        return (f"Order({self.order_id!r}, {self.account!r}, {self.side.value}, {self.price}, "
+                f"open={self.open_qty}, filled={self.filled_qty})")
+
+
+class Level:
+    __slots__ = ("price", "head", "tail", "total_qty", "count")
+
+    def __init__(self, price: int):
+        self.price = price
+        self.head = None
+        self.tail = None
+        self.total_qty = 0
+        self.count = 0
+
+    def orders(self):
+        order = self.head
+        while order is not None:
+            yield order
+            order = order.next
+
+
+class BookSide:
+    __slots__ = ("side", "levels", "keys", "sign")
+
+    def __init__(self, side: Side):
+        self.side = side
+        self.levels: dict[int, Level] = {}
+        self.keys = SortedList()
+        self.sign = -1 if side is Side.BUY else 1
+
+    def best_level(self):
+        keys = self.keys
+        if not keys:
+            return None
+        return self.levels[keys[0] * self.sign]
+
+    def iter_levels(self):
+        """Levels best first."""
+        levels, sign = self.levels, self.sign
+        for key in self.keys:
+            yield levels[key * sign]
+
+    def __len__(self) -> int:
+        return len(self.levels)
+
+
+class Book:
+    __slots__ = ("instrument", "bids", "asks", "orders")
+
+    def __init__(self, instrument: str):
+        self.instrument = instrument
+        self.bids = BookSide(Side.BUY)
+        self.asks = BookSide(Side.SELL)
+        self.orders: dict[str, Order] = {}   # resting orders by order id
+
+    def side_of(self, side: Side) -> BookSide:
+        return self.bids if side is Side.BUY else self.asks
+
+    def opposite(self, side: Side) -> BookSide:
+        return self.asks if side is Side.BUY else self.bids
+
+    def add(self, order: Order) -> None:
+        """Append at the back of its price level (time priority)."""
+        book_side = self.bids if order.side is Side.BUY else self.asks
+        price = order.price
+        level = book_side.levels.get(price)
+        if level is None:
+            level = Level(price)
+            book_side.levels[price] = level
+            book_side.keys.add(price * book_side.sign)
+        tail = level.tail
+        order.prev = tail
+        order.next = None
+        if tail is None:
+            level.head = order
+        else:
+            tail.next = order
+        level.tail = order
+        level.total_qty += order.open_qty
+        level.count += 1
+        order.level = level
+        self.orders[order.order_id] = order
+
+    def remove(self, order: Order) -> None:
+        """Unlink a resting order (cancel or complete fill)."""
+        level = order.level
+        prev, nxt = order.prev, order.next
+        if prev is None:
+            level.head = nxt
+        else:
+            prev.next = nxt
+        if nxt is None:
+            level.tail = prev
+        else:
+            nxt.prev = prev
+        level.total_qty -= order.open_qty
+        level.count -= 1
+        order.prev = order.next = order.level = None
+        del self.orders[order.order_id]
+        if level.count == 0:
+            book_side = self.bids if order.side is Side.BUY else self.asks
+            del book_side.levels[level.price]
+            book_side.keys.remove(level.price * book_side.sign)
+
+    def reduce(self, order: Order, qty: int) -> None:
+        """Take qty off a resting order's open quantity in place (keeps priority)."""
+        order.open_qty -= qty
+        order.level.total_qty -= qty
+
+    def best_bid(self):
+        keys = self.bids.keys
+        return -keys[0] if keys else None
+
+    def best_ask(self):
+        keys = self.asks.keys
+        return keys[0] if keys else None
+
+    def depth(self, side: Side, levels: int = 5) -> list[tuple[int, int, int]]:
+        """[(price, total_qty, order_count)] best first."""
+        out = []
+        for level in self.side_of(side).iter_levels():
+            if len(out) == levels:
+                break
+            out.append((level.price, level.total_qty, level.count))
+        return out
+
+    def snapshot(self) -> dict:
+        """{'buy': [(price, [(order_id, open_qty), ...]), ...], 'sell': [...]}, best first."""
+        return {side.value: [(level.price, [(o.order_id, o.open_qty) for o in level.orders()])
+                             for level in self.side_of(side).iter_levels()]
+                for side in (Side.BUY, Side.SELL)}
+
+    def check(self) -> None:
+        """Raise AssertionError if any structural invariant is broken."""
+        seen = 0
+        for book_side in (self.bids, self.asks):
+            assert len(book_side.keys) == len(book_side.levels), "keys/levels size differ"
+            assert list(book_side.keys) == sorted(p * book_side.sign for p in book_side.levels)
+            for key in book_side.keys:
+                price = key * book_side.sign
+                level = book_side.levels[price]
+                assert level.price == price
+                assert level.count > 0, "empty level kept"
+                total = count = 0
+                prev = None
+                for order in level.orders():
+                    assert order.level is level and order.prev is prev, "broken links"
+                    assert order.side is book_side.side and order.price == price
+                    assert order.open_qty > 0, "resting order with no open quantity"
+                    assert self.orders.get(order.order_id) is order, "id index disagrees"
+                    total += order.open_qty
+                    count += 1
+                    prev = order
+                assert level.tail is prev, "tail is not the last order"
+                assert (total, count) == (level.total_qty, level.count), "level totals wrong"
+                seen += count
+        assert seen == len(self.orders), "id index holds orders not in the levels"
+        bid, ask = self.best_bid(), self.best_ask()
+        assert bid is None or ask is None or bid < ask, f"book crossed: {bid} >= {ask}"

@@ -1,0 +1,63 @@
+"""Commands: what the outside world asks of the engine.
+
+Commands are plain immutable tuples built at the edge (NDJSON, binary flow, FIX).
+Prices travel as exact fixed-point integers in price units (1e-6 CNY, see types.py)
+so that off-tick prices can still be expressed and rejected; the engine converts to
+ticks with the instrument's spec. Fields not yet validated (side, type, tif, qty)
+keep their raw edge values and the engine validates them: a bad command becomes an
+OrderRejected event, never an exception.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+from .types import InstrumentSpec
+
+
+class NewOrder(NamedTuple):
+    order_id: Any           # client's order id (str); unique for the trading day
+    account: Any            # client account (str)
+    instrument: Any         # symbol, e.g. "CCER-AFF"
+    side: Any               # "buy" | "sell"
+    order_type: Any         # "limit" | "market"
+    tif: Any                # "day" | "ioc" | "fok" | None (default by type)
+    price_units: Any        # int price units for limit orders, None for market
+    qty: Any                # whole tonnes (int)
+    ts: Optional[int] = None  # nanoseconds since the epoch, from the sender
+    owner: Optional[str] = None  # broker member entering the order (gateway), if any
+
+
+class CancelOrder(NamedTuple):
+    order_id: Any
+    ts: Optional[int] = None
+    owner: Optional[str] = None
+
+
+class AmendOrder(NamedTuple):
+    order_id: Any
+    price_units: Any = None  # new limit price, None keeps it
+    qty: Any = None          # new total order quantity (incl. filled), None keeps it
+    ts: Optional[int] = None
+    owner: Optional[str] = None
+
+
+class DefineInstrument(NamedTuple):
+    spec: InstrumentSpec
+    ts: Optional[int] = None
+
+
+class EndOfDay(NamedTuple):
+    """Close the trading day: expire day orders, roll reference prices to the VWAP close,
+    make today's purchases sellable."""
+    ts: Optional[int] = None
+
+
+class Malformed(NamedTuple):
+    """An input line the edge codec could not turn into a command; rejected in sequence."""
+    op: Optional[str]
+    order_id: Optional[str]
+    text: str
+    ts: Optional[int] = None
+
+
+Command = NewOrder | CancelOrder | AmendOrder | DefineInstrument | EndOfDay | Malformed

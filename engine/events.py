@@ -1,0 +1,99 @@
+"""Events: what happened, in order, past tense, immutable.
+
+Every event carries `seq`, the global sequence number assigned by the exchange, and
+`ts`, taken from the command that caused it (the engine reads no clock). Prices are
+integer ticks of the event's instrument; quantities whole tonnes; fees integer fen.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+from .types import CancelReason, InstrumentSpec, OrderType, RejectReason, Side, TimeInForce
+
+
+class OrderAccepted(NamedTuple):
+    seq: int
+    ts: int
+    order_id: str
+    account: str
+    instrument: str
+    side: Side
+    order_type: OrderType
+    tif: TimeInForce
+    price: Optional[int]   # ticks; None for market orders
+    qty: int
+    owner: Optional[str] = None
+
+
+class OrderRejected(NamedTuple):
+    seq: int
+    ts: int
+    op: Optional[str]
+    order_id: Optional[str]
+    reason: RejectReason
+    text: str
+    owner: Optional[str] = None
+
+
+class TradeExecuted(NamedTuple):
+    seq: int
+    ts: int
+    trade_id: int
+    instrument: str
+    price: int             # ticks, always the resting order's price
+    qty: int
+    buy_order_id: str
+    sell_order_id: str
+    aggressor: Side
+    buy_account: str
+    sell_account: str
+    buy_fee: int = 0       # fen
+    sell_fee: int = 0      # fen
+    buy_open_qty: int = 0  # open quantity left on the buy order after this trade
+    sell_open_qty: int = 0
+
+
+class OrderCancelled(NamedTuple):
+    seq: int
+    ts: int
+    order_id: str
+    account: str
+    instrument: str
+    side: Side
+    reason: CancelReason
+    cancelled_qty: int     # open quantity removed
+    filled_qty: int        # quantity filled before the cancel
+
+
+class OrderAmended(NamedTuple):
+    seq: int
+    ts: int
+    order_id: str
+    account: str
+    instrument: str
+    side: Side
+    price: int             # new limit price, ticks
+    qty: int               # new total order quantity
+    open_qty: int          # open quantity after the amend (before any trade it causes)
+    priority_kept: bool
+
+
+class InstrumentDefined(NamedTuple):
+    seq: int
+    ts: int
+    spec: InstrumentSpec
+
+
+class DayClosed(NamedTuple):
+    """End of day for one instrument: the VWAP close becomes the next reference price."""
+    seq: int
+    ts: int
+    instrument: str
+    close_ticks: int       # VWAP of the day's trades (rounded half up to a tick), or previous close
+    volume: int
+    turnover_fen: int
+    trades: int
+
+
+Event = (OrderAccepted | OrderRejected | TradeExecuted | OrderCancelled | OrderAmended
+         | InstrumentDefined | DayClosed)

@@ -1,0 +1,452 @@
+"""The exchange: routes commands to the books, applies the trading rules, sequences events.
+
+Theory of operation. `apply(command) -> list[event]` is the only entry point. It does no
+I/O and reads no clock: the timestamp of every event is the command's `ts` (or the last
+one seen), so the same commands always give the same events, byte for byte.
+
+Every command yields at least one event. Expected failures (bad price, unknown order,
+insufficient funds, ...) are `OrderRejected` values and change nothing else; a broken
+internal invariant raises, because it means a bug, not a bad input.
+
+Matching is strict price-time priority and a trade always prints at the resting order's
+price. Self-trade prevention cancels the resting order (reason stp) and matching goes on.
+FOK counts only what it could really trade (other accounts' orders) and, if short, changes
+nothing but its own accept/cancel.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Iterable, Optional
+
+from .book import Book, Order
+from .commands import AmendOrder, CancelOrder, DefineInstrument, EndOfDay, Malformed, NewOrder
+from .events import (DayClosed, InstrumentDefined, OrderAccepted, OrderAmended, OrderCancelled,
+                     OrderRejected, TradeExecuted)
+from .risk import DEFAULT_FEE_PPM, PPM, Accounts
+from .types import (DEFAULT_INSTRUMENTS, ORDER_TYPES, SIDES, TIFS, CancelReason, InstrumentSpec,
+                    OrderType, PriceError, RejectReason as R, Side, TimeInForce)
+
+BUY, SELL = Side.BUY, Side.SELL
+LIMIT, MARKET = OrderType.LIMIT, OrderType.MARKET
+DAY, IOC, FOK = TimeInForce.DAY, TimeInForce.IOC, TimeInForce.FOK
+MAX_ID_LEN = 64
+
+
+class _Reject(Exception):
+    """Internal control flow only: a validation step found a bad field."""
+
+    def __init__(self, reason: R, text: str):
+        self.reason, self.text = reason, text
+
+
+class Exchange:
+    def __init__(self, instruments: Iterable[InstrumentSpec] = DEFAULT_INSTRUMENTS,
+                 accounts: Optional[Accounts] = None, fee_ppm: Optional[int] = None):
+        self.specs: dict[str, InstrumentSpec] = {}
+        self.books: dict[str, Book] = {}
+        for spec in instruments:
+            self.specs[spec.symbol] = spec
+            self.books[spec.symbol] = Book(spec.symbol)
+        self.accounts = accounts
+        self.fee_ppm = fee_ppm if fee_ppm is not None else (
+            accounts.fee_ppm if accounts is not None else DEFAULT_FEE_PPM)
+        self.seq = 0
+        self.next_trade_id = 1
+        self.last_ts = 0
+        self.seen_order_ids: set[str] = set()
+        # per instrument: [volume t, turnover in tick*t, trades] for the VWAP close
+        self.day_stats: dict[str, list[int]] = {s: [0, 0, 0] for s in self.specs}
+        self._handlers = {NewOrder: self._new, CancelOrder: self._cancel, AmendOrder: self._amend,
+                          DefineInstrument: self._define, EndOfDay: self._end_of_day,
+                          Malformed: self._malformed}
+
+    # ------------------------------------------------------------------ entry point
+    def apply(self, command) -> list:
+        handler = self._handlers.get(type(command))
+        if handler is None:
+            raise TypeError(f"not an engine command: {command!r}")
+        ts = command.ts
+        if ts is None:
+            ts = self.last_ts
+        else:
+            self.last_ts = ts
+        out: list = []
+        handler(command, ts, out)
+        return out
+
+    def _reject(self, out, ts, op, order_id, reason, text, owner=None):
+        self.seq += 1
+        out.append(OrderRejected(self.seq, ts, op, order_id if type(order_id) is str else None,
+                                 reason, text, owner))
+
+    # ------------------------------------------------------------------ validation
+    def _limit_ticks(self, spec: InstrumentSpec, price_units) -> int:
+        if type(price_units) is not int:
+            if type(price_units) is PriceError:
+                raise _Reject(price_units.reason, price_units.text)
+            raise _Reject(R.INVALID_PRICE, "a limit order needs a price")
+        if price_units <= 0:
+            raise _Reject(R.INVALID_PRICE, "limit price must be positive")
+        ticks, off = divmod(price_units, spec.tick_units)
+        if off:
+            raise _Reject(R.OFF_TICK, f"price is not a multiple of the tick {spec.ticks_to_text(1)}")
+        if not spec.min_ticks <= ticks <= spec.max_ticks:
+            raise _Reject(R.PRICE_OUT_OF_BAND,
+                          f"price outside the daily band {spec.ticks_to_text(spec.min_ticks)}"
+                          f"-{spec.ticks_to_text(spec.max_ticks)}")
+        return ticks
+
+    @staticmethod
+    def _check_qty(spec: InstrumentSpec, qty) -> int:
+        if type(qty) is not int or qty <= 0:
+            raise _Reject(R.INVALID_QTY, "quantity must be a positive whole number of tonnes")
+        if qty % spec.lot:
+            raise _Reject(R.INVALID_QTY, f"quantity must be a multiple of the lot ({spec.lot} t)")
+        if qty > spec.max_qty:
+            raise _Reject(R.QTY_ABOVE_MAX, f"quantity above the maximum of {spec.max_qty} t")
+        return qty
+
+    def _find_resting(self, order_id) -> tuple[Book, Order] | tuple[None, None]:
+        if type(order_id) is str:
+            for book in self.books.values():
+                order = book.orders.get(order_id)
+                if order is not None:
+                    return book, order
+        return None, None
+
+    # ------------------------------------------------------------------ new order
+    def _new(self, cmd: NewOrder, ts: int, out: list) -> None:
+        order_id, owner = cmd.order_id, cmd.owner
+        if type(order_id) is not str or not order_id or len(order_id) > MAX_ID_LEN:
+            return self._reject(out, ts, "new", None, R.MALFORMED,
+                                f"order_id must be a string of 1-{MAX_ID_LEN} characters", owner)
+        seen = self.seen_order_ids
+        if order_id in seen:
+            return self._reject(out, ts, "new", order_id, R.DUPLICATE_ORDER_ID,
+                                "order id already used today", owner)
+        seen.add(order_id)
+        try:
+            account = cmd.account
+            if type(account) is not str or not account or len(account) > MAX_ID_LEN:
+                raise _Reject(R.MALFORMED, "account must be a non-empty string")
+            spec = self.specs.get(cmd.instrument) if type(cmd.instrument) is str else None
+            if spec is None:
+                raise _Reject(R.UNKNOWN_INSTRUMENT, f"unknown instrument {cmd.instrument!r}")
+            side = SIDES.get(cmd.side) if type(cmd.side) is str else None
+            if side is None:
+                raise _Reject(R.INVALID_SIDE, "side must be 'buy' or 'sell'")
+            order_type = ORDER_TYPES.get(cmd.order_type) if type(cmd.order_type) is str else None
+            if order_type is None:
+                raise _Reject(R.INVALID_TYPE, "type must be 'limit' or 'market'")
+            tif = cmd.tif
+            if tif is None:
+                tif = DAY if order_type is LIMIT else IOC
+            else:
+                tif = TIFS.get(tif) if type(tif) is str else None
+                if tif is None:
+                    raise _Reject(R.INVALID_TIF, "tif must be 'day', 'ioc' or 'fok'")
+            if order_type is LIMIT:
+                price = self._limit_ticks(spec, cmd.price_units)
+            else:
+                if tif is DAY:
+                    raise _Reject(R.INVALID_TIF, "a market order cannot be a day order")
+                if cmd.price_units is not None:
+                    raise _Reject(R.INVALID_PRICE, "a market order carries no price")
+                price = None
+            qty = self._check_qty(spec, cmd.qty)
+            order = Order(order_id, account, side, price, qty, owner)
+            if self.accounts is not None:
+                self._reserve_new(order, spec)
+        except _Reject as bad:
+            return self._reject(out, ts, "new", order_id, bad.reason, bad.text, owner)
+
+        book = self.books[spec.symbol]
+        self.seq += 1
+        out.append(OrderAccepted(self.seq, ts, order_id, account, spec.symbol, side, order_type,
+                                 tif, price, qty, owner))
+        if tif is FOK and self._fillable(book, order, price) < qty:
+            return self._finish(order, spec, CancelReason.FOK, out, ts)
+        self._match(book, spec, order, price, out, ts)
+        if order.open_qty:
+            if tif is DAY:
+                book.add(order)
+            else:
+                self._finish(order, spec, CancelReason.MARKET if order_type is MARKET
+                             else (CancelReason.FOK if tif is FOK else CancelReason.IOC), out, ts)
+        elif order.reserved:
+            self._release(order, spec)
+
+    def _reserve_new(self, order: Order, spec: InstrumentSpec) -> None:
+        account = self.accounts.get(order.account)
+        if account is None:
+            raise _Reject(R.UNKNOWN_ACCOUNT, f"unknown account {order.account!r}")
+        if order.side is BUY:
+            need = self._cash_needed(spec, order.price, order.open_qty)
+            if need > account.cash - account.cash_reserved:
+                raise _Reject(R.INSUFFICIENT_FUNDS,
+                              f"needs {need} fen, {account.cash - account.cash_reserved} available")
+            account.cash_reserved += need
+        else:
+            need = order.open_qty
+            if need > account.credits_sellable(spec.symbol):
+                raise _Reject(R.INSUFFICIENT_CREDITS,
+                              f"needs {need} t of {spec.symbol}, "
+                              f"{account.credits_sellable(spec.symbol)} t sellable")
+            reserved = account.credits_reserved
+            reserved[spec.symbol] = reserved.get(spec.symbol, 0) + need
+        order.reserved = need
+
+    def _cash_needed(self, spec: InstrumentSpec, price, qty: int) -> int:
+        """Cash to reserve for a buy of qty at limit `price` ticks (market: band top), fee incl."""
+        gross = (spec.max_ticks if price is None else price) * spec.tick_fen * qty
+        return gross + gross * self.fee_ppm // PPM
+
+    def _release(self, order: Order, spec: InstrumentSpec) -> None:
+        if self.accounts is None or not order.reserved:
+            return
+        account = self.accounts.get(order.account)
+        if order.side is BUY:
+            account.cash_reserved -= order.reserved
+        else:
+            account.credits_reserved[spec.symbol] -= order.reserved
+        order.reserved = 0
+
+    def _finish(self, order: Order, spec, reason: CancelReason, out, ts) -> None:
+        """Cancel the unfilled rest of an order that is not (or no longer) resting."""
+        self.seq += 1
+        out.append(OrderCancelled(self.seq, ts, order.order_id, order.account, spec.symbol,
+                                  order.side, reason, order.open_qty, order.filled_qty))
+        order.open_qty = 0
+        self._release(order, spec)
+
+    def _fillable(self, book: Book, taker: Order, limit) -> int:
+        """Quantity the taker could trade now, not counting its own account's orders."""
+        need, total, account = taker.open_qty, 0, taker.account
+        buying = taker.side is BUY
+        for level in book.opposite(taker.side).iter_levels():
+            if limit is not None and (level.price > limit if buying else level.price < limit):
+                break
+            maker = level.head
+            while maker is not None:
+                if maker.account != account:
+                    total += maker.open_qty
+                    if total >= need:
+                        return total
+                maker = maker.next
+        return total
+
+    # ------------------------------------------------------------------ matching
+    def _match(self, book: Book, spec: InstrumentSpec, taker: Order, limit, out, ts) -> None:
+        buying = taker.side is BUY
+        opposite = book.asks if buying else book.bids
+        keys, levels, sign = opposite.keys, opposite.levels, opposite.sign
+        account = taker.account
+        accounts = self.accounts
+        stats = self.day_stats[spec.symbol]
+        instrument = spec.symbol
+        fee_ppm = self.fee_ppm
+        tick_fen = spec.tick_fen
+        aggressor = taker.side
+        while taker.open_qty and keys:
+            price = keys[0] * sign
+            if limit is not None and (price > limit if buying else price < limit):
+                break
+            maker = levels[price].head
+            while maker is not None and taker.open_qty:
+                following = maker.next
+                if maker.account == account:
+                    self._cancel_resting(book, spec, maker, CancelReason.STP, out, ts)
+                    maker = following
+                    continue
+                qty = taker.open_qty if taker.open_qty < maker.open_qty else maker.open_qty
+                gross = price * tick_fen * qty
+                fee = gross * fee_ppm // PPM
+                taker.open_qty -= qty
+                taker.filled_qty += qty
+                maker.filled_qty += qty
+                if maker.open_qty == qty:
+                    book.remove(maker)  # subtracts maker.open_qty from the level
+                    maker.open_qty = 0
+                else:
+                    maker.open_qty -= qty
+                    maker.level.total_qty -= qty
+                buy, sell = (taker, maker) if buying else (maker, taker)
+                if accounts is not None:
+                    self._settle(spec, buy, sell, qty, gross, fee)
+                stats[0] += qty
+                stats[1] += price * qty
+                stats[2] += 1
+                self.seq += 1
+                out.append(TradeExecuted(self.seq, ts, self.next_trade_id, instrument, price, qty,
+                                         buy.order_id, sell.order_id, aggressor, buy.account,
+                                         sell.account, fee, fee, buy.open_qty, sell.open_qty))
+                self.next_trade_id += 1
+                if not maker.open_qty and maker.reserved:
+                    self._release(maker, spec)
+                maker = following
+
+    def _settle(self, spec, buy: Order, sell: Order, qty: int, gross: int, fee: int) -> None:
+        """Move cash and credits between the two accounts; charge both fees."""
+        accounts = self.accounts
+        symbol = spec.symbol
+        buyer, seller = accounts.get(buy.account), accounts.get(sell.account)
+        charge = gross + fee
+        buy.reserved -= charge
+        buyer.cash_reserved -= charge
+        buyer.cash -= charge
+        buyer.fees_paid += fee
+        buyer.credits[symbol] = buyer.credits.get(symbol, 0) + qty
+        buyer.bought_today[symbol] = buyer.bought_today.get(symbol, 0) + qty
+        sell.reserved -= qty
+        seller.credits_reserved[symbol] -= qty
+        seller.credits[symbol] -= qty
+        seller.cash += gross - fee
+        seller.fees_paid += fee
+        if buy.reserved < 0 or sell.reserved < 0:
+            raise AssertionError(f"reservation overdrawn on trade {buy.order_id}/{sell.order_id}")
+
+    def _cancel_resting(self, book, spec, order: Order, reason, out, ts) -> None:
+        cancelled = order.open_qty
+        book.remove(order)
+        order.open_qty = 0
+        self._release(order, spec)
+        self.seq += 1
+        out.append(OrderCancelled(self.seq, ts, order.order_id, order.account, spec.symbol,
+                                  order.side, reason, cancelled, order.filled_qty))
+
+    # ------------------------------------------------------------------ cancel / amend
+    def _cancel(self, cmd: CancelOrder, ts: int, out: list) -> None:
+        book, order = self._find_resting(cmd.order_id)
+        if order is None:
+            return self._reject(out, ts, "cancel", cmd.order_id, R.ORDER_NOT_RESTING,
+                                "no resting order with this id", cmd.owner)
+        if cmd.owner is not None and order.owner != cmd.owner:
+            return self._reject(out, ts, "cancel", cmd.order_id, R.ORDER_NOT_RESTING,
+                                "no resting order with this id for this member", cmd.owner)
+        self._cancel_resting(book, self.specs[book.instrument], order, CancelReason.USER, out, ts)
+
+    def _amend(self, cmd: AmendOrder, ts: int, out: list) -> None:
+        order_id, owner = cmd.order_id, cmd.owner
+        book, order = self._find_resting(order_id)
+        if order is None or (owner is not None and order.owner != owner):
+            return self._reject(out, ts, "amend", order_id, R.ORDER_NOT_RESTING,
+                                "no resting order with this id", owner)
+        spec = self.specs[book.instrument]
+        try:
+            if cmd.price_units is None and cmd.qty is None:
+                raise _Reject(R.NOTHING_TO_AMEND, "amend needs a new price or quantity")
+            price = order.price if cmd.price_units is None else self._limit_ticks(spec, cmd.price_units)
+            qty = order.filled_qty + order.open_qty if cmd.qty is None else self._check_qty(spec, cmd.qty)
+            if qty <= order.filled_qty:
+                raise _Reject(R.QTY_NOT_ABOVE_FILLED,
+                              f"new quantity must exceed the {order.filled_qty} t already filled")
+            open_qty = qty - order.filled_qty
+            if self.accounts is not None:
+                self._re_reserve(order, spec, price, open_qty)
+        except _Reject as bad:
+            return self._reject(out, ts, "amend", order_id, bad.reason, bad.text, owner)
+
+        keep = price == order.price and open_qty <= order.open_qty
+        self.seq += 1
+        out.append(OrderAmended(self.seq, ts, order_id, order.account, spec.symbol, order.side,
+                                price, qty, open_qty, keep))
+        if keep:
+            book.reduce(order, order.open_qty - open_qty)
+            return
+        book.remove(order)
+        order.price = price
+        order.open_qty = open_qty
+        self._match(book, spec, order, price, out, ts)
+        if order.open_qty:
+            book.add(order)
+        elif order.reserved:
+            self._release(order, spec)
+
+    def _re_reserve(self, order: Order, spec, price: int, open_qty: int) -> None:
+        """Resize the order's reservation for its amended price and open quantity."""
+        account = self.accounts.get(order.account)
+        if order.side is BUY:
+            need = self._cash_needed(spec, price, open_qty)
+            extra = need - order.reserved
+            if extra > account.cash - account.cash_reserved:
+                raise _Reject(R.INSUFFICIENT_FUNDS, f"amend needs {extra} more fen than available")
+            account.cash_reserved += extra
+        else:
+            need = open_qty
+            extra = need - order.reserved
+            if extra > account.credits_sellable(spec.symbol):
+                raise _Reject(R.INSUFFICIENT_CREDITS, "amend needs more sellable credits")
+            account.credits_reserved[spec.symbol] += extra
+        order.reserved = need
+
+    # ------------------------------------------------------------------ session control
+    def _define(self, cmd: DefineInstrument, ts: int, out: list) -> None:
+        spec = cmd.spec
+        book = self.books.get(spec.symbol)
+        if book is not None and book.orders:
+            return self._reject(out, ts, "instrument", None, R.INSTRUMENT_BUSY,
+                                f"{spec.symbol} has resting orders; redefine it when its book is empty")
+        self.specs[spec.symbol] = spec
+        if book is None:
+            self.books[spec.symbol] = Book(spec.symbol)
+            self.day_stats[spec.symbol] = [0, 0, 0]
+        self.seq += 1
+        out.append(InstrumentDefined(self.seq, ts, spec))
+
+    def _malformed(self, cmd: Malformed, ts: int, out: list) -> None:
+        self._reject(out, ts, cmd.op, cmd.order_id, R.MALFORMED, cmd.text)
+
+    def _end_of_day(self, cmd: EndOfDay, ts: int, out: list) -> None:
+        for symbol, book in self.books.items():
+            spec = self.specs[symbol]
+            for book_side in (book.bids, book.asks):
+                for level in list(book_side.iter_levels()):
+                    for order in list(level.orders()):
+                        self._cancel_resting(book, spec, order, CancelReason.EOD, out, ts)
+            volume, turnover, trades = self.day_stats[symbol]
+            close = (2 * turnover + volume) // (2 * volume) if volume else spec.ref_ticks
+            self.specs[symbol] = spec.with_ref_ticks(close)
+            self.day_stats[symbol] = [0, 0, 0]
+            self.seq += 1
+            out.append(DayClosed(self.seq, ts, symbol, close, volume,
+                                 turnover * spec.tick_fen, trades))
+        self.seen_order_ids.clear()
+        if self.accounts is not None:
+            self.accounts.end_of_day()
+
+    # ------------------------------------------------------------------ inspection
+    def check(self) -> None:
+        """Raise AssertionError if any invariant of books or accounts is broken."""
+        ids = set()
+        for symbol, book in self.books.items():
+            book.check()
+            assert not ids & book.orders.keys(), "an order id rests in two books"
+            ids |= book.orders.keys()
+        assert ids <= self.seen_order_ids, "resting order whose id was never seen"
+        if self.accounts is not None:
+            self.accounts.check()
+            for account in self.accounts.by_id.values():
+                held_cash = sum(o.reserved for b in self.books.values() for o in b.orders.values()
+                                if o.account == account.account and o.side is BUY)
+                assert held_cash == account.cash_reserved, f"{account.account}: cash reservations"
+
+    def snapshot_books(self) -> dict:
+        return {symbol: book.snapshot() for symbol, book in self.books.items()}
+
+    def state_hash(self) -> str:
+        """Deterministic digest of everything that decides future behaviour."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(repr((self.seq, self.next_trade_id, self.last_ts, self.fee_ppm)).encode())
+        for symbol in sorted(self.specs):
+            h.update(repr((self.specs[symbol], self.day_stats[symbol])).encode())
+            book = self.books[symbol]
+            for side in (book.bids, book.asks):
+                for level in side.iter_levels():
+                    h.update(repr([(o.order_id, o.account, o.open_qty, o.filled_qty, o.reserved,
+                                    o.owner) for o in level.orders()]).encode())
+                    h.update(repr(level.price).encode())
+        h.update(repr(sorted(self.seen_order_ids)).encode())
+        if self.accounts is not None:
+            for key in sorted(self.accounts.by_id):
+                h.update(repr(self.accounts.by_id[key].to_json()).encode())
+        return h.hexdigest()

@@ -1,0 +1,119 @@
+"""The NDJSON edge: command lines in, event lines out, book snapshots.
+
+Command line format (one JSON object per line; see README "ccerx replay"):
+  {"op":"instrument","symbol":"CCER-AFF","tick":"0.01","lot":1,"max_qty":99999,"ref_price":"62.00","band_pct":10}
+  {"op":"new","ts":1706000000000000000,"order_id":"o1","account":"A1","instrument":"CCER-AFF",
+   "side":"buy","type":"limit","tif":"day","price":"62.01","qty":100}
+  {"op":"cancel","order_id":"o1"}
+  {"op":"amend","order_id":"o1","price":"62.02","qty":80}
+  {"op":"eod"}
+A line that cannot become a command becomes `Malformed`, which the engine rejects in sequence.
+"""
+from __future__ import annotations
+
+import orjson
+
+from .commands import AmendOrder, CancelOrder, DefineInstrument, EndOfDay, Malformed, NewOrder
+from .events import (DayClosed, InstrumentDefined, OrderAccepted, OrderAmended, OrderCancelled,
+                     OrderRejected, TradeExecuted)
+from .types import InstrumentSpec, format_fen, price_field
+
+_loads = orjson.loads
+
+
+def _str_or_none(value):
+    return value if type(value) is str else None
+
+
+def parse_command(line: bytes | str):
+    """One NDJSON line -> one command (never raises)."""
+    try:
+        obj = _loads(line)
+    except orjson.JSONDecodeError:
+        return Malformed(None, None, "line is not valid JSON")
+    if type(obj) is not dict:
+        return Malformed(None, None, "line is not a JSON object")
+    op = obj.get("op")
+    ts = obj.get("ts")
+    if ts is not None and (type(ts) is not int or ts < 0 or ts >= 1 << 63):
+        return Malformed(_str_or_none(op), _str_or_none(obj.get("order_id")),
+                         "ts must be a non-negative integer of nanoseconds")
+    get = obj.get
+    if op == "new":
+        return NewOrder(get("order_id"), get("account"), get("instrument"), get("side"),
+                        get("type", "limit"), get("tif"), price_field(get("price")), get("qty"),
+                        ts)
+    if op == "cancel":
+        return CancelOrder(get("order_id"), ts)
+    if op == "amend":
+        return AmendOrder(get("order_id"), price_field(get("price")), get("qty"), ts)
+    if op == "instrument":
+        fields = {k: v for k, v in obj.items() if k not in ("op", "ts")}
+        try:
+            return DefineInstrument(InstrumentSpec.from_fields(**fields), ts)
+        except (TypeError, ValueError) as bad:
+            return Malformed("instrument", None, f"bad instrument definition: {bad}"[:200])
+    if op == "eod":
+        return EndOfDay(ts)
+    return Malformed(_str_or_none(op), _str_or_none(obj.get("order_id")),
+                     f"unknown op {op!r}; expected new, cancel, amend, instrument or eod"[:200])
+
+
+def event_to_dict(event, specs: dict[str, InstrumentSpec]) -> dict:
+    """Engine event -> JSON-ready dict with decimal-string prices (uses the current specs)."""
+    kind = type(event)
+    if kind is TradeExecuted:
+        spec = specs[event.instrument]
+        return {"type": "trade", "seq": event.seq, "ts": event.ts, "trade_id": event.trade_id,
+                "instrument": event.instrument, "price": spec.ticks_to_text(event.price),
+                "qty": event.qty, "buy_order_id": event.buy_order_id,
+                "sell_order_id": event.sell_order_id, "aggressor": event.aggressor.value,
+                "buy_account": event.buy_account, "sell_account": event.sell_account,
+                "buy_fee": format_fen(event.buy_fee), "sell_fee": format_fen(event.sell_fee)}
+    if kind is OrderAccepted:
+        spec = specs[event.instrument]
+        return {"type": "accepted", "seq": event.seq, "ts": event.ts, "order_id": event.order_id,
+                "account": event.account, "instrument": event.instrument,
+                "side": event.side.value, "order_type": event.order_type.value,
+                "tif": event.tif.value,
+                "price": None if event.price is None else spec.ticks_to_text(event.price),
+                "qty": event.qty}
+    if kind is OrderRejected:
+        return {"type": "rejected", "seq": event.seq, "ts": event.ts, "op": event.op,
+                "order_id": event.order_id, "reason": event.reason.value, "text": event.text}
+    if kind is OrderCancelled:
+        return {"type": "cancelled", "seq": event.seq, "ts": event.ts, "order_id": event.order_id,
+                "account": event.account, "instrument": event.instrument,
+                "side": event.side.value, "reason": event.reason.value,
+                "cancelled_qty": event.cancelled_qty, "filled_qty": event.filled_qty}
+    if kind is OrderAmended:
+        spec = specs[event.instrument]
+        return {"type": "amended", "seq": event.seq, "ts": event.ts, "order_id": event.order_id,
+                "account": event.account, "instrument": event.instrument,
+                "side": event.side.value, "price": spec.ticks_to_text(event.price),
+                "qty": event.qty, "open_qty": event.open_qty,
+                "priority_kept": event.priority_kept}
+    if kind is InstrumentDefined:
+        return {"type": "instrument", "seq": event.seq, "ts": event.ts, **event.spec.to_json()}
+    if kind is DayClosed:
+        spec = specs[event.instrument]
+        return {"type": "day_closed", "seq": event.seq, "ts": event.ts,
+                "instrument": event.instrument, "close": spec.ticks_to_text(event.close_ticks),
+                "volume": event.volume, "turnover": format_fen(event.turnover_fen),
+                "trades": event.trades}
+    raise TypeError(f"not an engine event: {event!r}")
+
+
+def encode_event(event, specs) -> bytes:
+    return orjson.dumps(event_to_dict(event, specs))
+
+
+def books_to_json(exchange) -> dict:
+    """{"CCER-AFF": {"buy": [["62.01", [["o2", 1000], ...]], ...], "sell": [...]}, ...}"""
+    out = {}
+    for symbol, snapshot in exchange.snapshot_books().items():
+        spec = exchange.specs[symbol]
+        out[symbol] = {side: [[spec.ticks_to_text(price), [[oid, qty] for oid, qty in orders]]
+                              for price, orders in levels]
+                       for side, levels in snapshot.items()}
+    return out

@@ -1,0 +1,262 @@
+"""Identifiers, enums and the instrument spec: the vocabulary of the engine.
+
+Integers inside: prices are integer ticks, quantities whole tonnes, cash integer fen.
+Decimal text only crosses this module's parse/format helpers, never a float.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from typing import NamedTuple
+
+# Command prices travel as an exact fixed-point integer in millionths of a CNY, so
+# an off-tick price is still representable (and rejectable) without Decimal on the
+# hot path. 1 tick of 0.01 CNY == 10_000 price units.
+PRICE_UNITS_PER_CNY = 1_000_000
+FEN_PER_CNY = 100
+PRICE_UNITS_PER_FEN = PRICE_UNITS_PER_CNY // FEN_PER_CNY
+
+
+class Side(Enum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(Enum):
+    LIMIT = "limit"
+    MARKET = "market"
+
+
+class TimeInForce(Enum):
+    DAY = "day"
+    IOC = "ioc"
+    FOK = "fok"
+
+
+class CancelReason(Enum):
+    USER = "user"      # cancel command
+    IOC = "ioc"        # unfilled rest of an immediate-or-cancel limit order
+    FOK = "fok"        # fill-or-kill that could not fill completely
+    MARKET = "market"  # unfilled rest of a market order (market orders never rest)
+    STP = "stp"        # resting order removed by self-trade prevention
+    EOD = "eod"        # day order expired at the close
+
+
+class RejectReason(Enum):
+    MALFORMED = "malformed"
+    UNKNOWN_OP = "unknown_op"
+    UNKNOWN_INSTRUMENT = "unknown_instrument"
+    INVALID_INSTRUMENT = "invalid_instrument"
+    INSTRUMENT_BUSY = "instrument_busy"
+    INVALID_SIDE = "invalid_side"
+    INVALID_TYPE = "invalid_type"
+    INVALID_TIF = "invalid_tif"
+    INVALID_PRICE = "invalid_price"
+    OFF_TICK = "off_tick"
+    PRICE_OUT_OF_BAND = "price_out_of_band"
+    INVALID_QTY = "invalid_qty"
+    QTY_ABOVE_MAX = "qty_above_max"
+    QTY_NOT_ABOVE_FILLED = "qty_not_above_filled"
+    DUPLICATE_ORDER_ID = "duplicate_order_id"
+    ORDER_NOT_RESTING = "order_not_resting"
+    NOTHING_TO_AMEND = "nothing_to_amend"
+    UNKNOWN_ACCOUNT = "unknown_account"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    INSUFFICIENT_CREDITS = "insufficient_credits"
+    MARKET_CLOSED = "market_closed"
+
+
+class ParticipantType(Enum):
+    """Participant types seen in the CCER registry."""
+    KEY_EMISSION_UNIT = "key_emission_unit"
+    PROJECT_OWNER = "project_owner"
+    INVESTMENT_INSTITUTION = "investment_institution"
+    OTHER_ORGANISATION = "other_organisation"
+
+
+SIDES = {s.value: s for s in Side}
+ORDER_TYPES = {t.value: t for t in OrderType}
+TIFS = {t.value: t for t in TimeInForce}
+
+
+class DecimalFormatError(ValueError):
+    pass
+
+
+class PriceError(NamedTuple):
+    """A price the edge could not turn into price units; the engine rejects it with this reason."""
+    reason: "RejectReason"
+    text: str
+
+
+def parse_decimal_units(text: str, units_per_one: int) -> int:
+    """Exact decimal text -> integer count of 1/units_per_one; raises DecimalFormatError.
+
+    '62.01' with 1_000_000 -> 62_010_000. More precision than the unit allows is an error,
+    as is anything that is not a plain finite decimal (no exponents, no NaN, no floats).
+    """
+    if not isinstance(text, str) or not text or len(text) > 32:
+        raise DecimalFormatError(f"not a decimal string: {text!r}")
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise DecimalFormatError(f"not a decimal string: {text!r}") from None
+    if not value.is_finite() or "e" in text.lower():
+        raise DecimalFormatError(f"not a plain decimal: {text!r}")
+    scaled = value * units_per_one
+    if scaled != scaled.to_integral_value():
+        raise DecimalFormatError(f"too many decimal places: {text!r}")
+    return int(scaled)
+
+
+def parse_price_units(text: str) -> int:
+    return parse_decimal_units(text, PRICE_UNITS_PER_CNY)
+
+
+def format_units(units: int, units_per_one: int, places: int) -> str:
+    """Integer units -> decimal text with exactly `places` decimals (units must divide evenly)."""
+    sign = "-" if units < 0 else ""
+    units = abs(units)
+    whole, frac = divmod(units, units_per_one)
+    if places == 0:
+        return f"{sign}{whole}"
+    scale = 10 ** places
+    frac_scaled, rest = divmod(frac * scale, units_per_one)
+    if rest:
+        raise ValueError("value has more precision than the requested places")
+    return f"{sign}{whole}.{frac_scaled:0{places}d}"
+
+
+def format_fen(fen: int) -> str:
+    """Integer fen -> CNY decimal text, e.g. 620100 -> '6201.00'."""
+    return format_units(fen, FEN_PER_CNY, 2)
+
+
+def parse_cny_to_fen(text: str) -> int:
+    return parse_decimal_units(text, FEN_PER_CNY)
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentSpec:
+    """One credit type's trading rules. The scales live here, nowhere else.
+
+    tick_units: tick size in price units (1e-6 CNY); must be a whole number of fen so that
+    cash stays integer fen. ref_ticks: reference price (previous close) in ticks.
+    band_pct_units: band in percent as a Decimal-exact rational (numerator over 1e6).
+    """
+    symbol: str
+    tick_units: int = 10_000
+    lot: int = 1
+    max_qty: int = 99_999
+    ref_ticks: int = 6200
+    band_ppm: int = 100_000  # 10% as parts per million of the reference price
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.symbol or not isinstance(self.symbol, str):
+            raise ValueError("instrument symbol must be a non-empty string")
+        if self.tick_units <= 0 or self.tick_units % PRICE_UNITS_PER_FEN:
+            raise ValueError("tick must be a positive whole number of fen (0.01 CNY)")
+        if self.lot <= 0 or self.max_qty < self.lot:
+            raise ValueError("lot must be positive and not above max_qty")
+        if self.ref_ticks <= 0:
+            raise ValueError("reference price must be positive")
+        if not 0 <= self.band_ppm < 1_000_000:
+            raise ValueError("band must be in [0, 100) percent")
+
+    @property
+    def tick_fen(self) -> int:
+        return self.tick_units // PRICE_UNITS_PER_FEN
+
+    @property
+    def min_ticks(self) -> int:
+        # ceil(ref*(1-band)/tick), computed exactly in integers (ppm scale)
+        return max(1, -((-self.ref_ticks * (1_000_000 - self.band_ppm)) // 1_000_000))
+
+    @property
+    def max_ticks(self) -> int:
+        return (self.ref_ticks * (1_000_000 + self.band_ppm)) // 1_000_000
+
+    def ticks_to_text(self, ticks: int) -> str:
+        return format_units(ticks * self.tick_units, PRICE_UNITS_PER_CNY, self.price_places)
+
+    @property
+    def price_places(self) -> int:
+        places, units = 0, self.tick_units
+        while units % PRICE_UNITS_PER_CNY and places < 6:
+            units *= 10
+            places += 1
+        return max(places, 2)
+
+    def with_ref_ticks(self, ref_ticks: int) -> "InstrumentSpec":
+        return InstrumentSpec(self.symbol, self.tick_units, self.lot, self.max_qty, ref_ticks,
+                              self.band_ppm, self.name)
+
+    def to_json(self) -> dict:
+        return {"op": "instrument", "symbol": self.symbol,
+                "tick": format_units(self.tick_units, PRICE_UNITS_PER_CNY, self.price_places),
+                "lot": self.lot, "max_qty": self.max_qty,
+                "ref_price": self.ticks_to_text(self.ref_ticks),
+                "band_pct": _ppm_to_pct_text(self.band_ppm), "name": self.name}
+
+    @classmethod
+    def from_fields(cls, symbol, tick="0.01", lot=1, max_qty=99_999, ref_price=None,
+                    band_pct=10, name="") -> "InstrumentSpec":
+        """Build a spec from edge values (decimal strings / ints); raises ValueError."""
+        tick_units = parse_price_units(_as_decimal_text(tick, "tick"))
+        if ref_price is None:
+            raise ValueError("ref_price is required")
+        ref_units = parse_price_units(_as_decimal_text(ref_price, "ref_price"))
+        if tick_units <= 0 or ref_units % tick_units:
+            raise ValueError("ref_price must be a positive whole number of ticks")
+        band = Decimal(_as_decimal_text(band_pct, "band_pct")) * 10_000
+        if band != band.to_integral_value():
+            raise ValueError("band_pct has too many decimal places")
+        for value, label in ((lot, "lot"), (max_qty, "max_qty")):
+            if type(value) is not int:
+                raise ValueError(f"{label} must be an integer")
+        return cls(symbol, tick_units, lot, max_qty, ref_units // tick_units, int(band), name)
+
+
+def _as_decimal_text(value, label: str) -> str:
+    if type(value) is int:
+        return str(value)
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"{label} must be a decimal string or an integer, not {value!r}")
+
+
+def _ppm_to_pct_text(ppm: int) -> str:
+    text = format_units(ppm, 10_000, 4).rstrip("0").rstrip(".")
+    return text
+
+
+# The four CCER credit types with their default previous closes (CNY/t).
+DEFAULT_INSTRUMENTS: tuple[InstrumentSpec, ...] = (
+    InstrumentSpec.from_fields("CCER-AFF", ref_price="62.00", name="afforestation carbon sink"),
+    InstrumentSpec.from_fields("CCER-SOL", ref_price="75.50", name="grid-connected solar thermal power"),
+    InstrumentSpec.from_fields("CCER-OWF", ref_price="81.20", name="grid-connected offshore wind power"),
+    InstrumentSpec.from_fields("CCER-MGV", ref_price="95.00", name="mangrove restoration"),
+)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
+
+def price_field(value):
+    """Edge value of a price field -> int price units, None, or a PriceError for the engine."""
+    if value is None:
+        return None
+    if type(value) is not str:
+        return PriceError(RejectReason.INVALID_PRICE, "price must be a decimal string, e.g. \"62.01\"")
+    try:
+        return parse_price_units(value)
+    except DecimalFormatError:
+        try:
+            Decimal(value)
+        except InvalidOperation:
+            return PriceError(RejectReason.INVALID_PRICE, f"not a decimal price: {value[:32]!r}")
+        return PriceError(RejectReason.OFF_TICK, f"price {value[:32]!r} is not a multiple of the tick")

@@ -1,0 +1,36 @@
+"""`ccerx`: the one command in front of the exchange (engine, gateway, benchmarks, simulation)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each subcommand lives in its own module with add_parser(subparsers) -> sets args.run.
+SUBCOMMAND_MODULES = (
+    "scripts.cmd_replay",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ccerx", description="CCER carbon-credit exchange: "
+                                     "matching engine, FIX gateway, replay, benchmarks, simulation")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
