@@ -30,6 +30,7 @@ BUY, SELL = Side.BUY, Side.SELL
 LIMIT, MARKET = OrderType.LIMIT, OrderType.MARKET
 DAY, IOC, FOK = TimeInForce.DAY, TimeInForce.IOC, TimeInForce.FOK
 MAX_ID_LEN = 64
+_tuple_new = tuple.__new__  # builds an event NamedTuple without its Python-level __new__
 
 
 class _Reject(Exception):
@@ -125,48 +126,45 @@ class Exchange:
             return self._reject(out, ts, "new", order_id, R.DUPLICATE_ORDER_ID,
                                 "order id already used today", owner)
         seen.add(order_id)
-        try:
-            account = cmd.account
-            if type(account) is not str or not account or len(account) > MAX_ID_LEN:
-                raise _Reject(R.MALFORMED, "account must be a non-empty string")
-            spec = self.specs.get(cmd.instrument) if type(cmd.instrument) is str else None
-            if spec is None:
-                raise _Reject(R.UNKNOWN_INSTRUMENT, f"unknown instrument {cmd.instrument!r}")
-            side = SIDES.get(cmd.side) if type(cmd.side) is str else None
-            if side is None:
-                raise _Reject(R.INVALID_SIDE, "side must be 'buy' or 'sell'")
-            order_type = ORDER_TYPES.get(cmd.order_type) if type(cmd.order_type) is str else None
-            if order_type is None:
-                raise _Reject(R.INVALID_TYPE, "type must be 'limit' or 'market'")
-            tif = cmd.tif
-            if tif is None:
-                tif = DAY if order_type is LIMIT else IOC
-            else:
-                tif = TIFS.get(tif) if type(tif) is str else None
-                if tif is None:
-                    raise _Reject(R.INVALID_TIF, "tif must be 'day', 'ioc' or 'fok'")
-            if order_type is LIMIT:
-                price = self._limit_ticks(spec, cmd.price_units)
-            else:
-                if tif is DAY:
-                    raise _Reject(R.INVALID_TIF, "a market order cannot be a day order")
-                if cmd.price_units is not None:
-                    raise _Reject(R.INVALID_PRICE, "a market order carries no price")
-                price = None
-            qty = self._check_qty(spec, cmd.qty)
-            order = Order(order_id, account, side, price, qty, owner)
-            if self.accounts is not None:
+        account = cmd.account
+        instrument = cmd.instrument
+        spec = self.specs.get(instrument) if type(instrument) is str else None
+        side = SIDES.get(cmd.side) if type(cmd.side) is str else None
+        order_type = ORDER_TYPES.get(cmd.order_type) if type(cmd.order_type) is str else None
+        tif = cmd.tif
+        tif = (DAY if order_type is LIMIT else IOC) if tif is None else (
+            TIFS.get(tif) if type(tif) is str else None)
+        price_units, qty = cmd.price_units, cmd.qty
+        # Fast path: a well-formed limit order whose fields need no explaining.
+        if (spec is not None and side is not None and order_type is LIMIT and tif is not None
+                and type(price_units) is int and type(qty) is int and type(account) is str
+                and 0 < qty <= spec.max_qty and qty % spec.lot == 0 and account
+                and len(account) <= MAX_ID_LEN and price_units > 0
+                and not price_units % spec.tick_units
+                and spec.min_ticks <= price_units // spec.tick_units <= spec.max_ticks):
+            price = price_units // spec.tick_units
+        else:
+            try:
+                price = self._validate_new(cmd, spec, side, order_type, tif)
+            except _Reject as bad:
+                return self._reject(out, ts, "new", order_id, bad.reason, bad.text, owner)
+        order = Order(order_id, account, side, price, qty, owner)
+        if self.accounts is not None:
+            try:
                 self._reserve_new(order, spec)
-        except _Reject as bad:
-            return self._reject(out, ts, "new", order_id, bad.reason, bad.text, owner)
+            except _Reject as bad:
+                return self._reject(out, ts, "new", order_id, bad.reason, bad.text, owner)
 
-        book = self.books[spec.symbol]
+        symbol = spec.symbol
+        book = self.books[symbol]
         self.seq += 1
-        out.append(OrderAccepted(self.seq, ts, order_id, account, spec.symbol, side, order_type,
-                                 tif, price, qty, owner))
+        out.append(_tuple_new(OrderAccepted, (self.seq, ts, order_id, account, symbol, side,
+                                              order_type, tif, price, qty, owner)))
         if tif is FOK and self._fillable(book, order, price) < qty:
             return self._finish(order, spec, CancelReason.FOK, out, ts)
-        self._match(book, spec, order, price, out, ts)
+        opposite = book.asks if side is BUY else book.bids
+        if opposite.keys:
+            self._match(book, spec, order, price, out, ts)
         if order.open_qty:
             if tif is DAY:
                 book.add(order)
@@ -175,6 +173,30 @@ class Exchange:
                              else (CancelReason.FOK if tif is FOK else CancelReason.IOC), out, ts)
         elif order.reserved:
             self._release(order, spec)
+
+    def _validate_new(self, cmd: NewOrder, spec, side, order_type, tif) -> Optional[int]:
+        """The slow path of `_new`: find the first bad field and say what is wrong with it."""
+        account = cmd.account
+        if type(account) is not str or not account or len(account) > MAX_ID_LEN:
+            raise _Reject(R.MALFORMED, "account must be a non-empty string")
+        if spec is None:
+            raise _Reject(R.UNKNOWN_INSTRUMENT, f"unknown instrument {str(cmd.instrument)[:40]!r}")
+        if side is None:
+            raise _Reject(R.INVALID_SIDE, "side must be 'buy' or 'sell'")
+        if order_type is None:
+            raise _Reject(R.INVALID_TYPE, "type must be 'limit' or 'market'")
+        if tif is None:
+            raise _Reject(R.INVALID_TIF, "tif must be 'day', 'ioc' or 'fok'")
+        if order_type is LIMIT:
+            price = self._limit_ticks(spec, cmd.price_units)
+        else:
+            if tif is DAY:
+                raise _Reject(R.INVALID_TIF, "a market order cannot be a day order")
+            if cmd.price_units is not None:
+                raise _Reject(R.INVALID_PRICE, "a market order carries no price")
+            price = None
+        self._check_qty(spec, cmd.qty)
+        return price
 
     def _reserve_new(self, order: Order, spec: InstrumentSpec) -> None:
         account = self.accounts.get(order.account)
@@ -277,9 +299,10 @@ class Exchange:
                 stats[1] += price * qty
                 stats[2] += 1
                 self.seq += 1
-                out.append(TradeExecuted(self.seq, ts, self.next_trade_id, instrument, price, qty,
-                                         buy.order_id, sell.order_id, aggressor, buy.account,
-                                         sell.account, fee, fee, buy.open_qty, sell.open_qty))
+                out.append(_tuple_new(TradeExecuted, (
+                    self.seq, ts, self.next_trade_id, instrument, price, qty, buy.order_id,
+                    sell.order_id, aggressor, buy.account, sell.account, fee, fee, buy.open_qty,
+                    sell.open_qty)))
                 self.next_trade_id += 1
                 if not maker.open_qty and maker.reserved:
                     self._release(maker, spec)
@@ -311,8 +334,9 @@ class Exchange:
         order.open_qty = 0
         self._release(order, spec)
         self.seq += 1
-        out.append(OrderCancelled(self.seq, ts, order.order_id, order.account, spec.symbol,
-                                  order.side, reason, cancelled, order.filled_qty))
+        out.append(_tuple_new(OrderCancelled, (self.seq, ts, order.order_id, order.account,
+                                               spec.symbol, order.side, reason, cancelled,
+                                               order.filled_qty)))
 
     # ------------------------------------------------------------------ cancel / amend
     def _cancel(self, cmd: CancelOrder, ts: int, out: list) -> None:

@@ -5,7 +5,7 @@ Decimal text only crosses this module's parse/format helpers, never a float.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import NamedTuple
@@ -152,6 +152,10 @@ class InstrumentSpec:
     ref_ticks: int = 6200
     band_ppm: int = 100_000  # 10% as parts per million of the reference price
     name: str = ""
+    # derived, precomputed because the hot path reads them on every order
+    min_ticks: int = field(init=False, repr=False, compare=False)
+    max_ticks: int = field(init=False, repr=False, compare=False)
+    tick_fen: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.symbol or not isinstance(self.symbol, str):
@@ -164,19 +168,11 @@ class InstrumentSpec:
             raise ValueError("reference price must be positive")
         if not 0 <= self.band_ppm < 1_000_000:
             raise ValueError("band must be in [0, 100) percent")
-
-    @property
-    def tick_fen(self) -> int:
-        return self.tick_units // PRICE_UNITS_PER_FEN
-
-    @property
-    def min_ticks(self) -> int:
-        # ceil(ref*(1-band)/tick), computed exactly in integers (ppm scale)
-        return max(1, -((-self.ref_ticks * (1_000_000 - self.band_ppm)) // 1_000_000))
-
-    @property
-    def max_ticks(self) -> int:
-        return (self.ref_ticks * (1_000_000 + self.band_ppm)) // 1_000_000
+        # valid prices: ceil(ref*(1-band)/tick) <= P/tick <= floor(ref*(1+band)/tick), exact integers
+        setattr_ = object.__setattr__
+        setattr_(self, "min_ticks", max(1, -((-self.ref_ticks * (1_000_000 - self.band_ppm)) // 1_000_000)))
+        setattr_(self, "max_ticks", (self.ref_ticks * (1_000_000 + self.band_ppm)) // 1_000_000)
+        setattr_(self, "tick_fen", self.tick_units // PRICE_UNITS_PER_FEN)
 
     def ticks_to_text(self, ticks: int) -> str:
         return format_units(ticks * self.tick_units, PRICE_UNITS_PER_CNY, self.price_places)
