@@ -24,7 +24,8 @@ from .events import (DayClosed, InstrumentDefined, OrderAccepted, OrderAmended, 
                      OrderRejected, TradeExecuted)
 from .risk import DEFAULT_FEE_PPM, PPM, Accounts
 from .types import (DEFAULT_INSTRUMENTS, ORDER_TYPES, SIDES, TIFS, CancelReason, InstrumentSpec,
-                    OrderType, PriceError, RejectReason as R, Side, TimeInForce)
+                    OrderType, PriceError, RejectReason as R, Side, TimeInForce,
+                    format_fen)
 
 BUY, SELL = Side.BUY, Side.SELL
 LIMIT, MARKET = OrderType.LIMIT, OrderType.MARKET
@@ -206,7 +207,8 @@ class Exchange:
             need = self._cash_needed(spec, order.price, order.open_qty)
             if need > account.cash - account.cash_reserved:
                 raise _Reject(R.INSUFFICIENT_FUNDS,
-                              f"needs {need} fen, {account.cash - account.cash_reserved} available")
+                              f"needs {format_fen(need)} CNY incl. fee, "
+                              f"{format_fen(account.cash - account.cash_reserved)} CNY available")
             account.cash_reserved += need
         else:
             need = order.open_qty
@@ -393,7 +395,9 @@ class Exchange:
             need = self._cash_needed(spec, price, open_qty)
             extra = need - order.reserved
             if extra > account.cash - account.cash_reserved:
-                raise _Reject(R.INSUFFICIENT_FUNDS, f"amend needs {extra} more fen than available")
+                raise _Reject(R.INSUFFICIENT_FUNDS,
+                              f"amend needs {format_fen(extra)} CNY more, "
+                              f"{format_fen(account.cash - account.cash_reserved)} CNY available")
             account.cash_reserved += extra
         else:
             need = open_qty
@@ -453,6 +457,11 @@ class Exchange:
                 held_cash = sum(o.reserved for b in self.books.values() for o in b.orders.values()
                                 if o.account == account.account and o.side is BUY)
                 assert held_cash == account.cash_reserved, f"{account.account}: cash reservations"
+                for symbol, book in self.books.items():
+                    held = sum(o.reserved for o in book.orders.values()
+                               if o.account == account.account and o.side is SELL)
+                    assert held == account.credits_reserved.get(symbol, 0), \
+                        f"{account.account}: {symbol} credit reservations"
 
     def snapshot_books(self) -> dict:
         return {symbol: book.snapshot() for symbol, book in self.books.items()}
