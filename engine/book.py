@@ -176,7 +176,8 @@ class Book:
         seen = 0
         for book_side in (self.bids, self.asks):
             assert len(book_side.keys) == len(book_side.levels), "keys/levels size differ"
-            assert book_side.keys == sorted(p * book_side.sign for p in book_side.levels)
+            assert book_side.keys == sorted(p * book_side.sign for p in book_side.levels), \
+                "keys out of order"
             for key in book_side.keys:
                 price = key * book_side.sign
                 level = book_side.levels[price]

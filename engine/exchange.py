@@ -163,8 +163,9 @@ class Exchange:
                                               order_type, tif, price, qty, owner)))
         if tif is FOK and self._fillable(book, order, price) < qty:
             return self._finish(order, spec, CancelReason.FOK, out, ts)
-        opposite = book.asks if side is BUY else book.bids
-        if opposite.keys:
+        keys = book.asks.keys if side is BUY else book.bids.keys
+        # call the matcher only if the order crosses (keys are signed so that best is keys[0])
+        if keys and (price is None or (keys[0] <= price if side is BUY else -keys[0] >= price)):
             self._match(book, spec, order, price, out, ts)
         if order.open_qty:
             if tif is DAY:
