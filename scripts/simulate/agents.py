@@ -1,0 +1,237 @@
+"""The participants of a simulated CCER market and how each decides.
+
+Each agent owns one account and, when the day loop activates it, looks at the market
+through `m` (the running session: top of book, fair price, band, its balances) and sends
+orders through it. Agents keep only what they were told by events: their live orders
+(`live`: order id -> Live) and what they bought and sold. Prices are integer ticks.
+
+- Emitter (key emission unit): has an offset need per accepted credit type (all needs
+  together capped at 5% of its verified emissions) and a deadline. It buys in child
+  orders, mostly resting at the bid early on, crossing the spread more often and paying
+  up more the closer the deadline and the further it is behind schedule.
+- ProjectOwner: holds one credit type and receives issuance batches. It offers slices of
+  its inventory at an ask that drops with ln(inventory / normal inventory) and, under
+  heavy inventory pressure (a large batch), also hits bids.
+- MarketMaker (investment institution): two-sided quotes around the last price, skewed
+  against its inventory, never beyond its inventory limit; requotes on each activation.
+- NoiseTrader (zero intelligence): random side, type and price around the mid for
+  background flow, within its cash and holdings.
+"""
+from __future__ import annotations
+
+import math
+
+MAX_NEED_SHARE_PPM = 50_000   # offsets are capped at 5% of verified emissions
+
+
+class Live:
+    __slots__ = ("instrument", "side", "price", "open_qty")
+
+    def __init__(self, instrument, side, price, open_qty):
+        self.instrument, self.side, self.price, self.open_qty = instrument, side, price, open_qty
+
+
+class Agent:
+    kind = "agent"
+    participant_type = "other_organisation"
+
+    def __init__(self, agent_id: str, account: str, rate: float):
+        self.agent_id = agent_id
+        self.account = account
+        self.rate = rate              # activations per trading day
+        self.live: dict[str, Live] = {}
+        self.bought: dict[str, int] = {}
+        self.sold: dict[str, int] = {}
+        self.fees = 0                 # fen
+        self.trades = 0
+        self.rejects = 0
+
+    def act(self, m, ts: int) -> None:
+        raise NotImplementedError
+
+    def working(self, instrument: str, side: str) -> int:
+        return sum(o.open_qty for o in self.live.values()
+                   if o.instrument == instrument and o.side == side)
+
+    def cancel_all(self, m, ts: int, instrument: str | None = None) -> None:
+        for order_id in [k for k, o in self.live.items()
+                         if instrument is None or o.instrument == instrument]:
+            m.cancel(self, order_id, ts)
+
+
+class Emitter(Agent):
+    kind = "emitter"
+    participant_type = "key_emission_unit"
+
+    def __init__(self, agent_id, account, rate, verified_t: int, needs: dict[str, int],
+                 deadline_day: int, child_t: tuple[int, int]):
+        super().__init__(agent_id, account, rate)
+        cap = verified_t * MAX_NEED_SHARE_PPM // 1_000_000
+        total = sum(needs.values())
+        if total > cap:  # scale every type's need down so the total fits under the cap
+            needs = {k: v * cap // total for k, v in needs.items()}
+        self.verified_t = verified_t
+        self.needs = {k: v for k, v in needs.items() if v > 0}
+        self.deadline_day = deadline_day   # 0-based index of the last day it buys on
+        self.child_t = child_t
+
+    def remaining(self, instrument: str) -> int:
+        return self.needs[instrument] - self.bought.get(instrument, 0)
+
+    def act(self, m, ts):
+        u = m.elapsed_share(self.deadline_day)
+        if u >= 1.0:
+            return
+        rng = m.rng
+        todo = [(self.remaining(k) - self.working(k, "buy"), k) for k in self.needs]
+        todo = [(r, k) for r, k in todo if r > 0]
+        if not todo:
+            return
+        instrument = todo[rng.randrange(len(todo))][1] if rng.random() < 0.3 else max(todo)[1]
+        need = self.needs[instrument]
+        bought = self.bought.get(instrument, 0)
+        behind = bought < need * min(1.0, u * 1.15 + 0.05)
+        spec = m.spec(instrument)
+        bid, ask = m.top(instrument)
+        fair = m.fair(instrument)
+        half_band = max(1, spec.max_ticks - spec.ref_ticks)
+        cap = min(spec.max_ticks, fair + 1 + int(half_band * (0.05 + 0.6 * u * u)))
+        qty = min(self.remaining(instrument) - self.working(instrument, "buy"),
+                  rng.randint(*self.child_t))
+        take = 0.12 + 0.7 * u * u if behind else 0.04
+        if ask is not None and ask <= cap and rng.random() < take:
+            price = min(cap, ask + (rng.randint(0, 3) if u > 0.6 else 0))
+            m.order(self, instrument, "buy", price, qty, "ioc", ts)
+            return
+        # passive: one resting bid per type, improved to the top of the book
+        for order_id, o in list(self.live.items()):
+            if o.instrument == instrument:
+                if bid is not None and o.price >= bid:
+                    return          # already best bid: keep its time priority
+                m.cancel(self, order_id, ts)
+        price = (bid + 1) if bid is not None else fair - rng.randint(1, 4)
+        if ask is not None and price >= ask:
+            price = ask - 1
+        price = min(price, cap)
+        m.order(self, instrument, "buy", price, qty, "day", ts)
+
+
+class ProjectOwner(Agent):
+    kind = "project_owner"
+    participant_type = "project_owner"
+
+    def __init__(self, agent_id, account, rate, instrument: str, normal_t: int,
+                 slice_share: tuple[float, float], discount: float, dump_pressure: float):
+        super().__init__(agent_id, account, rate)
+        self.instrument = instrument
+        self.normal_t = max(1, normal_t)
+        self.slice_share = slice_share
+        self.discount = discount
+        self.dump_pressure = dump_pressure
+        self.issued = 0
+
+    def act(self, m, ts):
+        rng, instrument = m.rng, self.instrument
+        working = self.working(instrument, "sell")
+        free = m.sellable(self, instrument)
+        inventory = free + working
+        if inventory <= 0:
+            return
+        pressure = inventory / self.normal_t
+        spec = m.spec(instrument)
+        bid, ask = m.top(instrument)
+        fair = m.fair(instrument)
+        target = fair - int(round(fair * self.discount * math.log(max(pressure, 0.2))))
+        target = m.clamp(instrument, target + rng.randint(-1, 3))
+        qty = min(free, max(1, int(inventory * rng.uniform(*self.slice_share))), spec.max_qty)
+        if (pressure > self.dump_pressure and bid is not None and qty > 0
+                and rng.random() < min(0.6, 0.15 * pressure)):
+            m.order(self, instrument, "sell", max(bid, target - 2), qty, "ioc", ts)
+            return
+        for order_id, o in list(self.live.items()):
+            if abs(o.price - target) <= 2 and (ask is None or o.price <= ask + 2):
+                return      # resting offer still about right
+            m.cancel(self, order_id, ts)
+        free = m.sellable(self, instrument)
+        qty = min(free, qty if qty > 0 else free)
+        if qty <= 0:
+            return
+        if bid is not None and target <= bid:
+            target = bid + 1 if ask is None or bid + 1 < ask else bid
+        m.order(self, instrument, "sell", m.clamp(instrument, target), qty, "day", ts)
+
+
+class MarketMaker(Agent):
+    kind = "market_maker"
+    participant_type = "investment_institution"
+
+    def __init__(self, agent_id, account, rate, instrument: str, opening_t: int, limit_t: int,
+                 quote_t: tuple[int, int], half_spread: int, skew_ticks: int):
+        super().__init__(agent_id, account, rate)
+        self.instrument = instrument
+        self.opening_t = opening_t
+        self.limit_t = limit_t
+        self.quote_t = quote_t
+        self.half_spread = half_spread
+        self.skew_ticks = skew_ticks
+
+    def position(self) -> int:
+        """Net tonnes bought since the open of the run (inventory away from the opening)."""
+        return self.bought.get(self.instrument, 0) - self.sold.get(self.instrument, 0)
+
+    def act(self, m, ts):
+        rng, instrument = m.rng, self.instrument
+        self.cancel_all(m, ts)
+        position = self.position()
+        fair = m.last_price[instrument]
+        skew = -int(round(self.skew_ticks * position / self.limit_t))
+        bid_px = fair - self.half_spread + skew
+        ask_px = fair + self.half_spread + skew
+        bid, ask = m.top(instrument)
+        if ask is not None and bid_px >= ask:
+            bid_px = ask - 1
+        if bid is not None and ask_px <= bid:
+            ask_px = bid + 1
+        qty = rng.randint(*self.quote_t)
+        if position + qty <= self.limit_t:
+            m.order(self, instrument, "buy", m.clamp(instrument, bid_px), qty, "day", ts)
+        sell_qty = min(qty, m.sellable(self, instrument), self.limit_t + position)
+        if sell_qty > 0:
+            m.order(self, instrument, "sell", m.clamp(instrument, ask_px), sell_qty, "day", ts)
+
+
+class NoiseTrader(Agent):
+    kind = "noise_trader"
+    participant_type = "other_organisation"
+
+    def __init__(self, agent_id, account, rate, instruments: list[str], order_t: tuple[int, int],
+                 take_probability: float, offset_ticks: int, max_live: int):
+        super().__init__(agent_id, account, rate)
+        self.instruments = instruments
+        self.order_t = order_t
+        self.take_probability = take_probability
+        self.offset_ticks = offset_ticks
+        self.max_live = max_live
+
+    def act(self, m, ts):
+        rng = m.rng
+        if len(self.live) >= self.max_live:
+            m.cancel(self, next(iter(self.live)), ts)   # oldest first
+        instrument = self.instruments[rng.randrange(len(self.instruments))]
+        side = "buy" if rng.random() < 0.5 else "sell"
+        qty = rng.randint(*self.order_t)
+        if side == "sell":
+            qty = min(qty, m.sellable(self, instrument))
+            if qty <= 0:
+                side, qty = "buy", rng.randint(*self.order_t)
+        bid, ask = m.top(instrument)
+        fair = m.fair(instrument)
+        if rng.random() < self.take_probability:
+            touch = ask if side == "buy" else bid
+            if touch is None:
+                return
+            m.order(self, instrument, side, touch, qty, "ioc", ts)
+            return
+        offset = rng.randint(-1, self.offset_ticks)
+        price = fair - offset if side == "buy" else fair + offset
+        m.order(self, instrument, side, m.clamp(instrument, price), qty, "day", ts)

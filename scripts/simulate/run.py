@@ -1,0 +1,332 @@
+"""The day loop: build the population from a scenario, trade the days, collect the record.
+
+Theory of operation. A `Session` is the market as the agents see it (`m` in agents.py).
+Each trading day: the registry credits the day's issuance; then for every minute of the
+two sessions a seeded random set of agents is activated (more at the open and the close)
+and each sends orders through the venue; the book is sampled once a minute; at 15:00 the
+venue closes the day (`EndOfDay`: day orders expire, the VWAP close becomes tomorrow's
+reference and band, today's purchases become sellable) and the settlement is reconciled
+against the exchange's accounts. Every event goes through `dispatch()`; every trade goes
+through `self.settlement.trade()` (the settlement seam, see settle.py).
+
+Determinism: one `random.Random(seed)` for the population and one for the run; agents and
+instruments are visited in list order, never set order; the clock is simulated. Same
+scenario and seed -> the same commands -> the same trades.
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+from engine.commands import CancelOrder, NewOrder
+from engine.events import DayClosed, OrderAccepted, OrderCancelled, OrderRejected, TradeExecuted
+from engine.risk import PPM, Account, Accounts
+from engine.types import CancelReason, ParticipantType, Side, parse_decimal_units
+
+from .agents import Emitter, Live, MarketMaker, NoiseTrader, ProjectOwner
+from .calendar import MINUTES_PER_DAY, NS_PER_MIN, TradingCalendar
+from .scenario import Scenario
+from .settle import Reconciliation, TradeLedger
+from .venue import InProcessVenue
+
+BUY = Side.BUY
+EOD = CancelReason.EOD
+
+
+@dataclass
+class DayRecord:
+    day: int
+    date: str
+    closes: dict[str, DayClosed] = field(default_factory=dict)
+    expired: int = 0                       # day orders cancelled at the close
+    emitter_bought: dict[str, int] = field(default_factory=dict)   # cumulative, per type
+    reconciliation: Reconciliation | None = None
+
+
+@dataclass
+class SimResult:
+    scenario: Scenario
+    calendar: TradingCalendar
+    agents: list
+    trades: list            # (trade_id, day, ts, instrument, price, qty, buy_acct, sell_acct, aggressor, buy_fee, sell_fee)
+    samples: dict           # instrument -> list of (day, minute, bid, ask, bid_depth, ask_depth)
+    impacts: dict           # instrument -> list of (sign, qty, mid_before_x2, mid_after_x2)
+    days: list[DayRecord]
+    opening: dict           # account -> (cash fen, {instrument: t})
+    issuance: list          # (day, instrument, account, qty, kind)
+    specs: dict             # instrument -> spec at the start
+    final_specs: dict       # instrument -> spec after the last close
+    commands: int = 0
+    rejects: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+    mode: str = "in-process"
+
+    @property
+    def reconciled(self) -> bool:
+        return all(d.reconciliation is not None and d.reconciliation.ok for d in self.days)
+
+
+def _u_shape(minute: int) -> float:
+    """Intraday activity weight, mean ~1: busier after the open and before the close."""
+    x = (minute + 0.5) / MINUTES_PER_DAY * 2 - 1
+    return 0.64 + 1.08 * x * x
+
+
+class Session:
+    def __init__(self, scenario: Scenario, venue=None, settlement=None, progress=None):
+        self.scenario = scenario
+        self.calendar = TradingCalendar(scenario.start_date, scenario.days)
+        self.build_rng = random.Random(f"population:{scenario.seed}")
+        self.rng = random.Random(f"run:{scenario.seed}")
+        self.symbols = scenario.symbols
+        self.agents, self.accounts = self._population()
+        self.by_account = {a.account: a for a in self.agents}
+        self.venue = venue or InProcessVenue(scenario.instruments, self.accounts, scenario.fee_ppm)
+        self.specs = self.venue.specs
+        self.settlement = settlement or TradeLedger(scenario.fee_ppm)
+        self.progress = progress
+        self.fee_ppm = scenario.fee_ppm
+        self.last_price = {s: self.specs[s].ref_ticks for s in self.symbols}
+        self.day = 0
+        self.minute = 0
+        self.commands = 0
+        self.rejects: dict[str, int] = {}
+        self.trades: list = []
+        self.samples = {s: [] for s in self.symbols}
+        self.impacts = {s: [] for s in self.symbols}
+        self.issuance: list = []
+        self.days: list[DayRecord] = []
+        self.opening = {a.account: (a.cash, dict(a.credits)) for a in self.accounts.by_id.values()}
+        for account_id, (cash, credits) in self.opening.items():
+            self.settlement.open(account_id, cash, credits)
+
+    # ------------------------------------------------------------------ population
+    def _population(self):
+        sc, rng, symbols = self.scenario, self.build_rng, self.scenario.symbols
+        specs = {s.symbol: s for s in sc.instruments}
+        counts = sc.agents
+        accounts = Accounts(fee_ppm=sc.fee_ppm)
+        agents = []
+
+        def add(agent, cash_fen, credits):
+            agents.append(agent)
+            accounts.add(Account(agent.account, ParticipantType(agent.participant_type), None,
+                                 cash_fen, credits={k: v for k, v in credits.items() if v}))
+
+        cfg = sc.emitters
+        headroom = parse_decimal_units(str(cfg["cash_headroom"]), PPM)
+        deadline = (cfg["deadline_day"] or sc.days) - 1
+        for n in range(counts["emitters"]):
+            verified = rng.randint(*cfg["verified_emissions_t"])
+            requested = int(verified * rng.uniform(*cfg["need_share"]))
+            kinds = rng.sample(symbols, min(len(symbols), rng.randint(*cfg["types_per_emitter"])))
+            weights = [rng.random() + 0.2 for _ in kinds]
+            needs = {k: int(requested * w / sum(weights)) for k, w in zip(kinds, weights)}
+            agent = Emitter(f"E{n:04d}", f"EMIT{n:04d}", cfg["activity_per_day"], verified, needs,
+                            deadline, tuple(cfg["child_t"]))
+            value = sum(q * specs[k].ref_ticks * specs[k].tick_fen for k, q in agent.needs.items())
+            add(agent, value * headroom // PPM + 100_00, {})
+        cfg = sc.project_owners
+        for n in range(counts["project_owners"]):
+            symbol = symbols[n % len(symbols)]
+            initial = rng.randint(*cfg["initial_t"])
+            agent = ProjectOwner(f"P{n:03d}", f"PROJ{n:03d}", cfg["activity_per_day"], symbol,
+                                 initial, tuple(cfg["slice"]), cfg["discount_per_log_inventory"],
+                                 cfg["dump_pressure"])
+            add(agent, cfg["cash_cny"] * 100, {symbol: initial})
+        cfg = sc.market_makers
+        for n in range(counts["market_makers"]):
+            symbol = symbols[n % len(symbols)]
+            inventory = rng.randint(*cfg["inventory_t"])
+            agent = MarketMaker(f"M{n:03d}", f"INST{n:03d}", cfg["activity_per_day"], symbol,
+                                inventory, cfg["inventory_limit_t"], tuple(cfg["quote_t"]),
+                                rng.randint(*cfg["half_spread_ticks"]), cfg["skew_ticks"])
+            add(agent, cfg["cash_cny"] * 100, {symbol: inventory})
+        cfg = sc.noise_traders
+        for n in range(counts["noise_traders"]):
+            agent = NoiseTrader(f"N{n:04d}", f"NOIS{n:04d}", cfg["activity_per_day"], symbols,
+                                tuple(cfg["order_t"]), cfg["take_probability"],
+                                cfg["offset_ticks"], cfg["max_live_orders"])
+            add(agent, rng.randint(*cfg["cash_cny"]) * 100,
+                {k: rng.randint(*cfg["inventory_t"]) for k in symbols})
+        return agents, accounts
+
+    # ------------------------------------------------------------------ what agents see
+    def spec(self, instrument):
+        return self.specs[instrument]
+
+    def top(self, instrument):
+        return self.venue.top(instrument)
+
+    def fair(self, instrument) -> int:
+        bid, ask = self.venue.top(instrument)
+        if bid is not None and ask is not None:
+            return (bid + ask) // 2
+        return self.last_price[instrument]
+
+    def clamp(self, instrument, ticks: int) -> int:
+        spec = self.specs[instrument]
+        return spec.min_ticks if ticks < spec.min_ticks else (
+            spec.max_ticks if ticks > spec.max_ticks else ticks)
+
+    def sellable(self, agent, instrument) -> int:
+        return self.venue.credits_sellable(agent.account, instrument)
+
+    def elapsed_share(self, last_day: int) -> float:
+        """Share of the trading time up to the end of `last_day` already gone (0..1+)."""
+        return (self.day * MINUTES_PER_DAY + self.minute) / ((last_day + 1) * MINUTES_PER_DAY)
+
+    # ------------------------------------------------------------------ what agents do
+    def order(self, agent, instrument: str, side: str, ticks: int, qty: int, tif: str, ts: int):
+        """A limit order sized to what the account can pay for or deliver."""
+        spec = self.specs[instrument]
+        ticks = self.clamp(instrument, ticks)
+        if side == "buy":
+            afford = (self.venue.cash_available(agent.account) * PPM
+                      // (ticks * spec.tick_fen * (PPM + self.fee_ppm)))
+            qty = min(qty, afford)
+        else:
+            qty = min(qty, self.venue.credits_sellable(agent.account, instrument))
+        qty = min(qty, spec.max_qty)
+        if qty <= 0:
+            return
+        agent.n_orders = n = getattr(agent, "n_orders", 0) + 1
+        bid, ask = self.venue.top(instrument)
+        self.commands += 1
+        events = self.venue.send(NewOrder(f"{agent.agent_id}.{self.day}.{n}", agent.account,
+                                          instrument, side, "limit", tif,
+                                          ticks * spec.tick_units, qty, ts))
+        filled = self.dispatch(events, agent)
+        if filled and bid is not None and ask is not None:
+            after_bid, after_ask = self.venue.top(instrument)
+            if after_bid is not None and after_ask is not None:
+                self.impacts[instrument].append((1 if side == "buy" else -1, filled, bid + ask,
+                                                 after_bid + after_ask))
+
+    def cancel(self, agent, order_id: str, ts: int) -> None:
+        self.commands += 1
+        self.dispatch(self.venue.send(CancelOrder(order_id, ts)), agent)
+
+    # ------------------------------------------------------------------ events
+    def dispatch(self, events, submitter=None) -> int:
+        """Route events to the agents and every trade to the settlement; returns the
+        quantity the submitter's order traded as aggressor."""
+        by_account, filled = self.by_account, 0
+        for e in events:
+            kind = type(e)
+            if kind is TradeExecuted:
+                self.settlement.trade(e, self.specs[e.instrument])
+                instrument, qty = e.instrument, e.qty
+                buyer, seller = by_account[e.buy_account], by_account[e.sell_account]
+                buyer.bought[instrument] = buyer.bought.get(instrument, 0) + qty
+                seller.sold[instrument] = seller.sold.get(instrument, 0) + qty
+                buyer.fees += e.buy_fee
+                seller.fees += e.sell_fee
+                buyer.trades += 1
+                seller.trades += 1
+                for agent, order_id, open_qty in ((buyer, e.buy_order_id, e.buy_open_qty),
+                                                  (seller, e.sell_order_id, e.sell_open_qty)):
+                    if open_qty:
+                        agent.live[order_id].open_qty = open_qty
+                    else:
+                        agent.live.pop(order_id, None)
+                self.last_price[instrument] = e.price
+                filled += qty
+                self.trades.append((e.trade_id, self.day, e.ts, instrument, e.price, qty,
+                                    e.buy_account, e.sell_account, e.aggressor.value,
+                                    e.buy_fee, e.sell_fee))
+            elif kind is OrderAccepted:
+                by_account[e.account].live[e.order_id] = Live(e.instrument, e.side.value,
+                                                              e.price, e.qty)
+            elif kind is OrderCancelled:
+                by_account[e.account].live.pop(e.order_id, None)
+                if e.reason is EOD:
+                    self.days[-1].expired += 1
+            elif kind is OrderRejected:
+                if submitter is not None:
+                    submitter.rejects += 1
+                reason = e.reason.value
+                self.rejects[reason] = self.rejects.get(reason, 0) + 1
+            elif kind is DayClosed:
+                self.days[-1].closes[e.instrument] = e
+                self.last_price[e.instrument] = e.close_ticks
+        return filled
+
+    # ------------------------------------------------------------------ the days
+    def _issue(self, day: int) -> None:
+        sc, rng = self.scenario, self.rng
+        owners = [a for a in self.agents if isinstance(a, ProjectOwner)]
+        lo, hi = sc.project_owners["issuance_per_day_t"]
+        batches = []
+        if day > 0 and hi > 0:
+            batches += [(owner, rng.randint(lo, hi), "routine") for owner in owners]
+        for shock in sc.issuance:
+            if shock["day"] - 1 == day:
+                of_type = [o for o in owners if o.instrument == shock["instrument"]]
+                share, rest = divmod(shock["qty"], len(of_type))
+                batches += [(o, share + (1 if i < rest else 0), "batch")
+                            for i, o in enumerate(of_type)]
+        for owner, qty, kind in batches:
+            if qty > 0:
+                self.venue.issue(owner.account, owner.instrument, qty)
+                self.settlement.issue(owner.account, owner.instrument, qty)
+                owner.issued += qty
+                self.issuance.append((day, owner.instrument, owner.account, qty, kind))
+
+    def _activations(self, groups, minute: int) -> list:
+        rng, weight = self.rng, _u_shape(minute)
+        chosen = []
+        for members, per_minute in groups:
+            expected = per_minute * weight
+            count = int(expected)
+            if rng.random() < expected - count:
+                count += 1
+            n = len(members)
+            chosen += [members[rng.randrange(n)] for _ in range(count)]
+        rng.shuffle(chosen)
+        return chosen
+
+    def run(self) -> SimResult:
+        started = time.perf_counter()
+        sc, cal, venue = self.scenario, self.calendar, self.venue
+        start_specs = dict(self.specs)
+        groups = []
+        for kind in (Emitter, ProjectOwner, MarketMaker, NoiseTrader):
+            members = [a for a in self.agents if type(a) is kind]
+            if members:
+                groups.append((members, len(members) * members[0].rate / MINUTES_PER_DAY))
+        emitters = [a for a in self.agents if isinstance(a, Emitter)]
+        symbols, samples = self.symbols, self.samples
+        for day in range(sc.days):
+            self.day = day
+            self.days.append(DayRecord(day, cal.dates[day].isoformat()))
+            self._issue(day)
+            for minute in range(MINUTES_PER_DAY):
+                self.minute = minute
+                start = cal.minute_ns(day, minute)
+                chosen = self._activations(groups, minute)
+                n = len(chosen)
+                for k, agent in enumerate(chosen):
+                    agent.act(self, start + k * NS_PER_MIN // n)
+                for s in symbols:
+                    bid, ask = venue.top(s)
+                    bid_depth, ask_depth = venue.depth(s, 5)
+                    samples[s].append((day, minute, bid, ask, bid_depth, ask_depth))
+                if self.progress is not None:
+                    self.progress(day * MINUTES_PER_DAY + minute + 1)
+            self.commands += 1
+            self.dispatch(venue.end_of_day(cal.close_ns(day)))
+            record = self.days[-1]
+            record.emitter_bought = {s: sum(e.bought.get(s, 0) for e in emitters) for s in symbols}
+            accounts = getattr(venue, "accounts", None)
+            if accounts is not None:
+                record.reconciliation = self.settlement.reconcile(accounts, day)
+        return SimResult(sc, cal, self.agents, self.trades, samples, self.impacts, self.days,
+                         self.opening, self.issuance, start_specs, dict(self.specs),
+                         self.commands, dict(sorted(self.rejects.items())),
+                         time.perf_counter() - started, venue.mode)
+
+
+def simulate(scenario: Scenario, progress=None, settlement=None) -> SimResult:
+    return Session(scenario, settlement=settlement, progress=progress).run()

@@ -1,0 +1,181 @@
+"""Scenarios: what a simulated market looks like, as data (TOML) over built-in defaults.
+
+A scenario file only needs the keys it changes; everything else comes from DEFAULTS, so
+`ccerx simulate` with no file runs the default market. Money is integer CNY or decimal
+text; behavioural parameters (rates, shares) may be TOML floats because they are not money.
+
+    name = "issuance shock"
+    days = 5
+    [agents]
+    noise_traders = 300
+    [[issuance]]            # a registry batch credited to the project owners of one type
+    day = 3                 # 1-based trading day, credited before the open
+    instrument = "CCER-SOL"
+    qty = 400000            # tonnes, split evenly over that type's project owners
+"""
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from engine.risk import DEFAULT_FEE_PPM, PPM
+from engine.types import DEFAULT_INSTRUMENTS, InstrumentSpec, parse_decimal_units
+
+DEFAULTS: dict = {
+    "name": "default",
+    "days": 5,
+    "seed": 1,
+    "start_date": "2026-03-02",       # a Monday; weekends are skipped
+    "fee_rate": "0.006",              # per side
+    "instruments": [],                 # [[instrument]] overrides of the four CCER types
+    "agents": {"emitters": 400, "project_owners": 40, "market_makers": 40, "noise_traders": 520},
+    "emitters": {
+        "verified_emissions_t": [60_000, 600_000],  # uniform range, tonnes CO2e per year
+        "need_share": [0.004, 0.06],  # requested offsets / verified emissions (capped at 5%)
+        "types_per_emitter": [1, 2],  # how many credit types one emitter accepts
+        "deadline_day": 0,             # 1-based compliance deadline; 0 = the last day
+        "activity_per_day": 10,        # decisions per day
+        "child_t": [200, 2_000],       # child order size range, tonnes
+        "cash_headroom": "1.35",       # cash = need x reference price x headroom
+    },
+    "project_owners": {
+        "initial_t": [15_000, 45_000],   # opening inventory per owner, tonnes
+        "issuance_per_day_t": [0, 1_500],  # routine batches per owner and day
+        "activity_per_day": 40,
+        "slice": [0.01, 0.04],           # share of inventory offered per order
+        "discount_per_log_inventory": 0.025,  # ask drop per unit of ln(inventory / normal)
+        "dump_pressure": 1.8,            # inventory/normal above which owners hit bids
+        "cash_cny": 100_000,
+    },
+    "market_makers": {
+        "inventory_t": [6_000, 12_000],  # opening inventory per maker (its own credit type)
+        "inventory_limit_t": 6_000,      # max net position away from the opening inventory
+        "quote_t": [200, 800],
+        "half_spread_ticks": [2, 6],
+        "skew_ticks": 6,                 # quote shift at a full inventory limit
+        "activity_per_day": 120,
+        "cash_cny": 2_000_000,
+    },
+    "noise_traders": {
+        "cash_cny": [100_000, 600_000],
+        "inventory_t": [200, 2_000],    # per credit type held at the start
+        "activity_per_day": 25,
+        "order_t": [10, 300],
+        "take_probability": 0.3,          # share of orders that cross the spread (IOC)
+        "offset_ticks": 12,               # passive orders rest up to this far from the mid
+        "max_live_orders": 3,
+    },
+    "issuance": [],                       # shocks: [{day, instrument, qty}]
+}
+
+
+@dataclass
+class Scenario:
+    name: str
+    days: int
+    seed: int
+    start_date: date
+    fee_ppm: int
+    instruments: list[InstrumentSpec]
+    agents: dict
+    emitters: dict
+    project_owners: dict
+    market_makers: dict
+    noise_traders: dict
+    issuance: list[dict]
+
+    @property
+    def symbols(self) -> list[str]:
+        return [spec.symbol for spec in self.instruments]
+
+    @property
+    def agent_count(self) -> int:
+        return sum(self.agents.values())
+
+
+def _merge(base: dict, override: dict, where: str) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if key not in base:
+            raise ValueError(f"unknown scenario key {where}{key!r}; known: {sorted(base)}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}{key} must be a table")
+            out[key] = _merge(base[key], value, f"{where}{key}.")
+        else:
+            out[key] = value
+    return out
+
+
+def load_scenario(path: str | Path | None = None, *, days: int | None = None,
+                  seed: int | None = None, overrides: dict | None = None) -> Scenario:
+    """Defaults, then the file, then `overrides` (a dict shaped like the file), then flags."""
+    data = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except OSError as err:
+            raise ValueError(f"cannot read {path}: {err.strerror}") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path}: not valid TOML: {err}") from None
+        if "instrument" in raw:
+            raw["instruments"] = raw.pop("instrument")
+        data = _merge(data, raw, "")
+    if overrides:
+        data = _merge(data, overrides, "")
+    if days is not None:
+        data["days"] = days
+    if seed is not None:
+        data["seed"] = seed
+    return _build(data)
+
+
+def _build(data: dict) -> Scenario:
+    days, seed = data["days"], data["seed"]
+    if type(days) is not int or not 1 <= days <= 250:
+        raise ValueError("days must be an integer from 1 to 250")
+    if type(seed) is not int:
+        raise ValueError("seed must be an integer")
+    try:
+        start = date.fromisoformat(str(data["start_date"]))
+    except ValueError:
+        raise ValueError("start_date must be YYYY-MM-DD") from None
+    fee_ppm = parse_decimal_units(str(data["fee_rate"]), PPM) if data["fee_rate"] is not None \
+        else DEFAULT_FEE_PPM
+    if not 0 <= fee_ppm < PPM:
+        raise ValueError("fee_rate must be in [0, 1)")
+    specs = {spec.symbol: spec for spec in DEFAULT_INSTRUMENTS}
+    for row in data["instruments"]:
+        if not isinstance(row, dict) or "symbol" not in row:
+            raise ValueError("every [[instrument]] needs a symbol")
+        fields = specs[row["symbol"]].to_json() if row["symbol"] in specs else {}
+        fields.pop("op", None)
+        for key, value in row.items():
+            if isinstance(value, float):
+                raise ValueError(f"instrument {row['symbol']}: {key} must be a decimal string")
+            fields[key] = value
+        specs[row["symbol"]] = InstrumentSpec.from_fields(**fields)
+    agents = data["agents"]
+    for key, count in agents.items():
+        if type(count) is not int or count < 0:
+            raise ValueError(f"agents.{key} must be a non-negative integer")
+    if agents["project_owners"] and agents["project_owners"] < len(specs):
+        raise ValueError("need at least one project owner per credit type")
+    issuance = []
+    for row in data["issuance"]:
+        if (not isinstance(row, dict) or row.get("instrument") not in specs
+                or type(row.get("day")) is not int or not 1 <= row["day"] <= days
+                or type(row.get("qty")) is not int or row["qty"] <= 0):
+            raise ValueError(f"bad [[issuance]] entry {row!r}: needs day (1..{days}), a known "
+                             "instrument and a positive whole qty in tonnes")
+        issuance.append(dict(row))
+    deadline = data["emitters"]["deadline_day"]
+    if type(deadline) is not int or not 0 <= deadline <= days:
+        raise ValueError(f"emitters.deadline_day must be 0 (last day) or 1..{days}")
+    return Scenario(data["name"], days, seed, start, fee_ppm, list(specs.values()), dict(agents),
+                    data["emitters"], data["project_owners"], data["market_makers"],
+                    data["noise_traders"], issuance)

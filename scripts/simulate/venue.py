@@ -1,0 +1,79 @@
+"""Venues: the one way agents reach the exchange.
+
+Agents never touch an `Exchange`; they send commands through a venue and learn what
+happened from the events it hands back. `InProcessVenue` drives `engine.exchange.Exchange`
+directly on the simulated clock (the engine applies every session rule: band, pre-funded
+accounts, same-day resale, fees, expiry and the VWAP close at `EndOfDay`). A FIX venue,
+where each agent group is a broker session on a running `ccerx serve`, would implement the
+same methods over TCP.
+
+Issuance is a registry operation, not a trade: `issue()` credits a holding account
+directly, the way the registry's transfer into the trading account would.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+from engine.commands import EndOfDay
+from engine.exchange import Exchange
+from engine.risk import Account, Accounts
+from engine.types import InstrumentSpec
+
+
+class Venue(Protocol):
+    mode: str
+    specs: dict[str, InstrumentSpec]   # current specs: the band moves with each close
+
+    def send(self, command) -> list: ...
+    def end_of_day(self, ts: int) -> list: ...
+    def top(self, instrument: str) -> tuple[int | None, int | None]: ...
+    def depth(self, instrument: str, levels: int) -> tuple[int, int]: ...
+    def cash_available(self, account: str) -> int: ...
+    def credits_sellable(self, account: str, instrument: str) -> int: ...
+    def issue(self, account: str, instrument: str, qty: int) -> None: ...
+
+
+class InProcessVenue:
+    mode = "in-process"
+
+    def __init__(self, instruments, accounts: Accounts, fee_ppm: int):
+        self.exchange = Exchange(instruments, accounts, fee_ppm)
+        self.accounts = accounts
+        self.specs = self.exchange.specs
+        self.books = self.exchange.books
+        self.send = self.exchange.apply       # commands in, events out
+
+    def end_of_day(self, ts: int) -> list:
+        return self.exchange.apply(EndOfDay(ts))
+
+    def top(self, instrument: str):
+        book = self.books[instrument]
+        bids, asks = book.bids.keys, book.asks.keys
+        return (-bids[0] if bids else None), (asks[0] if asks else None)
+
+    def depth(self, instrument: str, levels: int = 5) -> tuple[int, int]:
+        """Tonnes resting on the best `levels` price levels of each side."""
+        book = self.books[instrument]
+        out = []
+        for side in (book.bids, book.asks):
+            total = 0
+            for n, level in enumerate(side.iter_levels()):
+                if n == levels:
+                    break
+                total += level.total_qty
+            out.append(total)
+        return out[0], out[1]
+
+    def account(self, account: str) -> Account:
+        return self.accounts.by_id[account]
+
+    def cash_available(self, account: str) -> int:
+        a = self.accounts.by_id[account]
+        return a.cash - a.cash_reserved
+
+    def credits_sellable(self, account: str, instrument: str) -> int:
+        return self.accounts.by_id[account].credits_sellable(instrument)
+
+    def issue(self, account: str, instrument: str, qty: int) -> None:
+        credits = self.accounts.by_id[account].credits
+        credits[instrument] = credits.get(instrument, 0) + qty
