@@ -8,6 +8,7 @@ import sys
 # Each subcommand lives in its own module with add_parser(subparsers) -> sets args.run.
 SUBCOMMAND_MODULES = (
     "scripts.cmd_replay",
+    "scripts.cmd_simulate",
 )
 
 

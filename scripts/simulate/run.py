@@ -57,6 +57,7 @@ class SimResult:
     issuance: list          # (day, instrument, account, qty, kind)
     specs: dict             # instrument -> spec at the start
     final_specs: dict       # instrument -> spec after the last close
+    closing: dict = field(default_factory=dict)   # account -> (cash fen, {instrument: t})
     commands: int = 0
     rejects: dict = field(default_factory=dict)
     wall_s: float = 0.0
@@ -322,8 +323,10 @@ class Session:
             accounts = getattr(venue, "accounts", None)
             if accounts is not None:
                 record.reconciliation = self.settlement.reconcile(accounts, day)
+        closing = {a.account: (a.cash, {k: v for k, v in a.credits.items() if v})
+                   for a in self.accounts.by_id.values()}
         return SimResult(sc, cal, self.agents, self.trades, samples, self.impacts, self.days,
-                         self.opening, self.issuance, start_specs, dict(self.specs),
+                         self.opening, self.issuance, start_specs, dict(self.specs), closing,
                          self.commands, dict(sorted(self.rejects.items())),
                          time.perf_counter() - started, venue.mode)
 

@@ -48,8 +48,7 @@ class InProcessVenue:
 
     def top(self, instrument: str):
         book = self.books[instrument]
-        bids, asks = book.bids.keys, book.asks.keys
-        return (-bids[0] if bids else None), (asks[0] if asks else None)
+        return book.best_bid(), book.best_ask()
 
     def depth(self, instrument: str, levels: int = 5) -> tuple[int, int]:
         """Tonnes resting on the best `levels` price levels of each side."""

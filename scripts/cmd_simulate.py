@@ -1,0 +1,71 @@
+"""`ccerx simulate`: agent-based CCER trading days from a scenario, with a session report."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from scripts.progress import Progress
+
+MODES = ("in-process", "fix")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "simulate", help="simulate trading days with emitters, project owners, institutions",
+        description="Run simulated CCER trading days (emitters, project owners, market-making "
+                    "institutions, noise traders) and write report.html, trades.csv and charts.")
+    p.add_argument("--scenario", metavar="FILE.toml",
+                   help="scenario file; keys it leaves out take the built-in defaults "
+                        "(see scenarios/default.toml)")
+    p.add_argument("--days", type=int, help="number of trading days (overrides the scenario)")
+    p.add_argument("--seed", type=int, help="random seed (overrides the scenario)")
+    p.add_argument("--mode", choices=MODES, default="in-process",
+                   help="in-process: engine in this process on a simulated clock (default); "
+                        "fix: agents as broker sessions on a running `ccerx serve`")
+    p.add_argument("--out", metavar="DIR", default="simulation",
+                   help="output folder for report.html, trades.csv, PNG charts (default ./simulation)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from scripts.simulate.report import write_report
+    from scripts.simulate.run import Session
+    from scripts.simulate.scenario import load_scenario
+
+    try:
+        scenario = load_scenario(args.scenario, days=args.days, seed=args.seed)
+    except (ValueError, KeyError, TypeError) as err:
+        print(f"ccerx simulate: {err}", file=sys.stderr)
+        return 2
+    if args.mode == "fix":
+        print("ccerx simulate: --mode fix is not available yet (the FIX venue needs the gateway "
+              "`ccerx serve`, which is still being built); use --mode in-process", file=sys.stderr)
+        return 2
+    total = scenario.days * 240
+    print(f"simulating '{scenario.name}': {scenario.days} day(s), {scenario.agent_count:,} agents, "
+          f"seed {scenario.seed}, {args.mode}", file=sys.stderr)
+    progress = None if args.quiet else Progress("simulate (trading minutes)", total, min_interval=0.25)
+    started = time.perf_counter()
+    try:
+        result = Session(scenario, progress=progress).run()
+    finally:
+        if progress is not None:
+            progress.close()
+    simulated = time.perf_counter() - started
+    out = Path(args.out)
+    summary = write_report(result, out)
+    total_s = time.perf_counter() - started
+    for s, rows in summary["instruments"].items():
+        closes = " ".join(r["close"] for r in rows)
+        print(f"{s:<10} closes {closes}  volume {sum(r['volume'] for r in rows):,} t")
+    em = summary["emitters"]
+    need, bought = sum(em["need_t"].values()), sum(em["bought_t"].values())
+    print(f"emitters covered {bought:,} of {need:,} t ({100 * bought / max(need, 1):.1f}%); "
+          f"{summary['trades']:,} trades from {summary['commands']:,} commands")
+    print(f"reconciliation: {'OK' if result.reconciled else 'FAILED'} "
+          f"({summary['reconciliation'][-1]})")
+    print(f"simulated in {simulated:.1f} s, report in {total_s - simulated:.1f} s: "
+          f"{(out / 'report.html').resolve()}")
+    return 0 if result.reconciled else 1

@@ -1,0 +1,449 @@
+"""The session report: trades.csv, summary.json, PNG charts and one report.html.
+
+Everything is computed from the run's record (trades, book samples, day closes, agents'
+opening and closing balances); prices are formatted from integer ticks with the
+instrument's spec and money from integer fen. Charts use matplotlib's Agg backend.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import json
+import warnings
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import numpy as np
+
+from engine.types import format_fen
+
+from .agents import Emitter, MarketMaker, NoiseTrader, ProjectOwner
+from .calendar import MINUTES_PER_DAY, TradingCalendar
+from .stylized import measure_all
+
+GROUPS = ((Emitter, "emitters (key emission units)"), (ProjectOwner, "project owners"),
+          (MarketMaker, "investment institutions (market makers)"), (NoiseTrader, "noise traders"))
+TRADE_COLUMNS = ("trade_id", "day", "time", "ts_ns", "instrument", "price", "qty",
+                 "buy_account", "sell_account", "aggressor", "buy_fee", "sell_fee")
+
+
+@dataclass
+class DayStats:
+    instrument: str
+    day: int
+    date: str
+    open: int | None
+    high: int | None
+    low: int | None
+    last: int | None
+    volume: int
+    trades: int
+    turnover_fen: int
+    close: int          # the engine's close (VWAP, or previous close without trades)
+    reference: int      # the reference price the day traded around (previous close)
+    spread_mean: float | None
+    spread_median: float | None
+    depth_bid: float
+    depth_ask: float
+
+    def vwap_text(self, tick_fen: int) -> str:
+        if not self.volume:
+            return "-"
+        # turnover_fen / volume is CNY*100 per tonne: show 4 decimals of CNY
+        value = Decimal(self.turnover_fen) / Decimal(self.volume) / 100
+        return str(value.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP))
+
+
+def day_stats(result) -> dict[str, list[DayStats]]:
+    out = {s: [] for s in result.scenario.symbols}
+    by_key: dict[tuple[str, int], list] = {}
+    for t in result.trades:
+        by_key.setdefault((t[3], t[1]), []).append(t)
+    reference = {s: result.specs[s].ref_ticks for s in out}
+    for s in out:
+        spec = result.specs[s]
+        samples = result.samples[s]
+        for record in result.days:
+            rows = by_key.get((s, record.day), [])
+            prices = [t[4] for t in rows]
+            volume = sum(t[5] for t in rows)
+            turnover = sum(t[4] * t[5] for t in rows) * spec.tick_fen
+            day_samples = samples[record.day * MINUTES_PER_DAY:(record.day + 1) * MINUTES_PER_DAY]
+            spreads = [a - b for _, _, b, a, _, _ in day_samples if a is not None and b is not None]
+            close = record.closes[s].close_ticks if s in record.closes else reference[s]
+            out[s].append(DayStats(
+                s, record.day, record.date, prices[0] if prices else None,
+                max(prices) if prices else None, min(prices) if prices else None,
+                prices[-1] if prices else None, volume, len(rows), turnover, close, reference[s],
+                float(np.mean(spreads)) if spreads else None,
+                float(np.median(spreads)) if spreads else None,
+                float(np.mean([x[4] for x in day_samples])) if day_samples else 0.0,
+                float(np.mean([x[5] for x in day_samples])) if day_samples else 0.0))
+            reference[s] = close
+    return out
+
+
+def write_trades_csv(result, path: Path) -> None:
+    specs = result.specs
+    fmt = TradingCalendar.format_ts
+    with path.open("w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(TRADE_COLUMNS)
+        for trade_id, day, ts, s, price, qty, buyer, seller, aggressor, bfee, sfee in result.trades:
+            w.writerow((trade_id, day + 1, fmt(ts), ts, s, specs[s].ticks_to_text(price), qty,
+                        buyer, seller, aggressor, format_fen(bfee), format_fen(sfee)))
+
+
+def agent_pnl(result) -> list[dict]:
+    """P&L of every agent marked at the final closes: (closing cash + credits at close)
+    - (opening cash + credits at close) - (issued credits at close), fees included."""
+    final = result.final_specs
+    mark = {s: final[s].ref_ticks * final[s].tick_fen for s in final}
+    issued: dict[str, int] = {}
+    for _, s, account, qty, _ in result.issuance:
+        issued[account] = issued.get(account, 0) + qty * mark[s]
+    rows = []
+    accounts = result.closing
+    for agent in result.agents:
+        cash0, credits0 = result.opening[agent.account]
+        cash1, credits1 = accounts[agent.account]
+        value0 = cash0 + sum(q * mark[s] for s, q in credits0.items())
+        value1 = cash1 + sum(q * mark[s] for s, q in credits1.items())
+        rows.append({"agent": agent.agent_id, "account": agent.account, "kind": agent.kind,
+                     "pnl_fen": value1 - value0 - issued.get(agent.account, 0),
+                     "fees_fen": agent.fees, "trades": agent.trades, "rejects": agent.rejects,
+                     "bought_t": sum(agent.bought.values()), "sold_t": sum(agent.sold.values())})
+    return rows
+
+
+def emitter_fulfilment(result) -> dict:
+    emitters = [a for a in result.agents if isinstance(a, Emitter)]
+    symbols = result.scenario.symbols
+    need = {s: sum(e.needs.get(s, 0) for e in emitters) for s in symbols}
+    # purchases up to the deadline count; an emitter never buys past its need or deadline
+    bought = {s: sum(min(e.bought.get(s, 0), e.needs.get(s, 0)) for e in emitters) for s in symbols}
+    shares = [sum(min(e.bought.get(s, 0), q) for s, q in e.needs.items()) / sum(e.needs.values())
+              for e in emitters if e.needs]
+    return {"emitters": len(emitters), "need_t": need, "bought_t": bought,
+            "fully_covered": sum(1 for x in shares if x >= 1.0),
+            "median_share": float(np.median(shares)) if shares else None,
+            "shares": shares}
+
+
+# ---------------------------------------------------------------------- charts
+def _charts(result, stats, facts, fulfilment, out: Path) -> list[tuple[str, str]]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    symbols = result.scenario.symbols
+    days = len(result.days)
+    charts = []
+    x_ticks = [d * MINUTES_PER_DAY for d in range(days)]
+    x_labels = [r.date[5:] for r in result.days]
+
+    def timeline(ax):
+        for d in range(1, days):
+            ax.axvline(d * MINUTES_PER_DAY, color="#bbb", lw=0.6)
+        ax.set_xticks(x_ticks)
+        ax.set_xticklabels(x_labels, ha="left", fontsize=8)
+        ax.set_xlim(0, days * MINUTES_PER_DAY)
+
+    cal = result.calendar
+    fig, axes = plt.subplots(len(symbols), 1, figsize=(11, 2.6 * len(symbols)), squeeze=False)
+    for ax, s in zip(axes[:, 0], symbols):
+        spec = result.specs[s]
+        tick_cny = spec.tick_units / 1_000_000
+        xs, ps = [], []
+        volume = np.zeros(days * MINUTES_PER_DAY // 30 + 1)
+        for trade_id, day, ts, sym, price, qty, *_ in result.trades:
+            if sym != s:
+                continue
+            minute = _trading_minute(cal, day, ts)
+            xs.append(minute)
+            ps.append(price * tick_cny)
+            volume[int(minute) // 30] += qty
+        ax.plot(xs, ps, lw=0.6, color="#1f5f9f", label="trade price")
+        for row in stats[s]:
+            left, right = row.day * MINUTES_PER_DAY, (row.day + 1) * MINUTES_PER_DAY
+            ax.hlines(row.close * tick_cny, left, right, colors="#d62728", lw=1.2,
+                      label="close (VWAP)" if row.day == 0 else None)
+            ref = row.reference
+            band = spec.band_ppm
+            ax.hlines([(ref * (1_000_000 - band) // 1_000_000) * tick_cny,
+                       (ref * (1_000_000 + band) // 1_000_000) * tick_cny], left, right,
+                      colors="#999", lw=0.6, linestyles="dotted",
+                      label="daily band" if row.day == 0 else None)
+        ax.set_ylabel(f"{s}\nCNY/t", fontsize=9)
+        twin = ax.twinx()
+        twin.bar(np.arange(len(volume)) * 30 + 15, volume, width=28, color="#888", alpha=0.35)
+        twin.set_ylabel("t per 30 min", fontsize=8)
+        ax.set_zorder(twin.get_zorder() + 1)
+        ax.patch.set_visible(False)
+        timeline(ax)
+    axes[0, 0].legend(loc="upper left", fontsize=8)
+    axes[0, 0].set_title("Trade prices, daily VWAP close and band; volume per 30 minutes (grey)")
+    fig.tight_layout()
+    fig.savefig(out / "price_volume.png", dpi=90)
+    plt.close(fig)
+    charts.append(("price_volume.png", "Price and volume per credit type"))
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 6), sharex=True)
+    for s in symbols:
+        samples = result.samples[s]
+        spread = np.array([np.nan if b is None or a is None else a - b
+                           for _, _, b, a, _, _ in samples], dtype=float)
+        depth = np.array([bd + ad for *_, bd, ad in samples], dtype=float)
+        width = 15
+        n = len(spread) // width
+        xs = np.arange(n) * width + width / 2
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # a quarter hour with no two-sided book
+            ax1.plot(xs, np.nanmean(spread[:n * width].reshape(n, width), axis=1), lw=0.9, label=s)
+        ax2.plot(xs, depth[:n * width].reshape(n, width).mean(axis=1), lw=0.9, label=s)
+    ax1.set_ylabel("quoted spread, ticks")
+    ax1.set_title("Spread (15-minute mean) and depth (tonnes on the best 5 levels, both sides)")
+    ax2.set_ylabel("depth, t")
+    ax1.legend(fontsize=8, ncol=4)
+    timeline(ax1)
+    timeline(ax2)
+    fig.tight_layout()
+    fig.savefig(out / "spread_depth.png", dpi=90)
+    plt.close(fig)
+    charts.append(("spread_depth.png", "Spread and depth"))
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    xs = [r.day + 1 for r in result.days]
+    for s in symbols:
+        line, = ax1.plot(xs, [r.emitter_bought.get(s, 0) for r in result.days], marker="o", label=s)
+        ax1.axhline(fulfilment["need_t"][s], color=line.get_color(), ls="--", lw=0.8)
+    ax1.set_xlabel("trading day")
+    ax1.set_ylabel("tonnes")
+    ax1.set_xticks(xs)
+    ax1.set_title("Emitters' cumulative purchases (dashed: needs)")
+    ax1.legend(fontsize=8)
+    ax2.hist(np.array(fulfilment["shares"]) * 100, bins=20, range=(0, 100), color="#2a7f62")
+    ax2.set_xlabel("share of need covered, %")
+    ax2.set_ylabel("emitters")
+    ax2.set_title("Fulfilment per emitter")
+    fig.tight_layout()
+    fig.savefig(out / "emitters.png", dpi=90)
+    plt.close(fig)
+    charts.append(("emitters.png", "Emitters' purchases against their needs"))
+
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.4))
+    for f in facts:
+        if f.returns is not None and len(f.returns) and f.returns.std() > 0:
+            z = (f.returns - f.returns.mean()) / f.returns.std()
+            hist, edges = np.histogram(z, bins=41, range=(-8, 8), density=True)
+            axes[0].semilogy((edges[:-1] + edges[1:]) / 2, np.where(hist > 0, hist, np.nan),
+                             marker=".", lw=0.6, label=f.instrument)
+        axes[1].plot(range(1, len(f.abs_acf) + 1), f.abs_acf, marker=".", lw=0.8)
+        axes[2].plot(range(1, len(f.sign_acf) + 1), f.sign_acf, marker=".", lw=0.8)
+        if f.impact_bins:
+            axes[3].loglog([q for q, i in f.impact_bins if i > 0],
+                           [i for q, i in f.impact_bins if i > 0], marker="o", lw=0.8)
+    grid = np.linspace(-8, 8, 200)
+    axes[0].semilogy(grid, np.exp(-grid ** 2 / 2) / np.sqrt(2 * np.pi), "k--", lw=0.8,
+                     label="Gaussian")
+    axes[0].set_ylim(1e-4, 2)
+    axes[0].set_title("1-min returns (standardised)", fontsize=9)
+    axes[0].legend(fontsize=7)
+    axes[1].set_title("ACF of |returns| by lag", fontsize=9)
+    axes[2].set_title("ACF of aggressive order signs", fontsize=9)
+    axes[3].set_title("impact (ticks) vs order size (t)", fontsize=9)
+    for ax in axes[1:3]:
+        ax.axhline(0, color="k", lw=0.5)
+    fig.tight_layout()
+    fig.savefig(out / "stylized.png", dpi=90)
+    plt.close(fig)
+    charts.append(("stylized.png", "Stylized facts"))
+    return charts
+
+
+def _trading_minute(cal: TradingCalendar, day: int, ts: int) -> float:
+    """Position of ts on the chart's timeline: day * 240 + trading minutes since the open."""
+    minute_of_clock = (ts - cal.midnight_ns(day)) / 60e9
+    trading = minute_of_clock - 570 if minute_of_clock < 750 else minute_of_clock - 660
+    return day * MINUTES_PER_DAY + min(max(trading, 0.0), MINUTES_PER_DAY - 1e-6)
+
+
+# ---------------------------------------------------------------------- the report
+def write_report(result, out_dir: str | Path) -> dict:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_trades_csv(result, out / "trades.csv")
+    stats = day_stats(result)
+    facts = measure_all(result)
+    fulfilment = emitter_fulfilment(result)
+    pnl = agent_pnl(result)
+    charts = _charts(result, stats, facts, fulfilment, out)
+    summary = _summary(result, stats, facts, fulfilment, pnl)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "report.html").write_text(_html(result, stats, facts, fulfilment, pnl, charts, summary))
+    return summary
+
+
+def _group_rows(pnl):
+    rows = []
+    for kind_cls, label in GROUPS:
+        members = [r for r in pnl if r["kind"] == kind_cls.kind]
+        if members:
+            rows.append({"group": label, "agents": len(members),
+                         "pnl_fen": sum(r["pnl_fen"] for r in members),
+                         "fees_fen": sum(r["fees_fen"] for r in members),
+                         "trades": sum(r["trades"] for r in members),
+                         "bought_t": sum(r["bought_t"] for r in members),
+                         "sold_t": sum(r["sold_t"] for r in members),
+                         "rejects": sum(r["rejects"] for r in members)})
+    return rows
+
+
+def _summary(result, stats, facts, fulfilment, pnl) -> dict:
+    specs = result.specs
+    return {
+        "scenario": result.scenario.name, "seed": result.scenario.seed, "mode": result.mode,
+        "days": [r.date for r in result.days], "agents": result.scenario.agent_count,
+        "commands": result.commands, "trades": len(result.trades), "rejects": result.rejects,
+        "wall_s": round(result.wall_s, 3), "reconciled": result.reconciled,
+        "instruments": {s: [{"day": r.day + 1, "date": r.date,
+                             "open": specs[s].ticks_to_text(r.open) if r.open else None,
+                             "high": specs[s].ticks_to_text(r.high) if r.high else None,
+                             "low": specs[s].ticks_to_text(r.low) if r.low else None,
+                             "last": specs[s].ticks_to_text(r.last) if r.last else None,
+                             "vwap": r.vwap_text(specs[s].tick_fen),
+                             "close": specs[s].ticks_to_text(r.close),
+                             "reference": specs[s].ticks_to_text(r.reference),
+                             "volume": r.volume, "trades": r.trades,
+                             "turnover": format_fen(r.turnover_fen),
+                             "spread_mean_ticks": r.spread_mean, "depth_bid_t": r.depth_bid,
+                             "depth_ask_t": r.depth_ask} for r in rows]
+                        for s, rows in stats.items()},
+        "emitters": {k: v for k, v in fulfilment.items() if k != "shares"},
+        "groups": [{**g, "pnl": format_fen(g["pnl_fen"]), "fees": format_fen(g["fees_fen"])}
+                   for g in _group_rows(pnl)],
+        "issuance_batches": [{"day": d + 1, "instrument": s, "qty": q}
+                             for d, s, q in _batches(result)],
+        "stylized": {f.instrument: {x.name: {"value": x.value, "holds": x.holds} for x in f.facts}
+                     for f in facts},
+        "reconciliation": [r.reconciliation.summary() if r.reconciliation else "not available"
+                           for r in result.days],
+    }
+
+
+def _batches(result):
+    total: dict[tuple[int, str], int] = {}
+    for day, s, _, qty, kind in result.issuance:
+        if kind == "batch":
+            total[(day, s)] = total.get((day, s), 0) + qty
+    return [(d, s, q) for (d, s), q in sorted(total.items())]
+
+
+def _table(headers, rows, cls="") -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _html(result, stats, facts, fulfilment, pnl, charts, summary) -> str:
+    sc, specs = result.scenario, result.specs
+    e = html.escape
+    parts = [f"""<!doctype html><html><head><meta charset="utf-8">
+<title>ccerx simulation: {e(sc.name)}</title><style>
+body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:1180px;color:#222}}
+table{{border-collapse:collapse;margin:.6em 0 1.4em;font-size:13px}}
+th,td{{border:1px solid #ccc;padding:3px 8px;text-align:right}} th{{background:#f1f4f8}}
+td:first-child,th:first-child{{text-align:left}} img{{max-width:100%;border:1px solid #eee}}
+.ok{{color:#1b7f3b;font-weight:600}} .no{{color:#b3261e;font-weight:600}} small{{color:#666}}
+</style></head><body>
+<h1>Simulated CCER trading: {e(sc.name)}</h1>
+<p>{len(result.days)} trading day(s) {e(result.days[0].date)} to {e(result.days[-1].date)},
+{sc.agent_count:,} agents ({', '.join(f'{v} {k.replace("_", " ")}' for k, v in sc.agents.items())}),
+seed {sc.seed}, mode <b>{e(result.mode)}</b>. {result.commands:,} commands, {len(result.trades):,} trades,
+fees {sc.fee_ppm / 10_000:g}&permil; per side, {result.wall_s:.1f} s of computing.
+Continuous trading 09:30-11:30 and 13:00-15:00 (Beijing time, simulated clock); the close is
+the day's volume-weighted average price and sets the next day's reference price and &plusmn;band.
+Trades: <a href="trades.csv">trades.csv</a>; figures: <a href="summary.json">summary.json</a>.</p>"""]
+    status = "ok" if result.reconciled else "no"
+    parts.append(f"<h2>Settlement reconciliation: <span class='{status}'>"
+                 f"{'every tonne and every fen accounted for' if result.reconciled else 'DIFFERENCES'}"
+                 "</span></h2><ul>" + "".join(f"<li>{e(x)}</li>" for x in summary["reconciliation"])
+                 + "</ul>")
+    for r in result.days:
+        if r.reconciliation and r.reconciliation.problems:
+            parts.append("<pre>" + e("\n".join(r.reconciliation.problems[:20])) + "</pre>")
+    parts.append("<h2>Prices and volume per credit type</h2>")
+    for s, rows in stats.items():
+        spec = specs[s]
+        px = lambda t: spec.ticks_to_text(t) if t is not None else "-"
+        parts.append(f"<h3>{e(s)} <small>{e(spec.name)}</small></h3>")
+        parts.append(_table(
+            ("day", "date", "reference", "open", "high", "low", "last", "VWAP", "close", "volume t",
+             "trades", "turnover CNY", "spread mean / median (ticks)", "depth 5 lv bid / ask t"),
+            [(r.day + 1, r.date, px(r.reference), px(r.open), px(r.high), px(r.low), px(r.last),
+              r.vwap_text(spec.tick_fen), f"<b>{px(r.close)}</b>", f"{r.volume:,}", f"{r.trades:,}",
+              format_fen(r.turnover_fen),
+              "-" if r.spread_mean is None else f"{r.spread_mean:.2f} / {r.spread_median:.0f}",
+              f"{r.depth_bid:,.0f} / {r.depth_ask:,.0f}") for r in rows]))
+    for name, title in charts[:2]:
+        parts.append(f"<h3>{e(title)}</h3><img src='{name}' alt='{e(title)}'>")
+    batches = _batches(result)
+    if batches:
+        parts.append("<h2>Issuance batches and the price response</h2>")
+        rows = []
+        for day, s, qty in batches:
+            closes = [r.close for r in stats[s]]
+            before = stats[s][day].reference
+            after = closes[day]
+            later = closes[min(day + 1, len(closes) - 1)]
+            rows.append((day + 1, s, f"{qty:,}", specs[s].ticks_to_text(before),
+                         specs[s].ticks_to_text(after), f"{100 * (after - before) / before:+.2f}%",
+                         specs[s].ticks_to_text(later), f"{100 * (later - before) / before:+.2f}%"))
+        parts.append(_table(("day", "credit type", "batch t", "previous close", "close that day",
+                             "change", "close next day", "change"), rows))
+    need, bought = fulfilment["need_t"], fulfilment["bought_t"]
+    parts.append("<h2>Emitters: purchases against needs</h2>")
+    parts.append(f"<p>{fulfilment['emitters']} emitters; offsets capped at 5% of verified emissions; "
+                 f"{fulfilment['fully_covered']} fully covered by their deadline; median share covered "
+                 f"{100 * (fulfilment['median_share'] or 0):.0f}%.</p>")
+    parts.append(_table(("credit type", "need t", "bought t", "covered"),
+                        [(s, f"{need[s]:,}", f"{bought[s]:,}",
+                          f"{100 * bought[s] / need[s]:.1f}%" if need[s] else "-") for s in need]))
+    parts.append(f"<img src='emitters.png' alt='emitters'>")
+    parts.append("<h2>Agents: P&amp;L and fees</h2><p><small>P&amp;L marked at the final closes: "
+                 "closing value - opening value - value of credits issued to the agent; fees included.</small></p>")
+    parts.append(_table(("group", "agents", "P&L CNY", "fees CNY", "trades", "bought t", "sold t",
+                         "rejected orders"),
+                        [(g["group"], g["agents"], format_fen(g["pnl_fen"]), format_fen(g["fees_fen"]),
+                          f"{g['trades']:,}", f"{g['bought_t']:,}", f"{g['sold_t']:,}", g["rejects"])
+                         for g in _group_rows(pnl)]))
+    ranked = sorted(pnl, key=lambda r: (r["pnl_fen"], r["agent"]))
+    show = ranked[-5:][::-1] + ranked[:5]
+    parts.append("<p>Best and worst five agents:</p>" + _table(
+        ("agent", "account", "kind", "P&L CNY", "fees CNY", "trades"),
+        [(r["agent"], r["account"], r["kind"], format_fen(r["pnl_fen"]), format_fen(r["fees_fen"]),
+          r["trades"]) for r in show]))
+    if result.rejects:
+        parts.append("<p>Orders the exchange rejected, by reason: " + ", ".join(
+            f"{e(k)} {v:,}" for k, v in result.rejects.items()) + "</p>")
+    parts.append("<h2>Market realism: stylized facts</h2><p><small>Measured on one-minute mid "
+                 "prices (within sessions), the quoted spread sampled each minute, and every "
+                 "aggressive order (sign, size, mid move).</small></p>")
+    rows = []
+    names = [x.name for x in facts[0].facts] if facts else []
+    for i, name in enumerate(names):
+        cells = []
+        for f in facts:
+            x = f.facts[i]
+            mark = "<span class='ok'>holds</span>" if x.holds else "<span class='no'>does not hold</span>"
+            value = "-" if x.value is None else f"{x.value:.3f}"
+            cells.append(f"{value} {mark}<br><small>{e(x.detail)}</small>")
+        held = sum(f.facts[i].holds for f in facts)
+        rows.append((f"{e(name)}<br><small>{e(facts[0].facts[i].measure)}; "
+                     f"threshold {e(facts[0].facts[i].threshold)}</small>", *cells,
+                     f"{held}/{len(facts)}"))
+    parts.append(_table(("fact", *[f.instrument for f in facts], "holds in"), rows))
+    parts.append("<img src='stylized.png' alt='stylized facts'>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
