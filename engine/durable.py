@@ -1,0 +1,365 @@
+"""DurableExchange: the exchange behind a write-ahead journal, with snapshots and an outbox.
+
+Theory of operation. `apply_many(commands)` applies each command to the in-memory
+`Exchange` (deterministic, no I/O), turns every trade into a settlement instruction, writes
+the commands and their instructions as batch records to the journal and fsyncs once (group
+commit); only then does it return the events, publish the instructions to the outbox and
+wake the relays. Nothing is acknowledged before it is durable, and a trade's instruction is
+durable exactly when the trade is. If a write fails the in-memory state is ahead of the disk,
+so the object refuses all further commands: reopen the data directory to recover.
+
+Opening a data directory recovers: the newest snapshot that restores to its recorded state
+hash, then the journal records after it, replayed through the same deterministic engine (the
+replay re-derives every trade and checks it against the instructions the journal holds). A
+torn tail (a crash in the middle of a write) is cut off and reported in `recovery`. A new
+directory starts from a genesis snapshot of the given instruments and accounts and records
+the opening balances for the ledger; afterwards the directory's own state wins and the
+arguments are ignored (`recovery.config_ignored` says whether they differed).
+
+Relays (one per ledger adapter) run in their own threads and never block matching; each
+keeps a durable cursor, so after a crash delivery resumes where the adapter last confirmed.
+
+Layout of a data directory:
+    journal-<seq>.log      batch records (commands + instructions), see journal.py
+    snapshot-<seq>.snap    state after command <seq>, see snapshot.py
+    opening.json           opening balances of the accounts (what the ledger starts from)
+    cursor-<relay>.json    last instruction each relay's adapter confirmed
+    ledger.sqlite          the embedded ledger (unless ledger=None or another adapter)
+    LOCK                   held while a process has the directory open
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+import orjson
+
+from . import journal as jr
+from . import snapshot as snap
+from .events import TradeExecuted
+from .exchange import Exchange
+from .risk import Accounts
+from .settlement import (InstructionMaker, Outbox, Relay, SettlementConfig,
+                         SettlementInstruction)
+from .types import DEFAULT_INSTRUMENTS, InstrumentSpec
+
+OPENING = "opening.json"
+
+
+class JournalFailed(RuntimeError):
+    """A journal write failed after the engine applied the command: the in-memory state is
+    not durable. Reopen the data directory to recover the last durable state."""
+
+
+@dataclass
+class RecoveryReport:
+    data_dir: Path
+    created: bool = False                 # a new data directory
+    snapshot_seq: Optional[int] = None    # the snapshot recovery started from
+    skipped_snapshots: list = field(default_factory=list)
+    replayed: int = 0                     # journal commands replayed after the snapshot
+    last_seq: int = 0                     # last durable command
+    last_instruction: int = 0             # last durable settlement instruction
+    torn: Optional[jr.TornTail] = None
+    pending: dict = field(default_factory=dict)   # relay -> instructions not yet confirmed
+    seconds: float = 0.0
+    state_hash: str = ""
+    config_ignored: bool = False
+
+    def lines(self) -> list[str]:
+        if self.created:
+            out = [f"new data directory {self.data_dir}"]
+        else:
+            out = [f"recovered {self.data_dir}: snapshot at command {self.snapshot_seq}, "
+                   f"replayed {self.replayed:,} journal commands in {self.seconds:.2f} s; "
+                   f"last command {self.last_seq}, last instruction {self.last_instruction}"]
+        for path, reason in self.skipped_snapshots:
+            out.append(f"skipped snapshot {Path(path).name}: {reason}")
+        if self.torn is not None:
+            out.append(f"journal {self.torn}; recovery stopped at the last whole record "
+                       f"(command {self.last_seq})")
+        for name, count in self.pending.items():
+            if count:
+                out.append(f"relay {name}: {count} instructions still to deliver")
+        if self.config_ignored:
+            out.append("the instruments/accounts given differ from the directory's genesis; "
+                       "the directory's state was used")
+        out.append(f"state hash {self.state_hash}")
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+def opening_balances(accounts: Optional[Accounts]) -> list:
+    if accounts is None:
+        return []
+    return [[a.account, a.cash, dict(sorted(a.credits.items()))] for a in accounts.by_id.values()]
+
+
+class DurableExchange:
+    """An Exchange whose every acknowledged command survives a crash (see module doc).
+
+    Reads (`specs`, `books`, `accounts`, `state_hash()`, `check()`, `snapshot_books()`, ...)
+    pass through to the wrapped exchange. Thread-safe for `apply`/`apply_many`."""
+
+    def __init__(self, data_dir, instruments: Iterable[InstrumentSpec] = DEFAULT_INSTRUMENTS,
+                 accounts: Optional[Accounts] = None, fee_ppm: Optional[int] = None, *,
+                 settlement: SettlementConfig = SettlementConfig(),
+                 ledger="sqlite", adapters: Optional[dict] = None,
+                 snapshot_every: int = 250_000, record_batch: int = 1000,
+                 fsync: bool = True, start_relays: bool = True, relay_batch: int = 500,
+                 log=None):
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settlement = settlement
+        self.snapshot_every = snapshot_every
+        self.record_batch = record_batch
+        self.fsync = fsync
+        self._log = log if log is not None else (lambda text: print(text, file=sys.stderr))
+        self._lock = threading.RLock()
+        self._failed: Optional[BaseException] = None
+        self._lock_fd = os.open(self.data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise RuntimeError(f"{self.data_dir} is open in another process") from None
+        try:
+            self._open(list(instruments), accounts, fee_ppm, ledger, adapters or {},
+                       relay_batch)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        if start_relays:
+            for relay in self.relays.values():
+                relay.start()
+
+    # ------------------------------------------------------------------ recovery
+    def _open(self, instruments, accounts, fee_ppm, ledger, adapters, relay_batch) -> None:
+        started = time.perf_counter()
+        report = self.recovery = RecoveryReport(self.data_dir)
+        genesis = Exchange(instruments, accounts, fee_ppm)
+        fresh = not snap.list_snapshots(self.data_dir) and not jr.segment_paths(self.data_dir)
+        if fresh:
+            report.created = True
+            self.exchange = genesis
+            self.maker = InstructionMaker(self.settlement)
+            (self.data_dir / OPENING).write_bytes(orjson.dumps(
+                {"genesis_hash": genesis.state_hash(), "accounts": opening_balances(accounts)}))
+            snap.write(self.data_dir, 0, genesis, self._extra())
+            scanned = jr.ScanResult()
+            pending_rows: list = []
+        else:
+            opening = orjson.loads((self.data_dir / OPENING).read_bytes())
+            report.config_ignored = opening["genesis_hash"] != genesis.state_hash()
+            scanned, pending_rows = self._recover(adapters, ledger)
+        self.journal = jr.Journal.open_for_append(self.data_dir, scanned, self.fsync)
+        self._since_snapshot = self.journal.next_seq - 1 - (report.snapshot_seq or 0)
+        report.last_seq = self.journal.next_seq - 1
+        report.last_instruction = self.journal.next_instruction - 1
+        if self.maker.next_seq != self.journal.next_instruction:
+            raise AssertionError("settlement numbering disagrees with the journal")
+        self.outbox = Outbox([SettlementInstruction(*row) for row in pending_rows],
+                             last_seq=report.last_instruction)
+        self.relays: dict[str, Relay] = {}
+        self.ledger = None
+        if ledger == "sqlite":
+            from .ledger.sqlite import SqliteLedger
+            ledger = SqliteLedger(self.data_dir / "ledger.sqlite")
+        if ledger is not None:
+            self.ledger = ledger
+            if hasattr(ledger, "open_accounts"):
+                rows = orjson.loads((self.data_dir / OPENING).read_bytes())["accounts"]
+                ledger.open_accounts([tuple(r) for r in rows])
+            adapters = {"ledger": ledger, **adapters}
+        for name, adapter in adapters.items():
+            self.relays[name] = Relay(name, self.outbox, adapter,
+                                      self.data_dir / f"cursor-{name}.json", relay_batch,
+                                      on_confirm=self._trim_outbox)
+        for name, relay in self.relays.items():
+            report.pending[name] = max(0, report.last_instruction - relay.cursor.value)
+            if relay.cursor.value > report.last_instruction:
+                raise AssertionError(f"relay {name} confirmed instruction {relay.cursor.value} "
+                                     f"beyond the journal's last ({report.last_instruction})")
+        self._trim_outbox()
+        report.seconds = time.perf_counter() - started
+        report.state_hash = self.exchange.state_hash()
+        if not fresh and (report.torn is not None or report.skipped_snapshots):
+            self._log(str(report))
+
+    def _cursor_floor(self, adapters, ledger) -> int:
+        names = list(adapters) + (["ledger"] if ledger is not None else [])
+        floor = None
+        for name in names:
+            path = self.data_dir / f"cursor-{name}.json"
+            value = orjson.loads(path.read_bytes())["confirmed"] if path.exists() else 0
+            floor = value if floor is None else min(floor, value)
+        return floor if floor is not None else 1 << 62
+
+    def _recover(self, adapters, ledger):
+        report = self.recovery
+        restored, skipped = snap.latest_valid(self.data_dir)
+        floor = self._cursor_floor(adapters, ledger)
+        while True:
+            if restored is None:
+                raise RuntimeError(f"{self.data_dir}: no usable snapshot ({skipped})")
+            snap_seq, exchange, extra = restored
+            scanned = jr.scan(self.data_dir, decode_after=snap_seq, instructions_after=floor)
+            if scanned.last_seq >= snap_seq:
+                break
+            # the journal ends before this snapshot (lost segment): take an older one
+            restored, more = snap.latest_valid(self.data_dir, at_most=scanned.last_seq)
+            skipped += more
+        report.snapshot_seq, report.skipped_snapshots, report.torn = snap_seq, skipped, scanned.torn
+        maker_state = extra["settlement"]
+        maker = InstructionMaker(self.settlement, maker_state["next_seq"],
+                                 maker_state["stream_seqs"])
+        apply = exchange.apply
+        decode = jr.decode_command
+        trade = TradeExecuted
+        replayed = trades = 0
+        expected = 0
+        pending_rows = []
+        for record in scanned.records:
+            if record.instructions and record.instructions[0] is not None:
+                for row in record.instructions:
+                    if row[1] > floor:
+                        pending_rows.append(row)
+                    if row[1] >= maker.next_seq:
+                        expected += 1
+                        maker.stream_seqs[row[4]] = row[2]
+                        maker.next_seq = row[1] + 1
+            if record.last_seq <= snap_seq:
+                continue
+            seq = record.first_seq
+            for row in record.commands:
+                if seq > snap_seq:
+                    for event in apply(decode(row)):
+                        if type(event) is trade:
+                            trades += 1
+                    replayed += 1
+                seq += 1
+        if trades != expected:
+            raise AssertionError(f"journal replay produced {trades} trades but the journal holds "
+                                 f"{expected} instructions for them: the engine is not "
+                                 f"deterministic or the journal was written by another version")
+        report.replayed = replayed
+        self.exchange = exchange
+        self.maker = maker
+        return scanned, pending_rows
+
+    def _extra(self) -> dict:
+        return {"settlement": self.maker.state()}
+
+    def _trim_outbox(self) -> None:
+        if self.relays:
+            self.outbox.trim(min(r.cursor.value for r in self.relays.values()))
+        else:
+            self.outbox.trim(self.outbox.last_seq)
+
+    # ------------------------------------------------------------------ commands
+    def apply(self, command) -> list:
+        """Apply one command; returns its events once the command is durable."""
+        return self.apply_many((command,))[0]
+
+    def apply_many(self, commands) -> list[list]:
+        """Apply commands in order, group-commit them (one fsync), return their events."""
+        with self._lock:
+            if self._failed is not None:
+                raise JournalFailed(f"journal failed earlier ({self._failed}); reopen "
+                                    f"{self.data_dir} to recover")
+            exchange, maker, journal = self.exchange, self.maker, self.journal
+            apply, encode = exchange.apply, jr.encode_command
+            specs, accounts = exchange.specs, exchange.accounts
+            batch_size = self.record_batch
+            trade = TradeExecuted
+            out: list[list] = []
+            rows: list = []
+            made: list = []
+            published: list = []
+            try:
+                for command in commands:
+                    events = apply(command)
+                    rows.append(encode(command))
+                    for event in events:
+                        if type(event) is trade:
+                            made.append(maker.make(event, specs[event.instrument], accounts))
+                    out.append(events)
+                    if len(rows) >= batch_size:
+                        journal.append(rows, [tuple(i) for i in made])
+                        published += made
+                        rows, made = [], []
+                if rows:
+                    journal.append(rows, [tuple(i) for i in made])
+                    published += made
+                journal.commit()
+            except BaseException as err:
+                self._failed = err
+                raise JournalFailed(f"journal write failed: {err}") from err
+            self.outbox.publish(published)
+            if not self.relays:
+                self.outbox.trim(self.outbox.last_seq)
+            self._since_snapshot += len(out)
+            if self._since_snapshot >= self.snapshot_every:
+                self.snapshot()
+            return out
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self) -> Optional[Path]:
+        """Write a snapshot of the current (durable) state and start a new journal segment.
+        Keeps the genesis snapshot and the two newest ones."""
+        with self._lock:
+            self.journal.commit()
+            seq = self.journal.next_seq - 1
+            path = snap.write(self.data_dir, seq, self.exchange, self._extra())
+            self.journal.rotate()
+            self._since_snapshot = 0
+            for old_seq, old in snap.list_snapshots(self.data_dir)[1:-2]:
+                old.unlink()
+            return path
+
+    # ------------------------------------------------------------------ settlement
+    def wait_settled(self, timeout: float = 30.0) -> bool:
+        """Block until every relay confirmed every instruction published so far."""
+        deadline = time.monotonic() + timeout
+        return all(relay.wait_idle(max(0.0, deadline - time.monotonic()))
+                   for relay in self.relays.values())
+
+    def close(self, settle_timeout: float = 5.0) -> None:
+        """Stop accepting commands; give the relays `settle_timeout` s to catch up (what they
+        do not deliver stays in the journal for the next open); release the directory."""
+        with self._lock:
+            if getattr(self, "_closed", False):
+                return
+            self._closed = True
+            if self._failed is None:
+                self.journal.close()
+            self._failed = self._failed or RuntimeError("closed")
+        if settle_timeout > 0:
+            self.wait_settled(settle_timeout)
+        for relay in self.relays.values():
+            relay.stop()
+        self.outbox.close()
+        for relay in self.relays.values():
+            relay.adapter.close()
+        os.close(self._lock_fd)
+
+    def __enter__(self) -> "DurableExchange":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ pass-through
+    def __getattr__(self, name):
+        # only called for attributes not found on self: reads of the wrapped exchange
+        if name in ("exchange", "__setstate__"):
+            raise AttributeError(name)
+        return getattr(self.exchange, name)

@@ -1,0 +1,383 @@
+"""Write-ahead command journal: append-only, framed, checksummed, group-committed.
+
+Theory of operation. The journal is a directory of segment files `journal-<first seq>.log`.
+Each segment starts with an 8-byte magic and holds records; a record is one *batch*:
+
+    u32 payload length | u32 crc32 | u64 first command seq | u32 commands
+    | u64 first instruction seq | u32 instructions | payload
+
+The crc covers everything after itself (rest of the header and the payload). The payload
+is `orjson([command rows, instruction rows])`: the commands of the batch, numbered from
+`first command seq`, and the settlement instructions those commands produced (the
+transactional outbox), numbered from `first instruction seq`. Because a command and the
+instructions it caused live in one checksummed record they become durable together or not
+at all: there is no window in which a trade exists without its instruction.
+
+`Journal.append()` writes records; `Journal.commit()` fsyncs once for everything written
+since the previous commit (group commit). Callers acknowledge nothing before `commit()`
+returns. Recovery (`scan()`) reads segments in order and stops at the first record that is
+short, has an impossible length, a bad checksum or a sequence gap: that is the torn tail of
+a write interrupted by a crash. `open_for_append()` moves the torn bytes aside to
+`<segment>.torn-<offset>` (kept for inspection), truncates the segment to the last whole
+record and reports what it did.
+
+Commands are encoded as compact tagged rows (see `encode_command`), losslessly: every field
+keeps its exact type and value (int price units, None, or a `PriceError`); a command whose
+raw edge fields are not plain JSON scalars falls back to a pickled row, which is rare and
+still exact.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import pickle
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import orjson
+
+from .commands import AmendOrder, CancelOrder, DefineInstrument, EndOfDay, Malformed, NewOrder
+from .types import InstrumentSpec, PriceError, RejectReason
+
+MAGIC = b"CCERXJ01"
+HEADER = struct.Struct("<IIQIQI")
+HEADER_SIZE = HEADER.size          # 32 bytes
+CRC_FROM = 8                       # the crc covers the header from this byte on, then the payload
+MAX_RECORD = 1 << 30               # a length above this is garbage, not a record
+SEGMENT_PREFIX, SEGMENT_SUFFIX = "journal-", ".log"
+
+# ---------------------------------------------------------------------------- command codec
+_NEW, _CANCEL, _AMEND, _DEFINE, _EOD, _MALFORMED, _PICKLED = range(7)
+_REASONS = {r.value: r for r in RejectReason}
+
+
+def _plain(value) -> bool:
+    kind = type(value)
+    return kind is str or kind is type(None) or (kind is int and -(1 << 63) <= value < (1 << 64))
+
+
+def _price_row(value):
+    """int / None stay as they are; a PriceError becomes [reason, text] (never ambiguous:
+    a raw price is only accepted on the fast path when it is an int, None or PriceError)."""
+    if type(value) is PriceError:
+        return [value.reason.value, value.text]
+    return value
+
+
+def _price_value(row):
+    if type(row) is list:
+        return PriceError(_REASONS[row[0]], row[1])
+    return row
+
+
+def encode_command(cmd) -> list:
+    """Command -> JSON-ready tagged row. Exact: decode_command(encode_command(c)) == c."""
+    kind = type(cmd)
+    if kind is NewOrder:
+        price = cmd.price_units
+        if (all(_plain(v) for v in cmd[:6]) and _plain(cmd.qty) and _plain(cmd.ts)
+                and _plain(cmd.owner) and (_plain(price) or type(price) is PriceError)):
+            return [_NEW, cmd.order_id, cmd.account, cmd.instrument, cmd.side, cmd.order_type,
+                    cmd.tif, _price_row(price), cmd.qty, cmd.ts, cmd.owner]
+    elif kind is CancelOrder:
+        if _plain(cmd.order_id) and _plain(cmd.ts) and _plain(cmd.owner):
+            return [_CANCEL, cmd.order_id, cmd.ts, cmd.owner]
+    elif kind is AmendOrder:
+        price = cmd.price_units
+        if (_plain(cmd.order_id) and _plain(cmd.qty) and _plain(cmd.ts) and _plain(cmd.owner)
+                and (_plain(price) or type(price) is PriceError)):
+            return [_AMEND, cmd.order_id, _price_row(price), cmd.qty, cmd.ts, cmd.owner]
+    elif kind is DefineInstrument:
+        if _plain(cmd.ts):
+            return [_DEFINE, spec_to_row(cmd.spec), cmd.ts]
+    elif kind is EndOfDay:
+        if _plain(cmd.ts):
+            return [_EOD, cmd.ts]
+    elif kind is Malformed:
+        if all(_plain(v) for v in cmd):
+            return [_MALFORMED, cmd.op, cmd.order_id, cmd.text, cmd.ts]
+    else:
+        raise TypeError(f"not an engine command: {cmd!r}")
+    # Raw edge values that JSON cannot carry exactly (floats, lists, huge ints...): pickle.
+    # The journal is this process's own file, never input from outside.
+    return [_PICKLED, base64.b64encode(pickle.dumps(cmd, protocol=5)).decode()]
+
+
+def decode_command(row: list):
+    tag = row[0]
+    if tag == _NEW:
+        price = row[7]
+        if type(price) is list:
+            price = PriceError(_REASONS[price[0]], price[1])
+        return NewOrder(row[1], row[2], row[3], row[4], row[5], row[6], price, row[8], row[9],
+                        row[10])
+    if tag == _CANCEL:
+        return CancelOrder(row[1], row[2], row[3])
+    if tag == _AMEND:
+        return AmendOrder(row[1], _price_value(row[2]), row[3], row[4], row[5])
+    if tag == _DEFINE:
+        return DefineInstrument(spec_from_row(row[1]), row[2])
+    if tag == _EOD:
+        return EndOfDay(row[1])
+    if tag == _MALFORMED:
+        return Malformed(row[1], row[2], row[3], row[4])
+    if tag == _PICKLED:
+        return pickle.loads(base64.b64decode(row[1]))
+    raise ValueError(f"unknown journal command tag {tag!r}")
+
+
+def spec_to_row(spec: InstrumentSpec) -> list:
+    """The spec's exact integer fields (to_json/from_fields would also round-trip, but the
+    integers are the truth and need no parsing)."""
+    return [spec.symbol, spec.tick_units, spec.lot, spec.max_qty, spec.ref_ticks, spec.band_ppm,
+            spec.name]
+
+
+def spec_from_row(row: list) -> InstrumentSpec:
+    return InstrumentSpec(*row)
+
+
+# ---------------------------------------------------------------------------- records
+@dataclass(slots=True)
+class Record:
+    first_seq: int               # seq of the first command in the batch
+    commands: list               # command rows (decode lazily with decode_command)
+    first_instruction: int       # seq of the first instruction in the batch
+    instructions: list           # instruction rows
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.commands) - 1
+
+
+def frame(first_seq: int, commands: list, first_instruction: int, instructions: list) -> bytes:
+    payload = orjson.dumps([commands, instructions])
+    tail = HEADER.pack(len(payload), 0, first_seq, len(commands), first_instruction,
+                       len(instructions))[CRC_FROM:]
+    crc = zlib.crc32(payload, zlib.crc32(tail))
+    return struct.pack("<II", len(payload), crc) + tail + payload
+
+
+@dataclass
+class TornTail:
+    """What recovery found after the last whole record of a segment."""
+    segment: Path
+    offset: int          # where the last whole record ends
+    discarded: int       # bytes after it
+    reason: str
+
+    def __str__(self) -> str:
+        return (f"torn tail in {self.segment.name}: {self.reason}; kept the records up to byte "
+                f"{self.offset}, discarded {self.discarded} bytes")
+
+
+@dataclass
+class ScanResult:
+    records: list = field(default_factory=list)
+    last_seq: int = 0
+    last_instruction: int = 0
+    torn: Optional[TornTail] = None
+
+
+def segment_paths(directory: Path) -> list[Path]:
+    found = []
+    for path in directory.glob(f"{SEGMENT_PREFIX}*{SEGMENT_SUFFIX}"):
+        stem = path.name[len(SEGMENT_PREFIX):-len(SEGMENT_SUFFIX)]
+        if stem.isdigit():
+            found.append((int(stem), path))
+    return [path for _, path in sorted(found)]
+
+
+def segment_first_seq(path: Path) -> int:
+    return int(path.name[len(SEGMENT_PREFIX):-len(SEGMENT_SUFFIX)])
+
+
+def read_segment(path: Path, expect_seq: Optional[int] = None,
+                 expect_instruction: Optional[int] = None,
+                 decode_after: int = 0, instructions_after: int = 0):
+    """Yield (record or None, end offset) for each whole record; finally a TornTail or None.
+
+    Payloads are only decoded for records holding a command seq > decode_after or an
+    instruction seq > instructions_after (others are checked, then skipped)."""
+    data = path.read_bytes()
+    size = len(data)
+    if size < len(MAGIC) or data[:len(MAGIC)] != MAGIC:
+        yield None, 0, TornTail(path, 0, size, "segment header missing or wrong")
+        return
+    pos = len(MAGIC)
+    unpack = HEADER.unpack_from
+    crc32 = zlib.crc32
+    loads = orjson.loads
+    while pos < size:
+        if size - pos < HEADER_SIZE:
+            yield None, pos, TornTail(path, pos, size - pos, "incomplete record header")
+            return
+        length, crc, first_seq, n_cmd, first_instr, n_instr = unpack(data, pos)
+        end = pos + HEADER_SIZE + length
+        if length > MAX_RECORD or end > size:
+            yield None, pos, TornTail(path, pos, size - pos,
+                                      f"record at byte {pos} runs past the end of the file")
+            return
+        body = memoryview(data)[pos + CRC_FROM:end]
+        if crc32(body) != crc:
+            yield None, pos, TornTail(path, pos, size - pos, f"checksum mismatch at byte {pos}")
+            return
+        if expect_seq is not None and first_seq != expect_seq:
+            yield None, pos, TornTail(path, pos, size - pos,
+                                      f"sequence gap at byte {pos}: {first_seq} after "
+                                      f"{expect_seq - 1}")
+            return
+        if expect_instruction is not None and n_instr and first_instr != expect_instruction:
+            yield None, pos, TornTail(path, pos, size - pos,
+                                      f"instruction sequence gap at byte {pos}")
+            return
+        expect_seq = first_seq + n_cmd
+        if n_instr:
+            expect_instruction = first_instr + n_instr
+        if first_seq + n_cmd - 1 > decode_after or (n_instr and first_instr + n_instr - 1
+                                                     > instructions_after):
+            commands, instructions = loads(data[pos + HEADER_SIZE:end])
+            record = Record(first_seq, commands, first_instr, instructions)
+        else:
+            record = Record(first_seq, [None] * n_cmd, first_instr, [None] * n_instr)
+        yield record, end, None
+        pos = end
+    yield None, pos, None
+
+
+def scan(directory: Path, decode_after: int = 0, instructions_after: int = 0) -> ScanResult:
+    """Read every segment in order; stop at the first torn or corrupt record."""
+    result = ScanResult()
+    expect_seq = None
+    expect_instr = None
+    for path in segment_paths(directory):
+        for record, _end, torn in read_segment(path, expect_seq, expect_instr, decode_after,
+                                               instructions_after):
+            if torn is not None:
+                result.torn = torn
+                return result
+            if record is None:
+                break
+            result.records.append(record)
+            expect_seq = record.first_seq + len(record.commands)
+            result.last_seq = expect_seq - 1
+            if record.instructions:
+                expect_instr = record.first_instruction + len(record.instructions)
+                result.last_instruction = expect_instr - 1
+    return result
+
+
+# ---------------------------------------------------------------------------- writer
+class Journal:
+    """Appends batch records to the newest segment; `commit()` makes them durable.
+
+    Not thread-safe: the engine thread owns it."""
+
+    def __init__(self, directory: Path, next_seq: int, next_instruction: int,
+                 fsync: bool = True):
+        self.directory = Path(directory)
+        self.next_seq = next_seq
+        self.next_instruction = next_instruction
+        self.fsync = fsync
+        self.fd: Optional[int] = None
+        self.path: Optional[Path] = None
+        self.pending = 0          # bytes written since the last commit
+        self.bytes_written = 0
+
+    # -- opening
+    @classmethod
+    def open_for_append(cls, directory: Path, scanned: ScanResult, fsync: bool = True) -> "Journal":
+        """Continue after what `scan()` found; a torn tail is moved aside and cut off."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        journal = cls(directory, scanned.last_seq + 1, scanned.last_instruction + 1, fsync)
+        torn = scanned.torn
+        segments = segment_paths(directory)
+        if torn is not None:
+            keep = torn.offset if torn.offset >= len(MAGIC) else 0
+            data = torn.segment.read_bytes()
+            aside = torn.segment.with_name(f"{torn.segment.name}.torn-{keep}")
+            aside.write_bytes(data[keep:])
+            # segments after the torn one cannot be trusted to continue the sequence
+            for later in segments[segments.index(torn.segment) + 1:]:
+                later.rename(later.with_name(later.name + f".after-torn-{keep}"))
+            if keep == 0:
+                torn.segment.unlink()
+            else:
+                with open(torn.segment, "r+b") as f:
+                    f.truncate(keep)
+                    os.fsync(f.fileno())
+            _fsync_dir(directory)
+            segments = segment_paths(directory)
+        if segments:
+            journal._open_segment(segments[-1], create=False)
+        else:
+            journal.rotate()
+        return journal
+
+    def _open_segment(self, path: Path, create: bool) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+        flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0)
+        self.fd = os.open(path, flags, 0o644)
+        self.path = path
+        if create:
+            os.write(self.fd, MAGIC)
+            if self.fsync:
+                os.fsync(self.fd)
+                _fsync_dir(self.directory)
+
+    def rotate(self) -> Path:
+        """Start a new segment at the next command seq (called after a snapshot)."""
+        self.commit()
+        path = self.directory / f"{SEGMENT_PREFIX}{self.next_seq:016d}{SEGMENT_SUFFIX}"
+        if path.exists():   # an empty segment left by a previous rotate at the same seq
+            if path.stat().st_size <= len(MAGIC):
+                path.unlink()
+            else:
+                raise AssertionError(f"{path} exists and holds records past the journal's end")
+        self._open_segment(path, create=True)
+        return path
+
+    # -- writing
+    def append(self, commands: list, instructions: list) -> None:
+        """Write one batch record (not yet durable: call commit())."""
+        data = frame(self.next_seq, commands, self.next_instruction, instructions)
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        self.next_seq += len(commands)
+        self.next_instruction += len(instructions)
+        self.pending += len(data)
+        self.bytes_written += len(data)
+
+    def commit(self) -> None:
+        """Make everything appended so far durable (one fsync for the whole group)."""
+        if self.pending and self.fd is not None:
+            if self.fsync:
+                os.fdatasync(self.fd)
+            self.pending = 0
+
+    def close(self) -> None:
+        if self.fd is not None:
+            self.commit()
+            os.close(self.fd)
+            self.fd = None
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def iter_commands(records) -> Iterator:
+    for record in records:
+        for row in record.commands:
+            yield decode_command(row)

@@ -1,0 +1,1 @@
+"""Ledger adapters: where settlement instructions go (see base.py for the interface)."""

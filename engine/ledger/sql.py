@@ -1,0 +1,327 @@
+"""The double-entry settlement ledger, in SQL shared by SQLite and PostgreSQL.
+
+Theory of operation. Every participant has one account per asset: `CNY` in fen and one per
+credit type (instrument symbol) in tonnes. A posting moves `amount` of one asset from a
+debited account to a credited account, so debits equal credits per asset by construction;
+three external accounts (`@bank` for cash paid in, `@registry` for credits issued into the
+exchange, both allowed to go negative) mirror the opening balances, and `@fees` collects the
+exchange's fees. So for every asset the balances of all accounts sum to zero, always.
+
+A settlement instruction becomes one `settlements` row (primary key: the instruction id) and
+its postings, in one transaction:
+    credits   seller -> buyer          qty
+    cash      buyer  -> seller         gross
+    cash      buyer  -> @fees          buy fee
+    cash      seller -> @fees          sell fee
+The insert of the settlement row is the idempotency check: if the id is already there, the
+instruction was applied before and nothing happens (its body must be identical, else it is a
+conflict and raises). No non-external balance may go negative: the debit is a conditional
+UPDATE (`... AND balance >= amount`) and a CHECK constraint backs it up. Instructions are
+applied in stream order; the ledger records the last applied `seq` per exchange and refuses a
+gap, so a consumer that sees one waits for the missing instruction instead of applying past it.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence
+
+import orjson
+
+from ..settlement import SettlementInstruction, price_text
+from ..types import format_fen
+from .base import LedgerRejected
+
+CASH = "CNY"
+BANK, REGISTRY, FEES = "@bank", "@registry", "@fees"
+OPENING_DATE = "0000-00-00"   # sorts before every trade date
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS {p}accounts (
+    owner    TEXT    NOT NULL,
+    asset    TEXT    NOT NULL,
+    external INTEGER NOT NULL DEFAULT 0,
+    balance  BIGINT  NOT NULL DEFAULT 0,
+    PRIMARY KEY (owner, asset),
+    CHECK (external = 1 OR balance >= 0)
+);
+CREATE TABLE IF NOT EXISTS {p}settlements (
+    id          TEXT   NOT NULL PRIMARY KEY,
+    kind        TEXT   NOT NULL,
+    exchange    TEXT,
+    seq         BIGINT,
+    stream_seq  BIGINT,
+    trade_id    BIGINT,
+    instrument  TEXT,
+    qty         BIGINT,
+    price_units BIGINT,
+    gross_fen   BIGINT,
+    buy_fee     BIGINT,
+    sell_fee    BIGINT,
+    buyer       TEXT,
+    seller      TEXT,
+    trade_date  TEXT   NOT NULL,
+    settle_date TEXT   NOT NULL,
+    ts          BIGINT,
+    body        TEXT   NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {p}postings (
+    settlement_id TEXT   NOT NULL REFERENCES {p}settlements (id),
+    leg           INTEGER NOT NULL,
+    asset         TEXT   NOT NULL,
+    debit_owner   TEXT   NOT NULL,
+    credit_owner  TEXT   NOT NULL,
+    amount        BIGINT NOT NULL CHECK (amount > 0),
+    PRIMARY KEY (settlement_id, leg),
+    FOREIGN KEY (debit_owner, asset) REFERENCES {p}accounts (owner, asset),
+    FOREIGN KEY (credit_owner, asset) REFERENCES {p}accounts (owner, asset)
+);
+CREATE INDEX IF NOT EXISTS {p}settlements_buyer ON {p}settlements (buyer, trade_date);
+CREATE INDEX IF NOT EXISTS {p}settlements_seller ON {p}settlements (seller, trade_date);
+CREATE TABLE IF NOT EXISTS {p}streams (
+    exchange    TEXT   NOT NULL PRIMARY KEY,
+    applied_seq BIGINT NOT NULL
+);
+"""
+
+
+def exchange_of(instruction_id: str) -> str:
+    return instruction_id.rsplit("-T", 1)[0]
+
+
+class SqlLedger:
+    """Dialect-neutral ledger logic. Subclasses supply the connection and transactions:
+    `_tx()` (a context manager running one transaction), `_execute(sql, params)` returning a
+    cursor, and `q(sql)` turning `?` placeholders and `{p}` prefixes into the dialect's."""
+
+    name = "sql"
+
+    # ---------------------------------------------------------------- to be provided
+    def _tx(self):
+        raise NotImplementedError
+
+    def _execute(self, sql: str, params=()):
+        raise NotImplementedError
+
+    def q(self, sql: str) -> str:
+        raise NotImplementedError
+
+    def _create_schema(self) -> None:
+        with self._tx():
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self._execute(self.q(statement))
+
+    # ---------------------------------------------------------------- writes
+    def _ensure(self, owner: str, asset: str, external: int = 0) -> None:
+        self._execute(self.q("INSERT INTO {p}accounts (owner, asset, external, balance) "
+                             "VALUES (?, ?, ?, 0) ON CONFLICT (owner, asset) DO NOTHING"),
+                      (owner, asset, external))
+
+    def _post(self, settlement_id: str, leg: int, asset: str, debit: str, credit: str,
+              amount: int) -> None:
+        if amount == 0:
+            return
+        if amount < 0:
+            raise LedgerRejected(f"{settlement_id}: negative amount")
+        cur = self._execute(self.q(
+            "UPDATE {p}accounts SET balance = balance - ? WHERE owner = ? AND asset = ? "
+            "AND (external = 1 OR balance >= ?)"), (amount, debit, asset, amount))
+        if cur.rowcount != 1:
+            raise LedgerRejected(f"{settlement_id}: {debit} cannot pay {amount} {asset} "
+                                 f"(balance {self.balance(debit, asset)})")
+        self._execute(self.q("UPDATE {p}accounts SET balance = balance + ? "
+                             "WHERE owner = ? AND asset = ?"), (amount, credit, asset))
+        self._execute(self.q("INSERT INTO {p}postings (settlement_id, leg, asset, debit_owner, "
+                             "credit_owner, amount) VALUES (?, ?, ?, ?, ?, ?)"),
+                      (settlement_id, leg, asset, debit, credit, amount))
+
+    def _insert_settlement(self, row: tuple) -> bool:
+        """True if new; False if this id was applied before with the same body."""
+        cur = self._execute(self.q(
+            "INSERT INTO {p}settlements (id, kind, exchange, seq, stream_seq, trade_id, "
+            "instrument, qty, price_units, gross_fen, buy_fee, sell_fee, buyer, seller, "
+            "trade_date, settle_date, ts, body) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"),
+            row)
+        if cur.rowcount == 1:
+            return True
+        old = self._execute(self.q("SELECT body FROM {p}settlements WHERE id = ?"),
+                            (row[0],)).fetchone()
+        if old is None or old[0] != row[-1]:
+            raise LedgerRejected(f"{row[0]}: an instruction with this id but other content "
+                                 f"was applied before")
+        return False
+
+    def open_accounts(self, opening: Iterable[tuple[str, int, dict]]) -> int:
+        """Post opening balances [(account, cash fen, {instrument: t})] once per account
+        (id `OPEN-<account>`); returns how many accounts were newly opened."""
+        opened = 0
+        with self._tx():
+            self._ensure(BANK, CASH, 1)
+            for account, cash, credits in opening:
+                body = orjson.dumps([account, cash, dict(sorted(credits.items()))]).decode()
+                sid = f"OPEN-{account}"
+                row = (sid, "opening", None, None, None, None, None, None, None, cash, None,
+                       None, account, None, OPENING_DATE, OPENING_DATE, None, body)
+                if not self._insert_settlement(row):
+                    continue
+                opened += 1
+                self._ensure(account, CASH)
+                self._post(sid, 0, CASH, BANK, account, cash)
+                for leg, (instrument, qty) in enumerate(sorted(credits.items()), 1):
+                    self._ensure(REGISTRY, instrument, 1)
+                    self._ensure(account, instrument)
+                    self._post(sid, leg, instrument, REGISTRY, account, qty)
+        return opened
+
+    def deliver(self, instructions: Sequence[SettlementInstruction]) -> None:
+        """Apply a batch in one transaction (all or nothing), idempotently by id."""
+        if not instructions:
+            return
+        with self._tx():
+            self.apply_in_tx(instructions)
+
+    def apply_in_tx(self, instructions: Sequence[SettlementInstruction]) -> int:
+        applied = 0
+        streams: dict[str, int] = {}
+        for inst in instructions:
+            exchange = exchange_of(inst.id)
+            last = streams.get(exchange)
+            if last is None:
+                row = self._execute(self.q("SELECT applied_seq FROM {p}streams "
+                                           "WHERE exchange = ?"), (exchange,)).fetchone()
+                last = row[0] if row else 0
+            body = orjson.dumps(inst.to_json()).decode()
+            settlement = (inst.id, "trade", exchange, inst.seq, inst.stream_seq, inst.trade_id,
+                          inst.instrument, inst.qty, inst.price_units, inst.gross_fen,
+                          inst.buy_fee, inst.sell_fee, inst.buyer, inst.seller, inst.trade_date,
+                          inst.settle_date, inst.ts, body)
+            if inst.seq > last + 1:
+                raise LedgerRejected(f"{inst.id}: gap in the {exchange} stream, instruction "
+                                     f"{inst.seq} after {last}")
+            if inst.seq <= last:
+                self._insert_settlement(settlement)    # must be a true duplicate
+                continue
+            inst.check()
+            if not self._insert_settlement(settlement):
+                raise LedgerRejected(f"{inst.id}: applied before but the stream is at {last}")
+            sid, symbol = inst.id, inst.instrument
+            for owner in (inst.buyer, inst.seller):
+                self._ensure(owner, CASH)
+                self._ensure(owner, symbol)
+            self._ensure(FEES, CASH)
+            self._post(sid, 1, symbol, inst.seller, inst.buyer, inst.qty)
+            self._post(sid, 2, CASH, inst.buyer, inst.seller, inst.gross_fen)
+            self._post(sid, 3, CASH, inst.buyer, FEES, inst.buy_fee)
+            self._post(sid, 4, CASH, inst.seller, FEES, inst.sell_fee)
+            streams[exchange] = last = inst.seq
+            applied += 1
+        for exchange, seq in streams.items():
+            self._execute(self.q("INSERT INTO {p}streams (exchange, applied_seq) VALUES (?, ?) "
+                                 "ON CONFLICT (exchange) DO UPDATE SET applied_seq = ?"),
+                          (exchange, seq, seq))
+        return applied
+
+    # ---------------------------------------------------------------- queries
+    def applied_seq(self, exchange: str = "CCERX") -> int:
+        row = self._execute(self.q("SELECT applied_seq FROM {p}streams WHERE exchange = ?"),
+                            (exchange,)).fetchone()
+        return row[0] if row else 0
+
+    def balance(self, owner: str, asset: str) -> int:
+        row = self._execute(self.q("SELECT balance FROM {p}accounts WHERE owner = ? AND asset = ?"),
+                            (owner, asset)).fetchone()
+        return row[0] if row else 0
+
+    def balances(self, owner: Optional[str] = None) -> dict[str, dict[str, int]]:
+        """{owner: {asset: balance}} (cash in fen, credits in tonnes)."""
+        sql = "SELECT owner, asset, balance FROM {p}accounts"
+        params: tuple = ()
+        if owner is not None:
+            sql += " WHERE owner = ?"
+            params = (owner,)
+        out: dict[str, dict[str, int]] = {}
+        for o, asset, bal in self._execute(self.q(sql + " ORDER BY owner, asset"), params):
+            out.setdefault(o, {})[asset] = bal
+        return out
+
+    def settlement_count(self) -> int:
+        return self._execute(self.q("SELECT COUNT(*) FROM {p}settlements WHERE kind = 'trade'")
+                             ).fetchone()[0]
+
+    def check(self) -> None:
+        """Raise AssertionError unless the books balance: per asset the balances sum to zero,
+        every balance equals its postings, no participant balance is negative."""
+        totals = self._execute(self.q("SELECT asset, SUM(balance) FROM {p}accounts GROUP BY asset"))
+        for asset, total in totals:
+            assert total == 0, f"{asset}: balances sum to {total}, not 0"
+        rows = self._execute(self.q(
+            "SELECT a.owner, a.asset, a.balance, "
+            "COALESCE((SELECT SUM(amount) FROM {p}postings p WHERE p.credit_owner = a.owner "
+            "AND p.asset = a.asset), 0) - "
+            "COALESCE((SELECT SUM(amount) FROM {p}postings p WHERE p.debit_owner = a.owner "
+            "AND p.asset = a.asset), 0), a.external FROM {p}accounts a"))
+        for owner, asset, balance, posted, external in rows:
+            assert balance == posted, f"{owner}/{asset}: balance {balance} != postings {posted}"
+            assert external or balance >= 0, f"{owner}/{asset}: negative balance {balance}"
+
+    def statement(self, account: str, trade_date: str) -> dict:
+        """End-of-day statement of one account for one trade date: its trades (both sides),
+        fees, and balances at the start and end of that day (cash as decimal CNY)."""
+        trades = []
+        fees = 0
+        rows = self._execute(self.q(
+            "SELECT id, trade_id, instrument, qty, price_units, gross_fen, buy_fee, sell_fee, "
+            "buyer, seller, settle_date, seq FROM {p}settlements WHERE kind = 'trade' "
+            "AND trade_date = ? AND (buyer = ? OR seller = ?) ORDER BY seq"),
+            (trade_date, account, account))
+        for (sid, trade_id, instrument, qty, price_units, gross, buy_fee, sell_fee, buyer,
+             seller, settle_date, _seq) in rows:
+            buying = buyer == account
+            fee = buy_fee if buying else sell_fee
+            fees += fee
+            trades.append({"settlement_id": sid, "trade_id": trade_id, "instrument": instrument,
+                           "side": "buy" if buying else "sell", "qty": qty,
+                           "price": price_text(price_units),
+                           "gross": format_fen(gross), "fee": format_fen(fee),
+                           "counterparty": seller if buying else buyer,
+                           "settle_date": settle_date})
+        opening = self._balances_through(account, trade_date, inclusive=False)
+        closing = self._balances_through(account, trade_date, inclusive=True)
+        return {"account": account, "trade_date": trade_date, "trades": trades,
+                "trade_count": len(trades), "fees": format_fen(fees),
+                "opening": _format_balances(opening), "closing": _format_balances(closing)}
+
+    def _balances_through(self, account: str, trade_date: str, inclusive: bool) -> dict:
+        op = "<=" if inclusive else "<"
+        out: dict[str, int] = {}
+        for column, sign in (("credit_owner", 1), ("debit_owner", -1)):
+            rows = self._execute(self.q(
+                f"SELECT p.asset, SUM(p.amount) FROM {{p}}postings p JOIN {{p}}settlements s "
+                f"ON s.id = p.settlement_id WHERE p.{column} = ? AND s.trade_date {op} ? "
+                f"GROUP BY p.asset"), (account, trade_date))
+            for asset, amount in rows:
+                out[asset] = out.get(asset, 0) + sign * amount
+        return out
+
+    def accounts_with_activity(self, trade_date: str) -> list[str]:
+        rows = self._execute(self.q(
+            "SELECT buyer FROM {p}settlements WHERE kind = 'trade' AND trade_date = ? UNION "
+            "SELECT seller FROM {p}settlements WHERE kind = 'trade' AND trade_date = ?"),
+            (trade_date, trade_date))
+        return sorted(r[0] for r in rows)
+
+    def trade_dates(self) -> list[str]:
+        rows = self._execute(self.q("SELECT DISTINCT trade_date FROM {p}settlements "
+                                    "WHERE kind = 'trade' ORDER BY trade_date"))
+        return [r[0] for r in rows]
+
+    def end_of_day_statements(self, trade_date: str, accounts: Optional[Iterable[str]] = None):
+        """Statements of every account that traded that day (or of `accounts`)."""
+        names = list(accounts) if accounts is not None else self.accounts_with_activity(trade_date)
+        return [self.statement(name, trade_date) for name in names]
+
+
+def _format_balances(balances: dict[str, int]) -> dict:
+    out = {"cash": format_fen(balances.get(CASH, 0))}
+    out["credits"] = {asset: qty for asset, qty in sorted(balances.items()) if asset != CASH}
+    return out

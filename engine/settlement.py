@@ -1,0 +1,337 @@
+"""Settlement instructions, the outbox that holds them, and the relay that delivers them.
+
+Every `TradeExecuted` becomes exactly one `SettlementInstruction` (delivery versus payment:
+`qty` tonnes of `instrument` from seller to buyer in the registry; the gross amount plus the
+buyer's fee from the buyer's cash, the gross amount less the seller's fee to the seller, both
+fees to the exchange). Its id is stable (`<exchange id>-T<trade id>`), so every consumer can
+apply it idempotently; `seq` numbers the whole stream and `stream_seq` numbers the
+instrument's own stream (the MQTT topic), so consumers of either can detect gaps.
+
+The outbox is the journal itself (see journal.py): instructions are written in the same
+checksummed record as the command that caused them. `Outbox` is the in-memory queue of the
+instructions not yet confirmed by every relay; `Relay` delivers them to one ledger adapter in
+batches and advances its durable cursor (`cursor-<name>.json`, replaced atomically) only
+after the adapter confirms. Crash anywhere and the relay resumes from its cursor: nothing is
+lost, a batch may be delivered twice, and adapters apply by id, so twice is harmless.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Iterable, NamedTuple, Optional
+
+import orjson
+
+from .events import TradeExecuted
+from .types import InstrumentSpec, PRICE_UNITS_PER_CNY, format_fen, format_units
+
+CHINA = _dt.timezone(_dt.timedelta(hours=8))   # trade dates are Beijing dates (no DST)
+
+
+class SettlementInstruction(NamedTuple):
+    id: str                 # stable: "<exchange>-T<trade id>"
+    seq: int                # position in the exchange's instruction stream, from 1, no gaps
+    stream_seq: int         # position in this instrument's stream, from 1, no gaps
+    trade_id: int
+    instrument: str
+    qty: int                # tonnes, seller -> buyer
+    price_units: int        # 1e-6 CNY per tonne
+    gross_fen: int          # price x qty, buyer -> seller
+    buy_fee: int            # fen, buyer -> exchange
+    sell_fee: int           # fen, seller -> exchange
+    buyer: str
+    seller: str
+    buyer_member: Optional[str]
+    seller_member: Optional[str]
+    trade_date: str         # ISO date, Beijing time of the trade's ts
+    settle_date: str        # trade date + cycle business days
+    ts: int
+
+    def to_json(self) -> dict:
+        """Edge form: decimal strings for money and price, never floats."""
+        return {"id": self.id, "seq": self.seq, "stream": self.instrument,
+                "stream_seq": self.stream_seq, "trade_id": self.trade_id,
+                "instrument": self.instrument, "qty": self.qty,
+                "price": price_text(self.price_units),
+                "gross": format_fen(self.gross_fen), "buy_fee": format_fen(self.buy_fee),
+                "sell_fee": format_fen(self.sell_fee), "buyer": self.buyer,
+                "seller": self.seller, "buyer_member": self.buyer_member,
+                "seller_member": self.seller_member, "trade_date": self.trade_date,
+                "settle_date": self.settle_date, "ts": self.ts}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "SettlementInstruction":
+        """Parse the edge form back (exact); raises ValueError on anything malformed."""
+        from .types import parse_cny_to_fen, parse_price_units
+        try:
+            inst = cls(obj["id"], obj["seq"], obj["stream_seq"], obj["trade_id"],
+                       obj["instrument"], obj["qty"], parse_price_units(obj["price"]),
+                       parse_cny_to_fen(obj["gross"]), parse_cny_to_fen(obj["buy_fee"]),
+                       parse_cny_to_fen(obj["sell_fee"]), obj["buyer"], obj["seller"],
+                       obj.get("buyer_member"), obj.get("seller_member"), obj["trade_date"],
+                       obj["settle_date"], obj["ts"])
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"not a settlement instruction: {err}") from None
+        inst.check()
+        return inst
+
+    def check(self) -> None:
+        for name in ("seq", "stream_seq", "trade_id", "qty", "price_units", "ts"):
+            if type(getattr(self, name)) is not int:
+                raise ValueError(f"instruction {name} must be an integer")
+        if self.qty <= 0 or self.gross_fen <= 0 or self.buy_fee < 0 or self.sell_fee < 0:
+            raise ValueError("instruction amounts must be positive")
+        if self.sell_fee > self.gross_fen:
+            raise ValueError("seller's fee exceeds the gross amount")
+        if self.price_units * self.qty != self.gross_fen * (PRICE_UNITS_PER_CNY // 100):
+            raise ValueError("gross amount is not price x quantity")
+        if not self.buyer or not self.seller or self.buyer == self.seller:
+            raise ValueError("instruction needs two different accounts")
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.to_json())
+
+
+def price_text(units: int) -> str:
+    """Price units -> decimal CNY text with at least two places, e.g. 62_010_000 -> '62.01'."""
+    places = 2
+    while units % (PRICE_UNITS_PER_CNY // 10 ** places) and places < 6:
+        places += 1
+    return format_units(units, PRICE_UNITS_PER_CNY, places)
+
+
+def business_days_after(day: _dt.date, days: int) -> _dt.date:
+    """day + `days` weekdays (Saturday and Sunday skipped; no holiday calendar)."""
+    while days > 0:
+        day += _dt.timedelta(days=1)
+        if day.weekday() < 5:
+            days -= 1
+    return day
+
+
+class SettlementConfig(NamedTuple):
+    exchange_id: str = "CCERX"
+    cycle_days: int = 0       # T+0 by default: settle on the trade date
+
+
+class InstructionMaker:
+    """Turns trades into instructions, numbering the streams. Its counters are part of the
+    durable state (snapshotted alongside the exchange)."""
+
+    def __init__(self, config: SettlementConfig = SettlementConfig(), next_seq: int = 1,
+                 stream_seqs: Optional[dict[str, int]] = None):
+        self.config = config
+        self.next_seq = next_seq
+        self.stream_seqs: dict[str, int] = dict(stream_seqs or {})
+        self._dates: dict[int, tuple[str, str]] = {}   # day number -> (trade, settle) dates
+
+    def _dates_for(self, ts: int) -> tuple[str, str]:
+        day_key = (ts + 8 * 3600 * 10 ** 9) // (86400 * 10 ** 9)
+        dates = self._dates.get(day_key)
+        if dates is None:
+            trade = _dt.datetime.fromtimestamp(ts // 10 ** 9, CHINA).date()
+            settle = business_days_after(trade, self.config.cycle_days)
+            dates = self._dates[day_key] = (trade.isoformat(), settle.isoformat())
+            if len(self._dates) > 64:
+                self._dates.clear()
+                self._dates[day_key] = dates
+        return dates
+
+    def make(self, trade: TradeExecuted, spec: InstrumentSpec, accounts) -> SettlementInstruction:
+        instrument = trade.instrument
+        stream_seq = self.stream_seqs.get(instrument, 0) + 1
+        self.stream_seqs[instrument] = stream_seq
+        seq = self.next_seq
+        self.next_seq = seq + 1
+        buyer_member = seller_member = None
+        if accounts is not None:
+            buyer = accounts.get(trade.buy_account)
+            seller = accounts.get(trade.sell_account)
+            buyer_member = buyer.member if buyer is not None else None
+            seller_member = seller.member if seller is not None else None
+        trade_date, settle_date = self._dates_for(trade.ts)
+        return SettlementInstruction(
+            f"{self.config.exchange_id}-T{trade.trade_id}", seq, stream_seq, trade.trade_id,
+            instrument, trade.qty, trade.price * spec.tick_units,
+            trade.price * spec.tick_fen * trade.qty, trade.buy_fee, trade.sell_fee,
+            trade.buy_account, trade.sell_account, buyer_member, seller_member, trade_date,
+            settle_date, trade.ts)
+
+    def state(self) -> dict:
+        return {"next_seq": self.next_seq, "stream_seqs": dict(sorted(self.stream_seqs.items()))}
+
+
+# ---------------------------------------------------------------------------- outbox
+class Outbox:
+    """Instructions that are durable (in the journal) but not yet confirmed by every relay.
+
+    The engine thread `publish()`es after each group commit; relay threads `read()` after their
+    cursor and `wait()` for more. Memory holds only what some relay still has to deliver."""
+
+    def __init__(self, pending: Iterable[SettlementInstruction] = (), last_seq: int = 0):
+        self._items: list[SettlementInstruction] = list(pending)
+        self._base = self._items[0].seq if self._items else last_seq + 1   # seq of _items[0]
+        self.last_seq = self._items[-1].seq if self._items else last_seq
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def publish(self, instructions: list[SettlementInstruction]) -> None:
+        if not instructions:
+            return
+        with self._cond:
+            if instructions[0].seq != self.last_seq + 1:
+                raise AssertionError(f"outbox gap: {instructions[0].seq} after {self.last_seq}")
+            if not self._items:
+                self._base = instructions[0].seq
+            self._items.extend(instructions)
+            self.last_seq = instructions[-1].seq
+            self._cond.notify_all()
+
+    def read(self, after: int, limit: int) -> list[SettlementInstruction]:
+        with self._cond:
+            start = max(after + 1 - self._base, 0)
+            if after + 1 < self._base and self._items:
+                raise AssertionError(f"outbox no longer holds instruction {after + 1}")
+            return self._items[start:start + limit]
+
+    def wait(self, after: int, timeout: float) -> bool:
+        """Block until an instruction after `after` exists (True) or timeout/close (False)."""
+        with self._cond:
+            if self.last_seq > after:
+                return True
+            if self._closed:
+                return False
+            self._cond.wait(timeout)
+            return self.last_seq > after
+
+    def trim(self, upto: int) -> None:
+        """Forget instructions with seq <= upto (every relay has confirmed them)."""
+        with self._cond:
+            drop = upto + 1 - self._base
+            if drop > 0:
+                del self._items[:drop]
+                self._base += drop
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+# ---------------------------------------------------------------------------- cursor
+class Cursor:
+    """A relay's durable position: the seq of the last instruction its adapter confirmed."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.value = 0
+        if self.path.exists():
+            self.value = orjson.loads(self.path.read_bytes())["confirmed"]
+
+    def advance(self, value: int) -> None:
+        if value <= self.value:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(orjson.dumps({"confirmed": value}))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self.value = value
+
+
+# ---------------------------------------------------------------------------- relay
+class Relay:
+    """Delivers the outbox to one adapter (see ledger/base.py), cursor after confirmation.
+
+    `pump()` delivers one batch synchronously; `start()` runs pumps in a daemon thread that
+    waits on the outbox and backs off (up to `max_backoff` s) while the adapter fails. The
+    engine thread never waits for a relay."""
+
+    def __init__(self, name: str, outbox: Outbox, adapter, cursor_path: Path,
+                 batch: int = 500, max_backoff: float = 5.0, on_confirm=None):
+        self.name = name
+        self.outbox = outbox
+        self.adapter = adapter
+        self.cursor = Cursor(cursor_path)
+        self.batch = batch
+        self.max_backoff = max_backoff
+        self.on_confirm = on_confirm
+        self.last_error: Optional[BaseException] = None
+        self.failures = 0
+        self.delivered = 0
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        self._idle = threading.Condition()
+
+    def pump(self) -> int:
+        """Deliver the next batch after the cursor; returns how many were confirmed."""
+        batch = self.outbox.read(self.cursor.value, self.batch)
+        if not batch:
+            return 0
+        self.adapter.deliver(batch)          # raises if not confirmed: cursor stays put
+        self.cursor.advance(batch[-1].seq)
+        self.delivered += len(batch)
+        if self.on_confirm is not None:
+            self.on_confirm()
+        return len(batch)
+
+    def drain(self) -> None:
+        """Deliver everything published so far, in this thread (raises on adapter failure)."""
+        while self.pump():
+            pass
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"relay-{self.name}",
+                                            daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            if not self.outbox.wait(self.cursor.value, 0.2):
+                with self._idle:
+                    self._idle.notify_all()
+                continue
+            try:
+                self.pump()
+                backoff = 0.05
+                self.last_error = None
+            except Exception as err:   # adapter down: keep everything, retry later
+                self.last_error = err
+                self.failures += 1
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Block until the cursor reached the outbox's last instruction (True) or timeout."""
+        deadline = time.monotonic() + timeout
+        while self.cursor.value < self.outbox.last_seq:
+            if self._thread is None:
+                self.drain()
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with self._idle:
+                self._idle.wait(min(remaining, 0.05))
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
