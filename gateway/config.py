@@ -1,0 +1,320 @@
+"""The gateway's configuration: its CompID, the broker sessions, their credentials and accounts.
+
+A TOML file (see DEMO_CONFIG below for the full shape):
+
+    [gateway]
+    comp_id = "CCERX"              # our SenderCompID
+    fee_rate = "0.006"             # optional, per side
+    instruments = "instruments.toml"   # optional, relative to this file; default: the CCER set
+
+    [[broker]]
+    comp_id = "BROKER01"           # the broker's SenderCompID, also its member id
+    password = "scrypt$16384$8$1$<salt hex>$<hash hex>"   # from `ccerx hash-password`
+    heartbeat_interval = 30        # optional
+    reset_on_logon = false         # optional
+
+    [[broker.account]]
+    account = "EMIT01"
+    type = "key_emission_unit"     # a ParticipantType value
+    cash = "100000000.00"          # CNY, decimal string
+    credits = { "CCER-AFF" = 0 }   # whole tonnes per credit type
+
+Passwords are never stored in plain text: `password` holds a salted scrypt (or
+pbkdf2_sha256) hash, checked in constant time. A broker without a password logs on with
+its CompID alone (only sensible on a closed network). Each account is registered to exactly
+one broker; that is the permission the exchange application enforces.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from engine.risk import Account, Accounts, DEFAULT_FEE_PPM, PPM
+from engine.types import ParticipantType, parse_cny_to_fen, parse_decimal_units
+
+from gateway.fix.application import FixMessage, SessionKey
+
+BEGIN_STRING = "FIX.4.4"
+TAG_USERNAME, TAG_PASSWORD = 553, 554
+
+# scrypt parameters: ~50 ms and 16 MiB per check, cheap for a logon, dear for a guesser.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
+PBKDF2_MIN_ITERATIONS = 100_000
+
+
+class ConfigError(ValueError):
+    pass
+
+
+# ------------------------------------------------------------------ password hashes
+def hash_password(password: str, salt: Optional[bytes] = None) -> str:
+    """'scrypt$N$r$p$salt_hex$hash_hex' for a config file's `password`."""
+    if not isinstance(password, str) or not password:
+        raise ValueError("password must be a non-empty string")
+    salt = os.urandom(16) if salt is None else salt
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
+                            dklen=32)
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+def _parse_hash(stored: str) -> tuple:
+    parts = stored.split("$") if isinstance(stored, str) else []
+    try:
+        if parts[0] == "scrypt" and len(parts) == 6:
+            n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
+            if n < 2 or n & (n - 1) or not 0 < r <= 64 or not 0 < p <= 16 or n * r > 2 ** 24:
+                raise ValueError
+            return ("scrypt", (n, r, p), bytes.fromhex(parts[4]), bytes.fromhex(parts[5]))
+        if parts[0] == "pbkdf2_sha256" and len(parts) == 4:
+            iterations = int(parts[1])
+            if not PBKDF2_MIN_ITERATIONS <= iterations <= 10_000_000:
+                raise ValueError
+            return ("pbkdf2_sha256", iterations, bytes.fromhex(parts[2]), bytes.fromhex(parts[3]))
+    except (ValueError, IndexError):
+        pass
+    raise ConfigError("password must be a hash 'scrypt$N$r$p$salt$hash' or "
+                      f"'pbkdf2_sha256$iterations$salt$hash' (made by `ccerx hash-password`), "
+                      f"not {'plain text' if stored and '$' not in str(stored) else repr(stored)[:40]}")
+
+
+def verify_password(password: str, stored: str) -> bool:
+    scheme, params, salt, expected = _parse_hash(stored)
+    data = password.encode("utf-8", "surrogateescape")
+    if scheme == "scrypt":
+        n, r, p = params
+        digest = hashlib.scrypt(data, salt=salt, n=n, r=r, p=p, maxmem=256 * n * r + (1 << 20),
+                                dklen=len(expected))
+    else:
+        digest = hashlib.pbkdf2_hmac("sha256", data, salt, params, dklen=len(expected))
+    return hmac.compare_digest(digest, expected)
+
+
+# ------------------------------------------------------------------ the config
+@dataclass(frozen=True)
+class AccountConfig:
+    account: str
+    participant_type: ParticipantType
+    cash_fen: int
+    credits: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    comp_id: str
+    password_hash: Optional[str]
+    accounts: tuple[AccountConfig, ...]
+    heartbeat_interval: int = 30
+    reset_on_logon: bool = False
+
+
+@dataclass
+class GatewayConfig:
+    comp_id: str
+    brokers: dict[str, BrokerConfig]
+    fee_ppm: int = DEFAULT_FEE_PPM
+    instruments_path: Optional[Path] = None
+    source: str = "<demo>"
+
+    def session_key(self, broker: str) -> SessionKey:
+        return SessionKey(BEGIN_STRING, self.comp_id, broker)
+
+    def build_accounts(self) -> Accounts:
+        """A fresh engine account table (each account's `member` is its broker)."""
+        table = Accounts(fee_ppm=self.fee_ppm)
+        for broker in self.brokers.values():
+            for row in broker.accounts:
+                table.add(Account(row.account, row.participant_type, broker.comp_id,
+                                  row.cash_fen, credits=dict(row.credits)))
+        return table
+
+    def authenticate(self, key: SessionKey, logon: FixMessage) -> Optional[str]:
+        """The server's logon check: None to accept, else the text of the Logout."""
+        broker = self.brokers.get(key.their_comp_id)
+        if broker is None or key.our_comp_id != self.comp_id:
+            return "unknown session"
+        username = logon.get(TAG_USERNAME)
+        if username is not None and username != broker.comp_id:
+            return "invalid username or password"
+        if broker.password_hash is None:
+            return None
+        password = logon.get(TAG_PASSWORD)
+        if password is None:
+            return "password required (Password 554)"
+        if not verify_password(password, broker.password_hash):
+            return "invalid username or password"
+        return None
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_toml_text(cls, text: str, source: str = "<text>",
+                       base_dir: Optional[Path] = None) -> "GatewayConfig":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{source}: not valid TOML: {err}") from None
+        try:
+            return cls._from_dict(data, source, base_dir)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GatewayConfig":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"cannot read {path}: {err}") from None
+        return cls.from_toml_text(text, str(path), path.parent)
+
+    @classmethod
+    def demo(cls) -> "GatewayConfig":
+        return cls.from_toml_text(DEMO_CONFIG, "<built-in demo config>")
+
+    @classmethod
+    def _from_dict(cls, data: dict, source: str, base_dir: Optional[Path]) -> "GatewayConfig":
+        gateway = data.get("gateway")
+        if not isinstance(gateway, dict):
+            raise ConfigError("missing [gateway] table")
+        comp_id = _comp_id(gateway.get("comp_id"), "gateway.comp_id")
+        fee_ppm = DEFAULT_FEE_PPM
+        if "fee_rate" in gateway:
+            rate = gateway["fee_rate"]
+            if not isinstance(rate, str):
+                raise ConfigError("gateway.fee_rate must be a decimal string, e.g. \"0.006\"")
+            try:
+                fee_ppm = parse_decimal_units(rate, PPM)
+            except ValueError as err:
+                raise ConfigError(f"gateway.fee_rate: {err}") from None
+            if not 0 <= fee_ppm < PPM:
+                raise ConfigError("gateway.fee_rate must be in [0, 1)")
+        instruments_path = None
+        if gateway.get("instruments") is not None:
+            if not isinstance(gateway["instruments"], str):
+                raise ConfigError("gateway.instruments must be a file path")
+            instruments_path = Path(gateway["instruments"])
+            if base_dir is not None and not instruments_path.is_absolute():
+                instruments_path = base_dir / instruments_path
+        unknown = set(gateway) - {"comp_id", "fee_rate", "instruments"}
+        if unknown:
+            raise ConfigError(f"unknown key(s) in [gateway]: {sorted(unknown)}")
+
+        rows = data.get("broker")
+        if not isinstance(rows, list) or not rows:
+            raise ConfigError("at least one [[broker]] is required")
+        brokers: dict[str, BrokerConfig] = {}
+        seen_accounts: set[str] = set()
+        for row in rows:
+            broker = _broker(row)
+            if broker.comp_id in brokers or broker.comp_id == comp_id:
+                raise ConfigError(f"duplicate CompID {broker.comp_id!r}")
+            for acc in broker.accounts:
+                if acc.account in seen_accounts:
+                    raise ConfigError(f"account {acc.account!r} is registered to two brokers")
+                seen_accounts.add(acc.account)
+            brokers[broker.comp_id] = broker
+        unknown = set(data) - {"gateway", "broker"}
+        if unknown:
+            raise ConfigError(f"unknown table(s): {sorted(unknown)}")
+        return cls(comp_id, brokers, fee_ppm, instruments_path, source)
+
+
+def _comp_id(value, label: str) -> str:
+    if (not isinstance(value, str) or not value or len(value) > 32
+            or not all(c.isalnum() or c in "_-." for c in value)):
+        raise ConfigError(f"{label} must be 1-32 letters, digits, '_', '-' or '.'")
+    return value
+
+
+def _broker(row) -> BrokerConfig:
+    if not isinstance(row, dict):
+        raise ConfigError("each [[broker]] must be a table")
+    comp_id = _comp_id(row.get("comp_id"), "broker.comp_id")
+    where = f"broker {comp_id}"
+    password = row.get("password")
+    if password is not None:
+        _parse_hash(password)  # raises on plain text or a malformed hash
+    heartbeat = row.get("heartbeat_interval", 30)
+    if type(heartbeat) is not int or not 1 <= heartbeat <= 3600:
+        raise ConfigError(f"{where}: heartbeat_interval must be an integer of 1-3600 seconds")
+    reset = row.get("reset_on_logon", False)
+    if type(reset) is not bool:
+        raise ConfigError(f"{where}: reset_on_logon must be true or false")
+    unknown = set(row) - {"comp_id", "password", "heartbeat_interval", "reset_on_logon", "account"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+    accounts = []
+    for acc in row.get("account", []):
+        accounts.append(_account(acc, where))
+    return BrokerConfig(comp_id, password, tuple(accounts), heartbeat, reset)
+
+
+def _account(row, where: str) -> AccountConfig:
+    if not isinstance(row, dict) or not isinstance(row.get("account"), str) or not row["account"]:
+        raise ConfigError(f"{where}: every [[broker.account]] needs an account id")
+    name = row["account"]
+    if len(name) > 64:
+        raise ConfigError(f"{where}: account id {name[:20]!r}... is longer than 64 characters")
+    try:
+        ptype = ParticipantType(row.get("type", "other_organisation"))
+    except ValueError:
+        raise ConfigError(f"{where}: account {name}: unknown type {row.get('type')!r}; expected "
+                          f"one of {[t.value for t in ParticipantType]}") from None
+    cash = row.get("cash", "0")
+    if not isinstance(cash, str):
+        raise ConfigError(f"{where}: account {name}: cash must be a decimal string, e.g. \"1000.00\"")
+    try:
+        cash_fen = parse_cny_to_fen(cash)
+    except ValueError as err:
+        raise ConfigError(f"{where}: account {name}: cash: {err}") from None
+    if cash_fen < 0:
+        raise ConfigError(f"{where}: account {name}: negative cash")
+    credits = row.get("credits", {})
+    if not isinstance(credits, dict) or any(type(v) is not int or v < 0 for v in credits.values()):
+        raise ConfigError(f"{where}: account {name}: credits must map credit type -> whole tonnes")
+    unknown = set(row) - {"account", "type", "cash", "credits"}
+    if unknown:
+        raise ConfigError(f"{where}: account {name}: unknown key(s) {sorted(unknown)}")
+    return AccountConfig(name, ptype, cash_fen, tuple(sorted(credits.items())))
+
+
+# The built-in demo: what `ccerx serve` runs with no --config. Passwords demo01 / demo02,
+# stored as scrypt hashes like any real config.
+DEMO_CONFIG = """\
+[gateway]
+comp_id = "CCERX"
+
+[[broker]]
+comp_id = "BROKER01"
+# password "demo01"
+password = "scrypt$16384$8$1$6bb91db9571959ec56d1161c217b4f59$9441471afced6d9e398e1cd2424b88555038d3378f217a22a2afb9fafd019103"
+
+[[broker.account]]
+account = "EMIT01"
+type = "key_emission_unit"
+cash = "100000000.00"
+
+[[broker.account]]
+account = "HOLD01"
+type = "project_owner"
+credits = { "CCER-AFF" = 1000000, "CCER-SOL" = 1000000, "CCER-OWF" = 1000000, "CCER-MGV" = 1000000 }
+
+[[broker]]
+comp_id = "BROKER02"
+# password "demo02"
+password = "scrypt$16384$8$1$455d3a2ad36030a98a2516036910f629$fd77bc1e593b2f8377e9f317131bdd8d7874005b026f43aebf8c8c4d25ba26e5"
+
+[[broker.account]]
+account = "EMIT02"
+type = "key_emission_unit"
+cash = "100000000.00"
+
+[[broker.account]]
+account = "HOLD02"
+type = "project_owner"
+credits = { "CCER-AFF" = 1000000, "CCER-SOL" = 1000000, "CCER-OWF" = 1000000, "CCER-MGV" = 1000000 }
+"""

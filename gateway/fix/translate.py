@@ -1,0 +1,541 @@
+"""The exchange application: FIX 4.4 order entry in, engine commands through, execution reports out.
+
+Theory of operation. The session layer hands every validated, in-sequence application message
+of a broker session to `on_message(session, message)`. Order messages (D, F, G, H) are checked
+here for what only the gateway knows (the broker may act only for its own accounts and its own
+orders, ClOrdIDs are unique per broker and day), turned into one engine command stamped with
+the gateway's receive time, and applied; the events that come back are turned into FIX
+messages addressed to whichever broker owns each order: the aggressor's broker gets its
+fills, and so does the broker of the resting order, logged on or not (the server stores
+messages for a logged-out session; the broker recovers them by ResendRequest).
+
+Identifiers. The engine's `order_id` must be unique per day across all brokers, so a new
+order's engine id is "<broker CompID>:<ClOrdID>"; it is also the OrderID (37) we report. A
+cancel or replace carries a new ClOrdID and names the order by OrigClOrdID (41, any ClOrdID
+the order has had) or OrderID; `_by_cl_ord_id` maps every ClOrdID a broker has used to its
+order, so later requests and reports use the latest one. ExecIDs: "E<seq>" for an engine
+event, "T<trade id>-B"/"-S" for the two sides of a trade, "G<boot>.<n>" for what the gateway
+answers itself (gateway rejects, status reports); all unique.
+
+Values on the wire are FIX 4.4 standard tags and enums only (a stock QuickFIX FIX44
+dictionary accepts every message): ExecType 0 new, F trade, 4 canceled, 5 replaced,
+8 rejected, C expired (unfilled rest of IOC/FOK/market orders and day orders at the close),
+I order status. Prices cross this module as decimal strings converted with
+`engine.types.price_field` (never a float); quantities must be whole tonnes.
+
+Market data (V, x) is delegated to `gateway.marketdata.MarketData`, which also sees every
+batch of engine events. Anything else is answered with BusinessMessageReject (j).
+"""
+from __future__ import annotations
+
+import time
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Callable, Iterable, Optional
+
+from engine.commands import AmendOrder, CancelOrder, NewOrder
+from engine.events import (DayClosed, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected,
+                           TradeExecuted)
+from engine.types import (CancelReason, DecimalFormatError, RejectReason as R, Side, format_fen,
+                          parse_decimal_units, price_field)
+
+from gateway.fix.application import FixMessage, Outbound, SessionKey
+from gateway.marketdata import MarketData
+
+# FIX 4.4 tags used here
+ACCOUNT, AVG_PX, CL_ORD_ID, COMMISSION, COMM_TYPE, CUM_QTY = 1, 6, 11, 12, 13, 14
+EXEC_ID, LAST_PX, LAST_QTY, MSG_SEQ_NUM, MSG_TYPE, ORDER_ID = 17, 31, 32, 34, 35, 37
+ORDER_QTY, ORD_STATUS, ORD_TYPE, ORIG_CL_ORD_ID, PRICE, SIDE, SYMBOL = 38, 39, 40, 41, 44, 54, 55
+TEXT, TIME_IN_FORCE, TRANSACT_TIME, REF_SEQ_NUM = 58, 59, 60, 45
+CXL_REJ_REASON, ORD_REJ_REASON, EXEC_TYPE, LEAVES_QTY = 102, 103, 150, 151
+REF_MSG_TYPE, BUSINESS_REJECT_REF_ID, BUSINESS_REJECT_REASON = 372, 379, 380
+CXL_REJ_RESPONSE_TO, ORD_STATUS_REQ_ID = 434, 790
+
+# OrdStatus / ExecType values
+NEW, PARTIAL, FILLED, CANCELED, REPLACED, REJECTED, EXPIRED, TRADE, STATUS = (
+    "0", "1", "2", "4", "5", "8", "C", "F", "I")
+
+FIX_SIDES = {"1": "buy", "2": "sell"}
+FIX_ORD_TYPES = {"1": "market", "2": "limit"}
+FIX_TIFS = {"0": "day", "3": "ioc", "4": "fok"}
+ENGINE_SIDE = {Side.BUY: "1", Side.SELL: "2"}
+ENGINE_TIF = {"day": "0", "ioc": "3", "fok": "4"}
+
+# OrdRejReason (103) for each engine reject reason
+ORD_REJ_REASON_OF = {
+    R.UNKNOWN_INSTRUMENT: "1", R.INVALID_INSTRUMENT: "1", R.MARKET_CLOSED: "2",
+    R.INSUFFICIENT_FUNDS: "3", R.INSUFFICIENT_CREDITS: "3", R.QTY_ABOVE_MAX: "3",
+    R.PRICE_OUT_OF_BAND: "3", R.ORDER_NOT_RESTING: "5", R.DUPLICATE_ORDER_ID: "6",
+    R.INVALID_SIDE: "11", R.INVALID_TYPE: "11", R.INVALID_TIF: "11", R.INVALID_QTY: "13",
+    R.UNKNOWN_ACCOUNT: "15",
+}
+OTHER = "99"
+# CxlRejReason (102)
+CXL_TOO_LATE, CXL_UNKNOWN, CXL_EXCHANGE_OPTION, CXL_DUPLICATE = "0", "1", "2", "6"
+# BusinessRejectReason (380)
+BMR_OTHER, BMR_UNSUPPORTED, BMR_NOT_AVAILABLE, BMR_FIELD_MISSING = "0", "3", "4", "5"
+
+EXPIRY_REASONS = (CancelReason.IOC, CancelReason.FOK, CancelReason.MARKET, CancelReason.EOD)
+CANCEL_TEXT = {CancelReason.USER: None, CancelReason.STP: "cancelled by self-trade prevention",
+               CancelReason.IOC: "unfilled rest of an immediate-or-cancel order",
+               CancelReason.FOK: "fill-or-kill order could not be filled completely",
+               CancelReason.MARKET: "unfilled rest of a market order",
+               CancelReason.EOD: "day order expired at the close"}
+
+
+def utc_timestamp(ts_ns: int) -> str:
+    """Nanoseconds since the epoch -> FIX UTCTimestamp with milliseconds."""
+    secs, ns = divmod(ts_ns, 1_000_000_000)
+    return time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(secs)) + f".{ns // 1_000_000:03d}"
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, text: str):
+        self.reason, self.text = reason, text
+
+
+class OrderState:
+    """What the gateway knows about one order of one broker (FIX view of an engine order)."""
+    __slots__ = ("order_id", "broker", "session", "cl_ord_id", "account", "symbol", "side",
+                 "ord_type", "tif", "price", "price_text", "qty", "cum_qty", "cum_cost", "done",
+                 "accepted")
+
+    def __init__(self, order_id, broker, session, cl_ord_id, account, symbol, side, ord_type,
+                 tif, price_text, qty):
+        self.order_id: str = order_id
+        self.broker: str = broker
+        self.session: SessionKey = session
+        self.cl_ord_id: str = cl_ord_id
+        self.account = account        # raw tag values until the engine accepts the order
+        self.symbol = symbol
+        self.side = side              # FIX Side "1"/"2"
+        self.ord_type = ord_type      # FIX OrdType "1"/"2"
+        self.tif = tif                # FIX TimeInForce or None
+        self.price = None             # ticks, once accepted (limit orders)
+        self.price_text = price_text  # as sent, until accepted
+        self.qty = qty                # int tonnes, or the raw text of a bad quantity
+        self.cum_qty = 0
+        self.cum_cost = 0             # sum of ticks x tonnes over the fills
+        self.done: Optional[str] = None  # CANCELED / REJECTED / EXPIRED once final
+        self.accepted = False
+
+    @property
+    def ord_status(self) -> str:
+        if self.done is not None:
+            return self.done
+        if type(self.qty) is int and self.cum_qty >= self.qty:
+            return FILLED
+        return PARTIAL if self.cum_qty else NEW
+
+    @property
+    def leaves_qty(self) -> int:
+        if self.done is not None or type(self.qty) is not int:
+            return 0
+        return max(self.qty - self.cum_qty, 0)
+
+    @property
+    def is_open(self) -> bool:
+        return self.accepted and self.done is None and self.leaves_qty > 0
+
+
+class _Request:
+    """The request being applied, so its events can be answered in its own terms."""
+    __slots__ = ("kind", "session", "order", "cl_ord_id", "orig_cl_ord_id")
+
+    def __init__(self, kind, session, order, cl_ord_id=None, orig_cl_ord_id=None):
+        self.kind, self.session, self.order = kind, session, order
+        self.cl_ord_id, self.orig_cl_ord_id = cl_ord_id, orig_cl_ord_id
+
+
+class ExchangeApplication:
+    """The application behind every broker session: order entry, permissions, market data."""
+
+    def __init__(self, exchange, comp_id: str, brokers: Iterable[str],
+                 clock: Callable[[], int] = time.time_ns, begin_string: str = "FIX.4.4"):
+        if exchange.accounts is None:
+            raise ValueError("the gateway needs an engine with accounts (pre-trade checks on)")
+        self.exchange = exchange
+        self.clock = clock
+        self.sessions: dict[str, SessionKey] = {b: SessionKey(begin_string, comp_id, b)
+                                                for b in brokers}
+        self.orders: dict[str, OrderState] = {}                  # engine order id -> state
+        self._by_cl_ord_id: dict[tuple[str, str], OrderState] = {}  # (broker, ClOrdID) -> state
+        self.market_data = MarketData(exchange)
+        self._boot = _base36(clock() // 1_000_000)
+        self._local_ids = 0
+        self._handlers = {"D": self._new_order, "F": self._cancel, "G": self._replace,
+                          "H": self._status}
+        self._adopt_resting_orders()
+
+    # ------------------------------------------------------------------ Application protocol
+    def on_logon(self, session: SessionKey) -> list[Outbound]:
+        return []
+
+    def on_logout(self, session: SessionKey) -> list[Outbound]:
+        self.market_data.drop_session(session)
+        return []
+
+    def on_message(self, session: SessionKey, message: FixMessage) -> list[Outbound]:
+        msg_type = message.msg_type
+        broker = session.their_comp_id
+        if self.sessions.get(broker) != session:
+            return [(session, business_reject(message, BMR_NOT_AVAILABLE,
+                                              "no exchange application on this session"))]
+        handler = self._handlers.get(msg_type)
+        if handler is not None:
+            return handler(session, broker, message)
+        if msg_type in MarketData.MSG_TYPES:
+            return [(session, m) for m in self.market_data.on_message(session, message)]
+        return [(session, business_reject(message, BMR_UNSUPPORTED, "Unsupported Message Type"))]
+
+    # ------------------------------------------------------------------ NewOrderSingle (D)
+    def _new_order(self, session, broker, msg) -> list[Outbound]:
+        cl_ord_id = msg.get(CL_ORD_ID)
+        if not cl_ord_id:
+            return [(session, business_reject(msg, BMR_FIELD_MISSING, "ClOrdID (11) is required"))]
+        qty_text = msg.get(ORDER_QTY)
+        order = OrderState(f"{broker}:{cl_ord_id}", broker, session, cl_ord_id, msg.get(ACCOUNT),
+                           msg.get(SYMBOL), msg.get(SIDE), msg.get(ORD_TYPE),
+                           msg.get(TIME_IN_FORCE), msg.get(PRICE), qty_text)
+        key = (broker, cl_ord_id)
+        if key in self._by_cl_ord_id:
+            return self._gateway_reject(order, "6", f"duplicate ClOrdID {cl_ord_id!r}: "
+                                        "ClOrdIDs are unique per broker and trading day")
+        self._by_cl_ord_id[key] = order
+        try:
+            if len(order.order_id) > 64:
+                raise _Reject(OTHER, f"ClOrdID too long: at most {63 - len(broker)} characters")
+            self._check_account(broker, order.account)
+            if not order.symbol:
+                raise _Reject("1", "Symbol (55) is required")
+            side = FIX_SIDES.get(order.side)
+            if side is None:
+                raise _Reject("11", f"unsupported Side {order.side!r}: 1 (buy) or 2 (sell)")
+            order_type = FIX_ORD_TYPES.get(order.ord_type)
+            if order_type is None:
+                raise _Reject("11", f"unsupported OrdType {order.ord_type!r}: 1 (market) or 2 (limit)")
+            tif = None
+            if order.tif is not None:
+                tif = FIX_TIFS.get(order.tif)
+                if tif is None:
+                    raise _Reject("11", f"unsupported TimeInForce {order.tif!r}: 0 (day), "
+                                        "3 (immediate or cancel) or 4 (fill or kill)")
+            qty = whole_tonnes(qty_text)
+        except _Reject as bad:
+            return self._gateway_reject(order, bad.reason, bad.text)
+        order.qty = qty
+        command = NewOrder(order.order_id, order.account, order.symbol, side, order_type, tif,
+                           price_field(order.price_text), qty, self.clock(), broker)
+        return self._apply(command, _Request("new", session, order))
+
+    def _check_account(self, broker: str, account) -> None:
+        if not account:
+            raise _Reject("15", "Account (1) is required: the client account the order is for")
+        registered = self.exchange.accounts.get(account)
+        if registered is None or registered.member != broker:
+            raise _Reject("15", f"account {account!r} is not registered to broker {broker}")
+
+    # ------------------------------------------------------------------ OrderCancelRequest (F)
+    def _cancel(self, session, broker, msg) -> list[Outbound]:
+        cl_ord_id, orig = msg.get(CL_ORD_ID), msg.get(ORIG_CL_ORD_ID)
+        if not cl_ord_id or not orig:
+            return [(session, business_reject(msg, BMR_FIELD_MISSING,
+                                              "ClOrdID (11) and OrigClOrdID (41) are required"))]
+        order, refusal = self._resolve(broker, orig, msg.get(ORDER_ID), msg, "1")
+        if refusal is not None:
+            return [(session, refusal)]
+        self._by_cl_ord_id[(broker, cl_ord_id)] = order
+        command = CancelOrder(order.order_id, self.clock(), broker)
+        return self._apply(command, _Request("cancel", session, order, cl_ord_id, order.cl_ord_id))
+
+    # ------------------------------------------------------------------ OrderCancelReplaceRequest (G)
+    def _replace(self, session, broker, msg) -> list[Outbound]:
+        cl_ord_id, orig = msg.get(CL_ORD_ID), msg.get(ORIG_CL_ORD_ID)
+        if not cl_ord_id or not orig:
+            return [(session, business_reject(msg, BMR_FIELD_MISSING,
+                                              "ClOrdID (11) and OrigClOrdID (41) are required"))]
+        order, refusal = self._resolve(broker, orig, msg.get(ORDER_ID), msg, "2")
+        if refusal is not None:
+            return [(session, refusal)]
+        try:
+            if msg.get(ORD_TYPE) is not None and msg.get(ORD_TYPE) != order.ord_type:
+                raise _Reject(OTHER, "OrdType cannot be changed by a replace")
+            if msg.get(TIME_IN_FORCE) not in (None, order.tif or "0"):
+                raise _Reject(OTHER, "TimeInForce cannot be changed by a replace")
+            if msg.get(ACCOUNT) is not None and msg.get(ACCOUNT) != order.account:
+                raise _Reject(OTHER, "Account cannot be changed by a replace")
+            qty_text = msg.get(ORDER_QTY)
+            qty = None if qty_text is None else whole_tonnes(qty_text)
+        except _Reject as bad:
+            return [(session, self._cancel_reject(order, cl_ord_id, orig, "2", OTHER, bad.text))]
+        self._by_cl_ord_id[(broker, cl_ord_id)] = order
+        command = AmendOrder(order.order_id, price_field(msg.get(PRICE)), qty, self.clock(), broker)
+        return self._apply(command, _Request("amend", session, order, cl_ord_id, order.cl_ord_id))
+
+    def _resolve(self, broker, orig, order_id, msg, response_to):
+        """The broker's order named by OrigClOrdID (or OrderID) -> (order, None) or (None, 9)."""
+        cl_ord_id = msg.get(CL_ORD_ID)
+        order = self._by_cl_ord_id.get((broker, orig))
+        if order is not None and order_id and order_id != order.order_id:
+            order = None
+        if order is None and order_id:
+            other = self.orders.get(order_id)
+            if other is not None and other.broker != broker:
+                return None, self._cancel_reject(
+                    None, cl_ord_id, orig, response_to, CXL_EXCHANGE_OPTION,
+                    f"order {order_id} was not entered by {broker}: a broker may cancel or "
+                    "replace only its own orders")
+        if order is None or not order.accepted:
+            return None, self._cancel_reject(None, cl_ord_id, orig, response_to, CXL_UNKNOWN,
+                                             f"unknown order: no order of {broker} with "
+                                             f"ClOrdID {orig!r}")
+        if (broker, cl_ord_id) in self._by_cl_ord_id:
+            return None, self._cancel_reject(order, cl_ord_id, orig, response_to, CXL_DUPLICATE,
+                                             f"duplicate ClOrdID {cl_ord_id!r}")
+        if not order.is_open:
+            return None, self._cancel_reject(order, cl_ord_id, orig, response_to, CXL_TOO_LATE,
+                                             "too late: the order is no longer open "
+                                             f"(OrdStatus {order.ord_status})")
+        for tag, value, label in ((SYMBOL, order.symbol, "Symbol"), (SIDE, order.side, "Side")):
+            if msg.get(tag) is not None and msg.get(tag) != value:
+                return None, self._cancel_reject(order, cl_ord_id, orig, response_to, OTHER,
+                                                 f"{label} does not match the order ({value})")
+        return order, None
+
+    # ------------------------------------------------------------------ OrderStatusRequest (H)
+    def _status(self, session, broker, msg) -> list[Outbound]:
+        cl_ord_id, order_id = msg.get(CL_ORD_ID), msg.get(ORDER_ID)
+        order = self._by_cl_ord_id.get((broker, cl_ord_id)) if cl_ord_id else None
+        if order is None and order_id:
+            candidate = self.orders.get(order_id)
+            if candidate is not None and candidate.broker == broker:
+                order = candidate
+        extra = [(ORD_STATUS_REQ_ID, msg.get(ORD_STATUS_REQ_ID))] if msg.get(ORD_STATUS_REQ_ID) else []
+        if order is None:
+            unknown = OrderState("NONE", broker, session, cl_ord_id or "NONE", msg.get(ACCOUNT),
+                                 msg.get(SYMBOL) or "NONE", msg.get(SIDE) or "1", None, None,
+                                 None, 0)
+            unknown.done = REJECTED
+            report = self._report(unknown, STATUS, self._local_exec_id(), self.clock(),
+                                  rej_reason="5", text="unknown order", order_id="NONE")
+        else:
+            report = self._report(order, STATUS, self._local_exec_id(), self.clock())
+        if extra:
+            report.fields.insert(3, extra[0])
+        return [(session, report)]
+
+    # ------------------------------------------------------------------ events -> FIX
+    def _apply(self, command, request: _Request) -> list[Outbound]:
+        events = self.exchange.apply(command)
+        out: list[Outbound] = []
+        for event in events:
+            kind = type(event)
+            if kind is TradeExecuted:
+                self._on_trade(event, out)
+            elif kind is OrderAccepted:
+                self._on_accepted(event, request, out)
+            elif kind is OrderCancelled:
+                self._on_cancelled(event, request, out)
+            elif kind is OrderAmended:
+                self._on_amended(event, request, out)
+            elif kind is OrderRejected:
+                self._on_rejected(event, request, out)
+            elif kind is DayClosed:
+                self._on_day_closed()
+        out.extend(self.market_data.on_events(events))
+        return out
+
+    def _on_accepted(self, event: OrderAccepted, request: _Request, out) -> None:
+        order = request.order
+        if request.kind != "new" or event.order_id != order.order_id:
+            raise AssertionError(f"unexpected acceptance of {event.order_id}")
+        order.accepted = True
+        order.account, order.symbol = event.account, event.instrument
+        order.price = event.price
+        order.tif = ENGINE_TIF[event.tif.value]
+        order.qty = event.qty
+        self.orders[order.order_id] = order
+        out.append((order.session, self._report(order, NEW, f"E{event.seq}", event.ts)))
+
+    def _on_rejected(self, event: OrderRejected, request: _Request, out) -> None:
+        order = request.order
+        text = f"{event.reason.value}: {event.text}"
+        if request.kind == "new":
+            order.done = REJECTED
+            out.append((request.session, self._report(
+                order, REJECTED, f"E{event.seq}", event.ts,
+                rej_reason=ORD_REJ_REASON_OF.get(event.reason, OTHER), text=text,
+                order_id="NONE")))
+            return
+        reason = CXL_TOO_LATE if event.reason is R.ORDER_NOT_RESTING else OTHER
+        out.append((request.session, self._cancel_reject(
+            order, request.cl_ord_id, request.orig_cl_ord_id,
+            "1" if request.kind == "cancel" else "2", reason, text, event.ts)))
+
+    def _on_trade(self, event: TradeExecuted, out) -> None:
+        spec = self.exchange.specs[event.instrument]
+        last_px = spec.ticks_to_text(event.price)
+        for order_id, suffix, fee in ((event.buy_order_id, "-B", event.buy_fee),
+                                      (event.sell_order_id, "-S", event.sell_fee)):
+            order = self.orders.get(order_id)
+            if order is None:
+                continue  # not a gateway order (no broker to tell)
+            order.cum_qty += event.qty
+            order.cum_cost += event.price * event.qty
+            out.append((order.session, self._report(
+                order, TRADE, f"T{event.trade_id}{suffix}", event.ts,
+                last=(event.qty, last_px), fee_fen=fee)))
+
+    def _on_cancelled(self, event: OrderCancelled, request: _Request, out) -> None:
+        order = self.orders.get(event.order_id)
+        if order is None:
+            return
+        exec_type = EXPIRED if event.reason in EXPIRY_REASONS else CANCELED
+        order.done = exec_type
+        orig = None
+        if (event.reason is CancelReason.USER and request.kind == "cancel"
+                and request.order is order):
+            orig = order.cl_ord_id
+            order.cl_ord_id = request.cl_ord_id
+        out.append((order.session, self._report(order, exec_type, f"E{event.seq}", event.ts,
+                                                orig=orig, text=CANCEL_TEXT[event.reason])))
+
+    def _on_amended(self, event: OrderAmended, request: _Request, out) -> None:
+        order = self.orders[event.order_id]
+        orig = order.cl_ord_id
+        order.cl_ord_id = request.cl_ord_id
+        order.price, order.qty = event.price, event.qty
+        out.append((order.session, self._report(order, REPLACED, f"E{event.seq}", event.ts,
+                                                orig=orig)))
+
+    def _on_day_closed(self) -> None:
+        # Every day order has expired before the first DayClosed; ClOrdIDs may be reused.
+        self.orders = {k: o for k, o in self.orders.items() if o.is_open}
+        self._by_cl_ord_id = {k: o for k, o in self._by_cl_ord_id.items() if o.is_open}
+
+    # ------------------------------------------------------------------ message builders
+    def _report(self, order: OrderState, exec_type: str, exec_id: str, ts: int, *,
+                orig: Optional[str] = None, last=None, fee_fen: Optional[int] = None,
+                rej_reason: Optional[str] = None, text: Optional[str] = None,
+                order_id: Optional[str] = None) -> FixMessage:
+        """ExecutionReport (8), fields in the FIX 4.4 dictionary order."""
+        spec = self.exchange.specs.get(order.symbol) if order.accepted else None
+        f = [(MSG_TYPE, "8"), (ORDER_ID, order_id or order.order_id),
+             (CL_ORD_ID, order.cl_ord_id)]
+        if orig is not None:
+            f.append((ORIG_CL_ORD_ID, orig))
+        f += [(EXEC_ID, exec_id), (EXEC_TYPE, exec_type), (ORD_STATUS, order.ord_status)]
+        if rej_reason is not None:
+            f.append((ORD_REJ_REASON, rej_reason))
+        if order.account:
+            f.append((ACCOUNT, order.account))
+        f += [(SYMBOL, order.symbol or "NONE"), (SIDE, order.side or "1")]
+        if order.qty is not None and str(order.qty):
+            f.append((ORDER_QTY, order.qty))
+        if order.ord_type is not None:
+            f.append((ORD_TYPE, order.ord_type))
+        if spec is not None and order.price is not None:
+            f.append((PRICE, spec.ticks_to_text(order.price)))
+        elif spec is None and order.price_text is not None:
+            f.append((PRICE, order.price_text))
+        if order.tif is not None:
+            f.append((TIME_IN_FORCE, order.tif))
+        if last is not None:
+            f += [(LAST_QTY, last[0]), (LAST_PX, last[1])]
+        f += [(LEAVES_QTY, order.leaves_qty), (CUM_QTY, order.cum_qty),
+              (AVG_PX, self._avg_px(order, spec)), (TRANSACT_TIME, utc_timestamp(ts))]
+        if fee_fen is not None:
+            f += [(COMMISSION, format_fen(fee_fen)), (COMM_TYPE, "3")]  # 3 = absolute, CNY
+        if text:
+            f.append((TEXT, text))
+        return FixMessage([(tag, str(value)) for tag, value in f])
+
+    @staticmethod
+    def _avg_px(order: OrderState, spec) -> str:
+        if not order.cum_qty or spec is None:
+            return "0"
+        avg = (Decimal(order.cum_cost * spec.tick_units) / order.cum_qty / 1_000_000).quantize(
+            Decimal("0.000001"), ROUND_HALF_EVEN)
+        text = f"{avg:f}".rstrip("0")
+        whole, _, frac = text.partition(".")
+        return f"{whole}.{frac.ljust(spec.price_places, '0')}"
+
+    def _cancel_reject(self, order: Optional[OrderState], cl_ord_id, orig, response_to: str,
+                       reason: str, text: str, ts: Optional[int] = None) -> FixMessage:
+        """OrderCancelReject (9)."""
+        f = [(MSG_TYPE, "9"), (ORDER_ID, order.order_id if order is not None else "NONE"),
+             (CL_ORD_ID, cl_ord_id or "NONE"), (ORIG_CL_ORD_ID, orig or "NONE"),
+             (ORD_STATUS, order.ord_status if order is not None else REJECTED)]
+        if order is not None and order.account:
+            f.append((ACCOUNT, order.account))
+        f += [(TRANSACT_TIME, utc_timestamp(self.clock() if ts is None else ts)),
+              (CXL_REJ_RESPONSE_TO, response_to), (CXL_REJ_REASON, reason), (TEXT, text)]
+        return FixMessage(f)
+
+    def _gateway_reject(self, order: OrderState, reason: str, text: str) -> list[Outbound]:
+        order.done = REJECTED
+        return [(order.session, self._report(order, REJECTED, self._local_exec_id(), self.clock(),
+                                             rej_reason=reason, text=text, order_id="NONE"))]
+
+    def _local_exec_id(self) -> str:
+        self._local_ids += 1
+        return f"G{self._boot}.{self._local_ids}"
+
+    # ------------------------------------------------------------------ restart
+    def _adopt_resting_orders(self) -> None:
+        """Take over the resting orders of an engine restored from its journal.
+
+        Their FIX history is gone: the ClOrdID becomes the one in the engine id (a later
+        replace's ClOrdID is not known), and AvgPx assumes earlier fills at the order's price.
+        """
+        for symbol, book in self.exchange.books.items():
+            for resting in book.orders.values():
+                broker, sep, cl_ord_id = str(resting.order_id).partition(":")
+                session = self.sessions.get(broker)
+                if not sep or session is None or resting.owner != broker:
+                    continue
+                order = OrderState(resting.order_id, broker, session, cl_ord_id, resting.account,
+                                   symbol, ENGINE_SIDE[resting.side], "2", None, None,
+                                   resting.open_qty + resting.filled_qty)
+                order.accepted = True
+                order.price = resting.price
+                order.cum_qty = resting.filled_qty
+                order.cum_cost = resting.filled_qty * resting.price
+                self.orders[order.order_id] = order
+                self._by_cl_ord_id[(broker, cl_ord_id)] = order
+
+
+def whole_tonnes(text) -> int:
+    """OrderQty text -> int tonnes; raises _Reject (OrdRejReason 13) unless a whole number."""
+    if text is None:
+        raise _Reject("13", "OrderQty (38) is required")
+    try:
+        return parse_decimal_units(text, 1)
+    except DecimalFormatError:
+        raise _Reject("13", f"OrderQty must be a whole number of tonnes, not {text[:32]!r}") from None
+
+
+def business_reject(message: FixMessage, reason: str, text: str,
+                    ref_id: Optional[str] = None) -> FixMessage:
+    """BusinessMessageReject (j) answering `message`."""
+    f = [(MSG_TYPE, "j")]
+    if message.get(MSG_SEQ_NUM):
+        f.append((REF_SEQ_NUM, message.get(MSG_SEQ_NUM)))
+    f.append((REF_MSG_TYPE, message.msg_type or ""))
+    ref_id = ref_id or message.get(CL_ORD_ID)
+    if ref_id:
+        f.append((BUSINESS_REJECT_REF_ID, ref_id))
+    f += [(BUSINESS_REJECT_REASON, reason), (TEXT, text)]
+    return FixMessage(f)
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if not n:
+            return out
+
+
+__all__ = ["ExchangeApplication", "OrderState", "business_reject", "utc_timestamp", "whole_tonnes"]
