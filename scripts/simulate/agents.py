@@ -64,7 +64,8 @@ class Emitter(Agent):
     participant_type = "key_emission_unit"
 
     def __init__(self, agent_id, account, rate, verified_t: int, needs: dict[str, int],
-                 deadline_day: int, child_t: tuple[int, int]):
+                 deadline_day: int, child_t: tuple[int, int], values: dict[str, int],
+                 premium: float, burst: tuple[int, int]):
         super().__init__(agent_id, account, rate)
         cap = verified_t * MAX_NEED_SHARE_PPM // 1_000_000
         total = sum(needs.values())
@@ -74,6 +75,11 @@ class Emitter(Agent):
         self.needs = {k: v for k, v in needs.items() if v > 0}
         self.deadline_day = deadline_day   # 0-based index of the last day it buys on
         self.child_t = child_t
+        self.values = values               # private value per credit type, ticks
+        self.premium = premium             # extra it will pay over its value at the deadline
+        self.burst = burst                 # length range of an aggressive run (child orders)
+        self.run_left = 0
+        self.run_instrument = None
 
     def remaining(self, instrument: str) -> int:
         return self.needs[instrument] - self.bought.get(instrument, 0)
@@ -86,34 +92,49 @@ class Emitter(Agent):
         todo = [(self.remaining(k) - self.working(k, "buy"), k) for k in self.needs]
         todo = [(r, k) for r, k in todo if r > 0]
         if not todo:
+            self.run_left = 0
             return
-        instrument = todo[rng.randrange(len(todo))][1] if rng.random() < 0.3 else max(todo)[1]
+        if self.run_left and self.run_instrument in self.needs and self.remaining(self.run_instrument) > 0:
+            instrument = self.run_instrument
+        else:
+            self.run_left = 0
+            instrument = todo[rng.randrange(len(todo))][1] if rng.random() < 0.3 else max(todo)[1]
         need = self.needs[instrument]
         bought = self.bought.get(instrument, 0)
-        behind = bought < need * min(1.0, u * 1.15 + 0.05)
-        spec = m.spec(instrument)
+        behind = bought < need * min(1.0, u * 1.1 + 0.05)
         bid, ask = m.top(instrument)
-        fair = m.fair(instrument)
-        half_band = max(1, spec.max_ticks - spec.ref_ticks)
-        cap = min(spec.max_ticks, fair + 1 + int(half_band * (0.05 + 0.6 * u * u)))
+        # what it will pay: its value, plus a premium that grows towards the deadline
+        cap = m.clamp(instrument, int(self.values[instrument] * (1 + self.premium * u * u)))
         qty = min(self.remaining(instrument) - self.working(instrument, "buy"),
                   rng.randint(*self.child_t))
-        take = 0.12 + 0.7 * u * u if behind else 0.04
-        if ask is not None and ask <= cap and rng.random() < take:
+        if qty <= 0:
+            return
+        if self.run_left:
+            self.run_left -= 1
+            take = ask is not None and ask <= cap
+        else:
+            take = (ask is not None and ask <= cap
+                    and rng.random() < (0.1 + 0.7 * u * u if behind else 0.03))
+            if take:
+                self.run_left = rng.randint(*self.burst) - 1
+                self.run_instrument = instrument
+        if take:
             price = min(cap, ask + (rng.randint(0, 3) if u > 0.6 else 0))
             m.order(self, instrument, "buy", price, qty, "ioc", ts)
+            if self.run_left:
+                m.wake(self, rng.randint(1, 4))   # next child order of the run, minutes later
             return
-        # passive: one resting bid per type, improved to the top of the book
+        self.run_left = 0
+        # passive: one resting bid per type, improved to the top of the book up to the cap
         for order_id, o in list(self.live.items()):
             if o.instrument == instrument:
                 if bid is not None and o.price >= bid:
                     return          # already best bid: keep its time priority
                 m.cancel(self, order_id, ts)
-        price = (bid + 1) if bid is not None else fair - rng.randint(1, 4)
+        price = (bid + 1) if bid is not None else m.fair(instrument) - rng.randint(1, 4)
         if ask is not None and price >= ask:
             price = ask - 1
-        price = min(price, cap)
-        m.order(self, instrument, "buy", price, qty, "day", ts)
+        m.order(self, instrument, "buy", min(price, cap), qty, "day", ts)
 
 
 class ProjectOwner(Agent):
@@ -121,13 +142,17 @@ class ProjectOwner(Agent):
     participant_type = "project_owner"
 
     def __init__(self, agent_id, account, rate, instrument: str, normal_t: int,
-                 slice_share: tuple[float, float], discount: float, dump_pressure: float):
+                 slice_share: tuple[float, float], discount: float, dump_pressure: float,
+                 value: int, burst: tuple[int, int]):
         super().__init__(agent_id, account, rate)
         self.instrument = instrument
         self.normal_t = max(1, normal_t)
         self.slice_share = slice_share
         self.discount = discount
         self.dump_pressure = dump_pressure
+        self.value = value            # private value of its credits, ticks
+        self.burst = burst
+        self.run_left = 0
         self.issued = 0
 
     def act(self, m, ts):
@@ -138,16 +163,24 @@ class ProjectOwner(Agent):
         if inventory <= 0:
             return
         pressure = inventory / self.normal_t
-        spec = m.spec(instrument)
         bid, ask = m.top(instrument)
         fair = m.fair(instrument)
-        target = fair - int(round(fair * self.discount * math.log(max(pressure, 0.2))))
-        target = m.clamp(instrument, target + rng.randint(-1, 3))
-        qty = min(free, max(1, int(inventory * rng.uniform(*self.slice_share))), spec.max_qty)
-        if (pressure > self.dump_pressure and bid is not None and qty > 0
-                and rng.random() < min(0.6, 0.15 * pressure)):
-            m.order(self, instrument, "sell", max(bid, target - 2), qty, "ioc", ts)
-            return
+        # reservation price: its value, lower the more inventory weighs on it
+        reserve = int(self.value * (1 - self.discount * math.log(max(pressure, 0.25))))
+        rich = max(0.0, fair / reserve - 1)          # how far the market is above it
+        share = min(0.25, rng.uniform(*self.slice_share) * (1 + 12 * rich))
+        qty = min(free, max(1, int(inventory * share)))
+        dumping = pressure > self.dump_pressure or rich > 0.04
+        if self.run_left or (dumping and bid is not None and qty > 0 and bid >= reserve
+                             and rng.random() < min(0.6, 0.1 * pressure + 3 * rich)):
+            if bid is not None and qty > 0 and bid >= reserve:
+                self.run_left = (self.run_left - 1) if self.run_left else rng.randint(*self.burst) - 1
+                m.order(self, instrument, "sell", bid, qty, "ioc", ts)
+                if self.run_left:
+                    m.wake(self, rng.randint(1, 4))
+                return
+            self.run_left = 0
+        target = max(reserve, fair + rng.randint(-1, 3))
         for order_id, o in list(self.live.items()):
             if abs(o.price - target) <= 2 and (ask is None or o.price <= ask + 2):
                 return      # resting offer still about right
@@ -157,8 +190,8 @@ class ProjectOwner(Agent):
         if qty <= 0:
             return
         if bid is not None and target <= bid:
-            target = bid + 1 if ask is None or bid + 1 < ask else bid
-        m.order(self, instrument, "sell", m.clamp(instrument, target), qty, "day", ts)
+            target = bid + 1
+        m.order(self, instrument, "sell", target, qty, "day", ts)
 
 
 class MarketMaker(Agent):
@@ -205,33 +238,55 @@ class NoiseTrader(Agent):
     participant_type = "other_organisation"
 
     def __init__(self, agent_id, account, rate, instruments: list[str], order_t: tuple[int, int],
-                 take_probability: float, offset_ticks: int, max_live: int):
+                 take_probability: float, offset_ticks: int, max_live: int, run_alpha: float):
         super().__init__(agent_id, account, rate)
         self.instruments = instruments
         self.order_t = order_t
         self.take_probability = take_probability
         self.offset_ticks = offset_ticks
         self.max_live = max_live
+        self.run_alpha = run_alpha   # tail exponent of the run length of a split market order
+        self.run = None              # (instrument, side, child orders left)
 
     def act(self, m, ts):
         rng = m.rng
+        if self.run is not None:
+            instrument, side, left = self.run
+            self.run = (instrument, side, left - 1) if left > 1 else None
+            self._take(m, ts, instrument, side, self._size(rng))
+            return
         if len(self.live) >= self.max_live:
             m.cancel(self, next(iter(self.live)), ts)   # oldest first
         instrument = self.instruments[rng.randrange(len(self.instruments))]
         side = "buy" if rng.random() < 0.5 else "sell"
-        qty = rng.randint(*self.order_t)
-        if side == "sell":
-            qty = min(qty, m.sellable(self, instrument))
-            if qty <= 0:
-                side, qty = "buy", rng.randint(*self.order_t)
+        qty = self._size(rng)
+        if side == "sell" and m.sellable(self, instrument) <= 0:
+            side = "buy"
+        if rng.random() < self.take_probability:
+            # a market order split into a run of child orders; run lengths are power-law
+            # distributed (P(L >= l) ~ l^-alpha), the usual source of order-sign memory
+            length = min(60, int(rng.random() ** (-1 / self.run_alpha)))
+            if length > 1:
+                self.run = (instrument, side, length - 1)
+            self._take(m, ts, instrument, side, qty)
+            return
         bid, ask = m.top(instrument)
         fair = m.fair(instrument)
-        if rng.random() < self.take_probability:
-            touch = ask if side == "buy" else bid
-            if touch is None:
-                return
-            m.order(self, instrument, side, touch, qty, "ioc", ts)
-            return
         offset = rng.randint(-1, self.offset_ticks)
         price = fair - offset if side == "buy" else fair + offset
-        m.order(self, instrument, side, m.clamp(instrument, price), qty, "day", ts)
+        m.order(self, instrument, side, price, qty, "day", ts)
+
+    def _size(self, rng) -> int:
+        """Log-uniform order size: many small orders, a few large ones."""
+        lo, hi = self.order_t
+        return int(math.exp(rng.uniform(math.log(lo), math.log(hi + 1))))
+
+    def _take(self, m, ts, instrument, side, qty):
+        bid, ask = m.top(instrument)
+        touch = ask if side == "buy" else bid
+        if touch is not None:
+            through = m.rng.randint(0, 4)      # marketable limit: may walk a few levels
+            m.order(self, instrument, side, touch + through if side == "buy" else touch - through,
+                    qty, "ioc", ts)
+        if self.run is not None:
+            m.wake(self, 1)

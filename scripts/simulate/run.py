@@ -97,6 +97,7 @@ class Session:
         self.samples = {s: [] for s in self.symbols}
         self.impacts = {s: [] for s in self.symbols}
         self.issuance: list = []
+        self.wakeups: dict[int, list] = {}    # minute of today -> agents that asked to act
         self.days: list[DayRecord] = []
         self.opening = {a.account: (a.cash, dict(a.credits)) for a in self.accounts.by_id.values()}
         for account_id, (cash, credits) in self.opening.items():
@@ -124,8 +125,10 @@ class Session:
             kinds = rng.sample(symbols, min(len(symbols), rng.randint(*cfg["types_per_emitter"])))
             weights = [rng.random() + 0.2 for _ in kinds]
             needs = {k: int(requested * w / sum(weights)) for k, w in zip(kinds, weights)}
+            values = {k: int(specs[k].ref_ticks * rng.uniform(*cfg["valuation"])) for k in kinds}
             agent = Emitter(f"E{n:04d}", f"EMIT{n:04d}", cfg["activity_per_day"], verified, needs,
-                            deadline, tuple(cfg["child_t"]))
+                            deadline, tuple(cfg["child_t"]), values, cfg["deadline_premium"],
+                            tuple(cfg["burst"]))
             value = sum(q * specs[k].ref_ticks * specs[k].tick_fen for k, q in agent.needs.items())
             add(agent, value * headroom // PPM + 100_00, {})
         cfg = sc.project_owners
@@ -134,7 +137,9 @@ class Session:
             initial = rng.randint(*cfg["initial_t"])
             agent = ProjectOwner(f"P{n:03d}", f"PROJ{n:03d}", cfg["activity_per_day"], symbol,
                                  initial, tuple(cfg["slice"]), cfg["discount_per_log_inventory"],
-                                 cfg["dump_pressure"])
+                                 cfg["dump_pressure"],
+                                 int(specs[symbol].ref_ticks * rng.uniform(*cfg["valuation"])),
+                                 tuple(cfg["burst"]))
             add(agent, cfg["cash_cny"] * 100, {symbol: initial})
         cfg = sc.market_makers
         for n in range(counts["market_makers"]):
@@ -148,7 +153,7 @@ class Session:
         for n in range(counts["noise_traders"]):
             agent = NoiseTrader(f"N{n:04d}", f"NOIS{n:04d}", cfg["activity_per_day"], symbols,
                                 tuple(cfg["order_t"]), cfg["take_probability"],
-                                cfg["offset_ticks"], cfg["max_live_orders"])
+                                cfg["offset_ticks"], cfg["max_live_orders"], cfg["run_alpha"])
             add(agent, rng.randint(*cfg["cash_cny"]) * 100,
                 {k: rng.randint(*cfg["inventory_t"]) for k in symbols})
         return agents, accounts
@@ -177,6 +182,12 @@ class Session:
     def elapsed_share(self, last_day: int) -> float:
         """Share of the trading time up to the end of `last_day` already gone (0..1+)."""
         return (self.day * MINUTES_PER_DAY + self.minute) / ((last_day + 1) * MINUTES_PER_DAY)
+
+    def wake(self, agent, minutes: int) -> None:
+        """Activate `agent` again `minutes` from now (same day only): child orders of a run."""
+        minute = self.minute + minutes
+        if minute < MINUTES_PER_DAY:
+            self.wakeups.setdefault(minute, []).append(agent)
 
     # ------------------------------------------------------------------ what agents do
     def order(self, agent, instrument: str, side: str, ticks: int, qty: int, tif: str, ts: int):
@@ -302,11 +313,16 @@ class Session:
         for day in range(sc.days):
             self.day = day
             self.days.append(DayRecord(day, cal.dates[day].isoformat()))
+            self.wakeups.clear()
             self._issue(day)
             for minute in range(MINUTES_PER_DAY):
                 self.minute = minute
                 start = cal.minute_ns(day, minute)
                 chosen = self._activations(groups, minute)
+                woken = self.wakeups.pop(minute, None)
+                if woken:
+                    chosen += woken
+                    self.rng.shuffle(chosen)
                 n = len(chosen)
                 for k, agent in enumerate(chosen):
                     agent.act(self, start + k * NS_PER_MIN // n)

@@ -40,14 +40,19 @@ DEFAULTS: dict = {
         "activity_per_day": 10,        # decisions per day
         "child_t": [200, 2_000],       # child order size range, tonnes
         "cash_headroom": "1.35",       # cash = need x reference price x headroom
+        "valuation": [0.96, 1.10],     # private value / opening reference price, per type
+        "deadline_premium": 0.12,      # extra over its value it will pay at the deadline
+        "burst": [2, 8],               # child orders in one aggressive run
     },
     "project_owners": {
-        "initial_t": [15_000, 45_000],   # opening inventory per owner, tonnes
+        "initial_t": [35_000, 90_000],   # opening inventory per owner, tonnes
         "issuance_per_day_t": [0, 1_500],  # routine batches per owner and day
         "activity_per_day": 40,
         "slice": [0.01, 0.04],           # share of inventory offered per order
         "discount_per_log_inventory": 0.025,  # ask drop per unit of ln(inventory / normal)
         "dump_pressure": 1.8,            # inventory/normal above which owners hit bids
+        "valuation": [0.88, 1.02],       # private value / opening reference price
+        "burst": [2, 6],                 # child orders in one run of hitting bids
         "cash_cny": 100_000,
     },
     "market_makers": {
@@ -63,10 +68,11 @@ DEFAULTS: dict = {
         "cash_cny": [100_000, 600_000],
         "inventory_t": [200, 2_000],    # per credit type held at the start
         "activity_per_day": 25,
-        "order_t": [10, 300],
-        "take_probability": 0.3,          # share of orders that cross the spread (IOC)
+        "order_t": [10, 1_500],       # log-uniform
+        "take_probability": 0.2,          # share of orders that cross the spread (IOC)
         "offset_ticks": 12,               # passive orders rest up to this far from the mid
         "max_live_orders": 3,
+        "run_alpha": 1.5,                 # split market orders: P(run >= l) ~ l^-alpha
     },
     "issuance": [],                       # shocks: [{day, instrument, qty}]
 }
@@ -106,8 +112,35 @@ def _merge(base: dict, override: dict, where: str) -> dict:
                 raise ValueError(f"{where}{key} must be a table")
             out[key] = _merge(base[key], value, f"{where}{key}.")
         else:
-            out[key] = value
+            out[key] = _checked(base[key], value, f"{where}{key}")
     return out
+
+
+def _checked(default, value, name: str):
+    """The value must have the default's shape: int, number, text, or a [low, high] range."""
+    def number(x, integer):
+        return type(x) is int or (not integer and type(x) is float)
+    if isinstance(default, bool) or default is None or key_is_table_list(default):
+        return value
+    if isinstance(default, list):
+        integer = all(type(x) is int for x in default)
+        if (not isinstance(value, list) or len(value) != 2
+                or not all(number(x, integer) for x in value) or value[0] > value[1]):
+            kind = "whole numbers" if integer else "numbers"
+            raise ValueError(f"{name} must be a range [low, high] of {kind}, not {value!r}")
+        return value
+    if isinstance(default, str):
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise ValueError(f"{name} must be text, e.g. {default!r}")
+        return str(value)
+    if not number(value, type(default) is int) or value < 0:
+        kind = "a whole number" if type(default) is int else "a number"
+        raise ValueError(f"{name} must be {kind} >= 0, not {value!r}")
+    return value
+
+
+def key_is_table_list(default) -> bool:
+    return isinstance(default, list) and not default   # [[instrument]], [[issuance]]
 
 
 def load_scenario(path: str | Path | None = None, *, days: int | None = None,
