@@ -9,6 +9,7 @@ import sys
 SUBCOMMAND_MODULES = (
     "scripts.cmd_replay",
     "scripts.cmd_simulate",
+    "scripts.cmd_serve",
 )
 
 

@@ -1,0 +1,137 @@
+"""`ccerx serve`: the engine behind the FIX 4.4 gateway on a TCP port; `ccerx hash-password`."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import signal
+import sys
+from pathlib import Path
+
+from engine.config import load_instruments
+from engine.exchange import Exchange
+from gateway.config import GatewayConfig, hash_password
+from gateway.fix.translate import ExchangeApplication
+
+DEFAULT_HOST, DEFAULT_PORT, DEFAULT_DATA_DIR = "127.0.0.1", 9878, "data"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "serve", help="run the exchange behind the FIX 4.4 gateway",
+        description="Start the matching engine with the FIX 4.4 order-entry gateway. With no "
+                    "--config it runs the built-in demo: gateway CompID CCERX, brokers BROKER01 "
+                    "(password demo01; accounts EMIT01, HOLD01) and BROKER02 (demo02; EMIT02, "
+                    "HOLD02). Stop with Ctrl-C or SIGTERM: sessions are logged out, state flushed.")
+    p.add_argument("--config", metavar="FILE", help="gateway config (TOML); default: the demo")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)")
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, metavar="DIR",
+                   help="durable state: FIX message stores (fix/), engine journal and ledger "
+                        f"(default ./{DEFAULT_DATA_DIR})")
+    p.add_argument("--conformance", action="store_true",
+                   help="also run the FIX acceptance-test session (acceptor ISLD, initiator TW44, "
+                        "echo application, reset on logon)")
+    p.set_defaults(run=run)
+
+    h = sub.add_parser("hash-password", help="hash a broker password for a gateway config",
+                       description="Print a salted scrypt hash to put in a gateway config's "
+                                   "[[broker]] password. Reads the password from the terminal "
+                                   "(or one line of stdin when it is not a terminal).")
+    h.add_argument("--password", help=argparse.SUPPRESS)  # for scripts and tests only
+    h.set_defaults(run=run_hash_password)
+
+
+def open_engine(data_dir: Path, instruments, accounts):
+    """The engine behind the gateway: the one place that decides how it is built and kept.
+
+    Today a plain in-memory Exchange; the durable engine (journal + ledger in `data_dir`) plugs
+    in here. Whatever it returns must offer Exchange's interface (apply, books, specs, accounts)
+    and may offer close()."""
+    return Exchange(instruments, accounts)
+
+
+def build_sessions(config: GatewayConfig, application, conformance: bool) -> list:
+    from gateway.server import SessionSettings, conformance_session
+    sessions = [SessionSettings(key=config.session_key(broker.comp_id), application=application,
+                                heartbeat_interval=broker.heartbeat_interval,
+                                reset_on_logon=broker.reset_on_logon,
+                                authenticate=config.authenticate)
+                for broker in config.brokers.values()]
+    if conformance:
+        sessions.append(conformance_session())
+    return sessions
+
+
+def run(args) -> int:
+    try:
+        config = GatewayConfig.load(args.config) if args.config else GatewayConfig.demo()
+        instruments = load_instruments(config.instruments_path)
+    except ValueError as err:  # ConfigError included
+        print(f"ccerx serve: {err}", file=sys.stderr)
+        return 2
+    if not 0 <= args.port <= 65535:
+        print("ccerx serve: --port must be 0-65535", file=sys.stderr)
+        return 2
+    data_dir = Path(args.data_dir)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"ccerx serve: cannot create {data_dir}: {err.strerror}", file=sys.stderr)
+        return 2
+    engine = open_engine(data_dir, instruments, config.build_accounts())
+    try:
+        application = ExchangeApplication(engine, config.comp_id, config.brokers)
+        sessions = build_sessions(config, application, args.conformance)
+        return asyncio.run(_serve(args, config, sessions, data_dir))
+    finally:
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
+
+
+async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path) -> int:
+    from gateway.server import GatewayServer
+    server = GatewayServer(args.host, args.port, sessions, store_dir=data_dir / "fix")
+    try:
+        await server.start()
+    except OSError as err:
+        print(f"ccerx serve: cannot listen on {args.host}:{args.port}: {err.strerror}",
+              file=sys.stderr)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    names = ", ".join(f"{s.key.their_comp_id}" for s in sessions)
+    print(f"ccerx serve: {config.comp_id} listening on {args.host}:{server.port} "
+          f"(FIX.4.4; sessions {names}; config {config.source}; data {data_dir})", flush=True)
+    serving = asyncio.create_task(server.serve_forever())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    await server.stop()  # logs every session out and flushes the message stores
+    for task in (serving, stopping):
+        task.cancel()
+    await asyncio.gather(serving, stopping, return_exceptions=True)
+    print("ccerx serve: stopped", flush=True)
+    return 0
+
+
+def run_hash_password(args) -> int:
+    password = args.password
+    if password is None:
+        if sys.stdin.isatty():
+            password = getpass.getpass("password: ")
+            if getpass.getpass("again: ") != password:
+                print("ccerx hash-password: the passwords differ", file=sys.stderr)
+                return 2
+        else:
+            password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        print(hash_password(password))
+    except ValueError as err:
+        print(f"ccerx hash-password: {err}", file=sys.stderr)
+        return 2
+    return 0
+
