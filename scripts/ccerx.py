@@ -10,6 +10,8 @@ SUBCOMMAND_MODULES = (
     "scripts.cmd_replay",
     "scripts.cmd_simulate",
     "scripts.cmd_serve",
+    "scripts.cmd_ledger",
+    "scripts.cmd_recover",
 )
 
 

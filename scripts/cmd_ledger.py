@@ -1,0 +1,172 @@
+"""`ccerx ledger`: the settlement ledger from the command line.
+
+    ccerx ledger consume --broker 127.0.0.1:1883 --db ledger.sqlite --accounts accounts.json
+    ccerx ledger balances --db ledger.sqlite [--account A1] [--json]
+    ccerx ledger statement --db ledger.sqlite --date 2024-01-23 [--account A1] [--out FILE]
+    ccerx ledger check --db ledger.sqlite
+"""
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import orjson
+
+from engine.types import format_fen
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("ledger", help="settlement ledger: consume from MQTT, balances, statements",
+                       description="The double-entry settlement ledger (SQLite file).")
+    lsub = p.add_subparsers(dest="ledger_command", metavar="ACTION")
+    lsub.required = True
+
+    c = lsub.add_parser("consume", help="apply settlement instructions from an MQTT broker")
+    c.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT")
+    c.add_argument("--db", required=True, metavar="FILE", help="SQLite ledger file (created)")
+    c.add_argument("--accounts", metavar="ACCOUNTS.json",
+                   help="post these opening balances first (once per account); use the same "
+                        "accounts file the engine started with")
+    c.add_argument("--client-id", default="ccerx-ledger-consumer",
+                   help="MQTT client id; the broker keeps this session's queue while away")
+    c.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
+                   help="stop after this long without a message (default: run until Ctrl-C)")
+    c.set_defaults(run=run_consume)
+
+    b = lsub.add_parser("balances", help="print account balances")
+    b.add_argument("--db", required=True, metavar="FILE")
+    b.add_argument("--account", help="only this account")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(run=run_balances)
+
+    s = lsub.add_parser("statement", help="end-of-day statements (trades, fees, balances)")
+    s.add_argument("--db", required=True, metavar="FILE")
+    s.add_argument("--date", help="trade date YYYY-MM-DD (default: the latest with trades)")
+    s.add_argument("--account", action="append",
+                   help="account (repeatable; default: every account that traded that day)")
+    s.add_argument("--out", metavar="FILE.json", help="write the statements here as JSON")
+    s.set_defaults(run=run_statement)
+
+    k = lsub.add_parser("check", help="verify the ledger balances (per asset sum zero, "
+                                      "balances equal postings, none negative)")
+    k.add_argument("--db", required=True, metavar="FILE")
+    k.set_defaults(run=run_check)
+
+
+def _open(path: str, create: bool = False):
+    from engine.ledger.sqlite import SqliteLedger
+    if not create and not Path(path).is_file():
+        print(f"ccerx ledger: no such ledger file: {path}", file=sys.stderr)
+        return None
+    return SqliteLedger(path)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--broker must be HOST:PORT, not {text!r}")
+    return host, int(port)
+
+
+def run_consume(args) -> int:
+    from engine.config import load_accounts
+    from engine.durable import opening_balances
+    from engine.ledger.mqtt import SettlementConsumer
+    try:
+        host, port = _host_port(args.broker)
+        accounts = load_accounts(args.accounts) if args.accounts else None
+    except ValueError as err:
+        print(f"ccerx ledger consume: {err}", file=sys.stderr)
+        return 2
+    ledger = _open(args.db, create=True)
+    if accounts is not None:
+        opened = ledger.open_accounts([tuple(r) for r in opening_balances(accounts)])
+        print(f"opened {opened} accounts", file=sys.stderr)
+    consumer = SettlementConsumer(ledger, host, port, client_id=args.client_id)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await consumer.run(stop, idle_exit=args.exit_when_idle)
+
+    print(f"consuming ccer/v1/settle/+ from {host}:{port} into {args.db}", file=sys.stderr)
+    try:
+        asyncio.run(main())
+    finally:
+        print(f"applied {consumer.applied}, duplicates {consumer.duplicates}, "
+              f"malformed {consumer.malformed}; ledger at instruction {ledger.applied_seq()}",
+              file=sys.stderr)
+        ledger.close()
+    return 0
+
+
+def run_balances(args) -> int:
+    ledger = _open(args.db)
+    if ledger is None:
+        return 2
+    try:
+        balances = ledger.balances(args.account)
+    finally:
+        ledger.close()
+    if args.json:
+        out = {owner: {asset: (format_fen(v) if asset == "CNY" else v)
+                       for asset, v in assets.items()} for owner, assets in balances.items()}
+        print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    for owner, assets in balances.items():
+        cash = assets.get("CNY")
+        parts = ([f"cash {format_fen(cash)} CNY"] if cash is not None else []) + [
+            f"{asset} {qty} t" for asset, qty in assets.items() if asset != "CNY"]
+        print(f"{owner:<16} " + "  ".join(parts))
+    return 0
+
+
+def run_statement(args) -> int:
+    ledger = _open(args.db)
+    if ledger is None:
+        return 2
+    try:
+        date = args.date
+        if date is None:
+            dates = ledger.trade_dates()
+            if not dates:
+                print("ccerx ledger statement: the ledger holds no trades", file=sys.stderr)
+                return 1
+            date = dates[-1]
+        statements = ledger.end_of_day_statements(date, args.account)
+    finally:
+        ledger.close()
+    if args.out:
+        Path(args.out).write_bytes(orjson.dumps(statements, option=orjson.OPT_INDENT_2))
+        print(f"{len(statements)} statements for {date} written to {args.out}", file=sys.stderr)
+        return 0
+    for st in statements:
+        print(f"== {st['account']}  trade date {st['trade_date']}  trades {st['trade_count']}  "
+              f"fees {st['fees']} CNY")
+        print(f"   opening cash {st['opening']['cash']}  credits {st['opening']['credits']}")
+        for t in st["trades"]:
+            print(f"   {t['side']:<4} {t['qty']:>6} t {t['instrument']} @ {t['price']}  "
+                  f"gross {t['gross']}  fee {t['fee']}  trade {t['trade_id']}  "
+                  f"settles {t['settle_date']}")
+        print(f"   closing cash {st['closing']['cash']}  credits {st['closing']['credits']}")
+    return 0
+
+
+def run_check(args) -> int:
+    ledger = _open(args.db)
+    if ledger is None:
+        return 2
+    try:
+        ledger.check()
+        count = ledger.settlement_count()
+    except AssertionError as err:
+        print(f"ccerx ledger check: FAILED: {err}", file=sys.stderr)
+        return 1
+    finally:
+        ledger.close()
+    print(f"ok: {count} settlements, every asset balances, no negative balance")
+    return 0
