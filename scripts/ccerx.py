@@ -8,6 +8,9 @@ import sys
 # Each subcommand lives in its own module with add_parser(subparsers) -> sets args.run.
 SUBCOMMAND_MODULES = (
     "scripts.cmd_replay",
+    "scripts.cmd_gen_flow",
+    "scripts.cmd_convert",
+    "scripts.cmd_bench",
     "scripts.cmd_simulate",
     "scripts.cmd_serve",
     "scripts.cmd_ledger",

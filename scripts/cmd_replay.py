@@ -10,6 +10,7 @@ from engine.config import load_accounts, load_instruments
 from engine.exchange import Exchange
 from engine.ndjson import books_to_json, encode_event, parse_command
 from engine.replay import replay
+from benchmarks.binary import flow_length, is_binary_path, iter_flow_commands
 from scripts.progress import Progress
 
 
@@ -17,7 +18,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("replay", help="replay a command file through the engine",
                        description="Replay NDJSON commands (one JSON object per line) through the "
                                    "matching engine and print a timing summary.")
-    p.add_argument("commands", help="commands file (.ndjson)")
+    p.add_argument("commands", help="commands file (.ndjson, or a binary flow .npz; see ccerx convert)")
     p.add_argument("--events-out", metavar="EVENTS.ndjson", help="write every event here")
     p.add_argument("--book-out", metavar="BOOK.json", help="write the final resting book here")
     p.add_argument("--accounts", metavar="ACCOUNTS.json",
@@ -54,7 +55,12 @@ def run(args) -> int:
         print(f"ccerx replay: {err}", file=sys.stderr)
         return 2
     exchange = Exchange(instruments, accounts)
-    total = count_lines(path)
+    binary = is_binary_path(path)   # binary flows (benchmarks/binary.py) by suffix
+    try:
+        total = flow_length(path) if binary else count_lines(path)
+    except (ValueError, OSError) as err:
+        print(f"ccerx replay: {err}", file=sys.stderr)
+        return 2
     events_file = open(args.events_out, "wb", buffering=1 << 20) if args.events_out else None
     sink = None
     if events_file is not None:
@@ -66,7 +72,8 @@ def run(args) -> int:
                 write(b"\n")
     progress = Progress("replay", total)
     try:
-        stats = replay(exchange, iter_ndjson(path), total=total, sink=sink,
+        stats = replay(exchange, iter_flow_commands(path) if binary else iter_ndjson(path),
+                       total=total, sink=sink,
                        progress=progress if total > 200_000 else None)
     finally:
         progress.close()

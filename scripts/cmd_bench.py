@@ -1,0 +1,124 @@
+"""`ccerx bench`: replay a flow through the engine and report throughput, latency, memory."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from benchmarks.bench import BenchError, compare, format_table, run_bench, write_plots
+from engine.config import load_accounts, load_instruments
+from engine.exchange import Exchange
+from scripts.progress import Progress
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="benchmark the engine on a flow (throughput, latency, memory)",
+        description="Run a flow (NDJSON or binary .npz) through the engine: closed-loop maximum "
+                    "throughput, per-command service time, open-loop runs at fixed offered "
+                    "rates (latency from each command's planned send time), memory. Every pass "
+                    "must end in the same state as a plain replay. Writes result.json, "
+                    "latency_spectrum.png and throughput.png into --out.")
+    p.add_argument("flow", nargs="?", help="flow file (.ndjson or .npz)")
+    p.add_argument("--out", default="bench-out", metavar="DIR",
+                   help="output directory (default bench-out)")
+    p.add_argument("--rates", metavar="R1,R2,...",
+                   help="offered rates for the open-loop runs, commands/s (default: 25, 50, 75 "
+                        "and 90%% of the measured closed-loop maximum)")
+    p.add_argument("--open-loop-commands", type=int, default=200_000, metavar="N",
+                   help="commands per open-loop run (the flow's first N; default 200000; "
+                        "0 = no open-loop runs)")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the flow's first N commands")
+    p.add_argument("--accounts", metavar="ACCOUNTS.json",
+                   help="turn on pre-trade risk checks with this accounts file")
+    p.add_argument("--instruments", metavar="FILE.toml", help="instrument config")
+    p.add_argument("--compare", metavar="BASELINE.json",
+                   help="fail (exit 1) if throughput drops or p99 grows beyond --tolerance "
+                        "against this earlier result.json")
+    p.add_argument("--tolerance", type=float, default=0.20,
+                   help="allowed relative regression for --compare (default 0.20 = 20%%)")
+    p.add_argument("--result", metavar="RESULT.json",
+                   help="with --compare and no FLOW: compare this stored result instead of "
+                        "running the bench")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    baseline = None
+    if args.compare:
+        try:
+            baseline = json.loads(Path(args.compare).read_text())
+        except (OSError, ValueError) as err:
+            print(f"ccerx bench: cannot read baseline {args.compare}: {err}", file=sys.stderr)
+            return 2
+    if args.flow is None:
+        if not (baseline is not None and args.result):
+            print("ccerx bench: give a FLOW file (or --compare BASELINE.json --result "
+                  "RESULT.json)", file=sys.stderr)
+            return 2
+        result = json.loads(Path(args.result).read_text())
+    else:
+        result = _run(args)
+        if isinstance(result, int):
+            return result
+    if baseline is not None:
+        problems = compare(baseline, result, args.tolerance)
+        if problems:
+            print(f"REGRESSION against {args.compare}:", file=sys.stderr)
+            for problem in problems:
+                print(f"  - {problem}", file=sys.stderr)
+            return 1
+        print(f"no regression against {args.compare} (tolerance {100 * args.tolerance:g}%)")
+    return 0
+
+
+def _run(args):
+    flow = Path(args.flow)
+    if not flow.is_file():
+        print(f"ccerx bench: no such file: {flow}", file=sys.stderr)
+        return 2
+    try:
+        instruments = load_instruments(args.instruments)
+        rates = ([float(r) for r in args.rates.split(",") if r.strip()]
+                 if args.rates else None)
+        if rates is not None and (not rates or min(rates) <= 0):
+            raise ValueError("--rates must be positive numbers")
+        if args.accounts:
+            load_accounts(args.accounts)
+    except ValueError as err:
+        print(f"ccerx bench: {err}", file=sys.stderr)
+        return 2
+
+    def make_exchange():
+        accounts = load_accounts(args.accounts) if args.accounts else None
+        return Exchange(instruments, accounts)
+
+    progresses = []
+
+    def progress_factory(label, total):
+        if progresses:
+            progresses[-1].close()
+        progresses.append(Progress(label, total))
+        return progresses[-1]
+
+    try:
+        result = run_bench(flow, make_exchange=make_exchange, limit=args.limit, rates=rates,
+                           open_loop_commands=args.open_loop_commands,
+                           progress_factory=progress_factory,
+                           notes={"accounts": args.accounts, "instruments": args.instruments})
+    except BenchError as err:
+        print(f"ccerx bench: FAILED: {err}", file=sys.stderr)
+        return 3
+    finally:
+        if progresses:
+            progresses[-1].close()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(format_table(result))
+    written = [out / "result.json"]
+    if not args.no_plots:
+        written += write_plots(result, out)
+    print("wrote " + ", ".join(str(p) for p in written))
+    return result
