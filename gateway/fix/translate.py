@@ -279,7 +279,9 @@ class ExchangeApplication:
             order = None
         if order is None and order_id:
             other = self.orders.get(order_id)
-            if other is not None and other.broker != broker:
+            if other is not None and other.broker == broker:
+                order = other
+            elif other is not None:
                 return None, self._cancel_reject(
                     None, cl_ord_id, orig, response_to, CXL_EXCHANGE_OPTION,
                     f"order {order_id} was not entered by {broker}: a broker may cancel or "
@@ -318,7 +320,8 @@ class ExchangeApplication:
             report = self._report(unknown, STATUS, self._local_exec_id(), self.clock(),
                                   rej_reason="5", text="unknown order", order_id="NONE")
         else:
-            report = self._report(order, STATUS, self._local_exec_id(), self.clock())
+            report = self._report(order, STATUS, self._local_exec_id(), self.clock(),
+                                  order_id=None if order.accepted else "NONE")
         if extra:
             report.fields.insert(3, extra[0])
         return [(session, report)]

@@ -388,3 +388,9 @@ def test_engine_invariants_hold_after_a_session(app):
     app.exchange.check()
     cash, _ = app.exchange.accounts.totals()
     assert cash == 2 * 100_000_000 * 100
+
+
+def test_cancel_by_own_order_id_when_orig_cl_ord_id_is_unknown(app):
+    app.on_message(B1, new_order("c1", "EMIT01", "1", 10, "61.50"))
+    report = only(app.on_message(B1, cancel("c2", "lost", order_id="BROKER01:c1")), B1)
+    assert (report.get(150), report.get(11), report.get(41)) == ("4", "c2", "c1")
