@@ -394,3 +394,84 @@ def test_cancel_by_own_order_id_when_orig_cl_ord_id_is_unknown(app):
     app.on_message(B1, new_order("c1", "EMIT01", "1", 10, "61.50"))
     report = only(app.on_message(B1, cancel("c2", "lost", order_id="BROKER01:c1")), B1)
     assert (report.get(150), report.get(11), report.get(41)) == ("4", "c2", "c1")
+
+
+# ------------------------------------------------------------------ FIX 4.4 dictionary conformance
+# The FIX 4.4 layouts (QuickFIX spec/FIX44.xml) of every message the application sends, cut
+# down to the tags it may use: body tags allowed (groups flattened), required tags, enums.
+FIX44_LAYOUT = {
+    "8": ({37, 11, 41, 790, 17, 150, 39, 103, 1, 55, 54, 38, 40, 44, 59, 32, 31, 151, 14, 6, 60,
+           12, 13, 58}, {37, 17, 150, 39, 54, 151, 14, 6}),
+    "9": ({37, 11, 41, 39, 1, 60, 434, 102, 58}, {37, 11, 41, 39, 434}),
+    "j": ({45, 372, 379, 380, 58}, {372, 380}),
+    "W": ({262, 55, 268, 269, 270, 15, 271, 346, 290}, {268}),
+    "X": ({262, 268, 279, 269, 55, 270, 271, 346, 290}, {268, 279}),
+    "Y": ({262, 281, 58}, {262}),
+    "y": ({320, 322, 560, 393, 893, 146, 55, 107, 870, 871, 872, 15, 232, 233, 234, 561, 562, 58},
+          {320, 322, 560}),
+}
+FIX44_ENUMS = {
+    150: set("03456789ABCDEFGHI"), 39: set("0123456789ABCDE"),
+    103: {str(n) for n in range(16)} | {"99"}, 102: {str(n) for n in range(7)} | {"99"},
+    434: {"1", "2"}, 380: {str(n) for n in range(8)}, 269: set("0123456789ABC"),
+    279: {"0", "1", "2"}, 281: set("012345678"), 560: set("012345"),
+    871: {str(n) for n in range(1, 24)} | {"99"}, 233: {"PRICE"}, 13: set("123456"),
+    54: set("123456789ABCDEFG"), 40: set("123456789ABCDEFGHIJKLMP"), 59: set("01234567"),
+    893: {"Y", "N"},
+}
+NUMERIC = {14, 151, 38, 32, 31, 44, 6, 12, 270, 271, 346, 290, 268, 146, 870, 232, 561, 562, 393}
+
+
+def assert_fix44(message: FixMessage) -> None:
+    allowed, required = FIX44_LAYOUT[message.msg_type]
+    tags = [tag for tag, _ in message.fields[1:]]
+    assert set(tags) <= allowed, f"{message.msg_type}: non-standard tags {set(tags) - allowed}"
+    assert required <= set(tags), f"{message.msg_type}: missing {required - set(tags)}"
+    for tag, value in message.fields[1:]:
+        assert value != "", f"{message.msg_type}: empty {tag}"
+        if tag in FIX44_ENUMS:
+            assert value in FIX44_ENUMS[tag], f"{message.msg_type}: {tag}={value}"
+        if tag in NUMERIC:
+            float(value)  # PRICE/QTY/AMT/INT formats: plain decimals
+            assert "e" not in value.lower()
+        if tag == 60:
+            assert len(value) == 21 and value[8] == "-"
+    for count_tag, first in ((268, 269 if message.msg_type == "W" else 279), (146, 55), (870, 871),
+                             (232, 233)):
+        if count_tag in message:
+            counts = [int(v) for v in message.get_all(count_tag)]
+            assert sum(counts) == len(message.get_all(first)), f"{message.msg_type}: {count_tag}"
+
+
+def test_every_outgoing_message_fits_the_fix44_dictionary(app):
+    sent = []
+
+    def run(session, message):
+        out = app.on_message(session, message)
+        sent.extend(m for _, m in out)
+        return out
+
+    run(B1, md_request("md", "1", ["CCER-AFF", "CCER-SOL"]))
+    run(B2, md_request("mf", "1", ["CCER-AFF"], update_type="0"))
+    run(B2, new_order("s1", "HOLD02", "2", 30, "62.00"))
+    run(B1, new_order("b1", "EMIT01", "1", 10, "62.00"))
+    run(B1, new_order("b2", "EMIT01", "1", 5, "61.00"))
+    run(B1, replace("b3", "b2", 50, "62.00"))
+    run(B1, new_order("b4", "EMIT01", "1", 5, "61.00", tif="3"))
+    run(B1, new_order("m1", "EMIT01", "1", 5, ord_type="1"))
+    run(B1, cancel("b5", "b3"))
+    run(B1, cancel("b6", "b3"))
+    run(B1, replace("b7", "nope", 1, "62.00"))
+    run(B1, new_order("bad", "HOLD02", "1", 5, "61.00"))
+    run(B1, new_order("bad2", "EMIT01", "1", "1.5", "61.00"))
+    run(B1, new_order("bad3", "EMIT01", "1", 5, "61.001"))
+    run(B1, msg("H", (11, "b1"), (55, "CCER-AFF"), (54, "1")))
+    run(B1, msg("H", (11, "zz"), (55, "CCER-AFF"), (54, "1")))
+    run(B1, msg("R", (131, "q")))
+    run(B1, md_request("bad", "1", ["NOPE"]))
+    run(B1, md_request("md", "2", ["CCER-AFF"]))
+    run(B1, msg("x", (320, "a"), (559, "4")))
+    run(B1, msg("x", (320, "b"), (559, "3")))
+    assert {m.msg_type for m in sent} == set(FIX44_LAYOUT)
+    for message in sent:
+        assert_fix44(message)
