@@ -1,0 +1,108 @@
+"""What every SQL ledger must do (run against SQLite in unit/, PostgreSQL in integration/).
+
+A subclass provides the `ledger` fixture: a fresh, empty ledger."""
+from __future__ import annotations
+
+import pytest
+
+from engine.ledger.base import LedgerRejected
+from engine.settlement import SettlementInstruction
+
+OPENING = [("BUY1", 10_000_000, {}), ("SELL1", 0, {"CCER-AFF": 1000}),
+           ("BOTH", 5_000_000, {"CCER-AFF": 50, "CCER-SOL": 10})]
+
+
+def instruction(seq, buyer="BUY1", seller="SELL1", qty=100, price_units=62_010_000, fee=3720,
+                trade_date="2024-01-26", instrument="CCER-AFF", stream_seq=None):
+    gross = price_units * qty // 10_000
+    return SettlementInstruction(f"CCERX-T{seq}", seq, stream_seq or seq, seq, instrument, qty,
+                                 price_units, gross, fee, fee, buyer, seller, "M1", "M2",
+                                 trade_date, trade_date, 1_706_252_400_000_000_000 + seq)
+
+
+class LedgerContract:
+    def funded(self, ledger):
+        assert ledger.open_accounts(OPENING) == 3
+        return ledger
+
+    def test_opening_balances_once(self, ledger):
+        self.funded(ledger)
+        assert ledger.open_accounts(OPENING) == 0
+        assert ledger.balances("BOTH") == {"BOTH": {"CNY": 5_000_000, "CCER-AFF": 50,
+                                                    "CCER-SOL": 10}}
+        assert ledger.balance("@bank", "CNY") == -15_000_000
+        ledger.check()
+
+    def test_settlement_posts_balanced_transfers(self, ledger):
+        self.funded(ledger)
+        ledger.deliver([instruction(1)])
+        assert ledger.balance("BUY1", "CNY") == 10_000_000 - 620_100 - 3720
+        assert ledger.balance("SELL1", "CNY") == 620_100 - 3720
+        assert ledger.balance("@fees", "CNY") == 7440
+        assert ledger.balance("BUY1", "CCER-AFF") == 100
+        assert ledger.balance("SELL1", "CCER-AFF") == 900
+        assert ledger.applied_seq() == 1 and ledger.settlement_count() == 1
+        ledger.check()
+
+    def test_delivering_twice_changes_nothing(self, ledger):
+        self.funded(ledger)
+        batch = [instruction(1), instruction(2, qty=50)]
+        ledger.deliver(batch)
+        before = ledger.balances()
+        ledger.deliver(batch)
+        ledger.deliver(batch[1:])
+        assert ledger.balances() == before and ledger.settlement_count() == 2
+        ledger.check()
+
+    def test_same_id_other_content_is_refused(self, ledger):
+        self.funded(ledger)
+        ledger.deliver([instruction(1)])
+        with pytest.raises(LedgerRejected, match="other content"):
+            ledger.deliver([instruction(1, qty=99)])
+        ledger.check()
+
+    def test_gap_is_refused(self, ledger):
+        self.funded(ledger)
+        ledger.deliver([instruction(1)])
+        with pytest.raises(LedgerRejected, match="gap"):
+            ledger.deliver([instruction(3)])
+        assert ledger.applied_seq() == 1
+
+    def test_overdraft_rolls_back_the_whole_batch(self, ledger):
+        self.funded(ledger)
+        before = ledger.balances()
+        too_many = instruction(2, qty=10_000)          # seller holds only 1000 t
+        with pytest.raises(LedgerRejected, match="cannot pay"):
+            ledger.deliver([instruction(1), too_many])
+        assert ledger.balances() == before and ledger.settlement_count() == 0
+        poor = instruction(1, buyer="BOTH", seller="SELL1", qty=900)   # needs 55,809 CNY
+        with pytest.raises(LedgerRejected):
+            ledger.deliver([poor])
+        assert ledger.balances() == before
+        ledger.check()
+
+    def test_negative_balance_is_impossible_even_in_raw_sql(self, ledger):
+        self.funded(ledger)
+        with pytest.raises(Exception) as err:
+            with ledger._tx():
+                ledger._execute(ledger.q("UPDATE {p}accounts SET balance = -1 "
+                                         "WHERE owner = ? AND asset = ?"), ("BUY1", "CNY"))
+        assert "check" in str(err.value).lower() or "constraint" in str(err.value).lower()
+        assert ledger.balance("BUY1", "CNY") == 10_000_000
+
+    def test_end_of_day_statement(self, ledger):
+        self.funded(ledger)
+        ledger.deliver([instruction(1), instruction(2, qty=10, price_units=62_000_000, fee=37),
+                        instruction(3, buyer="BOTH", qty=5, trade_date="2024-01-29")])
+        st = ledger.statement("BUY1", "2024-01-26")
+        assert st["trade_count"] == 2 and st["fees"] == "37.57"
+        assert [t["side"] for t in st["trades"]] == ["buy", "buy"]
+        assert st["trades"][0]["price"] == "62.01" and st["trades"][0]["gross"] == "6201.00"
+        assert st["opening"] == {"cash": "100000.00", "credits": {}}
+        assert st["closing"]["credits"] == {"CCER-AFF": 110}
+        assert st["closing"]["cash"] == "93141.43"       # 100000 - 6201 - 37.20 - 620 - 0.37
+        seller = ledger.statement("SELL1", "2024-01-29")
+        assert seller["trade_count"] == 1 and seller["trades"][0]["counterparty"] == "BOTH"
+        assert seller["opening"]["credits"] == {"CCER-AFF": 890}
+        assert ledger.accounts_with_activity("2024-01-26") == ["BUY1", "SELL1"]
+        assert ledger.trade_dates() == ["2024-01-26", "2024-01-29"]

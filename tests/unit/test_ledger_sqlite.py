@@ -1,0 +1,77 @@
+"""The embedded SQLite ledger: the shared contract, plus durability settings and end to end."""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from ledger_contract import OPENING, LedgerContract, instruction
+
+from benchmarks.durability import OPEN_TS, accounts_table, flow
+from engine.commands import EndOfDay
+from engine.durable import DurableExchange
+from engine.events import TradeExecuted
+from engine.ledger.sqlite import SqliteLedger
+from engine.types import format_fen
+from scripts.ccerx import main as ccerx
+
+
+class TestSqliteLedger(LedgerContract):
+    @pytest.fixture
+    def ledger(self, tmp_path):
+        ledger = SqliteLedger(tmp_path / "ledger.sqlite")
+        yield ledger
+        ledger.close()
+
+
+def test_wal_full_sync_and_survives_reopen(tmp_path):
+    ledger = SqliteLedger(tmp_path / "l.sqlite")
+    assert ledger.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert ledger.conn.execute("PRAGMA synchronous").fetchone()[0] == 2      # FULL
+    ledger.open_accounts(OPENING)
+    ledger.deliver([instruction(1)])
+    ledger.close()
+    again = SqliteLedger(tmp_path / "l.sqlite")
+    assert again.applied_seq() == 1 and again.balance("BUY1", "CCER-AFF") == 100
+    raw = sqlite3.connect(tmp_path / "l.sqlite")
+    with pytest.raises(sqlite3.IntegrityError):
+        raw.execute("INSERT INTO postings VALUES ('CCERX-T1', 9, 'CNY', 'BUY1', 'SELL1', 0)")
+    raw.close()
+    again.close()
+
+
+def test_engine_to_ledger_end_to_end_with_end_of_day(tmp_path, capsys):
+    commands = list(flow(3000, seed=21, n_accounts=30))
+    ex = DurableExchange(tmp_path, accounts=accounts_table(30))
+    trades = {}
+    for i in range(0, 3000, 300):
+        for events in ex.apply_many(commands[i:i + 300]):
+            for e in events:
+                if type(e) is TradeExecuted:
+                    trades[e.trade_id] = e
+    ex.apply(EndOfDay(OPEN_TS + 10 ** 13))
+    assert ex.wait_settled(30)
+    ledger = ex.ledger
+    ledger.check()
+    assert ledger.settlement_count() == len(trades) > 100
+    for account in ex.accounts.by_id.values():
+        assert ledger.balance(account.account, "CNY") == account.cash
+        for symbol, qty in account.credits.items():
+            assert ledger.balance(account.account, symbol) == qty
+    # the end-of-day statement of one account agrees with the engine's trades and fees
+    date = ledger.trade_dates()[-1]
+    name = "A0007"
+    st = ledger.statement(name, date)
+    mine = [t for t in trades.values() if name in (t.buy_account, t.sell_account)]
+    assert st["trade_count"] == len(mine)
+    fees = sum(t.buy_fee if t.buy_account == name else t.sell_fee for t in mine)
+    assert st["fees"] == format_fen(fees)
+    assert st["closing"]["cash"] == format_fen(ex.accounts.get(name).cash)
+    ex.close()
+    # and the command line shows the same
+    db = str(tmp_path / "ledger.sqlite")
+    assert ccerx(["ledger", "check", "--db", db]) == 0
+    assert ccerx(["ledger", "statement", "--db", db, "--account", name]) == 0
+    out = capsys.readouterr().out
+    assert f"== {name}" in out and f"fees {format_fen(fees)} CNY" in out
+    assert ccerx(["ledger", "balances", "--db", db, "--account", name]) == 0
+    assert format_fen(ex.accounts.get(name).cash) in capsys.readouterr().out
