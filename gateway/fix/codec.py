@@ -1,0 +1,202 @@
+"""FIX tag=value codec: framing a byte stream, parsing a frame, encoding a message.
+
+Sans-IO: bytes in, frames and fields out; no sockets, no clock of its own.
+
+Framing follows QuickFIX's parser on purpose (the acceptance scripts depend on it): a frame
+starts at "8=", its BodyLength says where to start looking for "<SOH>10=", and the frame ends
+at the SOH after the checksum. A wrong BodyLength therefore yields a frame that fails
+validation (and, when too long, swallows the next message), exactly as a QuickFIX acceptor
+sees it. Frames are validated by `parse`: tags must be integers, every field SOH-terminated,
+the first three fields 8, 9, 35, BodyLength and CheckSum exact; anything else is a
+`GarbledMessage`, which the session ignores (or answers by disconnecting before logon).
+
+Values are str decoded as latin-1, so any byte survives a round trip.
+"""
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from typing import Iterable, Optional
+
+SOH = b"\x01"
+BEGIN_STRING = "FIX.4.4"
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024
+
+# Header fields that the session layer owns on outgoing messages (everything else a caller
+# puts in the header, e.g. PossResend 97 or routing tags, is kept).
+SESSION_OWNED_HEADER = frozenset((8, 9, 10, 34, 35, 43, 49, 52, 56, 122))
+
+
+class GarbledMessage(Exception):
+    """A frame that is not a well-formed FIX message (ignored by the session)."""
+
+
+class FramingError(Exception):
+    """The byte stream cannot be framed any more (e.g. a BodyLength beyond the size limit)."""
+
+
+class Framer:
+    """Cuts a TCP byte stream into candidate FIX frames.
+
+    Memory is bounded: at most one partial frame of max_message_size bytes is buffered;
+    bytes before a "8=" are dropped.
+    """
+    __slots__ = ("buffer", "max_message_size")
+
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
+        self.buffer = bytearray()
+        self.max_message_size = max_message_size
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+
+    def next_frame(self) -> Optional[bytes]:
+        """The next complete frame, or None when more bytes are needed.
+
+        Raises FramingError when the stream is hopeless (declared length over the limit, a
+        frame growing past the limit, a non-numeric BodyLength): drop the connection.
+        """
+        buf = self.buffer
+        start = buf.find(b"8=")
+        if start < 0:
+            # keep a trailing "8" that may be the start of the next frame
+            del buf[:max(0, len(buf) - 1)]
+            return None
+        if start:
+            del buf[:start]
+        i = buf.find(b"\x019=")
+        if i < 0:
+            if len(buf) > self.max_message_size:
+                raise FramingError("no BodyLength within the size limit")
+            return None
+        j = buf.find(SOH, i + 3)
+        if j < 0:
+            if len(buf) > self.max_message_size:
+                raise FramingError("BodyLength field too long")
+            return None
+        text = bytes(buf[i + 3:j])
+        if not text.isdigit():
+            del buf[:j + 1]
+            raise FramingError("BodyLength is not a number: %r" % text)
+        length = int(text)
+        if length > self.max_message_size:
+            raise FramingError("BodyLength %d exceeds the limit of %d" % (length, self.max_message_size))
+        pos = j + 1 + length
+        if len(buf) < pos:
+            return None
+        k = buf.find(b"\x0110=", pos - 1)
+        if k < 0:
+            if len(buf) > 2 * self.max_message_size + 64:
+                raise FramingError("no CheckSum within the size limit")
+            return None
+        end = buf.find(SOH, k + 4)
+        if end < 0:
+            return None
+        frame = bytes(buf[:end + 1])
+        del buf[:end + 1]
+        return frame
+
+
+def split_fields(raw: bytes) -> list[tuple[int, str]]:
+    """Split a frame into (tag, value) fields; GarbledMessage if any field is malformed."""
+    if not raw.endswith(SOH):
+        raise GarbledMessage("SOH not found at end of field")
+    fields = []
+    append = fields.append
+    for part in raw[:-1].split(SOH):
+        tag, eq, value = part.partition(b"=")
+        if not eq:
+            raise GarbledMessage("Equal sign not found in field")
+        try:
+            t = int(tag)
+        except ValueError:
+            raise GarbledMessage("Field tag is invalid") from None
+        if tag[:1] in (b"+", b" ") or tag[-1:] == b" " or b"_" in tag:
+            raise GarbledMessage("Field tag is invalid")
+        append((t, value.decode("latin-1")))
+    return fields
+
+
+def parse(raw: bytes) -> list[tuple[int, str]]:
+    """Validate a frame (structure, BodyLength, CheckSum) and return its fields."""
+    fields = split_fields(raw)
+    if len(fields) < 4 or fields[0][0] != 8 or fields[1][0] != 9 or fields[2][0] != 35:
+        raise GarbledMessage("Header fields out of order")
+    if fields[-1][0] != 10:
+        raise GarbledMessage("CheckSum is not the last field")
+    body_start = raw.index(SOH, raw.index(SOH) + 1) + 1
+    trailer_start = raw.rindex(b"\x0110=") + 1
+    declared = fields[1][1]
+    if not declared.isdigit() or int(declared) != trailer_start - body_start:
+        raise GarbledMessage("Expected BodyLength=%d, Received BodyLength=%s"
+                             % (trailer_start - body_start, declared))
+    declared_sum = fields[-1][1]
+    actual_sum = sum(raw[:trailer_start]) % 256
+    if not declared_sum.isdigit() or int(declared_sum) != actual_sum:
+        raise GarbledMessage("Expected CheckSum=%d, Received CheckSum=%s" % (actual_sum, declared_sum))
+    return fields
+
+
+def peek_header(raw: bytes) -> dict[int, str]:
+    """The first values of 8, 35, 49 and 56 in a frame, without validation (session lookup)."""
+    out: dict[int, str] = {}
+    for part in raw.split(SOH):
+        tag, eq, value = part.partition(b"=")
+        if eq and tag in (b"8", b"35", b"49", b"56") and int(tag) not in out:
+            out[int(tag)] = value.decode("latin-1")
+    return out
+
+
+def encode(header: Iterable[tuple[int, str]], body: Iterable[tuple[int, str]],
+           msg_type: str, begin_string: str = BEGIN_STRING) -> bytes:
+    """Frame a message: 8, 9, 35, the header fields as given, the body, 10.
+
+    The caller passes header fields already in order (the session sorts them by tag).
+    """
+    parts = ["35=", msg_type, "\x01"]
+    for tag, value in header:
+        parts += (str(tag), "=", value, "\x01")
+    for tag, value in body:
+        parts += (str(tag), "=", value, "\x01")
+    payload = "".join(parts).encode("latin-1")
+    head = ("8=%s\x019=%d\x01" % (begin_string, len(payload))).encode("latin-1")
+    checksum = (sum(head) + sum(payload)) % 256
+    return b"".join((head, payload, b"10=%03d\x01" % checksum))
+
+
+_ts_cache = [-1, ""]
+
+
+def utc_timestamp(now: float) -> str:
+    """YYYYMMDD-HH:MM:SS.sss (UTC, millisecond precision)."""
+    sec = int(now)
+    ms = int((now - sec) * 1000)
+    if _ts_cache[0] != sec:
+        _ts_cache[0] = sec
+        _ts_cache[1] = time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(sec))
+    return "%s.%03d" % (_ts_cache[1], ms)
+
+
+_TS = re.compile(r"(\d{4})(\d{2})(\d{2})-(\d{2}):(\d{2}):(\d{2})(?:\.(\d{3}|\d{6}|\d{9}))?\Z")
+
+
+def parse_utc_timestamp(text: str) -> Optional[float]:
+    """Seconds since the epoch for a FIX UTCTimestamp, or None if malformed."""
+    m = _TS.match(text)
+    if not m:
+        return None
+    y, mo, d, h, mi, s = (int(g) for g in m.groups()[:6])
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60 and s <= 60):
+        return None
+    frac = m.group(7)
+    try:
+        base = calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
+    except (ValueError, OverflowError):
+        return None
+    return base + (int(frac) / 10 ** len(frac) if frac else 0.0)
+
+
+def pretty(raw: bytes) -> str:
+    """A frame for logs and error messages, SOH shown as |."""
+    return raw.decode("latin-1").replace("\x01", "|")
