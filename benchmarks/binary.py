@@ -146,6 +146,10 @@ class LoadedStrings:
     def take(self, indexes: np.ndarray) -> list:
         idx = np.asarray(indexes, dtype=np.int64)
         missing = idx < 0
+        if self.n == 0:
+            if not missing.all():
+                raise IndexError("string table is empty")
+            return [None] * len(idx)
         safe = np.where(missing, 0, idx)
         starts = self.offsets[safe].tolist()
         ends = self.offsets[safe + 1].tolist()
