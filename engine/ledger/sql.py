@@ -300,7 +300,7 @@ class SqlLedger:
                 f"ON s.id = p.settlement_id WHERE p.{column} = ? AND s.trade_date {op} ? "
                 f"GROUP BY p.asset"), (account, trade_date))
             for asset, amount in rows:
-                out[asset] = out.get(asset, 0) + sign * amount
+                out[asset] = out.get(asset, 0) + sign * int(amount)   # PostgreSQL sums are Decimal
         return out
 
     def accounts_with_activity(self, trade_date: str) -> list[str]:
