@@ -170,8 +170,7 @@ _ts_cache = [-1, ""]
 
 def utc_timestamp(now: float) -> str:
     """YYYYMMDD-HH:MM:SS.sss (UTC, millisecond precision)."""
-    sec = int(now)
-    ms = int((now - sec) * 1000)
+    sec, ms = divmod(int(round(now * 1000)), 1000)
     if _ts_cache[0] != sec:
         _ts_cache[0] = sec
         _ts_cache[1] = time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(sec))
