@@ -1,0 +1,277 @@
+"""The sans-IO session, driven with bytes and a fake clock; no sockets anywhere.
+
+The counterparty's messages are built and the session's output parsed with simplefix, so
+the session is checked against an independent codec.
+"""
+from __future__ import annotations
+
+import pytest
+import simplefix
+
+from gateway.fix import codec
+from gateway.fix.application import FixMessage, SessionKey
+from gateway.fix.dictionary import Reason, SessionReject
+from gateway.fix.session import LocalProtocolError, Session, State
+from gateway.fix.store import FileStore, MemoryStore
+
+KEY = SessionKey("FIX.4.4", "CCERX", "BROKER01")
+OTHER = SessionKey("FIX.4.4", "CCERX", "BROKER02")
+T0 = 1_800_000_000.0
+
+
+class RecordingApp:
+    """Acknowledges every order with an ExecutionReport; can be told to fail."""
+
+    def __init__(self):
+        self.events = []
+        self.fail = False
+
+    def on_logon(self, session):
+        self.events.append(("logon", session))
+        return []
+
+    def on_logout(self, session):
+        self.events.append(("logout", session))
+        return []
+
+    def on_message(self, session, message):
+        self.events.append(("message", session, message.msg_type, message.get(11)))
+        if self.fail:
+            raise RuntimeError("boom")
+        if message.get(1) == "BAD":
+            raise SessionReject(Reason.VALUE_IS_INCORRECT, 1)
+        return [(session, FixMessage.of("8", (11, message.get(11)), (150, "0")))]
+
+
+class Peer:
+    """The broker's side: builds messages with simplefix, parses the session's output."""
+
+    def __init__(self, session: Session, clock: list):
+        self.session = session
+        self.clock = clock
+        self.seq = 1
+        self.parser = simplefix.FixParser()
+
+    def build(self, msg_type, *fields, seq=None, sending_time=None, header=(), sender="BROKER01",
+              target="CCERX", begin="FIX.4.4"):
+        m = simplefix.FixMessage()
+        m.append_pair(8, begin, header=True)
+        m.append_pair(35, msg_type, header=True)
+        if seq is None:
+            seq = self.seq
+            self.seq += 1
+        m.append_pair(34, seq, header=True)
+        m.append_pair(49, sender, header=True)
+        m.append_pair(52, sending_time or codec.utc_timestamp(self.clock[0]), header=True)
+        m.append_pair(56, target, header=True)
+        for tag, value in header:
+            m.append_pair(tag, value, header=True)
+        for tag, value in fields:
+            m.append_pair(tag, value)
+        return m.encode()
+
+    def send(self, msg_type, *fields, **kw):
+        self.session.receive_data(self.build(msg_type, *fields, **kw), self.clock[0])
+        return self.receive()
+
+    def receive(self):
+        self.parser.append_buffer(self.session.data_to_send())
+        out = []
+        while (m := self.parser.get_message()) is not None:
+            out.append(m)
+        return out
+
+    def logon(self, *fields, heartbeat=30):
+        self.session.connection_made(self.clock[0])
+        return self.send("A", (98, 0), (108, heartbeat), *fields)
+
+
+def t(m, tag):
+    v = m.get(tag)
+    return v.decode("latin-1") if v is not None else None
+
+
+def types(msgs):
+    return [t(m, 35) for m in msgs]
+
+
+@pytest.fixture
+def clock():
+    return [T0]
+
+
+def make(clock, store=None, app=None, **kw):
+    app = app or RecordingApp()
+    routed = []
+    session = Session(KEY, app, store or MemoryStore(), router=routed.extend, **kw)
+    return session, Peer(session, clock), app, routed
+
+
+def test_logon_heartbeat_and_logout_with_standard_header_order(clock):
+    session, peer, app, _ = make(clock)
+    [reply] = peer.logon()
+    assert session.state is State.LOGGED_ON and app.events == [("logon", KEY)]
+    raw = reply.encode(raw=True)
+    tags = [int(f.split(b"=")[0]) for f in raw.split(b"\x01")[:-1]]
+    assert tags == [8, 9, 35, 34, 49, 52, 56, 98, 108, 10]
+    assert len(t(reply, 52)) == len("20270115-08:00:00.000")
+    [hb] = peer.send("1", (112, "ping"))
+    assert (t(hb, 35), t(hb, 112), t(hb, 34)) == ("0", "ping", "2")
+    [bye] = peer.send("5")
+    assert t(bye, 35) == "5" and session.wants_close
+    session.connection_lost(clock[0])
+    assert session.state is State.DISCONNECTED and app.events[-1] == ("logout", KEY)
+    assert (session.store.next_sender, session.store.next_target) == (4, 4)
+
+
+def test_heartbeats_test_request_and_timeout_follow_the_clock(clock):
+    session, peer, _, _ = make(clock)
+    peer.logon(heartbeat=10)
+    clock[0] += 9.9
+    session.tick(clock[0])
+    assert peer.receive() == []
+    clock[0] += 0.2
+    session.tick(clock[0])
+    assert types(peer.receive()) == ["0"]
+    clock[0] += 2.0                       # 12.1 s without hearing from the broker
+    session.tick(clock[0])
+    [tr] = peer.receive()
+    assert (t(tr, 35), t(tr, 112)) == ("1", "TEST")
+    clock[0] += 12.0                      # 24.1 s of silence: give up
+    session.tick(clock[0])
+    assert session.wants_close
+
+
+def test_a_gap_asks_for_a_resend_and_queued_messages_run_in_order(clock):
+    session, peer, app, _ = make(clock)
+    peer.logon()
+    [rr] = peer.send("D", (11, "o4"), (54, 1), (60, "20270115-08:00:00"), (40, 1), seq=4)
+    assert (t(rr, 35), t(rr, 7), t(rr, 16)) == ("2", "2", "0")
+    assert peer.send("D", (11, "o2"), (54, 1), (60, "20270115-08:00:00"), (40, 1), seq=2)
+    acks = peer.send("D", (11, "o3"), (54, 1), (60, "20270115-08:00:00"), (40, 1), seq=3)
+    assert [t(m, 11) for m in acks] == ["o3", "o4"]            # o4 ran from the queue after o3
+    assert [e[3] for e in app.events if e[0] == "message"] == ["o2", "o3", "o4"]
+    assert session.store.next_target == 5
+
+
+def test_seq_too_low_without_possdup_logs_out_with_quickfix_text(clock):
+    session, peer, _, _ = make(clock)
+    peer.logon()
+    peer.send("0")
+    [bye] = peer.send("0", seq=2)
+    assert t(bye, 58) == "MsgSeqNum too low, expecting 3 but received 2"
+    assert session.wants_close
+
+
+def test_resend_replays_application_messages_and_gap_fills_admin(clock):
+    session, peer, _, _ = make(clock)
+    peer.logon()                                                          # out 1: Logon
+    peer.send("D", (11, "a"), (54, 1), (60, "20270115-08:00:00"), (40, 1))  # out 2: ack a
+    peer.send("1", (112, "x"))                                            # out 3: Heartbeat
+    peer.send("D", (11, "b"), (54, 1), (60, "20270115-08:00:00"), (40, 1))  # out 4: ack b
+    clock[0] += 1
+    out = peer.send("2", (7, 1), (16, 0))
+    assert [(t(m, 35), t(m, 34), t(m, 36), t(m, 11), t(m, 43)) for m in out] == [
+        ("4", "1", "2", None, "Y"), ("8", "2", None, "a", "Y"), ("4", "3", "4", None, "Y"),
+        ("8", "4", None, "b", "Y")]
+    original = codec.parse_utc_timestamp(t(out[1], 122))
+    assert original == pytest.approx(T0) and codec.parse_utc_timestamp(t(out[1], 52)) == pytest.approx(T0 + 1)
+
+
+def test_messages_for_a_logged_out_session_survive_a_restart_and_come_back_by_resend(clock, tmp_path):
+    store = FileStore(tmp_path, "s")
+    session, peer, _, _ = make(clock, store=store)
+    peer.logon()
+    peer.send("5")
+    session.connection_lost(clock[0])
+    session.send(FixMessage.of("8", (11, "late"), (150, "F")), clock[0])   # stored, not sent
+    session.data_to_send()
+    store.close()
+
+    store = FileStore(tmp_path, "s")                                          # gateway restart
+    assert (store.next_sender, store.next_target) == (4, 3)
+    session, peer, _, _ = make(clock, store=store)
+    peer.seq = 3
+    [logon] = peer.logon()
+    assert t(logon, 34) == "4"                          # the broker sees a gap: 3 is missing
+    [replayed] = peer.send("2", (7, 3), (16, 3))
+    assert (t(replayed, 35), t(replayed, 11), t(replayed, 43), t(replayed, 34)) == ("8", "late", "Y", "3")
+    store.close()
+
+
+def test_reset_seq_num_flag_starts_both_sides_at_one(clock):
+    session, peer, _, _ = make(clock)
+    peer.logon()
+    peer.send("0")
+    session.connection_lost(clock[0])
+    peer.seq = 1
+    [logon] = peer.logon((141, "Y"))
+    assert (t(logon, 34), t(logon, 141)) == ("1", "Y")
+    assert session.store.next_target == 2
+
+
+def test_refused_logon_gets_a_logout_with_the_reason(clock):
+    session, peer, app, _ = make(clock, authenticate=lambda key, msg: None if msg.get(554) == "pw" else
+                                 "Invalid username or password")
+    [bye] = peer.logon((553, "BROKER01"), (554, "nope"))
+    assert (t(bye, 35), t(bye, 58)) == ("5", "Invalid username or password")
+    assert session.wants_close and app.events == []
+
+
+# (fields of a NewOrderSingle after the required ones, Text, RefTagID, SessionRejectReason)
+REJECT_CASES = [
+    ([(38, "+1")], "Incorrect data format for value", "38", "6"),
+    ([(59, "Q")], "Value is incorrect (out of range) for this tag", "59", "5"),
+    ([(9999, "x")], "Invalid tag number", "9999", "0"),
+    ([(1, "BAD")], "Value is incorrect (out of range) for this tag", "1", "5"),   # raised by the app
+]
+
+
+@pytest.mark.parametrize("extra, text, tag, reason", REJECT_CASES)
+def test_problems_become_one_reject_and_the_sequence_moves_on(clock, extra, text, tag, reason):
+    session, peer, _, _ = make(clock)
+    peer.logon()
+    [rej] = peer.send("D", (11, "o"), (40, 1), (54, 1), (60, "20270115-08:00:00"), *extra)
+    assert (t(rej, 35), t(rej, 45), t(rej, 58), t(rej, 371), t(rej, 372), t(rej, 373)) == \
+        ("3", "2", text, tag, "D", reason)
+    assert session.store.next_target == 3 and session.logged_on
+
+
+def test_an_application_bug_is_answered_by_business_reject_and_the_session_survives(clock):
+    session, peer, app, _ = make(clock)
+    peer.logon()
+    app.fail = True
+    [bmr] = peer.send("D", (11, "o"), (40, 1), (54, 1), (60, "20270115-08:00:00"))
+    assert (t(bmr, 35), t(bmr, 380), t(bmr, 45)) == ("j", "4", "2")
+    app.fail = False
+    [ack] = peer.send("D", (11, "p"), (40, 1), (54, 1), (60, "20270115-08:00:00"))
+    assert t(ack, 11) == "p"
+
+
+def test_messages_to_other_sessions_go_to_the_router(clock):
+    class Forward(RecordingApp):
+        def on_message(self, session, message):
+            return [(OTHER, FixMessage.of("8", (11, message.get(11))))]
+    session, peer, _, routed = make(clock, app=Forward())
+    peer.logon()
+    assert peer.send("D", (11, "o"), (40, 1), (54, 1), (60, "20270115-08:00:00")) == []
+    assert [(k, m.get(11)) for k, m in routed] == [(OTHER, "o")]
+
+
+def test_garbage_is_ignored_after_logon_and_disconnects_before(clock):
+    session, peer, _, _ = make(clock)
+    session.connection_made(clock[0])
+    session.receive_data(b"8=FIX.4.4\x019=5\x0135=0\x01garbage\x0110=000\x01", clock[0])
+    assert session.wants_close
+    session.connection_lost(clock[0])
+    peer.logon()
+    session.receive_data(b"8=FIX.4.4\x019=5\x0135=0\x01garbage\x0110=000\x01", clock[0])
+    assert session.logged_on and peer.receive() == []
+    assert types(peer.send("1", (112, "still here"))) == ["0"]
+
+
+def test_the_transition_table_refuses_misuse_by_the_driver(clock):
+    session, _, _, _ = make(clock)
+    session.connection_made(clock[0])
+    with pytest.raises(LocalProtocolError):
+        session.connection_made(clock[0])
