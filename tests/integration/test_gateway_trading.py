@@ -1,0 +1,391 @@
+"""Brokers trade through `ccerx serve` over real TCP, with simplefix as their FIX codec.
+
+One gateway process (the built-in demo config, a temporary data directory, a free port) serves
+the whole module; the tests run in file order and share its state, so each uses its own
+credit type or cleans up after itself. The broker side is deliberately independent of our
+codec: messages are built, framed, checksummed and parsed by simplefix over a plain socket.
+"""
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import simplefix
+
+REPO = Path(__file__).resolve().parents[2]
+GATEWAY = "CCERX"
+TIMEOUT = 5.0
+
+
+# ------------------------------------------------------------------ a broker's FIX client
+class Broker:
+    """A minimal FIX 4.4 initiator: simplefix for encoding and parsing, a blocking socket.
+
+    It keeps its sequence numbers across connections (as a real FIX engine does), answers
+    TestRequest and ResendRequest (with a gap fill: it never resends orders), and records
+    every message it receives in `received`.
+    """
+
+    def __init__(self, comp_id: str, port: int):
+        self.comp_id, self.port = comp_id, port
+        self.next_out, self.next_in = 1, 1
+        self.sock: socket.socket | None = None
+        self.parser = simplefix.FixParser()
+        self.received: list[simplefix.FixMessage] = []
+        self.gaps: list[tuple[int, int]] = []    # (expected, received) sequence gaps seen
+        self.logging_out = False
+
+    # -------------------------------------------------------------- connection
+    def connect(self) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT)
+        self.parser = simplefix.FixParser()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def logon(self, password: str, reset: bool = False, heartbeat: int = 30):
+        self.connect()
+        if reset:
+            self.next_out = self.next_in = 1
+        fields = [(98, 0), (108, heartbeat)]
+        if reset:
+            fields.append((141, "Y"))
+        fields += [(553, self.comp_id), (554, password)]
+        self.send("A", *fields)
+        return self.expect("A", "5")
+
+    def logout(self) -> None:
+        self.logging_out = True
+        self.send("5")
+        self.expect("5")
+        self.close()
+        self.logging_out = False
+
+    # -------------------------------------------------------------- sending
+    def send(self, msg_type: str, *fields, seq: int | None = None, poss_dup: bool = False) -> int:
+        message = simplefix.FixMessage()
+        message.append_pair(8, "FIX.4.4", header=True)
+        message.append_pair(35, msg_type, header=True)
+        message.append_pair(49, self.comp_id, header=True)
+        message.append_pair(56, GATEWAY, header=True)
+        number = self.next_out if seq is None else seq
+        message.append_pair(34, number, header=True)
+        if poss_dup:
+            message.append_pair(43, "Y", header=True)
+        message.append_utc_timestamp(52, precision=3, header=True)
+        if poss_dup:
+            message.append_utc_timestamp(122, precision=3, header=True)
+        for tag, value in fields:
+            message.append_pair(tag, value)
+        self.sock.sendall(message.encode())
+        if seq is None:
+            self.next_out += 1
+        return number
+
+    def new_order(self, cl, account, side, qty, price=None, symbol="CCER-AFF", ord_type="2", tif=None):
+        fields = [(11, cl), (1, account), (55, symbol), (54, side), (60, _now()), (38, qty),
+                  (40, ord_type)]
+        if price is not None:
+            fields.append((44, price))
+        if tif is not None:
+            fields.append((59, tif))
+        return self.send("D", *fields)
+
+    # -------------------------------------------------------------- receiving
+    def read(self, timeout: float = TIMEOUT) -> simplefix.FixMessage | None:
+        """The next message (admin messages answered as a FIX engine would); None on EOF."""
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.parser.get_message()
+            if message is not None:
+                self._on_message(message)
+                return message
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{self.comp_id}: no message within {timeout} s")
+            ready, _, _ = select.select([self.sock], [], [], remaining)
+            if not ready:
+                continue
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:
+                return None
+            if not data:
+                return None
+            self.parser.append_buffer(data)
+
+    def expect(self, *msg_types: str, where=None, timeout: float = TIMEOUT) -> simplefix.FixMessage:
+        """Read until a message of one of msg_types (and matching `where`) arrives."""
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.read(max(deadline - time.monotonic(), 0.01))
+            if message is None:
+                raise ConnectionError(f"{self.comp_id}: connection closed while waiting for {msg_types}")
+            if s(message, 35) in msg_types and (where is None or where(message)):
+                return message
+
+    def reports(self, count: int, where=None) -> list[simplefix.FixMessage]:
+        return [self.expect("8", where=where) for _ in range(count)]
+
+    def _on_message(self, message) -> None:
+        self.received.append(message)
+        msg_type, seq = s(message, 35), int(s(message, 34))
+        if msg_type == "4" and s(message, 123) != "Y":
+            self.next_in = int(s(message, 36))
+            return
+        if s(message, 43) != "Y":
+            if seq > self.next_in:
+                self.gaps.append((self.next_in, seq))
+            self.next_in = max(self.next_in, seq + 1)
+        if msg_type == "4":  # gap fill
+            self.next_in = max(self.next_in, int(s(message, 36)))
+        elif msg_type == "1":
+            self.send("0", (112, s(message, 112)))
+        elif msg_type == "5" and not self.logging_out:   # the gateway logs us out: confirm
+            self.send("5")
+        elif msg_type == "2":
+            begin = int(s(message, 7))
+            self.send("4", (123, "Y"), (36, self.next_out), seq=begin, poss_dup=True)
+
+
+def s(message, tag, nth: int = 1) -> str | None:
+    value = message.get(tag, nth)
+    return None if value is None else value.decode()
+
+
+def _now() -> str:
+    return time.strftime("%Y%m%d-%H:%M:%S", time.gmtime()) + ".000"
+
+
+def group(message, first_tag: int) -> list[dict[int, str]]:
+    entries, current = [], None
+    for tag, value in message:
+        if tag == first_tag:
+            current = {}
+            entries.append(current)
+        if current is not None and tag != 10:
+            current[tag] = value.decode()
+    return entries
+
+
+# ------------------------------------------------------------------ the gateway process
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("gateway-data")
+    proc = subprocess.Popen([sys.executable, "-m", "scripts.ccerx", "serve", "--port", "0",
+                             "--data-dir", str(data_dir)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        port = _wait_for_port(proc)
+        yield {"proc": proc, "port": port, "data_dir": data_dir}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _wait_for_port(proc) -> int:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            line = proc.stdout.readline()
+            found = re.search(r"listening on [\d.]+:(\d+)", line)
+            if found:
+                return int(found.group(1))
+        if proc.poll() is not None:
+            raise RuntimeError(f"ccerx serve exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
+    raise RuntimeError("ccerx serve did not start listening within 20 s")
+
+
+@pytest.fixture(scope="module")
+def b1(gateway):
+    broker = Broker("BROKER01", gateway["port"])
+    yield broker
+    broker.close()
+
+
+@pytest.fixture(scope="module")
+def b2(gateway):
+    broker = Broker("BROKER02", gateway["port"])
+    yield broker
+    broker.close()
+
+
+# ------------------------------------------------------------------ the tests, in order
+def test_bad_password_is_refused(gateway):
+    intruder = Broker("BROKER01", gateway["port"])
+    intruder.connect()
+    intruder.logging_out = True  # no Logout back: the gateway hangs up after refusing
+    intruder.send("A", (98, 0), (108, 30), (141, "Y"), (553, "BROKER01"), (554, "demo02"))
+    reply = intruder.expect("5", "A")
+    assert s(reply, 35) == "5", "a wrong password must not log on"
+    assert "password" in (s(reply, 58) or "")
+    assert intruder.read() is None  # the gateway hangs up
+    intruder.close()
+
+
+def test_brokers_log_on_with_their_passwords(b1, b2):
+    for broker, password in ((b1, "demo01"), (b2, "demo02")):
+        reply = broker.logon(password, reset=True)
+        assert s(reply, 35) == "A", s(reply, 58)
+        assert (s(reply, 49), s(reply, 56), s(reply, 108)) == (GATEWAY, broker.comp_id, "30")
+
+
+def test_crossing_orders_fill_both_brokers(b1, b2):
+    b2.new_order("s1", "HOLD02", "2", 100, "62.00")
+    new = b2.expect("8")
+    assert (s(new, 150), s(new, 39), s(new, 37), s(new, 11)) == ("0", "0", "BROKER02:s1", "s1")
+
+    b1.new_order("b1", "EMIT01", "1", 60, "62.10")
+    ack, fill = b1.reports(2)
+    assert s(ack, 150) == "0"
+    assert (s(fill, 150), s(fill, 39), s(fill, 32), s(fill, 31), s(fill, 14), s(fill, 151),
+            s(fill, 6)) == ("F", "2", "60", "62.00", "60", "0", "62.00")
+    maker = b2.expect("8")
+    assert (s(maker, 150), s(maker, 39), s(maker, 11), s(maker, 1)) == ("F", "1", "s1", "HOLD02")
+    assert (s(maker, 32), s(maker, 14), s(maker, 151)) == ("60", "60", "40")
+    assert s(maker, 17) != s(fill, 17)
+
+    # the rest of s1 is cancelled so the book is clean for later tests
+    b2.send("F", (41, "s1"), (11, "s1c"), (55, "CCER-AFF"), (54, "2"), (60, _now()), (38, 100))
+    done = b2.expect("8")
+    assert (s(done, 150), s(done, 39), s(done, 11), s(done, 41), s(done, 14)) == (
+        "4", "4", "s1c", "s1", "60")
+
+
+def test_amend_then_cancel(b1):
+    b1.new_order("a1", "EMIT01", "1", 100, "75.00", symbol="CCER-SOL")
+    assert s(b1.expect("8"), 150) == "0"
+    b1.send("G", (41, "a1"), (11, "a2"), (55, "CCER-SOL"), (54, "1"), (60, _now()), (38, 250),
+            (40, "2"), (44, "75.10"))
+    replaced = b1.expect("8")
+    assert (s(replaced, 150), s(replaced, 39), s(replaced, 11), s(replaced, 41)) == ("5", "0", "a2", "a1")
+    assert (s(replaced, 38), s(replaced, 44), s(replaced, 151)) == ("250", "75.10", "250")
+    b1.send("H", (11, "a2"), (55, "CCER-SOL"), (54, "1"))
+    status = b1.expect("8")
+    assert (s(status, 150), s(status, 39), s(status, 44)) == ("I", "0", "75.10")
+    b1.send("F", (41, "a2"), (11, "a3"), (55, "CCER-SOL"), (54, "1"), (60, _now()), (38, 250))
+    cancelled = b1.expect("8")
+    assert (s(cancelled, 150), s(cancelled, 39), s(cancelled, 11), s(cancelled, 41)) == (
+        "4", "4", "a3", "a2")
+    b1.send("F", (41, "a3"), (11, "a4"), (55, "CCER-SOL"), (54, "1"), (60, _now()), (38, 250))
+    too_late = b1.expect("9")
+    assert (s(too_late, 434), s(too_late, 102)) == ("1", "0")
+
+
+def test_rejects_are_values_never_executions(b1, b2):
+    b1.new_order("r1", "HOLD02", "2", 10, "62.00")          # another broker's account
+    wrong_account = b1.expect("8")
+    assert (s(wrong_account, 150), s(wrong_account, 103)) == ("8", "15")
+    assert "not registered to broker BROKER01" in s(wrong_account, 58)
+
+    b1.new_order("r2", "EMIT01", "1", 10, "62.005")         # off the 0.01 tick
+    assert (s(b1.expect("8"), 150)) == "8"
+    b1.new_order("r3", "EMIT01", "1", 10, "99.00")          # outside the daily band
+    out_of_band = b1.expect("8")
+    assert s(out_of_band, 150) == "8" and "band" in s(out_of_band, 58)
+    b1.new_order("r4", "HOLD01", "1", 10, "62.00")          # no cash on a holder account
+    funds = b1.expect("8")
+    assert (s(funds, 150), s(funds, 103)) == ("8", "3") and "insufficient_funds" in s(funds, 58)
+
+    b2.new_order("o1", "HOLD02", "2", 5, "63.00")           # BROKER02's resting order...
+    assert s(b2.expect("8"), 150) == "0"
+    b1.send("F", (41, "o1"), (37, "BROKER02:o1"), (11, "r5"), (55, "CCER-AFF"), (54, "2"),
+            (60, _now()), (38, 5))
+    theirs = b1.expect("9")                                 # ...cannot be cancelled by BROKER01
+    assert (s(theirs, 102), s(theirs, 434)) == ("2", "1") and "own orders" in s(theirs, 58)
+    b1.send("G", (41, "o1"), (37, "BROKER02:o1"), (11, "r6"), (55, "CCER-AFF"), (54, "2"),
+            (60, _now()), (38, 1), (40, "2"), (44, "63.00"))
+    assert s(b1.expect("9"), 434) == "2"
+    b2.send("H", (11, "o1"), (55, "CCER-AFF"), (54, "2"))
+    still = b2.expect("8")
+    assert (s(still, 150), s(still, 39), s(still, 151)) == ("I", "0", "5")
+    b2.send("F", (41, "o1"), (11, "o1c"), (55, "CCER-AFF"), (54, "2"), (60, _now()), (38, 5))
+    assert s(b2.expect("8"), 150) == "4"
+
+    seq = b1.send("R", (131, "q1"), (146, 1), (55, "CCER-AFF"))   # QuoteRequest: not offered
+    reject = b1.expect("j")
+    assert (s(reject, 372), s(reject, 380), s(reject, 45)) == ("R", "3", str(seq))
+
+
+def test_market_data_snapshot_then_increments(b1, b2):
+    b2.new_order("m1", "HOLD02", "2", 30, "81.30", symbol="CCER-OWF")
+    assert s(b2.expect("8"), 150) == "0"
+    b1.send("V", (262, "md1"), (263, "1"), (264, 5), (265, "1"), (267, 3), (269, "0"), (269, "1"),
+            (269, "2"), (146, 1), (55, "CCER-OWF"))
+    snapshot = b1.expect("W")
+    assert (s(snapshot, 262), s(snapshot, 55)) == ("md1", "CCER-OWF")
+    assert group(snapshot, 269) == [{269: "1", 270: "81.30", 271: "30", 346: "1", 290: "1"}]
+
+    b2.new_order("m2", "EMIT02", "1", 12, "81.30", symbol="CCER-OWF")   # EMIT02 buys from HOLD02
+    assert [s(r, 150) for r in b2.reports(2)] == ["0", "F"]
+    update = b1.expect("X")
+    assert s(update, 262) == "md1"
+    assert group(update, 279) == [
+        {279: "1", 269: "1", 55: "CCER-OWF", 270: "81.30", 271: "18", 346: "1"},
+        {279: "0", 269: "2", 55: "CCER-OWF", 270: "81.30", 271: "12"},
+    ]
+    assert s(b2.expect("8"), 150) == "F"   # the maker side's fill
+
+    mark = len(b1.received)
+    b1.send("V", (262, "md1"), (263, "2"), (264, 5), (267, 1), (269, "0"), (146, 1), (55, "CCER-OWF"))
+    b2.send("F", (41, "m1"), (11, "m1c"), (55, "CCER-OWF"), (54, "2"), (60, _now()), (38, 30))
+    assert s(b2.expect("8"), 150) == "4"
+    b1.send("0")  # a heartbeat round trip: had an X been sent after unsubscribing, it came first
+    b1.send("1", (112, "ping"))
+    b1.expect("0", where=lambda m: s(m, 112) == "ping")
+    assert not [m for m in b1.received[mark:] if s(m, 35) == "X"]
+
+
+def test_security_list(b1):
+    b1.send("x", (320, "sl1"), (559, "4"))
+    reply = b1.expect("y")
+    assert (s(reply, 320), s(reply, 560), s(reply, 146)) == ("sl1", "0", "4")
+    listed = {e[55]: e for e in group(reply, 55)}
+    assert set(listed) == {"CCER-AFF", "CCER-SOL", "CCER-OWF", "CCER-MGV"}
+    mgv = listed["CCER-MGV"]
+    assert (mgv[561], mgv[15], mgv[233], mgv[234]) == ("1", "CNY", "PRICE", "85.50-104.50")
+    assert "tick 0.01 CNY" in mgv[58]
+
+
+def test_logged_out_broker_recovers_its_execution_by_resend(b1, b2):
+    b2.new_order("rest1", "HOLD02", "2", 40, "95.00", symbol="CCER-MGV")
+    assert s(b2.expect("8"), 150) == "0"
+    b2.logout()
+    expected_next = b2.next_in
+
+    b1.new_order("hit1", "EMIT01", "1", 40, "95.00", symbol="CCER-MGV")
+    assert [s(r, 150) for r in b1.reports(2)] == ["0", "F"]
+
+    reply = b2.logon("demo02")                    # the next sequence numbers, no reset
+    assert s(reply, 35) == "A"
+    assert int(s(reply, 34)) > expected_next      # the gateway sent more while we were away
+    b2.send("2", (7, expected_next), (16, 0))
+    resent = b2.expect("8", where=lambda m: s(m, 11) == "rest1")
+    assert (s(resent, 43), s(resent, 150), s(resent, 39), s(resent, 32), s(resent, 31)) == (
+        "Y", "F", "2", "40", "95.00")
+    assert int(s(resent, 34)) == expected_next
+    assert s(resent, 122) is not None             # OrigSendingTime on a possible duplicate
+
+
+def test_sigterm_logs_sessions_out_and_exits_cleanly(gateway, b1, b2):
+    proc = gateway["proc"]
+    proc.send_signal(signal.SIGTERM)
+    for broker in (b1, b2):
+        logout = broker.expect("5", timeout=10)
+        assert s(logout, 49) == GATEWAY
+    assert proc.wait(15) == 0
+    assert "stopped" in proc.stdout.read()
+    assert (gateway["data_dir"] / "fix").is_dir()
