@@ -98,23 +98,34 @@ class Framer:
         return frame
 
 
+_TAG = re.compile(r"-?\d+\Z", re.ASCII)
+_tag_cache: dict[str, int] = {}
+
+
 def split_fields(raw: bytes) -> list[tuple[int, str]]:
     """Split a frame into (tag, value) fields; GarbledMessage if any field is malformed."""
-    if not raw.endswith(SOH):
+    text = raw.decode("latin-1")
+    parts = text.split("\x01")
+    if parts[-1] != "":
         raise GarbledMessage("SOH not found at end of field")
+    del parts[-1]
     fields = []
     append = fields.append
-    for part in raw[:-1].split(SOH):
-        tag, eq, value = part.partition(b"=")
-        if not eq:
-            raise GarbledMessage("Equal sign not found in field")
-        try:
+    cache = _tag_cache
+    for part in parts:
+        tag, eq, value = part.partition("=")
+        t = cache.get(tag)
+        if t is None:
+            if not eq:
+                raise GarbledMessage("Equal sign not found in field")
+            if _TAG.match(tag) is None:
+                raise GarbledMessage("Field tag is invalid")
             t = int(tag)
-        except ValueError:
-            raise GarbledMessage("Field tag is invalid") from None
-        if tag[:1] in (b"+", b" ") or tag[-1:] == b" " or b"_" in tag:
-            raise GarbledMessage("Field tag is invalid")
-        append((t, value.decode("latin-1")))
+            if len(cache) < 4096:
+                cache[tag] = t
+        elif not eq:
+            raise GarbledMessage("Equal sign not found in field")
+        append((t, value))
     return fields
 
 
@@ -128,12 +139,12 @@ def parse(raw: bytes) -> list[tuple[int, str]]:
     body_start = raw.index(SOH, raw.index(SOH) + 1) + 1
     trailer_start = raw.rindex(b"\x0110=") + 1
     declared = fields[1][1]
-    if not declared.isdigit() or int(declared) != trailer_start - body_start:
+    if not (declared.isascii() and declared.isdigit()) or int(declared) != trailer_start - body_start:
         raise GarbledMessage("Expected BodyLength=%d, Received BodyLength=%s"
                              % (trailer_start - body_start, declared))
     declared_sum = fields[-1][1]
     actual_sum = sum(raw[:trailer_start]) % 256
-    if not declared_sum.isdigit() or int(declared_sum) != actual_sum:
+    if not (declared_sum.isascii() and declared_sum.isdigit()) or int(declared_sum) != actual_sum:
         raise GarbledMessage("Expected CheckSum=%d, Received CheckSum=%s" % (actual_sum, declared_sum))
     return fields
 
@@ -177,11 +188,26 @@ def utc_timestamp(now: float) -> str:
     return "%s.%03d" % (_ts_cache[1], ms)
 
 
-_TS = re.compile(r"(\d{4})(\d{2})(\d{2})-(\d{2}):(\d{2}):(\d{2})(?:\.(\d{3}|\d{6}|\d{9}))?\Z")
+_TS = re.compile(r"(\d{4})(\d{2})(\d{2})-(\d{2}):(\d{2}):(\d{2})(?:\.(\d{3}|\d{6}|\d{9}))?\Z", re.ASCII)
+
+
+_ts_parsed: dict[str, Optional[float]] = {}
 
 
 def parse_utc_timestamp(text: str) -> Optional[float]:
-    """Seconds since the epoch for a FIX UTCTimestamp, or None if malformed."""
+    """Seconds since the epoch for a FIX UTCTimestamp, or None if malformed (memoised: the
+    same SendingTime arrives many times a second)."""
+    try:
+        return _ts_parsed[text]
+    except KeyError:
+        pass
+    if len(_ts_parsed) > 4096:
+        _ts_parsed.clear()
+    value = _ts_parsed[text] = _parse_utc_timestamp(text)
+    return value
+
+
+def _parse_utc_timestamp(text: str) -> Optional[float]:
     m = _TS.match(text)
     if not m:
         return None

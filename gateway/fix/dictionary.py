@@ -125,34 +125,40 @@ MESSAGES = {t: MessageSpec(t, items) for t, items in spec.MESSAGES.items()}
 HEADER_REQUIRED = sorted(it[0] for it in spec.HEADER if it[1])
 TRAILER_REQUIRED = sorted(it[0] for it in spec.TRAILER if it[1])
 
-_INT = re.compile(r"-?\d+\Z")
-_FLOAT = re.compile(r"-?(\d+\.?\d*|\.\d+)\Z")
-_TIME = re.compile(r"\d{2}:\d{2}:\d{2}(\.\d{3}|\.\d{6}|\.\d{9})?\Z")
-_DATE = re.compile(r"\d{8}\Z")
+_FLOAT = re.compile(r"-?(\d+\.?\d*|\.\d+)\Z", re.ASCII)
+_TIME = re.compile(r"\d{2}:\d{2}:\d{2}(\.\d{3}|\.\d{6}|\.\d{9})?\Z", re.ASCII)
+_DATE = re.compile(r"\d{8}\Z", re.ASCII)
 _INT_TYPES = {"INT", "LENGTH", "NUMINGROUP", "SEQNUM", "DAYOFMONTH", "TAGNUM"}
 _FLOAT_TYPES = {"FLOAT", "QTY", "PRICE", "PRICEOFFSET", "AMT", "PERCENTAGE"}
 
 
-def valid_format(tag: int, value: str) -> bool:
-    ftype = FIELD_TYPES.get(tag)
-    if ftype is None:
-        return True
+def _format_check(ftype: str):
+    """A predicate for the data format of a field type, or None when any text is valid."""
     if ftype in _INT_TYPES:
-        return _INT.match(value) is not None
+        return lambda v: v.isascii() and (v.isdigit() or (v[:1] == "-" and v[1:].isdigit()))
     if ftype in _FLOAT_TYPES:
-        return _FLOAT.match(value) is not None
+        return lambda v: _FLOAT.match(v) is not None
     if ftype == "CHAR":
-        return len(value) == 1
+        return lambda v: len(v) == 1
     if ftype == "BOOLEAN":
-        return value in ("Y", "N")
+        return lambda v: v == "Y" or v == "N"
     if ftype == "UTCTIMESTAMP":
         from gateway.fix.codec import parse_utc_timestamp
-        return parse_utc_timestamp(value) is not None
+        return lambda v: parse_utc_timestamp(v) is not None
     if ftype == "UTCTIMEONLY":
-        return _TIME.match(value) is not None
+        return lambda v: _TIME.match(v) is not None
     if ftype == "UTCDATEONLY":
-        return _DATE.match(value) is not None
-    return True
+        return lambda v: _DATE.match(v) is not None
+    return None
+
+
+_FORMAT_CHECKS = {tag: check for tag, ftype in FIELD_TYPES.items()
+                  if (check := _format_check(ftype)) is not None}
+
+
+def valid_format(tag: int, value: str) -> bool:
+    check = _FORMAT_CHECKS.get(tag)
+    return check is None or check(value)
 
 
 def valid_value(tag: int, value: str) -> bool:
@@ -232,21 +238,27 @@ class Structure:
                     self.groups[tag], i = _read_group(fields, i, group)
 
 
+_HEADER_RANK = {8: -3, 9: -2, 35: -1}
+
+
 def _header_order(item):
     tag = item[0]
-    return (0, (8, 9, 35).index(tag)) if tag in (8, 9, 35) else (1, tag)
+    return _HEADER_RANK.get(tag, tag)
 
 
 def _check_fields(fields: list[tuple[int, str]], in_message: Optional[dict], groups: dict) -> None:
     last = None
+    formats = _FORMAT_CHECKS
+    enums = ENUMS
     for tag, value in fields:
         if tag == last:
             raise SessionReject(Reason.TAG_APPEARS_MORE_THAN_ONCE, tag)
         if value == "":
             raise SessionReject(Reason.TAG_SPECIFIED_WITHOUT_A_VALUE, tag)
-        if not valid_format(tag, value):
+        check = formats.get(tag)
+        if check is not None and not check(value):
             raise SessionReject(Reason.INCORRECT_DATA_FORMAT, tag)
-        if not valid_value(tag, value):
+        if tag in enums and not valid_value(tag, value):
             raise SessionReject(Reason.VALUE_IS_INCORRECT, tag)
         if tag not in FIELD_TYPES:
             raise SessionReject(Reason.INVALID_TAG_NUMBER, tag)

@@ -113,6 +113,13 @@ class _UnsupportedVersion(Exception):
 _ROUTE_REVERSAL = ((115, 128), (128, 115), (116, 129), (129, 116), (144, 145), (145, 144))
 
 
+def _as_int(text: Optional[str]) -> Optional[int]:
+    """An ASCII integer field's value, or None (str.isdigit alone accepts e.g. superscripts)."""
+    if text and text.isascii() and (text.isdigit() or (text[0] == "-" and text[1:].isdigit())):
+        return int(text)
+    return None
+
+
 class Session:
     def __init__(self, key: SessionKey, application: Application, store,
                  heartbeat_interval: int = 30, reset_on_logon: bool = False,
@@ -286,7 +293,7 @@ class Session:
         msg_type = fields[2][1]
         try:
             for tag in (49, 56):
-                if msg.get(tag) is None:
+                if tag not in msg:
                     raise SessionReject(Reason.REQUIRED_TAG_MISSING, tag)
             if fields[0][1] != self.key.begin_string:
                 raise _UnsupportedVersion()
@@ -324,18 +331,19 @@ class Session:
         if not self._valid_logon_state(msg_type):
             self._disconnect("Logon state is not valid for message %s" % msg_type)
             return False
-        sending_time = codec.parse_utc_timestamp(msg.get(52, ""))
+        header = dict(msg.fields)      # validated: no header tag appears twice
+        sending_time = codec.parse_utc_timestamp(header.get(52, ""))
         if sending_time is None or abs(self._now - sending_time) > MAX_LATENCY:
             self._reject(msg, Reason.SENDINGTIME_ACCURACY_PROBLEM)
             if self.logged_on:
                 self._send_logout()
             return False
-        if msg.get(49) != self.key.their_comp_id or msg.get(56) != self.key.our_comp_id:
+        if header.get(49) != self.key.their_comp_id or header.get(56) != self.key.our_comp_id:
             self._reject(msg, Reason.COMPID_PROBLEM)
             if self.logged_on:
                 self._send_logout()
             return False
-        seq = int(msg.get(34))
+        seq = int(header[34])
         expected = self.store.next_target
         if check_high and seq > expected:
             self._target_too_high(msg, seq)
@@ -532,8 +540,7 @@ class Session:
             value = msg.get(src)
             if value:
                 header.append((dst, value))
-        if msg_type not in ("A", "4") and seq_text and seq_text.lstrip("-").isdigit() \
-                and int(seq_text) == self.store.next_target:
+        if msg_type not in ("A", "4") and _as_int(seq_text) == self.store.next_target:
             self.store.next_target += 1
         log.info("%s: reject %s: %s (tag %s)", self._name(), seq_text, text, tag)
         self._send_raw("3", header, body)

@@ -41,7 +41,7 @@ class MemoryStore:
 
     def get(self, begin: int, end: int) -> list[tuple[int, bytes]]:
         msgs = self._messages
-        return [(s, msgs[s]) for s in range(begin, end + 1) if s in msgs]
+        return [(s, msgs[s]) for s in range(max(begin, 1), end + 1) if s in msgs]
 
     def reset(self) -> None:
         self.next_sender = 1

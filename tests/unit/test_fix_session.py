@@ -275,3 +275,53 @@ def test_the_transition_table_refuses_misuse_by_the_driver(clock):
     session.connection_made(clock[0])
     with pytest.raises(LocalProtocolError):
         session.connection_made(clock[0])
+
+
+def test_mutated_and_random_bytes_never_raise_out_of_the_session(clock):
+    """Fuzz: valid messages with random byte edits, and pure noise; the session must answer,
+    ignore or disconnect, never raise (a raise would drop the connection in the server)."""
+    import random
+    rng = random.Random(20240501)
+    alphabet = b"0123456789=\x01-+.AZaz\xb2\xff 8910"
+    for round_ in range(300):
+        session, peer, _, _ = make(clock)
+        peer.logon()
+        templates = [
+            peer.build("D", (11, "o"), (40, 2), (44, "1.5"), (54, 1), (60, "20270115-08:00:00"), (38, 10)),
+            peer.build("1", (112, "ping")),
+            peer.build("2", (7, 1), (16, 0)),
+            peer.build("4", (36, 9), (123, "Y")),
+            peer.build("A", (98, 0), (108, 30), (141, "Y")),
+        ]
+        data = bytearray(rng.choice(templates))
+        for _ in range(rng.randint(1, 6)):
+            i = rng.randrange(len(data))
+            action = rng.random()
+            if action < 0.4:
+                data[i] = rng.choice(alphabet)
+            elif action < 0.7:
+                data.insert(i, rng.choice(alphabet))
+            else:
+                del data[i]
+        if round_ % 10 == 0:
+            data = bytearray(rng.randbytes(200))
+        session.receive_data(bytes(data), clock[0])
+        session.tick(clock[0] + 1)
+        peer.receive()
+        assert session.state in (State.LOGGED_ON, State.LOGOUT_SENT, State.CLOSING)
+
+
+@pytest.mark.parametrize("tag, value", [(34, "\xb2"), (108, "\xb9"), (34, "-"), (52, "2027\xb2115-08:00:00"),
+                                        (34, "99999999999999999999999")])
+def test_well_framed_nonsense_in_numeric_fields_is_rejected_or_ignored(clock, tag, value):
+    session, peer, _, _ = make(clock)
+    peer.logon()
+    header = {34: "2", 49: "BROKER01", 52: codec.utc_timestamp(clock[0]), 56: "CCERX"}
+    body = [(112, "x")]
+    if tag in header:
+        header[tag] = value
+    else:
+        body.append((tag, value))
+    session.receive_data(codec.encode(sorted(header.items()), body, "1"), clock[0])
+    out = peer.receive()
+    assert session.wants_close or [t(m, 35) for m in out] in (["3"], ["2"], [])
