@@ -189,7 +189,8 @@ def bench_mqtt(n: int, base: str | None, broker: str) -> list[dict]:
     commands = list(flow(n))
     directory = _dir(base)
     tag = f"bench-{int(time.time() * 1000)}"
-    publisher = MqttPublisher(host, int(port), client_id=f"{tag}-pub", window=64)
+    prefix = f"{tag}/ccer/v1"     # a topic space of our own on a possibly shared broker
+    publisher = MqttPublisher(host, int(port), client_id=f"{tag}-pub", window=64, prefix=prefix)
     ex = DurableExchange(directory, accounts=accounts_table(), ledger=None,
                          adapters={"mqtt": publisher}, start_relays=False)
     for i in range(0, n, 1000):
@@ -199,7 +200,7 @@ def bench_mqtt(n: int, base: str | None, broker: str) -> list[dict]:
     opening = orjson.loads((directory / "opening.json").read_bytes())["accounts"]
     ledger.open_accounts([tuple(r) for r in opening])
     consumer = SettlementConsumer(ledger, host, int(port), client_id=f"{tag}-consumer",
-                                  log=lambda text: None)
+                                  prefix=prefix, log=lambda text: None)
     stop = threading.Event()
     consumer_loop = asyncio.new_event_loop()
     async_stop = asyncio.Event()

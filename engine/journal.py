@@ -4,12 +4,16 @@ Theory of operation. The journal is a directory of segment files `journal-<first
 Each segment starts with an 8-byte magic and holds records; a record is one *batch*:
 
     u32 payload length | u32 crc32 | u64 first command seq | u32 commands
-    | u64 first instruction seq | u32 instructions | payload
+    | u64 first instruction seq | u32 instructions | u32 commands bytes | u32 streams bytes
+    | payload = commands JSON | streams JSON | instructions JSON
 
-The crc covers everything after itself (rest of the header and the payload). The payload
-is `orjson([command rows, instruction rows])`: the commands of the batch, numbered from
-`first command seq`, and the settlement instructions those commands produced (the
-transactional outbox), numbered from `first instruction seq`. Because a command and the
+The crc covers everything after itself (rest of the header and the payload). The three JSON
+parts (orjson) are: the command rows of the batch, numbered from `first command seq`; the
+instruction stream counters after the batch ({instrument: stream seq}, only when the batch
+made instructions); and the settlement instructions those commands produced (the
+transactional outbox), numbered from `first instruction seq`. They are separate so that
+recovery parses only what it needs: commands after the snapshot, instructions not yet
+confirmed by a relay. Because a command and the
 instructions it caused live in one checksummed record they become durable together or not
 at all: there is no window in which a trade exists without its instruction.
 
@@ -43,14 +47,15 @@ from .commands import AmendOrder, CancelOrder, DefineInstrument, EndOfDay, Malfo
 from .types import InstrumentSpec, PriceError, RejectReason
 
 MAGIC = b"CCERXJ01"
-HEADER = struct.Struct("<IIQIQI")
-HEADER_SIZE = HEADER.size          # 32 bytes
+HEADER = struct.Struct("<IIQIQIII")
+HEADER_SIZE = HEADER.size          # 40 bytes
 CRC_FROM = 8                       # the crc covers the header from this byte on, then the payload
 MAX_RECORD = 1 << 30               # a length above this is garbage, not a record
 SEGMENT_PREFIX, SEGMENT_SUFFIX = "journal-", ".log"
 
 # ---------------------------------------------------------------------------- command codec
 _NEW, _CANCEL, _AMEND, _DEFINE, _EOD, _MALFORMED, _PICKLED = range(7)
+NEW_TAG = _NEW
 _REASONS = {r.value: r for r in RejectReason}
 
 
@@ -144,19 +149,29 @@ def spec_from_row(row: list) -> InstrumentSpec:
 @dataclass(slots=True)
 class Record:
     first_seq: int               # seq of the first command in the batch
-    commands: list               # command rows (decode lazily with decode_command)
+    commands: list               # command rows (decode with decode_command); [] if not parsed
     first_instruction: int       # seq of the first instruction in the batch
-    instructions: list           # instruction rows
+    instructions: list           # instruction rows; [] if not parsed
+    n_commands: int = 0
+    n_instructions: int = 0
+    streams: Optional[dict] = None   # instruction stream counters after this batch
 
     @property
     def last_seq(self) -> int:
-        return self.first_seq + len(self.commands) - 1
+        return self.first_seq + self.n_commands - 1
+
+    @property
+    def last_instruction(self) -> int:
+        return self.first_instruction + self.n_instructions - 1
 
 
-def frame(first_seq: int, commands: list, first_instruction: int, instructions: list) -> bytes:
-    payload = orjson.dumps([commands, instructions])
+def frame(first_seq: int, commands: list, first_instruction: int, instructions: list,
+          streams: Optional[dict] = None) -> bytes:
+    cmd_json = orjson.dumps(commands)
+    streams_json = orjson.dumps(streams) if instructions else b""
+    payload = cmd_json + streams_json + (orjson.dumps(instructions) if instructions else b"")
     tail = HEADER.pack(len(payload), 0, first_seq, len(commands), first_instruction,
-                       len(instructions))[CRC_FROM:]
+                       len(instructions), len(cmd_json), len(streams_json))[CRC_FROM:]
     crc = zlib.crc32(payload, zlib.crc32(tail))
     return struct.pack("<II", len(payload), crc) + tail + payload
 
@@ -215,7 +230,8 @@ def read_segment(path: Path, expect_seq: Optional[int] = None,
         if size - pos < HEADER_SIZE:
             yield None, pos, TornTail(path, pos, size - pos, "incomplete record header")
             return
-        length, crc, first_seq, n_cmd, first_instr, n_instr = unpack(data, pos)
+        length, crc, first_seq, n_cmd, first_instr, n_instr, cmd_len, streams_len = unpack(
+            data, pos)
         end = pos + HEADER_SIZE + length
         if length > MAX_RECORD or end > size:
             yield None, pos, TornTail(path, pos, size - pos,
@@ -237,12 +253,17 @@ def read_segment(path: Path, expect_seq: Optional[int] = None,
         expect_seq = first_seq + n_cmd
         if n_instr:
             expect_instruction = first_instr + n_instr
-        if first_seq + n_cmd - 1 > decode_after or (n_instr and first_instr + n_instr - 1
-                                                     > instructions_after):
-            commands, instructions = loads(data[pos + HEADER_SIZE:end])
-            record = Record(first_seq, commands, first_instr, instructions)
-        else:
-            record = Record(first_seq, [None] * n_cmd, first_instr, [None] * n_instr)
+        start = pos + HEADER_SIZE
+        if cmd_len + streams_len > length:
+            yield None, pos, TornTail(path, pos, size - pos, f"bad part lengths at byte {pos}")
+            return
+        record = Record(first_seq, [], first_instr, [], n_cmd, n_instr)
+        if first_seq + n_cmd - 1 > decode_after:
+            record.commands = loads(data[start:start + cmd_len])
+            if streams_len:
+                record.streams = loads(data[start + cmd_len:start + cmd_len + streams_len])
+        if n_instr and first_instr + n_instr - 1 > instructions_after:
+            record.instructions = loads(data[start + cmd_len + streams_len:end])
         yield record, end, None
         pos = end
     yield None, pos, None
@@ -262,10 +283,10 @@ def scan(directory: Path, decode_after: int = 0, instructions_after: int = 0) ->
             if record is None:
                 break
             result.records.append(record)
-            expect_seq = record.first_seq + len(record.commands)
+            expect_seq = record.first_seq + record.n_commands
             result.last_seq = expect_seq - 1
-            if record.instructions:
-                expect_instr = record.first_instruction + len(record.instructions)
+            if record.n_instructions:
+                expect_instr = record.first_instruction + record.n_instructions
                 result.last_instruction = expect_instr - 1
     return result
 
@@ -343,9 +364,10 @@ class Journal:
         return path
 
     # -- writing
-    def append(self, commands: list, instructions: list) -> None:
-        """Write one batch record (not yet durable: call commit())."""
-        data = frame(self.next_seq, commands, self.next_instruction, instructions)
+    def append(self, commands: list, instructions: list, streams: Optional[dict] = None) -> None:
+        """Write one batch record (not yet durable: call commit()). `streams` are the
+        instruction stream counters after the batch (needed when it holds instructions)."""
+        data = frame(self.next_seq, commands, self.next_instruction, instructions, streams)
         view = memoryview(data)
         while view:
             written = os.write(self.fd, view)

@@ -29,6 +29,8 @@ def add_parser(sub) -> None:
     c.add_argument("--accounts", metavar="ACCOUNTS.json",
                    help="post these opening balances first (once per account); use the same "
                         "accounts file the engine started with")
+    c.add_argument("--prefix", default="ccer/v1",
+                   help="topic prefix: instructions are read from PREFIX/settle/+ (default ccer/v1)")
     c.add_argument("--client-id", default="ccerx-ledger-consumer",
                    help="MQTT client id; the broker keeps this session's queue while away")
     c.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
@@ -84,7 +86,8 @@ def run_consume(args) -> int:
     if accounts is not None:
         opened = ledger.open_accounts([tuple(r) for r in opening_balances(accounts)])
         print(f"opened {opened} accounts", file=sys.stderr)
-    consumer = SettlementConsumer(ledger, host, port, client_id=args.client_id)
+    consumer = SettlementConsumer(ledger, host, port, client_id=args.client_id,
+                                  prefix=args.prefix)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -93,7 +96,7 @@ def run_consume(args) -> int:
             loop.add_signal_handler(sig, stop.set)
         await consumer.run(stop, idle_exit=args.exit_when_idle)
 
-    print(f"consuming ccer/v1/settle/+ from {host}:{port} into {args.db}", file=sys.stderr)
+    print(f"consuming {args.prefix}/settle/+ from {host}:{port} into {args.db}", file=sys.stderr)
     try:
         asyncio.run(main())
     finally:

@@ -208,20 +208,40 @@ class SettlementConsumer:
         async with client:
             self.connects += 1
             await client.subscribe(self.topic, qos=1)
-            messages = client.messages.__aiter__()
-            while not stop.is_set():
-                wait = 0.2 if idle_exit is None else min(0.2, idle_exit)
-                try:
-                    message = await asyncio.wait_for(messages.__anext__(), wait)
-                except asyncio.TimeoutError:
-                    if idle_exit is not None and time.monotonic() - self.last_message > idle_exit:
+            # A reader task moves messages into our own queue. Waiting on aiomqtt's iterator
+            # with a timeout would be wrong: cancelling its __anext__ can drop a message it
+            # already took off the client's queue; an asyncio.Queue.get() cancels safely.
+            inbox: asyncio.Queue = asyncio.Queue()
+
+            async def read() -> None:
+                async for message in client.messages:
+                    inbox.put_nowait(message)
+
+            reader = asyncio.create_task(read())
+            try:
+                while not stop.is_set():
+                    if reader.done():
+                        reader.result()          # the broker went away: MqttError
                         return
-                    continue
-                batch = [message]
-                while len(client.messages) and len(batch) < self.max_batch:
-                    batch.append(await messages.__anext__())
-                self.last_message = time.monotonic()
-                self._handle(client, batch)
+                    wait = 0.2 if idle_exit is None else min(0.2, idle_exit)
+                    try:
+                        message = await asyncio.wait_for(inbox.get(), wait)
+                    except asyncio.TimeoutError:
+                        if (idle_exit is not None
+                                and time.monotonic() - self.last_message > idle_exit):
+                            return
+                        continue
+                    batch = [message]
+                    while not inbox.empty() and len(batch) < self.max_batch:
+                        batch.append(inbox.get_nowait())
+                    self.last_message = time.monotonic()
+                    self._handle(client, batch)
+            finally:
+                reader.cancel()
+                try:
+                    await reader
+                except BaseException:
+                    pass
 
     def _handle(self, client: aiomqtt.Client, batch: list) -> None:
         ready: list[SettlementInstruction] = []
