@@ -1,12 +1,12 @@
 """The replay benchmark harness behind `ccerx bench`.
 
 Passes over one flow, each on a fresh `Exchange`:
-1. reference: a plain replay (`engine.replay.replay`) of the commands parsed from NDJSON
+1. closed loop: commands decoded a chunk at a time (untimed), then applied back to back
+   with one clock read per chunk: the maximum throughput, and throughput over time.
+2. reference: a plain replay (`engine.replay.replay`) of the commands parsed from NDJSON
    text (a binary flow is rendered back to its NDJSON lines first). Its end state (state
    hash, trade and event counts) is what every timed pass must reproduce, so a fast wrong
    answer fails the bench instead of winning it.
-2. closed loop: commands decoded a chunk at a time (untimed), then applied back to back
-   with one clock read per chunk: the maximum throughput, and throughput over time.
 3. service time: closed loop again with a clock read around every `apply`, into a
    preallocated NumPy buffer; percentiles come from an HDR histogram filled afterwards.
 4. open loop, per offered rate R: command i has the planned send time t0 + i/R; the loop
@@ -17,6 +17,7 @@ Memory: peak RSS of the process and the RSS growth of the closed-loop pass (book
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import platform
@@ -266,11 +267,14 @@ def run_bench(path, *, make_exchange: Callable[[], Exchange] = Exchange,
 
     with_open = open_loop and open_loop_commands > 0
     started = time.time()
+    gc.collect()
+    # the closed loop runs first, so that its RSS growth is the engine's state and not
+    # memory recycled from an earlier pass
+    closed = run_closed_loop(path, make_exchange, limit, progress("closed-loop", None))
     ref = run_reference(path, make_exchange, limit, open_loop_commands if with_open else 0,
-                        progress("reference", None))
+                        progress("reference", closed["commands"]))
     total = ref["commands"]
     open_n = min(open_loop_commands, total) if with_open else 0
-    closed = run_closed_loop(path, make_exchange, limit, progress("closed-loop", total))
     _check("closed loop", closed["end"], ref["end"])
     service = run_service_time(path, make_exchange, limit, progress("service-time", total))
     _check("service time", service["end"], ref["end"])

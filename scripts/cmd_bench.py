@@ -41,6 +41,16 @@ def add_parser(sub) -> None:
                    help="with --compare and no FLOW: compare this stored result instead of "
                         "running the bench")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--e2e", action="store_true",
+                   help="end to end: send the flow as FIX 4.4 over loopback from several broker "
+                        "sessions to a `ccerx serve` subprocess; order-to-acknowledgement latency")
+    p.add_argument("--sessions", type=int, default=2,
+                   help="--e2e broker sessions (2 = the demo config: BROKER01/demo01 and "
+                        "BROKER02/demo02; more = a generated password-less load config)")
+    p.add_argument("--e2e-rates", default="1000,2000", metavar="R1,R2,...",
+                   help="--e2e offered rates, FIX requests/s over all sessions (default 1000,2000)")
+    p.add_argument("--e2e-commands", type=int, default=20_000, metavar="N",
+                   help="--e2e: the flow's first N commands (default 20000)")
     p.set_defaults(run=run)
 
 
@@ -52,6 +62,8 @@ def run(args) -> int:
         except (OSError, ValueError) as err:
             print(f"ccerx bench: cannot read baseline {args.compare}: {err}", file=sys.stderr)
             return 2
+    if args.e2e:
+        return _run_e2e(args)
     if args.flow is None:
         if not (baseline is not None and args.result):
             print("ccerx bench: give a FLOW file (or --compare BASELINE.json --result "
@@ -122,3 +134,40 @@ def _run(args):
         written += write_plots(result, out)
     print("wrote " + ", ".join(str(p) for p in written))
     return result
+
+
+def _run_e2e(args) -> int:
+    from benchmarks.bench import PERCENTILES
+    from benchmarks.e2e import run_e2e
+    flow = Path(args.flow) if args.flow else None
+    if flow is None or not flow.is_file():
+        print(f"ccerx bench --e2e: no such flow file: {flow}", file=sys.stderr)
+        return 2
+    try:
+        rates = [float(r) for r in args.e2e_rates.split(",") if r.strip()]
+        if not rates or min(rates) <= 0 or args.sessions < 1 or args.e2e_commands < 1:
+            raise ValueError
+    except ValueError:
+        print("ccerx bench --e2e: --e2e-rates, --sessions and --e2e-commands must be positive",
+              file=sys.stderr)
+        return 2
+    result = run_e2e(flow, sessions=args.sessions, rates=rates, commands=args.e2e_commands)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result_e2e.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(f"end to end over FIX 4.4 loopback: {result['sessions']} broker sessions "
+          f"({result['config']}), {result['requests']:,} requests from {flow}")
+    print("order-to-acknowledgement latency, microseconds:")
+    head = ["offered/s", "achieved/s", "acked", "unacked"] + [f"p{p:g}" for p in PERCENTILES] + ["max"]
+    rows = []
+    for r in result["runs"]:
+        lat = r["latency_ns"]
+        rows.append([f"{r['offered_per_s']:,.0f}", f"{r['achieved_per_s']:,}", f"{r['acked']:,}",
+                     f"{r['unacked']:,}"] + [f"{lat.get(f'p{p:g}', 0) / 1000:,.1f}"
+                                             for p in PERCENTILES]
+                    + [f"{lat.get('max', 0) / 1000:,.1f}"])
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    for row in [head] + rows:
+        print("  " + "  ".join(x.rjust(w) for x, w in zip(row, widths)))
+    print(f"wrote {out / 'result_e2e.json'}")
+    return 1 if any(r["unacked"] for r in result["runs"]) else 0

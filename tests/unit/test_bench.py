@@ -65,9 +65,9 @@ def test_fast_wrong_answer_fails(flow):
 
     made = []
 
-    def factory():   # the first exchange (the plain replay) is honest, later ones are not
+    def factory():   # the first exchange (the closed loop) is wrong, the others honest
         made.append(1)
-        return Exchange() if len(made) == 1 else DropsCancels()
+        return DropsCancels() if len(made) == 1 else Exchange()
 
     with pytest.raises(BenchError, match="end state differs"):
         run_bench(flow, make_exchange=factory, open_loop=False)
