@@ -33,7 +33,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Callable, Iterable, Optional
 
 from engine.commands import AmendOrder, CancelOrder, NewOrder
-from engine.events import (DayClosed, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected,
+from engine.events import (DayClosed, InstrumentDefined, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected,
                            TradeExecuted)
 from engine.types import (CancelReason, DecimalFormatError, RejectReason as R, Side, format_fen,
                           parse_decimal_units, price_field)
@@ -82,10 +82,15 @@ CANCEL_TEXT = {CancelReason.USER: None, CancelReason.STP: "cancelled by self-tra
                CancelReason.EOD: "day order expired at the close"}
 
 
+_last_second = [None, ""]
+
+
 def utc_timestamp(ts_ns: int) -> str:
     """Nanoseconds since the epoch -> FIX UTCTimestamp with milliseconds."""
     secs, ns = divmod(ts_ns, 1_000_000_000)
-    return time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(secs)) + f".{ns // 1_000_000:03d}"
+    if _last_second[0] != secs:  # one strftime per second, not per report
+        _last_second[0], _last_second[1] = secs, time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(secs))
+    return f"{_last_second[1]}.{ns // 1_000_000:03d}"
 
 
 class _Reject(Exception):
@@ -160,6 +165,7 @@ class ExchangeApplication:
         self.orders: dict[str, OrderState] = {}                  # engine order id -> state
         self._by_cl_ord_id: dict[tuple[str, str], OrderState] = {}  # (broker, ClOrdID) -> state
         self.market_data = MarketData(exchange)
+        self._price_texts: dict[tuple[str, int], str] = {}
         self._boot = _base36(clock() // 1_000_000)
         self._local_ids = 0
         self._handlers = {"D": self._new_order, "F": self._cancel, "G": self._replace,
@@ -189,13 +195,14 @@ class ExchangeApplication:
 
     # ------------------------------------------------------------------ NewOrderSingle (D)
     def _new_order(self, session, broker, msg) -> list[Outbound]:
-        cl_ord_id = msg.get(CL_ORD_ID)
+        get = first_values(msg).get
+        cl_ord_id = get(CL_ORD_ID)
         if not cl_ord_id:
             return [(session, business_reject(msg, BMR_FIELD_MISSING, "ClOrdID (11) is required"))]
-        qty_text = msg.get(ORDER_QTY)
-        order = OrderState(f"{broker}:{cl_ord_id}", broker, session, cl_ord_id, msg.get(ACCOUNT),
-                           msg.get(SYMBOL), msg.get(SIDE), msg.get(ORD_TYPE),
-                           msg.get(TIME_IN_FORCE), msg.get(PRICE), qty_text)
+        qty_text = get(ORDER_QTY)
+        order = OrderState(f"{broker}:{cl_ord_id}", broker, session, cl_ord_id, get(ACCOUNT),
+                           get(SYMBOL), get(SIDE), get(ORD_TYPE), get(TIME_IN_FORCE), get(PRICE),
+                           qty_text)
         key = (broker, cl_ord_id)
         if key in self._by_cl_ord_id:
             return self._gateway_reject(order, "6", f"duplicate ClOrdID {cl_ord_id!r}: "
@@ -342,7 +349,7 @@ class ExchangeApplication:
                 self._on_amended(event, request, out)
             elif kind is OrderRejected:
                 self._on_rejected(event, request, out)
-            elif kind is DayClosed:
+            elif kind is DayClosed or kind is InstrumentDefined:
                 self._on_day_closed()
         out.extend(self.market_data.on_events(events))
         return out
@@ -375,8 +382,7 @@ class ExchangeApplication:
             "1" if request.kind == "cancel" else "2", reason, text, event.ts)))
 
     def _on_trade(self, event: TradeExecuted, out) -> None:
-        spec = self.exchange.specs[event.instrument]
-        last_px = spec.ticks_to_text(event.price)
+        last_px = self._price_text(event.instrument, event.price)
         for order_id, suffix, fee in ((event.buy_order_id, "-B", event.buy_fee),
                                       (event.sell_order_id, "-S", event.sell_fee)):
             order = self.orders.get(order_id)
@@ -412,6 +418,8 @@ class ExchangeApplication:
 
     def _on_day_closed(self) -> None:
         # Every day order has expired before the first DayClosed; ClOrdIDs may be reused.
+        # (Also on a redefined instrument: its tick may have changed the price texts.)
+        self._price_texts.clear()
         self.orders = {k: o for k, o in self.orders.items() if o.is_open}
         self._by_cl_ord_id = {k: o for k, o in self._by_cl_ord_id.items() if o.is_open}
 
@@ -421,7 +429,7 @@ class ExchangeApplication:
                 rej_reason: Optional[str] = None, text: Optional[str] = None,
                 order_id: Optional[str] = None) -> FixMessage:
         """ExecutionReport (8), fields in the FIX 4.4 dictionary order."""
-        spec = self.exchange.specs.get(order.symbol) if order.accepted else None
+        accepted = order.accepted
         f = [(MSG_TYPE, "8"), (ORDER_ID, order_id or order.order_id),
              (CL_ORD_ID, order.cl_ord_id)]
         if orig is not None:
@@ -432,35 +440,49 @@ class ExchangeApplication:
         if order.account:
             f.append((ACCOUNT, order.account))
         f += [(SYMBOL, order.symbol or "NONE"), (SIDE, order.side or "1")]
-        if order.qty is not None and str(order.qty):
-            f.append((ORDER_QTY, order.qty))
+        qty = order.qty
+        if qty is not None and qty != "":
+            f.append((ORDER_QTY, str(qty)))
         if order.ord_type is not None:
             f.append((ORD_TYPE, order.ord_type))
-        if spec is not None and order.price is not None:
-            f.append((PRICE, spec.ticks_to_text(order.price)))
-        elif spec is None and order.price_text is not None:
+        if accepted:
+            if order.price is not None:
+                f.append((PRICE, self._price_text(order.symbol, order.price)))
+        elif order.price_text is not None:
             f.append((PRICE, order.price_text))
         if order.tif is not None:
             f.append((TIME_IN_FORCE, order.tif))
         if last is not None:
-            f += [(LAST_QTY, last[0]), (LAST_PX, last[1])]
-        f += [(LEAVES_QTY, order.leaves_qty), (CUM_QTY, order.cum_qty),
-              (AVG_PX, self._avg_px(order, spec)), (TRANSACT_TIME, utc_timestamp(ts))]
+            f += [(LAST_QTY, str(last[0])), (LAST_PX, last[1])]
+        f += [(LEAVES_QTY, str(order.leaves_qty)), (CUM_QTY, str(order.cum_qty)),
+              (AVG_PX, self._avg_px(order) if accepted and order.cum_qty else "0"),
+              (TRANSACT_TIME, utc_timestamp(ts))]
         if fee_fen is not None:
             f += [(COMMISSION, format_fen(fee_fen)), (COMM_TYPE, "3")]  # 3 = absolute, CNY
         if text:
             f.append((TEXT, text))
-        return FixMessage([(tag, str(value)) for tag, value in f])
+        return FixMessage(f)
 
-    @staticmethod
-    def _avg_px(order: OrderState, spec) -> str:
-        if not order.cum_qty or spec is None:
-            return "0"
+    def _price_text(self, symbol: str, ticks: int) -> str:
+        """spec.ticks_to_text, memoised: a day's prices live inside the band, a few thousand."""
+        key = (symbol, ticks)
+        text = self._price_texts.get(key)
+        if text is None:
+            if len(self._price_texts) > 100_000:
+                self._price_texts.clear()
+            text = self._price_texts[key] = self.exchange.specs[symbol].ticks_to_text(ticks)
+        return text
+
+    def _avg_px(self, order: OrderState) -> str:
+        whole, rest = divmod(order.cum_cost, order.cum_qty)
+        if not rest:  # every fill at one price, or an even average: a whole tick
+            return self._price_text(order.symbol, whole)
+        spec = self.exchange.specs[order.symbol]
         avg = (Decimal(order.cum_cost * spec.tick_units) / order.cum_qty / 1_000_000).quantize(
             Decimal("0.000001"), ROUND_HALF_EVEN)
         text = f"{avg:f}".rstrip("0")
-        whole, _, frac = text.partition(".")
-        return f"{whole}.{frac.ljust(spec.price_places, '0')}"
+        whole_text, _, frac = text.partition(".")
+        return f"{whole_text}.{frac.ljust(spec.price_places, '0')}"
 
     def _cancel_reject(self, order: Optional[OrderState], cl_ord_id, orig, response_to: str,
                        reason: str, text: str, ts: Optional[int] = None) -> FixMessage:
@@ -505,6 +527,15 @@ class ExchangeApplication:
                 order.cum_cost = resting.filled_qty * resting.price
                 self.orders[order.order_id] = order
                 self._by_cl_ord_id[(broker, cl_ord_id)] = order
+
+
+def first_values(message: FixMessage) -> dict[int, str]:
+    """tag -> value of its first occurrence, in one pass (FixMessage.get scans per call)."""
+    values: dict[int, str] = {}
+    setdefault = values.setdefault
+    for tag, value in message.fields:
+        setdefault(tag, value)
+    return values
 
 
 def whole_tonnes(text) -> int:
