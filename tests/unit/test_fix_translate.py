@@ -475,3 +475,38 @@ def test_every_outgoing_message_fits_the_fix44_dictionary(app):
     assert {m.msg_type for m in sent} == set(FIX44_LAYOUT)
     for message in sent:
         assert_fix44(message)
+
+
+# ------------------------------------------------------------------ robustness
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_values = {
+    11: st.sampled_from(["a", "b", "c", "", "x" * 70]),
+    41: st.sampled_from(["a", "b", "c", "zz"]),
+    37: st.sampled_from(["BROKER01:a", "BROKER02:a", "NONE"]),
+    1: st.sampled_from(["EMIT01", "HOLD01", "EMIT02", "HOLD02", "", "NOBODY"]),
+    55: st.sampled_from(["CCER-AFF", "CCER-SOL", "NOPE", ""]),
+    54: st.sampled_from(["1", "2", "3", ""]),
+    38: st.sampled_from(["1", "10", "0", "-5", "1.5", "abc", "100000", "1e3", ""]),
+    40: st.sampled_from(["1", "2", "3"]),
+    44: st.sampled_from(["62.00", "61.99", "62.005", "1e2", "abc", "-1", "0", "68.20", ""]),
+    59: st.sampled_from(["0", "1", "3", "4"]),
+    262: st.sampled_from(["m1", "m2"]), 263: st.sampled_from(["0", "1", "2", "9"]),
+    264: st.sampled_from(["0", "1", "x"]), 269: st.sampled_from(["0", "1", "2", "5"]),
+    320: st.just("s"), 559: st.sampled_from(["0", "4", "9"]),
+}
+_random_message = st.tuples(
+    st.sampled_from([B1, B2]),
+    st.sampled_from(["D", "F", "G", "H", "V", "x", "Q"]),
+    st.lists(st.sampled_from(sorted(_values)), max_size=9).flatmap(
+        lambda tags: st.tuples(*[st.tuples(st.just(t), _values[t]) for t in tags])))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_random_message, max_size=25))
+def test_random_messages_never_raise_and_keep_the_engine_consistent(app, script):
+    for session, msg_type, fields in script:
+        out = app.on_message(session, msg(msg_type, *fields))
+        for key, message in out:
+            assert key in (B1, B2) and message.msg_type in FIX44_LAYOUT
+    app.exchange.check()
