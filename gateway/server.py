@@ -162,7 +162,10 @@ class _Connection(asyncio.Protocol):
 class GatewayServer:
     def __init__(self, host: str, port: int, sessions: list[SessionSettings],
                  store_dir: Optional[Path] = None,
-                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, store_fsync: bool = False):
+        """store_fsync=True makes every store flush an fsync (survives power loss, costs a
+        disk sync per batch of outgoing messages); by default stores are flushed to the
+        operating system before the bytes are written to the socket."""
         self.host = host
         self.port = port
         self.max_message_size = max_message_size
@@ -171,7 +174,8 @@ class GatewayServer:
         for s in sessions:
             if s.key in self.sessions:
                 raise ValueError("duplicate session %s" % (s.key,))
-            store = FileStore(self.store_dir, _store_name(s.key)) if self.store_dir else MemoryStore()
+            store = (FileStore(self.store_dir, _store_name(s.key), fsync=store_fsync)
+                     if self.store_dir else MemoryStore())
             self.sessions[s.key] = Session(
                 s.key, s.application, store, heartbeat_interval=s.heartbeat_interval,
                 reset_on_logon=s.reset_on_logon, authenticate=s.authenticate,
