@@ -33,7 +33,8 @@ from engine.exchange import Exchange
 from engine.ndjson import parse_command
 from engine.replay import replay
 
-from .binary import FlowFile, is_binary_path, iter_flow_command_chunks
+from .binary import (FlowFile, is_binary_path, is_journal_path, iter_flow_command_chunks,
+                     iter_journal_commands)
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9, 99.99)
 SPECTRUM = (0, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 92.5, 95, 96, 97, 98, 99, 99.3,
@@ -80,16 +81,27 @@ def latency_summary(lat_ns: np.ndarray) -> dict:
 
 # ---------------------------------------------------------------------------- flow access
 def flow_digest(path) -> str:
+    path = Path(path)
+    files = sorted(path.glob("journal-*.log")) if path.is_dir() else [path]
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
+    for name in files:
+        with open(name, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
     return h.hexdigest()
 
 
 def reference_commands(path, limit: Optional[int] = None):
-    """Commands via the plain NDJSON path (`parse_command` on text lines)."""
+    """Commands via the plain NDJSON path (`parse_command` on text lines); a journal's
+    commands as the journal decodes them (they carry fields NDJSON cannot, e.g. owner)."""
     n = 0
+    if is_journal_path(path):
+        for command in iter_journal_commands(path):
+            if limit is not None and n >= limit:
+                return
+            n += 1
+            yield command
+        return
     if is_binary_path(path):
         with FlowFile(path) as flow:
             for lines in flow.iter_lines():
@@ -294,7 +306,8 @@ def run_bench(path, *, make_exchange: Callable[[], Exchange] = Exchange,
     return {
         "format": "ccerx-bench", "version": 1,
         "flow": {"path": str(path), "sha256": flow_digest(path), "commands": total,
-                 "binary": is_binary_path(path), "limit": limit},
+                 "binary": is_binary_path(path), "journal": is_journal_path(path),
+                 "limit": limit},
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpus": os.cpu_count(), "started_unix": int(started)},
         "notes": notes or {},
@@ -324,8 +337,9 @@ def _us(ns) -> str:
 def format_table(result: dict) -> str:
     lines = []
     flow, end = result["flow"], result["end_state"]
-    lines.append(f"flow {flow['path']}  ({flow['commands']:,} commands, "
-                 f"{'binary' if flow['binary'] else 'NDJSON'})")
+    kind = ("engine journal" if flow.get("journal") else
+            "binary" if flow["binary"] else "NDJSON")
+    lines.append(f"flow {flow['path']}  ({flow['commands']:,} commands, {kind})")
     lines.append(f"end state  trades {end['trades']:,}  rejects {end['rejects']:,}  events "
                  f"{end['events']:,}  hash {end['state_hash']}  (all passes agree)")
     lines.append(f"closed-loop max throughput  {result['closed_loop']['commands_per_s']:>12,} "

@@ -612,8 +612,29 @@ def binary_to_ndjson(src, dst, progress=None) -> int:
         return flow.rows
 
 
+def is_journal_path(path) -> bool:
+    """A directory holding the engine's own write-ahead journal (engine/journal.py)."""
+    path = Path(path)
+    return path.is_dir() and any(path.glob("journal-*.log"))
+
+
+def iter_journal_commands(path) -> Iterator:
+    """The commands of a journal, in sequence, exactly as the engine recorded them (owner
+    included). The journal must start at command 1 (no segment trimmed by a snapshot)."""
+    from engine.journal import iter_commands, scan
+    result = scan(Path(path))
+    if result.records and result.records[0].first_seq != 1:
+        raise ValueError(f"{path}: the journal starts at command {result.records[0].first_seq}, "
+                         "not 1; older segments were trimmed, so it cannot be replayed from "
+                         "an empty book")
+    yield from iter_commands(result.records)
+
+
 def iter_flow_commands(path, chunk: int = 1 << 16) -> Iterator:
-    """Engine commands from a flow file of either format (picked by suffix)."""
+    """Engine commands from a flow: NDJSON, binary (by suffix) or a journal directory."""
+    if is_journal_path(path):
+        yield from iter_journal_commands(path)
+        return
     if is_binary_path(path):
         with FlowFile(path) as flow:
             yield from flow.iter_commands(chunk)
@@ -630,18 +651,19 @@ def iter_flow_command_chunks(path, chunk: int = 1 << 16) -> Iterator[list]:
             yield from flow.iter_command_chunks(chunk)
         return
     batch = []
-    with open(path, "rb") as f:
-        for line in f:
-            if line.strip():
-                batch.append(parse_command(line))
-                if len(batch) == chunk:
-                    yield batch
-                    batch = []
+    for command in iter_flow_commands(path):
+        batch.append(command)
+        if len(batch) == chunk:
+            yield batch
+            batch = []
     if batch:
         yield batch
 
 
 def flow_length(path) -> int:
+    if is_journal_path(path):
+        from engine.journal import scan
+        return sum(r.n_commands for r in scan(Path(path)).records)
     if is_binary_path(path):
         with FlowFile(path) as flow:
             return flow.rows

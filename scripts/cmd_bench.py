@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+from benchmarks.binary import is_journal_path
 from benchmarks.bench import BenchError, compare, format_table, run_bench, write_plots
 from engine.config import load_accounts, load_instruments
 from engine.exchange import Exchange
@@ -19,7 +20,8 @@ def add_parser(sub) -> None:
                     "rates (latency from each command's planned send time), memory. Every pass "
                     "must end in the same state as a plain replay. Writes result.json, "
                     "latency_spectrum.png and throughput.png into --out.")
-    p.add_argument("flow", nargs="?", help="flow file (.ndjson or .npz)")
+    p.add_argument("flow", nargs="?", help="flow file (.ndjson or .npz), or a data directory "
+                   "holding the engine's own journal (journal-*.log) to replay a recorded day")
     p.add_argument("--out", default="bench-out", metavar="DIR",
                    help="output directory (default bench-out)")
     p.add_argument("--rates", metavar="R1,R2,...",
@@ -87,7 +89,7 @@ def run(args) -> int:
 
 def _run(args):
     flow = Path(args.flow)
-    if not flow.is_file():
+    if not (flow.is_file() or is_journal_path(flow)):
         print(f"ccerx bench: no such file: {flow}", file=sys.stderr)
         return 2
     try:
@@ -122,6 +124,9 @@ def _run(args):
     except BenchError as err:
         print(f"ccerx bench: FAILED: {err}", file=sys.stderr)
         return 3
+    except ValueError as err:
+        print(f"ccerx bench: {err}", file=sys.stderr)
+        return 2
     finally:
         if progresses:
             progresses[-1].close()

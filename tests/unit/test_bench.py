@@ -110,3 +110,26 @@ def test_cli_writes_report_and_compare_exit_codes(tmp_path, flow, result, capsys
                  str(out / "result.json")]) == 0
     assert main(["bench", str(tmp_path / "missing.npz")]) == 2
     assert main(["bench", str(flow), "--rates", "0"]) == 2
+
+
+def test_replaying_the_engines_own_journal_reproduces_the_day(tmp_path, flow):
+    from benchmarks.flows import accounts_file
+    from engine.durable import DurableExchange
+    from engine.risk import Accounts
+    data = tmp_path / "day"
+    (tmp_path / "accounts.json").write_text(json.dumps(accounts_file()))
+    trades = 0
+    with DurableExchange(data, accounts=Accounts.from_json(accounts_file()), fsync=False,
+                         start_relays=False, log=lambda text: None) as ex:
+        for command in iter_flow_commands(flow):
+            trades += sum(1 for e in ex.apply(command) if type(e).__name__ == "TradeExecuted")
+        recorded = ex.state_hash()
+    result = run_bench(data, open_loop=False,
+                       make_exchange=lambda: Exchange(accounts=Accounts.from_json(accounts_file())))
+    assert result["flow"]["journal"] and result["flow"]["commands"] == 4_000
+    assert result["end_state"]["state_hash"] == recorded
+    assert result["end_state"]["trades"] == trades > 0
+    assert main(["bench", str(data), "--out", str(tmp_path / "o"), "--open-loop-commands", "0",
+                 "--no-plots", "--accounts", str(tmp_path / "accounts.json")]) == 0
+    assert json.loads((tmp_path / "o" / "result.json").read_text())["end_state"][
+        "state_hash"] == recorded
