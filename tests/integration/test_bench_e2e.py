@@ -1,0 +1,32 @@
+"""`ccerx bench --e2e`: a real `ccerx serve` subprocess, real TCP sessions, simplefix client."""
+from __future__ import annotations
+
+import json
+
+from benchmarks.e2e import fix_requests, run_e2e
+from benchmarks.flows import write_flow
+from scripts.ccerx import main
+
+
+def test_every_request_is_acknowledged_over_fix(tmp_path):
+    flow = tmp_path / "flow.ndjson"
+    write_flow(flow, 5, 400)
+    result = run_e2e(flow, sessions=2, rates=[400.0], commands=400, drain_timeout=20)
+    [run] = result["runs"]
+    assert result["config"] == "demo" and result["sessions"] == 2
+    assert run["sent"] == result["requests"] > 350
+    assert run["acked"] == run["sent"] and run["unacked"] == 0
+    assert run["session_or_business_rejects"] == 0
+    assert run["latency_ns"]["count"] == run["acked"]
+    assert 0 < run["latency_ns"]["p50"] <= run["latency_ns"]["max"]
+
+
+def test_load_config_sessions_and_cli(tmp_path):
+    flow = tmp_path / "flow.ndjson"
+    write_flow(flow, 6, 300)
+    requests = fix_requests(flow, 4, 300)
+    assert {s for s, *_ in requests} == {0, 1, 2, 3}     # spread over every session
+    assert main(["bench", str(flow), "--e2e", "--sessions", "4", "--e2e-rates", "300",
+                 "--e2e-commands", "300", "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "result_e2e.json").read_text())
+    assert result["sessions"] == 4 and result["runs"][0]["unacked"] == 0
