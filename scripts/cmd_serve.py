@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -33,6 +34,8 @@ def add_parser(sub) -> None:
     p.add_argument("--conformance", action="store_true",
                    help="also run the FIX acceptance-test session (acceptor ISLD, initiator TW44, "
                         "echo application, reset on logon)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="session events (logons, resends, rejects) on stderr (default info)")
     p.set_defaults(run=run)
 
     h = sub.add_parser("hash-password", help="hash a broker password for a gateway config",
@@ -65,6 +68,8 @@ def build_sessions(config: GatewayConfig, application, conformance: bool) -> lis
 
 
 def run(args) -> int:
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = GatewayConfig.load(args.config) if args.config else GatewayConfig.demo()
         instruments = load_instruments(config.instruments_path)

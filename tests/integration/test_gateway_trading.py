@@ -182,20 +182,21 @@ def group(message, first_tag: int) -> list[dict[int, str]]:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("gateway-data")
+    log = open(data_dir.parent / "serve.log", "w+")   # a file, not a pipe nobody drains
     proc = subprocess.Popen([sys.executable, "-m", "scripts.ccerx", "serve", "--port", "0",
                              "--data-dir", str(data_dir)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        port = _wait_for_port(proc)
+        port = _wait_for_port(proc, log)
         yield {"proc": proc, "port": port, "data_dir": data_dir}
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+        log.close()
 
 
-def _wait_for_port(proc) -> int:
+def _wait_for_port(proc, log) -> int:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         ready, _, _ = select.select([proc.stdout], [], [], 0.2)
@@ -205,7 +206,8 @@ def _wait_for_port(proc) -> int:
             if found:
                 return int(found.group(1))
         if proc.poll() is not None:
-            raise RuntimeError(f"ccerx serve exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
+            log.seek(0)
+            raise RuntimeError(f"ccerx serve exited {proc.returncode}: {log.read()[-2000:]}")
     raise RuntimeError("ccerx serve did not start listening within 20 s")
 
 
