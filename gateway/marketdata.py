@@ -43,6 +43,7 @@ BID, OFFER, TRADE = "0", "1", "2"
 SUPPORTED_ENTRY_TYPES = frozenset((BID, OFFER, TRADE))
 ACTION_NEW, ACTION_CHANGE, ACTION_DELETE = "0", "1", "2"
 FULL_BOOK = 1 << 30
+MAX_SUBSCRIPTIONS_PER_SESSION = 64   # memory per session stays bounded
 
 # MDReqRejReason (281)
 REJ_UNKNOWN_SYMBOL, REJ_DUPLICATE_ID, REJ_SUBSCRIPTION_TYPE = "0", "1", "4"
@@ -105,6 +106,9 @@ class MarketData:
                                                      "1 (snapshot and updates) or 2 (unsubscribe)")
         if kind == "1" and key in self.subscriptions:
             raise _BadRequest(REJ_DUPLICATE_ID, f"MDReqID {req_id!r} is already subscribed")
+        if kind == "1" and sum(k[0] == session for k in self.subscriptions) >= MAX_SUBSCRIPTIONS_PER_SESSION:
+            raise _BadRequest(None, f"at most {MAX_SUBSCRIPTIONS_PER_SESSION} subscriptions per "
+                                    "session; unsubscribe (SubscriptionRequestType 2) first")
         depth_text = msg.get(MARKET_DEPTH, "0")
         if not depth_text.isdigit() or len(depth_text) > 6:
             raise _BadRequest(REJ_DEPTH, "MarketDepth must be 0 (full book) or a number of levels")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from engine.config import load_instruments
 from engine.exchange import Exchange
-from gateway.config import GatewayConfig, hash_password
+from gateway.config import DEMO_CONFIG, GatewayConfig, hash_password
 from gateway.fix.translate import ExchangeApplication
 
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_DATA_DIR = "127.0.0.1", 9878, "data"
@@ -34,6 +34,8 @@ def add_parser(sub) -> None:
     p.add_argument("--conformance", action="store_true",
                    help="also run the FIX acceptance-test session (acceptor ISLD, initiator TW44, "
                         "echo application, reset on logon)")
+    p.add_argument("--print-demo-config", action="store_true",
+                   help="print the built-in demo config (a starting point for your own) and exit")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="session events (logons, resends, rejects) on stderr (default info)")
     p.set_defaults(run=run)
@@ -68,6 +70,9 @@ def build_sessions(config: GatewayConfig, application, conformance: bool) -> lis
 
 
 def run(args) -> int:
+    if args.print_demo_config:
+        print(DEMO_CONFIG, end="")
+        return 0
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -510,3 +510,12 @@ def test_random_messages_never_raise_and_keep_the_engine_consistent(app, script)
         for key, message in out:
             assert key in (B1, B2) and message.msg_type in FIX44_LAYOUT
     app.exchange.check()
+
+
+def test_subscriptions_per_session_are_bounded(app):
+    from gateway.marketdata import MAX_SUBSCRIPTIONS_PER_SESSION
+    for n in range(MAX_SUBSCRIPTIONS_PER_SESSION):
+        assert only(app.on_message(B1, md_request(f"m{n}", "1", ["CCER-AFF"]))).msg_type == "W"
+    refused = only(app.on_message(B1, md_request("one-more", "1", ["CCER-AFF"])), B1)
+    assert refused.msg_type == "Y" and "at most" in refused.get(58)
+    assert only(app.on_message(B2, md_request("m0", "1", ["CCER-AFF"]))).msg_type == "W"
