@@ -122,3 +122,16 @@ def test_malformed_hash_parameters_are_refused():
         verify_password("x", "scrypt$3$8$1$00$00")  # N not a power of two
     with pytest.raises(ConfigError):
         verify_password("x", "pbkdf2_sha256$10$00$00")  # too few iterations
+
+
+def test_cli_hash_password_and_refused_config(tmp_path, capsys):
+    from scripts.ccerx import main
+    assert main(["hash-password", "--password", "pw"]) == 0
+    stored = capsys.readouterr().out.strip()
+    assert verify_password("pw", stored) and "pw" not in stored.split("$")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(CONFIG.format(hash="plain-text-password"))
+    assert main(["serve", "--config", str(bad), "--data-dir", str(tmp_path / "d")]) == 2
+    assert "password must be a hash" in capsys.readouterr().err
+    assert main(["serve", "--print-demo-config"]) == 0
+    assert GatewayConfig.from_toml_text(capsys.readouterr().out).comp_id == "CCERX"
