@@ -25,6 +25,10 @@ def add_parser(sub) -> None:
                         "fix: agents as broker sessions on a running `ccerx serve`")
     p.add_argument("--out", metavar="DIR", default="simulation",
                    help="output folder for report.html, trades.csv, PNG charts (default ./simulation)")
+    p.add_argument("--ledger", choices=("sqlite", "none"), default="sqlite",
+                   help="sqlite (default): settle every trade through the exchange's settlement "
+                        "path into the embedded ledger DIR/ledger.sqlite and reconcile it each "
+                        "day; none: reconcile only against an in-memory book of the trades")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(run=run)
 
@@ -47,14 +51,16 @@ def run(args) -> int:
     print(f"simulating '{scenario.name}': {scenario.days} day(s), {scenario.agent_count:,} agents, "
           f"seed {scenario.seed}, {args.mode}", file=sys.stderr)
     progress = None if args.quiet else Progress("simulate (trading minutes)", total, min_interval=0.25)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ledger_path = out / "ledger.sqlite" if args.ledger == "sqlite" else None
     started = time.perf_counter()
     try:
-        result = Session(scenario, progress=progress).run()
+        result = Session(scenario, progress=progress, ledger_path=ledger_path).run()
     finally:
         if progress is not None:
             progress.close()
     simulated = time.perf_counter() - started
-    out = Path(args.out)
     summary = write_report(result, out)
     total_s = time.perf_counter() - started
     for s, rows in summary["instruments"].items():

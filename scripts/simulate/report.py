@@ -368,7 +368,12 @@ Trades: <a href="trades.csv">trades.csv</a>; figures: <a href="summary.json">sum
     status = "ok" if result.reconciled else "no"
     parts.append(f"<h2>Settlement reconciliation: <span class='{status}'>"
                  f"{'every tonne and every fen accounted for' if result.reconciled else 'DIFFERENCES'}"
-                 "</span></h2><ul>" + "".join(f"<li>{e(x)}</li>" for x in summary["reconciliation"])
+                 "</span></h2><p><small>After every close, the balances of all accounts in the "
+                 "exchange (cash, fees paid, credits per type) are compared with an independent "
+                 "book of opening balances + issuance + trades and, unless run with --ledger none, "
+                 "with the embedded settlement ledger <code>ledger.sqlite</code> that every trade "
+                 "reached as a settlement instruction; totals are checked too (cash + fees "
+                 "conserved, credits = opening + issued).</small></p><ul>" + "".join(f"<li>{e(x)}</li>" for x in summary["reconciliation"])
                  + "</ul>")
     for r in result.days:
         if r.reconciliation and r.reconciliation.problems:

@@ -27,7 +27,7 @@ from engine.types import CancelReason, ParticipantType, Side, parse_decimal_unit
 from .agents import Emitter, Live, MarketMaker, NoiseTrader, ProjectOwner
 from .calendar import MINUTES_PER_DAY, NS_PER_MIN, TradingCalendar
 from .scenario import Scenario
-from .settle import Reconciliation, TradeLedger
+from .settle import LedgerSettlement, Reconciliation, Settlements, TradeLedger
 from .venue import InProcessVenue
 
 BUY = Side.BUY
@@ -40,6 +40,7 @@ class DayRecord:
     date: str
     closes: dict[str, DayClosed] = field(default_factory=dict)
     expired: int = 0                       # day orders cancelled at the close
+    resting_at_close: int = 0              # orders resting just before the close
     emitter_bought: dict[str, int] = field(default_factory=dict)   # cumulative, per type
     reconciliation: Reconciliation | None = None
 
@@ -75,7 +76,8 @@ def _u_shape(minute: int) -> float:
 
 
 class Session:
-    def __init__(self, scenario: Scenario, venue=None, settlement=None, progress=None):
+    def __init__(self, scenario: Scenario, venue=None, settlement=None, progress=None,
+                 ledger_path=None):
         self.scenario = scenario
         self.calendar = TradingCalendar(scenario.start_date, scenario.days)
         self.build_rng = random.Random(f"population:{scenario.seed}")
@@ -85,7 +87,11 @@ class Session:
         self.by_account = {a.account: a for a in self.agents}
         self.venue = venue or InProcessVenue(scenario.instruments, self.accounts, scenario.fee_ppm)
         self.specs = self.venue.specs
-        self.settlement = settlement or TradeLedger(scenario.fee_ppm)
+        if settlement is None:
+            settlement = TradeLedger(scenario.fee_ppm)
+            if ledger_path is not None:     # and the exchange's own settlement path
+                settlement = Settlements(settlement, LedgerSettlement(ledger_path, self.accounts))
+        self.settlement = settlement
         self.progress = progress
         self.fee_ppm = scenario.fee_ppm
         self.last_price = {s: self.specs[s].ref_ticks for s in self.symbols}
@@ -282,7 +288,8 @@ class Session:
         for owner, qty, kind in batches:
             if qty > 0:
                 self.venue.issue(owner.account, owner.instrument, qty)
-                self.settlement.issue(owner.account, owner.instrument, qty)
+                self.settlement.issue(owner.account, owner.instrument, qty,
+                                      self.calendar.open_ns(day))
                 owner.issued += qty
                 self.issuance.append((day, owner.instrument, owner.account, qty, kind))
 
@@ -332,6 +339,8 @@ class Session:
                     samples[s].append((day, minute, bid, ask, bid_depth, ask_depth))
                 if self.progress is not None:
                     self.progress(day * MINUTES_PER_DAY + minute + 1)
+            self.days[-1].resting_at_close = sum(len(b.orders) for b in venue.books.values()) \
+                if hasattr(venue, "books") else 0
             self.commands += 1
             self.dispatch(venue.end_of_day(cal.close_ns(day)))
             record = self.days[-1]
@@ -339,6 +348,8 @@ class Session:
             accounts = getattr(venue, "accounts", None)
             if accounts is not None:
                 record.reconciliation = self.settlement.reconcile(accounts, day)
+        if hasattr(self.settlement, "close"):
+            self.settlement.close()
         closing = {a.account: (a.cash, {k: v for k, v in a.credits.items() if v})
                    for a in self.accounts.by_id.values()}
         return SimResult(sc, cal, self.agents, self.trades, samples, self.impacts, self.days,
@@ -347,5 +358,6 @@ class Session:
                          time.perf_counter() - started, venue.mode)
 
 
-def simulate(scenario: Scenario, progress=None, settlement=None) -> SimResult:
-    return Session(scenario, settlement=settlement, progress=progress).run()
+def simulate(scenario: Scenario, progress=None, settlement=None, ledger_path=None) -> SimResult:
+    return Session(scenario, settlement=settlement, progress=progress,
+                   ledger_path=ledger_path).run()
