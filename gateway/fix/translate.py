@@ -166,6 +166,7 @@ class ExchangeApplication:
         self._by_cl_ord_id: dict[tuple[str, str], OrderState] = {}  # (broker, ClOrdID) -> state
         self.market_data = MarketData(exchange)
         self._price_texts: dict[tuple[str, int], str] = {}
+        self._price_fields: dict[str, object] = {}
         self._boot = _base36(clock() // 1_000_000)
         self._local_ids = 0
         self._handlers = {"D": self._new_order, "F": self._cancel, "G": self._replace,
@@ -231,7 +232,7 @@ class ExchangeApplication:
             return self._gateway_reject(order, bad.reason, bad.text)
         order.qty = qty
         command = NewOrder(order.order_id, order.account, order.symbol, side, order_type, tif,
-                           price_field(order.price_text), qty, self.clock(), broker)
+                           self._price_units(order.price_text), qty, self.clock(), broker)
         return self._apply(command, _Request("new", session, order))
 
     def _check_account(self, broker: str, account) -> None:
@@ -275,7 +276,8 @@ class ExchangeApplication:
         except _Reject as bad:
             return [(session, self._cancel_reject(order, cl_ord_id, orig, "2", OTHER, bad.text))]
         self._by_cl_ord_id[(broker, cl_ord_id)] = order
-        command = AmendOrder(order.order_id, price_field(msg.get(PRICE)), qty, self.clock(), broker)
+        command = AmendOrder(order.order_id, self._price_units(msg.get(PRICE)), qty, self.clock(),
+                             broker)
         return self._apply(command, _Request("amend", session, order, cl_ord_id, order.cl_ord_id))
 
     def _resolve(self, broker, orig, order_id, msg, response_to):
@@ -473,6 +475,17 @@ class ExchangeApplication:
             text = self._price_texts[key] = self.exchange.specs[symbol].ticks_to_text(ticks)
         return text
 
+    def _price_units(self, text):
+        """engine.types.price_field, memoised: brokers send the same few hundred prices."""
+        units = self._price_fields.get(text)
+        if units is None:
+            if len(self._price_fields) > 100_000:
+                self._price_fields.clear()
+            units = price_field(text)
+            if text is not None and len(text) <= 32:
+                self._price_fields[text] = units
+        return units
+
     def _avg_px(self, order: OrderState) -> str:
         whole, rest = divmod(order.cum_cost, order.cum_qty)
         if not rest:  # every fill at one price, or an even average: a whole tick
@@ -531,17 +544,15 @@ class ExchangeApplication:
 
 def first_values(message: FixMessage) -> dict[int, str]:
     """tag -> value of its first occurrence, in one pass (FixMessage.get scans per call)."""
-    values: dict[int, str] = {}
-    setdefault = values.setdefault
-    for tag, value in message.fields:
-        setdefault(tag, value)
-    return values
+    return dict(reversed(message.fields))  # later occurrences first, so the first one wins
 
 
 def whole_tonnes(text) -> int:
     """OrderQty text -> int tonnes; raises _Reject (OrdRejReason 13) unless a whole number."""
     if text is None:
         raise _Reject("13", "OrderQty (38) is required")
+    if text.isascii() and text.isdigit() and len(text) < 10:
+        return int(text)
     try:
         return parse_decimal_units(text, 1)
     except DecimalFormatError:
