@@ -79,4 +79,8 @@ class Application(Protocol):
         """The session is logged out or its connection dropped."""
 
     def on_message(self, session: SessionKey, message: FixMessage) -> list[Outbound]:
-        """A validated, in-sequence application message (header included) arrived."""
+        """A validated, in-sequence application message (header included) arrived.
+
+        May raise gateway.fix.dictionary.SessionReject(reason, tag) to have the session
+        answer with a session-level Reject (3); any other exception is logged and answered
+        with BusinessMessageReject 380=4 (the session stays up)."""
