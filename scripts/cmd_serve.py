@@ -36,8 +36,9 @@ def add_parser(sub) -> None:
                         "echo application, reset on logon)")
     p.add_argument("--print-demo-config", action="store_true",
                    help="print the built-in demo config (a starting point for your own) and exit")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                   help="session events (logons, resends, rejects) on stderr (default info)")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
+                   help="log on stderr; info shows session events (logons, resends, session "
+                        "rejects) (default warning)")
     p.set_defaults(run=run)
 
     h = sub.add_parser("hash-password", help="hash a broker password for a gateway config",
