@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
     p.add_argument("--conformance", action="store_true",
                    help="also run the FIX acceptance-test session (acceptor ISLD, initiator TW44, "
                         "echo application, reset on logon)")
+    p.add_argument("--fsync", action="store_true",
+                   help="fsync the FIX message stores on every flush (survives power loss; "
+                        "default: flushed to the OS before bytes reach the socket)")
     p.add_argument("--print-demo-config", action="store_true",
                    help="print the built-in demo config (a starting point for your own) and exit")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
@@ -104,7 +107,8 @@ def run(args) -> int:
 
 async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path) -> int:
     from gateway.server import GatewayServer
-    server = GatewayServer(args.host, args.port, sessions, store_dir=data_dir / "fix")
+    server = GatewayServer(args.host, args.port, sessions, store_dir=data_dir / "fix",
+                           store_fsync=args.fsync)
     try:
         await server.start()
     except OSError as err:

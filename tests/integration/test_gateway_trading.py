@@ -184,7 +184,8 @@ def gateway(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("gateway-data")
     log = open(data_dir.parent / "serve.log", "w+")   # a file, not a pipe nobody drains
     proc = subprocess.Popen([sys.executable, "-m", "scripts.ccerx", "serve", "--port", "0",
-                             "--data-dir", str(data_dir)], cwd=REPO, stdout=subprocess.PIPE,
+                             "--data-dir", str(data_dir), "--fsync", "--log-level", "info"],
+                            cwd=REPO, stdout=subprocess.PIPE,
                             stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         port = _wait_for_port(proc, log)
