@@ -164,6 +164,15 @@ class Session:
                 {k: rng.randint(*cfg["inventory_t"]) for k in symbols})
         return agents, accounts
 
+    def add_agent(self, agent, cash_fen: int, credits: dict[str, int]) -> None:
+        """One more participant (before `run()`), with its account and opening balance."""
+        self.agents.append(agent)
+        self.by_account[agent.account] = agent
+        self.accounts.add(Account(agent.account, ParticipantType(agent.participant_type), None,
+                                  cash_fen, credits=dict(credits)))
+        self.opening[agent.account] = (cash_fen, dict(credits))
+        self.settlement.open(agent.account, cash_fen, dict(credits))
+
     # ------------------------------------------------------------------ what agents see
     def spec(self, instrument):
         return self.specs[instrument]
@@ -311,10 +320,10 @@ class Session:
         sc, cal, venue = self.scenario, self.calendar, self.venue
         start_specs = dict(self.specs)
         groups = []
-        for kind in (Emitter, ProjectOwner, MarketMaker, NoiseTrader):
+        kinds = list(dict.fromkeys(type(a) for a in self.agents))   # in order of appearance
+        for kind in kinds:
             members = [a for a in self.agents if type(a) is kind]
-            if members:
-                groups.append((members, len(members) * members[0].rate / MINUTES_PER_DAY))
+            groups.append((members, len(members) * members[0].rate / MINUTES_PER_DAY))
         emitters = [a for a in self.agents if isinstance(a, Emitter)]
         symbols, samples = self.symbols, self.samples
         for day in range(sc.days):

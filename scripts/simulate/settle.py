@@ -196,59 +196,66 @@ class LedgerSettlement:
             self._flush()
 
     def reconcile(self, accounts: Accounts, day: int) -> Reconciliation:
-        from engine.ledger.sql import CASH, FEES
         self._flush()
-        problems = []
-        problems += self._ledger_balances()
-        balances = self.ledger.balances()
-        for account_id in sorted(accounts.by_id):
-            a = accounts.by_id[account_id]
-            held = balances.get(account_id, {})
-            if held.get(CASH, 0) != a.cash:
-                problems.append(f"{account_id}: exchange cash {a.cash} fen, ledger {held.get(CASH, 0)}")
-            mine = {k: v for k, v in held.items() if k != CASH and v}
-            theirs = {k: v for k, v in a.credits.items() if v}
-            if mine != theirs:
-                problems.append(f"{account_id}: exchange credits {theirs}, ledger {mine}")
-        fees = sum(a.fees_paid for a in accounts.by_id.values())
-        if balances.get(FEES, {}).get(CASH, 0) != fees:
-            problems.append(f"fees: exchange charged {fees} fen, ledger @fees holds "
-                            f"{balances.get(FEES, {}).get(CASH, 0)}")
-        settled = self.ledger.settlement_count()
-        if settled != self.trades:
-            problems.append(f"ledger holds {settled} trade settlements for {self.trades} trades")
-        cash_total, credit_totals = accounts.totals()
-        return Reconciliation(day, len(accounts.by_id), settled, cash_total - fees, fees,
-                              credit_totals, dict(self.issued), problems)
-
-    def _ledger_balances(self) -> list[str]:
-        """The ledger's own invariants, as `SqlLedger.check()` states them (every asset sums
-        to zero, every balance equals its postings, no participant below zero), computed with
-        grouped queries: check() runs a correlated subquery per account, which takes minutes
-        at 1,000 accounts and 50,000 trades."""
-        ledger, problems = self.ledger, []
-        with ledger._lock:
-            rows = list(ledger._execute("SELECT owner, asset, balance, external FROM accounts"))
-            posted: dict[tuple[str, str], int] = {}
-            for column, sign in (("credit_owner", 1), ("debit_owner", -1)):
-                for owner, asset, amount in ledger._execute(
-                        f"SELECT {column}, asset, SUM(amount) FROM postings GROUP BY {column}, asset"):
-                    posted[(owner, asset)] = posted.get((owner, asset), 0) + sign * amount
-        totals: dict[str, int] = {}
-        for owner, asset, balance, external in rows:
-            totals[asset] = totals.get(asset, 0) + balance
-            if balance != posted.get((owner, asset), 0):
-                problems.append(f"ledger {owner}/{asset}: balance {balance} != postings "
-                                f"{posted.get((owner, asset), 0)}")
-            if not external and balance < 0:
-                problems.append(f"ledger {owner}/{asset}: negative balance {balance}")
-        problems += [f"ledger {asset}: balances sum to {total}, not 0"
-                     for asset, total in sorted(totals.items()) if total]
-        return problems
+        return reconcile_ledger(self.ledger, accounts, self.trades, self.issued, day)
 
     def close(self) -> None:
         self._flush()
         self.ledger.close()
+
+
+def reconcile_ledger(ledger, accounts: Accounts, trades: int, issued: dict, day: int
+                     ) -> Reconciliation:
+    """Compare a settlement ledger with the exchange's accounts, account by account, after
+    checking the ledger's own invariants."""
+    from engine.ledger.sql import CASH, FEES
+    problems = ledger_invariants(ledger)
+    balances = ledger.balances()
+    for account_id in sorted(accounts.by_id):
+        a = accounts.by_id[account_id]
+        held = balances.get(account_id, {})
+        if held.get(CASH, 0) != a.cash:
+            problems.append(f"{account_id}: exchange cash {a.cash} fen, ledger {held.get(CASH, 0)}")
+        mine = {k: v for k, v in held.items() if k != CASH and v}
+        theirs = {k: v for k, v in a.credits.items() if v}
+        if mine != theirs:
+            problems.append(f"{account_id}: exchange credits {theirs}, ledger {mine}")
+    fees = sum(a.fees_paid for a in accounts.by_id.values())
+    if balances.get(FEES, {}).get(CASH, 0) != fees:
+        problems.append(f"fees: exchange charged {fees} fen, ledger @fees holds "
+                        f"{balances.get(FEES, {}).get(CASH, 0)}")
+    settled = ledger.settlement_count()
+    if settled != trades:
+        problems.append(f"ledger holds {settled} trade settlements for {trades} trades")
+    cash_total, credit_totals = accounts.totals()
+    return Reconciliation(day, len(accounts.by_id), settled, cash_total - fees, fees,
+                          credit_totals, dict(issued), problems)
+
+
+def ledger_invariants(ledger) -> list[str]:
+    """The ledger's own invariants, as `SqlLedger.check()` states them (every asset sums to
+    zero, every balance equals its postings, no participant below zero), computed with
+    grouped queries: check() runs a correlated subquery per account, which takes minutes at
+    1,000 accounts and 50,000 trades."""
+    problems = []
+    with ledger._lock:
+        rows = list(ledger._execute("SELECT owner, asset, balance, external FROM accounts"))
+        posted: dict[tuple[str, str], int] = {}
+        for column, sign in (("credit_owner", 1), ("debit_owner", -1)):
+            for owner, asset, amount in ledger._execute(
+                    f"SELECT {column}, asset, SUM(amount) FROM postings GROUP BY {column}, asset"):
+                posted[(owner, asset)] = posted.get((owner, asset), 0) + sign * amount
+    totals: dict[str, int] = {}
+    for owner, asset, balance, external in rows:
+        totals[asset] = totals.get(asset, 0) + balance
+        if balance != posted.get((owner, asset), 0):
+            problems.append(f"ledger {owner}/{asset}: balance {balance} != postings "
+                            f"{posted.get((owner, asset), 0)}")
+        if not external and balance < 0:
+            problems.append(f"ledger {owner}/{asset}: negative balance {balance}")
+    problems += [f"ledger {asset}: balances sum to {total}, not 0"
+                 for asset, total in sorted(totals.items()) if total]
+    return problems
 
 
 class Settlements:

@@ -1,0 +1,174 @@
+"""The session rules, as observed through simulated trading days.
+
+The engine implements the rules; these tests watch a whole simulation and check that what
+came out obeys them: the close is the day's VWAP (previous close without trades) and becomes
+the next reference price and band; the opening price is the first trade; every trade is
+inside the band and the sessions; credits bought today are never resold today; day orders
+expire at the close; fees are 6 per mille per side rounded down to the fen; an issuance
+batch moves the price.
+"""
+import pytest
+
+from engine.commands import NewOrder
+from engine.events import OrderRejected
+from engine.types import RejectReason
+from scripts.simulate.agents import Agent, Emitter
+from scripts.simulate.calendar import TradingCalendar
+from scripts.simulate.report import day_stats
+from scripts.simulate.run import Session, simulate
+from scripts.simulate.scenario import load_scenario
+
+TINY = {"agents": {"emitters": 30, "project_owners": 8, "market_makers": 8, "noise_traders": 40}}
+
+
+@pytest.fixture(scope="module")
+def result():
+    return simulate(load_scenario(days=3, seed=11, overrides=TINY))
+
+
+def by_day_and_type(result):
+    out = {}
+    for t in result.trades:
+        out.setdefault((t[1], t[3]), []).append(t)
+    return out
+
+
+def test_close_is_the_vwap_of_the_day_and_the_next_reference(result):
+    groups = by_day_and_type(result)
+    reference = {s: result.specs[s].ref_ticks for s in result.scenario.symbols}
+    for record in result.days:
+        for s in result.scenario.symbols:
+            trades = groups.get((record.day, s), [])
+            closed = record.closes[s]
+            volume = sum(t[5] for t in trades)
+            turnover = sum(t[4] * t[5] for t in trades)
+            assert trades, "every type should trade in this scenario"
+            # VWAP rounded half up to a tick, from the trades as printed
+            assert closed.close_ticks == (2 * turnover + volume) // (2 * volume)
+            assert (closed.volume, closed.trades) == (volume, len(trades))
+            assert closed.turnover_fen == turnover * result.specs[s].tick_fen
+            reference[s] = closed.close_ticks
+    assert {s: spec.ref_ticks for s, spec in result.final_specs.items()} == reference
+
+
+def test_a_day_without_trades_keeps_the_previous_close():
+    quiet = load_scenario(days=2, seed=1, overrides={"agents": {
+        "emitters": 0, "project_owners": 4, "market_makers": 0, "noise_traders": 0}})
+    result = simulate(quiet)        # owners only offer: nobody buys, nothing trades
+    assert result.trades == []
+    for record in result.days:
+        for s, closed in record.closes.items():
+            assert closed.close_ticks == result.specs[s].ref_ticks and closed.volume == 0
+
+
+def test_every_trade_is_inside_the_band_set_by_the_previous_close(result):
+    stats = day_stats(result)
+    for s in result.scenario.symbols:
+        spec = result.specs[s]
+        for row in stats[s]:
+            low = -((-row.reference * (1_000_000 - spec.band_ppm)) // 1_000_000)
+            high = row.reference * (1_000_000 + spec.band_ppm) // 1_000_000
+            prices = [t[4] for t in result.trades if t[1] == row.day and t[3] == s]
+            assert low <= min(prices) and max(prices) <= high
+            assert row.open == prices[0]              # opening price = first trade
+
+
+def test_band_moves_with_the_close_across_days(result):
+    closes = [result.days[d].closes["CCER-AFF"].close_ticks for d in range(len(result.days))]
+    stats = day_stats(result)["CCER-AFF"]
+    assert [row.reference for row in stats[1:]] == closes[:-1]
+
+
+def test_trades_happen_only_in_the_sessions_and_in_time_order(result):
+    stamps = [t[2] for t in result.trades]
+    assert stamps == sorted(stamps)
+    assert all(TradingCalendar.in_session(ts) for ts in stamps)
+
+
+def test_fees_are_six_per_mille_per_side_rounded_down(result):
+    for t in result.trades:
+        gross = t[4] * result.specs[t[3]].tick_fen * t[5]
+        assert t[9] == t[10] == gross * 6_000 // 1_000_000
+
+
+def test_no_credit_is_sold_on_the_day_it_was_bought(result):
+    """Per account and type, a day's sales never exceed what it held at the open plus what
+    was issued to it before the open: today's purchases are not sellable."""
+    held = {a: dict(credits) for a, (_, credits) in result.opening.items()}
+    issued = {}
+    for day, s, account, qty, _ in result.issuance:
+        issued.setdefault(day, []).append((account, s, qty))
+    for record in result.days:
+        for account, s, qty in issued.get(record.day, []):
+            held[account][s] = held[account].get(s, 0) + qty
+        sellable = {a: dict(h) for a, h in held.items()}
+        for t in (t for t in result.trades if t[1] == record.day):
+            _, _, _, s, _, qty, buyer, seller, *_ = t
+            sellable[seller][s] = sellable[seller].get(s, 0) - qty
+            assert sellable[seller][s] >= 0, f"{seller} resold {s} bought on day {record.day + 1}"
+            held[seller][s] -= qty
+            held[buyer][s] = held[buyer].get(s, 0) + qty
+
+
+class Flipper(Agent):
+    """Buys at the market, then at once tries to sell what it bought: the engine must refuse.
+    The next day it tries again and may sell."""
+    kind = "flipper"
+
+    def __init__(self):
+        super().__init__("F0", "FLIP", 120)
+        self.outcomes = {}          # day -> the first event of its sell attempt
+
+    def act(self, m, ts):
+        bid, ask = m.top("CCER-AFF")
+        if m.day in self.outcomes or bid is None or ask is None:
+            return
+        if m.day == 0:
+            m.order(self, "CCER-AFF", "buy", ask, 10, "ioc", ts)
+            if not self.bought.get("CCER-AFF"):
+                return
+        # straight to the venue: m.order() would trim the sell to what is sellable
+        events = m.venue.send(NewOrder(f"F0.{m.day}.sell", "FLIP", "CCER-AFF", "sell",
+                                       "limit", "day", bid * 10_000, 1, ts))
+        m.dispatch(events, self)
+        self.outcomes[m.day] = events[0]
+
+
+def test_the_engine_refuses_a_same_day_resale_and_allows_it_next_day():
+    session = Session(load_scenario(days=2, seed=5, overrides=TINY))
+    flipper = Flipper()
+    session.add_agent(flipper, 10_000_000, {})
+    result = session.run()
+    first, second = flipper.outcomes[0], flipper.outcomes[1]
+    assert type(first) is OrderRejected and first.reason is RejectReason.INSUFFICIENT_CREDITS
+    assert type(second) is not OrderRejected          # accepted on the next day
+    assert flipper.sold.get("CCER-AFF", 0) <= 1
+    assert result.reconciled
+
+
+def test_day_orders_expire_at_the_close(result):
+    for record in result.days:
+        assert record.resting_at_close > 0
+        assert record.expired == record.resting_at_close
+    # nothing rests overnight and no agent believes it has a live order
+    assert all(not a.live for a in result.agents)
+
+
+def test_emitters_never_buy_beyond_their_need(result):
+    for agent in result.agents:
+        if isinstance(agent, Emitter):
+            for s, qty in agent.bought.items():
+                assert qty <= agent.needs[s]
+            assert sum(agent.needs.values()) <= agent.verified_t * 5 // 100
+
+
+def test_an_issuance_batch_lowers_the_price():
+    base = load_scenario(days=3, seed=2, overrides=TINY)
+    shock = load_scenario(days=3, seed=2, overrides={
+        **TINY, "issuance": [{"day": 2, "instrument": "CCER-SOL", "qty": 200_000}]})
+    calm, shocked = simulate(base), simulate(shock)
+    before = [d.closes["CCER-SOL"].close_ticks for d in calm.days]
+    after = [d.closes["CCER-SOL"].close_ticks for d in shocked.days]
+    assert before[0] == after[0]                       # same market until the batch
+    assert after[1] < before[1] and after[2] < before[2]
+    assert sum(q for _, s, _, q, kind in shocked.issuance if kind == "batch") == 200_000

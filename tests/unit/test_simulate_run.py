@@ -1,0 +1,167 @@
+"""The simulation loop: determinism by seed, the settlement seam and its reconciliation,
+the SQLite ledger path, the report files and the command line."""
+import csv
+import json
+
+import pytest
+
+from engine.events import TradeExecuted
+from scripts.ccerx import main
+from scripts.simulate.report import TRADE_COLUMNS, write_report, write_trades_csv
+from scripts.simulate.run import Session, simulate
+from scripts.simulate.scenario import load_scenario
+from scripts.simulate.settle import TradeLedger
+
+TINY = {"agents": {"emitters": 30, "project_owners": 8, "market_makers": 8, "noise_traders": 40}}
+
+
+def tiny(days=2, seed=7, **extra):
+    return load_scenario(days=days, seed=seed, overrides={**TINY, **extra})
+
+
+def test_same_seed_gives_identical_trades_csv(tmp_path):
+    a, b, c = (simulate(tiny(seed=s)) for s in (7, 7, 8))
+    for name, result in (("a", a), ("b", b), ("c", c)):
+        write_trades_csv(result, tmp_path / f"{name}.csv")
+    assert len(a.trades) > 100
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "c.csv").read_bytes()
+
+
+class Recording(TradeLedger):
+    def __init__(self, fee_ppm):
+        super().__init__(fee_ppm)
+        self.seen = []
+
+    def trade(self, t, spec):
+        self.seen.append(t)
+        super().trade(t, spec)
+
+
+def test_every_trade_goes_through_the_settlement_seam():
+    sc = tiny()
+    seam = Recording(sc.fee_ppm)
+    result = Session(sc, settlement=seam).run()
+    assert all(type(t) is TradeExecuted for t in seam.seen)
+    assert [t.trade_id for t in seam.seen] == [t[0] for t in result.trades]
+    assert result.reconciled
+    rec = result.days[-1].reconciliation
+    assert rec.trades == len(result.trades) and rec.problems == []
+
+
+def test_reconciliation_accounts_for_every_fen_and_tonne():
+    sc = tiny()
+    session = Session(sc)
+    result = session.run()
+    rec = result.days[-1].reconciliation
+    opening_cash = sum(cash for cash, _ in result.opening.values())
+    assert rec.cash_fen + rec.fees_fen == opening_cash
+    assert rec.fees_fen == sum(t[9] + t[10] for t in result.trades)
+    opening = {}
+    for _, credits in result.opening.values():
+        for k, v in credits.items():
+            opening[k] = opening.get(k, 0) + v
+    for k in sc.symbols:
+        assert rec.credits.get(k, 0) == opening.get(k, 0) + rec.issued.get(k, 0)
+
+
+def test_reconciliation_finds_a_missing_fen_and_a_missing_tonne():
+    sc = tiny(days=1)
+    session = Session(sc)
+    session.run()
+    account = session.accounts.by_id["PROJ000"]
+    account.cash -= 1
+    account.credits["CCER-AFF"] += 1
+    problems = session.settlement.reconcile(session.accounts, 0).problems
+    assert any("PROJ000: cash" in p for p in problems)
+    assert any("PROJ000: credits" in p for p in problems)
+    assert any("cash not conserved" in p for p in problems)
+    assert any("credits not conserved" in p for p in problems)
+
+
+def test_trades_settle_into_the_sqlite_ledger_and_reconcile(tmp_path):
+    from engine.ledger.sql import CASH, FEES
+    from engine.ledger.sqlite import SqliteLedger
+    sc = tiny(issuance=[{"day": 2, "instrument": "CCER-SOL", "qty": 50_000}])
+    path = tmp_path / "ledger.sqlite"
+    session = Session(sc, ledger_path=path)
+    result = session.run()
+    assert result.reconciled, [d.reconciliation.problems[:3] for d in result.days]
+    assert result.days[-1].reconciliation.checked == ["trades", "ledger"]
+    ledger = SqliteLedger(path)          # reopen the file: it is durable, not in memory
+    try:
+        assert ledger.settlement_count() == len(result.trades)
+        balances = ledger.balances()
+        for account in session.accounts.by_id.values():
+            assert balances[account.account].get(CASH, 0) == account.cash
+            for k, v in account.credits.items():
+                assert balances[account.account].get(k, 0) == v
+        assert balances[FEES][CASH] == sum(t[9] + t[10] for t in result.trades)
+        ledger.check()
+    finally:
+        ledger.close()
+
+
+def test_ledger_reconciliation_detects_a_difference(tmp_path):
+    from engine.ledger.sqlite import SqliteLedger
+    from scripts.simulate.settle import reconcile_ledger
+    path = tmp_path / "ledger.sqlite"
+    session = Session(tiny(days=1), ledger_path=path)
+    result = session.run()
+    ledger = SqliteLedger(path)
+    try:
+        def problems():
+            return reconcile_ledger(ledger, session.accounts, len(result.trades), {}, 0).problems
+        assert problems() == []
+        session.accounts.by_id["NOIS0000"].cash += 100          # the exchange disagrees
+        assert any("NOIS0000: exchange cash" in p for p in problems())
+        session.accounts.by_id["NOIS0000"].cash -= 100
+        ledger.conn.execute("UPDATE accounts SET balance = balance + 1 "   # the ledger is off
+                            "WHERE owner = 'PROJ001' AND asset = 'CCER-SOL'")
+        found = problems()
+        assert any("PROJ001: exchange credits" in p for p in found)
+        assert any("balance" in p and "postings" in p for p in found)
+    finally:
+        ledger.close()
+
+
+def test_report_files(tmp_path):
+    result = simulate(tiny(issuance=[{"day": 2, "instrument": "CCER-SOL", "qty": 50_000}]))
+    summary = write_report(result, tmp_path)
+    for name in ("report.html", "trades.csv", "summary.json", "price_volume.png",
+                 "spread_depth.png", "emitters.png", "stylized.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    with (tmp_path / "trades.csv").open() as f:
+        rows = list(csv.reader(f))
+    assert tuple(rows[0]) == TRADE_COLUMNS and len(rows) == len(result.trades) + 1
+    page = (tmp_path / "report.html").read_text()
+    for text in ("every tonne and every fen accounted for", "Emitters: purchases against needs",
+                 "stylized facts", "Issuance batches", "price_volume.png", "CCER-MGV"):
+        assert text in page
+    assert json.loads((tmp_path / "summary.json").read_text())["trades"] == summary["trades"]
+    assert set(summary["stylized"]["CCER-AFF"]) == {
+        "spread distribution", "heavy-tailed returns", "volatility clustering",
+        "order-sign autocorrelation", "concave price impact"}
+
+
+def test_command_line_runs_a_scenario_file(tmp_path, capsys):
+    scenario = tmp_path / "tiny.toml"
+    scenario.write_text("[agents]\nemitters = 20\nproject_owners = 4\nmarket_makers = 4\n"
+                        "noise_traders = 20\n")
+    out = tmp_path / "out"
+    assert main(["simulate", "--scenario", str(scenario), "--days", "1", "--seed", "3",
+                 "--out", str(out), "--quiet"]) == 0
+    assert "reconciliation: OK" in capsys.readouterr().out
+    assert (out / "report.html").exists() and (out / "ledger.sqlite").exists()
+
+
+def test_fix_mode_says_it_is_not_available(tmp_path, capsys):
+    assert main(["simulate", "--mode", "fix", "--days", "1", "--out", str(tmp_path)]) == 2
+    assert "not available" in capsys.readouterr().err
+
+
+def test_bad_scenario_is_a_usage_error(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text("dayz = 1")
+    assert main(["simulate", "--scenario", str(path), "--out", str(tmp_path)]) == 2
+    assert "unknown scenario key" in capsys.readouterr().err
