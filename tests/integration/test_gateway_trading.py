@@ -158,6 +158,12 @@ class Broker:
             self.send("4", (123, "Y"), (36, self.next_out), seq=begin, poss_dup=True)
 
 
+def sync(broker: Broker, token: str) -> None:
+    """A TestRequest round trip: everything the gateway sent before is now received."""
+    broker.send("1", (112, token))
+    broker.expect("0", where=lambda m: s(m, 112) == token)
+
+
 def s(message, tag, nth: int = 1) -> str | None:
     value = message.get(tag, nth)
     return None if value is None else value.decode()
@@ -342,13 +348,12 @@ def test_market_data_snapshot_then_increments(b1, b2):
     ]
     assert s(b2.expect("8"), 150) == "F"   # the maker side's fill
 
-    mark = len(b1.received)
     b1.send("V", (262, "md1"), (263, "2"), (264, 5), (267, 1), (269, "0"), (146, 1), (55, "CCER-OWF"))
+    sync(b1, "unsubscribed")  # the gateway has processed the unsubscribe
+    mark = len(b1.received)
     b2.send("F", (41, "m1"), (11, "m1c"), (55, "CCER-OWF"), (54, "2"), (60, _now()), (38, 30))
     assert s(b2.expect("8"), 150) == "4"
-    b1.send("0")  # a heartbeat round trip: had an X been sent after unsubscribing, it came first
-    b1.send("1", (112, "ping"))
-    b1.expect("0", where=lambda m: s(m, 112) == "ping")
+    sync(b1, "after-cancel")  # had an X been sent for the cancel, it arrived before this
     assert not [m for m in b1.received[mark:] if s(m, 35) == "X"]
 
 
@@ -392,3 +397,38 @@ def test_sigterm_logs_sessions_out_and_exits_cleanly(gateway, b1, b2):
     assert proc.wait(15) == 0
     assert "stopped" in proc.stdout.read()
     assert (gateway["data_dir"] / "fix").is_dir()
+
+
+SUITE = REPO.parent / "shared" / "fix-acceptance"
+CONFORMANCE_SAMPLE = ("1a_ValidLogonWithCorrectMsgSeqNum.def", "2a_MsgSeqNumCorrect.def",
+                      "8_AdminAndApplicationMessages.def", "14b_RequiredFieldMissing.def")
+
+
+def test_conformance_session_runs_beside_the_brokers(tmp_path):
+    """`ccerx serve --conformance`: the ISLD/TW44 echo session next to a logged-on broker
+    (a sample of the acceptance scripts; the whole suite runs in test_fix_acceptance.py)."""
+    if not (SUITE / "atrun.py").exists():
+        pytest.fail(f"acceptance suite not found at {SUITE}")
+    log = open(tmp_path / "serve.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "scripts.ccerx", "serve", "--port", "0",
+                             "--data-dir", str(tmp_path / "data"), "--conformance"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=log, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        port = _wait_for_port(proc, log)
+        broker = Broker("BROKER01", port)
+        assert s(broker.logon("demo01", reset=True), 35) == "A"
+        run = subprocess.run([sys.executable, str(SUITE / "atrun.py"), "-p", str(port)]
+                             + [str(SUITE / "defs" / name) for name in CONFORMANCE_SAMPLE],
+                             capture_output=True, text=True, timeout=120)
+        assert f"{len(CONFORMANCE_SAMPLE)} passed, 0 failed" in run.stdout, run.stdout + run.stderr
+        broker.new_order("c1", "EMIT01", "1", 1, "75.00", symbol="CCER-SOL")  # still trading
+        assert s(broker.expect("8"), 150) == "0"
+        proc.send_signal(signal.SIGTERM)
+        assert s(broker.expect("5", timeout=10), 35) == "5"
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        log.close()
