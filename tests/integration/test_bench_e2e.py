@@ -27,6 +27,10 @@ def test_load_config_sessions_and_cli(tmp_path):
     requests = fix_requests(flow, 4, 300)
     assert {s for s, *_ in requests} == {0, 1, 2, 3}     # spread over every session
     assert main(["bench", str(flow), "--e2e", "--sessions", "4", "--e2e-rates", "300",
-                 "--e2e-commands", "300", "--out", str(tmp_path / "out")]) == 0
+                 "--e2e-commands", "300", "--out", str(tmp_path / "out"),
+                 "--client-parser", "scan"]) == 0
     result = json.loads((tmp_path / "out" / "result_e2e.json").read_text())
-    assert result["sessions"] == 4 and result["runs"][0]["unacked"] == 0
+    assert result["sessions"] == 4 and result["client_parser"] == "scan"
+    [run] = result["runs"]
+    assert run["unacked"] == 0 and run["acked"] == run["sent"] == result["requests"] > 250
+    assert run["session_or_business_rejects"] == 0
