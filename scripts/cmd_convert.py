@@ -61,12 +61,11 @@ def run(args) -> int:
               file=sys.stderr)
         return 2
     start = time.perf_counter()
+    progress = Progress("convert", None if is_binary_path(src) else count_rows(src)[0])
     try:
         if is_binary_path(src):
-            progress = Progress("convert", None)
             rows = binary_to_ndjson(src, dst, progress=progress)
         else:
-            progress = Progress("convert", count_rows(src)[0])
             rows = ndjson_to_binary(src, dst, progress=progress)
     except ValueError as err:
         print(f"ccerx convert: {err}", file=sys.stderr)

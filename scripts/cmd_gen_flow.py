@@ -66,6 +66,10 @@ def run(args) -> int:
         return 2
     out = Path(args.out)
     fmt = args.format or ("binary" if is_binary_path(out) else "ndjson")
+    if (fmt == "binary") != is_binary_path(out):
+        print(f"ccerx gen-flow: readers pick the format by suffix: name a binary flow *.npz "
+              f"and an NDJSON flow anything else (got {out.name} for {fmt})", file=sys.stderr)
+        return 2
     progress = Progress("gen-flow", args.commands)
     start = time.perf_counter()
     try:
