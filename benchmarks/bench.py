@@ -273,7 +273,24 @@ def run_bench(path, *, make_exchange: Callable[[], Exchange] = Exchange,
               limit: Optional[int] = None, rates: Optional[list[float]] = None,
               open_loop_commands: int = 200_000, open_loop: bool = True,
               progress_factory: Optional[Callable[[str, Optional[int]], Callable]] = None,
-              notes: Optional[dict] = None) -> dict:
+              notes: Optional[dict] = None, collect_garbage: bool = True) -> dict:
+    """All passes; with collect_garbage=False Python's cyclic collector is off while they run
+    (reference counting still frees everything the engine drops)."""
+    was_enabled = gc.isenabled()
+    if not collect_garbage:
+        gc.disable()
+    try:
+        result = _run_bench(path, make_exchange, limit, rates, open_loop_commands, open_loop,
+                            progress_factory, notes)
+    finally:
+        if was_enabled:
+            gc.enable()
+    result["gc"] = "on" if collect_garbage else "off"
+    return result
+
+
+def _run_bench(path, make_exchange, limit, rates, open_loop_commands, open_loop,
+               progress_factory, notes) -> dict:
     path = Path(path)
 
     def progress(label, total):
@@ -341,7 +358,8 @@ def format_table(result: dict) -> str:
     flow, end = result["flow"], result["end_state"]
     kind = ("engine journal" if flow.get("journal") else
             "binary" if flow["binary"] else "NDJSON")
-    lines.append(f"flow {flow['path']}  ({flow['commands']:,} commands, {kind})")
+    lines.append(f"flow {flow['path']}  ({flow['commands']:,} commands, {kind}; Python gc "
+                 f"{result.get('gc', 'on')})")
     lines.append(f"end state  trades {end['trades']:,}  rejects {end['rejects']:,}  events "
                  f"{end['events']:,}  hash {end['state_hash']}  (all passes agree)")
     lines.append(f"closed-loop max throughput  {result['closed_loop']['commands_per_s']:>12,} "

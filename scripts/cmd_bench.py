@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
                    help="with --compare and no FLOW: compare this stored result instead of "
                         "running the bench")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--no-gc", action="store_true",
+                   help="turn Python's cyclic garbage collector off during the passes (shows how "
+                        "much of the latency tail is collection pauses)")
     p.add_argument("--e2e", action="store_true",
                    help="end to end: send the flow as FIX 4.4 over loopback from several broker "
                         "sessions to a `ccerx serve` subprocess; order-to-acknowledgement latency")
@@ -124,7 +127,8 @@ def _run(args):
         result = run_bench(flow, make_exchange=make_exchange, limit=args.limit, rates=rates,
                            open_loop_commands=args.open_loop_commands,
                            progress_factory=progress_factory,
-                           notes={"accounts": args.accounts, "instruments": args.instruments})
+                           notes={"accounts": args.accounts, "instruments": args.instruments},
+                           collect_garbage=not args.no_gc)
     except BenchError as err:
         print(f"ccerx bench: FAILED: {err}", file=sys.stderr)
         return 3
