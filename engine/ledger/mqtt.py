@@ -173,6 +173,7 @@ class SettlementConsumer:
         self.last_message = time.monotonic()
         self._applied_seq: dict[str, int] = {}
         self._waiting: dict[str, dict[int, list]] = {}   # exchange -> seq -> [inst, msgs]
+        self._gap_warned = 0.0
 
     async def run(self, stop: Optional[asyncio.Event] = None,
                   idle_exit: Optional[float] = None) -> None:
@@ -227,9 +228,10 @@ class SettlementConsumer:
                     try:
                         message = await asyncio.wait_for(inbox.get(), wait)
                     except asyncio.TimeoutError:
-                        if (idle_exit is not None
-                                and time.monotonic() - self.last_message > idle_exit):
+                        idle = time.monotonic() - self.last_message
+                        if idle_exit is not None and idle > idle_exit:
                             return
+                        self._warn_gap(idle)
                         continue
                     batch = [message]
                     while not inbox.empty() and len(batch) < self.max_batch:
@@ -242,6 +244,17 @@ class SettlementConsumer:
                     await reader
                 except BaseException:
                     pass
+
+    def _warn_gap(self, idle: float) -> None:
+        """Say so (every 10 s) when instructions wait behind a missing one."""
+        if idle < 10 or time.monotonic() - self._gap_warned < 10:
+            return
+        for exchange, waiting in self._waiting.items():
+            if waiting:
+                self._gap_warned = time.monotonic()
+                self.log(f"ledger consumer: gap in the {exchange} stream: waiting for "
+                         f"instruction {self._applied_seq[exchange] + 1}, {len(waiting)} later "
+                         f"ones held (did the broker drop messages? see max_queued_messages)")
 
     def _handle(self, client: aiomqtt.Client, batch: list) -> None:
         ready: list[SettlementInstruction] = []

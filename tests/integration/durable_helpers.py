@@ -3,6 +3,7 @@ the benchmark flow written as NDJSON and an accounts file, ledger-vs-engine comp
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import shutil
 import socket
@@ -57,7 +58,10 @@ class Mosquitto:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.config = directory / "mosquitto.conf"
+        # `user`: started as root, mosquitto would switch to user mosquitto and could then
+        # not write its persistence file here, silently losing queued messages on restart
         self.config.write_text(
+            f"user {getpass.getuser()}\n"
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
             f"persistence_location {directory}/\nmax_queued_messages 0\n"
             f"max_inflight_messages 100\nlog_dest file {directory}/mosquitto.log\n")
@@ -121,7 +125,7 @@ def wait_until(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
         time.sleep(0.02)
 
 
