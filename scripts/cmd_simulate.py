@@ -25,6 +25,11 @@ def add_parser(sub) -> None:
                         "fix: agents as broker sessions on a running `ccerx serve`")
     p.add_argument("--out", metavar="DIR", default="simulation",
                    help="output folder for report.html, trades.csv, PNG charts (default ./simulation)")
+    p.add_argument("--host", default="127.0.0.1", help="fix mode: gateway address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=9878, help="fix mode: gateway port (default 9878)")
+    p.add_argument("--gateway-config", metavar="FILE.toml",
+                   help="write the `ccerx serve --config` file for this scenario and seed "
+                        "(every agent's account under its group's broker session) and exit")
     p.add_argument("--ledger", choices=("sqlite", "none"), default="sqlite",
                    help="sqlite (default): settle every trade through the exchange's settlement "
                         "path into the embedded ledger DIR/ledger.sqlite and reconcile it each "
@@ -43,10 +48,29 @@ def run(args) -> int:
     except (ValueError, KeyError, TypeError) as err:
         print(f"ccerx simulate: {err}", file=sys.stderr)
         return 2
+    venue_factory = None
+    if args.mode == "fix" or args.gateway_config:
+        if args.days is not None and args.days > 1:
+            print("ccerx simulate: --mode fix runs one trading day per `ccerx serve` run (the "
+                  "gateway has no end-of-day message yet)", file=sys.stderr)
+            return 2
+        if scenario.days > 1:
+            print(f"ccerx simulate: fix mode: running day 1 of the scenario's {scenario.days} "
+                  "(the gateway has no end-of-day message yet)", file=sys.stderr)
+            scenario.days = 1
+    if args.gateway_config:
+        from scripts.simulate.fixvenue import gateway_config_text
+        Path(args.gateway_config).write_text(gateway_config_text(Session(scenario)))
+        print(f"wrote {args.gateway_config}: start the gateway with\n  ccerx serve --config "
+              f"{args.gateway_config} --port {args.port} --data-dir <fresh dir>\nthen run the "
+              f"same command with --mode fix instead of --gateway-config", file=sys.stderr)
+        return 0
     if args.mode == "fix":
-        print("ccerx simulate: --mode fix is not available yet (the FIX venue needs the gateway "
-              "`ccerx serve`, which is still being built); use --mode in-process", file=sys.stderr)
-        return 2
+        from scripts.simulate.fixvenue import FixVenue
+        host, port = args.host, args.port
+        venue_factory = lambda session: FixVenue(host, port, session)   # noqa: E731
+        if args.ledger == "sqlite":
+            args.ledger = "none"     # the trades settle in the server; see fixvenue.py
     total = scenario.days * 240
     print(f"simulating '{scenario.name}': {scenario.days} day(s), {scenario.agent_count:,} agents, "
           f"seed {scenario.seed}, {args.mode}", file=sys.stderr)
@@ -56,7 +80,13 @@ def run(args) -> int:
     ledger_path = out / "ledger.sqlite" if args.ledger == "sqlite" else None
     started = time.perf_counter()
     try:
-        result = Session(scenario, progress=progress, ledger_path=ledger_path).run()
+        result = Session(scenario, progress=progress, ledger_path=ledger_path,
+                         venue_factory=venue_factory).run()
+    except RuntimeError as err:       # FixUnavailable: no gateway, refused session, timeout
+        if venue_factory is None:
+            raise
+        print(f"\nccerx simulate: {err}", file=sys.stderr)
+        return 1
     finally:
         if progress is not None:
             progress.close()

@@ -77,7 +77,7 @@ def _u_shape(minute: int) -> float:
 
 class Session:
     def __init__(self, scenario: Scenario, venue=None, settlement=None, progress=None,
-                 ledger_path=None):
+                 ledger_path=None, venue_factory=None):
         self.scenario = scenario
         self.calendar = TradingCalendar(scenario.start_date, scenario.days)
         self.build_rng = random.Random(f"population:{scenario.seed}")
@@ -85,8 +85,11 @@ class Session:
         self.symbols = scenario.symbols
         self.agents, self.accounts = self._population()
         self.by_account = {a.account: a for a in self.agents}
-        self.venue = venue or InProcessVenue(scenario.instruments, self.accounts, scenario.fee_ppm)
-        self.specs = self.venue.specs
+        self.fee_ppm = scenario.fee_ppm
+        if venue is None and venue_factory is None:
+            venue = InProcessVenue(scenario.instruments, self.accounts, scenario.fee_ppm)
+        self.venue = venue
+        self.specs = venue.specs if venue is not None else {s.symbol: s for s in scenario.instruments}
         if settlement is None:
             settlement = TradeLedger(scenario.fee_ppm)
             if ledger_path is not None:     # and the exchange's own settlement path
@@ -108,6 +111,7 @@ class Session:
         self.opening = {a.account: (a.cash, dict(a.credits)) for a in self.accounts.by_id.values()}
         for account_id, (cash, credits) in self.opening.items():
             self.settlement.open(account_id, cash, credits)
+        self.venue_factory = venue_factory
 
     # ------------------------------------------------------------------ population
     def _population(self):
@@ -221,10 +225,11 @@ class Session:
         agent.n_orders = n = getattr(agent, "n_orders", 0) + 1
         bid, ask = self.venue.top(instrument)
         self.commands += 1
-        events = self.venue.send(NewOrder(f"{agent.agent_id}.{self.day}.{n}", agent.account,
+        order_id = f"{agent.agent_id}.{self.day}.{n}"
+        events = self.venue.send(NewOrder(order_id, agent.account,
                                           instrument, side, "limit", tif,
                                           ticks * spec.tick_units, qty, ts))
-        filled = self.dispatch(events, agent)
+        filled = self.dispatch(events, agent, order_id)
         if filled and bid is not None and ask is not None:
             after_bid, after_ask = self.venue.top(instrument)
             if after_bid is not None and after_ask is not None:
@@ -236,9 +241,9 @@ class Session:
         self.dispatch(self.venue.send(CancelOrder(order_id, ts)), agent)
 
     # ------------------------------------------------------------------ events
-    def dispatch(self, events, submitter=None) -> int:
+    def dispatch(self, events, submitter=None, order_id=None) -> int:
         """Route events to the agents and every trade to the settlement; returns the
-        quantity the submitter's order traded as aggressor."""
+        quantity order `order_id` traded."""
         by_account, filled = self.by_account, 0
         for e in events:
             kind = type(e)
@@ -254,12 +259,16 @@ class Session:
                 seller.trades += 1
                 for agent, order_id, open_qty in ((buyer, e.buy_order_id, e.buy_open_qty),
                                                   (seller, e.sell_order_id, e.sell_open_qty)):
-                    if open_qty:
-                        agent.live[order_id].open_qty = open_qty
-                    else:
-                        agent.live.pop(order_id, None)
+                    live = agent.live.get(order_id)
+                    if live is not None:      # a FIX venue may pair halves late
+                        if open_qty:
+                            live.open_qty = open_qty
+                        else:
+                            del agent.live[order_id]
                 self.last_price[instrument] = e.price
-                filled += qty
+                if order_id is not None and (e.buy_order_id == order_id
+                                             or e.sell_order_id == order_id):
+                    filled += qty
                 self.trades.append((e.trade_id, self.day, e.ts, instrument, e.price, qty,
                                     e.buy_account, e.sell_account, e.aggressor.value,
                                     e.buy_fee, e.sell_fee))
@@ -317,6 +326,16 @@ class Session:
 
     def run(self) -> SimResult:
         started = time.perf_counter()
+        if self.venue is None:          # e.g. the FIX venue: needs the whole population first
+            self.venue = self.venue_factory(self)
+            self.specs = self.venue.specs
+        try:
+            return self._run(started)
+        finally:
+            if hasattr(self.venue, "close"):
+                self.venue.close()
+
+    def _run(self, started: float) -> SimResult:
         sc, cal, venue = self.scenario, self.calendar, self.venue
         start_specs = dict(self.specs)
         groups = []
@@ -348,10 +367,14 @@ class Session:
                     samples[s].append((day, minute, bid, ask, bid_depth, ask_depth))
                 if self.progress is not None:
                     self.progress(day * MINUTES_PER_DAY + minute + 1)
-            self.days[-1].resting_at_close = sum(len(b.orders) for b in venue.books.values()) \
-                if hasattr(venue, "books") else 0
+            books = getattr(venue, "books", None)
+            self.days[-1].resting_at_close = sum(len(b.orders) for b in books.values()) \
+                if books is not None else 0
             self.commands += 1
             self.dispatch(venue.end_of_day(cal.close_ns(day)))
+            if hasattr(venue, "day_closed"):    # a venue that cannot close the day itself
+                self.dispatch(venue.day_closed([t for t in self.trades if t[1] == day],
+                                               cal.close_ns(day)))
             record = self.days[-1]
             record.emitter_bought = {s: sum(e.bought.get(s, 0) for e in emitters) for s in symbols}
             accounts = getattr(venue, "accounts", None)
@@ -359,8 +382,10 @@ class Session:
                 record.reconciliation = self.settlement.reconcile(accounts, day)
         if hasattr(self.settlement, "close"):
             self.settlement.close()
+        self.trades.sort()          # by trade id (a FIX venue may complete pairs out of order)
+        accounts = getattr(venue, "accounts", self.accounts)
         closing = {a.account: (a.cash, {k: v for k, v in a.credits.items() if v})
-                   for a in self.accounts.by_id.values()}
+                   for a in accounts.by_id.values()}
         return SimResult(sc, cal, self.agents, self.trades, samples, self.impacts, self.days,
                          self.opening, self.issuance, start_specs, dict(self.specs), closing,
                          self.commands, dict(sorted(self.rejects.items())),

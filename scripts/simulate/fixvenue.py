@@ -1,0 +1,475 @@
+"""The FIX venue: the same agents trading through a running `ccerx serve` over real TCP.
+
+Theory of operation. Each agent group (emitters, project owners, institutions, noise
+traders) is one broker session (SIMEMIT, SIMPROJ, SIMINST, SIMNOIS) on a plain blocking
+socket; messages are encoded and parsed with simplefix, an independent FIX library, so the
+gateway is exercised exactly as a broker's engine would. `gateway_config_text()` writes the
+gateway config that registers every agent's account with its group's broker and the
+scenario's opening balances; `ccerx serve --config` that file, then run the simulation.
+
+The simulation loop is synchronous, so the venue makes every request synchronous too: it
+sends the order (D) or cancel (F), then a TestRequest on the same session, and reads all
+sessions until the Heartbeat answering it arrives. The gateway handles a session's messages
+in order, so by then every execution report of that request on that session has arrived,
+and so has the session's market data (each session subscribes to the top five levels of
+every credit type, incrementally; `top()` and `depth()` read the view of the session that
+synchronised last). The counterparty's half of a trade arrives on its own session, maybe a
+little later: halves are paired by trade id (ExecID "T<id>-B" / "T<id>-S") and only a
+complete pair becomes a `TradeExecuted`. At the close every session is synchronised.
+
+What FIX cannot do, and how this venue handles it:
+- the gateway has no end-of-day message, so a run is one trading day per server start; the
+  day's close is the VWAP the simulator computes from the trades, with the engine's formula;
+- there is no deposit over FIX: issuance due on the first day is part of the opening
+  balances in the generated config;
+- the exchange's accounts live in the server, so balances (cash available, sellable
+  credits) are a broker-side shadow kept from the execution reports, the way a broker
+  tracks its clients' buying power; reconciliation compares the trades with that shadow.
+Event timestamps are the simulated clock of the request (the engine stamps its own receive
+time, which the reports carry as TransactTime).
+"""
+from __future__ import annotations
+
+import select
+import socket
+import time
+from datetime import datetime, timezone
+
+from engine.commands import CancelOrder, NewOrder
+from engine.events import DayClosed, OrderAccepted, OrderCancelled, OrderRejected, TradeExecuted
+from engine.risk import PPM, Account, Accounts
+from engine.types import (CancelReason, OrderType, RejectReason, Side, TimeInForce, format_fen,
+                          parse_cny_to_fen, parse_price_units)
+
+GATEWAY = "CCERX"
+GROUP_BROKERS = {"emitter": "SIMEMIT", "project_owner": "SIMPROJ", "market_maker": "SIMINST",
+                 "noise_trader": "SIMNOIS"}
+OTHER_BROKER = "SIMOTHR"
+FIX_SIDE = {"buy": "1", "sell": "2"}
+FIX_TIF = {"day": "0", "ioc": "3", "fok": "4"}
+TIF_OF = {"0": TimeInForce.DAY, "3": TimeInForce.IOC, "4": TimeInForce.FOK}
+SIDE_OF = {b"1": Side.BUY, b"2": Side.SELL}
+CANCEL_REASON_OF_TEXT = {
+    "unfilled rest of an immediate-or-cancel order": CancelReason.IOC,
+    "fill-or-kill order could not be filled completely": CancelReason.FOK,
+    "unfilled rest of a market order": CancelReason.MARKET,
+    "day order expired at the close": CancelReason.EOD,
+    "cancelled by self-trade prevention": CancelReason.STP,
+}
+REJECT_REASONS = {r.value: r for r in RejectReason}
+
+
+def broker_of(agent) -> str:
+    return GROUP_BROKERS.get(agent.kind, OTHER_BROKER)
+
+
+def gateway_config_text(session) -> str:
+    """A `ccerx serve` config registering every agent's account under its group's broker,
+    with the opening balances of `session` (a `run.Session` not yet run) and the issuance
+    due on day 1. Brokers have no password: a closed loopback network is assumed."""
+    extra: dict[tuple[str, str], int] = {}
+    for (account, instrument), qty in first_day_issuance(session).items():
+        extra[(account, instrument)] = qty
+    lines = [f"# ccerx simulate --mode fix: scenario {session.scenario.name!r}, "
+             f"seed {session.scenario.seed}", "[gateway]", f'comp_id = "{GATEWAY}"', ""]
+    by_broker: dict[str, list] = {}
+    for agent in session.agents:
+        by_broker.setdefault(broker_of(agent), []).append(agent)
+    for broker, agents in by_broker.items():
+        lines += ["[[broker]]", f'comp_id = "{broker}"', "reset_on_logon = true", ""]
+        for agent in agents:
+            a = session.accounts.by_id[agent.account]
+            credits = dict(a.credits)
+            for (account, instrument), qty in extra.items():
+                if account == agent.account:
+                    credits[instrument] = credits.get(instrument, 0) + qty
+            held = ", ".join(f'"{k}" = {v}' for k, v in sorted(credits.items()) if v)
+            lines += ["[[broker.account]]", f'account = "{a.account}"',
+                      f'type = "{a.participant_type.value}"', f'cash = "{format_fen(a.cash)}"',
+                      f"credits = {{ {held} }}", ""]
+    return "\n".join(lines)
+
+
+def first_day_issuance(session) -> dict[tuple[str, str], int]:
+    """Batches of the scenario due on day 1, per (owner account, credit type)."""
+    from .agents import ProjectOwner
+    owners = [a for a in session.agents if isinstance(a, ProjectOwner)]
+    out: dict[tuple[str, str], int] = {}
+    for shock in session.scenario.issuance:
+        if shock["day"] == 1:
+            of_type = [o for o in owners if o.instrument == shock["instrument"]]
+            share, rest = divmod(shock["qty"], len(of_type))
+            for i, owner in enumerate(of_type):
+                key = (owner.account, owner.instrument)
+                out[key] = out.get(key, 0) + share + (1 if i < rest else 0)
+    return out
+
+
+class FixUnavailable(RuntimeError):
+    """The gateway could not be reached or refused the simulation's sessions."""
+
+
+class _Conn:
+    """One broker session: a blocking socket, a simplefix parser, its market-data view."""
+
+    def __init__(self, comp_id: str, host: str, port: int, simplefix):
+        self.comp_id = comp_id
+        self.simplefix = simplefix
+        try:
+            self.sock = socket.create_connection((host, port), timeout=10)
+        except OSError as err:
+            raise FixUnavailable(f"cannot connect to the gateway at {host}:{port}: "
+                                 f"{err.strerror or err}") from None
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.parser = simplefix.FixParser()
+        self.seq = 0
+        self.logged_on = False
+        self.view: dict[str, dict[tuple[bytes, int], int]] = {}   # symbol -> (type, ticks) -> t
+
+    def send(self, msg_type: str, fields) -> None:
+        m = self.simplefix.FixMessage()
+        self.seq += 1
+        m.append_pair(8, "FIX.4.4", header=True)
+        m.append_pair(35, msg_type, header=True)
+        m.append_pair(49, self.comp_id, header=True)
+        m.append_pair(56, GATEWAY, header=True)
+        m.append_pair(34, self.seq, header=True)
+        m.append_pair(52, datetime.now(timezone.utc).strftime("%Y%m%d-%H:%M:%S.%f")[:-3],
+                      header=True)
+        for tag, value in fields:
+            m.append_pair(tag, value)
+        self.sock.sendall(m.encode())
+
+
+class FixVenue:
+    mode = "fix"
+
+    def __init__(self, host: str, port: int, session, timeout: float = 30.0):
+        import simplefix
+        self.specs = dict(session.specs)          # the opening specs: one day, no close
+        self.books = None
+        self.timeout = timeout
+        self.fee_ppm = session.fee_ppm
+        self.broker_of_account = {a.account: broker_of(a) for a in session.agents}
+        # broker-side shadow of the accounts (opening balances + day-1 issuance)
+        self.accounts = Accounts(fee_ppm=session.fee_ppm)
+        issued = first_day_issuance(session)
+        self.preissued = dict(issued)
+        for a in session.accounts.by_id.values():
+            credits = dict(a.credits)
+            for (account, instrument), qty in issued.items():
+                if account == a.account:
+                    credits[instrument] = credits.get(instrument, 0) + qty
+            self.accounts.add(Account(a.account, a.participant_type, None, a.cash,
+                                      credits=credits))
+        self.locked = dict(issued)                # released by issue() when it falls due
+        self.orders: dict[str, list] = {}         # order id -> [symbol, side, price, open, account]
+        self.halves: dict[int, dict] = {}         # trade id -> the half reports seen so far
+        self.ts = 0
+        self.current = None                       # order id of the request being synchronised
+        self.pending_events: list = []
+        self.conns: dict[str, _Conn] = {}
+        self.fresh = None
+        self.test_id = 0
+        brokers = list(dict.fromkeys(self.broker_of_account.values()))
+        for broker in brokers:
+            self.conns[broker] = _Conn(broker, host, port, simplefix)
+        self.by_sock = {c.sock.fileno(): c for c in self.conns.values()}
+        for c in self.conns.values():
+            c.send("A", [(98, "0"), (108, "30"), (141, "Y"), (553, c.comp_id)])
+        self._read_until(lambda: all(c.logged_on for c in self.conns.values()), "logon")
+        symbols = list(self.specs)
+        for n, c in enumerate(self.conns.values()):
+            fields = [(262, f"md{n}"), (263, "1"), (264, "5"), (265, "1"), (267, "2"),
+                      (269, "0"), (269, "1"), (146, str(len(symbols)))]
+            fields += [(55, s) for s in symbols]
+            c.send("V", fields)
+        self.sync_all()
+
+    # ------------------------------------------------------------------ reading
+    def _read_until(self, done, what: str) -> None:
+        deadline = time.monotonic() + self.timeout
+        socks = [c.sock for c in self.conns.values()]
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise FixUnavailable(f"no answer from the gateway ({what}) within {self.timeout} s")
+            ready, _, _ = select.select(socks, [], [], left)
+            for sock in ready:
+                self._receive(self.by_sock[sock.fileno()])
+
+    def _receive(self, conn: _Conn) -> None:
+        data = conn.sock.recv(1 << 16)
+        if not data:
+            raise FixUnavailable(f"the gateway closed the {conn.comp_id} session")
+        conn.parser.append_buffer(data)
+        while (msg := conn.parser.get_message()) is not None:
+            self._on_message(conn, msg)
+
+    def _drain(self) -> None:
+        """Read whatever is already waiting on any session, without blocking."""
+        socks = [c.sock for c in self.conns.values()]
+        while True:
+            ready, _, _ = select.select(socks, [], [], 0)
+            if not ready:
+                return
+            for sock in ready:
+                self._receive(self.by_sock[sock.fileno()])
+
+    def _sync(self, conn: _Conn) -> None:
+        self.test_id += 1
+        token = f"s{self.test_id}"
+        conn.answered = None
+        conn.send("1", [(112, token)])
+        self._read_until(lambda: conn.answered == token, "heartbeat")
+        self._drain()
+        self.fresh = conn
+
+    def sync_all(self) -> None:
+        for conn in self.conns.values():
+            self._sync(conn)
+
+    # ------------------------------------------------------------------ messages in
+    def _on_message(self, conn: _Conn, msg) -> None:
+        kind = msg.get(35)
+        if kind == b"8":
+            self._on_report(conn, msg)
+        elif kind == b"X" or kind == b"W":
+            self._on_market_data(conn, msg, kind == b"W")
+        elif kind == b"0":
+            token = msg.get(112)
+            if token is not None:
+                conn.answered = token.decode()
+        elif kind == b"1":
+            conn.send("0", [(112, msg.get(112).decode())])
+        elif kind == b"A":
+            conn.logged_on = True
+        elif kind == b"9":
+            order_id = (msg.get(41) or b"").decode()
+            self.pending_events.append(OrderRejected(0, self.ts, "cancel", order_id,
+                                                     RejectReason.ORDER_NOT_RESTING,
+                                                     (msg.get(58) or b"").decode()))
+        elif kind in (b"3", b"j", b"5", b"Y"):
+            text = (msg.get(58) or b"").decode()
+            raise FixUnavailable(f"gateway {kind.decode()} on {conn.comp_id}: {text}")
+
+    def _on_market_data(self, conn: _Conn, msg, snapshot: bool) -> None:
+        entries, entry = [], None
+        symbol = (msg.get(55) or b"").decode()
+        for tag, value in msg.pairs:
+            tag = int(tag)              # simplefix keeps tags as bytes
+            if tag in (279, 269) and (entry is None or tag in entry or (tag == 269 and snapshot)):
+                entry = {}
+                entries.append(entry)
+            if entry is not None:
+                entry[tag] = value
+        if snapshot:
+            conn.view[symbol] = {}
+        for e in entries:
+            etype = e.get(269)
+            if etype not in (b"0", b"1"):
+                continue                      # trades: the reports tell us those
+            s = e.get(55, b"").decode() or symbol
+            spec = self.specs[s]
+            ticks = parse_price_units(e[270].decode()) // spec.tick_units
+            view = conn.view.setdefault(s, {})
+            if e.get(279) == b"2":
+                view.pop((etype, ticks), None)
+            else:
+                view[(etype, ticks)] = int(e[271])
+
+    def _on_report(self, conn: _Conn, msg) -> None:
+        exec_type = msg.get(150)
+        order_id = msg.get(11).decode()
+        ts = self.ts
+        if exec_type == b"0":
+            order = self.orders[order_id]
+            spec = self.specs[order[0]]
+            self.pending_events.append(OrderAccepted(
+                0, ts, order_id, order[4], order[0], SIDE_OF[msg.get(54)], OrderType.LIMIT,
+                TIF_OF[msg.get(59).decode()], order[2], int(msg.get(38))))
+            self._reserve(order, spec)
+        elif exec_type == b"F":
+            self._on_half(msg, order_id)
+        elif exec_type in (b"4", b"C"):
+            original = (msg.get(41) or msg.get(11)).decode()
+            order = self.orders.get(original)
+            if order is None:
+                return
+            text = (msg.get(58) or b"").decode()
+            reason = CANCEL_REASON_OF_TEXT.get(text, CancelReason.USER)
+            filled = int(msg.get(14))
+            self.pending_events.append(OrderCancelled(
+                0, ts, original, order[4], order[0], SIDE_OF[msg.get(54)], reason,
+                int(msg.get(38)) - filled, filled))
+            self._release(order)
+        elif exec_type == b"8":
+            text = (msg.get(58) or b"").decode()
+            reason = REJECT_REASONS.get(text.split(":", 1)[0], RejectReason.MALFORMED)
+            self.orders.pop(order_id, None)
+            self.pending_events.append(OrderRejected(0, ts, "new", order_id, reason, text))
+
+    def _on_half(self, msg, order_id: str) -> None:
+        exec_id = msg.get(17).decode()            # "T<trade id>-B" / "-S"
+        trade_id, half = int(exec_id[1:-2]), exec_id[-1]
+        fee = parse_cny_to_fen(msg.get(12).decode()) if msg.get(12) is not None else 0
+        order = self.orders[order_id]
+        spec = self.specs[order[0]]
+        price = parse_price_units(msg.get(31).decode()) // spec.tick_units
+        qty, leaves = int(msg.get(32)), int(msg.get(151))
+        seen = self.halves.setdefault(trade_id, {"ts": self.ts})
+        seen[half] = (order_id, order[4], fee, leaves, price, qty, order[0])
+        self._settle_half(order, spec, half, price, qty, fee)
+        if "B" in seen and "S" in seen:
+            del self.halves[trade_id]
+            b, s = seen["B"], seen["S"]
+            aggressor = Side.BUY if b[0] == self.current else Side.SELL
+            self.pending_events.append(TradeExecuted(
+                0, seen["ts"], trade_id, b[6], b[4], b[5], b[0], s[0], aggressor, b[1], s[1],
+                b[2], s[2], b[3], s[3]))
+
+    # ------------------------------------------------------------------ broker-side shadow
+    def _reserve(self, order, spec) -> None:
+        account = self.accounts.by_id[order[4]]
+        if order[1] == "buy":
+            gross = order[2] * spec.tick_fen * order[3]
+            order.append(gross + gross * self.fee_ppm // PPM)
+            account.cash_reserved += order[5]
+        else:
+            order.append(order[3])
+            reserved = account.credits_reserved
+            reserved[order[0]] = reserved.get(order[0], 0) + order[3]
+
+    def _release(self, order) -> None:
+        if len(order) < 6 or not order[5]:
+            return
+        account = self.accounts.by_id[order[4]]
+        if order[1] == "buy":
+            account.cash_reserved -= order[5]
+        else:
+            account.credits_reserved[order[0]] -= order[5]
+        order[5] = 0
+
+    def _settle_half(self, order, spec, half, price, qty, fee) -> None:
+        account = self.accounts.by_id[order[4]]
+        symbol = order[0]
+        gross = price * spec.tick_fen * qty
+        order[3] -= qty
+        if half == "B":
+            account.cash -= gross + fee
+            account.credits[symbol] = account.credits.get(symbol, 0) + qty
+            account.bought_today[symbol] = account.bought_today.get(symbol, 0) + qty
+            if len(order) > 5:
+                charge = min(order[5], gross + fee)
+                order[5] -= charge
+                account.cash_reserved -= charge
+        else:
+            account.cash += gross - fee
+            account.credits[symbol] -= qty
+            if len(order) > 5:
+                order[5] -= qty
+                account.credits_reserved[symbol] -= qty
+        account.fees_paid += fee
+        if order[3] == 0:
+            self._release(order)
+
+    # ------------------------------------------------------------------ the venue interface
+    def send(self, command) -> list:
+        self.ts = command.ts or self.ts
+        if type(command) is NewOrder:
+            spec = self.specs[command.instrument]
+            broker = self.broker_of_account[command.account]
+            self.orders[command.order_id] = [command.instrument, command.side,
+                                             command.price_units // spec.tick_units,
+                                             command.qty, command.account]
+            fields = [(11, command.order_id), (1, command.account), (55, command.instrument),
+                      (54, FIX_SIDE[command.side]), (60, _fix_time(command.ts)),
+                      (38, str(command.qty)), (40, "2"),
+                      (44, spec.ticks_to_text(command.price_units // spec.tick_units)),
+                      (59, FIX_TIF[command.tif])]
+            self.current = command.order_id
+            conn = self.conns[broker]
+            conn.send("D", fields)
+        elif type(command) is CancelOrder:
+            order = self.orders[command.order_id]
+            conn = self.conns[self.broker_of_account[order[4]]]
+            conn.send("F", [(41, command.order_id), (11, f"{command.order_id}.x"),
+                            (55, order[0]), (54, FIX_SIDE[order[1]]),
+                            (60, _fix_time(command.ts))])
+            self.current = None
+        else:
+            raise TypeError(f"the FIX venue sends new orders and cancels, not {command!r}")
+        self._sync(conn)
+        return self._take_events()
+
+    def _take_events(self) -> list:
+        """Pending events, trades in trade-id order (their halves may pair out of order)."""
+        events, self.pending_events = self.pending_events, []
+        trades = sorted((e for e in events if type(e) is TradeExecuted), key=lambda e: e.trade_id)
+        if len(trades) > 1:
+            it = iter(trades)
+            events = [next(it) if type(e) is TradeExecuted else e for e in events]
+        return events
+
+    def end_of_day(self, ts: int) -> list:
+        """No end of day over FIX: cancel what rests (as brokers do at the close), wait for
+        every report, and close the day with the simulator's VWAP of the trades."""
+        self.ts = ts
+        for order_id, order in list(self.orders.items()):
+            if order[3] > 0 and len(order) > 5 and order[5]:
+                self.send(CancelOrder(order_id, ts))
+        self.sync_all()
+        if self.halves:
+            raise FixUnavailable(f"{len(self.halves)} trades reported by one side only")
+        return self._take_events()
+
+    def day_closed(self, trades, ts: int) -> list:
+        """DayClosed per credit type from the day's trades, with the engine's VWAP rule."""
+        out = []
+        for symbol, spec in self.specs.items():
+            mine = [t for t in trades if t[3] == symbol]
+            volume = sum(t[5] for t in mine)
+            turnover = sum(t[4] * t[5] for t in mine)
+            close = (2 * turnover + volume) // (2 * volume) if volume else spec.ref_ticks
+            out.append(DayClosed(0, ts, symbol, close, volume, turnover * spec.tick_fen, len(mine)))
+        return out
+
+    def top(self, instrument: str):
+        view = self.fresh.view.get(instrument, {}) if self.fresh else {}
+        bids = [p for (t, p) in view if t == b"0"]
+        asks = [p for (t, p) in view if t == b"1"]
+        return (max(bids) if bids else None), (min(asks) if asks else None)
+
+    def depth(self, instrument: str, levels: int = 5) -> tuple[int, int]:
+        view = self.fresh.view.get(instrument, {}) if self.fresh else {}
+        bids = sorted(((p, q) for (t, p), q in view.items() if t == b"0"), reverse=True)
+        asks = sorted((p, q) for (t, p), q in view.items() if t == b"1")
+        return sum(q for _, q in bids[:levels]), sum(q for _, q in asks[:levels])
+
+    def cash_available(self, account: str) -> int:
+        a = self.accounts.by_id[account]
+        return a.cash - a.cash_reserved
+
+    def credits_sellable(self, account: str, instrument: str) -> int:
+        return (self.accounts.by_id[account].credits_sellable(instrument)
+                - self.locked.get((account, instrument), 0))
+
+    def issue(self, account: str, instrument: str, qty: int) -> None:
+        key = (account, instrument)
+        if self.locked.get(key, 0) < qty:
+            raise FixUnavailable("issuance after day 1 cannot reach the exchange over FIX")
+        self.locked[key] -= qty
+
+    def close(self) -> None:
+        for conn in self.conns.values():
+            try:
+                conn.send("5", [])
+                conn.sock.close()
+            except OSError:
+                pass
+
+
+def _fix_time(ts) -> str:
+    seconds, ns = divmod(ts or 0, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y%m%d-%H:%M:%S")
+    return f"{stamp}.{ns // 1_000_000:03d}"
