@@ -1,4 +1,5 @@
-"""Micro-benchmarks of the engine's four basic operations (pytest-benchmark).
+"""Micro-benchmarks of the engine's four basic operations, and a 1,000,000-command replay
+(pytest-benchmark).
 
 Not part of the test suite (testpaths = tests). Run on demand:
     python -m pytest benchmarks/test_micro.py
@@ -97,3 +98,32 @@ def test_amend_order(benchmark):
     events = _bench(benchmark, ex, commands)
     assert all(type(e[0]) is OrderAmended for e in events)
     assert all(e[0].priority_kept for e in events[1::2])       # quantity down keeps priority
+
+
+def test_replay_realistic_flow(benchmark, tmp_path_factory):
+    """Engine-only replay of a generated 1,000,000-command flow (commands decoded beforehand);
+    the end state must equal a plain replay of the same flow's NDJSON text."""
+    from benchmarks.bench import EndState, reference_commands
+    from benchmarks.binary import iter_flow_commands
+    from benchmarks.flows import write_flow
+    from engine.replay import replay
+
+    flow = tmp_path_factory.mktemp("replay") / "flow1m.npz"
+    write_flow(flow, 1, 1_000_000)
+    commands = list(iter_flow_commands(flow))
+    exchanges = []
+
+    def run():
+        ex = Exchange()
+        apply = ex.apply
+        for command in commands:
+            apply(command)
+        exchanges.append(ex)
+
+    benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
+    seconds = benchmark.stats.stats.max
+    benchmark.extra_info["commands"] = len(commands)
+    benchmark.extra_info["commands_per_s"] = round(len(commands) / seconds)
+    reference = Exchange()
+    replay(reference, reference_commands(flow))
+    assert EndState.of(exchanges[-1]) == EndState.of(reference)
