@@ -386,17 +386,14 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_plots(result: dict, out_dir: Path) -> list[Path]:
+def plot_spectrum(series: list, path: Path, title: str) -> Path:
+    """Latency percentile spectrum, log-log: [(label, latency summary with 'spectrum')]."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FixedLocator, FixedFormatter
 
-    paths = []
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    series = [("service time (closed loop)", result["service_time"]["latency_ns"])]
-    series += [(f"open loop {r['offered_per_s']:,.0f}/s", r["latency_ns"])
-               for r in result["open_loop"]]
     for label, lat in series:
         pts = [(p, v) for p, v in lat.get("spectrum", []) if p < 100]
         if not pts:
@@ -411,14 +408,25 @@ def write_plots(result: dict, out_dir: Path) -> list[Path]:
     ax.xaxis.set_major_formatter(FixedFormatter([f"{m:g}%" for m in marks]))
     ax.xaxis.set_minor_locator(FixedLocator([]))
     ax.set_xlabel("percentile")
-    ax.set_ylabel("latency per command (us, log)")
-    ax.set_title(f"Latency percentile spectrum: {Path(result['flow']['path']).name}")
+    ax.set_ylabel("latency (us, log)")
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    path = out_dir / "latency_spectrum.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    paths.append(path)
+    return path
+
+
+def write_plots(result: dict, out_dir: Path) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = [("service time (closed loop)", result["service_time"]["latency_ns"])]
+    series += [(f"open loop {r['offered_per_s']:,.0f}/s", r["latency_ns"])
+               for r in result["open_loop"]]
+    paths = [plot_spectrum(series, out_dir / "latency_spectrum.png",
+                           f"Latency percentile spectrum: {Path(result['flow']['path']).name}")]
 
     fig, ax = plt.subplots(figsize=(9, 5))
     tl = result["closed_loop"]["timeline"]

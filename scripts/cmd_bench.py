@@ -184,5 +184,12 @@ def _run_e2e(args) -> int:
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     for row in [head] + rows:
         print("  " + "  ".join(x.rjust(w) for x, w in zip(row, widths)))
-    print(f"wrote {out / 'result_e2e.json'}")
+    written = [out / "result_e2e.json"]
+    if not args.no_plots:
+        from benchmarks.bench import plot_spectrum
+        written.append(plot_spectrum(
+            [(f"offered {r['offered_per_s']:,.0f}/s", r["latency_ns"]) for r in result["runs"]],
+            out / "e2e_latency_spectrum.png",
+            f"Order-to-acknowledgement latency, {result['sessions']} FIX sessions"))
+    print("wrote " + ", ".join(str(p) for p in written))
     return 1 if any(r["unacked"] for r in result["runs"]) else 0
