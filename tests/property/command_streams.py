@@ -1,0 +1,241 @@
+"""Hypothesis strategies for command streams, shared by the differential and invariant tests.
+
+A stream is drawn as abstract steps (plain tuples of small choices) and turned into
+engine commands by `build_commands`, so hypothesis shrinks a failure to a short readable
+list of steps. Prices cluster around the reference price so that orders cross often, with
+the band edges, off-tick prices and hostile values mixed in; ids are mostly fresh, with
+reuse (duplicates), cancels/amends of live, filled, cancelled and unknown orders.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from hypothesis import strategies as st
+
+from engine.commands import AmendOrder, CancelOrder, DefineInstrument, EndOfDay, NewOrder
+from engine.ndjson import parse_command
+from engine.risk import Account, Accounts
+from engine.types import InstrumentSpec, price_field
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from reference_model import RefAccount, band_limits  # noqa: E402
+
+# Small instruments whose band edges need the ceil/floor of the issue's formula:
+#   CCER-AFF: the default, band [55.80, 68.20]
+#   CCER-X:   tick 0.05, lot 10, ref 3.35 (67 ticks), band 7.5% -> [61.975 -> 62, 72.025 -> 72]
+#   CCER-Y:   ref 3.33 (333 ticks), band 10% -> [299.7 -> 300, 366.3 -> 366], max qty 50
+INSTRUMENT_POOL = (
+    InstrumentSpec.from_fields("CCER-AFF", ref_price="62.00"),
+    InstrumentSpec.from_fields("CCER-X", tick="0.05", lot=10, max_qty=500, ref_price="3.35",
+                               band_pct="7.5"),
+    InstrumentSpec.from_fields("CCER-Y", ref_price="3.33", max_qty=50),
+)
+ACCOUNT_IDS = ("A", "B", "C")
+
+
+def scaled(examples: int) -> int:
+    """A test's example budget times CCERX_PROPERTY_SCALE (default 1; see conftest.py)."""
+    return max(1, int(examples * float(os.environ.get("CCERX_PROPERTY_SCALE", "1"))))
+
+
+@dataclass(frozen=True)
+class Stream:
+    instruments: tuple[InstrumentSpec, ...]
+    accounts: tuple[tuple[str, int, tuple[tuple[str, int], ...]], ...] | None  # (id, fen, credits)
+    steps: tuple
+
+    def engine_accounts(self) -> Accounts | None:
+        if self.accounts is None:
+            return None
+        return Accounts([Account(a, cash=cash, credits=dict(credits))
+                         for a, cash, credits in self.accounts])
+
+    def model_accounts(self) -> list[RefAccount] | None:
+        if self.accounts is None:
+            return None
+        return [RefAccount(a, cash, dict(credits)) for a, cash, credits in self.accounts]
+
+
+HOSTILE_LINES = (
+    b"not json", b"[1, 2, 3]", b"42", b'"new"', b"{}", b'{"op": null}', b'{"op": "explode"}',
+    b'{"op": 7, "order_id": "x"}', b'{"op": "new", "ts": -1, "order_id": "t1"}',
+    b'{"op": "new", "ts": "soon"}', b'{"op": "new", "ts": 1e30}',
+    b'{"op": "instrument", "symbol": "CCER-Q"}',
+    b'{"op": "instrument", "symbol": "CCER-Q", "ref_price": 3.5}',
+    b'{"op": "instrument", "symbol": "CCER-Q", "ref_price": "3.00", "lot": "ten"}',
+    b'{"op": "new", "order_id": "h1", "account": "A", "instrument": "CCER-AFF", "side": "buy",'
+    b' "price": "62.00", "qty": 100000000000000000000000000000}',
+    b'{"op": "new", "order_id": ["h2"], "account": "A", "instrument": "CCER-AFF",'
+    b' "side": "buy", "price": "62.00", "qty": 1}',
+    b'{"op": "cancel"}', b'{"op": "amend", "order_id": {"a": 1}, "qty": 5}',
+    b'{"op": "amend", "order_id": "o0"}',
+    b'{"op": "new", "order_id": "h3", "account": "A", "instrument": "CCER-AFF", "side": "buy",'
+    b' "price": 62.0, "qty": 1}',
+)
+
+def weighted(*pairs):
+    """One of the strategies, chosen with the given integer weights (st.one_of would give
+    every branch the same chance, duplicates included)."""
+    return st.sampled_from([strat for weight, strat in pairs for _ in range(weight)]).flatmap(
+        lambda strat: strat)
+
+
+# price choices: ("off", k) k ticks from the reference; ("edge", e) at/just outside the band
+# edges; ("raw", value) a hostile edge value (through price_field); ("none", None) no price
+_near = st.integers(-3, 3).map(lambda k: ("off", k))
+price_choice = weighted((6, _near), (1, st.sampled_from(("lo", "hi")).map(lambda e: ("edge", e))))
+bad_price = st.one_of(
+    st.sampled_from(("lo-1", "hi+1")).map(lambda e: ("edge", e)),
+    st.sampled_from(("62.001", "0", "-62.00", "abc", "1e2", 62.0, 62, "NaN", "0.00", "3.351",
+                     "99999999999999999999.00", "")).map(lambda v: ("raw", v)),
+    st.just(("none", None)))
+
+# qty choices: ("lots", k) k lots; ("max", d) max_qty + d lots; ("raw", v) hostile value
+qty_choice = weighted((12, st.integers(1, 6).map(lambda k: ("lots", k))), (1, st.just(("max", 0))))
+bad_qty = st.one_of(st.just(("max", 1)), st.sampled_from(
+    (0, -10, 1.5, True, False, "10", None, 7, 2 ** 70)).map(lambda v: ("raw", v)))
+
+# one defect at most per new order, so that most orders are valid and trade
+defect = weighted((40, st.none()), (8, st.one_of(
+    st.tuples(st.just("order_id"), st.sampled_from(("", 5, None, "x" * 65))),
+    st.tuples(st.just("account"), st.sampled_from(("Z", 5, "", None))),
+    st.tuples(st.just("instrument"), st.sampled_from(("CCER-NOPE", None, "ccer-aff"))),
+    st.tuples(st.just("side"), st.sampled_from(("BUY", None, 1, "short"))),
+    st.tuples(st.just("order_type"), st.sampled_from(("stop", None, 0))),
+    st.tuples(st.just("tif"), st.sampled_from(("gtc", 3, "DAY", "day"))),  # "day": bad for market
+    st.tuples(st.just("price"), bad_price),
+    st.tuples(st.just("qty"), bad_qty))))
+
+new_step = st.tuples(
+    st.just("new"),
+    st.sampled_from(("fresh",) * 12 + ("reuse",)),
+    st.integers(0, 2),                               # account index
+    st.integers(0, 3),                               # instrument index (mod the symbols)
+    st.sampled_from(("buy", "sell")),
+    st.sampled_from(("limit",) * 4 + ("market",)),
+    st.sampled_from((None, None, None, "day", "ioc", "fok")),
+    price_choice,
+    qty_choice,
+    st.booleans(),                                   # carries a ts
+    defect,
+)
+cancel_step = st.tuples(st.just("cancel"), st.integers(0, 40),
+                        st.sampled_from(("id",) * 8 + ("unknown", "none")))
+amend_step = st.tuples(
+    st.just("amend"), st.integers(0, 40), st.sampled_from(("id",) * 9 + ("unknown",)),
+    weighted((3, st.none()), (4, price_choice), (1, bad_price)),
+    weighted((3, st.none()), (4, qty_choice), (1, bad_qty)),
+)
+eod_step = st.just(("eod",))
+define_step = st.tuples(st.just("define"), st.integers(0, 2), st.integers(-5, 5))
+hostile_step = st.sampled_from(HOSTILE_LINES).map(lambda line: ("line", line))
+
+step = weighted((30, new_step), (5, cancel_step), (8, amend_step), (1, hostile_step),
+               (1, eod_step), (1, define_step))
+
+
+@st.composite
+def streams(draw, with_accounts=None, min_steps=10, max_steps=60):
+    n_instruments = draw(st.integers(1, 2))
+    picks = draw(st.permutations(range(len(INSTRUMENT_POOL))))[:n_instruments]
+    instruments = tuple(INSTRUMENT_POOL[i] for i in sorted(picks))
+    if with_accounts is None:
+        with_accounts = draw(st.booleans())
+    accounts = None
+    if with_accounts:
+        rows = []
+        for a in ACCOUNT_IDS:
+            cash = draw(st.sampled_from((0, 40_000, 200_000, 2_000_000, 2_000_000, 1_000_000_000)))
+            credits = tuple((spec.symbol, draw(st.sampled_from((0, 3, 20, 60, 60, 5_000)))
+                             * spec.lot) for spec in instruments)
+            rows.append((a, cash, credits))
+        accounts = tuple(rows)
+    steps = tuple(draw(st.lists(step, min_size=min_steps, max_size=max_steps)))
+    return Stream(instruments, accounts, steps)
+
+
+def _price_units(spec: InstrumentSpec, choice):
+    kind, value = choice
+    if kind == "none":
+        return None
+    if kind == "raw":
+        return price_field(value)
+    if kind == "off":
+        return (spec.ref_ticks + value) * spec.tick_units
+    low, high = band_limits(spec)
+    ticks = {"lo-1": low - 1, "lo": low, "hi": high, "hi+1": high + 1}[value]
+    return ticks * spec.tick_units
+
+
+def _qty(spec: InstrumentSpec, choice):
+    kind, value = choice
+    if kind == "lots":
+        return value * spec.lot
+    if kind == "max":
+        return spec.max_qty + value * spec.lot
+    return value
+
+
+def iter_commands(stream: Stream, current_specs):
+    """Abstract steps -> engine commands, one at a time. `current_specs()` returns the
+    instrument specs in force now (the model's), so that band-edge and near-reference prices
+    follow reference moves made by end of day and instrument redefinitions."""
+    symbols = [s.symbol for s in stream.instruments]
+    ids: list[str] = []
+    id_symbol: dict[str, str] = {}
+    ts = 1_706_000_000_000_000_000
+    for i, st_ in enumerate(stream.steps):
+        ts += 1_000
+        specs = current_specs()
+        kind = st_[0]
+        if kind == "new":
+            _, id_kind, acct, instr, side, otype, tif, price, qty, has_ts, bad = st_
+            oid = f"o{len(ids)}" if id_kind == "fresh" or not ids else ids[i % len(ids)]
+            symbol = symbols[instr % len(symbols)]
+            # hypothesis favours repeating the simplest draw; rotating by the step index turns
+            # "all zeros" into alternating sides over rotating accounts, which trade
+            side = ("buy", "sell")[(side == "sell") ^ (i % 2)]
+            fields = {"order_id": oid, "account": ACCOUNT_IDS[(acct + i) % len(ACCOUNT_IDS)],
+                      "instrument": symbol, "side": side, "order_type": otype, "tif": tif, "price": price,
+                      "qty": qty}
+            if otype == "market":  # market orders carry no price and are never day orders
+                fields["price"] = ("none", None)
+                fields["tif"] = "fok" if tif == "fok" else None
+            if bad is not None:
+                fields[bad[0]] = bad[1]
+            if fields["order_id"] == oid and oid not in ids:
+                ids.append(oid)
+                id_symbol[oid] = symbol
+            spec = specs.get(symbol) or specs[symbols[0]]
+            yield NewOrder(fields["order_id"], fields["account"], fields["instrument"],
+                           fields["side"], fields["order_type"], fields["tif"],
+                           _price_units(spec, fields["price"]), _qty(spec, fields["qty"]),
+                           ts if has_ts else None)
+        elif kind == "cancel":
+            _, k, target = st_
+            oid = (ids[-1 - k % len(ids)] if ids and target == "id"
+                   else ("ghost" if target == "unknown" else None))
+            yield CancelOrder(oid, ts)
+        elif kind == "amend":
+            _, k, target, price, qty = st_
+            oid = ids[-1 - k % len(ids)] if ids and target == "id" else "ghost"
+            spec = specs.get(id_symbol.get(oid)) or specs[symbols[0]]
+            yield AmendOrder(oid, None if price is None else _price_units(spec, price),
+                             None if qty is None else _qty(spec, qty), ts)
+        elif kind == "eod":
+            yield EndOfDay(ts)
+        elif kind == "define":
+            _, which, move = st_
+            base = INSTRUMENT_POOL[which]
+            spec = base.with_ref_ticks(base.ref_ticks + move)
+            if spec.symbol not in symbols:
+                symbols.append(spec.symbol)
+            yield DefineInstrument(spec, ts)
+        elif kind == "line":
+            yield parse_command(st_[1])
+        else:
+            raise AssertionError(kind)

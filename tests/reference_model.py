@@ -1,0 +1,432 @@
+"""A plain reference model of the whole exchange, for differential tests.
+
+Written from the rules of issue 2 (items 2-7), separately from engine/exchange.py and
+engine/book.py: it shares only the public vocabulary (commands, events, InstrumentSpec,
+enums) so that its events can be compared field by field with the engine's.
+
+Theory of operation: obviously correct beats fast. All resting orders of all instruments
+live in ONE python list; every question ("best ask?", "who is next in the queue?", "what
+does account A hold in reservations?") is answered by a linear scan and a sort. Time
+priority is an ever-increasing stamp given when an order (re)joins a queue. Reservations
+are not stored at all: they are recomputed from the resting orders whenever needed, so
+they cannot drift. Nothing here is clever; if this model and the engine disagree, read
+this file first: it should be possible to convince yourself it is right in a few minutes.
+
+Choices the issue leaves open follow the engine's documented ones (module docstrings of
+engine/): fee = floor(gross_fen * fee_ppm / 1e6) per side per trade; a market buy reserves
+cash at the band's upper limit; the accepted event precedes an order's trades; an IOC /
+FOK / market remainder is a `cancelled` event with reason ioc / fok / market; cancel or
+amend of an unknown order is `order_not_resting`; the EOD close is the VWAP of the day's
+trades rounded half up to a tick (the previous close when nothing traded).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from engine.commands import AmendOrder, CancelOrder, DefineInstrument, EndOfDay, Malformed, NewOrder
+from engine.events import (DayClosed, InstrumentDefined, OrderAccepted, OrderAmended,
+                           OrderCancelled, OrderRejected, TradeExecuted)
+from engine.types import (CancelReason, InstrumentSpec, OrderType, PriceError, RejectReason,
+                          Side, TimeInForce)
+
+PRICE_UNITS_PER_FEN = 10_000  # 1 fen = 0.01 CNY = 10_000 millionths of a CNY
+MAX_ORDER_ID_LEN = 64
+
+
+class Rejected(Exception):
+    """Internal: a validation step failed with this reason."""
+
+    def __init__(self, reason: RejectReason, text: str = ""):
+        super().__init__(text)
+        self.reason = reason
+        self.text = text or reason.value
+
+
+@dataclass
+class RefOrder:
+    order_id: str
+    account: str
+    instrument: str
+    side: Side
+    price: int | None  # ticks; None for market orders (which never rest)
+    qty: int           # total order quantity, filled included
+    filled: int = 0
+    stamp: int = 0     # time priority: lower is earlier
+    held: int = 0      # cash held for a buy, only under reservation="consumed" (see below)
+
+    @property
+    def open(self) -> int:
+        return self.qty - self.filled
+
+
+@dataclass
+class RefAccount:
+    account: str
+    cash: int                                    # fen
+    credits: dict = field(default_factory=dict)  # instrument -> t
+    bought_today: dict = field(default_factory=dict)
+    fees_paid: int = 0
+
+
+def band_limits(spec: InstrumentSpec) -> tuple[int, int]:
+    """[lowest, highest] valid price in ticks, by the issue's formula, with exact fractions:
+    ceil(ref * (1 - band/100) / tick) <= P/tick <= floor(ref * (1 + band/100) / tick)."""
+    tick = Fraction(spec.tick_units, 1_000_000)
+    ref = spec.ref_ticks * tick
+    band = Fraction(spec.band_ppm, 1_000_000)  # band_pct / 100
+    return math.ceil(ref * (1 - band) / tick), math.floor(ref * (1 + band) / tick)
+
+
+class ReferenceExchange:
+    def __init__(self, instruments, accounts: list[RefAccount] | None = None,
+                 fee_ppm: int = 6_000, reservation: str = "need"):
+        """reservation="need" (the rule): a resting buy holds exactly what its open quantity
+        needs at its limit, fee included. reservation="consumed" (what the engine does at the
+        time of writing, see the report of issue 2 item 8): a buy holds what it reserved
+        when accepted or amended, minus what its fills actually cost, so the saving of a
+        fill at a better price, and fee rounding, stay held until the order ends."""
+        assert reservation in ("need", "consumed")
+        self.reservation = reservation
+        self.specs: dict[str, InstrumentSpec] = {s.symbol: s for s in instruments}
+        self.accounts = None if accounts is None else {a.account: a for a in accounts}
+        self.fee_ppm = fee_ppm
+        self.resting: list[RefOrder] = []
+        self.seen_ids: set[str] = set()
+        self.seq = 0
+        self.trade_id = 0
+        self.stamp = 0
+        self.last_ts = 0
+        self.day_trades: list[tuple[str, int, int]] = []  # (instrument, price ticks, qty)
+
+    # ---- queries (linear scans) --------------------------------------------------------
+    def find(self, order_id) -> RefOrder | None:
+        for order in self.resting:
+            if order.order_id == order_id:
+                return order
+        return None
+
+    def queue(self, instrument: str, side: Side) -> list[RefOrder]:
+        """Resting orders of one side, best price first, then time priority."""
+        orders = [o for o in self.resting if o.instrument == instrument and o.side is side]
+        if side is Side.BUY:
+            return sorted(orders, key=lambda o: (-o.price, o.stamp))
+        return sorted(orders, key=lambda o: (o.price, o.stamp))
+
+    def snapshot_books(self) -> dict:
+        out = {}
+        for symbol in self.specs:
+            out[symbol] = {}
+            for side in (Side.BUY, Side.SELL):
+                levels = []
+                for order in self.queue(symbol, side):
+                    if not levels or levels[-1][0] != order.price:
+                        levels.append([order.price, []])
+                    levels[-1][1].append([order.order_id, order.open])
+                out[symbol][side.value] = levels
+        return out
+
+    def cash_needed(self, spec: InstrumentSpec, price: int, qty: int) -> int:
+        gross = price * spec.tick_fen * qty
+        return gross + self.fee(gross)
+
+    def fee(self, gross_fen: int) -> int:
+        return gross_fen * self.fee_ppm // 1_000_000
+
+    def held(self, order: RefOrder) -> int:
+        """Cash a resting buy order holds."""
+        if self.reservation == "consumed":
+            return order.held
+        return self.cash_needed(self.specs[order.instrument], order.price, order.open)
+
+    def cash_reserved(self, account: str) -> int:
+        return sum(self.held(o) for o in self.resting
+                   if o.account == account and o.side is Side.BUY)
+
+    def credits_reserved(self, account: str, instrument: str) -> int:
+        return sum(o.open for o in self.resting if o.account == account and o.side is Side.SELL
+                   and o.instrument == instrument)
+
+    def account_view(self, account: str) -> dict:
+        """Everything about an account, in the shape tests compare with the engine's."""
+        a = self.accounts[account]
+        reserved = {}
+        for instrument in self.specs:
+            r = self.credits_reserved(account, instrument)
+            if r:
+                reserved[instrument] = r
+        return {"cash": a.cash, "cash_reserved": self.cash_reserved(account),
+                "credits": {k: v for k, v in a.credits.items() if v},
+                "credits_reserved": reserved,
+                "bought_today": {k: v for k, v in a.bought_today.items() if v},
+                "fees_paid": a.fees_paid}
+
+    # ---- events ------------------------------------------------------------------------
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _reject(self, out, ts, op, order_id, reason, text=""):
+        out.append(OrderRejected(self._next_seq(), ts, op,
+                                 order_id if type(order_id) is str else None, reason,
+                                 text or reason.value))
+
+    def _cancelled(self, out, ts, order: RefOrder, reason: CancelReason):
+        out.append(OrderCancelled(self._next_seq(), ts, order.order_id, order.account,
+                                  order.instrument, order.side, reason, order.open, order.filled))
+
+    # ---- commands ----------------------------------------------------------------------
+    def apply(self, command) -> list:
+        ts = command.ts
+        if ts is None:
+            ts = self.last_ts
+        else:
+            self.last_ts = ts
+        out: list = []
+        kind = type(command)
+        if kind is NewOrder:
+            self._new(command, ts, out)
+        elif kind is CancelOrder:
+            self._cancel(command, ts, out)
+        elif kind is AmendOrder:
+            self._amend(command, ts, out)
+        elif kind is EndOfDay:
+            self._end_of_day(ts, out)
+        elif kind is DefineInstrument:
+            self._define(command, ts, out)
+        elif kind is Malformed:
+            # engine's choice: every line the edge could not parse, unknown op included, is
+            # `malformed` (RejectReason.UNKNOWN_OP exists but is not used)
+            self._reject(out, ts, command.op, command.order_id, RejectReason.MALFORMED,
+                         command.text)
+        else:
+            raise TypeError(command)
+        return out
+
+    def _price_ticks(self, spec: InstrumentSpec, price_units) -> int:
+        if isinstance(price_units, PriceError):
+            raise Rejected(price_units.reason, price_units.text)
+        if type(price_units) is not int or price_units <= 0:
+            raise Rejected(RejectReason.INVALID_PRICE)
+        if price_units % spec.tick_units:
+            raise Rejected(RejectReason.OFF_TICK)
+        ticks = price_units // spec.tick_units
+        low, high = band_limits(spec)
+        if not low <= ticks <= high:
+            raise Rejected(RejectReason.PRICE_OUT_OF_BAND)
+        return ticks
+
+    @staticmethod
+    def _qty(spec: InstrumentSpec, qty) -> int:
+        if type(qty) is not int or qty <= 0 or qty % spec.lot:  # bool is not int here
+            raise Rejected(RejectReason.INVALID_QTY)
+        if qty > spec.max_qty:
+            raise Rejected(RejectReason.QTY_ABOVE_MAX)
+        return qty
+
+    def _new(self, cmd: NewOrder, ts, out):
+        oid = cmd.order_id
+        try:
+            if type(oid) is not str or not oid or len(oid) > MAX_ORDER_ID_LEN:
+                raise Rejected(RejectReason.MALFORMED, "order_id must be a non-empty string")
+            if oid in self.seen_ids:
+                raise Rejected(RejectReason.DUPLICATE_ORDER_ID)
+            self.seen_ids.add(oid)  # seen, whatever happens next
+            account = cmd.account
+            # engine's order of checks: id, duplicate, account shape, instrument, side, type,
+            # tif, price, qty, then the account table and the funds
+            if type(account) is not str or not account or len(account) > MAX_ORDER_ID_LEN:
+                raise Rejected(RejectReason.MALFORMED, "account must be a non-empty string")
+            spec = self.specs.get(cmd.instrument) if type(cmd.instrument) is str else None
+            if spec is None:
+                raise Rejected(RejectReason.UNKNOWN_INSTRUMENT)
+            side = {"buy": Side.BUY, "sell": Side.SELL}.get(cmd.side) if type(cmd.side) is str else None
+            if side is None:
+                raise Rejected(RejectReason.INVALID_SIDE)
+            otype = ({"limit": OrderType.LIMIT, "market": OrderType.MARKET}.get(cmd.order_type)
+                     if type(cmd.order_type) is str else None)
+            if otype is None:
+                raise Rejected(RejectReason.INVALID_TYPE)
+            tif_text = cmd.tif
+            if tif_text is None:
+                tif_text = "day" if otype is OrderType.LIMIT else "ioc"
+            tif = ({"day": TimeInForce.DAY, "ioc": TimeInForce.IOC, "fok": TimeInForce.FOK}
+                   .get(tif_text) if type(tif_text) is str else None)
+            if tif is None or (otype is OrderType.MARKET and tif is TimeInForce.DAY):
+                raise Rejected(RejectReason.INVALID_TIF)
+            if otype is OrderType.LIMIT:
+                price = self._price_ticks(spec, cmd.price_units)
+            elif cmd.price_units is not None:  # engine's choice: a market order has no price
+                raise Rejected(RejectReason.INVALID_PRICE, "a market order carries no price")
+            else:
+                price = None
+            qty = self._qty(spec, cmd.qty)
+            if self.accounts is not None:
+                if account not in self.accounts:
+                    raise Rejected(RejectReason.UNKNOWN_ACCOUNT)
+                self._check_funds(spec, account, side, price, qty, None)
+        except Rejected as bad:
+            valid_id = type(oid) is str and 0 < len(oid) <= MAX_ORDER_ID_LEN
+            # engine's choice: a new order's id that is not a valid id is not echoed
+            self._reject(out, ts, "new", oid if valid_id else None, bad.reason, bad.text)
+            return
+        out.append(OrderAccepted(self._next_seq(), ts, oid, account, spec.symbol, side, otype, tif,
+                                 price, qty))
+        order = RefOrder(oid, account, spec.symbol, side, price, qty)
+        if side is Side.BUY:
+            order.held = self.cash_needed(spec, band_limits(spec)[1] if price is None else price, qty)
+        if tif is TimeInForce.FOK and self._fillable(order, price) < qty:
+            self._cancelled(out, ts, order, CancelReason.FOK)  # short: nothing else changes
+            return
+        self._match(order, price, ts, out)
+        if order.open == 0:
+            return
+        if tif is TimeInForce.DAY:
+            self.stamp += 1
+            order.stamp = self.stamp
+            self.resting.append(order)
+        elif otype is OrderType.MARKET and tif is TimeInForce.IOC:
+            self._cancelled(out, ts, order, CancelReason.MARKET)
+        else:
+            self._cancelled(out, ts, order, CancelReason.IOC if tif is TimeInForce.IOC
+                            else CancelReason.FOK)
+
+    def _check_funds(self, spec, account, side, price, open_qty, amended: RefOrder | None):
+        """Reject unless the account can cover `open_qty` at `price` (None: market order),
+        counting the amended order's current reservation as available to it."""
+        a = self.accounts[account]
+        if side is Side.BUY:
+            limit = price if price is not None else band_limits(spec)[1]
+            available = a.cash - self.cash_reserved(account)
+            if amended is not None:
+                available += self.held(amended)
+            if self.cash_needed(spec, limit, open_qty) > available:
+                raise Rejected(RejectReason.INSUFFICIENT_FUNDS)
+        else:
+            sellable = (a.credits.get(spec.symbol, 0) - a.bought_today.get(spec.symbol, 0)
+                        - self.credits_reserved(account, spec.symbol))
+            if amended is not None:
+                sellable += amended.open
+            if open_qty > sellable:
+                raise Rejected(RejectReason.INSUFFICIENT_CREDITS)
+
+    @staticmethod
+    def _crosses(taker: RefOrder, limit: int | None, maker_price: int) -> bool:
+        if limit is None:
+            return True
+        return maker_price <= limit if taker.side is Side.BUY else maker_price >= limit
+
+    def _opposite(self, taker: RefOrder) -> list[RefOrder]:
+        other = Side.SELL if taker.side is Side.BUY else Side.BUY
+        return self.queue(taker.instrument, other)
+
+    def _fillable(self, taker: RefOrder, limit) -> int:
+        return sum(o.open for o in self._opposite(taker)
+                   if self._crosses(taker, limit, o.price) and o.account != taker.account)
+
+    def _match(self, taker: RefOrder, limit, ts, out):
+        spec = self.specs[taker.instrument]
+        while taker.open > 0:
+            queue = self._opposite(taker)
+            if not queue or not self._crosses(taker, limit, queue[0].price):
+                return
+            maker = queue[0]
+            if maker.account == taker.account:  # self-trade prevention: the resting one goes
+                self.resting.remove(maker)
+                self._cancelled(out, ts, maker, CancelReason.STP)
+                continue
+            qty = min(taker.open, maker.open)
+            price = maker.price  # always the resting order's price
+            taker.filled += qty
+            maker.filled += qty
+            if maker.open == 0:
+                self.resting.remove(maker)
+            buy, sell = (taker, maker) if taker.side is Side.BUY else (maker, taker)
+            gross = price * spec.tick_fen * qty
+            fee = self.fee(gross)
+            buy.held -= gross + fee
+            self.trade_id += 1
+            out.append(TradeExecuted(self._next_seq(), ts, self.trade_id, spec.symbol, price, qty,
+                                     buy.order_id, sell.order_id, taker.side, buy.account,
+                                     sell.account, fee, fee, buy.open, sell.open))
+            self.day_trades.append((spec.symbol, price, qty))
+            if self.accounts is not None:
+                b, s = self.accounts[buy.account], self.accounts[sell.account]
+                b.cash -= gross + fee
+                b.fees_paid += fee
+                b.credits[spec.symbol] = b.credits.get(spec.symbol, 0) + qty
+                b.bought_today[spec.symbol] = b.bought_today.get(spec.symbol, 0) + qty
+                s.cash += gross - fee
+                s.fees_paid += fee
+                s.credits[spec.symbol] -= qty
+
+    def _cancel(self, cmd: CancelOrder, ts, out):
+        order = self.find(cmd.order_id) if type(cmd.order_id) is str else None
+        if order is None:
+            self._reject(out, ts, "cancel", cmd.order_id, RejectReason.ORDER_NOT_RESTING)
+            return
+        self.resting.remove(order)
+        self._cancelled(out, ts, order, CancelReason.USER)
+
+    def _amend(self, cmd: AmendOrder, ts, out):
+        order = self.find(cmd.order_id) if type(cmd.order_id) is str else None
+        try:
+            if order is None:
+                raise Rejected(RejectReason.ORDER_NOT_RESTING)
+            if cmd.price_units is None and cmd.qty is None:
+                raise Rejected(RejectReason.NOTHING_TO_AMEND)
+            spec = self.specs[order.instrument]
+            price = order.price if cmd.price_units is None else self._price_ticks(spec, cmd.price_units)
+            qty = order.qty if cmd.qty is None else self._qty(spec, cmd.qty)
+            if qty <= order.filled:
+                raise Rejected(RejectReason.QTY_NOT_ABOVE_FILLED)
+            open_qty = qty - order.filled
+            if self.accounts is not None:
+                self._check_funds(spec, order.account, order.side, price, open_qty, order)
+        except Rejected as bad:
+            self._reject(out, ts, "amend", cmd.order_id, bad.reason, bad.text)
+            return
+        keep = price == order.price and open_qty <= order.open
+        out.append(OrderAmended(self._next_seq(), ts, order.order_id, order.account,
+                                order.instrument, order.side, price, qty, open_qty, keep))
+        order.price, order.qty = price, qty
+        order.held = self.cash_needed(spec, price, open_qty)
+        if keep:
+            return
+        self.resting.remove(order)  # to the back of its new level, and trade if it crosses
+        self._match(order, price, ts, out)
+        if order.open:
+            self.stamp += 1
+            order.stamp = self.stamp
+            self.resting.append(order)
+
+    def _end_of_day(self, ts, out):
+        for symbol, spec in list(self.specs.items()):
+            for side in (Side.BUY, Side.SELL):
+                for order in self.queue(symbol, side):
+                    self.resting.remove(order)
+                    self._cancelled(out, ts, order, CancelReason.EOD)
+            trades = [(p, q) for s, p, q in self.day_trades if s == symbol]
+            volume = sum(q for _, q in trades)
+            turnover_ticks = sum(p * q for p, q in trades)
+            if volume:
+                close = math.floor(Fraction(turnover_ticks, volume) + Fraction(1, 2))
+            else:
+                close = spec.ref_ticks
+            out.append(DayClosed(self._next_seq(), ts, symbol, close, volume,
+                                 turnover_ticks * spec.tick_fen, len(trades)))
+            self.specs[symbol] = spec.with_ref_ticks(close)
+        self.day_trades = []
+        self.seen_ids = set()  # an order id is unique for the day: a new day may reuse it
+        if self.accounts is not None:
+            for a in self.accounts.values():
+                a.bought_today = {}
+
+    def _define(self, cmd: DefineInstrument, ts, out):
+        symbol = cmd.spec.symbol
+        if any(o.instrument == symbol for o in self.resting):
+            self._reject(out, ts, "instrument", None, RejectReason.INSTRUMENT_BUSY)
+            return
+        self.specs[symbol] = cmd.spec
+        out.append(InstrumentDefined(self._next_seq(), ts, cmd.spec))
