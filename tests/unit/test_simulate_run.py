@@ -155,9 +155,19 @@ def test_command_line_runs_a_scenario_file(tmp_path, capsys):
     assert (out / "report.html").exists() and (out / "ledger.sqlite").exists()
 
 
-def test_fix_mode_says_it_is_not_available(tmp_path, capsys):
-    assert main(["simulate", "--mode", "fix", "--days", "1", "--out", str(tmp_path)]) == 2
-    assert "not available" in capsys.readouterr().err
+def test_gateway_config_registers_every_agent_account(tmp_path):
+    from gateway.config import GatewayConfig
+    path = tmp_path / "gateway.toml"
+    assert main(["simulate", "--days", "1", "--gateway-config", str(path)]) == 0
+    config = GatewayConfig.load(path)
+    accounts = config.build_accounts()
+    session = Session(load_scenario(days=1))
+    assert set(accounts.by_id) == set(session.accounts.by_id)
+    assert set(config.brokers) == {"SIMEMIT", "SIMPROJ", "SIMINST", "SIMNOIS"}
+    for account_id, account in session.accounts.by_id.items():
+        assert accounts.by_id[account_id].cash == account.cash
+        assert {k: v for k, v in accounts.by_id[account_id].credits.items() if v} == \
+            {k: v for k, v in account.credits.items() if v}
 
 
 def test_bad_scenario_is_a_usage_error(tmp_path, capsys):
