@@ -2,7 +2,7 @@
 
     python -m benchmarks.durability journal  [--commands 200000]
     python -m benchmarks.durability recovery [--commands 1000000]
-    python -m benchmarks.durability mqtt     [--commands 100000] [--broker 127.0.0.1:1883]
+    python -m benchmarks.durability mqtt     [--commands 100000] [--broker HOST:PORT]
     python -m benchmarks.durability ledger   [--commands 100000]
 
 Every benchmark checks its end state (state hash of the recovered engine against the writer's;
@@ -234,6 +234,39 @@ def bench_mqtt(n: int, base: str | None, broker: str) -> list[dict]:
              "instructions": count, "seconds": end_to_end_s, "per_s": count / end_to_end_s}]
 
 
+class OwnBroker:
+    """A private Mosquitto on a free port with unbounded per-client queues (the default limit
+    of 1000 queued messages makes a broker drop QoS 1 messages for a consumer that falls
+    behind a fast publisher)."""
+
+    def __enter__(self) -> str:
+        import getpass
+        import socket
+        import subprocess
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.dir = Path(tempfile.mkdtemp(prefix="ccerx-mosquitto-"))
+        conf = self.dir / "mosquitto.conf"
+        conf.write_text(f"user {getpass.getuser()}\nlistener {self.port} 127.0.0.1\n"
+                        f"allow_anonymous true\nmax_queued_messages 0\n"
+                        f"max_inflight_messages 100\n")
+        self.process = subprocess.Popen(["mosquitto", "-c", str(conf)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return f"127.0.0.1:{self.port}"
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def _print(rows: list[dict]) -> None:
     for row in rows:
         print("  ".join(f"{k}={v:,.2f}" if isinstance(v, float) else f"{k}={v}"
@@ -244,7 +277,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.durability")
     parser.add_argument("which", choices=("journal", "recovery", "ledger", "mqtt", "all"))
     parser.add_argument("--commands", type=int)
-    parser.add_argument("--broker", default="127.0.0.1:1883")
+    parser.add_argument("--broker", metavar="HOST:PORT",
+                        help="MQTT broker (default: start a private mosquitto on a free port)")
     parser.add_argument("--dir", help="where to put the data directories (default: /tmp)")
     args = parser.parse_args(argv)
     todo = ("journal", "recovery", "ledger", "mqtt") if args.which == "all" else (args.which,)
@@ -258,8 +292,12 @@ def main(argv=None) -> int:
             _print(bench_recovery(n, args.dir))
         elif which == "ledger":
             _print(bench_ledger(n, args.dir))
-        else:
+        elif args.broker:
             _print(bench_mqtt(n, args.dir, args.broker))
+        else:
+            with OwnBroker() as broker:
+                print(f"(private mosquitto on {broker})")
+                _print(bench_mqtt(n, args.dir, broker))
         sys.stdout.flush()
     return 0
 

@@ -158,8 +158,10 @@ class SettlementConsumer:
 
     def __init__(self, ledger, host: str = "127.0.0.1", port: int = 1883, *,
                  client_id: str = "ccerx-ledger-consumer", prefix: str = TOPIC_PREFIX,
-                 max_batch: int = 500, max_backoff: float = 5.0, log=None):
+                 max_batch: int = 500, linger: float = 0.01, max_backoff: float = 5.0,
+                 log=None):
         self.ledger = ledger
+        self.linger = linger
         self.host, self.port = host, port
         self.client_id = client_id
         self.topic = f"{prefix}/settle/+"
@@ -233,9 +235,7 @@ class SettlementConsumer:
                             return
                         self._warn_gap(idle)
                         continue
-                    batch = [message]
-                    while not inbox.empty() and len(batch) < self.max_batch:
-                        batch.append(inbox.get_nowait())
+                    batch = await self._gather(inbox, message)
                     self.last_message = time.monotonic()
                     self._handle(client, batch)
             finally:
@@ -244,6 +244,26 @@ class SettlementConsumer:
                     await reader
                 except BaseException:
                     pass
+
+    async def _gather(self, inbox: asyncio.Queue, first) -> list:
+        """Collect what arrives within `linger` s (up to max_batch) so one ledger commit
+        covers many instructions: the client reads one packet per event-loop turn, so without
+        lingering every commit (an fsync) would carry a single instruction."""
+        batch = [first]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.linger
+        while len(batch) < self.max_batch:
+            if not inbox.empty():
+                batch.append(inbox.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(inbox.get(), remaining))
+            except asyncio.TimeoutError:
+                break
+        return batch
 
     def _warn_gap(self, idle: float) -> None:
         """Say so (every 10 s) when instructions wait behind a missing one."""
