@@ -55,10 +55,12 @@ def add_parser(sub) -> None:
 def open_engine(data_dir: Path, instruments, accounts):
     """The engine behind the gateway: the one place that decides how it is built and kept.
 
-    Today a plain in-memory Exchange; the durable engine (journal + ledger in `data_dir`) plugs
-    in here. Whatever it returns must offer Exchange's interface (apply, books, specs, accounts)
-    and may offer close()."""
-    return Exchange(instruments, accounts)
+    The durable engine: every command is journaled (fsync) in `data_dir` before apply()
+    returns, state is recovered from snapshot + journal on start, and trades settle into the
+    embedded SQLite ledger `data_dir/ledger.sqlite`. Whatever it returns must offer Exchange's
+    interface (apply, books, specs, accounts) and may offer close()."""
+    from engine.durable import DurableExchange
+    return DurableExchange(data_dir, instruments, accounts)
 
 
 def build_sessions(config: GatewayConfig, application, conformance: bool) -> list:
