@@ -218,7 +218,14 @@ class DurableExchange:
             # the journal ends before this snapshot (lost segment): take an older one
             restored, more = snap.latest_valid(self.data_dir, at_most=scanned.last_seq)
             skipped += more
-        report.snapshot_seq, report.skipped_snapshots, report.torn = snap_seq, skipped, scanned.torn
+        torn = scanned.torn
+        if torn is not None and torn.segment != jr.segment_paths(self.data_dir)[-1]:
+            # a crash can only tear the end of the newest segment; damage before other
+            # segments means lost or corrupted acknowledged commands: never cut those silently
+            raise RuntimeError(f"{self.data_dir}: journal damaged before its last segment "
+                               f"({torn}); refusing to recover past it. Restore the segment, or "
+                               f"move the later segments aside to accept the loss.")
+        report.snapshot_seq, report.skipped_snapshots, report.torn = snap_seq, skipped, torn
         maker_state = extra["settlement"]
         maker = InstructionMaker(self.settlement, maker_state["next_seq"],
                                  maker_state["stream_seqs"])
@@ -229,6 +236,7 @@ class DurableExchange:
         replayed = expected = 0
         pending_rows = []
         snap_instruction = maker.next_seq - 1
+        next_needed = snap_seq + 1
         for record in scanned.records:
             if record.instructions:
                 pending_rows.extend(row for row in record.instructions if row[1] > floor)
@@ -239,6 +247,10 @@ class DurableExchange:
                 maker.stream_seqs.update(record.streams)
             if record.last_seq <= snap_seq:
                 continue
+            if record.first_seq > next_needed:
+                raise RuntimeError(f"{self.data_dir}: the journal lacks commands {next_needed}-"
+                                   f"{record.first_seq - 1} after the snapshot at {snap_seq}")
+            next_needed = record.last_seq + 1
             rows = record.commands
             if record.first_seq <= snap_seq:
                 rows = rows[snap_seq + 1 - record.first_seq:]

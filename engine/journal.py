@@ -206,14 +206,11 @@ def segment_paths(directory: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
-def segment_first_seq(path: Path) -> int:
-    return int(path.name[len(SEGMENT_PREFIX):-len(SEGMENT_SUFFIX)])
-
-
 def read_segment(path: Path, expect_seq: Optional[int] = None,
                  expect_instruction: Optional[int] = None,
                  decode_after: int = 0, instructions_after: int = 0):
-    """Yield (record or None, end offset) for each whole record; finally a TornTail or None.
+    """Yield (record, end offset, None) for each whole record, then one final
+    (None, offset, TornTail or None): the torn tail if the segment does not end cleanly.
 
     Payloads are only decoded for records holding a command seq > decode_after or an
     instruction seq > instructions_after (others are checked, then skipped)."""
@@ -223,6 +220,7 @@ def read_segment(path: Path, expect_seq: Optional[int] = None,
         yield None, 0, TornTail(path, 0, size, "segment header missing or wrong")
         return
     pos = len(MAGIC)
+    view = memoryview(data)
     unpack = HEADER.unpack_from
     crc32 = zlib.crc32
     loads = orjson.loads
@@ -237,7 +235,7 @@ def read_segment(path: Path, expect_seq: Optional[int] = None,
             yield None, pos, TornTail(path, pos, size - pos,
                                       f"record at byte {pos} runs past the end of the file")
             return
-        body = memoryview(data)[pos + CRC_FROM:end]
+        body = view[pos + CRC_FROM:end]
         if crc32(body) != crc:
             yield None, pos, TornTail(path, pos, size - pos, f"checksum mismatch at byte {pos}")
             return
@@ -259,11 +257,11 @@ def read_segment(path: Path, expect_seq: Optional[int] = None,
             return
         record = Record(first_seq, [], first_instr, [], n_cmd, n_instr)
         if first_seq + n_cmd - 1 > decode_after:
-            record.commands = loads(data[start:start + cmd_len])
+            record.commands = loads(view[start:start + cmd_len])
             if streams_len:
-                record.streams = loads(data[start + cmd_len:start + cmd_len + streams_len])
+                record.streams = loads(view[start + cmd_len:start + cmd_len + streams_len])
         if n_instr and first_instr + n_instr - 1 > instructions_after:
-            record.instructions = loads(data[start + cmd_len + streams_len:end])
+            record.instructions = loads(view[start + cmd_len + streams_len:end])
         yield record, end, None
         pos = end
     yield None, pos, None

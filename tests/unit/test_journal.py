@@ -204,3 +204,20 @@ def test_existing_directory_ignores_other_config_and_says_so(tmp_path):
     assert back.recovery.config_ignored
     assert len(back.accounts.by_id) == 20
     back.close()
+
+
+def test_missing_journal_segment_is_refused_not_replayed_around(tmp_path):
+    commands = list(flow(3000, seed=2, n_accounts=20))
+    ex = DurableExchange(tmp_path, accounts=accounts_table(20), ledger=None, snapshot_every=1000)
+    for i in range(0, 3000, 500):
+        ex.apply_many(commands[i:i + 500])
+    ex.close()
+    for seq, path in snap.list_snapshots(tmp_path)[1:]:
+        path.unlink()                                   # only the genesis snapshot is left
+    (tmp_path / "journal-0000000000001001.log").unlink()
+    with pytest.raises(RuntimeError, match="journal damaged before its last segment"):
+        DurableExchange(tmp_path, ledger=None)
+    # the gap check behind it: a snapshot followed by a journal that starts too late
+    (tmp_path / "journal-0000000000000001.log").unlink()
+    with pytest.raises(RuntimeError, match="lacks commands 1-2000"):
+        DurableExchange(tmp_path, ledger=None)
