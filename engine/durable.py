@@ -24,7 +24,8 @@ Layout of a data directory:
     snapshot-<seq>.snap    state after command <seq>, see snapshot.py
     opening.json           opening balances of the accounts (what the ledger starts from)
     cursor-<relay>.json    last instruction each relay's adapter confirmed
-    ledger.sqlite          the embedded ledger (unless ledger=None or another adapter)
+    ledger.sqlite          the embedded ledger (the default when the exchange has accounts;
+                           ledger=None for none, or pass another adapter)
     LOCK                   held while a process has the directory open
 """
 from __future__ import annotations
@@ -171,6 +172,8 @@ class DurableExchange:
                              last_seq=report.last_instruction)
         self.relays: dict[str, Relay] = {}
         self.ledger = None
+        if ledger == "sqlite" and self.exchange.accounts is None:
+            ledger = None    # no accounts, no balances: nothing the ledger could settle against
         if ledger == "sqlite":
             from .ledger.sqlite import SqliteLedger
             ledger = SqliteLedger(self.data_dir / "ledger.sqlite")
