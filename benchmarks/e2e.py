@@ -281,14 +281,15 @@ async def _client(host: str, port: int, brokers, requests, rate: float, drain_ti
         if when - now > 1_000_000:
             await asyncio.sleep((when - now - 500_000) / 1e9)
             now = clock()
-        while now < when:
+        while now < when:            # wait by yielding, so acks are read as they arrive
+            await asyncio.sleep(0)
             now = clock()
         if now - when > 1_000_000:
             late_sends += 1
         acks[cl] = when
         session.writer.write(frame)
-        if i % 16 == 15:
-            await asyncio.sleep(0)     # let the readers run
+        if i % 8 == 7:
+            await asyncio.sleep(0)     # let the readers run even when we are behind
     deadline = time.monotonic() + drain_timeout
     while len(recv) < len(acks) and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
