@@ -85,10 +85,17 @@ class MqttPublisher:
         self.published = 0
         self.connects = 0
         self._client: Optional[aiomqtt.Client] = None
+        self.loop_errors = 0
         self._loop = asyncio.new_event_loop()
+        # a broker that vanishes leaves paho/aiomqtt callbacks failing on a closed socket;
+        # the failed deliver() already reports it, so count these instead of printing them
+        self._loop.set_exception_handler(self._on_loop_error)
         self._thread = threading.Thread(target=self._loop.run_forever, name="mqtt-publisher",
                                         daemon=True)
         self._thread.start()
+
+    def _on_loop_error(self, loop, context) -> None:
+        self.loop_errors += 1
 
     # -- called from the relay thread
     def deliver(self, instructions: Sequence[SettlementInstruction]) -> None:
