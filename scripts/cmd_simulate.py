@@ -1,6 +1,7 @@
 """`ccerx simulate`: agent-based CCER trading days from a scenario, with a session report."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -91,7 +92,12 @@ def run(args) -> int:
         if progress is not None:
             progress.close()
     simulated = time.perf_counter() - started
-    summary = write_report(result, out)
+    baseline = None
+    if scenario.issuance and args.mode == "in-process":
+        print("running the same scenario without its issuance batches (the baseline for the "
+              "price response)", file=sys.stderr)
+        baseline = Session(dataclasses.replace(scenario, issuance=[])).run()
+    summary = write_report(result, out, baseline)
     total_s = time.perf_counter() - started
     for s, rows in summary["instruments"].items():
         closes = " ".join(r["close"] for r in rows)

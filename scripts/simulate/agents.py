@@ -104,7 +104,8 @@ class Emitter(Agent):
         behind = bought < need * min(1.0, u * 1.1 + 0.05)
         bid, ask = m.top(instrument)
         # what it will pay: its value, plus a premium that grows towards the deadline
-        cap = m.clamp(instrument, int(self.values[instrument] * (1 + self.premium * u * u)))
+        cap = m.clamp(instrument, int(self.values[instrument] * m.value[instrument]
+                                      * (1 + self.premium * u * u)))
         qty = min(self.remaining(instrument) - self.working(instrument, "buy"),
                   rng.randint(*self.child_t))
         if qty <= 0:
@@ -128,10 +129,13 @@ class Emitter(Agent):
         # passive: one resting bid per type, improved to the top of the book up to the cap
         for order_id, o in list(self.live.items()):
             if o.instrument == instrument:
-                if bid is not None and o.price >= bid:
-                    return          # already best bid: keep its time priority
+                if bid is not None and o.price >= bid - 2:
+                    return          # near the best bid: keep its time priority
                 m.cancel(self, order_id, ts)
-        price = (bid + 1) if bid is not None else m.fair(instrument) - rng.randint(1, 4)
+        if bid is None:
+            price = m.fair(instrument) - rng.randint(1, 4)
+        else:   # join the best bid; improve it (inside the spread) only now and then
+            price = bid + (1 if rng.random() < 0.2 + 0.5 * u else 0) - rng.randint(0, 2)
         if ask is not None and price >= ask:
             price = ask - 1
         m.order(self, instrument, "buy", min(price, cap), qty, "day", ts)
@@ -166,7 +170,8 @@ class ProjectOwner(Agent):
         bid, ask = m.top(instrument)
         fair = m.fair(instrument)
         # reservation price: its value, lower the more inventory weighs on it
-        reserve = int(self.value * (1 - self.discount * math.log(max(pressure, 0.25))))
+        reserve = int(self.value * m.value[instrument]
+                      * (1 - self.discount * math.log(max(pressure, 0.25))))
         rich = max(0.0, fair / reserve - 1)          # how far the market is above it
         share = min(0.25, rng.uniform(*self.slice_share) * (1 + 12 * rich))
         qty = min(free, max(1, int(inventory * share)))

@@ -270,7 +270,9 @@ def _trading_minute(cal: TradingCalendar, day: int, ts: int) -> float:
 
 
 # ---------------------------------------------------------------------- the report
-def write_report(result, out_dir: str | Path) -> dict:
+def write_report(result, out_dir: str | Path, baseline=None) -> dict:
+    """Write the report; `baseline` is the same scenario run without its issuance batches
+    (same seed), against which the batches' price response is measured."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_trades_csv(result, out / "trades.csv")
@@ -279,10 +281,40 @@ def write_report(result, out_dir: str | Path) -> dict:
     fulfilment = emitter_fulfilment(result)
     pnl = agent_pnl(result)
     charts = _charts(result, stats, facts, fulfilment, out)
-    summary = _summary(result, stats, facts, fulfilment, pnl)
+    base_stats = day_stats(baseline) if baseline is not None else None
+    if base_stats is not None:
+        charts.append(_shock_chart(result, stats, base_stats, out))
+    summary = _summary(result, stats, facts, fulfilment, pnl, base_stats)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (out / "report.html").write_text(_html(result, stats, facts, fulfilment, pnl, charts, summary))
+    (out / "report.html").write_text(_html(result, stats, facts, fulfilment, pnl, charts, summary,
+                                           base_stats))
     return summary
+
+
+def _shock_chart(result, stats, base_stats, out: Path) -> tuple[str, str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    batches = _batches(result)
+    symbols = list(dict.fromkeys(s for _, s, _ in batches))
+    fig, axes = plt.subplots(1, len(symbols), figsize=(5.5 * len(symbols), 3.6), squeeze=False)
+    for ax, s in zip(axes[0], symbols):
+        tick = result.specs[s].tick_units / 1_000_000
+        days = [r.day + 1 for r in stats[s]]
+        ax.plot(days, [r.close * tick for r in base_stats[s]], marker="o", label="without the batch")
+        ax.plot(days, [r.close * tick for r in stats[s]], marker="o", label="with the batch")
+        for day, sym, qty in batches:
+            if sym == s:
+                ax.axvline(day + 1, color="#d62728", ls=":", lw=1)
+                ax.annotate(f"+{qty:,} t", (day + 1, ax.get_ylim()[1]), fontsize=8, va="top")
+        ax.set_title(f"{s}: daily close (VWAP)", fontsize=10)
+        ax.set_xlabel("trading day")
+        ax.set_xticks(days)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "issuance_response.png", dpi=90)
+    plt.close(fig)
+    return ("issuance_response.png", "Price response to the issuance batch")
 
 
 def _group_rows(pnl):
@@ -300,7 +332,7 @@ def _group_rows(pnl):
     return rows
 
 
-def _summary(result, stats, facts, fulfilment, pnl) -> dict:
+def _summary(result, stats, facts, fulfilment, pnl, base_stats=None) -> dict:
     specs = result.specs
     return {
         "scenario": result.scenario.name, "seed": result.scenario.seed, "mode": result.mode,
@@ -325,6 +357,8 @@ def _summary(result, stats, facts, fulfilment, pnl) -> dict:
                    for g in _group_rows(pnl)],
         "issuance_batches": [{"day": d + 1, "instrument": s, "qty": q}
                              for d, s, q in _batches(result)],
+        "baseline_closes": None if base_stats is None else {
+            s: [specs[s].ticks_to_text(r.close) for r in rows] for s, rows in base_stats.items()},
         "stylized": {f.instrument: {x.name: {"value": x.value, "holds": x.holds} for x in f.facts}
                      for f in facts},
         "reconciliation": [r.reconciliation.summary() if r.reconciliation else "not available"
@@ -346,7 +380,7 @@ def _table(headers, rows, cls="") -> str:
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _html(result, stats, facts, fulfilment, pnl, charts, summary) -> str:
+def _html(result, stats, facts, fulfilment, pnl, charts, summary, base_stats=None) -> str:
     sc, specs = result.scenario, result.specs
     e = html.escape
     parts = [f"""<!doctype html><html><head><meta charset="utf-8">
@@ -404,17 +438,28 @@ Trades: <a href="trades.csv">trades.csv</a>; figures: <a href="summary.json">sum
     batches = _batches(result)
     if batches:
         parts.append("<h2>Issuance batches and the price response</h2>")
+        if base_stats is None:
+            parts.append("<p><small>Run in process to measure the response against the same "
+                         "market without the batch.</small></p>")
+        else:
+            parts.append("<p><small>The same scenario and seed run again without the batches; "
+                         "the difference of the closes is the price response.</small></p>")
         rows = []
         for day, s, qty in batches:
-            closes = [r.close for r in stats[s]]
-            before = stats[s][day].reference
-            after = closes[day]
-            later = closes[min(day + 1, len(closes) - 1)]
-            rows.append((day + 1, s, f"{qty:,}", specs[s].ticks_to_text(before),
-                         specs[s].ticks_to_text(after), f"{100 * (after - before) / before:+.2f}%",
-                         specs[s].ticks_to_text(later), f"{100 * (later - before) / before:+.2f}%"))
-        parts.append(_table(("day", "credit type", "batch t", "previous close", "close that day",
-                             "change", "close next day", "change"), rows))
+            spec = specs[s]
+            for d in range(max(0, day - 1), len(stats[s])):
+                close = stats[s][d].close
+                cells = [d + 1, s, f"{qty:,}" if d == day else "", spec.ticks_to_text(close)]
+                if base_stats is not None:
+                    base = base_stats[s][d].close
+                    cells += [spec.ticks_to_text(base), f"{100 * (close - base) / base:+.2f}%"]
+                rows.append(cells)
+        headers = ["day", "credit type", "batch t", "close"]
+        if base_stats is not None:
+            headers += ["close without the batch", "response"]
+        parts.append(_table(headers, rows))
+        if base_stats is not None:
+            parts.append("<img src='issuance_response.png' alt='price response'>")
     need, bought = fulfilment["need_t"], fulfilment["bought_t"]
     parts.append("<h2>Emitters: purchases against needs</h2>")
     parts.append(f"<p>{fulfilment['emitters']} emitters; offsets capped at 5% of verified emissions; "

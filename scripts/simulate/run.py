@@ -15,6 +15,7 @@ scenario and seed -> the same commands -> the same trades.
 """
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -98,6 +99,10 @@ class Session:
         self.progress = progress
         self.fee_ppm = scenario.fee_ppm
         self.last_price = {s: self.specs[s].ref_ticks for s in self.symbols}
+        # the value of each credit type drifts as news arrives: a random walk shared by the
+        # valuations of emitters and project owners (noise traders and makers ignore it)
+        self.value = {s: 1.0 for s in self.symbols}
+        self.value_step = scenario.fundamental["daily_volatility"] / MINUTES_PER_DAY ** 0.5
         self.day = 0
         self.minute = 0
         self.commands = 0
@@ -286,7 +291,8 @@ class Session:
                 self.rejects[reason] = self.rejects.get(reason, 0) + 1
             elif kind is DayClosed:
                 self.days[-1].closes[e.instrument] = e
-                self.last_price[e.instrument] = e.close_ticks
+                if not e.volume:
+                    self.last_price[e.instrument] = e.close_ticks
         return filled
 
     # ------------------------------------------------------------------ the days
@@ -352,6 +358,9 @@ class Session:
             self._issue(day)
             for minute in range(MINUTES_PER_DAY):
                 self.minute = minute
+                if self.value_step:
+                    for s in symbols:
+                        self.value[s] *= math.exp(self.rng.gauss(0.0, self.value_step))
                 start = cal.minute_ns(day, minute)
                 chosen = self._activations(groups, minute)
                 woken = self.wakeups.pop(minute, None)

@@ -45,7 +45,7 @@ DEFAULTS: dict = {
         "burst": [2, 8],               # child orders in one aggressive run
     },
     "project_owners": {
-        "initial_t": [35_000, 90_000],   # opening inventory per owner, tonnes
+        "initial_t": [60_000, 150_000],   # opening inventory per owner, tonnes
         "issuance_per_day_t": [0, 1_500],  # routine batches per owner and day
         "activity_per_day": 40,
         "slice": [0.01, 0.04],           # share of inventory offered per order
@@ -74,6 +74,9 @@ DEFAULTS: dict = {
         "max_live_orders": 3,
         "run_alpha": 1.5,                 # split market orders: P(run >= l) ~ l^-alpha
     },
+    "fundamental": {
+        "daily_volatility": 0.03,  # random walk of the value of each credit type, per day
+    },
     "issuance": [],                       # shocks: [{day, instrument, qty}]
 }
 
@@ -92,6 +95,7 @@ class Scenario:
     market_makers: dict
     noise_traders: dict
     issuance: list[dict]
+    fundamental: dict
 
     @property
     def symbols(self) -> list[str]:
@@ -211,4 +215,4 @@ def _build(data: dict) -> Scenario:
         raise ValueError(f"emitters.deadline_day must be 0 (last day) or 1..{days}")
     return Scenario(data["name"], days, seed, start, fee_ppm, list(specs.values()), dict(agents),
                     data["emitters"], data["project_owners"], data["market_makers"],
-                    data["noise_traders"], issuance)
+                    data["noise_traders"], issuance, data["fundamental"])

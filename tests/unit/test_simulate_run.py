@@ -127,18 +127,22 @@ def test_ledger_reconciliation_detects_a_difference(tmp_path):
 
 def test_report_files(tmp_path):
     result = simulate(tiny(issuance=[{"day": 2, "instrument": "CCER-SOL", "qty": 50_000}]))
-    summary = write_report(result, tmp_path)
+    baseline = simulate(tiny())
+    summary = write_report(result, tmp_path, baseline)
     for name in ("report.html", "trades.csv", "summary.json", "price_volume.png",
-                 "spread_depth.png", "emitters.png", "stylized.png"):
+                 "spread_depth.png", "emitters.png", "stylized.png", "issuance_response.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     with (tmp_path / "trades.csv").open() as f:
         rows = list(csv.reader(f))
     assert tuple(rows[0]) == TRADE_COLUMNS and len(rows) == len(result.trades) + 1
     page = (tmp_path / "report.html").read_text()
     for text in ("every tonne and every fen accounted for", "Emitters: purchases against needs",
-                 "stylized facts", "Issuance batches", "price_volume.png", "CCER-MGV"):
+                 "stylized facts", "Issuance batches", "close without the batch",
+                 "price_volume.png", "CCER-MGV"):
         assert text in page
-    assert json.loads((tmp_path / "summary.json").read_text())["trades"] == summary["trades"]
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["trades"] == summary["trades"] == len(result.trades)
+    assert saved["baseline_closes"]["CCER-SOL"][0] == saved["instruments"]["CCER-SOL"][0]["close"]
     assert set(summary["stylized"]["CCER-AFF"]) == {
         "spread distribution", "heavy-tailed returns", "volatility clustering",
         "order-sign autocorrelation", "concave price impact"}
