@@ -9,10 +9,8 @@ rounds of 100 calls, and checks the end state so a fast wrong answer fails.
 """
 from __future__ import annotations
 
-import itertools
 import random
 
-import pytest
 
 from engine.commands import AmendOrder, CancelOrder, NewOrder
 from engine.events import OrderAccepted, OrderAmended, OrderCancelled, TradeExecuted
