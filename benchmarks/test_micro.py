@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 
-
 from engine.commands import AmendOrder, CancelOrder, NewOrder
 from engine.events import OrderAccepted, OrderAmended, OrderCancelled, TradeExecuted
 from engine.exchange import Exchange
