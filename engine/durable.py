@@ -22,7 +22,8 @@ keeps a durable cursor, so after a crash delivery resumes where the adapter last
 Layout of a data directory:
     journal-<seq>.log      batch records (commands + instructions), see journal.py
     snapshot-<seq>.snap    state after command <seq>, see snapshot.py
-    opening.json           opening balances of the accounts (what the ledger starts from)
+    opening.json           opening balances of the accounts (what the ledger starts from) and
+                           the settlement config (exchange id, cycle), fixed at creation
     cursor-<relay>.json    last instruction each relay's adapter confirmed
     ledger.sqlite          the embedded ledger (the default when the exchange has accounts;
                            ledger=None for none, or pass another adapter)
@@ -99,6 +100,15 @@ class RecoveryReport:
         return "\n".join(self.lines())
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def opening_balances(accounts: Optional[Accounts]) -> list:
     if accounts is None:
         return []
@@ -153,14 +163,18 @@ class DurableExchange:
             report.created = True
             self.exchange = genesis
             self.maker = InstructionMaker(self.settlement)
-            (self.data_dir / OPENING).write_bytes(orjson.dumps(
-                {"genesis_hash": genesis.state_hash(), "accounts": opening_balances(accounts)}))
+            _write_atomic(self.data_dir / OPENING, orjson.dumps(
+                {"genesis_hash": genesis.state_hash(), "accounts": opening_balances(accounts),
+                 "settlement": self.settlement._asdict()}))
             snap.write(self.data_dir, 0, genesis, self._extra())
             scanned = jr.ScanResult()
             pending_rows: list = []
         else:
             opening = orjson.loads((self.data_dir / OPENING).read_bytes())
-            report.config_ignored = opening["genesis_hash"] != genesis.state_hash()
+            stored = SettlementConfig(**opening["settlement"])
+            report.config_ignored = (opening["genesis_hash"] != genesis.state_hash()
+                                     or stored != self.settlement)
+            self.settlement = stored     # instruction ids must not change mid-stream
             scanned, pending_rows = self._recover(adapters, ledger)
         self.journal = jr.Journal.open_for_append(self.data_dir, scanned, self.fsync)
         self._since_snapshot = self.journal.next_seq - 1 - (report.snapshot_seq or 0)
