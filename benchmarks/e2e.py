@@ -30,15 +30,15 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 from engine.commands import AmendOrder, CancelOrder, NewOrder
 from engine.types import PriceError
 
-from .bench import latency_summary
-from .binary import iter_flow_commands, price_text
+from .bench import latency_summary, run_bench
+from .binary import is_journal_path, iter_flow_commands, price_text
 
 GATEWAY_COMP_ID = "CCERX"
 _FRAME = re.compile(rb"8=FIX\.4\.4\x019=(\d+)\x01")
@@ -157,6 +157,7 @@ class Session:
         self.messages_in = 0
         self.rejects: list[str] = []
         self.fast_parse = False
+        self.fills = 0               # ExecutionReports with ExecType F (one per side of a trade)
         self._buf = b""
 
     def _scan(self, data: bytes, now: int) -> None:
@@ -176,6 +177,8 @@ class Session:
             self.messages_in += 1
             t = _TAG35.search(frame)
             mtype = t.group(1) if t else b""
+            if mtype == b"8" and b"\x01150=F\x01" in frame:
+                self.fills += 1
             if mtype in (b"8", b"9"):
                 c = _TAG11.search(frame)
                 if c is not None:
@@ -227,6 +230,8 @@ class Session:
             while (msg := self.parser.get_message()) is not None:
                 self.messages_in += 1
                 mtype = msg.get(35)
+                if mtype == b"8" and msg.get(150) == b"F":
+                    self.fills += 1
                 if mtype in (b"8", b"9"):
                     cl = msg.get(11)
                     if cl is not None:
@@ -316,6 +321,7 @@ async def _client(host: str, port: int, brokers, requests, rate: float, drain_ti
             "send_span_s": round((planned[-1] - start) / 1e9, 3) if planned else 0.0,
             "latency_ns": latency_summary(lat),
             "messages_in": sum(s.messages_in for s in sessions),
+            "trade_reports": sum(s.fills for s in sessions),
             "session_or_business_rejects": sum(len(s.rejects) for s in sessions),
             "reject_examples": [r for s in sessions for r in s.rejects][:3],
             "wall_s": round((end - start) / 1e9, 3)}
@@ -342,7 +348,11 @@ class Server:
             raise RuntimeError(f"ccerx serve did not start: {line!r} {err}")
         self.host, self.port = match.group(1), int(match.group(2))
 
-    def stop(self) -> None:
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.dir.name) / "data"
+
+    def stop(self, cleanup: bool = True) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -350,12 +360,32 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.dir.cleanup()
+        if cleanup:
+            self.dir.cleanup()
+
+
+def _recovered_hash(data_dir: Path, make_exchange: Callable) -> str:
+    """The state the durable engine itself recovers from the data directory (snapshot +
+    journal), as an independent check of the bench's replay."""
+    from engine.durable import DurableExchange
+    template = make_exchange()
+    try:
+        with DurableExchange(data_dir, list(template.specs.values()), template.accounts,
+                             start_relays=False, log=lambda text: None) as recovered:
+            return recovered.state_hash()
+    except Exception as err:    # reported, not fatal: the check is extra evidence
+        return f"recovery failed: {type(err).__name__}: {err}"[:200]
 
 
 def run_e2e(flow_path, *, sessions: int = 2, rates=(1000.0,), commands: int = 20_000,
-            drain_timeout: float = 30.0, client_parser: str = "simplefix") -> dict:
-    """One server per offered rate (fresh engine each run); returns the result dict."""
+            drain_timeout: float = 30.0, client_parser: str = "simplefix",
+            replay_exchange: Optional[Callable] = None) -> dict:
+    """One server per offered rate (fresh engine each run); returns the result dict.
+
+    With `replay_exchange` (a factory of an Exchange set up like the server's: same
+    instruments and accounts), the journal the server wrote during each run (the recorded
+    day) is replayed and benchmarked afterwards with `bench.run_bench`, and its trade count
+    is checked against the trade reports the brokers received over FIX."""
     brokers = DEMO_BROKERS if sessions == 2 else load_brokers(sessions)
     config = None if sessions == 2 else load_config_text(sessions)
     requests = fix_requests(flow_path, len(brokers), commands)
@@ -363,9 +393,22 @@ def run_e2e(flow_path, *, sessions: int = 2, rates=(1000.0,), commands: int = 20
     for rate in rates:
         server = Server(config)
         try:
-            runs.append(asyncio.run(_client(server.host, server.port, brokers, requests,
-                                            float(rate), drain_timeout,
-                                            client_parser == "scan")))
+            run = asyncio.run(_client(server.host, server.port, brokers, requests, float(rate),
+                                      drain_timeout, client_parser == "scan"))
+            server.stop(cleanup=False)
+            if replay_exchange is not None and is_journal_path(server.data_dir):
+                day = run_bench(server.data_dir, make_exchange=replay_exchange, open_loop=False)
+                run["journal_replay"] = {
+                    "commands": day["flow"]["commands"], "trades": day["end_state"]["trades"],
+                    "state_hash": day["end_state"]["state_hash"],
+                    "engine_commands_per_s": day["closed_loop"]["commands_per_s"],
+                    "trades_match_fix_reports": 2 * day["end_state"]["trades"] == run["trade_reports"],
+                    "recovered_state_hash": _recovered_hash(server.data_dir, replay_exchange)}
+                recovered = run["journal_replay"]["recovered_state_hash"]
+                run["journal_replay"]["state_hash_matches_recovery"] = (
+                    None if recovered.startswith("recovery failed")
+                    else recovered == day["end_state"]["state_hash"])
+            runs.append(run)
         finally:
             server.stop()
     return {"mode": "e2e", "flow": str(flow_path), "sessions": len(brokers),

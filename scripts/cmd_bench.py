@@ -164,8 +164,17 @@ def _run_e2e(args) -> int:
         print("ccerx bench --e2e: --e2e-rates, --sessions and --e2e-commands must be positive",
               file=sys.stderr)
         return 2
+    from benchmarks.e2e import load_config_text
+    from gateway.config import GatewayConfig
+    config = (GatewayConfig.demo() if args.sessions == 2 else
+              GatewayConfig.from_toml_text(load_config_text(args.sessions)))
+    instruments = load_instruments(config.instruments_path)
+
+    def replay_exchange():   # set up like the server: same instruments, accounts, fee
+        return Exchange(instruments, config.build_accounts(), config.fee_ppm)
+
     result = run_e2e(flow, sessions=args.sessions, rates=rates, commands=args.e2e_commands,
-                     client_parser=args.client_parser)
+                     client_parser=args.client_parser, replay_exchange=replay_exchange)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "result_e2e.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -184,6 +193,16 @@ def _run_e2e(args) -> int:
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     for row in [head] + rows:
         print("  " + "  ".join(x.rjust(w) for x, w in zip(row, widths)))
+    for r in result["runs"]:
+        day = r.get("journal_replay")
+        if day is not None:
+            print(f"recorded day at {r['offered_per_s']:,.0f}/s: the server's journal replays "
+                  f"{day['commands']:,} commands to {day['trades']:,} trades "
+                  f"({'equal to' if day['trades_match_fix_reports'] else 'DIFFERENT FROM'} the "
+                  f"{r['trade_reports']:,} trade reports / 2 seen over FIX), state hash "
+                  f"{day['state_hash']} ({_versus(day['state_hash_matches_recovery'])} the durable "
+                  f"engine's own recovery), engine-only "
+                  f"{day['engine_commands_per_s']:,} commands/s")
     written = [out / "result_e2e.json"]
     if not args.no_plots:
         from benchmarks.bench import plot_spectrum
@@ -192,4 +211,11 @@ def _run_e2e(args) -> int:
             out / "e2e_latency_spectrum.png",
             f"Order-to-acknowledgement latency, {result['sessions']} FIX sessions"))
     print("wrote " + ", ".join(str(p) for p in written))
-    return 1 if any(r["unacked"] for r in result["runs"]) else 0
+    bad = [r for r in result["runs"] if r["unacked"]
+           or not r.get("journal_replay", {}).get("trades_match_fix_reports", True)
+           or r.get("journal_replay", {}).get("state_hash_matches_recovery") is False]
+    return 1 if bad else 0
+
+
+def _versus(match) -> str:
+    return {True: "equal to", False: "DIFFERENT FROM", None: "not checked against"}[match]

@@ -34,3 +34,7 @@ def test_load_config_sessions_and_cli(tmp_path):
     [run] = result["runs"]
     assert run["unacked"] == 0 and run["acked"] == run["sent"] == result["requests"] > 250
     assert run["session_or_business_rejects"] == 0
+    # the day the server journaled replays to the trades the brokers were told about
+    day = run["journal_replay"]
+    assert day["trades_match_fix_reports"] and day["trades"] > 0
+    assert 0 < day["commands"] <= run["sent"]
