@@ -25,6 +25,8 @@ Layout of a data directory:
     opening.json           opening balances of the accounts (what the ledger starts from) and
                            the settlement config (exchange id, cycle), fixed at creation
     cursor-<relay>.json    last instruction each relay's adapter confirmed
+    statements/<date>.json per-account end-of-day statements (trades, fees, opening and
+                           closing balances) from the ledger, written after each end of day
     ledger.sqlite          the embedded ledger (the default when the exchange has accounts;
                            ledger=None for none, or pass another adapter)
     LOCK                   held while a process has the directory open
@@ -44,12 +46,12 @@ import orjson
 
 from . import journal as jr
 from . import snapshot as snap
-from .commands import NewOrder
+from .commands import EndOfDay, NewOrder
 from .events import TradeExecuted
 from .exchange import Exchange
 from .risk import Accounts
 from .settlement import (InstructionMaker, Outbox, Relay, SettlementConfig,
-                         SettlementInstruction)
+                         SettlementInstruction, trade_date)
 from .types import DEFAULT_INSTRUMENTS, InstrumentSpec
 
 OPENING = "opening.json"
@@ -136,6 +138,9 @@ class DurableExchange:
         self.fsync = fsync
         self._log = log if log is not None else (lambda text: print(text, file=sys.stderr))
         self._lock = threading.RLock()
+        self._marks_lock = threading.Lock()
+        self._statements_lock = threading.Lock()
+        self._eod_marks: list[tuple[int, str]] = []   # (last instruction before, trade date)
         self._failed: Optional[BaseException] = None
         self._lock_fd = os.open(self.data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -186,6 +191,7 @@ class DurableExchange:
                              last_seq=report.last_instruction)
         self.relays: dict[str, Relay] = {}
         self.ledger = None
+        self.statements_dir = self.data_dir / "statements"
         if ledger == "sqlite" and self.exchange.accounts is None:
             ledger = None    # no accounts, no balances: nothing the ledger could settle against
         if ledger == "sqlite":
@@ -198,9 +204,14 @@ class DurableExchange:
                 ledger.open_accounts([tuple(r) for r in rows])
             adapters = {"ledger": ledger, **adapters}
         for name, adapter in adapters.items():
+            statements = name == "ledger" and hasattr(adapter, "end_of_day_statements")
             self.relays[name] = Relay(name, self.outbox, adapter,
                                       self.data_dir / f"cursor-{name}.json", relay_batch,
-                                      on_confirm=self._trim_outbox)
+                                      on_confirm=self._on_confirm if statements
+                                      else self._trim_outbox,
+                                      on_idle=self._write_statements if statements else None)
+        if self.ledger is None or not hasattr(self.ledger, "end_of_day_statements"):
+            self._eod_marks.clear()
         for name, relay in self.relays.items():
             report.pending[name] = max(0, report.last_instruction - relay.cursor.value)
             if relay.cursor.value > report.last_instruction:
@@ -276,7 +287,11 @@ class DurableExchange:
                 if row[0] == new_tag and type(row[7]) is not list:
                     apply(make_tuple(new_order, row[1:]))
                 else:
-                    apply(decode(row))
+                    command = decode(row)
+                    apply(command)
+                    if type(command) is EndOfDay:   # its statements may not be written yet
+                        self._eod_marks.append((max(record.last_instruction, snap_instruction),
+                                                trade_date(exchange.last_ts)))
             replayed += len(rows)
         trades = exchange.next_trade_id - trade_ids_before
         if trades != expected:
@@ -290,6 +305,28 @@ class DurableExchange:
 
     def _extra(self) -> dict:
         return {"settlement": self.maker.state()}
+
+    # ------------------------------------------------------------------ end of day
+    def _on_confirm(self) -> None:
+        self._trim_outbox()
+        self._write_statements()
+
+    def _write_statements(self) -> None:
+        """In the ledger relay's thread: once the ledger holds every instruction up to an end
+        of day, write that day's per-account statements to statements/<trade date>.json."""
+        if not self._eod_marks or "ledger" not in self.relays:
+            return
+        with self._statements_lock:
+            with self._marks_lock:
+                confirmed = self.relays["ledger"].cursor.value
+                due = [m for m in self._eod_marks if m[0] <= confirmed]
+                self._eod_marks = [m for m in self._eod_marks if m[0] > confirmed]
+            for _seq, date in due:
+                self.statements_dir.mkdir(exist_ok=True)
+                statements = self.ledger.end_of_day_statements(date)
+                _write_atomic(self.statements_dir / f"{date}.json",
+                              orjson.dumps({"trade_date": date, "statements": statements},
+                                           option=orjson.OPT_INDENT_2))
 
     def _trim_outbox(self) -> None:
         if self.relays:
@@ -314,6 +351,7 @@ class DurableExchange:
             batch_size = self.record_batch
             trade = TradeExecuted
             out: list[list] = []
+            marks: list = []
             rows: list = []
             made: list = []
             published: list = []
@@ -321,6 +359,8 @@ class DurableExchange:
                 for command in commands:
                     events = apply(command)
                     rows.append(encode(command))
+                    if type(command) is EndOfDay:
+                        marks.append((maker.next_seq - 1, trade_date(exchange.last_ts)))
                     for event in events:
                         if type(event) is trade:
                             made.append(maker.make(event, specs[event.instrument], accounts))
@@ -337,6 +377,9 @@ class DurableExchange:
                 self._failed = err
                 raise JournalFailed(f"journal write failed: {err}") from err
             self.outbox.publish(published)
+            if marks and self.ledger is not None:
+                with self._marks_lock:
+                    self._eod_marks += marks
             if not self.relays:
                 self.outbox.trim(self.outbox.last_seq)
             self._since_snapshot += len(out)
@@ -360,10 +403,14 @@ class DurableExchange:
 
     # ------------------------------------------------------------------ settlement
     def wait_settled(self, timeout: float = 30.0) -> bool:
-        """Block until every relay confirmed every instruction published so far."""
+        """Block until every relay confirmed every instruction published so far (and the
+        statements of every end of day before them are written)."""
         deadline = time.monotonic() + timeout
-        return all(relay.wait_idle(max(0.0, deadline - time.monotonic()))
-                   for relay in self.relays.values())
+        settled = all(relay.wait_idle(max(0.0, deadline - time.monotonic()))
+                      for relay in self.relays.values())
+        if settled:
+            self._write_statements()
+        return settled
 
     def close(self, settle_timeout: float = 5.0) -> None:
         """Stop accepting commands; give the relays `settle_timeout` s to catch up (what they

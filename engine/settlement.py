@@ -112,6 +112,11 @@ def business_days_after(day: _dt.date, days: int) -> _dt.date:
     return day
 
 
+def trade_date(ts: int) -> str:
+    """ISO trade date (Beijing) of a timestamp in ns."""
+    return _dt.datetime.fromtimestamp(ts // 10 ** 9, CHINA).date().isoformat()
+
+
 class SettlementConfig(NamedTuple):
     exchange_id: str = "CCERX"
     cycle_days: int = 0       # T+0 by default: settle on the trade date
@@ -261,14 +266,15 @@ class Relay:
     engine thread never waits for a relay."""
 
     def __init__(self, name: str, outbox: Outbox, adapter, cursor_path: Path,
-                 batch: int = 500, max_backoff: float = 5.0, on_confirm=None):
+                 batch: int = 500, max_backoff: float = 5.0, on_confirm=None, on_idle=None):
         self.name = name
         self.outbox = outbox
         self.adapter = adapter
         self.cursor = Cursor(cursor_path)
         self.batch = batch
         self.max_backoff = max_backoff
-        self.on_confirm = on_confirm
+        self.on_confirm = on_confirm      # called in the relay's thread after each confirm
+        self.on_idle = on_idle            # ... and when there is nothing to deliver
         self.last_error: Optional[BaseException] = None
         self.failures = 0
         self.delivered = 0
@@ -303,6 +309,11 @@ class Relay:
         backoff = 0.05
         while not self._stop.is_set():
             if not self.outbox.wait(self.cursor.value, 0.2):
+                if self.on_idle is not None:
+                    try:
+                        self.on_idle()
+                    except Exception as err:
+                        self.last_error = err
                 with self._idle:
                     self._idle.notify_all()
                 continue

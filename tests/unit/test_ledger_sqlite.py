@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import orjson
 import pytest
 from ledger_contract import OPENING, LedgerContract, instruction
 
@@ -75,3 +76,27 @@ def test_engine_to_ledger_end_to_end_with_end_of_day(tmp_path, capsys):
     assert f"== {name}" in out and f"fees {format_fen(fees)} CNY" in out
     assert ccerx(["ledger", "balances", "--db", db, "--account", name]) == 0
     assert format_fen(ex.accounts.get(name).cash) in capsys.readouterr().out
+
+
+def test_end_of_day_writes_statements_from_the_ledger(tmp_path):
+    commands = list(flow(1200, seed=23, n_accounts=10, day_length=600))   # EOD at 600
+    ex = DurableExchange(tmp_path, accounts=accounts_table(10))
+    ex.apply_many(commands[:700])
+    assert ex.wait_settled(30)
+    (path,) = (tmp_path / "statements").glob("*.json")
+    doc = orjson.loads(path.read_bytes())
+    date = doc["trade_date"]
+    assert path.name == f"{date}.json"
+    by_account = {st["account"]: st for st in doc["statements"]}
+    assert by_account and by_account == {st["account"]: st
+                                         for st in ex.ledger.end_of_day_statements(date)}
+    # the closing balances are those at the end of that day, not later
+    first = next(iter(by_account.values()))
+    assert first["closing"] == ex.ledger.statement(first["account"], date)["closing"]
+    ex.close()
+    # an end of day whose statements were not written before a crash is redone on recovery
+    path.unlink()
+    ex = DurableExchange(tmp_path, snapshot_every=10 ** 9)
+    assert ex.wait_settled(30)
+    assert path.exists()
+    ex.close()
