@@ -3,9 +3,9 @@
 Agents never touch an `Exchange`; they send commands through a venue and learn what
 happened from the events it hands back. `InProcessVenue` drives `engine.exchange.Exchange`
 directly on the simulated clock (the engine applies every session rule: band, pre-funded
-accounts, same-day resale, fees, expiry and the VWAP close at `EndOfDay`). A FIX venue,
-where each agent group is a broker session on a running `ccerx serve`, would implement the
-same methods over TCP.
+accounts, same-day resale, fees, expiry and the VWAP close at `EndOfDay`). The FIX venue
+(fixvenue.py), where each agent group is a broker session on a running `ccerx serve`,
+implements the same methods over TCP.
 
 Issuance is a registry operation, not a trade: `issue()` credits a holding account
 directly, the way the registry's transfer into the trading account would.
