@@ -4,9 +4,9 @@ All protocol logic lives in the sans-IO gateway.fix.session.Session; this module
     * accepts TCP connections and attaches each to the Session named by its first message
       (a Logon whose TargetCompID/SenderCompID are one of our sessions' CompIDs, so several
       acceptor CompIDs - CCERX for brokers, ISLD for the conformance session - coexist);
-    * feeds received bytes to the session and writes what the session produced, once per
-      received chunk (application messages routed to other sessions are written in the same
-      batch, or on the next loop iteration for deliver());
+    * feeds received bytes to the session and writes what every session produced once per
+      event-loop iteration (after all the chunks that arrived together: one store flush and
+      one write per session, however many messages were routed to it);
     * ticks every session twice a second (heartbeats, test requests, logon/logout timeouts);
     * bounds memory: a partial frame is at most max_message_size bytes (else disconnect);
       when a client does not read, its transport's write buffer passes the high-water mark,
@@ -104,7 +104,12 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
             return
         server._dirty.add(session)
-        server._flush()
+        if not server._flush_scheduled:
+            # Write at the end of this event-loop iteration, not per connection: when several
+            # sessions' bytes arrive together, each session's output (its own acks plus fills
+            # routed to it from the others) is stored, flushed and written once.
+            server._flush_scheduled = True
+            server._loop.call_soon(server._flush)
 
     def _identify(self, data: bytes, now: float) -> Optional[Session]:
         framer = self.framer

@@ -17,6 +17,7 @@ from __future__ import annotations
 import calendar
 import re
 import time
+import zlib
 from typing import Iterable, Optional
 
 SOH = b"\x01"
@@ -143,7 +144,7 @@ def parse(raw: bytes) -> list[tuple[int, str]]:
         raise GarbledMessage("Expected BodyLength=%d, Received BodyLength=%s"
                              % (trailer_start - body_start, declared))
     declared_sum = fields[-1][1]
-    actual_sum = sum(raw[:trailer_start]) % 256
+    actual_sum = byte_sum(memoryview(raw)[:trailer_start]) % 256
     if not (declared_sum.isascii() and declared_sum.isdigit()) or int(declared_sum) != actual_sum:
         raise GarbledMessage("Expected CheckSum=%d, Received CheckSum=%s" % (actual_sum, declared_sum))
     return fields
@@ -165,27 +166,53 @@ def encode(header: Iterable[tuple[int, str]], body: Iterable[tuple[int, str]],
 
     The caller passes header fields already in order (the session sorts them by tag).
     """
-    parts = ["35=", msg_type, "\x01"]
-    for tag, value in header:
-        parts += (str(tag), "=", value, "\x01")
-    for tag, value in body:
-        parts += (str(tag), "=", value, "\x01")
-    payload = "".join(parts).encode("latin-1")
-    head = ("8=%s\x019=%d\x01" % (begin_string, len(payload))).encode("latin-1")
-    checksum = (sum(head) + sum(payload)) % 256
-    return b"".join((head, payload, b"10=%03d\x01" % checksum))
+    return frame(begin_string, "35=%s\x01%s%s" % (
+        msg_type, "".join([f"{tag}={value}\x01" for tag, value in header]),
+        "".join([f"{tag}={value}\x01" for tag, value in body])))
+
+
+def frame(begin_string: str, text: str) -> bytes:
+    """8=, 9= and 10= around `text` (35= onwards, every field SOH-terminated)."""
+    payload = text.encode("latin-1")
+    head = b"8=%s\x019=%d\x01" % (begin_string.encode("latin-1"), len(payload))
+    return b"%s%s10=%03d\x01" % (head, payload, (byte_sum(head) + byte_sum(payload)) % 256)
+
+
+_adler32 = zlib.adler32
+
+
+def byte_sum(data) -> int:
+    """sum(data) for bytes or a memoryview, about 10x faster than sum() on a FIX frame.
+
+    zlib.adler32's low 16 bits are (1 + the byte sum) mod 65521; for at most 256 bytes the
+    sum is at most 65280, so it is exact. Longer data goes in 256-byte slices: O(n).
+    """
+    n = len(data)
+    if n <= 256:
+        return (_adler32(data) & 0xFFFF) - 1
+    view = memoryview(data)
+    total = 0
+    for i in range(0, n, 256):
+        total += (_adler32(view[i:i + 256]) & 0xFFFF) - 1
+    return total
 
 
 _ts_cache = [-1, ""]
+_ms_cache = [-1, ""]
 
 
 def utc_timestamp(now: float) -> str:
-    """YYYYMMDD-HH:MM:SS.sss (UTC, millisecond precision)."""
-    sec, ms = divmod(int(round(now * 1000)), 1000)
+    """YYYYMMDD-HH:MM:SS.sss (UTC, millisecond precision); formatted once per millisecond."""
+    ms_total = int(round(now * 1000))
+    if _ms_cache[0] == ms_total:
+        return _ms_cache[1]
+    sec, ms = divmod(ms_total, 1000)
     if _ts_cache[0] != sec:
         _ts_cache[0] = sec
         _ts_cache[1] = time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(sec))
-    return "%s.%03d" % (_ts_cache[1], ms)
+    text = "%s.%03d" % (_ts_cache[1], ms)
+    _ms_cache[0], _ms_cache[1] = ms_total, text
+    return text
 
 
 _TS = re.compile(r"(\d{4})(\d{2})(\d{2})-(\d{2}):(\d{2}):(\d{2})(?:\.(\d{3}|\d{6}|\d{9}))?\Z", re.ASCII)

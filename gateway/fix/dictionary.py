@@ -321,6 +321,52 @@ def validate(fields: list[tuple[int, str]]) -> Structure:
     return st
 
 
+_shapes: dict[tuple, tuple] = {}
+MAX_SHAPES = 1024
+
+
+def check(fields: list[tuple[int, str]], tags: Optional[tuple] = None) -> None:
+    """validate() for the hot path: the same verdict and the same first SessionReject.
+
+    Everything validate() checks except empty values, data formats, enum values and
+    NumInGroup counts depends only on the message's MsgType and its sequence of tags (its
+    shape). So the first message of a shape that passes validate() leaves a plan: the fields
+    that need a value check, in validate()'s order. Later messages of that shape run only
+    the plan, O(fields) with no sorting or sets. Shapes with repeating groups (their counts
+    depend on values) are never planned; at most MAX_SHAPES shapes are kept, the rest go
+    through validate(). `tags` may be passed when the caller has built it already.
+    """
+    if tags is None:
+        tags = tuple([f[0] for f in fields])
+    key = (fields[2][1] if len(fields) > 2 and fields[2][0] == 35 else "", tags)
+    plan = _shapes.get(key)
+    if plan is None:
+        st = validate(fields)
+        if not st.groups and len(_shapes) < MAX_SHAPES:
+            _shapes[key] = _plan(fields, st)
+        return
+    for i, tag, fmt, enum in plan:
+        value = fields[i][1]
+        if value == "":
+            raise SessionReject(Reason.TAG_SPECIFIED_WITHOUT_A_VALUE, tag)
+        if fmt is not None and not fmt(value):
+            raise SessionReject(Reason.INCORRECT_DATA_FORMAT, tag)
+        if enum and not valid_value(tag, value):
+            raise SessionReject(Reason.VALUE_IS_INCORRECT, tag)
+
+
+def _plan(fields: list[tuple[int, str]], st: Structure) -> tuple:
+    """(index, tag, format check, has enum) for every field, in validate()'s check order:
+    header sorted as _header_order sorts it, trailer as given, body by tag (stable)."""
+    header = [i for i, (t, _) in enumerate(fields) if t in HEADER_TAGS]
+    trailer = [i for i, (t, _) in enumerate(fields) if t in TRAILER_TAGS]
+    body = [i for i, (t, _) in enumerate(fields) if t not in HEADER_TAGS and t not in TRAILER_TAGS]
+    order = (sorted(header, key=lambda i: _header_order(fields[i])) + trailer
+             + sorted(body, key=lambda i: fields[i][0]))
+    return tuple((i, fields[i][0], _FORMAT_CHECKS.get(fields[i][0]), fields[i][0] in ENUMS)
+                 for i in order)
+
+
 def canonical_body(msg_type: str, body: list[tuple[int, str]]) -> list[tuple[int, str]]:
     """The body in QuickFIX's field order: top-level fields by tag, groups kept whole after
     their NumInGroup field (what a QuickFIX application sends when it echoes a message)."""

@@ -110,6 +110,7 @@ class _UnsupportedVersion(Exception):
     pass
 
 
+_HEADER_OR_TRAILER = HEADER_TAGS | TRAILER_TAGS
 _ROUTE_REVERSAL = ((115, 128), (128, 115), (116, 129), (129, 116), (144, 145), (145, 144))
 
 
@@ -134,6 +135,9 @@ class Session:
         self.router = router
         self.max_message_size = max_message_size
         self.state = State.DISCONNECTED
+        # the constant parts of our standard header: 34=<seq>|49=us|52=<time>|56=them|
+        self._header_49_52 = "\x0149=%s\x0152=" % key.our_comp_id
+        self._header_56 = "\x0156=%s\x01" % key.their_comp_id
         self._framer = codec.Framer(max_message_size)
         self._out: list[bytes] = []
         self._now = 0.0
@@ -226,11 +230,18 @@ class Session:
     def send(self, message: FixMessage, now: float) -> int:
         """Send an application message (stored, and sent if logged on); returns its MsgSeqNum."""
         self._now = now
+        fields = message.fields
+        if fields and fields[0][0] == 35 and fields[0][1]:
+            # The usual shape: MsgType first, then only body fields (one pass, no copies).
+            special = _HEADER_OR_TRAILER
+            body = [f for f in fields if f[0] not in special]
+            if len(body) + 1 == len(fields):
+                return self._send_raw(fields[0][1], [], body, app=True)
         msg_type = message.msg_type
         if not msg_type:
             raise LocalProtocolError("message without MsgType: %r" % (message,))
         header, body = [], []
-        for tag, value in message.fields:
+        for tag, value in fields:
             if tag in HEADER_TAGS:
                 if tag not in codec.SESSION_OWNED_HEADER:
                     header.append((tag, value))
@@ -291,13 +302,14 @@ class Session:
             return
         msg = FixMessage(fields)
         msg_type = fields[2][1]
+        tags = tuple([f[0] for f in fields])
         try:
             for tag in (49, 56):
-                if tag not in msg:
+                if tag not in tags:
                     raise SessionReject(Reason.REQUIRED_TAG_MISSING, tag)
             if fields[0][1] != self.key.begin_string:
                 raise _UnsupportedVersion()
-            dictionary.validate(fields)
+            dictionary.check(fields, tags)
             handler = self._HANDLERS.get(msg_type, Session._on_application)
             handler(self, msg)
         except SessionReject as e:
@@ -559,12 +571,16 @@ class Session:
         store = self.store
         seq = store.next_sender
         key = self.key
-        full_header = [(34, str(seq)), (49, key.our_comp_id), (52, codec.utc_timestamp(self._now)),
-                       (56, key.their_comp_id)]
         if header:
+            full_header = [(34, str(seq)), (49, key.our_comp_id),
+                           (52, codec.utc_timestamp(self._now)), (56, key.their_comp_id)]
             full_header += header
             full_header.sort(key=lambda f: f[0])
-        raw = codec.encode(full_header, body, msg_type, key.begin_string)
+            raw = codec.encode(full_header, body, msg_type, key.begin_string)
+        else:   # the standard header alone: 34, 49, 52, 56 from precomputed parts
+            raw = codec.frame(key.begin_string, "35=%s\x0134=%d%s%s%s%s" % (
+                msg_type, seq, self._header_49_52, codec.utc_timestamp(self._now),
+                self._header_56, "".join([f"{tag}={value}\x01" for tag, value in body])))
         store.set(seq, raw)
         store.next_sender = seq + 1
         state = self.state

@@ -74,6 +74,7 @@ class FileStore:
         self._lengths = array("q")
         self._load()
         self._body = open(self._body_path, "ab")
+        self._body_end = self._body.tell()
         self._index = open(self._index_path, "ab")
         self._reader = open(self._body_path, "rb")
         self._saved_seqnums: Optional[tuple[int, int]] = None
@@ -110,10 +111,16 @@ class FileStore:
         self._lengths[idx] = length
 
     def set(self, seq: int, raw: bytes) -> None:
-        offset = self._body.tell()
+        offset = self._body_end            # kept here: tell() on a buffered file is a call
+        n = len(raw)
         self._body.write(raw)
-        self._index.write(b"%d %d %d\n" % (seq, offset, len(raw)))
-        self._put(seq, offset, len(raw))
+        self._body_end = offset + n
+        self._index.write(b"%d %d %d\n" % (seq, offset, n))
+        if self._offsets and seq == self._first + len(self._offsets):
+            self._offsets.append(offset)   # the usual case: the next sequence number
+            self._lengths.append(n)
+        else:
+            self._put(seq, offset, n)
         self._dirty = True
 
     def get(self, begin: int, end: int) -> list[tuple[int, bytes]]:
@@ -137,6 +144,7 @@ class FileStore:
         for fh in (self._body, self._index, self._reader):
             fh.close()
         self._body = open(self._body_path, "wb")
+        self._body_end = 0
         self._index = open(self._index_path, "wb")
         self._reader = open(self._body_path, "rb")
         self._offsets = array("q")
