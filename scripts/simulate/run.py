@@ -97,7 +97,6 @@ class Session:
                 settlement = Settlements(settlement, LedgerSettlement(ledger_path, self.accounts))
         self.settlement = settlement
         self.progress = progress
-        self.fee_ppm = scenario.fee_ppm
         self.last_price = {s: self.specs[s].ref_ticks for s in self.symbols}
         # the value of each credit type drifts as news arrives: a random walk shared by the
         # valuations of emitters and project owners (noise traders and makers ignore it)
