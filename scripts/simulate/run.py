@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from engine.commands import CancelOrder, NewOrder
 from engine.events import DayClosed, OrderAccepted, OrderCancelled, OrderRejected, TradeExecuted
 from engine.risk import PPM, Account, Accounts
-from engine.types import CancelReason, ParticipantType, Side, parse_decimal_units
+from engine.types import CancelReason, ParticipantType, parse_decimal_units
 
 from .agents import Emitter, Live, MarketMaker, NoiseTrader, ProjectOwner
 from .calendar import MINUTES_PER_DAY, NS_PER_MIN, TradingCalendar
@@ -31,7 +31,6 @@ from .scenario import Scenario
 from .settle import LedgerSettlement, Reconciliation, Settlements, TradeLedger
 from .venue import InProcessVenue
 
-BUY = Side.BUY
 EOD = CancelReason.EOD
 
 

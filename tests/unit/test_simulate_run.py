@@ -3,8 +3,6 @@ the SQLite ledger path, the report files and the command line."""
 import csv
 import json
 
-import pytest
-
 from engine.events import TradeExecuted
 from scripts.ccerx import main
 from scripts.simulate.report import TRADE_COLUMNS, write_report, write_trades_csv
