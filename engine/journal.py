@@ -149,12 +149,19 @@ def spec_from_row(row: list) -> InstrumentSpec:
 @dataclass(slots=True)
 class Record:
     first_seq: int               # seq of the first command in the batch
-    commands: list               # command rows (decode with decode_command); [] if not parsed
+    raw_commands: Optional[memoryview]   # the commands' JSON, parsed on demand (command_rows)
     first_instruction: int       # seq of the first instruction in the batch
     instructions: list           # instruction rows; [] if not parsed
     n_commands: int = 0
     n_instructions: int = 0
     streams: Optional[dict] = None   # instruction stream counters after this batch
+
+    def command_rows(self) -> list:
+        """The batch's command rows (decode each with decode_command). Parsed on every call
+        and not kept: recovery holds one batch's rows at a time, not a million."""
+        if self.raw_commands is None:
+            raise ValueError("this record's commands were skipped by the scan")
+        return orjson.loads(self.raw_commands)
 
     @property
     def last_seq(self) -> int:
@@ -212,8 +219,9 @@ def read_segment(path: Path, expect_seq: Optional[int] = None,
     """Yield (record, end offset, None) for each whole record, then one final
     (None, offset, TornTail or None): the torn tail if the segment does not end cleanly.
 
-    Payloads are only decoded for records holding a command seq > decode_after or an
-    instruction seq > instructions_after (others are checked, then skipped)."""
+    Every record's checksum is verified. Commands are kept (unparsed) only for records holding
+    a command seq > decode_after; instructions are parsed only for records holding an
+    instruction seq > instructions_after."""
     data = path.read_bytes()
     size = len(data)
     if size < len(MAGIC) or data[:len(MAGIC)] != MAGIC:
@@ -255,9 +263,9 @@ def read_segment(path: Path, expect_seq: Optional[int] = None,
         if cmd_len + streams_len > length:
             yield None, pos, TornTail(path, pos, size - pos, f"bad part lengths at byte {pos}")
             return
-        record = Record(first_seq, [], first_instr, [], n_cmd, n_instr)
+        record = Record(first_seq, None, first_instr, [], n_cmd, n_instr)
         if first_seq + n_cmd - 1 > decode_after:
-            record.commands = loads(view[start:start + cmd_len])
+            record.raw_commands = view[start:start + cmd_len]
             if streams_len:
                 record.streams = loads(view[start + cmd_len:start + cmd_len + streams_len])
         if n_instr and first_instr + n_instr - 1 > instructions_after:
@@ -399,5 +407,5 @@ def _fsync_dir(directory: Path) -> None:
 
 def iter_commands(records) -> Iterator:
     for record in records:
-        for row in record.commands:
+        for row in record.command_rows():
             yield decode_command(row)
