@@ -172,3 +172,12 @@ def test_an_issuance_batch_lowers_the_price():
     assert before[0] == after[0]                       # same market until the batch
     assert after[1] < before[1] and after[2] < before[2]
     assert sum(q for _, s, _, q, kind in shocked.issuance if kind == "batch") == 200_000
+
+
+def test_market_makers_stay_within_their_inventory_limits(result):
+    from scripts.simulate.agents import MarketMaker
+    makers = [a for a in result.agents if isinstance(a, MarketMaker)]
+    assert makers and any(m.trades for m in makers)
+    for m in makers:
+        assert -m.limit_t <= m.position() <= m.limit_t
+        assert set(m.bought) | set(m.sold) <= {m.instrument}     # quotes its own type only
