@@ -210,6 +210,8 @@ def _build(data: dict) -> Scenario:
             raise ValueError(f"bad [[issuance]] entry {row!r}: needs day (1..{days}), a known "
                              "instrument and a positive whole qty in tonnes")
         issuance.append(dict(row))
+    if issuance and not agents["project_owners"]:
+        raise ValueError("[[issuance]] batches go to project owners: agents.project_owners is 0")
     deadline = data["emitters"]["deadline_day"]
     if type(deadline) is not int or not 0 <= deadline <= days:
         raise ValueError(f"emitters.deadline_day must be 0 (last day) or 1..{days}")

@@ -44,6 +44,9 @@ def test_flags_override_the_file(tmp_path):
     ("[[issuance]]\nday = 1\ninstrument = 'CCER-XXX'\nqty = 5", "issuance"),
     ("[[instrument]]\nsymbol = 'CCER-AFF'\nref_price = 62.5", "decimal string"),
     ("fee_rate = '1.5'", "fee_rate"),
+    ("[agents]\nproject_owners = 0\n[[issuance]]\nday = 1\ninstrument = 'CCER-SOL'\nqty = 5",
+     "project owners"),
+    ("[agents]\nproject_owners = 3", "one project owner per credit type"),
     ("days = [", "not valid TOML"),
 ])
 def test_bad_scenarios_are_refused_with_a_reason(tmp_path, text, message):
