@@ -25,6 +25,7 @@ its paho client (`client._client`), which is the documented paho API (`manual_ac
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 import time
@@ -72,11 +73,12 @@ class MqttPublisher:
     name = "mqtt"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 1883, *,
-                 client_id: str = "ccerx-settlement-publisher", window: int = 64,
+                 client_id: Optional[str] = None, window: int = 64,
                  prefix: str = TOPIC_PREFIX, fills: bool = True, connect_timeout: float = 3.0,
                  publish_timeout: float = 10.0):
         self.host, self.port = host, port
-        self.client_id = client_id
+        # clean sessions: nothing is kept on the broker, so every process may have its own id
+        self.client_id = client_id or f"ccerx-settlement-{os.getpid()}"
         self.window = window
         self.prefix = prefix
         self.fills = fills
