@@ -460,7 +460,10 @@ class DurableExchange:
                 self.journal.close()
             self._failed = self._failed or RuntimeError("closed")
         if settle_timeout > 0:
-            self.wait_settled(settle_timeout)
+            try:
+                self.wait_settled(settle_timeout)
+            except Exception:   # an adapter that fails now retries on the next open
+                pass
         for relay in self.relays.values():
             relay.stop()
         self.outbox.close()
