@@ -47,10 +47,15 @@ def plain_config(n: int) -> GatewayConfig:
     return GatewayConfig.from_toml_text(text)
 
 
-def build(n_sessions: int, store_dir: Path):
+def build(n_sessions: int, store_dir: Path, durable: bool = False):
     config = plain_config(n_sessions)
-    exchange = Exchange(load_instruments(None), config.build_accounts())
-    app = ExchangeApplication(exchange, config.comp_id, config.brokers)
+    if durable:     # what `ccerx serve` runs: journal, group commit, SQLite ledger relay
+        from engine.durable import DurableExchange
+        exchange = DurableExchange(store_dir / "engine", load_instruments(None),
+                                   config.build_accounts())
+    else:
+        exchange = Exchange(load_instruments(None), config.build_accounts())
+    app = ExchangeApplication(exchange, config.comp_id, config.brokers, group_commit=durable)
     sessions = {}
     dirty = set()
 
@@ -68,9 +73,10 @@ def build(n_sessions: int, store_dir: Path):
     return exchange, app, list(sessions.values()), dirty
 
 
-def run(orders: int, n_sessions: int, batch: int, seed: int = 1) -> dict:
+def run(orders: int, n_sessions: int, batch: int, seed: int = 1, durable: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="gateway-path-") as tmp:
-        exchange, app, sessions, dirty = build(n_sessions, Path(tmp))
+        exchange, app, sessions, dirty = build(n_sessions, Path(tmp), durable)
+        commit = exchange.commit if durable else (lambda: None)
         now = time.time()
         for session, broker in zip(sessions, broker_ids(n_sessions)):
             session.connection_made(now)
@@ -95,10 +101,13 @@ def run(orders: int, n_sessions: int, batch: int, seed: int = 1) -> dict:
             now = time.time()
             session.receive_data(data, now)
             dirty.add(session)
+            commit()                        # as GatewayServer(before_write=...) does
             while dirty:
                 out.append(dirty.pop().data_to_send())
         elapsed = clock() - t0
         exchange.check()
+        if durable:
+            exchange.close()
         wire = b"".join(out)
         acked = set(re.findall(rb"\x0135=8\x01.*?\x0111=(\d+)\x01", wire))
         assert len(acked) == orders, (len(acked), orders)
@@ -114,6 +123,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sessions", type=int, default=10)
     ap.add_argument("--batch", type=int, default=8, help="orders per receive_data call")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--durable", action="store_true",
+                    help="the durable engine of `ccerx serve` (journal with one fsync per chunk, "
+                         "SQLite ledger relay thread), as in the server")
     ap.add_argument("--profile", action="store_true", help="cProfile, top 30 by own time")
     args = ap.parse_args(argv)
     if args.profile:
@@ -121,11 +133,11 @@ def main(argv=None) -> int:
         import pstats
         prof = cProfile.Profile()
         prof.enable()
-        r = run(args.orders, args.sessions, args.batch, args.seed)
+        r = run(args.orders, args.sessions, args.batch, args.seed, args.durable)
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
     else:
-        r = run(args.orders, args.sessions, args.batch, args.seed)
+        r = run(args.orders, args.sessions, args.batch, args.seed, args.durable)
     print(f"{r['orders']:,} orders over {r['sessions']} sessions ({r['batch']} per chunk), "
           f"{r['messages_out']:,} messages out in {r['seconds']:.3f} CPU s: "
           f"{r['orders_per_s']:,.0f} orders/s, {r['us_per_order']:.1f} us/order")

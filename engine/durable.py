@@ -144,6 +144,8 @@ class DurableExchange:
         self._eod_marks: list[tuple[int, str]] = []   # (last instruction before, trade date)
         self._failed: Optional[BaseException] = None
         self._deferred: list = []     # (instructions, eod marks, commands) awaiting commit()
+        self._held_rows: list = []    # apply_deferred commands not yet written to the journal
+        self._held_made: list = []    # and their settlement instructions
         self._lock_fd = os.open(self.data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -351,8 +353,8 @@ class DurableExchange:
         return self.apply_many((command,))[0]
 
     def apply_deferred(self, command) -> list:
-        """Caller-driven group commit: apply and journal the command without waiting for the
-        disk. It becomes durable, and its settlement instructions are published, at the next
+        """Caller-driven group commit: apply the command, hold its journal row in memory (written
+        with the others in one record, one write and one fsync, at commit). It becomes durable, and its settlement instructions are published, at the next
         commit() (or apply/apply_many, which commit everything before them). The caller must
         let nothing that depends on the events leave the process before then: the FIX
         gateway applies the orders of one event-loop iteration this way and commits once
@@ -379,8 +381,8 @@ class DurableExchange:
             trade = TradeExecuted
             out: list[list] = []
             marks: list = []
-            rows: list = []
-            made: list = []
+            rows: list = self._held_rows      # rows held by apply_deferred come first
+            made: list = self._held_made
             published: list = []
             try:
                 for command in commands:
@@ -396,12 +398,14 @@ class DurableExchange:
                         journal.append(rows, [tuple(i) for i in made], maker.stream_seqs)
                         published += made
                         rows, made = [], []
+                if not _commit:               # apply_deferred: held until commit()
+                    self._held_rows, self._held_made = rows, made
+                    self._deferred.append((published, marks, len(out)))
+                    return out
                 if rows:
                     journal.append(rows, [tuple(i) for i in made], maker.stream_seqs)
                     published += made
-                if not _commit:               # apply_deferred: held until commit()
-                    self._deferred.append((published, marks, len(out)))
-                    return out
+                self._held_rows, self._held_made = [], []
                 journal.commit()
             except BaseException as err:
                 self._failed = err
@@ -429,6 +433,8 @@ class DurableExchange:
         """Write a snapshot of the current (durable) state and start a new journal segment.
         Keeps the genesis snapshot and the two newest ones."""
         with self._lock:
+            if self._deferred:
+                self.commit()                 # the journal must hold what the state holds
             self.journal.commit()
             seq = self.journal.next_seq - 1
             path = snap.write(self.data_dir, seq, self.exchange, self._extra())
@@ -457,6 +463,8 @@ class DurableExchange:
                 return
             self._closed = True
             if self._failed is None:
+                if self._deferred:
+                    self.commit()
                 self.journal.close()
             self._failed = self._failed or RuntimeError("closed")
         if settle_timeout > 0:

@@ -167,10 +167,18 @@ class _Connection(asyncio.Protocol):
 class GatewayServer:
     def __init__(self, host: str, port: int, sessions: list[SessionSettings],
                  store_dir: Optional[Path] = None,
-                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, store_fsync: bool = False):
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, store_fsync: bool = False,
+                 before_write: Optional[Callable[[], None]] = None):
         """store_fsync=True makes every store flush an fsync (survives power loss, costs a
         disk sync per batch of outgoing messages); by default stores are flushed to the
-        operating system before the bytes are written to the socket."""
+        operating system before the bytes are written to the socket.
+
+        before_write() is called before any batch of bytes is written to the sockets (once
+        per event-loop iteration that has output): `ccerx serve` passes the durable engine's
+        commit(), so every order handled in the iteration is made durable with one fsync
+        before any acknowledgement leaves the process (group commit). If it raises, nothing
+        is written."""
+        self.before_write = before_write
         self.host = host
         self.port = port
         self.max_message_size = max_message_size
@@ -265,6 +273,12 @@ class GatewayServer:
     # ------------------------------------------------------------------ transport
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._dirty and self.before_write is not None:
+            try:
+                self.before_write()
+            except Exception:
+                log.critical("not sending: the commit before writing failed", exc_info=True)
+                return
         while self._dirty:
             session = self._dirty.pop()
             data = session.data_to_send()

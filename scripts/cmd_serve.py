@@ -98,19 +98,21 @@ def run(args) -> int:
         return 2
     engine = open_engine(data_dir, instruments, config.build_accounts())
     try:
-        application = ExchangeApplication(engine, config.comp_id, config.brokers)
+        group_commit = hasattr(engine, "apply_deferred")   # the durable engine
+        application = ExchangeApplication(engine, config.comp_id, config.brokers,
+                                          group_commit=group_commit)
         sessions = build_sessions(config, application, args.conformance)
-        return asyncio.run(_serve(args, config, sessions, data_dir))
+        return asyncio.run(_serve(args, config, sessions, data_dir, engine))
     finally:
         close = getattr(engine, "close", None)
         if close is not None:
             close()
 
 
-async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path) -> int:
+async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, engine=None) -> int:
     from gateway.server import GatewayServer
     server = GatewayServer(args.host, args.port, sessions, store_dir=data_dir / "fix",
-                           store_fsync=args.fsync)
+                           store_fsync=args.fsync, before_write=getattr(engine, "commit", None))
     try:
         await server.start()
     except OSError as err:

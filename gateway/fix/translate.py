@@ -155,10 +155,15 @@ class ExchangeApplication:
     """The application behind every broker session: order entry, permissions, market data."""
 
     def __init__(self, exchange, comp_id: str, brokers: Iterable[str],
-                 clock: Callable[[], int] = time.time_ns, begin_string: str = "FIX.4.4"):
+                 clock: Callable[[], int] = time.time_ns, begin_string: str = "FIX.4.4",
+                 group_commit: bool = False):
+        """group_commit=True applies commands with exchange.apply_deferred (durable engine):
+        the caller must call exchange.commit() before anything this application returns
+        leaves the process (GatewayServer(before_write=exchange.commit) does)."""
         if exchange.accounts is None:
             raise ValueError("the gateway needs an engine with accounts (pre-trade checks on)")
         self.exchange = exchange
+        self._engine_apply = exchange.apply_deferred if group_commit else exchange.apply
         self.clock = clock
         self.sessions: dict[str, SessionKey] = {b: SessionKey(begin_string, comp_id, b)
                                                 for b in brokers}
@@ -337,7 +342,7 @@ class ExchangeApplication:
 
     # ------------------------------------------------------------------ events -> FIX
     def _apply(self, command, request: _Request) -> list[Outbound]:
-        events = self.exchange.apply(command)
+        events = self._engine_apply(command)
         out: list[Outbound] = []
         for event in events:
             kind = type(event)
