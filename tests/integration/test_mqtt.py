@@ -84,7 +84,9 @@ def test_instructions_and_fill_notices_arrive_as_published(tmp_path):
                                   prefix=prefix, window=16)
         ex = DurableExchange(tmp_path, accounts=accounts_table(20), ledger=None,
                              adapters={"mqtt": publisher})
-        trades = run_flow(ex)
+        # about 300 trades, 900 messages: under the shared broker's default queue limit of
+        # 1000 messages per client, which a busy machine's subscriber could otherwise hit
+        trades = run_flow(ex, n=600)
         assert ex.wait_settled(60)
         wait_until(lambda: len(sub.received) >= 3 * len(trades), 30,
                    f"all messages ({len(sub.received)} of {3 * len(trades)})")
