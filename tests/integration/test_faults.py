@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 
 import orjson
-import pytest
 from durable_helpers import (ConsumerThread, Mosquitto, assert_ledger_matches, unique_prefix,
                              wait_until, write_accounts, write_commands)
 
