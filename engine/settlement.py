@@ -275,6 +275,10 @@ class Relay:
         self.max_backoff = max_backoff
         self.on_confirm = on_confirm      # called in the relay's thread after each confirm
         self.on_idle = on_idle            # ... and when there is nothing to deliver
+        # Seconds to let instructions gather after a wake-up before delivering (0: at once).
+        # A relay in the engine's process pays a ledger transaction per delivery and holds
+        # the GIL meanwhile; lingering a few ms makes one delivery of many instructions.
+        self.linger = 0.0
         self.last_error: Optional[BaseException] = None
         self.failures = 0
         self.delivered = 0
@@ -317,6 +321,8 @@ class Relay:
                 with self._idle:
                     self._idle.notify_all()
                 continue
+            if self.linger:
+                self._stop.wait(self.linger)
             try:
                 self.pump()
                 backoff = 0.05
