@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = (
     "scripts.cmd_serve",
     "scripts.cmd_ledger",
     "scripts.cmd_recover",
+    "scripts.cmd_bench_gateway",
 )
 
 
