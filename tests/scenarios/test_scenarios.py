@@ -1,4 +1,4 @@
-"""Runs the book scenarios written as data in `*.txt` files of this directory.
+"""Runs the book scenarios written as data in the `book_*.txt` files of this directory.
 
 A file holds cases; a case starts with `## title` and is a list of lines:
     accounts: {...}   optional accounts table (as an --accounts file): pre-trade checks on
@@ -38,7 +38,7 @@ class Case:
 
 def load_cases() -> list[Case]:
     cases: list[Case] = []
-    for path in sorted(HERE.glob("*.txt")):
+    for path in sorted(HERE.glob("book_*.txt")):
         case = None
         for number, raw in enumerate(path.read_text().splitlines(), 1):
             line = raw.strip()
