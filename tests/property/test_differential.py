@@ -21,6 +21,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from reference_model import ReferenceExchange  # noqa: E402
 
 
+def engine_reservation_policy() -> str:
+    """'need' if a resting buy partly filled below its limit holds exactly what its open
+    quantity needs (the rule), 'consumed' if it keeps the fill's saving (the engine bug)."""
+    from engine.commands import NewOrder
+    from engine.risk import Account, Accounts
+    accounts = Accounts([Account("A", cash=100_000), Account("B", credits={"CCER-AFF": 1})])
+    exchange = Exchange(accounts=accounts)
+    exchange.apply(NewOrder("s", "B", "CCER-AFF", "sell", "limit", None, 60_000_000, 1))
+    exchange.apply(NewOrder("b", "A", "CCER-AFF", "buy", "limit", None, 62_000_000, 5))
+    need = 4 * 6200 + 4 * 6200 * 6_000 // 1_000_000
+    return "need" if accounts.get("A").cash_reserved == need else "consumed"
+
+
+ENGINE_RESERVATION = engine_reservation_policy()
+
+
 def comparable(events):
     out = []
     for e in events:
@@ -85,7 +101,10 @@ def test_engine_matches_model_with_accounts(stream):
 
 
 # The same streams against the engine's current reservation policy, so that everything else
-# about accounts (funds and credit checks, settlement, fees, same-day resale) stays tested.
+# about accounts (funds and credit checks, settlement, fees, same-day resale) stays tested
+# while the bug is open. Retires itself once the engine follows the rule (the strict xfail
+# tests then XPASS and fail: remove their markers).
+@pytest.mark.skipif(ENGINE_RESERVATION == "need", reason="engine fixed: covered by the rule's test")
 @settings(max_examples=scaled(500))
 @given(streams(with_accounts=True))
 def test_engine_matches_model_with_accounts_consumed_reservations(stream):
@@ -95,4 +114,4 @@ def test_engine_matches_model_with_accounts_consumed_reservations(stream):
 @settings(max_examples=scaled(40))
 @given(streams(min_steps=100, max_steps=300))
 def test_engine_matches_model_on_long_streams(stream):
-    run_both(stream, reservation="consumed")
+    run_both(stream, reservation=ENGINE_RESERVATION)
