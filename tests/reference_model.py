@@ -17,7 +17,16 @@ engine/): fee = floor(gross_fen * fee_ppm / 1e6) per side per trade; a market bu
 cash at the band's upper limit; the accepted event precedes an order's trades; an IOC /
 FOK / market remainder is a `cancelled` event with reason ioc / fok / market; cancel or
 amend of an unknown order is `order_not_resting`; the EOD close is the VWAP of the day's
-trades rounded half up to a tick (the previous close when nothing traded).
+trades rounded half up to a tick (the previous close when nothing traded). Choices found by
+running this model against the engine, and adopted because the issue allows them:
+  - validation order of a new order: order id, duplicate, account shape, instrument, side,
+    type, tif, price, qty, then (with accounts) unknown account and funds/credits;
+  - a market order that carries a price is rejected `invalid_price`;
+  - a new order whose id is not a valid id (not a 1-64 character string) is rejected
+    `malformed` with order_id null; every unparsable line, unknown op included, is
+    `malformed` (RejectReason.UNKNOWN_OP is never used);
+  - end of day: per instrument, resting orders expire (reason eod, bids then asks, best
+    first) and then its `day_closed`; order ids may be reused on the next day.
 """
 from __future__ import annotations
 

@@ -80,7 +80,7 @@ def run_both(stream, reservation="need"):
     return engine, model
 
 
-@settings(max_examples=scaled(500))
+@settings(max_examples=scaled(800))
 @given(streams(with_accounts=False))
 def test_engine_matches_model_without_accounts(stream):
     run_both(stream)
@@ -105,13 +105,13 @@ def test_engine_matches_model_with_accounts(stream):
 # while the bug is open. Retires itself once the engine follows the rule (the strict xfail
 # tests then XPASS and fail: remove their markers).
 @pytest.mark.skipif(ENGINE_RESERVATION == "need", reason="engine fixed: covered by the rule's test")
-@settings(max_examples=scaled(500))
+@settings(max_examples=scaled(800))
 @given(streams(with_accounts=True))
 def test_engine_matches_model_with_accounts_consumed_reservations(stream):
     run_both(stream, reservation="consumed")
 
 
-@settings(max_examples=scaled(40))
+@settings(max_examples=scaled(60))
 @given(streams(min_steps=100, max_steps=300))
 def test_engine_matches_model_on_long_streams(stream):
     run_both(stream, reservation=ENGINE_RESERVATION)

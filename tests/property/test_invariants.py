@@ -106,7 +106,7 @@ def run_checked(stream, exact_cash_reservations: bool) -> None:
         engine.check()
 
 
-@settings(max_examples=scaled(250))
+@settings(max_examples=scaled(400))
 @given(streams(with_accounts=True))
 def test_money_credits_and_reservations_hold_after_every_step(stream):
     run_checked(stream, exact_cash_reservations=False)
