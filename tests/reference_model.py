@@ -7,9 +7,9 @@ enums) so that its events can be compared field by field with the engine's.
 Theory of operation: obviously correct beats fast. All resting orders of all instruments
 live in ONE python list; every question ("best ask?", "who is next in the queue?", "what
 does account A hold in reservations?") is answered by a linear scan and a sort. Time
-priority is an ever-increasing stamp given when an order (re)joins a queue. Reservations
-are not stored at all: they are recomputed from the resting orders whenever needed, so
-they cannot drift. Nothing here is clever; if this model and the engine disagree, read
+priority is an ever-increasing stamp given when an order (re)joins a queue. Under the rule
+(reservation="need") reservations are not stored at all: they are recomputed from the
+resting orders whenever needed, so they cannot drift. Nothing here is clever; if this model and the engine disagree, read
 this file first: it should be possible to convince yourself it is right in a few minutes.
 
 Choices the issue leaves open follow the engine's documented ones (module docstrings of
