@@ -354,6 +354,7 @@ class Harness:
         interval_ns = 1e9 / spec.rate if spec.rate else 0.0
         send_seconds = spec.orders / spec.rate if spec.rate else 0.0
         timeout = send_seconds + lead_ns / 1e9 + self.drain_timeout
+        load_at_start = os.getloadavg()[0]
         cpu_before = server.cpu_seconds() if server else None
         receiver = ctx.Process(target=_receiver, args=(socks, spec.orders, recv_ns,
                                                        acked_per_session, timeout, results))
@@ -427,6 +428,7 @@ class Harness:
             "server_cpu_s": round(cpu_after - cpu_before, 3) if server else None,
             "server_cpu_us_per_order": (round((cpu_after - cpu_before) / spec.orders * 1e6, 1)
                                         if server and spec.orders else None),
+            "loadavg_1min_at_start": round(load_at_start, 2),
             "ok": n_acked == spec.orders and logged_out == self.sessions and not (
                 got["msg_types"].get("3", 0) + got["msg_types"].get("j", 0)),
         }
