@@ -67,7 +67,7 @@ def open_engine(data_dir: Path, instruments, accounts):
 # during which it holds the GIL; the event loop gives the GIL up on every system call and,
 # with CPython's default 5 ms switch interval, could wait that long to get it back. Measured
 # with benchmarks/gateway_load.py (10 sessions, 5,000 orders/s): p99 145 ms -> 19 ms with a
-# 0.5 ms interval, and lingering 20 ms per delivery cut the relay's CPU per order by ~1/3.
+# 0.5 ms interval; lingering 20 ms per delivery cut the process's CPU per order by ~1/3.
 SWITCH_INTERVAL_S = 0.0005
 RELAY_LINGER_S = 0.02
 
