@@ -77,9 +77,10 @@ class Exchange:
         return out
 
     def _reject(self, out, ts, op, order_id, reason, text, owner=None):
+        if type(order_id) is not str or len(order_id) > MAX_ID_LEN:
+            order_id = None  # never echo a non-id (or a 100 KB one) back
         self.seq += 1
-        out.append(OrderRejected(self.seq, ts, op, order_id if type(order_id) is str else None,
-                                 reason, text, owner))
+        out.append(OrderRejected(self.seq, ts, op, order_id, reason, text, owner))
 
     # ------------------------------------------------------------------ validation
     def _limit_ticks(self, spec: InstrumentSpec, price_units) -> int:
@@ -323,12 +324,20 @@ class Exchange:
         buyer.fees_paid += fee
         buyer.credits[symbol] = buyer.credits.get(symbol, 0) + qty
         buyer.bought_today[symbol] = buyer.bought_today.get(symbol, 0) + qty
+        # Re-size the buy's reservation to what its open quantity needs at its limit: a fill
+        # below the limit (or a fee rounded down) must not keep the saving locked. The need
+        # shrinks by at least the charge (floor fees are superadditive), so this never grows.
+        need = self._cash_needed(spec, buy.price, buy.open_qty) if buy.open_qty else 0
+        excess = buy.reserved - need
+        if excess:
+            buy.reserved = need
+            buyer.cash_reserved -= excess
         sell.reserved -= qty
         seller.credits_reserved[symbol] -= qty
         seller.credits[symbol] -= qty
         seller.cash += gross - fee
         seller.fees_paid += fee
-        if buy.reserved < 0 or sell.reserved < 0:
+        if excess < 0 or sell.reserved < 0:
             raise AssertionError(f"reservation overdrawn on trade {buy.order_id}/{sell.order_id}")
 
     def _cancel_resting(self, book, spec, order: Order, reason, out, ts) -> None:

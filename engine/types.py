@@ -6,7 +6,7 @@ Decimal text only crosses this module's parse/format helpers, never a float.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+import re
 from enum import Enum
 from typing import NamedTuple
 
@@ -90,24 +90,27 @@ class PriceError(NamedTuple):
     text: str
 
 
+_PLAIN_DECIMAL = re.compile(r"(-?)(\d{1,18})(?:\.(\d{1,18}))?")
+
+
 def parse_decimal_units(text: str, units_per_one: int) -> int:
     """Exact decimal text -> integer count of 1/units_per_one; raises DecimalFormatError.
 
-    '62.01' with 1_000_000 -> 62_010_000. More precision than the unit allows is an error,
-    as is anything that is not a plain finite decimal (no exponents, no NaN, no floats).
+    '62.01' with 1_000_000 -> 62_010_000. Only plain decimals are accepted ('-'? digits,
+    optional '.' digits): no spaces, '+', exponents, NaN or Infinity. More precision than the
+    unit allows is an error. Pure integer arithmetic: no Decimal context, no float.
     """
-    if not isinstance(text, str) or not text or len(text) > 32:
-        raise DecimalFormatError(f"not a decimal string: {text!r}")
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise DecimalFormatError(f"not a decimal string: {text!r}") from None
-    if not value.is_finite() or "e" in text.lower():
-        raise DecimalFormatError(f"not a plain decimal: {text!r}")
-    scaled = value * units_per_one
-    if scaled != scaled.to_integral_value():
+    match = _PLAIN_DECIMAL.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise DecimalFormatError(f"not a plain decimal string: {str(text)[:32]!r}")
+    sign, whole, frac = match.groups()
+    frac = (frac or "").rstrip("0")
+    scale = 10 ** len(frac)
+    units, rest = divmod(int(frac or 0) * units_per_one, scale)
+    if rest:
         raise DecimalFormatError(f"too many decimal places: {text!r}")
-    return int(scaled)
+    units += int(whole) * units_per_one
+    return -units if sign else units
 
 
 def parse_price_units(text: str) -> int:
@@ -143,7 +146,7 @@ class InstrumentSpec:
 
     tick_units: tick size in price units (1e-6 CNY); must be a whole number of fen so that
     cash stays integer fen. ref_ticks: reference price (previous close) in ticks.
-    band_pct_units: band in percent as a Decimal-exact rational (numerator over 1e6).
+    band_ppm: the band in parts per million of the reference price (10% = 100_000).
     """
     symbol: str
     tick_units: int = 10_000
@@ -206,13 +209,11 @@ class InstrumentSpec:
         ref_units = parse_price_units(_as_decimal_text(ref_price, "ref_price"))
         if tick_units <= 0 or ref_units % tick_units:
             raise ValueError("ref_price must be a positive whole number of ticks")
-        band = Decimal(_as_decimal_text(band_pct, "band_pct")) * 10_000
-        if band != band.to_integral_value():
-            raise ValueError("band_pct has too many decimal places")
+        band = parse_decimal_units(_as_decimal_text(band_pct, "band_pct"), 10_000)  # % -> ppm
         for value, label in ((lot, "lot"), (max_qty, "max_qty")):
             if type(value) is not int:
                 raise ValueError(f"{label} must be an integer")
-        return cls(symbol, tick_units, lot, max_qty, ref_units // tick_units, int(band), name)
+        return cls(symbol, tick_units, lot, max_qty, ref_units // tick_units, band, name)
 
 
 def _as_decimal_text(value, label: str) -> str:
@@ -251,8 +252,6 @@ def price_field(value):
     try:
         return parse_price_units(value)
     except DecimalFormatError:
-        try:
-            Decimal(value)
-        except InvalidOperation:
-            return PriceError(RejectReason.INVALID_PRICE, f"not a decimal price: {value[:32]!r}")
-        return PriceError(RejectReason.OFF_TICK, f"price {value[:32]!r} is not a multiple of the tick")
+        if _PLAIN_DECIMAL.fullmatch(value):
+            return PriceError(RejectReason.OFF_TICK, f"price {value[:32]!r} is not a multiple of the tick")
+        return PriceError(RejectReason.INVALID_PRICE, f"not a plain decimal price: {value[:32]!r}")

@@ -7,9 +7,9 @@ enums) so that its events can be compared field by field with the engine's.
 Theory of operation: obviously correct beats fast. All resting orders of all instruments
 live in ONE python list; every question ("best ask?", "who is next in the queue?", "what
 does account A hold in reservations?") is answered by a linear scan and a sort. Time
-priority is an ever-increasing stamp given when an order (re)joins a queue. Under the rule
-(reservation="need") reservations are not stored at all: they are recomputed from the
-resting orders whenever needed, so they cannot drift. Nothing here is clever; if this model and the engine disagree, read
+priority is an ever-increasing stamp given when an order (re)joins a queue. Reservations
+are not stored at all: they are recomputed from the resting orders whenever needed, so
+they cannot drift. Nothing here is clever; if this model and the engine disagree, read
 this file first: it should be possible to convince yourself it is right in a few minutes.
 
 Choices the issue leaves open follow the engine's documented ones (module docstrings of
@@ -63,7 +63,6 @@ class RefOrder:
     qty: int           # total order quantity, filled included
     filled: int = 0
     stamp: int = 0     # time priority: lower is earlier
-    held: int = 0      # cash held for a buy, only under reservation="consumed" (see below)
 
     @property
     def open(self) -> int:
@@ -90,14 +89,9 @@ def band_limits(spec: InstrumentSpec) -> tuple[int, int]:
 
 class ReferenceExchange:
     def __init__(self, instruments, accounts: list[RefAccount] | None = None,
-                 fee_ppm: int = 6_000, reservation: str = "need"):
-        """reservation="need" (the rule): a resting buy holds exactly what its open quantity
-        needs at its limit, fee included. reservation="consumed" (what the engine does at the
-        time of writing, see the report of issue 2 item 8): a buy holds what it reserved
-        when accepted or amended, minus what its fills actually cost, so the saving of a
-        fill at a better price, and fee rounding, stay held until the order ends."""
-        assert reservation in ("need", "consumed")
-        self.reservation = reservation
+                 fee_ppm: int = 6_000):
+        """A resting buy holds exactly what its open quantity needs at its limit, fee
+        included (recomputed, never stored)."""
         self.specs: dict[str, InstrumentSpec] = {s.symbol: s for s in instruments}
         self.accounts = None if accounts is None else {a.account: a for a in accounts}
         self.fee_ppm = fee_ppm
@@ -145,8 +139,6 @@ class ReferenceExchange:
 
     def held(self, order: RefOrder) -> int:
         """Cash a resting buy order holds."""
-        if self.reservation == "consumed":
-            return order.held
         return self.cash_needed(self.specs[order.instrument], order.price, order.open)
 
     def cash_reserved(self, account: str) -> int:
@@ -283,8 +275,6 @@ class ReferenceExchange:
         out.append(OrderAccepted(self._next_seq(), ts, oid, account, spec.symbol, side, otype, tif,
                                  price, qty))
         order = RefOrder(oid, account, spec.symbol, side, price, qty)
-        if side is Side.BUY:
-            order.held = self.cash_needed(spec, band_limits(spec)[1] if price is None else price, qty)
         if tif is TimeInForce.FOK and self._fillable(order, price) < qty:
             self._cancelled(out, ts, order, CancelReason.FOK)  # short: nothing else changes
             return
@@ -354,7 +344,6 @@ class ReferenceExchange:
             buy, sell = (taker, maker) if taker.side is Side.BUY else (maker, taker)
             gross = price * spec.tick_fen * qty
             fee = self.fee(gross)
-            buy.held -= gross + fee
             self.trade_id += 1
             out.append(TradeExecuted(self._next_seq(), ts, self.trade_id, spec.symbol, price, qty,
                                      buy.order_id, sell.order_id, taker.side, buy.account,
@@ -400,7 +389,6 @@ class ReferenceExchange:
         out.append(OrderAmended(self._next_seq(), ts, order.order_id, order.account,
                                 order.instrument, order.side, price, qty, open_qty, keep))
         order.price, order.qty = price, qty
-        order.held = self.cash_needed(spec, price, open_qty)
         if keep:
             return
         self.resting.remove(order)  # to the back of its new level, and trade if it crosses

@@ -13,8 +13,7 @@ Independently of the reference model: after every command, from the engine's pub
 """
 from __future__ import annotations
 
-import pytest
-from hypothesis import Phase, given, settings
+from hypothesis import given, settings
 
 from engine.events import OrderAccepted, TradeExecuted
 from engine.exchange import Exchange
@@ -46,7 +45,7 @@ def check_book_shape(snapshot: dict) -> None:
             assert sides["buy"][0][0] < sides["sell"][0][0], f"{symbol} book crossed"
 
 
-def run_checked(stream, exact_cash_reservations: bool) -> None:
+def run_checked(stream) -> None:
     accounts = stream.engine_accounts()
     engine = Exchange(stream.instruments, accounts)
     cash0, credits0 = accounts.totals()
@@ -97,24 +96,13 @@ def run_checked(stream, exact_cash_reservations: bool) -> None:
                 assert a.credits_reserved.get(symbol, 0) == needs_credits.get((name, symbol), 0), \
                     f"{name} {symbol} credits reserved != open sells {where}"
             need = needs_cash.get(name, 0)
-            if exact_cash_reservations:
-                assert a.cash_reserved == need, \
-                    f"{name} cash reserved {a.cash_reserved} != {need} needed by open buys {where}"
-            else:
-                assert a.cash_reserved >= need, \
-                    f"{name} cash reserved {a.cash_reserved} < {need} needed by open buys {where}"
+            assert a.cash_reserved == need, \
+                f"{name} cash reserved {a.cash_reserved} != {need} needed by open buys {where}"
         engine.check()
 
 
 @settings(max_examples=scaled(400))
 @given(streams(with_accounts=True))
 def test_money_credits_and_reservations_hold_after_every_step(stream):
-    run_checked(stream, exact_cash_reservations=False)
-
-
-@pytest.mark.xfail(strict=True, reason="engine bug: a partly filled resting buy keeps holding the "
-                   "cash its fills saved; reservation should equal price x open qty + fee")
-@settings(max_examples=scaled(250), phases=[Phase.explicit, Phase.reuse, Phase.generate])
-@given(streams(with_accounts=True))
-def test_cash_reserved_equals_what_open_buys_need(stream):
-    run_checked(stream, exact_cash_reservations=True)
+    """Conservation, and each account's cash reserved equals exactly what its open buys need."""
+    run_checked(stream)
