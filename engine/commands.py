@@ -52,6 +52,14 @@ class EndOfDay(NamedTuple):
     ts: Optional[int] = None
 
 
+class SetTradingStatus(NamedTuple):
+    """Open or close continuous trading (the trading calendar drives this). While closed, new
+    orders and amends are rejected (market_closed); cancels still work."""
+    open: bool
+    note: str = ""          # e.g. "morning session", "lunch break", "close"
+    ts: Optional[int] = None
+
+
 class Malformed(NamedTuple):
     """An input line the edge codec could not turn into a command; rejected in sequence."""
     op: Optional[str]
@@ -60,4 +68,5 @@ class Malformed(NamedTuple):
     ts: Optional[int] = None
 
 
-Command = NewOrder | CancelOrder | AmendOrder | DefineInstrument | EndOfDay | Malformed
+Command = (NewOrder | CancelOrder | AmendOrder | DefineInstrument | EndOfDay | SetTradingStatus
+           | Malformed)

@@ -95,5 +95,12 @@ class DayClosed(NamedTuple):
     trades: int
 
 
+class TradingStatusChanged(NamedTuple):
+    seq: int
+    ts: int
+    open: bool
+    note: str
+
+
 Event = (OrderAccepted | OrderRejected | TradeExecuted | OrderCancelled | OrderAmended
-         | InstrumentDefined | DayClosed)
+         | InstrumentDefined | DayClosed | TradingStatusChanged)

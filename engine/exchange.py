@@ -19,9 +19,10 @@ import hashlib
 from typing import Iterable, Optional
 
 from .book import Book, Order
-from .commands import AmendOrder, CancelOrder, DefineInstrument, EndOfDay, Malformed, NewOrder
+from .commands import (AmendOrder, CancelOrder, DefineInstrument, EndOfDay, Malformed, NewOrder,
+                       SetTradingStatus)
 from .events import (DayClosed, InstrumentDefined, OrderAccepted, OrderAmended, OrderCancelled,
-                     OrderRejected, TradeExecuted)
+                     OrderRejected, TradeExecuted, TradingStatusChanged)
 from .risk import DEFAULT_FEE_PPM, PPM, Accounts
 from .types import (DEFAULT_INSTRUMENTS, ORDER_TYPES, SIDES, TIFS, CancelReason, InstrumentSpec,
                     OrderType, PriceError, RejectReason as R, Side, TimeInForce,
@@ -56,11 +57,13 @@ class Exchange:
         self.next_trade_id = 1
         self.last_ts = 0
         self.seen_order_ids: set[str] = set()
+        self.trading_open = True      # continuous trading; the calendar closes it (SetTradingStatus)
+        self.last_close_ts = 0        # ts of the last EndOfDay (0: none yet)
         # per instrument: [volume t, turnover in tick*t, trades] for the VWAP close
         self.day_stats: dict[str, list[int]] = {s: [0, 0, 0] for s in self.specs}
         self._handlers = {NewOrder: self._new, CancelOrder: self._cancel, AmendOrder: self._amend,
                           DefineInstrument: self._define, EndOfDay: self._end_of_day,
-                          Malformed: self._malformed}
+                          SetTradingStatus: self._set_trading_status, Malformed: self._malformed}
 
     # ------------------------------------------------------------------ entry point
     def apply(self, command) -> list:
@@ -128,6 +131,9 @@ class Exchange:
             return self._reject(out, ts, "new", order_id, R.DUPLICATE_ORDER_ID,
                                 "order id already used today", owner)
         seen.add(order_id)
+        if not self.trading_open:
+            return self._reject(out, ts, "new", order_id, R.MARKET_CLOSED,
+                                "the market is closed", owner)
         account = cmd.account
         instrument = cmd.instrument
         spec = self.specs.get(instrument) if type(instrument) is str else None
@@ -367,6 +373,9 @@ class Exchange:
         if order is None or (owner is not None and order.owner != owner):
             return self._reject(out, ts, "amend", order_id, R.ORDER_NOT_RESTING,
                                 "no resting order with this id", owner)
+        if not self.trading_open:
+            return self._reject(out, ts, "amend", order_id, R.MARKET_CLOSED,
+                                "the market is closed; cancels are still accepted", owner)
         spec = self.specs[book.instrument]
         try:
             if cmd.price_units is None and cmd.qty is None:
@@ -431,6 +440,13 @@ class Exchange:
         self.seq += 1
         out.append(InstrumentDefined(self.seq, ts, spec))
 
+    def _set_trading_status(self, cmd: SetTradingStatus, ts: int, out: list) -> None:
+        if type(cmd.open) is not bool:
+            raise TypeError(f"SetTradingStatus.open must be a bool: {cmd!r}")
+        self.trading_open = cmd.open
+        self.seq += 1
+        out.append(TradingStatusChanged(self.seq, ts, cmd.open, cmd.note))
+
     def _malformed(self, cmd: Malformed, ts: int, out: list) -> None:
         self._reject(out, ts, cmd.op, cmd.order_id, R.MALFORMED, cmd.text)
 
@@ -449,6 +465,7 @@ class Exchange:
             out.append(DayClosed(self.seq, ts, symbol, close, volume,
                                  turnover * spec.tick_fen, trades))
         self.seen_order_ids.clear()
+        self.last_close_ts = ts
         if self.accounts is not None:
             self.accounts.end_of_day()
 
@@ -480,6 +497,8 @@ class Exchange:
         """Deterministic digest of everything that decides future behaviour."""
         h = hashlib.blake2b(digest_size=16)
         h.update(repr((self.seq, self.next_trade_id, self.last_ts, self.fee_ppm)).encode())
+        if not self.trading_open or self.last_close_ts:  # (so hashes of older states stay the same)
+            h.update(repr((self.trading_open, self.last_close_ts)).encode())
         for symbol in sorted(self.specs):
             h.update(repr((self.specs[symbol], self.day_stats[symbol])).encode())
             book = self.books[symbol]

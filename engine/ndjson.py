@@ -7,15 +7,17 @@ Command line format (one JSON object per line; see README "ccerx replay"):
   {"op":"cancel","order_id":"o1"}
   {"op":"amend","order_id":"o1","price":"62.02","qty":80}
   {"op":"eod"}
+  {"op":"status","open":false,"note":"lunch break"}
 A line that cannot become a command becomes `Malformed`, which the engine rejects in sequence.
 """
 from __future__ import annotations
 
 import orjson
 
-from .commands import AmendOrder, CancelOrder, DefineInstrument, EndOfDay, Malformed, NewOrder
+from .commands import (AmendOrder, CancelOrder, DefineInstrument, EndOfDay, Malformed, NewOrder,
+                       SetTradingStatus)
 from .events import (DayClosed, InstrumentDefined, OrderAccepted, OrderAmended, OrderCancelled,
-                     OrderRejected, TradeExecuted)
+                     OrderRejected, TradeExecuted, TradingStatusChanged)
 from .types import InstrumentSpec, format_fen, price_field
 
 _loads = orjson.loads
@@ -55,8 +57,13 @@ def parse_command(line: bytes | str):
             return Malformed("instrument", None, f"bad instrument definition: {bad}"[:200])
     if op == "eod":
         return EndOfDay(ts)
+    if op == "status":
+        is_open, note = obj.get("open"), obj.get("note", "")
+        if type(is_open) is not bool or type(note) is not str or len(note) > 200:
+            return Malformed("status", None, "status needs \"open\": true|false and an optional note")
+        return SetTradingStatus(is_open, note, ts)
     return Malformed(_str_or_none(op), _str_or_none(obj.get("order_id")),
-                     f"unknown op {op!r}; expected new, cancel, amend, instrument or eod"[:200])
+                     f"unknown op {op!r}; expected new, cancel, amend, instrument, eod or status"[:200])
 
 
 def event_to_dict(event, specs: dict[str, InstrumentSpec]) -> dict:
@@ -101,6 +108,9 @@ def event_to_dict(event, specs: dict[str, InstrumentSpec]) -> dict:
                 "instrument": event.instrument, "close": spec.ticks_to_text(event.close_ticks),
                 "volume": event.volume, "turnover": format_fen(event.turnover_fen),
                 "trades": event.trades}
+    if kind is TradingStatusChanged:
+        return {"type": "status", "seq": event.seq, "ts": event.ts, "open": event.open,
+                "note": event.note}
     raise TypeError(f"not an engine event: {event!r}")
 
 

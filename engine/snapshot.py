@@ -60,6 +60,7 @@ def exchange_state(ex: Exchange) -> dict:
             "book_order": list(ex.books), "books": books,
             "seq": ex.seq, "next_trade_id": ex.next_trade_id, "last_ts": ex.last_ts,
             "fee_ppm": ex.fee_ppm, "seen": sorted(ex.seen_order_ids),
+            "trading_open": ex.trading_open, "last_close_ts": ex.last_close_ts,
             "day_stats": ex.day_stats, "accounts": accounts}
 
 
@@ -90,6 +91,8 @@ def exchange_from_state(state: dict) -> Exchange:
     ex.next_trade_id = state["next_trade_id"]
     ex.last_ts = state["last_ts"]
     ex.seen_order_ids = set(state["seen"])
+    ex.trading_open = state.get("trading_open", True)      # absent in snapshots before v0.1 status
+    ex.last_close_ts = state.get("last_close_ts", 0)
     ex.day_stats = {symbol: list(stats) for symbol, stats in state["day_stats"].items()}
     return ex
 

@@ -14,7 +14,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 SUPPORTED = ["0", "1", "2", "3", "4", "5", "A", "D", "F", "G", "H", "8", "9", "j",
-             "V", "W", "X", "Y", "x", "y", "d"]
+             "V", "W", "X", "Y", "x", "y", "d", "h"]
 
 
 def main(path: str) -> None:
