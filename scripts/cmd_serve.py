@@ -7,10 +7,12 @@ import getpass
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
+from engine.calendar import TradingCalendar
+from engine.commands import EndOfDay, SetTradingStatus
 from engine.config import load_instruments
-from engine.exchange import Exchange
 from gateway.config import DEMO_CONFIG, GatewayConfig, hash_password
 from gateway.fix.translate import ExchangeApplication
 
@@ -37,6 +39,12 @@ def add_parser(sub) -> None:
     p.add_argument("--fsync", action="store_true",
                    help="fsync the FIX message stores on every flush (survives power loss; "
                         "default: flushed to the OS before bytes reach the socket)")
+    p.add_argument("--hours", choices=["always", "cn"], default="always",
+                   help="trading hours: 'cn' opens continuous trading on weekdays 09:30-11:30 and "
+                        "13:00-15:00 China Standard Time and closes the day at 15:00 (day orders "
+                        "expire, the VWAP close becomes the next reference price; a close missed "
+                        "while the server was down runs at start); 'always' (default, for testing "
+                        "and demos) keeps the market open and never closes the day by itself")
     p.add_argument("--print-demo-config", action="store_true",
                    help="print the built-in demo config (a starting point for your own) and exit")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
@@ -144,14 +152,60 @@ async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, en
     print(f"ccerx serve: {config.comp_id} listening on {args.host}:{server.port} "
           f"(FIX.4.4; sessions {names}; config {config.source}; data {data_dir})", flush=True)
     serving = asyncio.create_task(server.serve_forever())
+    application = next((s.application for s in sessions if hasattr(s.application,
+                                                                     "run_operator_command")), None)
+    calendar = TradingCalendar() if getattr(args, "hours", "always") == "cn" else None
+    if application is not None:
+        stop_calendar = asyncio.create_task(
+            run_calendar(calendar, application, server, application.exchange))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if application is not None:
+        stop_calendar.cancel()
+        await asyncio.gather(stop_calendar, return_exceptions=True)
     await server.stop()  # logs every session out and flushes the message stores
     for task in (serving, stopping):
         task.cancel()
     await asyncio.gather(serving, stopping, return_exceptions=True)
     print("ccerx serve: stopped", flush=True)
     return 0
+
+
+def calendar_commands(calendar, exchange, now: int) -> list:
+    """What the trading calendar requires of the exchange at `now` (ns): close a day whose
+    close is due (or was missed while the server was down), then open or close trading.
+    calendar None means round-the-clock trading (the market is simply kept open)."""
+    commands = []
+    trading_open = exchange.trading_open
+    if calendar is None:
+        if not trading_open:
+            commands.append(SetTradingStatus(True, "open (round the clock)", now))
+        return commands
+    due_close = calendar.last_close(now)
+    if due_close and exchange.last_close_ts < due_close:
+        if trading_open:
+            commands.append(SetTradingStatus(False, "close", now))
+            trading_open = False
+        commands.append(EndOfDay(now))
+    if calendar.is_open(now) != trading_open:
+        commands.append(SetTradingStatus(not trading_open, calendar.note(now), now))
+    return commands
+
+
+async def run_calendar(calendar, application, server, exchange) -> None:
+    """Drive the trading calendar: at each session boundary, apply what it requires and tell
+    the brokers (TradingSessionStatus, expiries). Sleeps until the next boundary."""
+    while True:
+        now = time.time_ns()
+        outbound = []
+        for command in calendar_commands(calendar, exchange, now):
+            outbound += application.run_operator_command(command)
+        if outbound:
+            server.deliver(outbound)
+        if calendar is None:
+            return
+        wait_s = (calendar.next_change(now) - time.time_ns()) / 1e9
+        await asyncio.sleep(min(max(wait_s, 0.01), 60.0))
 
 
 def run_hash_password(args) -> int:

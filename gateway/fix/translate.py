@@ -32,9 +32,9 @@ import time
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Callable, Iterable, Optional
 
-from engine.commands import AmendOrder, CancelOrder, NewOrder
+from engine.commands import AmendOrder, CancelOrder, EndOfDay, NewOrder, SetTradingStatus
 from engine.events import (DayClosed, InstrumentDefined, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected,
-                           TradeExecuted)
+                           TradeExecuted, TradingStatusChanged)
 from engine.types import (CancelReason, DecimalFormatError, RejectReason as R, Side, format_fen,
                           parse_decimal_units, price_field)
 
@@ -49,6 +49,8 @@ TEXT, TIME_IN_FORCE, TRANSACT_TIME, REF_SEQ_NUM = 58, 59, 60, 45
 CXL_REJ_REASON, ORD_REJ_REASON, EXEC_TYPE, LEAVES_QTY = 102, 103, 150, 151
 REF_MSG_TYPE, BUSINESS_REJECT_REF_ID, BUSINESS_REJECT_REASON = 372, 379, 380
 CXL_REJ_RESPONSE_TO, ORD_STATUS_REQ_ID = 434, 790
+TRADING_SESSION_ID, TRAD_SES_STATUS = 336, 340
+TRAD_SES_OPEN, TRAD_SES_CLOSED = "2", "3"
 
 # OrdStatus / ExecType values
 NEW, PARTIAL, FILLED, CANCELED, REPLACED, REJECTED, EXPIRED, TRADE, STATUS = (
@@ -340,6 +342,22 @@ class ExchangeApplication:
             report.fields.insert(3, extra[0])
         return [(session, report)]
 
+    # ------------------------------------------------------------------ operator commands
+    def run_operator_command(self, command) -> list[Outbound]:
+        """Apply a command of the exchange itself (the trading calendar: SetTradingStatus,
+        EndOfDay) and return what brokers must be told: expiries, TradingSessionStatus."""
+        if type(command) not in (SetTradingStatus, EndOfDay):
+            raise TypeError(f"not an operator command: {command!r}")
+        return self._apply(command, _Request("operator", None, None))
+
+    def _trading_status(self, event: TradingStatusChanged, out) -> None:
+        """TradingSessionStatus (h) to every broker, logged on or not (stored for resend)."""
+        for session in self.sessions.values():
+            out.append((session, FixMessage.of(
+                "h", (TRADING_SESSION_ID, "CONTINUOUS"),
+                (TRAD_SES_STATUS, TRAD_SES_OPEN if event.open else TRAD_SES_CLOSED),
+                (TEXT, event.note or ("open" if event.open else "closed")))))
+
     # ------------------------------------------------------------------ events -> FIX
     def _apply(self, command, request: _Request) -> list[Outbound]:
         events = self._engine_apply(command)
@@ -358,6 +376,8 @@ class ExchangeApplication:
                 self._on_rejected(event, request, out)
             elif kind is DayClosed or kind is InstrumentDefined:
                 self._on_day_closed()
+            elif kind is TradingStatusChanged:
+                self._trading_status(event, out)
         out.extend(self.market_data.on_events(events))
         return out
 

@@ -1,0 +1,109 @@
+"""The trading calendar driving the exchange behind the gateway: operator commands, the
+TradingSessionStatus (h) broadcast, expiry at the close, and the serve-side schedule."""
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from engine.calendar import TradingCalendar
+from engine.commands import EndOfDay, NewOrder, SetTradingStatus
+from engine.config import load_instruments
+from engine.exchange import Exchange
+from gateway.config import GatewayConfig
+from gateway.fix.application import FixMessage, SessionKey
+from gateway.fix.translate import ExchangeApplication
+from scripts.cmd_serve import calendar_commands
+
+B1 = SessionKey("FIX.4.4", "CCERX", "BROKER01")
+B2 = SessionKey("FIX.4.4", "CCERX", "BROKER02")
+CST = timezone(timedelta(hours=8))
+
+
+def ns(y, mo, d, h, mi):
+    return int(datetime(y, mo, d, h, mi, tzinfo=CST).timestamp()) * 1_000_000_000
+
+
+@pytest.fixture
+def app():
+    config = GatewayConfig.demo()
+    exchange = Exchange(load_instruments(None), config.build_accounts())
+    clock = itertools.count(ns(2026, 11, 27, 10, 0), 1_000_000)
+    return ExchangeApplication(exchange, config.comp_id, config.brokers, clock=lambda: next(clock))
+
+
+def order(cl, account="EMIT01", qty=10, price="62.00"):
+    return FixMessage.of("D", (34, 2), (11, cl), (1, account), (55, "CCER-AFF"), (54, "1"),
+                         (60, "20261127-02:00:00.000"), (38, qty), (40, "2"), (44, price))
+
+
+def test_closing_the_market_tells_every_broker_and_refuses_orders(app):
+    out = app.run_operator_command(SetTradingStatus(False, "lunch break", ns(2026, 11, 27, 11, 30)))
+    assert sorted(key.their_comp_id for key, _ in out) == ["BROKER01", "BROKER02"]
+    for _, message in out:
+        assert (message.msg_type, message.get(336), message.get(340), message.get(58)) == \
+            ("h", "CONTINUOUS", "3", "lunch break")
+    [(_, report)] = app.on_message(B1, order("c1"))
+    assert (report.get(150), report.get(39)) == ("8", "8")
+    assert "market_closed" in report.get(58)
+    out = app.run_operator_command(SetTradingStatus(True, "afternoon session"))
+    assert {m.get(340) for _, m in out} == {"2"}
+    [(_, report)] = app.on_message(B1, order("c2"))
+    assert report.get(150) == "0"
+
+
+def test_end_of_day_expires_day_orders_to_their_brokers(app):
+    app.on_message(B2, FixMessage.of("D", (34, 2), (11, "s1"), (1, "HOLD02"), (55, "CCER-AFF"),
+                                     (54, "2"), (60, "20261127-02:00:00.000"), (38, 5),
+                                     (40, "2"), (44, "63.00")))
+    out = app.run_operator_command(EndOfDay(ns(2026, 11, 27, 15, 0)))
+    expiries = [(key, m) for key, m in out if m.msg_type == "8"]
+    assert [(key, m.get(150), m.get(39), m.get(151)) for key, m in expiries] == \
+        [(B2, "C", "C", "0")]
+    assert app.exchange.books["CCER-AFF"].orders == {}
+
+
+def test_operator_commands_are_only_calendar_commands(app):
+    with pytest.raises(TypeError):
+        app.run_operator_command(NewOrder("x", "EMIT01", "CCER-AFF", "buy", "limit", None, 1, 1))
+
+
+CAL = TradingCalendar()
+
+
+def test_schedule_opens_breaks_and_closes_the_day_once():
+    ex = Exchange()
+    friday_close = ns(2026, 11, 27, 15, 0)
+    # start at 10:00 on Friday on a fresh engine: Thursday's close was never run
+    morning = ns(2026, 11, 27, 10, 0)
+    commands = calendar_commands(CAL, ex, morning)
+    assert [(type(c).__name__, getattr(c, "open", None)) for c in commands] == [
+        ("SetTradingStatus", False), ("EndOfDay", None), ("SetTradingStatus", True)]
+    for c in commands:
+        ex.apply(c)
+    assert ex.trading_open is True and ex.last_close_ts == morning
+    assert calendar_commands(CAL, ex, morning + 1) == []          # nothing more to do
+    lunch = calendar_commands(CAL, ex, ns(2026, 11, 27, 11, 30))
+    assert lunch == [SetTradingStatus(False, "break", ns(2026, 11, 27, 11, 30))]
+    ex.apply(lunch[0])
+    ex.apply(calendar_commands(CAL, ex, ns(2026, 11, 27, 13, 0))[0])
+    assert ex.trading_open
+    close = calendar_commands(CAL, ex, friday_close)
+    assert [type(c).__name__ for c in close] == ["SetTradingStatus", "EndOfDay"]
+    assert close[0].open is False
+    for c in close:
+        ex.apply(c)
+    # the weekend: closed, and Friday's close is not run twice
+    assert calendar_commands(CAL, ex, ns(2026, 11, 28, 12, 0)) == []
+    monday = calendar_commands(CAL, ex, ns(2026, 11, 30, 9, 30))
+    assert monday == [SetTradingStatus(True, "morning session", ns(2026, 11, 30, 9, 30))]
+
+
+def test_round_the_clock_reopens_a_market_left_closed():
+    ex = Exchange()
+    ex.apply(SetTradingStatus(False, "close", 1))
+    [reopen] = calendar_commands(None, ex, 2)
+    assert reopen.open is True
+    ex.apply(reopen)
+    assert calendar_commands(None, ex, 3) == []
