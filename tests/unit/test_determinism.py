@@ -125,10 +125,10 @@ def test_replay_twice_gives_identical_bytes(tmp_path, with_accounts):
 
 
 def test_sample_flow_replays_identically(tmp_path):
-    sample = ROOT / "samples" / "quick.ndjson"
+    sample = ROOT / "samples" / "sample-flow.ndjson"
     assert sample.is_file()
-    a = replay(tmp_path, sample, "a")
-    b = replay(tmp_path, sample, "b")
+    a = replay(tmp_path, sample, "a", "--accounts", str(ROOT / "samples" / "accounts.json"))
+    b = replay(tmp_path, sample, "b", "--accounts", str(ROOT / "samples" / "accounts.json"))
     assert a[0] == b[0] and a[1] == b[1] and a[2]["state_hash"] == b[2]["state_hash"]
 
 
