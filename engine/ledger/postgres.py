@@ -59,10 +59,6 @@ class PostgresLedger(SqlLedger):
         with self._lock:
             return super().statement(account, trade_date)
 
-    def check(self):
-        with self._lock:
-            return super().check()
-
     def drop(self) -> None:
         """Remove the schema and everything in it (tests)."""
         with self._lock:

@@ -248,21 +248,51 @@ class SqlLedger:
         return self._execute(self.q("SELECT COUNT(*) FROM {p}settlements WHERE kind = 'trade'")
                              ).fetchone()[0]
 
+    def problems(self) -> list[str]:
+        """Every broken invariant, as text (empty when the books balance): per asset the
+        balances sum to zero, every balance equals its postings, no participant balance is
+        negative. Grouped queries, linear in the postings (a correlated subquery per account
+        took minutes at 1,000 accounts and 50,000 trades)."""
+        with self._lock:
+            rows = list(self._execute(self.q(
+                "SELECT owner, asset, balance, external FROM {p}accounts")))
+            posted: dict[tuple[str, str], int] = {}
+            for column, sign in (("credit_owner", 1), ("debit_owner", -1)):
+                for owner, asset, amount in self._execute(self.q(
+                        f"SELECT {column}, asset, SUM(amount) FROM {{p}}postings "
+                        f"GROUP BY {column}, asset")):
+                    posted[(owner, asset)] = posted.get((owner, asset), 0) + sign * int(amount)
+        problems, totals = [], {}
+        for owner, asset, balance, external in rows:
+            totals[asset] = totals.get(asset, 0) + balance
+            if balance != posted.get((owner, asset), 0):
+                problems.append(f"{owner}/{asset}: balance {balance} != postings "
+                                f"{posted.get((owner, asset), 0)}")
+            if not external and balance < 0:
+                problems.append(f"{owner}/{asset}: negative balance {balance}")
+        problems += [f"{asset}: balances sum to {total}, not 0"
+                     for asset, total in sorted(totals.items()) if total]
+        return problems
+
     def check(self) -> None:
-        """Raise AssertionError unless the books balance: per asset the balances sum to zero,
-        every balance equals its postings, no participant balance is negative."""
-        totals = self._execute(self.q("SELECT asset, SUM(balance) FROM {p}accounts GROUP BY asset"))
-        for asset, total in totals:
-            assert total == 0, f"{asset}: balances sum to {total}, not 0"
-        rows = self._execute(self.q(
-            "SELECT a.owner, a.asset, a.balance, "
-            "COALESCE((SELECT SUM(amount) FROM {p}postings p WHERE p.credit_owner = a.owner "
-            "AND p.asset = a.asset), 0) - "
-            "COALESCE((SELECT SUM(amount) FROM {p}postings p WHERE p.debit_owner = a.owner "
-            "AND p.asset = a.asset), 0), a.external FROM {p}accounts a"))
-        for owner, asset, balance, posted, external in rows:
-            assert balance == posted, f"{owner}/{asset}: balance {balance} != postings {posted}"
-            assert external or balance >= 0, f"{owner}/{asset}: negative balance {balance}"
+        """Raise AssertionError unless the books balance (see problems())."""
+        problems = self.problems()
+        assert not problems, "; ".join(problems[:10])
+
+    def issue(self, issue_id: str, account: str, instrument: str, qty: int, day: str,
+              ts: int = 0) -> bool:
+        """Credit a registry issuance of `qty` t to `account`, once per `issue_id`;
+        returns False if that issuance was applied before."""
+        body = orjson.dumps([account, instrument, qty, day]).decode()
+        row = (issue_id, "issuance", None, None, None, None, instrument, qty, None, None, None,
+               None, account, None, day, day, ts, body)
+        with self._lock, self._tx():
+            if not self._insert_settlement(row):
+                return False
+            self._ensure(REGISTRY, instrument, 1)
+            self._ensure(account, instrument)
+            self._post(issue_id, 0, instrument, REGISTRY, account, qty)
+        return True
 
     def statement(self, account: str, trade_date: str) -> dict:
         """End-of-day statement of one account for one trade date: its trades (both sides),

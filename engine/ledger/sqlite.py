@@ -53,10 +53,6 @@ class SqliteLedger(SqlLedger):
         with self._lock:
             return super().statement(account, trade_date)
 
-    def check(self):
-        with self._lock:
-            return super().check()
-
     def close(self) -> None:
         with self._lock:
             self.conn.close()

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import orjson
 
 from engine.events import TradeExecuted
 from engine.risk import PPM, Accounts
@@ -174,20 +173,9 @@ class LedgerSettlement:
         self.issued[instrument] = self.issued.get(instrument, 0) + qty
 
     def _post_issuance(self, account: str, instrument: str, qty: int, ts: int) -> None:
-        from engine.ledger.sql import REGISTRY
-        ledger = self.ledger
         day = datetime.fromtimestamp(ts // NS_PER_S, BEIJING).date().isoformat()
         self.issues += 1
-        sid = f"ISSUE-{day}-{self.issues}"
-        body = orjson.dumps([account, instrument, qty, day]).decode()
-        row = (sid, "issuance", None, None, None, None, instrument, qty, None, None, None, None,
-               account, None, day, day, ts, body)
-        with ledger._tx():
-            if not ledger._insert_settlement(row):
-                return
-            ledger._ensure(REGISTRY, instrument, 1)
-            ledger._ensure(account, instrument)
-            ledger._post(sid, 0, instrument, REGISTRY, account, qty)
+        self.ledger.issue(f"ISSUE-{day}-{self.issues}", account, instrument, qty, day, ts)
 
     def trade(self, t: TradeExecuted, spec: InstrumentSpec) -> None:
         self.pending.append(self.maker.make(t, spec, self.accounts))
@@ -209,7 +197,7 @@ def reconcile_ledger(ledger, accounts: Accounts, trades: int, issued: dict, day:
     """Compare a settlement ledger with the exchange's accounts, account by account, after
     checking the ledger's own invariants."""
     from engine.ledger.sql import CASH, FEES
-    problems = ledger_invariants(ledger)
+    problems = [f"ledger {p}" for p in ledger.problems()]
     balances = ledger.balances()
     for account_id in sorted(accounts.by_id):
         a = accounts.by_id[account_id]
@@ -230,32 +218,6 @@ def reconcile_ledger(ledger, accounts: Accounts, trades: int, issued: dict, day:
     cash_total, credit_totals = accounts.totals()
     return Reconciliation(day, len(accounts.by_id), settled, cash_total - fees, fees,
                           credit_totals, dict(issued), problems)
-
-
-def ledger_invariants(ledger) -> list[str]:
-    """The ledger's own invariants, as `SqlLedger.check()` states them (every asset sums to
-    zero, every balance equals its postings, no participant below zero), computed with
-    grouped queries: check() runs a correlated subquery per account, which takes minutes at
-    1,000 accounts and 50,000 trades."""
-    problems = []
-    with ledger._lock:
-        rows = list(ledger._execute("SELECT owner, asset, balance, external FROM accounts"))
-        posted: dict[tuple[str, str], int] = {}
-        for column, sign in (("credit_owner", 1), ("debit_owner", -1)):
-            for owner, asset, amount in ledger._execute(
-                    f"SELECT {column}, asset, SUM(amount) FROM postings GROUP BY {column}, asset"):
-                posted[(owner, asset)] = posted.get((owner, asset), 0) + sign * amount
-    totals: dict[str, int] = {}
-    for owner, asset, balance, external in rows:
-        totals[asset] = totals.get(asset, 0) + balance
-        if balance != posted.get((owner, asset), 0):
-            problems.append(f"ledger {owner}/{asset}: balance {balance} != postings "
-                            f"{posted.get((owner, asset), 0)}")
-        if not external and balance < 0:
-            problems.append(f"ledger {owner}/{asset}: negative balance {balance}")
-    problems += [f"ledger {asset}: balances sum to {total}, not 0"
-                 for asset, total in sorted(totals.items()) if total]
-    return problems
 
 
 class Settlements:

@@ -33,6 +33,29 @@ class LedgerContract:
         assert ledger.balance("@bank", "CNY") == -15_000_000
         ledger.check()
 
+    def test_check_finds_tampered_balances(self, ledger):
+        self.funded(ledger)
+        ledger.deliver([instruction(1)])
+        assert ledger.problems() == []
+        with ledger._tx():   # tamper behind the ledger's back: one side of a transfer only
+            ledger._execute(ledger.q("UPDATE {p}accounts SET balance = balance + 7 "
+                                     "WHERE owner = ? AND asset = ?"), ("SELL1", "CNY"))
+        problems = ledger.problems()
+        assert any(p.startswith("SELL1/CNY: balance") for p in problems), problems
+        assert any(p.startswith("CNY: balances sum to 7") for p in problems), problems
+        with pytest.raises(AssertionError, match="SELL1/CNY"):
+            ledger.check()
+
+    def test_issuance_is_posted_once(self, ledger):
+        self.funded(ledger)
+        assert ledger.issue("ISSUE-1", "SELL1", "CCER-MGV", 500, "2024-01-26") is True
+        assert ledger.issue("ISSUE-1", "SELL1", "CCER-MGV", 500, "2024-01-26") is False
+        assert ledger.balance("SELL1", "CCER-MGV") == 500
+        assert ledger.balance("@registry", "CCER-MGV") == -500
+        with pytest.raises(LedgerRejected):   # same id, other content
+            ledger.issue("ISSUE-1", "SELL1", "CCER-MGV", 501, "2024-01-26")
+        ledger.check()
+
     def test_settlement_posts_balanced_transfers(self, ledger):
         self.funded(ledger)
         ledger.deliver([instruction(1)])
