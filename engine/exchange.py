@@ -67,15 +67,18 @@ class Exchange:
 
     # ------------------------------------------------------------------ entry point
     def apply(self, command) -> list:
-        handler = self._handlers.get(type(command))
-        if handler is None:
-            raise TypeError(f"not an engine command: {command!r}")
         ts = command.ts
         if ts is None:
             ts = self.last_ts
         else:
             self.last_ts = ts
         out: list = []
+        if type(command) is NewOrder:       # the common case first, without a dict lookup
+            self._new(command, ts, out)
+            return out
+        handler = self._handlers.get(type(command))
+        if handler is None:
+            raise TypeError(f"not an engine command: {command!r}")
         handler(command, ts, out)
         return out
 
@@ -146,10 +149,9 @@ class Exchange:
         # Fast path: a well-formed limit order whose fields need no explaining.
         if (spec is not None and side is not None and order_type is LIMIT and tif is not None
                 and type(price_units) is int and type(qty) is int and type(account) is str
-                and 0 < qty <= spec.max_qty and qty % spec.lot == 0 and account
-                and len(account) <= MAX_ID_LEN and price_units > 0
-                and not price_units % spec.tick_units
-                and spec.min_ticks <= price_units // spec.tick_units <= spec.max_ticks):
+                and 0 < qty <= spec.max_qty and not qty % spec.lot and 0 < len(account) <= MAX_ID_LEN
+                and spec.min_units <= price_units <= spec.max_units
+                and not price_units % spec.tick_units):
             price = price_units // spec.tick_units
         else:
             try:

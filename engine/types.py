@@ -159,6 +159,8 @@ class InstrumentSpec:
     min_ticks: int = field(init=False, repr=False, compare=False)
     max_ticks: int = field(init=False, repr=False, compare=False)
     tick_fen: int = field(init=False, repr=False, compare=False)
+    min_units: int = field(init=False, repr=False, compare=False)  # band limits in price units
+    max_units: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.symbol or not isinstance(self.symbol, str):
@@ -176,6 +178,8 @@ class InstrumentSpec:
         setattr_(self, "min_ticks", max(1, -((-self.ref_ticks * (1_000_000 - self.band_ppm)) // 1_000_000)))
         setattr_(self, "max_ticks", (self.ref_ticks * (1_000_000 + self.band_ppm)) // 1_000_000)
         setattr_(self, "tick_fen", self.tick_units // PRICE_UNITS_PER_FEN)
+        setattr_(self, "min_units", self.min_ticks * self.tick_units)
+        setattr_(self, "max_units", self.max_ticks * self.tick_units)
 
     def ticks_to_text(self, ticks: int) -> str:
         return format_units(ticks * self.tick_units, PRICE_UNITS_PER_CNY, self.price_places)
