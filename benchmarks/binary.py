@@ -14,7 +14,8 @@ line; any other line (malformed JSON, a float qty, an unknown side, extra keys, 
 spacing, an instrument definition, a blank line) is stored verbatim in the `raw` side table
 and parsed by `engine.ndjson.parse_command` at replay time, exactly as `ccerx replay` would.
 So NDJSON -> binary -> NDJSON gives the same bytes, and binary -> NDJSON -> binary the same
-arrays.
+arrays for a file this module wrote (a file written by the generator comes back with its
+string tables renumbered in first-appearance order: same NDJSON, same commands).
 
 File layout: an uncompressed `.npz` (a zip any NumPy can open with `np.load`) holding
   rows.npy                 the ROW_DTYPE array (streamed in chunks by the reader)
