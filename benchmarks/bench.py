@@ -373,7 +373,7 @@ def format_table(result: dict) -> str:
                 + [_us(svc[f"p{p:g}"]) for p in PERCENTILES] + [_us(svc["max"])])
     for r in result["open_loop"]:
         lat = r["latency_ns"]
-        rows.append([f"open loop", f"{r['offered_per_s']:,.0f}", f"{r['achieved_per_s']:,}"]
+        rows.append(["open loop", f"{r['offered_per_s']:,.0f}", f"{r['achieved_per_s']:,}"]
                     + [_us(lat[f"p{p:g}"]) for p in PERCENTILES] + [_us(lat["max"])])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     lines.append("latency per command, microseconds:")

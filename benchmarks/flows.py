@@ -337,7 +337,7 @@ class FlowGenerator:
 
     def _invalidate(self, rows: np.ndarray, idx: np.ndarray, ins: np.ndarray) -> list[str]:
         """Turn the selected rows into invalid commands; returns new raw lines."""
-        rng, p = self.rng, self.p
+        rng = self.rng
         if not len(idx):
             return []
         kinds = rng.choice(len(self.inv_p), size=len(idx), p=self.inv_p)

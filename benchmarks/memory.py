@@ -86,7 +86,7 @@ def main(argv=None) -> int:
             print(f"{r['method']:>11}: {r['bytes_per_order']:,.1f} bytes per resting order "
                   f"({r['orders']:,} orders over {r['price_levels']:,} price levels, "
                   f"{r['bytes'] / 2**20:,.1f} MiB)")
-        print(f"target <= 300 bytes per resting order")
+        print("target <= 300 bytes per resting order")
         return 0
     print(json.dumps(measure(args.orders, args.method)))
     return 0

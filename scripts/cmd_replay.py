@@ -28,6 +28,15 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def events_sink(write, specs):
+    """A replay sink that writes each event as one NDJSON line."""
+    def sink(events):
+        for event in events:
+            write(encode_event(event, specs))
+            write(b"\n")
+    return sink
+
+
 def count_lines(path: Path) -> int:
     n = 0
     with path.open("rb") as f:
@@ -64,12 +73,7 @@ def run(args) -> int:
     events_file = open(args.events_out, "wb", buffering=1 << 20) if args.events_out else None
     sink = None
     if events_file is not None:
-        write, specs = events_file.write, exchange.specs
-
-        def sink(events):
-            for event in events:
-                write(encode_event(event, specs))
-                write(b"\n")
+        sink = events_sink(events_file.write, exchange.specs)
     progress = Progress("replay", total)
     try:
         stats = replay(exchange, iter_flow_commands(path) if binary else iter_ndjson(path),

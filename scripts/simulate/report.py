@@ -468,7 +468,7 @@ Trades: <a href="trades.csv">trades.csv</a>; figures: <a href="summary.json">sum
     parts.append(_table(("credit type", "need t", "bought t", "covered"),
                         [(s, f"{need[s]:,}", f"{bought[s]:,}",
                           f"{100 * bought[s] / need[s]:.1f}%" if need[s] else "-") for s in need]))
-    parts.append(f"<img src='emitters.png' alt='emitters'>")
+    parts.append("<img src='emitters.png' alt='emitters'>")
     parts.append("<h2>Agents: P&amp;L and fees</h2><p><small>P&amp;L marked at the final closes: "
                  "closing value - opening value - value of credits issued to the agent; fees included.</small></p>")
     parts.append(_table(("group", "agents", "P&L CNY", "fees CNY", "trades", "bought t", "sold t",

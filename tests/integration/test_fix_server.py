@@ -15,7 +15,6 @@ import simplefix
 
 from gateway.fix import codec
 from gateway.fix.application import FixMessage, SessionKey
-from gateway.fix.echo import EchoApplication
 from gateway.server import MAX_WRITE_BUFFER, GatewayServer, SessionSettings, conformance_session
 
 B1 = SessionKey("FIX.4.4", "CCERX", "BROKER01")
