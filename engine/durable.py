@@ -58,6 +58,10 @@ from .types import DEFAULT_INSTRUMENTS, InstrumentSpec
 OPENING = "opening.json"
 
 
+
+class RecoveryRefused(RuntimeError):
+    """The data directory cannot be recovered without losing acknowledged commands."""
+
 class JournalFailed(RuntimeError):
     """A journal write failed after the engine applied the command: the in-memory state is
     not durable. Reopen the data directory to recover the last durable state."""
@@ -151,7 +155,7 @@ class DurableExchange:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._lock_fd)
-            raise RuntimeError(f"{self.data_dir} is open in another process") from None
+            raise RecoveryRefused(f"{self.data_dir} is open in another process") from None
         try:
             self._open(list(instruments), accounts, fee_ppm, ledger, adapters or {},
                        relay_batch)
@@ -251,7 +255,7 @@ class DurableExchange:
         floor = self._cursor_floor(adapters, ledger)
         while True:
             if restored is None:
-                raise RuntimeError(f"{self.data_dir}: no usable snapshot ({skipped})")
+                raise RecoveryRefused(f"{self.data_dir}: no usable snapshot ({skipped})")
             snap_seq, exchange, extra = restored
             scanned = jr.scan(self.data_dir, decode_after=snap_seq, instructions_after=floor)
             if scanned.last_seq >= snap_seq:
@@ -263,9 +267,13 @@ class DurableExchange:
         if torn is not None and torn.segment != jr.segment_paths(self.data_dir)[-1]:
             # a crash can only tear the end of the newest segment; damage before other
             # segments means lost or corrupted acknowledged commands: never cut those silently
-            raise RuntimeError(f"{self.data_dir}: journal damaged before its last segment "
-                               f"({torn}); refusing to recover past it. Restore the segment, or "
-                               f"move the later segments aside to accept the loss.")
+            raise RecoveryRefused(f"{self.data_dir}: journal damaged before its last segment "
+                                  f"({torn}); refusing to recover past it. Restore the segment, or "
+                                  f"move the later segments aside to accept the loss.")
+        if torn is not None and torn.corrupt:
+            raise RecoveryRefused(f"{self.data_dir}: journal damaged ({torn}); acknowledged "
+                                  f"commands follow the damage, so recovery refuses to cut them. "
+                                  f"Restore the segment from a replica or backup.")
         report.snapshot_seq, report.skipped_snapshots, report.torn = snap_seq, skipped, torn
         maker_state = extra["settlement"]
         maker = InstructionMaker(self.settlement, maker_state["next_seq"],
@@ -289,7 +297,7 @@ class DurableExchange:
             if record.last_seq <= snap_seq:
                 continue
             if record.first_seq > next_needed:
-                raise RuntimeError(f"{self.data_dir}: the journal lacks commands {next_needed}-"
+                raise RecoveryRefused(f"{self.data_dir}: the journal lacks commands {next_needed}-"
                                    f"{record.first_seq - 1} after the snapshot at {snap_seq}")
             next_needed = record.last_seq + 1
             rows = record.command_rows()

@@ -196,8 +196,15 @@ class TornTail:
     offset: int          # where the last whole record ends
     discarded: int       # bytes after it
     reason: str
+    # A crash can tear only the last record written (each record is one write, fsynced
+    # before the next is written), so a bad record with whole bytes after it is corruption
+    # of acknowledged data, never a torn tail: recovery must refuse, not cut.
+    corrupt: bool = False
 
     def __str__(self) -> str:
+        if self.corrupt:
+            return (f"corrupt record in {self.segment.name}: {self.reason}, with "
+                    f"{self.discarded} bytes of later records after it")
         return (f"torn tail in {self.segment.name}: {self.reason}; kept the records up to byte "
                 f"{self.offset}, discarded {self.discarded} bytes")
 
@@ -251,23 +258,26 @@ def read_segment(path: Path, expect_seq: Optional[int] = None,
             return
         body = view[pos + CRC_FROM:end]
         if crc32(body) != crc:
-            yield None, pos, TornTail(path, pos, size - pos, f"checksum mismatch at byte {pos}")
+            yield None, pos, TornTail(path, pos, size - pos, f"checksum mismatch at byte {pos}",
+                                      corrupt=end < size)
             return
         if expect_seq is not None and first_seq != expect_seq:
             yield None, pos, TornTail(path, pos, size - pos,
                                       f"sequence gap at byte {pos}: {first_seq} after "
-                                      f"{expect_seq - 1}")
+                                      f"{expect_seq - 1}", corrupt=end < size)
             return
         if expect_instruction is not None and n_instr and first_instr != expect_instruction:
             yield None, pos, TornTail(path, pos, size - pos,
-                                      f"instruction sequence gap at byte {pos}")
+                                      f"instruction sequence gap at byte {pos}",
+                                      corrupt=end < size)
             return
         expect_seq = first_seq + n_cmd
         if n_instr:
             expect_instruction = first_instr + n_instr
         start = pos + HEADER_SIZE
         if cmd_len + streams_len > length:
-            yield None, pos, TornTail(path, pos, size - pos, f"bad part lengths at byte {pos}")
+            yield None, pos, TornTail(path, pos, size - pos, f"bad part lengths at byte {pos}",
+                                      corrupt=end < size)
             return
         record = Record(first_seq, None, first_instr, [], n_cmd, n_instr)
         if first_seq + n_cmd - 1 > decode_after:

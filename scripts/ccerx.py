@@ -31,8 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from engine.durable import RecoveryRefused
     try:
         return args.run(args) or 0
+    except (OSError, RecoveryRefused) as err:
+        # files that cannot be read or written, a data directory that must not be recovered:
+        # the user's to fix, so a clear line rather than a traceback
+        print(f"ccerx {args.command}: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
