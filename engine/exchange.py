@@ -435,6 +435,11 @@ class Exchange:
         if book is not None and book.orders:
             return self._reject(out, ts, "instrument", None, R.INSTRUMENT_BUSY,
                                 f"{spec.symbol} has resting orders; redefine it when its book is empty")
+        old = self.specs.get(spec.symbol)
+        if old is not None and old.tick_units != spec.tick_units and self.day_stats[spec.symbol][0]:
+            # the day's VWAP is counted in ticks of the old size
+            return self._reject(out, ts, "instrument", None, R.INSTRUMENT_BUSY,
+                                f"{spec.symbol} traded today; change its tick after the close")
         self.specs[spec.symbol] = spec
         if book is None:
             self.books[spec.symbol] = Book(spec.symbol)

@@ -425,5 +425,10 @@ class ReferenceExchange:
         if any(o.instrument == symbol for o in self.resting):
             self._reject(out, ts, "instrument", None, RejectReason.INSTRUMENT_BUSY)
             return
+        old = self.specs.get(symbol)
+        if (old is not None and old.tick_units != cmd.spec.tick_units
+                and any(s == symbol for s, _, _ in self.day_trades)):
+            self._reject(out, ts, "instrument", None, RejectReason.INSTRUMENT_BUSY)
+            return
         self.specs[symbol] = cmd.spec
         out.append(InstrumentDefined(self._next_seq(), ts, cmd.spec))
