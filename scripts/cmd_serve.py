@@ -182,11 +182,15 @@ def calendar_commands(calendar, exchange, now: int) -> list:
             commands.append(SetTradingStatus(True, "open (round the clock)", now))
         return commands
     due_close = calendar.last_close(now)
-    if due_close and exchange.last_close_ts < due_close:
+    # A close is due if the last one is older than the calendar's latest close and nothing
+    # traded after that close time (activity after it, possible only if the server ran with
+    # --hours always, belongs to a day the next scheduled close will end). It is stamped with
+    # the close time, so the day's statements carry the trading day's date.
+    if due_close and exchange.last_close_ts < due_close and exchange.last_ts <= due_close:
         if trading_open:
-            commands.append(SetTradingStatus(False, "close", now))
+            commands.append(SetTradingStatus(False, "close", due_close))
             trading_open = False
-        commands.append(EndOfDay(now))
+        commands.append(EndOfDay(due_close))
     if calendar.is_open(now) != trading_open:
         commands.append(SetTradingStatus(not trading_open, calendar.note(now), now))
     return commands

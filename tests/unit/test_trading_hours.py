@@ -78,20 +78,22 @@ def test_schedule_opens_breaks_and_closes_the_day_once():
     # start at 10:00 on Friday on a fresh engine: Thursday's close was never run
     morning = ns(2026, 11, 27, 10, 0)
     commands = calendar_commands(CAL, ex, morning)
-    assert [(type(c).__name__, getattr(c, "open", None)) for c in commands] == [
-        ("SetTradingStatus", False), ("EndOfDay", None), ("SetTradingStatus", True)]
+    thursday_close = ns(2026, 11, 26, 15, 0)
+    assert [(type(c).__name__, getattr(c, "open", None), c.ts) for c in commands] == [
+        ("SetTradingStatus", False, thursday_close), ("EndOfDay", None, thursday_close),
+        ("SetTradingStatus", True, morning)]
     for c in commands:
         ex.apply(c)
-    assert ex.trading_open is True and ex.last_close_ts == morning
+    assert ex.trading_open is True and ex.last_close_ts == thursday_close
     assert calendar_commands(CAL, ex, morning + 1) == []          # nothing more to do
     lunch = calendar_commands(CAL, ex, ns(2026, 11, 27, 11, 30))
     assert lunch == [SetTradingStatus(False, "break", ns(2026, 11, 27, 11, 30))]
     ex.apply(lunch[0])
     ex.apply(calendar_commands(CAL, ex, ns(2026, 11, 27, 13, 0))[0])
     assert ex.trading_open
-    close = calendar_commands(CAL, ex, friday_close)
+    close = calendar_commands(CAL, ex, friday_close + 5_000_000_000)   # woke up 5 s late
     assert [type(c).__name__ for c in close] == ["SetTradingStatus", "EndOfDay"]
-    assert close[0].open is False
+    assert close[0].open is False and close[1].ts == friday_close
     for c in close:
         ex.apply(c)
     # the weekend: closed, and Friday's close is not run twice
@@ -107,3 +109,13 @@ def test_round_the_clock_reopens_a_market_left_closed():
     assert reopen.open is True
     ex.apply(reopen)
     assert calendar_commands(None, ex, 3) == []
+
+
+def test_a_day_traded_round_the_clock_is_not_cut_by_switching_to_cn_hours():
+    ex = Exchange()
+    # the server ran with --hours always and took an order after Friday's 15:00
+    ex.apply(NewOrder("o1", "A", "CCER-AFF", "buy", "limit", None, 62_000_000, 1,
+                      ns(2026, 11, 27, 16, 0)))
+    commands = calendar_commands(CAL, ex, ns(2026, 11, 27, 17, 0))
+    assert commands == [SetTradingStatus(False, "closed", ns(2026, 11, 27, 17, 0))]
+    assert ex.books["CCER-AFF"].orders   # nothing expired
