@@ -403,6 +403,9 @@ class ExchangeApplication:
                 rej_reason=ORD_REJ_REASON_OF.get(event.reason, OTHER), text=text,
                 order_id="NONE")))
             return
+        # the refused request's ClOrdID never became a name of the order
+        if self._by_cl_ord_id.get((order.broker, request.cl_ord_id)) is order:
+            del self._by_cl_ord_id[(order.broker, request.cl_ord_id)]
         reason = CXL_TOO_LATE if event.reason is R.ORDER_NOT_RESTING else OTHER
         out.append((request.session, self._cancel_reject(
             order, request.cl_ord_id, request.orig_cl_ord_id,

@@ -147,6 +147,12 @@ def test_replace_reject_is_an_order_cancel_reject(app):
     assert (reject.get(434), reject.get(102), reject.get(39)) == ("2", "99", "0")
     assert "band" in reject.get(58)
     assert app.exchange.books["CCER-AFF"].orders["BROKER01:c1"].price == 6150
+    # the refused replace's ClOrdID did not become a name of the order
+    unknown = only(app.on_message(B1, cancel("c3", "c2")), B1)
+    assert (unknown.msg_type, unknown.get(102)) == ("9", "1")
+    assert "BROKER01:c1" in app.exchange.books["CCER-AFF"].orders
+    status = only(app.on_message(B1, msg("H", (11, "c2"), (55, "CCER-AFF"), (54, "1"))), B1)
+    assert status.get(37) != "BROKER01:c1"
 
 
 def test_account_of_another_broker_is_rejected_and_never_reaches_the_engine(app):
