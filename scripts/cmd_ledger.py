@@ -59,10 +59,32 @@ def add_parser(sub) -> None:
 
 def _open(path: str, create: bool = False):
     from engine.ledger.sqlite import SqliteLedger
-    if not create and not Path(path).is_file():
-        print(f"ccerx ledger: no such ledger file: {path}", file=sys.stderr)
-        return None
+    if not create:
+        problem = _not_a_ledger(path)
+        if problem:
+            print(f"ccerx ledger: {path}: {problem}", file=sys.stderr)
+            return None
     return SqliteLedger(path)
+
+
+def _not_a_ledger(path: str):
+    """Why `path` is not an existing ledger (None if it is), read-only: a query command must
+    never turn some other file into a ledger."""
+    import sqlite3
+    if not Path(path).is_file():
+        return "no such ledger file"
+    try:
+        conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as err:
+        return f"not a SQLite database ({err})"
+    if not {"accounts", "postings", "settlements"} <= tables:
+        return "not a ccerx ledger (no accounts/postings/settlements tables)"
+    return None
 
 
 def _host_port(text: str) -> tuple[str, int]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import orjson
 import pytest
@@ -100,3 +101,19 @@ def test_end_of_day_writes_statements_from_the_ledger(tmp_path):
     assert ex.wait_settled(30)
     assert path.exists()
     ex.close()
+
+
+def test_ledger_queries_refuse_files_that_are_not_ledgers_and_leave_them_alone(tmp_path):
+    import subprocess
+    import sys
+    empty, garbage = tmp_path / "empty.db", tmp_path / "garbage.db"
+    empty.write_bytes(b"")
+    garbage.write_bytes(bytes(range(256)) * 8)
+    for path, why in ((empty, "not a ccerx ledger"), (garbage, "not a SQLite database"),
+                      (tmp_path / "missing.db", "no such ledger file")):
+        for command in ("balances", "check", "statement"):
+            done = subprocess.run([sys.executable, "-m", "scripts.ccerx", "ledger", command,
+                                   "--db", str(path)], capture_output=True, text=True,
+                                  timeout=60, cwd=Path(__file__).resolve().parents[2])
+            assert done.returncode == 2 and why in done.stderr, (command, done.stderr)
+    assert empty.read_bytes() == b"" and not (tmp_path / "missing.db").exists()
