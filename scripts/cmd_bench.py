@@ -68,6 +68,12 @@ def run(args) -> int:
     if args.compare:
         try:
             baseline = json.loads(Path(args.compare).read_text())
+            if not (isinstance(baseline, dict)
+                    and isinstance(baseline.get("closed_loop"), dict)
+                    and "commands_per_s" in baseline["closed_loop"]
+                    and isinstance(baseline.get("service_time"), dict)
+                    and isinstance(baseline["service_time"].get("latency_ns"), dict)):
+                raise ValueError("not a result.json written by `ccerx bench`")
         except (OSError, ValueError) as err:
             print(f"ccerx bench: cannot read baseline {args.compare}: {err}", file=sys.stderr)
             return 2

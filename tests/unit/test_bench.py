@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +134,15 @@ def test_replaying_the_engines_own_journal_reproduces_the_day(tmp_path, flow):
                  "--no-plots", "--accounts", str(tmp_path / "accounts.json")]) == 0
     assert json.loads((tmp_path / "o" / "result.json").read_text())["end_state"][
         "state_hash"] == recorded
+
+
+@pytest.mark.parametrize("baseline", ['{"a": 1}', "[1, 2]", '{"closed_loop": 5}', "not json"])
+def test_compare_refuses_a_baseline_that_is_not_a_bench_result(tmp_path, capsys, baseline):
+    path = tmp_path / "baseline.json"
+    path.write_text(baseline)
+    flow = Path(__file__).resolve().parents[2] / "samples" / "sample-flow.ndjson"
+    code = main(["bench", str(flow), "--out", str(tmp_path / "out"),
+                 "--compare", str(path)])
+    assert code == 2
+    assert "cannot read baseline" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()   # refused before any work
