@@ -63,6 +63,8 @@ def run(args) -> int:
                          ledger=None if args.no_ledger else "sqlite", adapters=adapters,
                          snapshot_every=args.snapshot_every, log=lambda t: None)
     report = ex.recovery
+    if not (args.accounts or args.instruments):
+        report.config_ignored = False   # nothing was given that could have been ignored
     print(str(report), file=sys.stderr)
     fed = 0
     try:
