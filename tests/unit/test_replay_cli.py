@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from engine.types import RejectReason
 
@@ -237,3 +238,12 @@ def test_progress_is_shown_on_long_files(tmp_path):
     assert done.returncode == 0, done.stderr.decode()
     assert re.search(rb"replay: [\d,]+/200,001", done.stderr), done.stderr[-500:]
     assert re.search(rb"commands 200,001\b", done.stdout) and re.search(rb"rejects 200,001\b", done.stdout)
+
+
+@pytest.mark.parametrize("option", ["--events-out", "--book-out"])
+def test_an_unwritable_output_is_a_clear_error_not_a_traceback(tmp_path, option):
+    flow = tmp_path / "flow.ndjson"
+    flow.write_bytes(b'{"op":"eod"}\n')
+    done = ccerx("replay", str(flow), option, str(tmp_path / "missing-dir" / "out"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert b"No such file or directory" in done.stderr and b"Traceback" not in done.stderr
