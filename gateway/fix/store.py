@@ -96,6 +96,11 @@ class FileStore:
                     seq, offset, length = (int(p) for p in parts)
                     if offset + length > body_size:
                         break
+                    if seq >= self.next_sender:
+                        # written (a buffer spilled) but never committed by a flush: the bytes
+                        # never reached the socket and the engine may not have journaled what
+                        # they report, so they must not be resent; their numbers are reused
+                        continue
                     self._put(seq, offset, length)
 
     def _put(self, seq: int, offset: int, length: int) -> None:
