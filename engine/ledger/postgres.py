@@ -51,14 +51,6 @@ class PostgresLedger(SqlLedger):
                         statement = statement.replace("INDEX IF NOT EXISTS {p}", "INDEX IF NOT EXISTS ")
                     self._execute(self.q(statement))
 
-    def balances(self, owner=None):
-        with self._lock:
-            return super().balances(owner)
-
-    def statement(self, account, trade_date):
-        with self._lock:
-            return super().statement(account, trade_date)
-
     def drop(self) -> None:
         """Remove the schema and everything in it (tests)."""
         with self._lock:

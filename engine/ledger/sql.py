@@ -90,7 +90,8 @@ def exchange_of(instruction_id: str) -> str:
 class SqlLedger:
     """Dialect-neutral ledger logic. Subclasses supply the connection and transactions:
     `_tx()` (a context manager running one transaction), `_execute(sql, params)` returning a
-    cursor, and `q(sql)` turning `?` placeholders and `{p}` prefixes into the dialect's."""
+    cursor, `q(sql)` turning `?` placeholders and `{p}` prefixes into the dialect's, and
+    `_lock` (an RLock serialising use of the connection across threads)."""
 
     name = "sql"
 
@@ -234,6 +235,10 @@ class SqlLedger:
 
     def balances(self, owner: Optional[str] = None) -> dict[str, dict[str, int]]:
         """{owner: {asset: balance}} (cash in fen, credits in tonnes)."""
+        with self._lock:   # queries from other threads share the connection's lock
+            return self._balances(owner)
+
+    def _balances(self, owner: Optional[str]) -> dict[str, dict[str, int]]:
         sql = "SELECT owner, asset, balance FROM {p}accounts"
         params: tuple = ()
         if owner is not None:
@@ -297,6 +302,10 @@ class SqlLedger:
     def statement(self, account: str, trade_date: str) -> dict:
         """End-of-day statement of one account for one trade date: its trades (both sides),
         fees, and balances at the start and end of that day (cash as decimal CNY)."""
+        with self._lock:
+            return self._statement(account, trade_date)
+
+    def _statement(self, account: str, trade_date: str) -> dict:
         trades = []
         fees = 0
         rows = self._execute(self.q(

@@ -44,15 +44,6 @@ class SqliteLedger(SqlLedger):
                 raise
             self.conn.execute("COMMIT")
 
-    # queries from other threads go through the same lock
-    def balances(self, owner=None):
-        with self._lock:
-            return super().balances(owner)
-
-    def statement(self, account, trade_date):
-        with self._lock:
-            return super().statement(account, trade_date)
-
     def close(self) -> None:
         with self._lock:
             self.conn.close()
