@@ -68,12 +68,6 @@ class BookSide:
         self.keys: list[int] = []
         self.sign = -1 if side is Side.BUY else 1
 
-    def best_level(self):
-        keys = self.keys
-        if not keys:
-            return None
-        return self.levels[keys[0] * self.sign]
-
     def iter_levels(self):
         """Levels best first."""
         levels, sign = self.levels, self.sign

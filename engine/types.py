@@ -45,9 +45,7 @@ class CancelReason(Enum):
 
 class RejectReason(Enum):
     MALFORMED = "malformed"
-    UNKNOWN_OP = "unknown_op"
     UNKNOWN_INSTRUMENT = "unknown_instrument"
-    INVALID_INSTRUMENT = "invalid_instrument"
     INSTRUMENT_BUSY = "instrument_busy"
     INVALID_SIDE = "invalid_side"
     INVALID_TYPE = "invalid_type"
@@ -241,9 +239,6 @@ DEFAULT_INSTRUMENTS: tuple[InstrumentSpec, ...] = (
     InstrumentSpec.from_fields("CCER-MGV", ref_price="95.00", name="mangrove restoration"),
 )
 
-
-def ceil_div(a: int, b: int) -> int:
-    return -((-a) // b)
 
 
 

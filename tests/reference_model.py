@@ -24,7 +24,7 @@ running this model against the engine, and adopted because the issue allows them
   - a market order that carries a price is rejected `invalid_price`;
   - a new order whose id is not a valid id (not a 1-64 character string) is rejected
     `malformed` with order_id null; every unparsable line, unknown op included, is
-    `malformed` (RejectReason.UNKNOWN_OP is never used);
+    `malformed`;
   - end of day: per instrument, resting orders expire (reason eod, bids then asks, best
     first) and then its `day_closed`; order ids may be reused on the next day.
 """
@@ -198,7 +198,7 @@ class ReferenceExchange:
             self._define(command, ts, out)
         elif kind is Malformed:
             # engine's choice: every line the edge could not parse, unknown op included, is
-            # `malformed` (RejectReason.UNKNOWN_OP exists but is not used)
+            # `malformed`
             self._reject(out, ts, command.op, command.order_id, RejectReason.MALFORMED,
                          command.text)
         else:
