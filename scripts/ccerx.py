@@ -13,6 +13,7 @@ SUBCOMMAND_MODULES = (
     "scripts.cmd_bench",
     "scripts.cmd_simulate",
     "scripts.cmd_serve",
+    "scripts.cmd_operator",
     "scripts.cmd_ledger",
     "scripts.cmd_recover",
     "scripts.cmd_bench_gateway",

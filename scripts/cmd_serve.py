@@ -9,11 +9,13 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 from engine.calendar import TradingCalendar
 from engine.commands import EndOfDay, SetTradingStatus
 from engine.config import load_instruments
 from gateway.config import DEMO_CONFIG, GatewayConfig, hash_password
+from gateway.control import SOCKET_NAME, ControlServer
 from gateway.fix.translate import ExchangeApplication
 
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_DATA_DIR = "127.0.0.1", 9878, "data"
@@ -45,6 +47,10 @@ def add_parser(sub) -> None:
                         "expire, the VWAP close becomes the next reference price; a close missed "
                         "while the server was down runs at start); 'always' (default, for testing "
                         "and demos) keeps the market open and never closes the day by itself")
+    p.add_argument("--control", metavar="PATH",
+                   help="the operator's control socket (Unix domain, mode 0600) for `ccerx "
+                        "operator`: close the day, halt or resume trading; default "
+                        "DIR/control.sock in the data directory, 'none' to go without")
     p.add_argument("--print-demo-config", action="store_true",
                    help="print the built-in demo config (a starting point for your own) and exit")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
@@ -148,18 +154,34 @@ async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, en
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    names = ", ".join(f"{s.key.their_comp_id}" for s in sessions)
-    print(f"ccerx serve: {config.comp_id} listening on {args.host}:{server.port} "
-          f"(FIX.4.4; sessions {names}; config {config.source}; data {data_dir})", flush=True)
-    serving = asyncio.create_task(server.serve_forever())
     application = next((s.application for s in sessions if hasattr(s.application,
                                                                      "run_operator_command")), None)
+    control = None
+    control_path = control_socket_path(args, data_dir)
+    if application is not None and control_path is not None:
+        control = ControlServer(control_path, application, server.deliver)
+        try:
+            await control.start()
+        except OSError as err:
+            print(f"ccerx serve: cannot open the control socket {control_path}: "
+                  f"{err.strerror or err}", file=sys.stderr)
+            await server.stop()
+            return 1
+    names = ", ".join(f"{s.key.their_comp_id}" for s in sessions)
+    print(f"ccerx serve: {config.comp_id} listening on {args.host}:{server.port} "
+          f"(FIX.4.4; sessions {names}; config {config.source}; data {data_dir}; "
+          f"control {control.path if control is not None else 'none'})", flush=True)
+    # (no await since control.start(): the calendar's first pass runs before any operator
+    # request can be read, so it cannot undo a halt sent right at startup)
+    serving = asyncio.create_task(server.serve_forever())
     calendar = TradingCalendar() if getattr(args, "hours", "always") == "cn" else None
     if application is not None:
         stop_calendar = asyncio.create_task(
             run_calendar(calendar, application, server, application.exchange))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if control is not None:
+        await control.stop()
     if application is not None:
         stop_calendar.cancel()
         await asyncio.gather(stop_calendar, return_exceptions=True)
@@ -169,6 +191,14 @@ async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, en
     await asyncio.gather(serving, stopping, return_exceptions=True)
     print("ccerx serve: stopped", flush=True)
     return 0
+
+
+def control_socket_path(args, data_dir: Path) -> Optional[Path]:
+    """--control PATH, default DATA_DIR/control.sock; None for --control none."""
+    control = getattr(args, "control", None)
+    if control is None:
+        return data_dir / SOCKET_NAME
+    return None if control == "none" else Path(control)
 
 
 def calendar_commands(calendar, exchange, now: int) -> list:

@@ -71,6 +71,8 @@ ORD_REJ_REASON_OF = {
     R.UNKNOWN_ACCOUNT: "15",
 }
 OTHER = "99"
+# What the exchange itself may apply besides the brokers' orders (run_operator_command)
+OPERATOR_COMMANDS = (SetTradingStatus, EndOfDay)
 # CxlRejReason (102)
 CXL_TOO_LATE, CXL_UNKNOWN, CXL_EXCHANGE_OPTION, CXL_DUPLICATE = "0", "1", "2", "6"
 # BusinessRejectReason (380)
@@ -343,12 +345,17 @@ class ExchangeApplication:
         return [(session, report)]
 
     # ------------------------------------------------------------------ operator commands
-    def run_operator_command(self, command) -> list[Outbound]:
-        """Apply a command of the exchange itself (the trading calendar: SetTradingStatus,
-        EndOfDay) and return what brokers must be told: expiries, TradingSessionStatus."""
-        if type(command) not in (SetTradingStatus, EndOfDay):
+    def run_operator_command(self, command, events: Optional[list] = None) -> list[Outbound]:
+        """Apply a command of the exchange itself (the trading calendar and the operator's
+        control channel: SetTradingStatus, EndOfDay) and return what brokers must be told:
+        expiries, TradingSessionStatus. The engine's events are appended to `events` if
+        given (the control channel answers the operator with them)."""
+        if type(command) not in OPERATOR_COMMANDS:
             raise TypeError(f"not an operator command: {command!r}")
-        return self._apply(command, _Request("operator", None, None))
+        engine_events = self._engine_apply(command)
+        if events is not None:
+            events.extend(engine_events)
+        return self._translate(engine_events, _Request("operator", None, None))
 
     def _trading_status(self, event: TradingStatusChanged, out) -> None:
         """TradingSessionStatus (h) to every broker, logged on or not (stored for resend)."""
@@ -360,7 +367,9 @@ class ExchangeApplication:
 
     # ------------------------------------------------------------------ events -> FIX
     def _apply(self, command, request: _Request) -> list[Outbound]:
-        events = self._engine_apply(command)
+        return self._translate(self._engine_apply(command), request)
+
+    def _translate(self, events: list, request: _Request) -> list[Outbound]:
         out: list[Outbound] = []
         for event in events:
             kind = type(event)
@@ -394,6 +403,8 @@ class ExchangeApplication:
         out.append((order.session, self._report(order, NEW, f"E{event.seq}", event.ts)))
 
     def _on_rejected(self, event: OrderRejected, request: _Request, out) -> None:
+        if request.kind == "operator":
+            return  # the exchange's own command: no broker asked, none is told
         order = request.order
         text = f"{event.reason.value}: {event.text}"
         if request.kind == "new":

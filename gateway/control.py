@@ -1,0 +1,361 @@
+"""The operator's control channel of `ccerx serve`: close the day, halt or resume trading.
+
+Theory of operation. Beside the FIX gateway, `ccerx serve` listens on a Unix-domain socket
+whose file is mode 0600: whoever can open that file is the operator (there is no other
+authentication), and nothing else can reach it. The protocol is NDJSON: each request is one
+line holding an operator command in the form `ccerx replay` reads, and each line gets exactly
+one response line, in order:
+
+    {"op":"eod"}                                  -> {"ok":true,"events":[{"type":"cancelled",...},
+                                                                           {"type":"day_closed",...}, ...]}
+    {"op":"status","open":false,"note":"halt"}    -> {"ok":true,"events":[{"type":"status",...}]}
+    {"op":"new",...}                              -> {"ok":false,"error":"op 'new' is not ..."}
+
+Only operator commands are accepted: orders come over FIX only. A refused line changes
+nothing. An accepted command without a `ts` is stamped with the server's clock (the engine
+reads no clock; the trading calendar stamps its commands the same way), then applied through
+the exchange application in the event loop, so it is serialised with FIX traffic and brokers
+are told what it did to them (expiries, TradingSessionStatus) exactly as when the calendar
+acts. It is made durable (the durable engine's commit) before its response is written, and
+its response holds the engine's events; `ok` is false when one of them is a reject.
+
+Layers, as for FIX: `LineSplitter` (bytes in, lines out, an over-long line refused without
+being buffered) and `handle_line` (a line in, a command or a `Refused` out) are sans-IO and
+tested without a socket; `ControlServer` only moves bytes, applies back-pressure (it stops
+reading from a client that does not read its responses) and calls them. A client's bytes can
+end its own connection, never the server. `operator_request` is the client.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+import stat
+import time
+from pathlib import Path
+from typing import Callable, Iterable, NamedTuple, Optional, Union
+
+import orjson
+
+from engine.commands import EndOfDay, Malformed, SetTradingStatus
+from engine.events import OrderRejected
+from engine.ndjson import event_to_dict, parse_command
+
+log = logging.getLogger("gateway.control")
+
+SOCKET_NAME = "control.sock"        # default: <data dir>/control.sock
+MAX_LINE = 64 * 1024                # a request line longer than this is refused
+READ_CHUNK = 64 * 1024
+OPERATOR_OPS = {"eod": EndOfDay, "status": SetTradingStatus}   # NDJSON op -> command type
+_ALLOWED = " or ".join((", ".join(list(OPERATOR_OPS)[:-1]), list(OPERATOR_OPS)[-1]))
+CLIENT_TIMEOUT = 60.0               # seconds operator_request waits for all its answers
+
+
+class Refused(NamedTuple):
+    """A request line that is not applied; the response is {"ok": false, "error": error}."""
+    error: str
+
+
+# ------------------------------------------------------------------ sans-IO protocol
+class LineSplitter:
+    """Bytes in, request lines out (without their newline), in order.
+
+    A line longer than max_line bytes becomes a `Refused` as soon as it passes the limit;
+    the rest of it, up to its newline, is discarded as it arrives, so a client never makes
+    the server hold more than max_line bytes of one line. Bytes after the last newline at
+    the end of input are an incomplete request and are never applied (`finish`)."""
+    __slots__ = ("max_line", "_buffer", "_discarding")
+
+    def __init__(self, max_line: int = MAX_LINE):
+        self.max_line = max_line
+        self._buffer = bytearray()
+        self._discarding = False    # inside a line already refused as too long
+
+    def feed(self, data: bytes) -> list[Union[bytes, Refused]]:
+        buffer = self._buffer
+        buffer += data
+        out: list[Union[bytes, Refused]] = []
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            if self._discarding:
+                self._discarding = False
+            elif end - start > self.max_line:
+                out.append(self._too_long())
+            else:
+                out.append(bytes(buffer[start:end]))
+            start = end + 1
+        del buffer[:start]
+        if self._discarding:
+            buffer.clear()
+        elif len(buffer) > self.max_line:
+            out.append(self._too_long())
+            self._discarding = True
+            buffer.clear()
+        return out
+
+    def finish(self) -> list[Refused]:
+        """End of input: an unterminated request is refused, not applied."""
+        pending = bytes(self._buffer).strip()
+        self._buffer.clear()
+        if pending and not self._discarding:
+            return [Refused("incomplete request at end of input (no newline): not applied")]
+        return []
+
+    def _too_long(self) -> Refused:
+        return Refused(f"request line longer than {self.max_line} bytes: not applied")
+
+
+def handle_line(line: bytes, clock: Callable[[], int] = time.time_ns):
+    """One request line -> the operator command to apply (stamped with clock() if it has no
+    ts), or Refused with the reason. Never raises; changes nothing."""
+    if not line.strip():
+        return Refused("empty request line")
+    try:
+        request = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return Refused("not valid JSON: send one JSON object per line")
+    if type(request) is not dict:
+        return Refused("not a JSON object: send one JSON object per line")
+    op = request.get("op")
+    if type(op) is not str or op not in OPERATOR_OPS:
+        return Refused(f"op {_short(op)} is not an operator command: expected {_ALLOWED} "
+                       "(orders come over FIX only)")
+    command = parse_command(line)
+    if type(command) is Malformed:
+        return Refused(command.text)
+    if type(command) is not OPERATOR_OPS[op]:
+        raise AssertionError(f"parse_command made {type(command).__name__} of op {op!r}")
+    if command.ts is None:
+        command = command._replace(ts=clock())
+    return command
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def refusal(error: str) -> dict:
+    return {"ok": False, "error": error}
+
+
+def answer(events: list, specs) -> dict:
+    """The response to an applied command: its events; not ok if the engine rejected it."""
+    return {"ok": not any(type(e) is OrderRejected for e in events),
+            "events": [event_to_dict(e, specs) for e in events]}
+
+
+# ------------------------------------------------------------------ the socket server
+class ControlServer:
+    """The control socket of one exchange application (see the module docstring).
+
+    application: the ExchangeApplication (run_operator_command, exchange);
+    deliver: where the FIX messages for brokers go (GatewayServer.deliver);
+    commit: makes applied commands durable before anything is answered (the durable
+    engine's commit; default: the application's engine's, if it has one)."""
+
+    def __init__(self, path, application, deliver: Callable[[list], None],
+                 commit: Optional[Callable[[], None]] = None, max_line: int = MAX_LINE,
+                 clock: Callable[[], int] = time.time_ns):
+        self.path = Path(path)
+        self.application = application
+        self.deliver = deliver
+        self.commit = commit if commit is not None else getattr(application.exchange, "commit", None)
+        self.max_line = max_line
+        self.clock = clock
+        self._server: Optional[asyncio.AbstractServer] = None
+        self._identity: Optional[tuple[int, int]] = None   # (st_dev, st_ino) of our socket file
+        self._clients: set[asyncio.Task] = set()
+
+    # -------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Listen on self.path (mode 0600). A stale socket file (nobody listening) is
+        replaced; a live one, or anything that is not a socket, is an OSError."""
+        path = str(self.path)
+        _remove_stale_socket(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # bind() creates the file with the umask's permissions: restrict them for that
+            # moment, so the socket is never reachable by others, not even briefly. (The
+            # umask is process-wide; a file another thread creates meanwhile only comes out
+            # stricter.)
+            previous = os.umask(0o177)
+            try:
+                sock.bind(path)
+            finally:
+                os.umask(previous)
+            os.chmod(path, 0o600)
+            st = os.stat(path)
+            self._identity = (st.st_dev, st.st_ino)
+            self._server = await asyncio.start_unix_server(self._serve_client, sock=sock)
+        except BaseException:
+            sock.close()
+            self._unlink_own_socket()
+            raise
+        log.info("control socket listening on %s", path)
+
+    async def stop(self) -> None:
+        """Stop listening, end every client connection, remove the socket file."""
+        if self._server is None:
+            return
+        self._server.close()
+        for task in list(self._clients):
+            task.cancel()
+        await asyncio.gather(*self._clients, return_exceptions=True)
+        await self._server.wait_closed()
+        self._server = None
+        self._unlink_own_socket()
+
+    def _unlink_own_socket(self) -> None:
+        # only the file we bound: another server may have replaced it meanwhile
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._identity:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        self._identity = None
+
+    # -------------------------------------------------------------- requests
+    def execute(self, command) -> dict:
+        """Apply an accepted operator command; the response, once it is durable."""
+        events: list = []
+        outbound = self.application.run_operator_command(command, events)
+        if self.commit is not None:
+            self.commit()
+        if outbound:
+            self.deliver(outbound)
+        return answer(events, self.application.exchange.specs)
+
+    def respond(self, item: Union[bytes, Refused]) -> bytes:
+        """One response line for one request line (or its refusal)."""
+        if type(item) is not Refused:
+            item = handle_line(item, self.clock)
+        if type(item) is Refused:
+            response = refusal(item.error)
+        else:
+            try:
+                response = self.execute(item)
+                log.info("operator command %s: %s", type(item).__name__,
+                         "applied" if response["ok"] else "rejected")
+            except Exception as err:
+                log.exception("operator command %r failed", item)
+                response = refusal(f"internal error, the command may not have been applied: {err}")
+        return orjson.dumps(response) + b"\n"
+
+    async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._clients.add(task)
+        splitter = LineSplitter(self.max_line)
+        try:
+            while True:
+                data = await reader.read(READ_CHUNK)
+                items = splitter.feed(data) if data else splitter.finish()
+                for item in items:
+                    writer.write(self.respond(item))
+                if not data:
+                    await writer.drain()
+                    break
+                await writer.drain()   # a client that does not read is not read from
+        except (ConnectionError, OSError):
+            pass                       # the client went away; its applied commands stand
+        except asyncio.CancelledError:
+            writer.transport.abort()   # stop()
+            return
+        except Exception:
+            log.exception("control connection failed")
+        finally:
+            self._clients.discard(task)
+        writer.close()                 # what is still buffered is sent first
+
+
+def _remove_stale_socket(path: str) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(errno.EEXIST, f"{path} exists and is not a socket; not replacing it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:      # nobody listens: left behind by a server that died
+        os.unlink(path)
+        return
+    except OSError as err:
+        if isinstance(err, socket.timeout):
+            raise OSError(errno.EADDRINUSE, f"{path} is in use by another server") from None
+        raise
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, f"{path} is in use by another server")
+
+
+# ------------------------------------------------------------------ the client
+class ControlUnavailable(ConnectionError):
+    """The control socket could not be reached, or the server went away before answering
+    every request; `responses` holds the answers received before that."""
+
+    def __init__(self, text: str, responses: Iterable[dict] = ()):
+        super().__init__(text)
+        self.responses = list(responses)
+
+
+def _request_line(request) -> bytes:
+    if isinstance(request, dict):
+        return orjson.dumps(request) + b"\n"
+    line = request.encode() if isinstance(request, str) else bytes(request)
+    return line if line.endswith(b"\n") else line + b"\n"
+
+
+async def operator_request(path, lines: list, timeout: Optional[float] = CLIENT_TIMEOUT) -> list[dict]:
+    """Send requests to the control socket at `path`; their responses, in order.
+
+    Each request is a dict (sent as one JSON line) or a raw line (bytes or str, sent as is).
+    Raises ControlUnavailable if the socket cannot be reached, or closes or times out
+    before every request is answered."""
+    path = str(path)
+    try:
+        reader, writer = await asyncio.open_unix_connection(path, limit=1 << 30)
+    except OSError as err:
+        raise ControlUnavailable(f"cannot reach the control socket {path}: "
+                                 f"{err.strerror or err}") from None
+    responses: list[dict] = []
+
+    async def send_all():      # concurrently with reading: the server answers as it reads
+        try:
+            for request in lines:
+                writer.write(_request_line(request))
+                await writer.drain()
+        except OSError:
+            pass               # the server went away: the reading side reports it
+
+    sending = asyncio.create_task(send_all())
+    try:
+        async with asyncio.timeout(timeout):
+            while len(responses) < len(lines):
+                line = await reader.readline()
+                if not line.endswith(b"\n"):
+                    raise ControlUnavailable(
+                        f"the control socket {path} closed after {len(responses)} of "
+                        f"{len(lines)} answers", responses)
+                responses.append(orjson.loads(line))
+            await sending
+    except (TimeoutError, OSError) as err:
+        if isinstance(err, ControlUnavailable):
+            raise
+        text = "no answer within %s s" % timeout if isinstance(err, TimeoutError) else str(err)
+        raise ControlUnavailable(f"control socket {path}: {text} "
+                                 f"({len(responses)} of {len(lines)} answered)", responses) from None
+    finally:
+        sending.cancel()
+        writer.transport.abort()
+    return responses
+
+
+def operator_request_sync(path, lines: list, timeout: Optional[float] = CLIENT_TIMEOUT) -> list[dict]:
+    """operator_request for synchronous code (not from inside a running event loop)."""
+    return asyncio.run(operator_request(path, lines, timeout))
