@@ -60,6 +60,19 @@ class SetTradingStatus(NamedTuple):
     ts: Optional[int] = None
 
 
+class Deposit(NamedTuple):
+    """Assets paid into an account from outside the market: `amount` whole tonnes of the
+    instrument `asset` (an issuance batch transferred in from the national registry), or, with
+    asset "CNY", `amount` fen of cash (funds paid in). `deposit_id` is the operator's reference,
+    unique for ever (a repeat is rejected, so a retried deposit never credits twice)."""
+    deposit_id: Any
+    account: Any
+    asset: Any              # instrument symbol, or CASH_ASSET ("CNY")
+    amount: Any             # tonnes (credits) or fen (cash), a positive int
+    ts: Optional[int] = None
+    owner: Optional[str] = None  # who asked (operator), if known
+
+
 class Malformed(NamedTuple):
     """An input line the edge codec could not turn into a command; rejected in sequence."""
     op: Optional[str]
@@ -69,4 +82,4 @@ class Malformed(NamedTuple):
 
 
 Command = (NewOrder | CancelOrder | AmendOrder | DefineInstrument | EndOfDay | SetTradingStatus
-           | Malformed)
+           | Deposit | Malformed)

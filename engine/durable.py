@@ -48,11 +48,11 @@ import orjson
 from . import journal as jr
 from . import snapshot as snap
 from .commands import EndOfDay, NewOrder
-from .events import TradeExecuted
+from .events import Deposited, TradeExecuted
 from .exchange import Exchange
 from .risk import Accounts
 from .settlement import (InstructionMaker, Outbox, Relay, SettlementConfig,
-                         SettlementInstruction, trade_date)
+                         instruction_from_row, trade_date)
 from .types import DEFAULT_INSTRUMENTS, InstrumentSpec
 
 OPENING = "opening.json"
@@ -204,7 +204,7 @@ class DurableExchange:
         report.last_instruction = self.journal.next_instruction - 1
         if self.maker.next_seq != self.journal.next_instruction:
             raise AssertionError("settlement numbering disagrees with the journal")
-        self.outbox = Outbox([SettlementInstruction(*row) for row in pending_rows],
+        self.outbox = Outbox([instruction_from_row(row) for row in pending_rows],
                              last_seq=report.last_instruction)
         self.relays: dict[str, Relay] = {}
         self.ledger = None
@@ -282,6 +282,7 @@ class DurableExchange:
         decode = jr.decode_command
         make_tuple, new_order, new_tag = tuple.__new__, NewOrder, jr.NEW_TAG
         trade_ids_before = exchange.next_trade_id
+        deposits_before = len(exchange.deposit_ids)
         replayed = expected = 0
         pending_rows = []
         snap_instruction = maker.next_seq - 1
@@ -314,9 +315,10 @@ class DurableExchange:
                         self._eod_marks.append((max(record.last_instruction, snap_instruction),
                                                 trade_date(exchange.last_ts)))
             replayed += len(rows)
-        trades = exchange.next_trade_id - trade_ids_before
-        if trades != expected:
-            raise AssertionError(f"journal replay produced {trades} trades but the journal holds "
+        made = exchange.next_trade_id - trade_ids_before + len(exchange.deposit_ids) - deposits_before
+        if made != expected:
+            raise AssertionError(f"journal replay produced {made} trades and deposits but the "
+                                 f"journal holds "
                                  f"{expected} instructions for them: the engine is not "
                                  f"deterministic or the journal was written by another version")
         report.replayed = replayed
@@ -401,6 +403,8 @@ class DurableExchange:
                     for event in events:
                         if type(event) is trade:
                             made.append(maker.make(event, specs[event.instrument], accounts))
+                        elif type(event) is Deposited:
+                            made.append(maker.make_deposit(event, accounts))
                     out.append(events)
                     if len(rows) >= batch_size:
                         journal.append(rows, [tuple(i) for i in made], maker.stream_seqs)

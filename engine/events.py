@@ -102,5 +102,15 @@ class TradingStatusChanged(NamedTuple):
     note: str
 
 
+class Deposited(NamedTuple):
+    """Assets paid into an account (see commands.Deposit): tonnes of `asset`, or fen if CNY."""
+    seq: int
+    ts: int
+    deposit_id: str
+    account: str
+    asset: str
+    amount: int
+
+
 Event = (OrderAccepted | OrderRejected | TradeExecuted | OrderCancelled | OrderAmended
-         | InstrumentDefined | DayClosed | TradingStatusChanged)
+         | InstrumentDefined | DayClosed | TradingStatusChanged | Deposited)

@@ -19,14 +19,14 @@ import hashlib
 from typing import Iterable, Optional
 
 from .book import Book, Order
-from .commands import (AmendOrder, CancelOrder, DefineInstrument, EndOfDay, Malformed, NewOrder,
-                       SetTradingStatus)
-from .events import (DayClosed, InstrumentDefined, OrderAccepted, OrderAmended, OrderCancelled,
-                     OrderRejected, TradeExecuted, TradingStatusChanged)
+from .commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
+                       NewOrder, SetTradingStatus)
+from .events import (DayClosed, Deposited, InstrumentDefined, OrderAccepted, OrderAmended,
+                     OrderCancelled, OrderRejected, TradeExecuted, TradingStatusChanged)
 from .risk import DEFAULT_FEE_PPM, PPM, Accounts
-from .types import (DEFAULT_INSTRUMENTS, ORDER_TYPES, SIDES, TIFS, CancelReason, InstrumentSpec,
-                    OrderType, PriceError, RejectReason as R, Side, TimeInForce,
-                    format_fen)
+from .types import (CASH_ASSET, DEFAULT_INSTRUMENTS, MAX_DEPOSIT, ORDER_TYPES, SIDES, TIFS,
+                    CancelReason, InstrumentSpec, OrderType, PriceError, RejectReason as R, Side,
+                    TimeInForce, format_fen)
 
 BUY, SELL = Side.BUY, Side.SELL
 LIMIT, MARKET = OrderType.LIMIT, OrderType.MARKET
@@ -59,11 +59,13 @@ class Exchange:
         self.seen_order_ids: set[str] = set()
         self.trading_open = True      # continuous trading; the calendar closes it (SetTradingStatus)
         self.last_close_ts = 0        # ts of the last EndOfDay (0: none yet)
+        self.deposit_ids: set[str] = set()   # every deposit id ever applied (never reset)
         # per instrument: [volume t, turnover in tick*t, trades] for the VWAP close
         self.day_stats: dict[str, list[int]] = {s: [0, 0, 0] for s in self.specs}
         self._handlers = {NewOrder: self._new, CancelOrder: self._cancel, AmendOrder: self._amend,
                           DefineInstrument: self._define, EndOfDay: self._end_of_day,
-                          SetTradingStatus: self._set_trading_status, Malformed: self._malformed}
+                          SetTradingStatus: self._set_trading_status, Deposit: self._deposit,
+                          Malformed: self._malformed}
 
     # ------------------------------------------------------------------ entry point
     def apply(self, command) -> list:
@@ -454,6 +456,39 @@ class Exchange:
         self.seq += 1
         out.append(TradingStatusChanged(self.seq, ts, cmd.open, cmd.note))
 
+    def _deposit(self, cmd: Deposit, ts: int, out: list) -> None:
+        """Credit an account from outside the market. Allowed whether trading is open or not;
+        deposited credits are sellable at once (they were not bought today)."""
+        deposit_id, account_id, asset, amount = cmd.deposit_id, cmd.account, cmd.asset, cmd.amount
+
+        def reject(reason: R, text: str) -> None:
+            self._reject(out, ts, "deposit", deposit_id, reason, text, cmd.owner)
+
+        if type(deposit_id) is not str or not deposit_id or len(deposit_id) > MAX_ID_LEN:
+            return reject(R.MALFORMED, f"deposit_id must be a string of 1-{MAX_ID_LEN} characters")
+        if deposit_id in self.deposit_ids:
+            return reject(R.DUPLICATE_DEPOSIT_ID, "deposit id already applied")
+        if asset != CASH_ASSET and (type(asset) is not str or asset not in self.specs):
+            return reject(R.UNKNOWN_INSTRUMENT,
+                          f"asset must be {CASH_ASSET} or one of {', '.join(sorted(self.specs))}")
+        if type(amount) is not int or not 0 < amount <= MAX_DEPOSIT:
+            unit = "fen" if asset == CASH_ASSET else "tonnes"
+            return reject(R.INVALID_AMOUNT, f"amount must be a positive whole number of {unit} "
+                                            f"(at most {MAX_DEPOSIT})")
+        if type(account_id) is not str or not account_id:
+            return reject(R.MALFORMED, "account must be a non-empty string")
+        if self.accounts is not None:
+            account = self.accounts.get(account_id)
+            if account is None:
+                return reject(R.UNKNOWN_ACCOUNT, f"unknown account {account_id[:MAX_ID_LEN]!r}")
+            if asset == CASH_ASSET:
+                account.cash += amount
+            else:
+                account.credits[asset] = account.credits.get(asset, 0) + amount
+        self.deposit_ids.add(deposit_id)
+        self.seq += 1
+        out.append(Deposited(self.seq, ts, deposit_id, account_id, asset, amount))
+
     def _malformed(self, cmd: Malformed, ts: int, out: list) -> None:
         self._reject(out, ts, cmd.op, cmd.order_id, R.MALFORMED, cmd.text)
 
@@ -515,6 +550,8 @@ class Exchange:
                                     o.owner) for o in level.orders()]).encode())
                     h.update(repr(level.price).encode())
         h.update(repr(sorted(self.seen_order_ids)).encode())
+        if self.deposit_ids:   # (so hashes of states without deposits stay the same)
+            h.update(repr(sorted(self.deposit_ids)).encode())
         if self.accounts is not None:
             for key in sorted(self.accounts.by_id):
                 h.update(repr(self.accounts.by_id[key].to_json()).encode())

@@ -43,8 +43,8 @@ from typing import Iterator, Optional
 
 import orjson
 
-from .commands import (AmendOrder, CancelOrder, DefineInstrument, EndOfDay, Malformed, NewOrder,
-                       SetTradingStatus)
+from .commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
+                       NewOrder, SetTradingStatus)
 from .types import InstrumentSpec, PriceError, RejectReason
 
 MAGIC = b"CCERXJ01"
@@ -55,7 +55,7 @@ MAX_RECORD = 1 << 30               # a length above this is garbage, not a recor
 SEGMENT_PREFIX, SEGMENT_SUFFIX = "journal-", ".log"
 
 # ---------------------------------------------------------------------------- command codec
-_NEW, _CANCEL, _AMEND, _DEFINE, _EOD, _MALFORMED, _PICKLED, _STATUS = range(8)
+_NEW, _CANCEL, _AMEND, _DEFINE, _EOD, _MALFORMED, _PICKLED, _STATUS, _DEPOSIT = range(9)
 NEW_TAG = _NEW
 _REASONS = {r.value: r for r in RejectReason}
 
@@ -105,6 +105,9 @@ def encode_command(cmd) -> list:
     elif kind is SetTradingStatus:
         if type(cmd.open) is bool and _plain(cmd.note) and _plain(cmd.ts):
             return [_STATUS, cmd.open, cmd.note, cmd.ts]
+    elif kind is Deposit:
+        if all(_plain(v) for v in cmd):
+            return [_DEPOSIT, *cmd]
     elif kind is Malformed:
         if all(_plain(v) for v in cmd):
             return [_MALFORMED, cmd.op, cmd.order_id, cmd.text, cmd.ts]
@@ -133,6 +136,8 @@ def decode_command(row: list):
         return EndOfDay(row[1])
     if tag == _STATUS:
         return SetTradingStatus(row[1], row[2], row[3])
+    if tag == _DEPOSIT:
+        return Deposit(*row[1:])
     if tag == _MALFORMED:
         return Malformed(row[1], row[2], row[3], row[4])
     if tag == _PICKLED:

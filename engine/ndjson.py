@@ -8,17 +8,19 @@ Command line format (one JSON object per line; see README "ccerx replay"):
   {"op":"amend","order_id":"o1","price":"62.02","qty":80}
   {"op":"eod"}
   {"op":"status","open":false,"note":"lunch break"}
+  {"op":"deposit","deposit_id":"ISS-1","account":"PO1","instrument":"CCER-SOL","qty":50000}
+  {"op":"deposit","deposit_id":"F-1","account":"EM01","cash":"1000000.00"}
 A line that cannot become a command becomes `Malformed`, which the engine rejects in sequence.
 """
 from __future__ import annotations
 
 import orjson
 
-from .commands import (AmendOrder, CancelOrder, DefineInstrument, EndOfDay, Malformed, NewOrder,
-                       SetTradingStatus)
-from .events import (DayClosed, InstrumentDefined, OrderAccepted, OrderAmended, OrderCancelled,
-                     OrderRejected, TradeExecuted, TradingStatusChanged)
-from .types import InstrumentSpec, format_fen, price_field
+from .commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
+                       NewOrder, SetTradingStatus)
+from .events import (DayClosed, Deposited, InstrumentDefined, OrderAccepted, OrderAmended,
+                     OrderCancelled, OrderRejected, TradeExecuted, TradingStatusChanged)
+from .types import CASH_ASSET, InstrumentSpec, format_fen, parse_cny_to_fen, price_field
 
 _loads = orjson.loads
 
@@ -62,8 +64,31 @@ def parse_command(line: bytes | str):
         if type(is_open) is not bool or type(note) is not str or len(note) > 200:
             return Malformed("status", None, "status needs \"open\": true|false and an optional note")
         return SetTradingStatus(is_open, note, ts)
+    if op == "deposit":
+        return _deposit(obj, ts)
     return Malformed(_str_or_none(op), _str_or_none(obj.get("order_id")),
-                     f"unknown op {op!r}; expected new, cancel, amend, instrument, eod or status"[:200])
+                     f"unknown op {op!r}; expected new, cancel, amend, instrument, eod, status "
+                     f"or deposit"[:200])
+
+
+def _deposit(obj: dict, ts):
+    """Credits: "instrument" + "qty" (whole tonnes); cash: "cash" (decimal CNY string)."""
+    deposit_id = obj.get("deposit_id")
+    has_credits, has_cash = "instrument" in obj or "qty" in obj, "cash" in obj
+    if has_credits == has_cash:
+        return Malformed("deposit", _str_or_none(deposit_id), "a deposit needs either "
+                         "\"instrument\" and \"qty\" (tonnes) or \"cash\" (CNY), not both")
+    if has_cash:
+        cash = obj["cash"]
+        try:
+            amount = parse_cny_to_fen(cash) if type(cash) is str else None
+        except ValueError:
+            amount = None
+        if amount is None:
+            return Malformed("deposit", _str_or_none(deposit_id),
+                             "cash must be a decimal CNY string with at most 2 places, e.g. \"1000.00\"")
+        return Deposit(deposit_id, obj.get("account"), CASH_ASSET, amount, ts)
+    return Deposit(deposit_id, obj.get("account"), obj.get("instrument"), obj.get("qty"), ts)
 
 
 def event_to_dict(event, specs: dict[str, InstrumentSpec]) -> dict:
@@ -111,6 +136,10 @@ def event_to_dict(event, specs: dict[str, InstrumentSpec]) -> dict:
     if kind is TradingStatusChanged:
         return {"type": "status", "seq": event.seq, "ts": event.ts, "open": event.open,
                 "note": event.note}
+    if kind is Deposited:
+        return {"type": "deposited", "seq": event.seq, "ts": event.ts,
+                "deposit_id": event.deposit_id, "account": event.account, "asset": event.asset,
+                "amount": format_fen(event.amount) if event.asset == CASH_ASSET else event.amount}
     raise TypeError(f"not an engine event: {event!r}")
 
 

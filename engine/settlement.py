@@ -7,6 +7,10 @@ fees to the exchange). Its id is stable (`<exchange id>-T<trade id>`), so every 
 apply it idempotently; `seq` numbers the whole stream and `stream_seq` numbers the
 instrument's own stream (the MQTT topic), so consumers of either can detect gaps.
 
+Every `Deposited` becomes one `DepositInstruction` (id `<exchange id>-D<event seq>`): the
+asset moves from outside into the account, credits from the registry, cash from the bank. Both
+kinds share the one numbered stream, so a ledger applies them in the engine's order.
+
 The outbox is the journal itself (see journal.py): instructions are written in the same
 checksummed record as the command that caused them. `Outbox` is the in-memory queue of the
 instructions not yet confirmed by every relay; `Relay` delivers them to one ledger adapter in
@@ -25,8 +29,8 @@ from typing import Iterable, NamedTuple, Optional
 
 import orjson
 
-from .events import TradeExecuted
-from .types import InstrumentSpec, PRICE_UNITS_PER_CNY, format_fen, format_units
+from .events import Deposited, TradeExecuted
+from .types import CASH_ASSET, InstrumentSpec, PRICE_UNITS_PER_CNY, format_fen, format_units
 
 CHINA = _dt.timezone(_dt.timedelta(hours=8))   # trade dates are Beijing dates (no DST)
 
@@ -49,6 +53,8 @@ class SettlementInstruction(NamedTuple):
     trade_date: str         # ISO date, Beijing time of the trade's ts
     settle_date: str        # trade date + cycle business days
     ts: int
+
+    kind = "trade"
 
     def to_json(self) -> dict:
         """Edge form: decimal strings for money and price, never floats."""
@@ -93,6 +99,82 @@ class SettlementInstruction(NamedTuple):
 
     def encode(self) -> bytes:
         return orjson.dumps(self.to_json())
+
+
+class DepositInstruction(NamedTuple):
+    id: str                 # stable: "<exchange>-D<event seq>"
+    seq: int                # position in the exchange's instruction stream (shared with trades)
+    stream_seq: int         # position in the asset's stream (an instrument's, or "CNY")
+    deposit_id: str         # the operator's reference
+    account: str
+    member: Optional[str]
+    asset: str              # instrument symbol (amount in tonnes) or "CNY" (amount in fen)
+    amount: int
+    trade_date: str         # ISO date, Beijing time of the deposit's ts
+    ts: int
+
+    kind = "deposit"
+
+    @property
+    def instrument(self) -> str:    # the stream (MQTT topic) it travels on
+        return self.asset
+
+    def to_json(self) -> dict:
+        cash = self.asset == CASH_ASSET
+        return {"kind": "deposit", "id": self.id, "seq": self.seq, "stream": self.asset,
+                "stream_seq": self.stream_seq, "deposit_id": self.deposit_id,
+                "account": self.account, "member": self.member, "asset": self.asset,
+                "amount": format_fen(self.amount) if cash else self.amount,
+                "trade_date": self.trade_date, "ts": self.ts}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "DepositInstruction":
+        from .types import parse_cny_to_fen
+        try:
+            amount = obj["amount"]
+            if obj["asset"] == CASH_ASSET:
+                amount = parse_cny_to_fen(amount)
+            inst = cls(obj["id"], obj["seq"], obj["stream_seq"], obj["deposit_id"],
+                       obj["account"], obj.get("member"), obj["asset"], amount,
+                       obj["trade_date"], obj["ts"])
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"not a deposit instruction: {err}") from None
+        inst.check()
+        return inst
+
+    def check(self) -> None:
+        for name in ("seq", "stream_seq", "amount", "ts"):
+            if type(getattr(self, name)) is not int:
+                raise ValueError(f"instruction {name} must be an integer")
+        if self.amount <= 0:
+            raise ValueError("a deposit's amount must be positive")
+        if not self.account or not self.asset or not self.deposit_id:
+            raise ValueError("a deposit needs an account, an asset and a deposit id")
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.to_json())
+
+
+Instruction = SettlementInstruction | DepositInstruction
+
+
+def instruction_from_json(obj: dict) -> Instruction:
+    """Either kind from its edge form (trades carry no "kind": older consumers' format)."""
+    if not isinstance(obj, dict):
+        raise ValueError("an instruction is a JSON object")
+    kind = obj.get("kind", "trade")
+    if kind == "deposit":
+        return DepositInstruction.from_json(obj)
+    if kind == "trade":
+        return SettlementInstruction.from_json(obj)
+    raise ValueError(f"unknown instruction kind {kind!r}")
+
+
+def instruction_from_row(row) -> Instruction:
+    """Either kind from its journal row (the tuple of its fields; the lengths differ)."""
+    if len(row) == len(DepositInstruction._fields):
+        return DepositInstruction(*row)
+    return SettlementInstruction(*row)
 
 
 def price_text(units: int) -> str:
@@ -164,6 +246,20 @@ class InstructionMaker:
             trade.price * spec.tick_fen * trade.qty, trade.buy_fee, trade.sell_fee,
             trade.buy_account, trade.sell_account, buyer_member, seller_member, trade_date,
             settle_date, trade.ts)
+
+    def make_deposit(self, event: Deposited, accounts) -> DepositInstruction:
+        asset = event.asset
+        stream_seq = self.stream_seqs.get(asset, 0) + 1
+        self.stream_seqs[asset] = stream_seq
+        seq = self.next_seq
+        self.next_seq = seq + 1
+        member = None
+        if accounts is not None:
+            account = accounts.get(event.account)
+            member = account.member if account is not None else None
+        return DepositInstruction(f"{self.config.exchange_id}-D{event.seq}", seq, stream_seq,
+                                  event.deposit_id, event.account, member, asset, event.amount,
+                                  self._dates_for(event.ts)[0], event.ts)
 
     def state(self) -> dict:
         return {"next_seq": self.next_seq, "stream_seqs": dict(sorted(self.stream_seqs.items()))}

@@ -63,6 +63,12 @@ class RejectReason(Enum):
     INSUFFICIENT_FUNDS = "insufficient_funds"
     INSUFFICIENT_CREDITS = "insufficient_credits"
     MARKET_CLOSED = "market_closed"
+    DUPLICATE_DEPOSIT_ID = "duplicate_deposit_id"
+    INVALID_AMOUNT = "invalid_amount"
+
+
+CASH_ASSET = "CNY"          # the asset name of cash (in fen) wherever assets are named
+MAX_DEPOSIT = 10 ** 15      # tonnes or fen in one deposit (10 trillion CNY): above is a typo
 
 
 class ParticipantType(Enum):

@@ -34,8 +34,9 @@ import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from engine.commands import AmendOrder, CancelOrder, DefineInstrument, EndOfDay, Malformed, NewOrder
-from engine.events import (DayClosed, InstrumentDefined, OrderAccepted, OrderAmended,
+from engine.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
+                             NewOrder)
+from engine.events import (DayClosed, Deposited, InstrumentDefined, OrderAccepted, OrderAmended,
                            OrderCancelled, OrderRejected, TradeExecuted)
 from engine.types import (CancelReason, InstrumentSpec, OrderType, PriceError, RejectReason,
                           Side, TimeInForce)
@@ -97,6 +98,7 @@ class ReferenceExchange:
         self.fee_ppm = fee_ppm
         self.resting: list[RefOrder] = []
         self.seen_ids: set[str] = set()
+        self.deposit_ids: set[str] = set()     # never cleared: a deposit id is used once
         self.seq = 0
         self.trade_id = 0
         self.stamp = 0
@@ -196,6 +198,8 @@ class ReferenceExchange:
             self._end_of_day(ts, out)
         elif kind is DefineInstrument:
             self._define(command, ts, out)
+        elif kind is Deposit:
+            self._deposit(command, ts, out)
         elif kind is Malformed:
             # engine's choice: every line the edge could not parse, unknown op included, is
             # `malformed`
@@ -419,6 +423,33 @@ class ReferenceExchange:
         if self.accounts is not None:
             for a in self.accounts.values():
                 a.bought_today = {}
+
+    def _deposit(self, cmd: Deposit, ts, out):
+        """Checks in the engine's documented order: id, repeat, asset, amount, account."""
+        def bad(reason):
+            self._reject(out, ts, "deposit", cmd.deposit_id if type(cmd.deposit_id) is str
+                         and len(cmd.deposit_id) <= 64 else None, reason)
+        if not isinstance(cmd.deposit_id, str) or not 1 <= len(cmd.deposit_id) <= 64:
+            return bad(RejectReason.MALFORMED)
+        if cmd.deposit_id in self.deposit_ids:
+            return bad(RejectReason.DUPLICATE_DEPOSIT_ID)
+        if cmd.asset != "CNY" and cmd.asset not in self.specs:
+            return bad(RejectReason.UNKNOWN_INSTRUMENT)
+        if type(cmd.amount) is not int or cmd.amount <= 0 or cmd.amount > 10 ** 15:
+            return bad(RejectReason.INVALID_AMOUNT)
+        if not isinstance(cmd.account, str) or cmd.account == "":
+            return bad(RejectReason.MALFORMED)
+        if self.accounts is not None:
+            if cmd.account not in self.accounts:
+                return bad(RejectReason.UNKNOWN_ACCOUNT)
+            account = self.accounts[cmd.account]
+            if cmd.asset == "CNY":
+                account.cash += cmd.amount
+            else:
+                account.credits[cmd.asset] = account.credits.get(cmd.asset, 0) + cmd.amount
+        self.deposit_ids.add(cmd.deposit_id)
+        out.append(Deposited(self._next_seq(), ts, cmd.deposit_id, cmd.account, cmd.asset,
+                             cmd.amount))
 
     def _define(self, cmd: DefineInstrument, ts, out):
         symbol = cmd.spec.symbol

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
-from ..settlement import SettlementInstruction
+from ..settlement import Instruction
 
 
 class LedgerRejected(Exception):
@@ -20,7 +20,7 @@ class LedgerRejected(Exception):
 class LedgerAdapter(Protocol):
     name: str
 
-    def deliver(self, instructions: Sequence[SettlementInstruction]) -> None:
+    def deliver(self, instructions: Sequence[Instruction]) -> None:
         """Apply or transmit, durably, in order; return only when confirmed, else raise."""
 
     def close(self) -> None:

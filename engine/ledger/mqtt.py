@@ -3,8 +3,9 @@
 Publisher (`MqttPublisher`, a ledger adapter). The relay thread calls `deliver(batch)`; the
 publisher runs its own asyncio event loop in its own thread, so neither matching nor the
 relay's thread ever runs network code. Each instruction goes as compact JSON (orjson) at
-QoS 1 to `ccer/v1/settle/{instrument}`, and a fill notice to `ccer/v1/fills/{member}` for
-each side whose account belongs to a broker member. At most `window` publishes are in
+QoS 1 to `ccer/v1/settle/{instrument}` (cash deposits: `settle/CNY`), and a fill (or
+deposit) notice to `ccer/v1/fills/{member}` for each side whose account belongs to a broker
+member. At most `window` publishes are in
 flight at once; `deliver()` returns only when the broker has acknowledged (PUBACK) every
 message of the batch. If the broker is down, or a PUBACK does not come within
 `publish_timeout`, the connection is dropped and `deliver()` raises: the relay keeps the
@@ -34,7 +35,8 @@ from typing import Optional, Sequence
 import aiomqtt
 import orjson
 
-from ..settlement import SettlementInstruction, price_text
+from ..settlement import (DepositInstruction, Instruction, SettlementInstruction,
+                          instruction_from_json, price_text)
 from ..types import format_fen
 from .sql import exchange_of
 
@@ -56,8 +58,17 @@ def fill_notice(inst: SettlementInstruction, buying: bool) -> dict:
             "settle_date": inst.settle_date, "ts": inst.ts}
 
 
-def messages_for(inst: SettlementInstruction, prefix: str = TOPIC_PREFIX) -> list[tuple[str, bytes]]:
+def deposit_notice(inst: DepositInstruction) -> dict:
+    return {"type": "deposit", **inst.to_json()}
+
+
+def messages_for(inst: Instruction, prefix: str = TOPIC_PREFIX) -> list[tuple[str, bytes]]:
     out = [(f"{prefix}/settle/{_topic_part(inst.instrument)}", orjson.dumps(inst.to_json()))]
+    if type(inst) is DepositInstruction:
+        if inst.member:
+            out.append((f"{prefix}/fills/{_topic_part(inst.member)}",
+                        orjson.dumps(deposit_notice(inst))))
+        return out
     if inst.buyer_member:
         out.append((f"{prefix}/fills/{_topic_part(inst.buyer_member)}",
                     orjson.dumps(fill_notice(inst, True))))
@@ -100,7 +111,7 @@ class MqttPublisher:
         self.loop_errors += 1
 
     # -- called from the relay thread
-    def deliver(self, instructions: Sequence[SettlementInstruction]) -> None:
+    def deliver(self, instructions: Sequence[Instruction]) -> None:
         if not instructions:
             return
         future = asyncio.run_coroutine_threadsafe(self._deliver(instructions), self._loop)
@@ -286,11 +297,11 @@ class SettlementConsumer:
                          f"ones held (did the broker drop messages? see max_queued_messages)")
 
     def _handle(self, client: aiomqtt.Client, batch: list) -> None:
-        ready: list[SettlementInstruction] = []
+        ready: list[Instruction] = []
         acks: list = []
         for message in batch:
             try:
-                inst = SettlementInstruction.from_json(orjson.loads(message.payload))
+                inst = instruction_from_json(orjson.loads(message.payload))
             except (ValueError, orjson.JSONDecodeError) as err:
                 self.malformed += 1
                 self.log(f"ledger consumer: not an instruction on {message.topic}: {err}")

@@ -13,6 +13,8 @@ its postings, in one transaction:
     cash      buyer  -> seller         gross
     cash      buyer  -> @fees          buy fee
     cash      seller -> @fees          sell fee
+A deposit instruction moves the asset in from outside: credits `@registry -> account`, cash
+`@bank -> account` (one posting; it shares the stream's numbering with trades).
 The insert of the settlement row is the idempotency check: if the id is already there, the
 instruction was applied before and nothing happens (its body must be identical, else it is a
 conflict and raises). No non-external balance may go negative: the debit is a conditional
@@ -26,11 +28,11 @@ from typing import Iterable, Optional, Sequence
 
 import orjson
 
-from ..settlement import SettlementInstruction, price_text
-from ..types import format_fen
+from ..settlement import DepositInstruction, Instruction, price_text
+from ..types import CASH_ASSET, format_fen
 from .base import LedgerRejected
 
-CASH = "CNY"
+CASH = CASH_ASSET
 BANK, REGISTRY, FEES = "@bank", "@registry", "@fees"
 OPENING_DATE = "0000-00-00"   # sorts before every trade date
 
@@ -84,7 +86,8 @@ CREATE TABLE IF NOT EXISTS {p}streams (
 
 
 def exchange_of(instruction_id: str) -> str:
-    return instruction_id.rsplit("-T", 1)[0]
+    """"CCERX-T17" and "CCERX-D5" -> "CCERX" (the suffix never holds a dash)."""
+    return instruction_id.rsplit("-", 1)[0]
 
 
 class SqlLedger:
@@ -174,14 +177,14 @@ class SqlLedger:
                     self._post(sid, leg, instrument, REGISTRY, account, qty)
         return opened
 
-    def deliver(self, instructions: Sequence[SettlementInstruction]) -> None:
+    def deliver(self, instructions: Sequence[Instruction]) -> None:
         """Apply a batch in one transaction (all or nothing), idempotently by id."""
         if not instructions:
             return
         with self._tx():
             self.apply_in_tx(instructions)
 
-    def apply_in_tx(self, instructions: Sequence[SettlementInstruction]) -> int:
+    def apply_in_tx(self, instructions: Sequence[Instruction]) -> int:
         applied = 0
         streams: dict[str, int] = {}
         for inst in instructions:
@@ -192,10 +195,18 @@ class SqlLedger:
                                            "WHERE exchange = ?"), (exchange,)).fetchone()
                 last = row[0] if row else 0
             body = orjson.dumps(inst.to_json()).decode()
-            settlement = (inst.id, "trade", exchange, inst.seq, inst.stream_seq, inst.trade_id,
-                          inst.instrument, inst.qty, inst.price_units, inst.gross_fen,
-                          inst.buy_fee, inst.sell_fee, inst.buyer, inst.seller, inst.trade_date,
-                          inst.settle_date, inst.ts, body)
+            deposit = type(inst) is DepositInstruction
+            if deposit:
+                cash = inst.asset == CASH
+                settlement = (inst.id, "deposit", exchange, inst.seq, inst.stream_seq, None,
+                              inst.asset, None if cash else inst.amount, None,
+                              inst.amount if cash else None, None, None, inst.account, None,
+                              inst.trade_date, inst.trade_date, inst.ts, body)
+            else:
+                settlement = (inst.id, "trade", exchange, inst.seq, inst.stream_seq,
+                              inst.trade_id, inst.instrument, inst.qty, inst.price_units,
+                              inst.gross_fen, inst.buy_fee, inst.sell_fee, inst.buyer,
+                              inst.seller, inst.trade_date, inst.settle_date, inst.ts, body)
             if inst.seq > last + 1:
                 raise LedgerRejected(f"{inst.id}: gap in the {exchange} stream, instruction "
                                      f"{inst.seq} after {last}")
@@ -205,6 +216,14 @@ class SqlLedger:
             inst.check()
             if not self._insert_settlement(settlement):
                 raise LedgerRejected(f"{inst.id}: applied before but the stream is at {last}")
+            if deposit:
+                source = BANK if inst.asset == CASH else REGISTRY
+                self._ensure(source, inst.asset, 1)
+                self._ensure(inst.account, inst.asset)
+                self._post(inst.id, 0, inst.asset, source, inst.account, inst.amount)
+                streams[exchange] = last = inst.seq
+                applied += 1
+                continue
             sid, symbol = inst.id, inst.instrument
             for owner in (inst.buyer, inst.seller):
                 self._ensure(owner, CASH)
@@ -301,7 +320,7 @@ class SqlLedger:
 
     def statement(self, account: str, trade_date: str) -> dict:
         """End-of-day statement of one account for one trade date: its trades (both sides),
-        fees, and balances at the start and end of that day (cash as decimal CNY)."""
+        deposits, fees, and balances at the start and end of that day (cash as decimal CNY)."""
         with self._lock:
             return self._statement(account, trade_date)
 
@@ -324,10 +343,17 @@ class SqlLedger:
                            "gross": format_fen(gross), "fee": format_fen(fee),
                            "counterparty": seller if buying else buyer,
                            "settle_date": settle_date})
+        deposits = []
+        rows = self._execute(self.q(
+            "SELECT id, instrument, qty, gross_fen, body FROM {p}settlements WHERE kind = "
+            "'deposit' AND trade_date = ? AND buyer = ? ORDER BY seq"), (trade_date, account))
+        for sid, asset, qty, cash, body in rows:
+            deposits.append({"settlement_id": sid, "deposit_id": orjson.loads(body)["deposit_id"],
+                             "asset": asset, "amount": format_fen(cash) if asset == CASH else qty})
         opening = self._balances_through(account, trade_date, inclusive=False)
         closing = self._balances_through(account, trade_date, inclusive=True)
         return {"account": account, "trade_date": trade_date, "trades": trades,
-                "trade_count": len(trades), "fees": format_fen(fees),
+                "trade_count": len(trades), "deposits": deposits, "fees": format_fen(fees),
                 "opening": _format_balances(opening), "closing": _format_balances(closing)}
 
     def _balances_through(self, account: str, trade_date: str, inclusive: bool) -> dict:
@@ -344,14 +370,15 @@ class SqlLedger:
 
     def accounts_with_activity(self, trade_date: str) -> list[str]:
         rows = self._execute(self.q(
-            "SELECT buyer FROM {p}settlements WHERE kind = 'trade' AND trade_date = ? UNION "
+            "SELECT buyer FROM {p}settlements WHERE kind IN ('trade', 'deposit') "
+            "AND trade_date = ? UNION "
             "SELECT seller FROM {p}settlements WHERE kind = 'trade' AND trade_date = ?"),
             (trade_date, trade_date))
         return sorted(r[0] for r in rows)
 
     def trade_dates(self) -> list[str]:
         rows = self._execute(self.q("SELECT DISTINCT trade_date FROM {p}settlements "
-                                    "WHERE kind = 'trade' ORDER BY trade_date"))
+                                    "WHERE kind IN ('trade', 'deposit') ORDER BY trade_date"))
         return [r[0] for r in rows]
 
     def end_of_day_statements(self, trade_date: str, accounts: Optional[Iterable[str]] = None):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from engine.commands import AmendOrder, CancelOrder, DefineInstrument, EndOfDay, NewOrder
+from engine.commands import AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, NewOrder
 from engine.ndjson import parse_command
 from engine.risk import Account, Accounts
 from engine.types import InstrumentSpec, price_field
@@ -132,10 +132,16 @@ amend_step = st.tuples(
 )
 eod_step = st.just(("eod",))
 define_step = st.tuples(st.just("define"), st.integers(0, 2), st.integers(-5, 5))
+# deposits: mostly good (credits or cash), sometimes a repeat, unknown account/asset, bad amount
+deposit_step = st.tuples(
+    st.just("deposit"), st.sampled_from(("fresh",) * 4 + ("repeat", "empty")),
+    st.integers(0, 3),                                        # account index (3: unknown)
+    st.sampled_from(("instrument",) * 3 + ("CNY", "CCER-NOPE")),
+    st.sampled_from((1, 50, 5_000, 2_000_000, 0, -3, "7", 10 ** 15 + 1)))
 hostile_step = st.sampled_from(HOSTILE_LINES).map(lambda line: ("line", line))
 
 step = weighted((30, new_step), (5, cancel_step), (8, amend_step), (1, hostile_step),
-               (1, eod_step), (1, define_step))
+               (1, eod_step), (1, define_step), (2, deposit_step))
 
 
 @st.composite
@@ -235,6 +241,13 @@ def iter_commands(stream: Stream, current_specs):
             if spec.symbol not in symbols:
                 symbols.append(spec.symbol)
             yield DefineInstrument(spec, ts)
+        elif kind == "deposit":
+            _, id_kind, acct, asset, amount = st_
+            deposit_id = {"fresh": f"d{i}", "repeat": "d-again", "empty": ""}[id_kind]
+            if asset == "instrument":
+                asset = symbols[acct % len(symbols)]
+            account = (ACCOUNT_IDS + ("NOBODY",))[acct]
+            yield Deposit(deposit_id, account, asset, amount, ts)
         elif kind == "line":
             yield parse_command(st_[1])
         else:

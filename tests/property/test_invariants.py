@@ -2,9 +2,10 @@
 
 Independently of the reference model: after every command, from the engine's public state
 (snapshot, accounts) and the events it emitted,
-  - money is conserved: sum over accounts of cash + fees paid never changes, and the fees
-    paid equal the fees printed on the trades, each floor(gross * 6 / 1000) per side;
-  - credits are conserved per instrument;
+  - money is conserved: sum over accounts of cash + fees paid changes only by the cash
+    deposits printed (Deposited events), and the fees paid equal the fees printed on the
+    trades, each floor(gross * 6 / 1000) per side;
+  - credits are conserved per instrument, except for the credits deposits printed;
   - no account is ever negative, and nobody holds reservations beyond what they own;
   - credits reserved equal the open quantity of the account's resting sells;
   - cash reserved covers what the resting buys need (and, by the rule, equals it);
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 
-from engine.events import OrderAccepted, TradeExecuted
+from engine.events import Deposited, OrderAccepted, TradeExecuted
 from engine.exchange import Exchange
 from engine.types import Side
 from command_streams import iter_commands, scaled, streams
@@ -58,6 +59,11 @@ def run_checked(stream) -> None:
         for e in events:
             if type(e) is OrderAccepted:
                 owner[e.order_id] = (e.account, e.side)
+            elif type(e) is Deposited:     # paid in from outside: the totals move by it
+                if e.asset == "CNY":
+                    cash0 += e.amount
+                else:
+                    credits0[e.asset] = credits0.get(e.asset, 0) + e.amount
             elif type(e) is TradeExecuted:
                 gross = e.price * engine.specs[e.instrument].tick_fen * e.qty
                 assert e.buy_fee == e.sell_fee == gross * FEE_PPM // 1_000_000, e

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from engine.ledger.base import LedgerRejected
-from engine.settlement import SettlementInstruction
+from engine.settlement import DepositInstruction, SettlementInstruction
 
 OPENING = [("BUY1", 10_000_000, {}), ("SELL1", 0, {"CCER-AFF": 1000}),
            ("BOTH", 5_000_000, {"CCER-AFF": 50, "CCER-SOL": 10})]
@@ -18,6 +18,11 @@ def instruction(seq, buyer="BUY1", seller="SELL1", qty=100, price_units=62_010_0
     return SettlementInstruction(f"CCERX-T{seq}", seq, stream_seq or seq, seq, instrument, qty,
                                  price_units, gross, fee, fee, buyer, seller, "M1", "M2",
                                  trade_date, trade_date, 1_706_252_400_000_000_000 + seq)
+
+
+def deposit(seq, account="SELL1", asset="CCER-MGV", amount=500, trade_date="2024-01-26"):
+    return DepositInstruction(f"CCERX-D{seq}", seq, seq, f"ISS-{seq}", account, "M2", asset,
+                              amount, trade_date, 1_706_252_400_000_000_000 + seq)
 
 
 class LedgerContract:
@@ -55,6 +60,28 @@ class LedgerContract:
         with pytest.raises(LedgerRejected):   # same id, other content
             ledger.issue("ISSUE-1", "SELL1", "CCER-MGV", 501, "2024-01-26")
         ledger.check()
+
+    def test_deposits_share_the_stream_with_trades_and_post_once(self, ledger):
+        self.funded(ledger)
+        batch = [deposit(1), instruction(2), deposit(3, "BUY1", "CNY", 123_456)]
+        ledger.deliver(batch)
+        ledger.deliver(batch)                       # delivered twice: applied once
+        assert ledger.applied_seq() == 3
+        assert ledger.balance("SELL1", "CCER-MGV") == 500
+        assert ledger.balance("@registry", "CCER-MGV") == -500
+        assert ledger.balance("BUY1", "CNY") == 10_000_000 - 620_100 - 3720 + 123_456
+        assert ledger.balance("@bank", "CNY") == -15_000_000 - 123_456
+        assert ledger.settlement_count() == 1       # trades only
+        ledger.check()
+        statement = ledger.statement("BUY1", "2024-01-26")
+        assert statement["deposits"] == [{"settlement_id": "CCERX-D3", "deposit_id": "ISS-3",
+                                          "asset": "CNY", "amount": "1234.56"}]
+        assert statement["closing"]["cash"] == "94996.36"   # 9,499,636 fen
+        with pytest.raises(LedgerRejected, match="gap"):
+            ledger.deliver([deposit(5)])
+        with pytest.raises(LedgerRejected):          # same id, other content
+            ledger.deliver([deposit(3, "BUY1", "CNY", 1)])
+        assert ledger.balance("BUY1", "CNY") == 10_000_000 - 620_100 - 3720 + 123_456
 
     def test_settlement_posts_balanced_transfers(self, ledger):
         self.funded(ledger)
