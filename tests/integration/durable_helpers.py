@@ -182,11 +182,11 @@ def write_accounts(path: Path, n: int) -> None:
          "cash": format_fen(a.cash), "credits": a.credits} for a in table.by_id.values()]}))
 
 
-def assert_ledger_matches(ledger, accounts, trades: int) -> None:
+def assert_ledger_matches(ledger, accounts, trades: int, deposits: int = 0) -> None:
     """Nothing lost, nothing applied twice, books balanced, balances equal the engine's."""
     ledger.check()
     assert ledger.settlement_count() == trades
-    assert ledger.applied_seq() == trades
+    assert ledger.applied_seq() == trades + deposits
     for account in accounts.by_id.values():
         assert ledger.balance(account.account, "CNY") == account.cash, account.account
         for symbol, qty in account.credits.items():

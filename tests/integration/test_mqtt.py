@@ -19,6 +19,7 @@ from durable_helpers import (BROKER, ConsumerThread, assert_ledger_matches, forg
                              service_or_skip, unique_prefix, wait_until, write_accounts)
 
 from benchmarks.durability import accounts_table, flow
+from engine.commands import Deposit
 from engine.config import load_accounts
 from engine.durable import DurableExchange
 from engine.events import TradeExecuted
@@ -131,12 +132,15 @@ def test_engine_to_mqtt_to_consumer_to_ledger(tmp_path):
     consumer = ConsumerThread(SettlementConsumer(ledger, *BROKER, client_id=consumer_id,
                                                  prefix=prefix, log=lambda t: None)).start()
     try:
-        trades = run_flow(ex, n=1500, seed=43)   # < 1000 instructions: the default broker
+        trades = run_flow(ex, n=700, seed=43)    # < 1000 instructions: the default broker
         # queue limit per client (mosquitto max_queued_messages) can never be reached
+        ex.apply_many([Deposit("ISS-9", "A0003", "CCER-MGV", 777),      # issuance batch
+                       Deposit("FUND-9", "A0004", "CNY", 12_345_678)])  # cash paid in
+        trades += run_flow(ex, n=700, seed=44)
         assert ex.wait_settled(60)
-        wait_until(lambda: ledger.applied_seq() >= len(trades), 60, "the consumer")
-        assert_ledger_matches(ledger, ex.accounts, len(trades))
-        assert consumer.consumer.applied == len(trades)
+        wait_until(lambda: ledger.applied_seq() >= len(trades) + 2, 60, "the consumer")
+        assert_ledger_matches(ledger, ex.accounts, len(trades), deposits=2)
+        assert consumer.consumer.applied == len(trades) + 2
     finally:
         consumer.stop()
         ex.close()
