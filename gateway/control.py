@@ -1,4 +1,4 @@
-"""The operator's control channel of `ccerx serve`: close the day, halt or resume trading.
+"""The operator's control channel of `ccerx serve`: close the day, halt or resume, deposit.
 
 Theory of operation. Beside the FIX gateway, `ccerx serve` listens on a Unix-domain socket
 whose file is mode 0600: whoever can open that file is the operator (there is no other
@@ -9,6 +9,8 @@ one response line, in order:
     {"op":"eod"}                                  -> {"ok":true,"events":[{"type":"cancelled",...},
                                                                            {"type":"day_closed",...}, ...]}
     {"op":"status","open":false,"note":"halt"}    -> {"ok":true,"events":[{"type":"status",...}]}
+    {"op":"deposit","deposit_id":"F-1","account":"EMIT01","cash":"1000000.00"}
+                                                  -> {"ok":true,"events":[{"type":"deposited",...}]}
     {"op":"new",...}                              -> {"ok":false,"error":"op 'new' is not ..."}
 
 Only operator commands are accepted: orders come over FIX only. A refused line changes
@@ -39,7 +41,7 @@ from typing import Callable, Iterable, NamedTuple, Optional, Union
 
 import orjson
 
-from engine.commands import EndOfDay, Malformed, SetTradingStatus
+from engine.commands import Deposit, EndOfDay, Malformed, SetTradingStatus
 from engine.events import OrderRejected
 from engine.ndjson import event_to_dict, parse_command
 
@@ -48,7 +50,7 @@ log = logging.getLogger("gateway.control")
 SOCKET_NAME = "control.sock"        # default: <data dir>/control.sock
 MAX_LINE = 64 * 1024                # a request line longer than this is refused
 READ_CHUNK = 64 * 1024
-OPERATOR_OPS = {"eod": EndOfDay, "status": SetTradingStatus}   # NDJSON op -> command type
+OPERATOR_OPS = {"eod": EndOfDay, "status": SetTradingStatus, "deposit": Deposit}  # op -> type
 _ALLOWED = " or ".join((", ".join(list(OPERATOR_OPS)[:-1]), list(OPERATOR_OPS)[-1]))
 CLIENT_TIMEOUT = 60.0               # seconds operator_request waits for all its answers
 
@@ -238,8 +240,7 @@ class ControlServer:
         else:
             try:
                 response = self.execute(item)
-                log.info("operator command %s: %s", type(item).__name__,
-                         "applied" if response["ok"] else "rejected")
+                log.info("operator command %r %s", item, "applied" if response["ok"] else "rejected")
             except Exception as err:
                 log.exception("operator command %r failed", item)
                 response = refusal(f"internal error, the command may not have been applied: {err}")
@@ -252,13 +253,14 @@ class ControlServer:
         try:
             while True:
                 data = await reader.read(READ_CHUNK)
-                items = splitter.feed(data) if data else splitter.finish()
-                for item in items:
+                for item in splitter.feed(data) if data else splitter.finish():
                     writer.write(self.respond(item))
-                if not data:
+                    # one request per pass of the event loop, so a burst of them does not hold
+                    # up FIX traffic; and a client that does not read is not read from
                     await writer.drain()
+                    await asyncio.sleep(0)
+                if not data:
                     break
-                await writer.drain()   # a client that does not read is not read from
         except (ConnectionError, OSError):
             pass                       # the client went away; its applied commands stand
         except asyncio.CancelledError:

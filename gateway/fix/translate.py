@@ -32,7 +32,7 @@ import time
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Callable, Iterable, Optional
 
-from engine.commands import AmendOrder, CancelOrder, EndOfDay, NewOrder, SetTradingStatus
+from engine.commands import AmendOrder, CancelOrder, Deposit, EndOfDay, NewOrder, SetTradingStatus
 from engine.events import (DayClosed, InstrumentDefined, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected,
                            TradeExecuted, TradingStatusChanged)
 from engine.types import (CancelReason, DecimalFormatError, RejectReason as R, Side, format_fen,
@@ -72,7 +72,7 @@ ORD_REJ_REASON_OF = {
 }
 OTHER = "99"
 # What the exchange itself may apply besides the brokers' orders (run_operator_command)
-OPERATOR_COMMANDS = (SetTradingStatus, EndOfDay)
+OPERATOR_COMMANDS = (SetTradingStatus, EndOfDay, Deposit)
 # CxlRejReason (102)
 CXL_TOO_LATE, CXL_UNKNOWN, CXL_EXCHANGE_OPTION, CXL_DUPLICATE = "0", "1", "2", "6"
 # BusinessRejectReason (380)
@@ -347,9 +347,10 @@ class ExchangeApplication:
     # ------------------------------------------------------------------ operator commands
     def run_operator_command(self, command, events: Optional[list] = None) -> list[Outbound]:
         """Apply a command of the exchange itself (the trading calendar and the operator's
-        control channel: SetTradingStatus, EndOfDay) and return what brokers must be told:
-        expiries, TradingSessionStatus. The engine's events are appended to `events` if
-        given (the control channel answers the operator with them)."""
+        control channel: SetTradingStatus, EndOfDay, Deposit) and return what brokers must be
+        told: expiries, TradingSessionStatus (nothing for a deposit: brokers are not told of
+        deposits over FIX). The engine's events are appended to `events` if given (the
+        control channel answers the operator with them)."""
         if type(command) not in OPERATOR_COMMANDS:
             raise TypeError(f"not an operator command: {command!r}")
         engine_events = self._engine_apply(command)

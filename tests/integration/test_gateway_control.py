@@ -93,6 +93,28 @@ def test_halt_closes_the_market_and_resume_reopens_it(serve, b1):
     assert s(b1.expect("8"), 150) == "4"
 
 
+def test_deposits_fund_orders_over_fix(serve, b1):
+    # EMIT01 holds no CCER-SOL and HOLD01 no cash: neither can trade until the deposits
+    b1.new_order("d1", "EMIT01", "2", 500, "75.00", symbol="CCER-SOL")
+    assert "insufficient_credits" in s(b1.expect("8"), 58)
+    assert ccerx(["operator", "--control", str(serve["control"]), "deposit", "EMIT01",
+                  "CCER-SOL", "500", "--id", "ISS-SOL-1"]) == 0
+    [cash] = operator(serve, {"op": "deposit", "deposit_id": "F-HOLD01-1", "account": "HOLD01",
+                              "cash": "40000.00"})
+    assert cash["ok"] is True and cash["events"][0]["amount"] == "40000.00"
+
+    b1.new_order("d2", "EMIT01", "2", 500, "75.00", symbol="CCER-SOL")
+    assert s(b1.expect("8"), 150) == "0"
+    b1.new_order("d3", "HOLD01", "1", 500, "75.00", symbol="CCER-SOL")  # 37,500 + 225 fee
+    reports = {(s(r, 11), s(r, 150)): r for r in b1.reports(3)}
+    assert set(reports) == {("d3", "0"), ("d3", "F"), ("d2", "F")}
+    assert (s(reports["d2", "F"], 39), s(reports["d2", "F"], 32)) == ("2", "500")
+
+    [again] = operator(serve, {"op": "deposit", "deposit_id": "F-HOLD01-1", "account": "HOLD01",
+                               "cash": "40000.00"})     # a retry never credits twice
+    assert again["ok"] is False and again["events"][0]["reason"] == "duplicate_deposit_id"
+
+
 def test_orders_and_garbage_are_refused_and_the_server_keeps_serving(serve, b1):
     new = {"op": "new", "order_id": "x", "account": "EMIT01", "instrument": "CCER-AFF",
            "side": "buy", "type": "limit", "price": "62.00", "qty": 1}
@@ -118,6 +140,12 @@ def test_the_operator_command_line(serve, tmp_path, capsys):
     assert ccerx(["operator", "--control", control, "send", str(requests)]) == 1
     assert [orjson.loads(line)["ok"] for line in capsys.readouterr().out.splitlines()] == \
         [True, False]
+
+    assert ccerx(["operator", "--control", control, "deposit", "EMIT01", "CCER-SOL", "1.5"]) == 2
+    assert "whole tonnes" in capsys.readouterr().err
+    assert ccerx(["operator", "--control", control, "deposit", "HOLD02", "CNY", "1.001"]) == 1
+    [refused] = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert refused["ok"] is False and "cash must be" in refused["error"]
 
     assert ccerx(["operator", "--data-dir", str(tmp_path), "eod"]) == 2   # nothing listens there
     captured = capsys.readouterr()
@@ -151,6 +179,36 @@ def test_default_socket_in_the_data_dir_and_none(tmp_path):
                 assert answer["ok"] is True
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            log.close()
+
+
+def test_an_answered_deposit_survives_a_crash(tmp_path):
+    """The answer is written only once the deposit is journaled: after kill -9 and a restart
+    (which also replaces the socket file the dead server left) it is still there."""
+    data, control = tmp_path / "data", tmp_path / "ops.sock"
+    deposit = {"op": "deposit", "deposit_id": "ISS-CRASH-1", "account": "EMIT01",
+               "instrument": "CCER-AFF", "qty": 10}
+    for attempt in ("first", "after the crash"):
+        log = open(tmp_path / "serve.log", "w+")
+        proc = subprocess.Popen([sys.executable, "-m", "scripts.ccerx", "serve", "--port", "0",
+                                 "--data-dir", str(data), "--control", str(control)], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=log, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            _wait_for_port(proc, log)
+            [answer] = operator_request_sync(control, [deposit])
+            if attempt == "first":
+                assert answer["ok"] is True
+                proc.kill()                       # no shutdown, no flush: only what was fsynced
+                proc.wait(10)
+                assert control.exists()
+            else:
+                assert answer["ok"] is False
+                assert answer["events"][0]["reason"] == "duplicate_deposit_id"
         finally:
             if proc.poll() is None:
                 proc.kill()

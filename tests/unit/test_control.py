@@ -10,7 +10,7 @@ import stat
 import orjson
 import pytest
 
-from engine.commands import EndOfDay, SetTradingStatus
+from engine.commands import Deposit, EndOfDay, SetTradingStatus
 from engine.config import load_instruments
 from engine.exchange import Exchange
 from gateway.config import GatewayConfig
@@ -62,6 +62,13 @@ ACCEPTED = [
     (b'{"op":"eod","ts":5}', EndOfDay(5)),
     (b'{"op":"status","open":false,"note":"halt"}', SetTradingStatus(False, "halt", NOW)),
     (b' {"op":"status","open":true} \r', SetTradingStatus(True, "", NOW)),
+    (b'{"op":"deposit","deposit_id":"ISS-1","account":"HOLD01","instrument":"CCER-SOL",'
+     b'"qty":50000}', Deposit("ISS-1", "HOLD01", "CCER-SOL", 50_000, NOW)),
+    (b'{"op":"deposit","deposit_id":"F-1","account":"EMIT01","cash":"1000000.50"}',
+     Deposit("F-1", "EMIT01", "CNY", 100_000_050, NOW)),
+    # the engine judges the values (unknown account, bad amount): a reject, in sequence
+    (b'{"op":"deposit","deposit_id":"F-2","account":"NOBODY","instrument":"CCER-SOL","qty":-1}',
+     Deposit("F-2", "NOBODY", "CCER-SOL", -1, NOW)),
 ]
 REFUSED = [
     (b'{"op":"new","order_id":"o1","account":"EMIT01","instrument":"CCER-AFF","side":"buy",'
@@ -75,6 +82,8 @@ REFUSED = [
     (b'{"op":7}', "op 7 is not an operator command"),
     (b'{"open":false}', "op None is not an operator command"),
     (b'{"op":"status","open":"no"}', 'status needs "open"'),
+    (b'{"op":"deposit","deposit_id":"F-3","account":"EMIT01","cash":"1.00","qty":1}', "either"),
+    (b'{"op":"deposit","deposit_id":"F-4","account":"EMIT01","cash":1000}', "cash must be"),
     (b'{"op":"eod","ts":-1}', "ts must be a non-negative integer"),
     (b'{"op":"eod"', "not valid JSON"),
     (b"\xff\xfe", "not valid JSON"),
@@ -97,7 +106,7 @@ def test_anything_else_is_refused_with_a_reason(line, text):
 
 def test_refusals_name_the_allowed_ops_and_the_fix_route():
     error = handle_line(b'{"op":"new"}').error
-    assert "eod" in error and "status" in error and "FIX" in error
+    assert "eod, status or deposit" in error and "FIX" in error
 
 
 # ------------------------------------------------------------------ the socket server
@@ -198,6 +207,32 @@ def test_refused_and_garbage_lines_change_nothing_and_the_server_keeps_serving(t
             await asyncio.sleep(0.05)
             [answer] = await operator_request(path, [{"op": "status", "open": True}])
             assert answer["ok"] is True and rig.exchange.trading_open is True
+    run(scenario())
+
+
+def test_deposits_credit_accounts_and_rejected_ones_are_answered_not_ok(tmp_path):
+    path = tmp_path / "control.sock"
+
+    async def scenario():
+        async with Rig(path) as rig:
+            cash_before = rig.exchange.accounts.get("HOLD01").cash
+            answers = await operator_request(path, [
+                {"op": "deposit", "deposit_id": "F-1", "account": "HOLD01", "cash": "1000.00"},
+                {"op": "deposit", "deposit_id": "ISS-1", "account": "EMIT01",
+                 "instrument": "CCER-MGV", "qty": 700},
+                {"op": "deposit", "deposit_id": "F-1", "account": "HOLD01", "cash": "1000.00"},
+                {"op": "deposit", "deposit_id": "F-2", "account": "NOBODY", "cash": "1.00"},
+            ])
+            assert [a["ok"] for a in answers] == [True, True, False, False]
+            [cash], [credits] = answers[0]["events"], answers[1]["events"]
+            assert (cash["type"], cash["account"], cash["asset"], cash["amount"]) == \
+                ("deposited", "HOLD01", "CNY", "1000.00")
+            assert (credits["asset"], credits["amount"]) == ("CCER-MGV", 700)
+            assert [a["events"][0]["reason"] for a in answers[2:]] == \
+                ["duplicate_deposit_id", "unknown_account"]
+            assert [a["events"][0]["op"] for a in answers[2:]] == ["deposit", "deposit"]
+            assert rig.exchange.accounts.get("HOLD01").cash == cash_before + 100_000
+            assert rig.exchange.accounts.get("EMIT01").credits["CCER-MGV"] == 700
     run(scenario())
 
 
