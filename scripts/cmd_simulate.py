@@ -28,6 +28,10 @@ def add_parser(sub) -> None:
                    help="output folder for report.html, trades.csv, PNG charts (default ./simulation)")
     p.add_argument("--host", default="127.0.0.1", help="fix mode: gateway address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=9878, help="fix mode: gateway port (default 9878)")
+    p.add_argument("--control", metavar="SOCKET",
+                   help="fix mode: the server's operator socket (`ccerx serve --control`, by "
+                        "default DATA_DIR/control.sock), through which the simulator closes each "
+                        "day and deposits issuance batches")
     p.add_argument("--gateway-config", metavar="FILE.toml",
                    help="write the `ccerx serve --config` file for this scenario and seed "
                         "(every agent's account under its group's broker session) and exit")
@@ -50,26 +54,23 @@ def run(args) -> int:
         print(f"ccerx simulate: {err}", file=sys.stderr)
         return 2
     venue_factory = None
-    if args.mode == "fix" or args.gateway_config:
-        if args.days is not None and args.days > 1:
-            print("ccerx simulate: --mode fix runs one trading day per `ccerx serve` run (the "
-                  "gateway has no end-of-day message yet)", file=sys.stderr)
-            return 2
-        if scenario.days > 1:
-            print(f"ccerx simulate: fix mode: running day 1 of the scenario's {scenario.days} "
-                  "(the gateway has no end-of-day message yet)", file=sys.stderr)
-            scenario.days = 1
     if args.gateway_config:
         from scripts.simulate.fixvenue import gateway_config_text
         Path(args.gateway_config).write_text(gateway_config_text(Session(scenario)))
         print(f"wrote {args.gateway_config}: start the gateway with\n  ccerx serve --config "
-              f"{args.gateway_config} --port {args.port} --data-dir <fresh dir>\nthen run the "
-              f"same command with --mode fix instead of --gateway-config", file=sys.stderr)
+              f"{args.gateway_config} --port {args.port} --data-dir DIR\n(DIR fresh), then run "
+              f"the same command with --mode fix --control DIR/control.sock instead of "
+              f"--gateway-config", file=sys.stderr)
         return 0
     if args.mode == "fix":
         from scripts.simulate.fixvenue import FixVenue
-        host, port = args.host, args.port
-        venue_factory = lambda session: FixVenue(host, port, session)   # noqa: E731
+        if not args.control:
+            print("ccerx simulate: --mode fix needs --control SOCKET, the server's operator "
+                  "socket (DATA_DIR/control.sock of `ccerx serve`): the simulator closes each "
+                  "day and deposits issuance through it", file=sys.stderr)
+            return 2
+        host, port, control = args.host, args.port, args.control
+        venue_factory = lambda session: FixVenue(host, port, session, control)   # noqa: E731
         if args.ledger == "sqlite":
             args.ledger = "none"     # the trades settle in the server; see fixvenue.py
     total = scenario.days * 240

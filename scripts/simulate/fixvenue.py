@@ -17,14 +17,17 @@ synchronised last). The counterparty's half of a trade arrives on its own sessio
 little later: halves are paired by trade id (ExecID "T<id>-B" / "T<id>-S") and only a
 complete pair becomes a `TradeExecuted`. At the close every session is synchronised.
 
-What FIX cannot do, and how this venue handles it:
-- the gateway has no end-of-day message, so a run is one trading day per server start; the
-  day's close is the VWAP the simulator computes from the trades, with the engine's formula;
-- there is no deposit over FIX: issuance due on the first day is part of the opening
-  balances in the generated config;
+What FIX does not carry goes through the server's operator control socket (`ccerx serve
+--control`, gateway/control.py), the way an exchange's operations desk would act:
+- the close: `end_of_day()` asks the server for its end of day; the day orders expire (the
+  brokers receive ExecType C reports, as they would at 15:00) and the exchange's own VWAP
+  closes come back, which become the next day's reference prices and bands here too;
+- issuance: `issue()` deposits the batch into the owner's account at the exchange (an
+  engine `Deposit`, journaled and settled to the exchange's ledger like any trade);
 - the exchange's accounts live in the server, so balances (cash available, sellable
-  credits) are a broker-side shadow kept from the execution reports, the way a broker
-  tracks its clients' buying power; reconciliation compares the trades with that shadow.
+  credits) are a broker-side shadow kept from the execution reports and the deposits, the
+  way a broker tracks its clients' buying power; reconciliation compares the trades with
+  that shadow, and the server's own ledger can be compared with it after the run.
 Event timestamps are the simulated clock of the request (the engine stamps its own receive
 time, which the reports carry as TransactTime).
 """
@@ -65,11 +68,8 @@ def broker_of(agent) -> str:
 
 def gateway_config_text(session) -> str:
     """A `ccerx serve` config registering every agent's account under its group's broker,
-    with the opening balances of `session` (a `run.Session` not yet run) and the issuance
-    due on day 1. Brokers have no password: a closed loopback network is assumed."""
-    extra: dict[tuple[str, str], int] = {}
-    for (account, instrument), qty in first_day_issuance(session).items():
-        extra[(account, instrument)] = qty
+    with the opening balances of `session` (a `run.Session` not yet run); issuance arrives
+    later as deposits. Brokers have no password: a closed loopback network is assumed."""
     lines = [f"# ccerx simulate --mode fix: scenario {session.scenario.name!r}, "
              f"seed {session.scenario.seed}", "[gateway]", f'comp_id = "{GATEWAY}"', ""]
     by_broker: dict[str, list] = {}
@@ -79,30 +79,11 @@ def gateway_config_text(session) -> str:
         lines += ["[[broker]]", f'comp_id = "{broker}"', "reset_on_logon = true", ""]
         for agent in agents:
             a = session.accounts.by_id[agent.account]
-            credits = dict(a.credits)
-            for (account, instrument), qty in extra.items():
-                if account == agent.account:
-                    credits[instrument] = credits.get(instrument, 0) + qty
-            held = ", ".join(f'"{k}" = {v}' for k, v in sorted(credits.items()) if v)
+            held = ", ".join(f'"{k}" = {v}' for k, v in sorted(a.credits.items()) if v)
             lines += ["[[broker.account]]", f'account = "{a.account}"',
                       f'type = "{a.participant_type.value}"', f'cash = "{format_fen(a.cash)}"',
                       f"credits = {{ {held} }}", ""]
     return "\n".join(lines)
-
-
-def first_day_issuance(session) -> dict[tuple[str, str], int]:
-    """Batches of the scenario due on day 1, per (owner account, credit type)."""
-    from .agents import ProjectOwner
-    owners = [a for a in session.agents if isinstance(a, ProjectOwner)]
-    out: dict[tuple[str, str], int] = {}
-    for shock in session.scenario.issuance:
-        if shock["day"] == 1:
-            of_type = [o for o in owners if o.instrument == shock["instrument"]]
-            share, rest = divmod(shock["qty"], len(of_type))
-            for i, owner in enumerate(of_type):
-                key = (owner.account, owner.instrument)
-                out[key] = out.get(key, 0) + share + (1 if i < rest else 0)
-    return out
 
 
 class FixUnavailable(RuntimeError):
@@ -144,25 +125,22 @@ class _Conn:
 class FixVenue:
     mode = "fix"
 
-    def __init__(self, host: str, port: int, session, timeout: float = 30.0):
+    def __init__(self, host: str, port: int, session, control, timeout: float = 30.0):
         import simplefix
-        self.specs = dict(session.specs)          # the opening specs: one day, no close
+        self.specs = dict(session.specs)          # moved by the server's closes
         self.books = None
         self.timeout = timeout
         self.fee_ppm = session.fee_ppm
+        self.control = control                    # the server's operator socket
+        self.run_id = f"{session.scenario.seed}-{time.time_ns():x}"   # deposit ids never repeat
+        self.deposits = 0
+        self._operator([])                        # fail early if the socket is not there
         self.broker_of_account = {a.account: broker_of(a) for a in session.agents}
-        # broker-side shadow of the accounts (opening balances + day-1 issuance)
+        # broker-side shadow of the accounts (opening balances, then deposits and fills)
         self.accounts = Accounts(fee_ppm=session.fee_ppm)
-        issued = first_day_issuance(session)
-        self.preissued = dict(issued)
         for a in session.accounts.by_id.values():
-            credits = dict(a.credits)
-            for (account, instrument), qty in issued.items():
-                if account == a.account:
-                    credits[instrument] = credits.get(instrument, 0) + qty
             self.accounts.add(Account(a.account, a.participant_type, None, a.cash,
-                                      credits=credits))
-        self.locked = dict(issued)                # released by issue() when it falls due
+                                      credits=dict(a.credits)))
         self.orders: dict[str, list] = {}         # order id -> [symbol, side, price, open, account]
         self.halves: dict[int, dict] = {}         # trade id -> the half reports seen so far
         self.ts = 0
@@ -411,28 +389,42 @@ class FixVenue:
             events = [next(it) if type(e) is TradeExecuted else e for e in events]
         return events
 
+    def _operator(self, requests: list) -> list[dict]:
+        """Requests to the server's operator socket; every one must be accepted."""
+        from gateway.control import ControlUnavailable, operator_request_sync
+        try:
+            answers = operator_request_sync(self.control, requests, timeout=self.timeout)
+        except (ControlUnavailable, OSError) as err:
+            raise FixUnavailable(f"the server's operator socket {self.control}: {err}") from None
+        for request, answer in zip(requests, answers):
+            if not answer.get("ok"):
+                raise FixUnavailable(f"the server refused {request}: "
+                                     f"{answer.get('error') or answer.get('events')}")
+        return answers
+
     def end_of_day(self, ts: int) -> list:
-        """No end of day over FIX: cancel what rests (as brokers do at the close), wait for
-        every report, and close the day with the simulator's VWAP of the trades."""
+        """The server closes the day: its day orders expire (ExecType C on every broker
+        session) and its VWAP closes become the new reference prices."""
         self.ts = ts
-        for order_id, order in list(self.orders.items()):
-            if order[3] > 0 and len(order) > 5 and order[5]:
-                self.send(CancelOrder(order_id, ts))
-        self.sync_all()
+        [answer] = self._operator([{"op": "eod"}])
+        self.sync_all()                       # every expiry report has arrived
         if self.halves:
             raise FixUnavailable(f"{len(self.halves)} trades reported by one side only")
-        return self._take_events()
-
-    def day_closed(self, trades, ts: int) -> list:
-        """DayClosed per credit type from the day's trades, with the engine's VWAP rule."""
-        out = []
-        for symbol, spec in self.specs.items():
-            mine = [t for t in trades if t[3] == symbol]
-            volume = sum(t[5] for t in mine)
-            turnover = sum(t[4] * t[5] for t in mine)
-            close = (2 * turnover + volume) // (2 * volume) if volume else spec.ref_ticks
-            out.append(DayClosed(0, ts, symbol, close, volume, turnover * spec.tick_fen, len(mine)))
-        return out
+        closes = []
+        for e in answer["events"]:
+            if e["type"] == "day_closed":
+                spec = self.specs[e["instrument"]]
+                close = parse_price_units(e["close"]) // spec.tick_units
+                closes.append(DayClosed(e["seq"], ts, e["instrument"], close, e["volume"],
+                                        parse_cny_to_fen(e["turnover"]), e["trades"]))
+                self.specs[e["instrument"]] = spec.with_ref_ticks(close)
+        if {c.instrument for c in closes} != set(self.specs):
+            raise FixUnavailable(f"the server closed {sorted(c.instrument for c in closes)}, "
+                                 f"not every credit type of the scenario")
+        self.accounts.end_of_day()            # today's purchases become sellable
+        for order_id in [k for k, o in self.orders.items() if o[3] <= 0 or len(o) < 6 or not o[5]]:
+            del self.orders[order_id]         # finished: forget them
+        return self._take_events() + closes
 
     def top(self, instrument: str):
         view = self.fresh.view.get(instrument, {}) if self.fresh else {}
@@ -451,14 +443,15 @@ class FixVenue:
         return a.cash - a.cash_reserved
 
     def credits_sellable(self, account: str, instrument: str) -> int:
-        return (self.accounts.by_id[account].credits_sellable(instrument)
-                - self.locked.get((account, instrument), 0))
+        return self.accounts.by_id[account].credits_sellable(instrument)
 
     def issue(self, account: str, instrument: str, qty: int) -> None:
-        key = (account, instrument)
-        if self.locked.get(key, 0) < qty:
-            raise FixUnavailable("issuance after day 1 cannot reach the exchange over FIX")
-        self.locked[key] -= qty
+        """The registry's batch, deposited at the exchange through the operator socket."""
+        self.deposits += 1
+        self._operator([{"op": "deposit", "deposit_id": f"SIM-{self.run_id}-{self.deposits}",
+                         "account": account, "instrument": instrument, "qty": qty}])
+        credits = self.accounts.by_id[account].credits
+        credits[instrument] = credits.get(instrument, 0) + qty
 
     def close(self) -> None:
         for conn in self.conns.values():

@@ -379,9 +379,6 @@ class Session:
                 if books is not None else 0
             self.commands += 1
             self.dispatch(venue.end_of_day(cal.close_ns(day)))
-            if hasattr(venue, "day_closed"):    # a venue that cannot close the day itself
-                self.dispatch(venue.day_closed([t for t in self.trades if t[1] == day],
-                                               cal.close_ns(day)))
             record = self.days[-1]
             record.emitter_bought = {s: sum(e.bought.get(s, 0) for e in emitters) for s in symbols}
             accounts = getattr(venue, "accounts", None)
