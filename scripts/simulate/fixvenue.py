@@ -39,7 +39,8 @@ import time
 from datetime import datetime, timezone
 
 from engine.commands import CancelOrder, NewOrder
-from engine.events import DayClosed, OrderAccepted, OrderCancelled, OrderRejected, TradeExecuted
+from engine.events import (DayClosed, Deposited, OrderAccepted, OrderCancelled, OrderRejected,
+                           TradeExecuted)
 from engine.risk import PPM, Account, Accounts
 from engine.types import (CancelReason, OrderType, RejectReason, Side, TimeInForce, format_fen,
                           parse_cny_to_fen, parse_price_units)
@@ -445,13 +446,16 @@ class FixVenue:
     def credits_sellable(self, account: str, instrument: str) -> int:
         return self.accounts.by_id[account].credits_sellable(instrument)
 
-    def issue(self, account: str, instrument: str, qty: int) -> None:
+    def issue(self, account: str, instrument: str, qty: int, ts: int) -> Deposited:
         """The registry's batch, deposited at the exchange through the operator socket."""
         self.deposits += 1
-        self._operator([{"op": "deposit", "deposit_id": f"SIM-{self.run_id}-{self.deposits}",
-                         "account": account, "instrument": instrument, "qty": qty}])
+        [answer] = self._operator([{"op": "deposit", "account": account, "qty": qty,
+                                    "deposit_id": f"SIM-{self.run_id}-{self.deposits}",
+                                    "instrument": instrument}])
+        [e] = answer["events"]
         credits = self.accounts.by_id[account].credits
         credits[instrument] = credits.get(instrument, 0) + qty
+        return Deposited(e["seq"], ts, e["deposit_id"], e["account"], e["asset"], e["amount"])
 
     def close(self) -> None:
         for conn in self.conns.values():

@@ -309,9 +309,8 @@ class Session:
                             for i, o in enumerate(of_type)]
         for owner, qty, kind in batches:
             if qty > 0:
-                self.venue.issue(owner.account, owner.instrument, qty)
-                self.settlement.issue(owner.account, owner.instrument, qty,
-                                      self.calendar.open_ns(day))
+                self.settlement.deposit(self.venue.issue(owner.account, owner.instrument, qty,
+                                                         self.calendar.open_ns(day)))
                 owner.issued += qty
                 self.issuance.append((day, owner.instrument, owner.account, qty, kind))
 

@@ -1,8 +1,8 @@
 """The settlement seam: every simulated trade goes through `Settlement.trade()`.
 
-The run loop calls exactly three things here: `open()` for each account's opening balance,
-`issue()` for each registry issuance, `trade()` for each `TradeExecuted`, and `reconcile()`
-at every close. `TradeLedger` is the built-in settlement: it keeps its own books, derived
+The run loop calls exactly four things here: `open()` for each account's opening balance,
+`deposit()` for each `Deposited` (an issuance batch), `trade()` for each `TradeExecuted`,
+and `reconcile()` at every close. `TradeLedger` is the built-in settlement: it keeps its own books, derived
 only from opening balances, issuances and trades (never from the engine's account table),
 so reconciling it against `engine.risk.Accounts` checks every tonne and every fen twice:
 per account (cash, fees, credits) and in total (cash + fees conserved, credits conserved
@@ -13,23 +13,18 @@ these same methods points the simulation at it.
 engine/ledger/): every trade becomes a `SettlementInstruction` made by the same
 `InstructionMaker` the durable exchange uses, goes through an `Outbox` and a `Relay` with a
 durable cursor, and is posted by the embedded `SqliteLedger` (double entry, idempotent by
-instruction id). Opening balances go in with `open_accounts`; issuance batches are posted
-as `@registry -> owner` settlements of kind "issuance" (the ledger has no public call for
-issuance yet, so `_post_issuance` uses its transaction and posting primitives).
+instruction id). Opening balances go in with `open_accounts`; issuance batches are deposit
+instructions on the same stream (`@registry -> owner`), as the durable exchange makes them.
 `Settlements` fans the seam out to several of these and reconciles each.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
-
-from engine.events import TradeExecuted
+from engine.events import Deposited, TradeExecuted
 from engine.risk import PPM, Accounts
 from engine.types import InstrumentSpec, format_fen
-
-from .calendar import BEIJING, NS_PER_S
 
 
 @dataclass
@@ -79,10 +74,10 @@ class TradeLedger:
 
     name = "trades"
 
-    def issue(self, account: str, instrument: str, qty: int, ts: int = 0) -> None:
-        held = self.credits[account]
-        held[instrument] = held.get(instrument, 0) + qty
-        self.issued[instrument] = self.issued.get(instrument, 0) + qty
+    def deposit(self, d: Deposited) -> None:
+        held = self.credits[d.account]
+        held[d.asset] = held.get(d.asset, 0) + d.amount
+        self.issued[d.asset] = self.issued.get(d.asset, 0) + d.amount
 
     def trade(self, t: TradeExecuted, spec: InstrumentSpec) -> None:
         gross = t.price * spec.tick_fen * t.qty
@@ -152,7 +147,6 @@ class LedgerSettlement:
         self.opening: list[tuple[str, int, dict]] = []
         self.pending: list = []
         self.issued: dict[str, int] = {}
-        self.issues = 0
         self.trades = 0
 
     def open(self, account: str, cash: int, credits: dict[str, int]) -> None:
@@ -167,15 +161,9 @@ class LedgerSettlement:
             self.pending = []
         self.relay.drain()
 
-    def issue(self, account: str, instrument: str, qty: int, ts: int = 0) -> None:
-        self._flush()                          # postings stay in time order
-        self._post_issuance(account, instrument, qty, ts)
-        self.issued[instrument] = self.issued.get(instrument, 0) + qty
-
-    def _post_issuance(self, account: str, instrument: str, qty: int, ts: int) -> None:
-        day = datetime.fromtimestamp(ts // NS_PER_S, BEIJING).date().isoformat()
-        self.issues += 1
-        self.ledger.issue(f"ISSUE-{day}-{self.issues}", account, instrument, qty, day, ts)
+    def deposit(self, d: Deposited) -> None:
+        self.pending.append(self.maker.make_deposit(d, self.accounts))
+        self.issued[d.asset] = self.issued.get(d.asset, 0) + d.amount
 
     def trade(self, t: TradeExecuted, spec: InstrumentSpec) -> None:
         self.pending.append(self.maker.make(t, spec, self.accounts))
@@ -230,9 +218,9 @@ class Settlements:
         for p in self.parts:
             p.open(account, cash, credits)
 
-    def issue(self, account, instrument, qty, ts=0):
+    def deposit(self, d):
         for p in self.parts:
-            p.issue(account, instrument, qty, ts)
+            p.deposit(d)
 
     def trade(self, t, spec):
         for p in self.parts:

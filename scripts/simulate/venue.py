@@ -7,14 +7,17 @@ accounts, same-day resale, fees, expiry and the VWAP close at `EndOfDay`). The F
 (fixvenue.py), where each agent group is a broker session on a running `ccerx serve`,
 implements the same methods over TCP.
 
-Issuance is a registry operation, not a trade: `issue()` credits a holding account
-directly, the way the registry's transfer into the trading account would.
+Issuance is a registry operation, not a trade: `issue()` deposits the batch into the owner's
+account at the exchange (an engine `Deposit`, the operator's command for the registry's
+transfer into the trading account) and returns the `Deposited` event, which the run loop
+hands to the settlement like every trade.
 """
 from __future__ import annotations
 
 from typing import Protocol
 
-from engine.commands import EndOfDay
+from engine.commands import Deposit, EndOfDay
+from engine.events import Deposited
 from engine.exchange import Exchange
 from engine.risk import Account, Accounts
 from engine.types import InstrumentSpec
@@ -30,7 +33,7 @@ class Venue(Protocol):
     def depth(self, instrument: str, levels: int) -> tuple[int, int]: ...
     def cash_available(self, account: str) -> int: ...
     def credits_sellable(self, account: str, instrument: str) -> int: ...
-    def issue(self, account: str, instrument: str, qty: int) -> None: ...
+    def issue(self, account: str, instrument: str, qty: int, ts: int) -> Deposited: ...
 
 
 class InProcessVenue:
@@ -42,6 +45,7 @@ class InProcessVenue:
         self.specs = self.exchange.specs
         self.books = self.exchange.books
         self.send = self.exchange.apply       # commands in, events out
+        self.deposits = 0
 
     def end_of_day(self, ts: int) -> list:
         return self.exchange.apply(EndOfDay(ts))
@@ -73,6 +77,9 @@ class InProcessVenue:
     def credits_sellable(self, account: str, instrument: str) -> int:
         return self.accounts.by_id[account].credits_sellable(instrument)
 
-    def issue(self, account: str, instrument: str, qty: int) -> None:
-        credits = self.accounts.by_id[account].credits
-        credits[instrument] = credits.get(instrument, 0) + qty
+    def issue(self, account: str, instrument: str, qty: int, ts: int) -> Deposited:
+        self.deposits += 1
+        [event] = self.exchange.apply(Deposit(f"ISS-{self.deposits}", account, instrument, qty, ts))
+        if type(event) is not Deposited:
+            raise AssertionError(f"the exchange refused an issuance batch: {event}")
+        return event
