@@ -64,6 +64,11 @@ class TradingCalendar:
                         return at
         raise ValueError("no trading day within a week")
 
+    def day_start(self, ts: int) -> int:
+        """Local midnight at the start of ts's local day."""
+        day, _ = self._local(ts)
+        return self._at(day, 0)
+
     def last_close(self, ts: int) -> int:
         """The most recent end of a trading day at or before ts (0 if none in the last week)."""
         day, _ = self._local(ts)

@@ -212,17 +212,22 @@ def calendar_commands(calendar, exchange, now: int) -> list:
             commands.append(SetTradingStatus(True, "open (round the clock)", now))
         return commands
     due_close = calendar.last_close(now)
-    # A close is due if the last one is older than the calendar's latest close and nothing
-    # traded after that close time (activity after it, possible only if the server ran with
-    # --hours always, belongs to a day the next scheduled close will end). It is stamped with
-    # the close time, so the day's statements carry the trading day's date.
-    if due_close and exchange.last_close_ts < due_close and exchange.last_ts <= due_close:
+    # A close is due if that trading date has not been closed yet (by the calendar, or early by
+    # the operator's `eod`) and nothing traded after that close time (activity after it,
+    # possible only if the server ran with --hours always, belongs to a day the next scheduled
+    # close will end). It is stamped with the close time, so the day's statements carry the
+    # trading day's date.
+    if (due_close and exchange.last_close_ts < calendar.day_start(due_close)
+            and exchange.last_ts <= due_close):
         if trading_open:
             commands.append(SetTradingStatus(False, "close", due_close))
             trading_open = False
         commands.append(EndOfDay(due_close))
-    if calendar.is_open(now) != trading_open:
-        commands.append(SetTradingStatus(not trading_open, calendar.note(now), now))
+    # a day the operator closed early stays closed until the next trading day
+    closed_early = calendar.is_open(now) and exchange.last_close_ts >= calendar.day_start(now)
+    if (calendar.is_open(now) and not closed_early) != trading_open:
+        note = "closed for the day (closed early)" if closed_early else calendar.note(now)
+        commands.append(SetTradingStatus(not trading_open, note, now))
     return commands
 
 

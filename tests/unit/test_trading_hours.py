@@ -119,3 +119,36 @@ def test_a_day_traded_round_the_clock_is_not_cut_by_switching_to_cn_hours():
     commands = calendar_commands(CAL, ex, ns(2026, 11, 27, 17, 0))
     assert commands == [SetTradingStatus(False, "closed", ns(2026, 11, 27, 17, 0))]
     assert ex.books["CCER-AFF"].orders   # nothing expired
+
+
+def test_a_day_the_operator_closed_early_is_not_closed_again_nor_reopened():
+    ex = Exchange()
+    for c in calendar_commands(CAL, ex, ns(2026, 11, 27, 10, 0)):
+        ex.apply(c)
+    assert ex.trading_open
+    # the operator's desk: halt, then end the day at 10:30 (ccerx operator halt; ... eod)
+    ex.apply(SetTradingStatus(False, "halt", ns(2026, 11, 27, 10, 30)))
+    ex.apply(EndOfDay(ns(2026, 11, 27, 10, 30)))
+    assert calendar_commands(CAL, ex, ns(2026, 11, 27, 11, 30)) == []
+    assert calendar_commands(CAL, ex, ns(2026, 11, 27, 13, 0)) == []    # no reopening
+    assert calendar_commands(CAL, ex, ns(2026, 11, 27, 15, 0)) == []    # no second close
+    # an early close that forgot the halt: the next boundary closes the market for the day
+    ex.apply(SetTradingStatus(True, "resume", ns(2026, 11, 27, 13, 30)))
+    shut = calendar_commands(CAL, ex, ns(2026, 11, 27, 15, 0))
+    assert shut == [SetTradingStatus(False, "closed", ns(2026, 11, 27, 15, 0))]
+    ex.apply(shut[0])
+    assert ex.last_close_ts == ns(2026, 11, 27, 10, 30)          # still the one close
+    monday = calendar_commands(CAL, ex, ns(2026, 11, 30, 9, 30))
+    assert monday == [SetTradingStatus(True, "morning session", ns(2026, 11, 30, 9, 30))]
+
+
+def test_an_early_close_in_the_afternoon_session_keeps_the_market_shut_until_tomorrow():
+    ex = Exchange()
+    for c in calendar_commands(CAL, ex, ns(2026, 11, 26, 13, 0)):
+        ex.apply(c)
+    ex.apply(EndOfDay(ns(2026, 11, 26, 14, 0)))                 # eod without a halt
+    [shut] = calendar_commands(CAL, ex, ns(2026, 11, 26, 14, 0) + 1)
+    assert shut.open is False and "closed early" in shut.note
+    ex.apply(shut)
+    friday = calendar_commands(CAL, ex, ns(2026, 11, 27, 9, 30))
+    assert friday == [SetTradingStatus(True, "morning session", ns(2026, 11, 27, 9, 30))]
