@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from engine.calendar import TradingCalendar
+from engine.calendar import TradingCalendar, load_holidays
 from engine.commands import EndOfDay, SetTradingStatus
 from engine.config import load_instruments
 from gateway.config import DEMO_CONFIG, GatewayConfig, hash_password
@@ -47,6 +47,9 @@ def add_parser(sub) -> None:
                         "expire, the VWAP close becomes the next reference price; a close missed "
                         "while the server was down runs at start); 'always' (default, for testing "
                         "and demos) keeps the market open and never closes the day by itself")
+    p.add_argument("--holidays", metavar="FILE",
+                   help="with --hours cn: the exchange's published holidays, one YYYY-MM-DD per "
+                        "line (# comments); no trading and no close on those dates")
     p.add_argument("--control", metavar="PATH",
                    help="the operator's control socket (Unix domain, mode 0600) for `ccerx "
                         "operator`: close the day, halt or resume trading; default "
@@ -114,9 +117,14 @@ def run(args) -> int:
     try:
         config = GatewayConfig.load(args.config) if args.config else GatewayConfig.demo()
         instruments = load_instruments(config.instruments_path)
+        holidays = load_holidays(args.holidays) if getattr(args, "holidays", None) else ()
     except ValueError as err:  # ConfigError included
         print(f"ccerx serve: {err}", file=sys.stderr)
         return 2
+    if holidays and args.hours != "cn":
+        print("ccerx serve: --holidays needs --hours cn", file=sys.stderr)
+        return 2
+    args.holiday_dates = holidays
     if not 0 <= args.port <= 65535:
         print("ccerx serve: --port must be 0-65535", file=sys.stderr)
         return 2
@@ -174,7 +182,8 @@ async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, en
     # (no await since control.start(): the calendar's first pass runs before any operator
     # request can be read, so it cannot undo a halt sent right at startup)
     serving = asyncio.create_task(server.serve_forever())
-    calendar = TradingCalendar() if getattr(args, "hours", "always") == "cn" else None
+    calendar = (TradingCalendar(holidays=getattr(args, "holiday_dates", ()))
+                if getattr(args, "hours", "always") == "cn" else None)
     if application is not None:
         stop_calendar = asyncio.create_task(
             run_calendar(calendar, application, server, application.exchange))

@@ -86,3 +86,23 @@ def test_status_survives_journal_snapshot_and_ndjson():
     copy = exchange_from_state(exchange_state(ex))
     assert (copy.trading_open, copy.last_close_ts) == (False, 43)
     assert copy.state_hash() == ex.state_hash()
+
+
+def test_holidays_are_closed_and_the_schedule_looks_past_them(tmp_path):
+    from engine.calendar import load_holidays
+    path = tmp_path / "holidays.txt"
+    # National Day 2026: Thursday 1 October to Wednesday 7 October (a made-up list)
+    path.write_text("# PRC National Day\n" + "".join(f"2026-10-0{d}\n" for d in range(1, 8)))
+    cal = TradingCalendar(holidays=load_holidays(path))
+    assert not cal.is_open(ns(2026, 10, 5, 10, 0)) and cal.note(ns(2026, 10, 5, 10, 0)) == \
+        "closed (holiday)"
+    assert CAL.is_open(ns(2026, 10, 5, 10, 0))                # no holidays: a Monday session
+    # after Wednesday 30 September's close the next opening is Thursday 8 October
+    assert cal.next_change(ns(2026, 9, 30, 15, 0)) == ns(2026, 10, 8, 9, 30)
+    assert cal.last_close(ns(2026, 10, 8, 9, 0)) == ns(2026, 9, 30, 15, 0)
+    # a closure longer than a week is looked through
+    long = TradingCalendar(holidays=[datetime(2026, 10, d).date() for d in range(1, 31)])
+    assert long.next_change(ns(2026, 9, 30, 16, 0)) == ns(2026, 11, 2, 9, 30)   # Monday 2 Nov
+    path.write_text("2026-10-01\n2026-13-01\n")
+    with pytest.raises(ValueError, match=r"holidays.txt:2"):
+        load_holidays(path)

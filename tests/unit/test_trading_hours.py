@@ -152,3 +152,16 @@ def test_an_early_close_in_the_afternoon_session_keeps_the_market_shut_until_tom
     ex.apply(shut)
     friday = calendar_commands(CAL, ex, ns(2026, 11, 27, 9, 30))
     assert friday == [SetTradingStatus(True, "morning session", ns(2026, 11, 27, 9, 30))]
+
+
+def test_serve_refuses_a_bad_holiday_file(tmp_path, capsys):
+    from scripts.ccerx import main
+    bad = tmp_path / "holidays.txt"
+    bad.write_text("2026-10-01\nOctober 2nd\n")
+    assert main(["serve", "--hours", "cn", "--holidays", str(bad),
+                 "--data-dir", str(tmp_path / "d")]) == 2
+    assert "holidays.txt:2" in capsys.readouterr().err
+    bad.write_text("2026-10-01\n")
+    assert main(["serve", "--holidays", str(bad), "--data-dir", str(tmp_path / "d")]) == 2
+    assert "needs --hours cn" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()          # refused before anything was created
