@@ -88,10 +88,10 @@ class TradingCalendar:
                         return at
         raise ValueError(f"no trading day within {SEARCH_DAYS} days")
 
-    def day_start(self, ts: int) -> int:
-        """Local midnight at the start of ts's local day."""
+    def first_open(self, ts: int) -> int:
+        """When the first session of ts's local day opens (whether or not it is a trading day)."""
         day, _ = self._local(ts)
-        return self._at(day, 0)
+        return self._at(day, self.sessions[0][0])
 
     def last_close(self, ts: int) -> int:
         """The most recent end of a trading day at or before ts (0 if none in SEARCH_DAYS)."""

@@ -110,8 +110,10 @@ class LineSplitter:
 
 
 def handle_line(line: bytes, clock: Callable[[], int] = time.time_ns):
-    """One request line -> the operator command to apply (stamped with clock() if it has no
-    ts), or Refused with the reason. Never raises; changes nothing."""
+    """One request line -> the operator command to apply, stamped with clock(), or Refused
+    with the reason. Never raises; changes nothing. A request may not carry its own `ts`: the
+    server's clock dates what the operator does (a close stamped in 2099, or a deposit dated
+    into a day whose statements are written, would corrupt the calendar and the books)."""
     if not line.strip():
         return Refused("empty request line")
     try:
@@ -124,14 +126,14 @@ def handle_line(line: bytes, clock: Callable[[], int] = time.time_ns):
     if type(op) is not str or op not in OPERATOR_OPS:
         return Refused(f"op {_short(op)} is not an operator command: expected {_ALLOWED} "
                        "(orders come over FIX only)")
+    if "ts" in request:
+        return Refused("ts is set by the server's clock; leave it out")
     command = parse_command(line)
     if type(command) is Malformed:
         return Refused(command.text)
     if type(command) is not OPERATOR_OPS[op]:
         raise AssertionError(f"parse_command made {type(command).__name__} of op {op!r}")
-    if command.ts is None:
-        command = command._replace(ts=clock())
-    return command
+    return command._replace(ts=clock())
 
 
 def _short(value) -> str:

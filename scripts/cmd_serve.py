@@ -210,10 +210,14 @@ def control_socket_path(args, data_dir: Path) -> Optional[Path]:
     return None if control == "none" else Path(control)
 
 
-def calendar_commands(calendar, exchange, now: int) -> list:
+def calendar_commands(calendar, exchange, now: int, last_pass: Optional[int] = None) -> list:
     """What the trading calendar requires of the exchange at `now` (ns): close a day whose
     close is due (or was missed while the server was down), then open or close trading.
-    calendar None means round-the-clock trading (the market is simply kept open)."""
+    calendar None means round-the-clock trading (the market is simply kept open).
+
+    `last_pass` is when the calendar last looked (None: the server is starting). The trading
+    status follows the schedule at start and whenever a session boundary has passed since the
+    last pass; in between, the operator's halt or resume stands."""
     commands = []
     trading_open = exchange.trading_open
     if calendar is None:
@@ -222,18 +226,20 @@ def calendar_commands(calendar, exchange, now: int) -> list:
         return commands
     due_close = calendar.last_close(now)
     # A close is due if that trading date has not been closed yet (by the calendar, or early by
-    # the operator's `eod`) and nothing traded after that close time (activity after it,
-    # possible only if the server ran with --hours always, belongs to a day the next scheduled
-    # close will end). It is stamped with the close time, so the day's statements carry the
-    # trading day's date.
-    if (due_close and exchange.last_close_ts < calendar.day_start(due_close)
-            and exchange.last_ts <= due_close):
+    # the operator's `eod` after the day's opening). It is stamped with the close time, so the
+    # day's statements carry the trading day's date. At start, a day that was traded after its
+    # close time (the server ran with --hours always) is not cut: the next scheduled close
+    # ends it.
+    if (due_close and exchange.last_close_ts < calendar.first_open(due_close)
+            and (last_pass is not None or exchange.last_ts <= due_close)):
         if trading_open:
             commands.append(SetTradingStatus(False, "close", due_close))
             trading_open = False
         commands.append(EndOfDay(due_close))
+    if last_pass is not None and calendar.next_change(last_pass) > now:
+        return commands                       # no boundary passed: the status stands
     # a day the operator closed early stays closed until the next trading day
-    closed_early = calendar.is_open(now) and exchange.last_close_ts >= calendar.day_start(now)
+    closed_early = calendar.is_open(now) and exchange.last_close_ts >= calendar.first_open(now)
     if (calendar.is_open(now) and not closed_early) != trading_open:
         note = "closed for the day (closed early)" if closed_early else calendar.note(now)
         commands.append(SetTradingStatus(not trading_open, note, now))
@@ -242,16 +248,19 @@ def calendar_commands(calendar, exchange, now: int) -> list:
 
 async def run_calendar(calendar, application, server, exchange) -> None:
     """Drive the trading calendar: at each session boundary, apply what it requires and tell
-    the brokers (TradingSessionStatus, expiries). Sleeps until the next boundary."""
+    the brokers (TradingSessionStatus, expiries). Sleeps until the next boundary (at most a
+    minute at a time, so a clock that jumps is noticed)."""
+    last_pass = None
     while True:
         now = time.time_ns()
         outbound = []
-        for command in calendar_commands(calendar, exchange, now):
+        for command in calendar_commands(calendar, exchange, now, last_pass):
             outbound += application.run_operator_command(command)
         if outbound:
             server.deliver(outbound)
         if calendar is None:
             return
+        last_pass = now
         wait_s = (calendar.next_change(now) - time.time_ns()) / 1e9
         await asyncio.sleep(min(max(wait_s, 0.01), 60.0))
 

@@ -56,10 +56,9 @@ def test_an_unterminated_request_at_the_end_is_refused_not_applied():
 
 
 # ------------------------------------------------------------------ handle_line
-# line -> the command it must become (stamped with NOW unless it has a ts), or a refusal text
+# line -> the command it must become (stamped with NOW, the server's clock), or a refusal text
 ACCEPTED = [
     (b'{"op":"eod"}', EndOfDay(NOW)),
-    (b'{"op":"eod","ts":5}', EndOfDay(5)),
     (b'{"op":"status","open":false,"note":"halt"}', SetTradingStatus(False, "halt", NOW)),
     (b' {"op":"status","open":true} \r', SetTradingStatus(True, "", NOW)),
     (b'{"op":"deposit","deposit_id":"ISS-1","account":"HOLD01","instrument":"CCER-SOL",'
@@ -84,7 +83,10 @@ REFUSED = [
     (b'{"op":"status","open":"no"}', 'status needs "open"'),
     (b'{"op":"deposit","deposit_id":"F-3","account":"EMIT01","cash":"1.00","qty":1}', "either"),
     (b'{"op":"deposit","deposit_id":"F-4","account":"EMIT01","cash":1000}', "cash must be"),
-    (b'{"op":"eod","ts":-1}', "ts must be a non-negative integer"),
+    (b'{"op":"eod","ts":-1}', "ts is set by the server"),
+    (b'{"op":"eod","ts":4102444800000000000}', "ts is set by the server"),     # 2100: refused
+    (b'{"op":"deposit","deposit_id":"F-5","account":"EMIT01","cash":"1.00","ts":5}',
+     "ts is set by the server"),
     (b'{"op":"eod"', "not valid JSON"),
     (b"\xff\xfe", "not valid JSON"),
     (b'[{"op":"eod"}]', "not a JSON object"),

@@ -165,3 +165,51 @@ def test_serve_refuses_a_bad_holiday_file(tmp_path, capsys):
     assert main(["serve", "--holidays", str(bad), "--data-dir", str(tmp_path / "d")]) == 2
     assert "needs --hours cn" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()          # refused before anything was created
+
+
+def test_an_operator_halt_stands_between_session_boundaries():
+    ex = Exchange()
+    for c in calendar_commands(CAL, ex, ns(2026, 11, 27, 9, 30)):
+        ex.apply(c)
+    ex.apply(SetTradingStatus(False, "halt", ns(2026, 11, 27, 10, 0)))
+    # the loop looks at least once a minute: no boundary passed, the halt stands
+    last = ns(2026, 11, 27, 10, 0)
+    for minute in range(1, 90):
+        now = last + 60_000_000_000
+        assert calendar_commands(CAL, ex, now, last) == [], minute
+        last = now
+    # the 11:30 boundary passes: the schedule speaks again (the break), and so at 13:00
+    assert calendar_commands(CAL, ex, ns(2026, 11, 27, 11, 30), last) == [] \
+        and not ex.trading_open                                    # already closed: nothing
+    [reopen] = calendar_commands(CAL, ex, ns(2026, 11, 27, 13, 0), ns(2026, 11, 27, 12, 59))
+    assert reopen.open is True
+    ex.apply(reopen)
+    for c in calendar_commands(CAL, ex, ns(2026, 11, 27, 15, 0), ns(2026, 11, 27, 14, 59)):
+        ex.apply(c)
+    assert not ex.trading_open and ex.last_close_ts == ns(2026, 11, 27, 15, 0)
+    # a resume outside the hours stands until the next boundary too (Monday's opening)
+    ex.apply(SetTradingStatus(True, "resume", ns(2026, 11, 27, 16, 0)))
+    assert calendar_commands(CAL, ex, ns(2026, 11, 27, 16, 1), ns(2026, 11, 27, 16, 0)) == []
+    assert calendar_commands(CAL, ex, ns(2026, 11, 30, 9, 30), ns(2026, 11, 30, 9, 29)) == []
+
+
+def test_a_deposit_after_the_close_time_does_not_skip_the_close():
+    from engine.commands import Deposit
+    ex = Exchange()
+    for c in calendar_commands(CAL, ex, ns(2026, 11, 27, 14, 0)):
+        ex.apply(c)
+    ex.apply(Deposit("D1", "A", "CNY", 100, ns(2026, 11, 27, 15, 0) + 1_000_000))
+    close = calendar_commands(CAL, ex, ns(2026, 11, 27, 15, 0) + 2_000_000,
+                              ns(2026, 11, 27, 14, 59))
+    assert [type(c).__name__ for c in close] == ["SetTradingStatus", "EndOfDay"]
+
+
+def test_an_eod_before_the_opening_does_not_cancel_the_trading_day():
+    ex = Exchange()
+    ex.apply(SetTradingStatus(False, "pre-open", ns(2026, 11, 27, 8, 0)))
+    ex.apply(EndOfDay(ns(2026, 11, 27, 9, 0)))          # the operator, before 09:30
+    [opening] = calendar_commands(CAL, ex, ns(2026, 11, 27, 9, 30), ns(2026, 11, 27, 9, 0))
+    assert opening.open is True
+    ex.apply(opening)
+    close = calendar_commands(CAL, ex, ns(2026, 11, 27, 15, 0), ns(2026, 11, 27, 14, 59))
+    assert close[-1] == EndOfDay(ns(2026, 11, 27, 15, 0))
