@@ -36,6 +36,7 @@ import os
 import socket
 import stat
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Optional, Union
 
@@ -53,6 +54,22 @@ READ_CHUNK = 64 * 1024
 OPERATOR_OPS = {"eod": EndOfDay, "status": SetTradingStatus, "deposit": Deposit}  # op -> type
 _ALLOWED = " or ".join((", ".join(list(OPERATOR_OPS)[:-1]), list(OPERATOR_OPS)[-1]))
 CLIENT_TIMEOUT = 60.0               # seconds operator_request waits for all its answers
+MAX_SUN_PATH = 107                  # bytes of a socket path in sockaddr_un (Linux), less the NUL
+
+
+@contextmanager
+def short_address(path: str):
+    """An address for the socket file `path` that fits sockaddr_un: the path itself, or, when
+    it is too long (a deep data directory), the same file reached through /proc/self/fd of
+    its open parent directory (Linux), valid while the context lasts."""
+    if len(os.fsencode(path)) <= MAX_SUN_PATH:
+        yield path
+        return
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{os.path.basename(path)}"
+    finally:
+        os.close(fd)
 
 
 class Refused(NamedTuple):
@@ -187,7 +204,8 @@ class ControlServer:
             # stricter.)
             previous = os.umask(0o177)
             try:
-                sock.bind(path)
+                with short_address(path) as address:
+                    sock.bind(address)
             finally:
                 os.umask(previous)
             os.chmod(path, 0o600)
@@ -285,7 +303,8 @@ def _remove_stale_socket(path: str) -> None:
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(2.0)
     try:
-        probe.connect(path)
+        with short_address(path) as address:
+            probe.connect(address)
     except ConnectionRefusedError:      # nobody listens: left behind by a server that died
         os.unlink(path)
         return
@@ -323,7 +342,8 @@ async def operator_request(path, lines: list, timeout: Optional[float] = CLIENT_
     before every request is answered."""
     path = str(path)
     try:
-        reader, writer = await asyncio.open_unix_connection(path, limit=1 << 30)
+        with short_address(path) as address:
+            reader, writer = await asyncio.open_unix_connection(address, limit=1 << 30)
     except OSError as err:
         raise ControlUnavailable(f"cannot reach the control socket {path}: "
                                  f"{err.strerror or err}") from None

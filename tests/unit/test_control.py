@@ -273,3 +273,18 @@ def test_a_stale_socket_file_is_replaced_but_a_live_one_or_a_file_is_not(tmp_pat
 def test_client_reports_an_unreachable_socket(tmp_path):
     with pytest.raises(ControlUnavailable, match="cannot reach the control socket"):
         run(operator_request(tmp_path / "absent.sock", [{"op": "eod"}]))
+
+
+def test_a_socket_in_a_deep_directory_beyond_the_sun_path_limit_works(tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    path = deep / "control.sock"
+    assert len(str(path)) > 108                    # too long for a plain bind()
+
+    async def scenario():
+        async with Rig(path):
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+            [answer] = await operator_request(path, [{"op": "status", "open": False}])
+            assert answer["ok"] and answer["events"][0]["open"] is False
+        assert not path.exists()
+    run(scenario())
