@@ -221,13 +221,13 @@ class DurableExchange:
                 ledger.open_accounts([tuple(r) for r in rows])
             adapters = {"ledger": ledger, **adapters}
         for name, adapter in adapters.items():
-            statements = name == "ledger" and hasattr(adapter, "end_of_day_statements")
+            statements = name == "ledger" and hasattr(adapter, "close_statements")
             self.relays[name] = Relay(name, self.outbox, adapter,
                                       self.data_dir / f"cursor-{name}.json", relay_batch,
                                       on_confirm=self._on_confirm if statements
                                       else self._trim_outbox,
                                       on_idle=self._write_statements if statements else None)
-        if self.ledger is None or not hasattr(self.ledger, "end_of_day_statements"):
+        if self.ledger is None or not hasattr(self.ledger, "close_statements"):
             self._eod_marks.clear()
         for name, relay in self.relays.items():
             report.pending[name] = max(0, report.last_instruction - relay.cursor.value)
@@ -336,7 +336,9 @@ class DurableExchange:
 
     def _write_statements(self) -> None:
         """In the ledger relay's thread: once the ledger holds every instruction up to an end
-        of day, write that day's per-account statements to statements/<trade date>.json."""
+        of day, write that close's per-account statements (everything settled since the
+        previous close) to statements/<trade date>.json (<trade date>-<seq>.json for a later
+        close of the same date, as in round-the-clock demos)."""
         if not self._eod_marks or "ledger" not in self.relays:
             return
         with self._statements_lock:
@@ -344,12 +346,15 @@ class DurableExchange:
                 confirmed = self.relays["ledger"].cursor.value
                 due = [m for m in self._eod_marks if m[0] <= confirmed]
                 self._eod_marks = [m for m in self._eod_marks if m[0] > confirmed]
-            for _seq, date in due:
+            for upto_seq, date in due:
                 self.statements_dir.mkdir(exist_ok=True)
-                statements = self.ledger.end_of_day_statements(date)
-                _write_atomic(self.statements_dir / f"{date}.json",
-                              orjson.dumps({"trade_date": date, "statements": statements},
-                                           option=orjson.OPT_INDENT_2))
+                statements = self.ledger.close_statements(date, upto_seq)
+                path = self.statements_dir / f"{date}.json"
+                if path.exists() and orjson.loads(path.read_bytes()).get("upto_seq") != upto_seq:
+                    path = self.statements_dir / f"{date}-{upto_seq}.json"
+                _write_atomic(path, orjson.dumps({"trade_date": date, "upto_seq": upto_seq,
+                                                  "statements": statements},
+                                                 option=orjson.OPT_INDENT_2))
 
     def _trim_outbox(self) -> None:
         if self.relays:

@@ -177,6 +177,9 @@ def run_statement(args) -> int:
             print(f"   {t['side']:<4} {t['qty']:>6} t {t['instrument']} @ {t['price']}  "
                   f"gross {t['gross']}  fee {t['fee']}  trade {t['trade_id']}  "
                   f"settles {t['settle_date']}")
+        for d in st["deposits"]:
+            unit = " CNY" if d["asset"] == "CNY" else f" t {d['asset']}"
+            print(f"   deposit {d['amount']}{unit}  ({d['deposit_id']})")
         print(f"   closing cash {st['closing']['cash']}  credits {st['closing']['credits']}")
     return 0
 

@@ -78,6 +78,11 @@ CREATE TABLE IF NOT EXISTS {p}postings (
 );
 CREATE INDEX IF NOT EXISTS {p}settlements_buyer ON {p}settlements (buyer, trade_date);
 CREATE INDEX IF NOT EXISTS {p}settlements_seller ON {p}settlements (seller, trade_date);
+CREATE TABLE IF NOT EXISTS {p}closes (
+    upto_seq    BIGINT NOT NULL,
+    trade_date  TEXT   NOT NULL,
+    PRIMARY KEY (upto_seq, trade_date)
+);
 CREATE TABLE IF NOT EXISTS {p}streams (
     exchange    TEXT   NOT NULL PRIMARY KEY,
     applied_seq BIGINT NOT NULL
@@ -303,35 +308,21 @@ class SqlLedger:
         problems = self.problems()
         assert not problems, "; ".join(problems[:10])
 
-    def issue(self, issue_id: str, account: str, instrument: str, qty: int, day: str,
-              ts: int = 0) -> bool:
-        """Credit a registry issuance of `qty` t to `account`, once per `issue_id`;
-        returns False if that issuance was applied before."""
-        body = orjson.dumps([account, instrument, qty, day]).decode()
-        row = (issue_id, "issuance", None, None, None, None, instrument, qty, None, None, None,
-               None, account, None, day, day, ts, body)
-        with self._lock, self._tx():
-            if not self._insert_settlement(row):
-                return False
-            self._ensure(REGISTRY, instrument, 1)
-            self._ensure(account, instrument)
-            self._post(issue_id, 0, instrument, REGISTRY, account, qty)
-        return True
-
     def statement(self, account: str, trade_date: str) -> dict:
-        """End-of-day statement of one account for one trade date: its trades (both sides),
-        deposits, fees, and balances at the start and end of that day (cash as decimal CNY)."""
+        """Statement of one account for one trade date: its trades (both sides), deposits,
+        fees, and balances at the start and end of that date (cash as decimal CNY)."""
         with self._lock:
-            return self._statement(account, trade_date)
+            return self._statement(account, trade_date, _DatePeriod(trade_date))
 
-    def _statement(self, account: str, trade_date: str) -> dict:
+    def _statement(self, account: str, trade_date: str, period: "_DatePeriod | _SeqPeriod"
+                   ) -> dict:
         trades = []
         fees = 0
         rows = self._execute(self.q(
             "SELECT id, trade_id, instrument, qty, price_units, gross_fen, buy_fee, sell_fee, "
             "buyer, seller, settle_date, seq FROM {p}settlements WHERE kind = 'trade' "
-            "AND trade_date = ? AND (buyer = ? OR seller = ?) ORDER BY seq"),
-            (trade_date, account, account))
+            f"AND {period.within} AND (buyer = ? OR seller = ?) ORDER BY seq"),
+            (*period.args, account, account))
         for (sid, trade_id, instrument, qty, price_units, gross, buy_fee, sell_fee, buyer,
              seller, settle_date, _seq) in rows:
             buying = buyer == account
@@ -346,35 +337,41 @@ class SqlLedger:
         deposits = []
         rows = self._execute(self.q(
             "SELECT id, instrument, qty, gross_fen, body FROM {p}settlements WHERE kind = "
-            "'deposit' AND trade_date = ? AND buyer = ? ORDER BY seq"), (trade_date, account))
+            f"'deposit' AND {period.within} AND buyer = ? ORDER BY seq"), (*period.args, account))
         for sid, asset, qty, cash, body in rows:
             deposits.append({"settlement_id": sid, "deposit_id": orjson.loads(body)["deposit_id"],
                              "asset": asset, "amount": format_fen(cash) if asset == CASH else qty})
-        opening = self._balances_through(account, trade_date, inclusive=False)
-        closing = self._balances_through(account, trade_date, inclusive=True)
-        return {"account": account, "trade_date": trade_date, "trades": trades,
-                "trade_count": len(trades), "deposits": deposits, "fees": format_fen(fees),
-                "opening": _format_balances(opening), "closing": _format_balances(closing)}
+        opening = self._balances_through(account, period.before, period.before_args)
+        closing = self._balances_through(account, period.through, period.through_args)
+        out = {"account": account, "trade_date": trade_date, "trades": trades,
+               "trade_count": len(trades), "deposits": deposits, "fees": format_fen(fees),
+               "opening": _format_balances(opening), "closing": _format_balances(closing)}
+        if type(period) is _SeqPeriod:
+            out["instructions"] = [period.after + 1, period.upto]   # the stream span covered
+        return out
 
-    def _balances_through(self, account: str, trade_date: str, inclusive: bool) -> dict:
-        op = "<=" if inclusive else "<"
+    def _balances_through(self, account: str, condition: str, args: tuple) -> dict:
         out: dict[str, int] = {}
         for column, sign in (("credit_owner", 1), ("debit_owner", -1)):
             rows = self._execute(self.q(
                 f"SELECT p.asset, SUM(p.amount) FROM {{p}}postings p JOIN {{p}}settlements s "
-                f"ON s.id = p.settlement_id WHERE p.{column} = ? AND s.trade_date {op} ? "
-                f"GROUP BY p.asset"), (account, trade_date))
+                f"ON s.id = p.settlement_id WHERE p.{column} = ? AND {condition} "
+                f"GROUP BY p.asset"), (account, *args))
             for asset, amount in rows:
                 out[asset] = out.get(asset, 0) + sign * int(amount)   # PostgreSQL sums are Decimal
         return out
 
-    def accounts_with_activity(self, trade_date: str) -> list[str]:
+    def _accounts_within(self, period: "_DatePeriod | _SeqPeriod") -> list[str]:
         rows = self._execute(self.q(
-            "SELECT buyer FROM {p}settlements WHERE kind IN ('trade', 'deposit') "
-            "AND trade_date = ? UNION "
-            "SELECT seller FROM {p}settlements WHERE kind = 'trade' AND trade_date = ?"),
-            (trade_date, trade_date))
+            f"SELECT buyer FROM {{p}}settlements WHERE kind IN ('trade', 'deposit') "
+            f"AND {period.within} UNION "
+            f"SELECT seller FROM {{p}}settlements WHERE kind = 'trade' AND {period.within}"),
+            period.args * 2)
         return sorted(r[0] for r in rows)
+
+    def accounts_with_activity(self, trade_date: str) -> list[str]:
+        with self._lock:
+            return self._accounts_within(_DatePeriod(trade_date))
 
     def trade_dates(self) -> list[str]:
         rows = self._execute(self.q("SELECT DISTINCT trade_date FROM {p}settlements "
@@ -382,9 +379,49 @@ class SqlLedger:
         return [r[0] for r in rows]
 
     def end_of_day_statements(self, trade_date: str, accounts: Optional[Iterable[str]] = None):
-        """Statements of every account that traded that day (or of `accounts`)."""
+        """Statements of every account with trades or deposits dated that day (or of
+        `accounts`)."""
         names = list(accounts) if accounts is not None else self.accounts_with_activity(trade_date)
         return [self.statement(name, trade_date) for name in names]
+
+    def close_statements(self, trade_date: str, upto_seq: int) -> list[dict]:
+        """The statements of a close: the exchange closed trading date `trade_date` when its
+        instruction stream stood at `upto_seq`. Each covers what settled since the previous
+        close recorded here (trades and deposits, whatever their dates: a deposit after
+        Friday's close or on a Saturday belongs to Monday's), with the balances at that close
+        and at this one. The close is recorded; asking again gives the same statements."""
+        with self._lock:
+            row = self._execute(self.q(
+                "SELECT MAX(upto_seq) FROM {p}closes WHERE upto_seq < ? "
+                "OR (upto_seq = ? AND trade_date < ?)"), (upto_seq, upto_seq, trade_date)
+            ).fetchone()
+            period = _SeqPeriod(int(row[0] or 0), upto_seq)
+            statements = [self._statement(name, trade_date, period)
+                          for name in self._accounts_within(period)]
+            with self._tx():
+                self._execute(self.q("INSERT INTO {p}closes (upto_seq, trade_date) VALUES "
+                                     "(?, ?) ON CONFLICT (upto_seq, trade_date) DO NOTHING"),
+                              (upto_seq, trade_date))
+        return statements
+
+
+class _DatePeriod:
+    """Settlements dated one trade date; balances before and through it."""
+
+    def __init__(self, trade_date: str):
+        self.within, self.args = "trade_date = ?", (trade_date,)
+        self.before, self.before_args = "s.trade_date < ?", (trade_date,)
+        self.through, self.through_args = "s.trade_date <= ?", (trade_date,)
+
+
+class _SeqPeriod:
+    """Settlements with stream seq in (after, upto]; opening balances (no seq) count before."""
+
+    def __init__(self, after: int, upto: int):
+        self.after, self.upto = after, upto
+        self.within, self.args = "seq > ? AND seq <= ?", (after, upto)
+        self.before, self.before_args = "(s.seq IS NULL OR s.seq <= ?)", (after,)
+        self.through, self.through_args = "(s.seq IS NULL OR s.seq <= ?)", (upto,)
 
 
 def _format_balances(balances: dict[str, int]) -> dict:

@@ -7,6 +7,7 @@ import pytest
 
 from engine.ledger.base import LedgerRejected
 from engine.settlement import DepositInstruction, SettlementInstruction
+from engine.types import format_fen
 
 OPENING = [("BUY1", 10_000_000, {}), ("SELL1", 0, {"CCER-AFF": 1000}),
            ("BOTH", 5_000_000, {"CCER-AFF": 50, "CCER-SOL": 10})]
@@ -51,16 +52,6 @@ class LedgerContract:
         with pytest.raises(AssertionError, match="SELL1/CNY"):
             ledger.check()
 
-    def test_issuance_is_posted_once(self, ledger):
-        self.funded(ledger)
-        assert ledger.issue("ISSUE-1", "SELL1", "CCER-MGV", 500, "2024-01-26") is True
-        assert ledger.issue("ISSUE-1", "SELL1", "CCER-MGV", 500, "2024-01-26") is False
-        assert ledger.balance("SELL1", "CCER-MGV") == 500
-        assert ledger.balance("@registry", "CCER-MGV") == -500
-        with pytest.raises(LedgerRejected):   # same id, other content
-            ledger.issue("ISSUE-1", "SELL1", "CCER-MGV", 501, "2024-01-26")
-        ledger.check()
-
     def test_deposits_share_the_stream_with_trades_and_post_once(self, ledger):
         self.funded(ledger)
         batch = [deposit(1), instruction(2), deposit(3, "BUY1", "CNY", 123_456)]
@@ -82,6 +73,32 @@ class LedgerContract:
         with pytest.raises(LedgerRejected):          # same id, other content
             ledger.deliver([deposit(3, "BUY1", "CNY", 1)])
         assert ledger.balance("BUY1", "CNY") == 10_000_000 - 620_100 - 3720 + 123_456
+
+    def test_close_statements_cover_everything_since_the_previous_close(self, ledger):
+        self.funded(ledger)
+        ledger.deliver([deposit(1, trade_date="2024-01-26"),
+                        instruction(2, trade_date="2024-01-26")])
+        friday = {st["account"]: st for st in ledger.close_statements("2024-01-26", 2)}
+        # after Friday's close: a deposit the same evening, one on Saturday, Monday's trade
+        ledger.deliver([deposit(3, "BUY1", "CNY", 500, trade_date="2024-01-26"),
+                        deposit(4, "SELL1", "CCER-AFF", 7, trade_date="2024-01-27"),
+                        instruction(5, trade_date="2024-01-29")])
+        monday = {st["account"]: st for st in ledger.close_statements("2024-01-29", 5)}
+        assert sorted(friday) == ["BUY1", "SELL1"] and sorted(monday) == ["BUY1", "SELL1"]
+        assert [d["deposit_id"] for d in friday["SELL1"]["deposits"]] == ["ISS-1"]
+        assert [d["deposit_id"] for d in monday["BUY1"]["deposits"]] == ["ISS-3"]
+        assert [d["deposit_id"] for d in monday["SELL1"]["deposits"]] == ["ISS-4"]
+        assert [t["trade_id"] for t in monday["BUY1"]["trades"]] == [5]
+        for name in ("BUY1", "SELL1"):
+            assert monday[name]["opening"] == friday[name]["closing"]     # nothing falls between
+            assert monday[name]["instructions"] == [3, 5]
+        assert friday["SELL1"]["closing"]["credits"] == {"CCER-AFF": 900, "CCER-MGV": 500}
+        assert monday["SELL1"]["closing"]["credits"] == {"CCER-AFF": 807, "CCER-MGV": 500}
+        assert monday["BUY1"]["closing"]["cash"] == format_fen(
+            10_000_000 - 2 * (620_100 + 3720) + 500)
+        # asked again (a recovery redoing a close): the same statements
+        assert {st["account"]: st for st in ledger.close_statements("2024-01-26", 2)} == friday
+        assert {st["account"]: st for st in ledger.close_statements("2024-01-29", 5)} == monday
 
     def test_settlement_posts_balanced_transfers(self, ledger):
         self.funded(ledger)

@@ -110,7 +110,7 @@ def test_journal_row_and_instruction_forms_are_exact():
         instruction_from_json({**inst.to_json(), "kind": "withdrawal"})
 
 
-def test_deposits_are_durable_and_settle_with_trades(tmp_path):
+def test_deposits_are_durable_and_settle_with_trades(tmp_path, capsys):
     ledger_path = tmp_path / "ledger.sqlite"
     ex = DurableExchange(tmp_path / "data", DEFAULT_INSTRUMENTS, table(),
                          ledger=SqliteLedger(ledger_path), start_relays=False)
@@ -144,3 +144,7 @@ def test_deposits_are_durable_and_settle_with_trades(tmp_path):
     assert ex.recovery.snapshot_seq > 0 and ex.state_hash() == state
     assert "ISS-1" in ex.exchange.deposit_ids                 # restored from the snapshot
     ex.close()
+    from scripts.ccerx import main
+    assert main(["ledger", "statement", "--db", str(ledger_path), "--account", "EM1"]) == 0
+    out = capsys.readouterr().out
+    assert "deposit 500000.00 CNY  (F-1)" in out and "closing cash 494809.40" in out   # 10,000 + 500,000 - 15,100 - 90.60

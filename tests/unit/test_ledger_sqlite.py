@@ -89,11 +89,27 @@ def test_end_of_day_writes_statements_from_the_ledger(tmp_path):
     date = doc["trade_date"]
     assert path.name == f"{date}.json"
     by_account = {st["account"]: st for st in doc["statements"]}
-    assert by_account and by_account == {st["account"]: st
-                                         for st in ex.ledger.end_of_day_statements(date)}
-    # the closing balances are those at the end of that day, not later
-    first = next(iter(by_account.values()))
-    assert first["closing"] == ex.ledger.statement(first["account"], date)["closing"]
+    upto = doc["upto_seq"]
+    # asking again gives the same statements: the close covers instructions 1..upto
+    assert by_account and by_account == {st["account"]: st for st in
+                                         ex.ledger.close_statements(date, upto)}
+    # the closing balances are those at the close, not after it: the flow's trades after the
+    # EOD carry the same date, so they are in the date's statement but not the close's
+    trades_after_close = ex.outbox.last_seq - upto
+    assert trades_after_close > 0
+    for name, st in by_account.items():
+        assert st["instructions"] == [1, upto]
+        by_date = ex.ledger.statement(name, date)
+        assert st["opening"] == by_date["opening"]
+        assert [t["trade_id"] for t in st["trades"]] == [
+            t["trade_id"] for t in by_date["trades"] if int(t["settlement_id"][7:]) <= upto]
+    replay = DurableExchange(tmp_path / "again", accounts=accounts_table(10))
+    replay.apply_many(commands[:600])             # the day only, up to the close
+    for name, st in by_account.items():
+        account = replay.accounts.get(name)
+        assert st["closing"]["cash"] == format_fen(account.cash)
+        assert st["closing"]["credits"] == dict(sorted(account.credits.items()))
+    replay.close()
     ex.close()
     # an end of day whose statements were not written before a crash is redone on recovery
     path.unlink()
