@@ -112,5 +112,17 @@ class Deposited(NamedTuple):
     amount: int
 
 
+class DepositRejected(NamedTuple):
+    """A deposit the engine refused (unknown account or asset, bad amount, repeated id);
+    nothing changed."""
+    seq: int
+    ts: int
+    deposit_id: Optional[str]
+    reason: RejectReason
+    text: str
+    owner: Optional[str] = None
+
+
 Event = (OrderAccepted | OrderRejected | TradeExecuted | OrderCancelled | OrderAmended
-         | InstrumentDefined | DayClosed | TradingStatusChanged | Deposited)
+         | InstrumentDefined | DayClosed | TradingStatusChanged | Deposited
+         | DepositRejected)

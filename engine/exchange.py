@@ -5,7 +5,7 @@ I/O and reads no clock: the timestamp of every event is the command's `ts` (or t
 one seen), so the same commands always give the same events, byte for byte.
 
 Every command yields at least one event. Expected failures (bad price, unknown order,
-insufficient funds, ...) are `OrderRejected` values and change nothing else; a broken
+insufficient funds, ...) are `OrderRejected` (or `DepositRejected`) values and change nothing else; a broken
 internal invariant raises, because it means a bug, not a bad input.
 
 Matching is strict price-time priority and a trade always prints at the resting order's
@@ -21,7 +21,7 @@ from typing import Iterable, Optional
 from .book import Book, Order
 from .commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
                        NewOrder, SetTradingStatus)
-from .events import (DayClosed, Deposited, InstrumentDefined, OrderAccepted, OrderAmended,
+from .events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, OrderAccepted, OrderAmended,
                      OrderCancelled, OrderRejected, TradeExecuted, TradingStatusChanged)
 from .risk import DEFAULT_FEE_PPM, PPM, Accounts
 from .types import (CASH_ASSET, DEFAULT_INSTRUMENTS, MAX_DEPOSIT, ORDER_TYPES, SIDES, TIFS,
@@ -462,7 +462,9 @@ class Exchange:
         deposit_id, account_id, asset, amount = cmd.deposit_id, cmd.account, cmd.asset, cmd.amount
 
         def reject(reason: R, text: str) -> None:
-            self._reject(out, ts, "deposit", deposit_id, reason, text, cmd.owner)
+            echo = deposit_id if type(deposit_id) is str and len(deposit_id) <= MAX_ID_LEN else None
+            self.seq += 1
+            out.append(DepositRejected(self.seq, ts, echo, reason, text, cmd.owner))
 
         if type(deposit_id) is not str or not deposit_id or len(deposit_id) > MAX_ID_LEN:
             return reject(R.MALFORMED, f"deposit_id must be a string of 1-{MAX_ID_LEN} characters")

@@ -18,7 +18,7 @@ import orjson
 
 from .commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
                        NewOrder, SetTradingStatus)
-from .events import (DayClosed, Deposited, InstrumentDefined, OrderAccepted, OrderAmended,
+from .events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, OrderAccepted, OrderAmended,
                      OrderCancelled, OrderRejected, TradeExecuted, TradingStatusChanged)
 from .types import CASH_ASSET, InstrumentSpec, format_fen, parse_cny_to_fen, price_field
 
@@ -140,6 +140,9 @@ def event_to_dict(event, specs: dict[str, InstrumentSpec]) -> dict:
         return {"type": "deposited", "seq": event.seq, "ts": event.ts,
                 "deposit_id": event.deposit_id, "account": event.account, "asset": event.asset,
                 "amount": format_fen(event.amount) if event.asset == CASH_ASSET else event.amount}
+    if kind is DepositRejected:
+        return {"type": "deposit_rejected", "seq": event.seq, "ts": event.ts,
+                "deposit_id": event.deposit_id, "reason": event.reason.value, "text": event.text}
     raise TypeError(f"not an engine event: {event!r}")
 
 

@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-from .events import OrderRejected, TradeExecuted
+from .events import DepositRejected, OrderRejected, TradeExecuted
 from .exchange import Exchange
 
 
@@ -90,7 +90,7 @@ def _replay(exchange, commands, total, sink, progress, progress_every) -> Replay
             kind = type(event)
             if kind is TradeExecuted:
                 trades += 1
-            elif kind is OrderRejected:
+            elif kind is OrderRejected or kind is DepositRejected:
                 rejects += 1
         if sink is not None:
             sink(events)

@@ -43,7 +43,7 @@ from typing import Callable, Iterable, NamedTuple, Optional, Union
 import orjson
 
 from engine.commands import Deposit, EndOfDay, Malformed, SetTradingStatus
-from engine.events import OrderRejected
+from engine.events import DepositRejected, OrderRejected
 from engine.ndjson import event_to_dict, parse_command
 
 log = logging.getLogger("gateway.control")
@@ -164,7 +164,7 @@ def refusal(error: str) -> dict:
 
 def answer(events: list, specs) -> dict:
     """The response to an applied command: its events; not ok if the engine rejected it."""
-    return {"ok": not any(type(e) is OrderRejected for e in events),
+    return {"ok": not any(type(e) in (OrderRejected, DepositRejected) for e in events),
             "events": [event_to_dict(e, specs) for e in events]}
 
 

@@ -36,7 +36,7 @@ from fractions import Fraction
 
 from engine.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
                              NewOrder)
-from engine.events import (DayClosed, Deposited, InstrumentDefined, OrderAccepted, OrderAmended,
+from engine.events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, OrderAccepted, OrderAmended,
                            OrderCancelled, OrderRejected, TradeExecuted)
 from engine.types import (CancelReason, InstrumentSpec, OrderType, PriceError, RejectReason,
                           Side, TimeInForce)
@@ -427,8 +427,10 @@ class ReferenceExchange:
     def _deposit(self, cmd: Deposit, ts, out):
         """Checks in the engine's documented order: id, repeat, asset, amount, account."""
         def bad(reason):
-            self._reject(out, ts, "deposit", cmd.deposit_id if type(cmd.deposit_id) is str
-                         and len(cmd.deposit_id) <= 64 else None, reason)
+            out.append(DepositRejected(self._next_seq(), ts, cmd.deposit_id
+                                       if type(cmd.deposit_id) is str
+                                       and len(cmd.deposit_id) <= 64 else None, reason,
+                                       reason.value))
         if not isinstance(cmd.deposit_id, str) or not 1 <= len(cmd.deposit_id) <= 64:
             return bad(RejectReason.MALFORMED)
         if cmd.deposit_id in self.deposit_ids:

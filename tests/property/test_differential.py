@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 
-from engine.events import OrderRejected
+from engine.events import DepositRejected, OrderRejected
 from engine.exchange import Exchange
 from command_streams import iter_commands, scaled, streams
 
@@ -23,7 +23,7 @@ from reference_model import ReferenceExchange  # noqa: E402
 def comparable(events):
     out = []
     for e in events:
-        if type(e) is OrderRejected:
+        if type(e) in (OrderRejected, DepositRejected):
             assert isinstance(e.text, str) and e.text, f"reject without a text: {e}"
             e = e._replace(text="")
         out.append(e)

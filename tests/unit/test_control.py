@@ -232,7 +232,9 @@ def test_deposits_credit_accounts_and_rejected_ones_are_answered_not_ok(tmp_path
             assert (credits["asset"], credits["amount"]) == ("CCER-MGV", 700)
             assert [a["events"][0]["reason"] for a in answers[2:]] == \
                 ["duplicate_deposit_id", "unknown_account"]
-            assert [a["events"][0]["op"] for a in answers[2:]] == ["deposit", "deposit"]
+            assert [(a["events"][0]["type"], a["events"][0]["deposit_id"])
+                    for a in answers[2:]] == [("deposit_rejected", "F-1"),
+                                              ("deposit_rejected", "F-2")]
             assert rig.exchange.accounts.get("HOLD01").cash == cash_before + 100_000
             assert rig.exchange.accounts.get("EMIT01").credits["CCER-MGV"] == 700
     run(scenario())

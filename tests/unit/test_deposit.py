@@ -10,7 +10,7 @@ import pytest
 
 from engine.commands import Deposit, EndOfDay, NewOrder
 from engine.durable import DurableExchange
-from engine.events import Deposited, OrderRejected, TradeExecuted
+from engine.events import Deposited, DepositRejected, OrderRejected, TradeExecuted
 from engine.exchange import Exchange
 from engine.journal import decode_command, encode_command
 from engine.ledger.sqlite import SqliteLedger
@@ -59,8 +59,7 @@ def test_credit_and_cash_deposits_fund_orders_at_once():
 def test_bad_deposits_are_rejected_and_change_nothing(command, reason):
     ex = Exchange(DEFAULT_INSTRUMENTS, table())
     [event] = ex.apply(command)
-    assert type(event) is OrderRejected and event.reason is reason and event.op == "deposit"
-    assert event.text
+    assert type(event) is DepositRejected and event.reason is reason and event.text
     assert ex.deposit_ids == set()
     assert ex.accounts.get("PO1").credits == {} and ex.accounts.get("PO1").cash == 0
 
@@ -70,7 +69,8 @@ def test_a_deposit_id_is_used_once_even_across_days():
     ex.apply(Deposit("ISS-1", "PO1", "CCER-SOL", 100))
     ex.apply(EndOfDay(TS))
     [event] = ex.apply(Deposit("ISS-1", "PO1", "CCER-SOL", 100))
-    assert event.reason is R.DUPLICATE_DEPOSIT_ID
+    assert type(event) is DepositRejected and event.reason is R.DUPLICATE_DEPOSIT_ID
+    assert event.deposit_id == "ISS-1"
     assert ex.accounts.get("PO1").credits == {"CCER-SOL": 100}
 
 
@@ -93,6 +93,10 @@ def test_ndjson_edge_parses_credit_and_cash_deposits():
     assert event_to_dict(event, ex.specs) == {
         "type": "deposited", "seq": 1, "ts": 9, "deposit_id": "F", "account": "EM1",
         "asset": "CNY", "amount": "1000000.05"}
+    [event] = ex.apply(Deposit("F", "EM1", "CNY", 5, 10))
+    assert event_to_dict(event, ex.specs) == {
+        "type": "deposit_rejected", "seq": 2, "ts": 10, "deposit_id": "F",
+        "reason": "duplicate_deposit_id", "text": "deposit id already applied"}
 
 
 def test_journal_row_and_instruction_forms_are_exact():
