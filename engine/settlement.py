@@ -30,7 +30,8 @@ from typing import Iterable, NamedTuple, Optional
 import orjson
 
 from .events import Deposited, TradeExecuted
-from .types import CASH_ASSET, InstrumentSpec, PRICE_UNITS_PER_CNY, format_fen, format_units
+from .types import (CASH_ASSET, PRICE_UNITS_PER_CNY, InstrumentSpec, format_fen, format_units,
+                    parse_cny_to_fen, parse_price_units)
 
 CHINA = _dt.timezone(_dt.timedelta(hours=8))   # trade dates are Beijing dates (no DST)
 
@@ -71,7 +72,6 @@ class SettlementInstruction(NamedTuple):
     @classmethod
     def from_json(cls, obj: dict) -> "SettlementInstruction":
         """Parse the edge form back (exact); raises ValueError on anything malformed."""
-        from .types import parse_cny_to_fen, parse_price_units
         try:
             inst = cls(obj["id"], obj["seq"], obj["stream_seq"], obj["trade_id"],
                        obj["instrument"], obj["qty"], parse_price_units(obj["price"]),
@@ -129,7 +129,6 @@ class DepositInstruction(NamedTuple):
 
     @classmethod
     def from_json(cls, obj: dict) -> "DepositInstruction":
-        from .types import parse_cny_to_fen
         try:
             amount = obj["amount"]
             if obj["asset"] == CASH_ASSET:
