@@ -64,7 +64,7 @@ def test_end_of_day_expires_day_orders_to_their_brokers(app):
     assert app.exchange.books["CCER-AFF"].orders == {}
 
 
-def test_operator_commands_are_only_calendar_commands(app):
+def test_orders_are_not_operator_commands(app):
     with pytest.raises(TypeError):
         app.run_operator_command(NewOrder("x", "EMIT01", "CCER-AFF", "buy", "limit", None, 1, 1))
 
