@@ -150,6 +150,27 @@ def encode_event(event, specs) -> bytes:
     return orjson.dumps(event_to_dict(event, specs))
 
 
+def market_state(exchange) -> dict:
+    """What an operator checks at a glance (edge form, decimal strings): trading open or not,
+    the last close, and per credit type the reference price and band, the best bid and ask,
+    what rests, and today's volume, turnover and trades."""
+    instruments = {}
+    for symbol, spec in exchange.specs.items():
+        book = exchange.books[symbol]
+        bid, ask = book.best_bid(), book.best_ask()
+        volume, turnover, trades = exchange.day_stats[symbol]
+        text = spec.ticks_to_text
+        instruments[symbol] = {
+            "reference": text(spec.ref_ticks), "band": [text(spec.min_ticks), text(spec.max_ticks)],
+            "tick": text(1), "best_bid": None if bid is None else text(bid),
+            "best_ask": None if ask is None else text(ask), "resting_orders": len(book.orders),
+            "volume": volume, "turnover": format_fen(turnover * spec.tick_fen), "trades": trades}
+    accounts = exchange.accounts
+    return {"trading_open": exchange.trading_open, "last_close_ts": exchange.last_close_ts or None,
+            "seq": exchange.seq, "accounts": None if accounts is None else len(accounts.by_id),
+            "instruments": instruments}
+
+
 def books_to_json(exchange) -> dict:
     """{"CCER-AFF": {"buy": [["62.01", [["o2", 1000], ...]], ...], "sell": [...]}, ...}"""
     out = {}

@@ -11,9 +11,10 @@ one response line, in order:
     {"op":"status","open":false,"note":"halt"}    -> {"ok":true,"events":[{"type":"status",...}]}
     {"op":"deposit","deposit_id":"F-1","account":"EMIT01","cash":"1000000.00"}
                                                   -> {"ok":true,"events":[{"type":"deposited",...}]}
+    {"op":"state"}                                -> {"ok":true,"state":{"trading_open":true,...}}
     {"op":"new",...}                              -> {"ok":false,"error":"op 'new' is not ..."}
 
-Only operator commands are accepted: orders come over FIX only. A refused line changes
+Only operator commands and the read-only `state` query are accepted: orders come over FIX only. A refused line changes
 nothing. An accepted command without a `ts` is stamped with the server's clock (the engine
 reads no clock; the trading calendar stamps its commands the same way), then applied through
 the exchange application in the event loop, so it is serialised with FIX traffic and brokers
@@ -44,7 +45,7 @@ import orjson
 
 from engine.commands import Deposit, EndOfDay, Malformed, SetTradingStatus
 from engine.events import DepositRejected, OrderRejected
-from engine.ndjson import event_to_dict, parse_command
+from engine.ndjson import event_to_dict, market_state, parse_command
 
 log = logging.getLogger("gateway.control")
 
@@ -52,7 +53,13 @@ SOCKET_NAME = "control.sock"        # default: <data dir>/control.sock
 MAX_LINE = 64 * 1024                # a request line longer than this is refused
 READ_CHUNK = 64 * 1024
 OPERATOR_OPS = {"eod": EndOfDay, "status": SetTradingStatus, "deposit": Deposit}  # op -> type
-_ALLOWED = " or ".join((", ".join(list(OPERATOR_OPS)[:-1]), list(OPERATOR_OPS)[-1]))
+QUERY_OPS = ("state",)              # read-only: answered from the engine, nothing applied
+_ALLOWED = ", ".join([*OPERATOR_OPS, *QUERY_OPS][:-1]) + " or " + QUERY_OPS[-1]
+
+
+class Query(NamedTuple):
+    """A read-only request (`{"op":"state"}`): answered, never journaled."""
+    op: str
 CLIENT_TIMEOUT = 60.0               # seconds operator_request waits for all its answers
 MAX_SUN_PATH = 107                  # bytes of a socket path in sockaddr_un (Linux), less the NUL
 
@@ -127,8 +134,8 @@ class LineSplitter:
 
 
 def handle_line(line: bytes, clock: Callable[[], int] = time.time_ns):
-    """One request line -> the operator command to apply, stamped with clock(), or Refused
-    with the reason. Never raises; changes nothing. A request may not carry its own `ts`: the
+    """One request line -> the operator command to apply, stamped with clock(), a read-only
+    Query, or Refused with the reason. Never raises; changes nothing. A request may not carry its own `ts`: the
     server's clock dates what the operator does (a close stamped in 2099, or a deposit dated
     into a day whose statements are written, would corrupt the calendar and the books)."""
     if not line.strip():
@@ -140,6 +147,9 @@ def handle_line(line: bytes, clock: Callable[[], int] = time.time_ns):
     if type(request) is not dict:
         return Refused("not a JSON object: send one JSON object per line")
     op = request.get("op")
+    if op in QUERY_OPS:
+        extra = sorted(set(request) - {"op"})
+        return Refused(f"{op} takes no fields, not {extra}") if extra else Query(op)
     if type(op) is not str or op not in OPERATOR_OPS:
         return Refused(f"op {_short(op)} is not an operator command: expected {_ALLOWED} "
                        "(orders come over FIX only)")
@@ -257,6 +267,8 @@ class ControlServer:
             item = handle_line(item, self.clock)
         if type(item) is Refused:
             response = refusal(item.error)
+        elif type(item) is Query:
+            response = {"ok": True, "state": market_state(self.application.exchange)}
         else:
             try:
                 response = self.execute(item)

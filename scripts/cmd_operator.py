@@ -59,6 +59,9 @@ def add_parser(sub) -> None:
                          help="your reference, unique for ever: a repeated id is rejected, so "
                               "a retried deposit never credits twice (default DEP-<time ns>; "
                               "give your own to retry safely)")
+    actions.add_parser("state", help="show the market's state: trading open or not, the last "
+                                     "close, per credit type the reference price and band, best "
+                                     "bid and ask, resting orders, today's volume (read-only)")
     send = actions.add_parser("send", help="send raw NDJSON request lines from a file")
     send.add_argument("file", metavar="FILE", help="one request per line; - reads stdin")
     p.set_defaults(run=run)
@@ -66,8 +69,8 @@ def add_parser(sub) -> None:
 
 def requests_for(args) -> list:
     """The request lines an action stands for (dicts, or raw lines for `send`)."""
-    if args.action == "eod":
-        return [{"op": "eod"}]
+    if args.action in ("eod", "state"):
+        return [{"op": args.action}]
     if args.action in ("halt", "resume"):
         return [{"op": "status", "open": args.action == "resume", "note": args.note}]
     if args.action == "deposit":

@@ -10,7 +10,7 @@ import stat
 import orjson
 import pytest
 
-from engine.commands import Deposit, EndOfDay, SetTradingStatus
+from engine.commands import Deposit, EndOfDay, NewOrder, SetTradingStatus
 from engine.config import load_instruments
 from engine.exchange import Exchange
 from gateway.config import GatewayConfig
@@ -108,7 +108,7 @@ def test_anything_else_is_refused_with_a_reason(line, text):
 
 def test_refusals_name_the_allowed_ops_and_the_fix_route():
     error = handle_line(b'{"op":"new"}').error
-    assert "eod, status or deposit" in error and "FIX" in error
+    assert "eod, status, deposit or state" in error and "FIX" in error
 
 
 # ------------------------------------------------------------------ the socket server
@@ -289,4 +289,27 @@ def test_a_socket_in_a_deep_directory_beyond_the_sun_path_limit_works(tmp_path):
             [answer] = await operator_request(path, [{"op": "status", "open": False}])
             assert answer["ok"] and answer["events"][0]["open"] is False
         assert not path.exists()
+    run(scenario())
+
+
+def test_state_query_shows_the_market_and_changes_nothing(tmp_path):
+    path = tmp_path / "control.sock"
+
+    async def scenario():
+        async with Rig(path) as rig:
+            rig.exchange.apply(NewOrder("o1", "EMIT01", "CCER-AFF", "buy", "limit", "day",
+                                        61_990_000, 10, 5))
+            seq = rig.exchange.seq
+            [halted, answer] = await operator_request(path, [
+                {"op": "status", "open": False, "note": "halt"}, {"op": "state"}])
+            state = answer["state"]
+            assert answer["ok"] and state["trading_open"] is False and state["seq"] == seq + 1
+            aff = state["instruments"]["CCER-AFF"]
+            assert (aff["best_bid"], aff["best_ask"], aff["resting_orders"]) == ("61.99", None, 1)
+            assert aff["reference"] == "62.00" and aff["band"] == ["55.80", "68.20"]
+            assert (aff["volume"], aff["turnover"], aff["trades"]) == (0, "0.00", 0)
+            assert set(state["instruments"]) == set(rig.exchange.specs)
+            assert rig.exchange.seq == seq + 1                 # the query applied nothing
+            [refused] = await operator_request(path, [{"op": "state", "what": "all"}])
+            assert not refused["ok"] and "takes no fields" in refused["error"]
     run(scenario())
