@@ -14,7 +14,9 @@ its postings, in one transaction:
     cash      buyer  -> @fees          buy fee
     cash      seller -> @fees          sell fee
 A deposit instruction moves the asset in from outside: credits `@registry -> account`, cash
-`@bank -> account` (one posting; it shares the stream's numbering with trades).
+`@bank -> account` (one posting; it shares the stream's numbering with trades). Its
+`settlements` row (kind 'deposit') keeps the account in `buyer`, the asset in `instrument`,
+tonnes in `qty` or fen in `gross_fen`, and the whole instruction in `body`.
 The insert of the settlement row is the idempotency check: if the id is already there, the
 instruction was applied before and nothing happens (its body must be identical, else it is a
 conflict and raises). No non-external balance may go negative: the debit is a conditional
