@@ -401,12 +401,13 @@ the day's volume-weighted average price and sets the next day's reference price 
 Trades: <a href="trades.csv">trades.csv</a>; figures: <a href="summary.json">summary.json</a>.</p>"""]
     if result.mode == "fix":
         parts.append("<p><b>FIX mode.</b> Every order went as a FIX 4.4 message over TCP to "
-                     "<code>ccerx serve</code>, one broker session per agent group. The gateway "
-                     "has no end-of-day message yet, so the run is one trading day, resting orders "
-                     "were cancelled by their owners at 15:00, and the close shown is the "
-                     "simulator's VWAP of the day's trades (the engine's formula). Balances are "
-                     "reconciled against the brokers' record built from the execution reports; "
-                     "the exchange's own accounts live in the server.</p>")
+                     "<code>ccerx serve</code>, one broker session per agent group. At each "
+                     "simulated 15:00 the simulator asked the server, through its operator "
+                     "socket, to close the day: day orders expired (ExecType C) and the closes "
+                     "shown are the server's VWAP closes. Issuance batches were deposited at the "
+                     "exchange the same way. Balances are reconciled against the brokers' record "
+                     "built from the execution reports and deposits; the exchange's own accounts "
+                     "and ledger live in the server (its data directory's ledger.sqlite).</p>")
     status = "ok" if result.reconciled else "no"
     parts.append(f"<h2>Settlement reconciliation: <span class='{status}'>"
                  f"{'every tonne and every fen accounted for' if result.reconciled else 'DIFFERENCES'}"
