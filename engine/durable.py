@@ -51,7 +51,7 @@ from .commands import EndOfDay, NewOrder
 from .events import Deposited, TradeExecuted
 from .exchange import Exchange
 from .risk import Accounts
-from .settlement import (InstructionMaker, Outbox, Relay, SettlementConfig,
+from .settlement import (Cursor, InstructionMaker, Outbox, Relay, SettlementConfig,
                          instruction_from_row, trade_date)
 from .types import DEFAULT_INSTRUMENTS, InstrumentSpec
 
@@ -198,6 +198,14 @@ class DurableExchange:
             finally:
                 if collecting:
                     gc.enable()
+        for path in sorted(self.data_dir.glob("cursor-*.json")):   # before anything is cut
+            confirmed = Cursor(path).value
+            if confirmed > scanned.last_instruction:
+                raise RecoveryRefused(
+                    f"{self.data_dir}: {path.name} confirmed instruction {confirmed}, beyond the "
+                    f"journal's last ({scanned.last_instruction}): the journal lost acknowledged "
+                    f"commands whose settlement was already delivered. Restore the journal from "
+                    f"a replica or backup; do not run on a shorter one.")
         self.journal = jr.Journal.open_for_append(self.data_dir, scanned, self.fsync)
         self._since_snapshot = self.journal.next_seq - 1 - (report.snapshot_seq or 0)
         report.last_seq = self.journal.next_seq - 1

@@ -55,6 +55,12 @@ class DayStats:
         return str(value.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP))
 
 
+def per_mille(ppm: int) -> str:
+    """A rate in parts per million as per-mille text: 6000 -> "6", 2500 -> "2.5"."""
+    whole, rest = divmod(ppm, 1000)
+    return f"{whole}" if not rest else f"{whole}.{rest:03d}".rstrip("0")
+
+
 def day_stats(result) -> dict[str, list[DayStats]]:
     out = {s: [] for s in result.scenario.symbols}
     by_key: dict[tuple[str, int], list] = {}
@@ -395,7 +401,7 @@ td:first-child,th:first-child{{text-align:left}} img{{max-width:100%;border:1px 
 <p>{len(result.days)} trading day(s) {e(result.days[0].date)} to {e(result.days[-1].date)},
 {sc.agent_count:,} agents ({', '.join(f'{v} {k.replace("_", " ")}' for k, v in sc.agents.items())}),
 seed {sc.seed}, mode <b>{e(result.mode)}</b>. {result.commands:,} commands, {len(result.trades):,} trades,
-fees {sc.fee_ppm / 10_000:g}&permil; per side, {result.wall_s:.1f} s of computing.
+fees {per_mille(sc.fee_ppm)}&permil; per side, {result.wall_s:.1f} s of computing.
 Continuous trading 09:30-11:30 and 13:00-15:00 (Beijing time, simulated clock); the close is
 the day's volume-weighted average price and sets the next day's reference price and &plusmn;band.
 Trades: <a href="trades.csv">trades.csv</a>; figures: <a href="summary.json">summary.json</a>.</p>"""]

@@ -57,3 +57,26 @@ def test_the_command_line_says_why_without_a_traceback(tmp_path):
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 2
     assert "corrupt record" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_journal_shorter_than_what_the_ledger_confirmed_refuses_recovery(tmp_path):
+    """A journal cut back (a segment restored from an old backup, say) below what the ledger
+    relay already confirmed has lost acknowledged, settled commands: refuse, clearly."""
+    from benchmarks.durability import accounts_table, flow
+    ex = DurableExchange(tmp_path, accounts=accounts_table(10), start_relays=False)
+    ex.apply_many(list(flow(800, seed=5, n_accounts=10)))
+    ex.relays["ledger"].drain()
+    confirmed = ex.relays["ledger"].cursor.value
+    ex.close()
+    [segment] = sorted(tmp_path.glob("journal-*.log"))
+    data = segment.read_bytes()
+    segment.write_bytes(data[:len(data) * 2 // 3])          # whole records lost, a torn tail
+    before = snapshot_of(tmp_path)
+    with pytest.raises(RecoveryRefused, match=f"confirmed instruction {confirmed}"):
+        DurableExchange(tmp_path)
+    assert snapshot_of(tmp_path) == before                   # nothing cut, nothing moved
+    done = subprocess.run([sys.executable, "-m", "scripts.ccerx", "recover", "--data-dir",
+                           str(tmp_path)], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "beyond the journal's last" in done.stderr

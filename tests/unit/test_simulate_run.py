@@ -136,7 +136,8 @@ def test_report_files(tmp_path):
     page = (tmp_path / "report.html").read_text()
     for text in ("every tonne and every fen accounted for", "Emitters: purchases against needs",
                  "stylized facts", "Issuance batches", "close without the batch",
-                 "price_volume.png", "CCER-MGV"):
+                 "price_volume.png", "CCER-MGV",
+                 f"fees {result.scenario.fee_ppm // 1000}&permil; per side"):   # 6000 ppm: 6
         assert text in page
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["trades"] == summary["trades"] == len(result.trades)
