@@ -12,6 +12,7 @@ one response line, in order:
     {"op":"deposit","deposit_id":"F-1","account":"EMIT01","cash":"1000000.00"}
                                                   -> {"ok":true,"events":[{"type":"deposited",...}]}
     {"op":"state"}                                -> {"ok":true,"state":{"trading_open":true,...}}
+    {"op":"accounts"}                             -> {"ok":true,"accounts":{"EMIT01":{"cash":...}}}
     {"op":"new",...}                              -> {"ok":false,"error":"op 'new' is not ..."}
 
 Only operator commands and the read-only `state` query are accepted: orders come over FIX only. A refused line changes
@@ -53,7 +54,7 @@ SOCKET_NAME = "control.sock"        # default: <data dir>/control.sock
 MAX_LINE = 64 * 1024                # a request line longer than this is refused
 READ_CHUNK = 64 * 1024
 OPERATOR_OPS = {"eod": EndOfDay, "status": SetTradingStatus, "deposit": Deposit}  # op -> type
-QUERY_OPS = ("state",)              # read-only: answered from the engine, nothing applied
+QUERY_OPS = ("state", "accounts")   # read-only: answered from the engine, nothing applied
 _ALLOWED = ", ".join([*OPERATOR_OPS, *QUERY_OPS][:-1]) + " or " + QUERY_OPS[-1]
 
 
@@ -168,6 +169,15 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def query(item: Query, exchange) -> dict:
+    """The answer to a read-only request: the market's state, or every account's balances
+    (cash, reservations and fees as decimal CNY; credits in tonnes)."""
+    if item.op == "state":
+        return {"ok": True, "state": market_state(exchange)}
+    accounts = exchange.accounts.by_id if exchange.accounts is not None else {}
+    return {"ok": True, "accounts": {name: a.to_json() for name, a in sorted(accounts.items())}}
+
+
 def refusal(error: str) -> dict:
     return {"ok": False, "error": error}
 
@@ -268,7 +278,7 @@ class ControlServer:
         if type(item) is Refused:
             response = refusal(item.error)
         elif type(item) is Query:
-            response = {"ok": True, "state": market_state(self.application.exchange)}
+            response = query(item, self.application.exchange)
         else:
             try:
                 response = self.execute(item)

@@ -62,6 +62,8 @@ def add_parser(sub) -> None:
     actions.add_parser("state", help="show the market's state: trading open or not, the last "
                                      "close, per credit type the reference price and band, best "
                                      "bid and ask, resting orders, today's volume (read-only)")
+    actions.add_parser("accounts", help="show every account: cash, credits, reservations, "
+                                        "credits bought today, fees paid (read-only)")
     send = actions.add_parser("send", help="send raw NDJSON request lines from a file")
     send.add_argument("file", metavar="FILE", help="one request per line; - reads stdin")
     p.set_defaults(run=run)
@@ -69,7 +71,7 @@ def add_parser(sub) -> None:
 
 def requests_for(args) -> list:
     """The request lines an action stands for (dicts, or raw lines for `send`)."""
-    if args.action in ("eod", "state"):
+    if args.action in ("eod", "state", "accounts"):
         return [{"op": args.action}]
     if args.action in ("halt", "resume"):
         return [{"op": "status", "open": args.action == "resume", "note": args.note}]

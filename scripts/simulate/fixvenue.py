@@ -135,13 +135,22 @@ class FixVenue:
         self.control = control                    # the server's operator socket
         self.run_id = f"{session.scenario.seed}-{time.time_ns():x}"   # deposit ids never repeat
         self.deposits = 0
-        self._operator([])                        # fail early if the socket is not there
         self.broker_of_account = {a.account: broker_of(a) for a in session.agents}
         # broker-side shadow of the accounts (opening balances, then deposits and fills)
         self.accounts = Accounts(fee_ppm=session.fee_ppm)
         for a in session.accounts.by_id.values():
             self.accounts.add(Account(a.account, a.participant_type, None, a.cash,
                                       credits=dict(a.credits)))
+        # the server must hold exactly this scenario's opening balances (fails early, too, if
+        # the socket is not there): a config from another scenario or seed, or a server that
+        # already traded, would make every comparison below meaningless
+        differences = self.exchange_problems()
+        if differences:
+            raise FixUnavailable(
+                f"the server's accounts are not this scenario's opening balances "
+                f"({len(differences)} differences, e.g. {differences[0]}): start `ccerx serve` "
+                f"on a fresh --data-dir with the config `ccerx simulate --gateway-config` wrote "
+                f"for the same --scenario, --seed and --days")
         self.orders: dict[str, list] = {}         # order id -> [symbol, side, price, open, account]
         self.halves: dict[int, dict] = {}         # trade id -> the half reports seen so far
         self.ts = 0
@@ -402,6 +411,29 @@ class FixVenue:
                 raise FixUnavailable(f"the server refused {request}: "
                                      f"{answer.get('error') or answer.get('events')}")
         return answers
+
+    accounts_label = "brokers' books"     # what the simulation's own reconciliation compares
+
+    def exchange_problems(self) -> list[str]:
+        """Differences between the brokers' books (the shadow accounts) and the exchange's own
+        accounts, asked from the server: cash, credits, fees, reservations, to the fen."""
+        [answer] = self._operator([{"op": "accounts"}])
+        theirs = answer["accounts"]
+        problems = []
+        for name, mine in ((a.account, a.to_json()) for a in self.accounts.by_id.values()):
+            server = theirs.get(name)
+            if server is None:
+                problems.append(f"{name}: not registered at the exchange")
+                continue
+            for key in ("cash", "cash_reserved", "fees_paid", "credits_reserved"):
+                if server[key] != mine[key]:
+                    problems.append(f"{name}: {key} {server[key]} at the exchange, {mine[key]} "
+                                    f"in the brokers' books")
+            held = {k: v for k, v in server["credits"].items() if v}
+            if held != {k: v for k, v in mine["credits"].items() if v}:
+                problems.append(f"{name}: credits {held} at the exchange, {mine['credits']} in "
+                                f"the brokers' books")
+        return problems
 
     def end_of_day(self, ts: int) -> list:
         """The server closes the day: its day orders expire (ExecType C on every broker

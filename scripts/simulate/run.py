@@ -383,6 +383,11 @@ class Session:
             accounts = getattr(venue, "accounts", None)
             if accounts is not None:
                 record.reconciliation = self.settlement.reconcile(accounts, day)
+                exchange_check = getattr(venue, "exchange_problems", None)
+                if exchange_check is not None:       # the accounts above are a shadow of them
+                    record.reconciliation.problems += exchange_check()
+                    record.reconciliation.checked.append("exchange accounts")
+                    record.reconciliation.against = venue.accounts_label
         if hasattr(self.settlement, "close"):
             self.settlement.close()
         self.trades.sort()          # by trade id (a FIX venue may complete pairs out of order)

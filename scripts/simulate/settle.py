@@ -38,6 +38,7 @@ class Reconciliation:
     issued: dict[str, int]        # total tonnes issued per type to date
     problems: list[str] = field(default_factory=list)
     checked: list[str] = field(default_factory=lambda: ["trades"])   # which books were compared
+    against: str = "exchange accounts"                                # ... with what
 
     @property
     def ok(self) -> bool:
@@ -45,7 +46,7 @@ class Reconciliation:
 
     def summary(self) -> str:
         state = "OK" if self.ok else f"{len(self.problems)} DIFFERENCES"
-        return (f"day {self.day + 1}: {state} ({' + '.join(self.checked)} vs exchange accounts): "
+        return (f"day {self.day + 1}: {state} ({' + '.join(self.checked)} vs {self.against}): "
                 f"{self.accounts} accounts, {self.trades} trades, "
                 f"cash {format_fen(self.cash_fen)} + fees {format_fen(self.fees_fen)} CNY, "
                 f"credits {sum(self.credits.values()):,} t")

@@ -62,6 +62,8 @@ def test_fix_mode_trades_the_scenario_like_in_process(serve):
                                                              server.control)).run()
     local = Session(load_scenario(days=2, seed=4, overrides=SMALL)).run()
     assert fix.mode == "fix" and fix.reconciled
+    # every close compared the brokers' books with the exchange's own accounts too
+    assert all("exchange accounts" in d.reconciliation.checked for d in fix.days)
     for day in (0, 1):
         fix_trades = [t for t in fix.trades if t[1] == day]
         local_trades = [t for t in local.trades if t[1] == day]
@@ -149,5 +151,16 @@ def test_a_gateway_that_is_down_is_a_clear_error(serve, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(FixUnavailable, match="cannot connect"):
-        Session(load_scenario(days=2, overrides=SMALL),
+        Session(load_scenario(days=2, seed=4, overrides=SMALL),
                 venue_factory=lambda s: FixVenue("127.0.0.1", port, s, server.control)).run()
+
+
+def test_a_server_set_up_for_another_scenario_is_refused_before_trading(serve, capsys):
+    scenario, server = serve            # the server holds seed 4's accounts
+    with pytest.raises(FixUnavailable, match="not this scenario's opening balances"):
+        Session(load_scenario(days=2, seed=5, overrides=SMALL),
+                venue_factory=lambda s: FixVenue(server.host, server.port, s,
+                                                 server.control)).run()
+    from gateway.control import operator_request_sync
+    [answer] = operator_request_sync(server.control, [{"op": "state"}])
+    assert answer["state"]["seq"] == 0               # nothing was sent to the exchange
