@@ -210,14 +210,16 @@ def control_socket_path(args, data_dir: Path) -> Optional[Path]:
     return None if control == "none" else Path(control)
 
 
-def calendar_commands(calendar, exchange, now: int, last_pass: Optional[int] = None) -> list:
+def calendar_commands(calendar, exchange, now: int, last_pass: Optional[int] = None,
+                      floor: int = 0) -> list:
     """What the trading calendar requires of the exchange at `now` (ns): close a day whose
     close is due (or was missed while the server was down), then open or close trading.
     calendar None means round-the-clock trading (the market is simply kept open).
 
     `last_pass` is when the calendar last looked (None: the server is starting). The trading
     status follows the schedule at start and whenever a session boundary has passed since the
-    last pass; in between, the operator's halt or resume stands."""
+    last pass; in between, the operator's halt or resume stands. Closes at or before `floor`
+    are never due (a brand-new exchange has no missed day to close: see run_calendar)."""
     commands = []
     trading_open = exchange.trading_open
     if calendar is None:
@@ -230,7 +232,7 @@ def calendar_commands(calendar, exchange, now: int, last_pass: Optional[int] = N
     # day's statements carry the trading day's date. At start, a day that was traded after its
     # close time (the server ran with --hours always) is not cut: the next scheduled close
     # ends it.
-    if (due_close and exchange.last_close_ts < calendar.first_open(due_close)
+    if (due_close > floor and exchange.last_close_ts < calendar.first_open(due_close)
             and (last_pass is not None or exchange.last_ts <= due_close)):
         if trading_open:
             commands.append(SetTradingStatus(False, "close", due_close))
@@ -251,10 +253,12 @@ async def run_calendar(calendar, application, server, exchange) -> None:
     the brokers (TradingSessionStatus, expiries). Sleeps until the next boundary (at most a
     minute at a time, so a clock that jumps is noticed)."""
     last_pass = None
+    # a brand-new exchange starts after the latest scheduled close: none before it is missed
+    floor = calendar.last_close(time.time_ns()) if calendar and not exchange.seq else 0
     while True:
         now = time.time_ns()
         outbound = []
-        for command in calendar_commands(calendar, exchange, now, last_pass):
+        for command in calendar_commands(calendar, exchange, now, last_pass, floor):
             outbound += application.run_operator_command(command)
         if outbound:
             server.deliver(outbound)

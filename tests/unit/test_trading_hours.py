@@ -75,8 +75,17 @@ CAL = TradingCalendar()
 def test_schedule_opens_breaks_and_closes_the_day_once():
     ex = Exchange()
     friday_close = ns(2026, 11, 27, 15, 0)
-    # start at 10:00 on Friday on a fresh engine: Thursday's close was never run
+    # a brand-new exchange started at 10:00 on Friday has no missed close (run_calendar's
+    # floor: the latest scheduled close when it starts), then or on any later pass
     morning = ns(2026, 11, 27, 10, 0)
+    thursday = CAL.last_close(morning)
+    fresh = Exchange()
+    assert calendar_commands(CAL, fresh, morning, floor=thursday) == []
+    fresh.apply(SetTradingStatus(False, "halt", morning + 1))
+    assert calendar_commands(CAL, fresh, morning + 60_000_000_000, morning, thursday) == []
+    # one that traded on Thursday and was down at Thursday's close catches it up first
+    ex.apply(NewOrder("t1", "A", "CCER-AFF", "buy", "limit", None, 62_000_000, 1,
+                      ns(2026, 11, 26, 14, 0)))
     commands = calendar_commands(CAL, ex, morning)
     thursday_close = ns(2026, 11, 26, 15, 0)
     assert [(type(c).__name__, getattr(c, "open", None), c.ts) for c in commands] == [
@@ -169,6 +178,7 @@ def test_serve_refuses_a_bad_holiday_file(tmp_path, capsys):
 
 def test_an_operator_halt_stands_between_session_boundaries():
     ex = Exchange()
+    ex.apply(EndOfDay(ns(2026, 11, 26, 15, 0)))          # Thursday closed as scheduled
     for c in calendar_commands(CAL, ex, ns(2026, 11, 27, 9, 30)):
         ex.apply(c)
     ex.apply(SetTradingStatus(False, "halt", ns(2026, 11, 27, 10, 0)))
