@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Each subcommand lives in its own module with add_parser(subparsers) -> sets args.run.
@@ -35,6 +36,9 @@ def main(argv=None) -> int:
     from engine.durable import RecoveryRefused
     try:
         return args.run(args) or 0
+    except BrokenPipeError:            # `ccerx ... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no error at exit
+        return 0
     except (OSError, RecoveryRefused) as err:
         # files that cannot be read or written, a data directory that must not be recovered:
         # the user's to fix, so a clear line rather than a traceback
@@ -43,8 +47,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":

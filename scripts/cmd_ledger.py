@@ -165,6 +165,11 @@ def run_statement(args) -> int:
         statements = ledger.end_of_day_statements(date, args.account)
     finally:
         ledger.close()
+    if not statements:
+        who = f" of {args.account}" if args.account else ""
+        print(f"ccerx ledger statement: no trades or deposits{who} dated {date}",
+              file=sys.stderr)
+        return 1
     if args.out:
         Path(args.out).write_bytes(orjson.dumps(statements, option=orjson.OPT_INDENT_2))
         print(f"{len(statements)} statements for {date} written to {args.out}", file=sys.stderr)

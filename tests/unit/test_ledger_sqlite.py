@@ -77,6 +77,8 @@ def test_engine_to_ledger_end_to_end_with_end_of_day(tmp_path, capsys):
     assert f"== {name}" in out and f"fees {format_fen(fees)} CNY" in out
     assert ccerx(["ledger", "balances", "--db", db, "--account", name]) == 0
     assert format_fen(ex.accounts.get(name).cash) in capsys.readouterr().out
+    assert ccerx(["ledger", "statement", "--db", db, "--date", "1999-01-01"]) == 1
+    assert "no trades or deposits dated 1999-01-01" in capsys.readouterr().err
 
 
 def test_end_of_day_writes_statements_from_the_ledger(tmp_path):
