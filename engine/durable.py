@@ -100,7 +100,7 @@ class RecoveryReport:
         if self.config_ignored:
             out.append("the instruments/accounts given differ from the directory's genesis; "
                        "the directory's state was used")
-        out.append(f"state hash {self.state_hash}")
+        out.append(f"state hash at open {self.state_hash}")
         return out
 
     def __str__(self) -> str:
