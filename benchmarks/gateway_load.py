@@ -437,19 +437,15 @@ class Harness:
 
 
 def latency_summary(latency_ns: np.ndarray) -> dict:
-    """p50/p90/p99/p99.9/max in microseconds from an HDR histogram (3 significant digits)."""
-    from hdrh.histogram import HdrHistogram
+    """p50/p90/p99/p99.9/max in microseconds (1 us resolution), from the benchmarks' one
+    summary, `benchmarks.bench.latency_summary`: HDR histogram, 3 significant digits, every
+    percentile clamped to the recorded min and max, exact max and mean."""
+    from .bench import latency_summary as summary
     if len(latency_ns) == 0:
         return {"count": 0}
-    hist = HdrHistogram(1, 3_600_000_000, 3)             # 1 us .. 1 h, in microseconds
-    values = np.maximum(latency_ns // 1000, 1)
-    for v, c in zip(*np.unique(values, return_counts=True)):
-        hist.record_value(int(min(v, 3_600_000_000)), int(c))
-    out = {"count": int(hist.get_total_count()), "mean": round(float(hist.get_mean_value()), 1)}
-    for p in PERCENTILES:
-        out[f"p{p:g}"] = int(hist.get_value_at_percentile(p))
-    out["max"] = int(hist.get_max_value())
-    return out
+    whole = summary(np.maximum(np.asarray(latency_ns) // 1000, 1))
+    return ({"count": whole["count"], "mean": whole["mean"]}
+            | {f"p{p:g}": whole[f"p{p:g}"] for p in PERCENTILES} | {"max": whole["max"]})
 
 
 # ---------------------------------------------------------------------------- report

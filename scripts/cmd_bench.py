@@ -7,6 +7,7 @@ from pathlib import Path
 
 from benchmarks.binary import is_journal_path
 from benchmarks.bench import BenchError, compare, format_table, run_bench, write_plots
+from benchmarks.recorded_day import genesis
 from engine.config import load_accounts, load_instruments
 from engine.exchange import Exchange
 from scripts.progress import Progress
@@ -21,7 +22,8 @@ def add_parser(sub) -> None:
                     "must end in the same state as a plain replay. Writes result.json, "
                     "latency_spectrum.png and throughput.png into --out.")
     p.add_argument("flow", nargs="?", help="flow file (.ndjson or .npz), or a data directory "
-                   "holding the engine's own journal (journal-*.log) to replay a recorded day")
+                   "holding the engine's own journal (journal-*.log) to replay a recorded day "
+                   "from the directory's genesis (the state it was created with)")
     p.add_argument("--out", default="bench-out", metavar="DIR",
                    help="output directory (default bench-out)")
     p.add_argument("--rates", metavar="R1,R2,...",
@@ -32,8 +34,11 @@ def add_parser(sub) -> None:
                         "0 = no open-loop runs)")
     p.add_argument("--limit", type=int, metavar="N", help="use only the flow's first N commands")
     p.add_argument("--accounts", metavar="ACCOUNTS.json",
-                   help="turn on pre-trade risk checks with this accounts file")
-    p.add_argument("--instruments", metavar="FILE.toml", help="instrument config")
+                   help="turn on pre-trade risk checks with this accounts file (a data "
+                        "directory has its own: one that differs is refused)")
+    p.add_argument("--instruments", metavar="FILE.toml",
+                   help="instrument config (a data directory has its own: one that differs "
+                        "is refused)")
     p.add_argument("--compare", metavar="BASELINE.json",
                    help="fail (exit 1) if throughput drops or p99 grows beyond --tolerance "
                         "against this earlier result.json")
@@ -113,13 +118,27 @@ def _run(args):
             raise ValueError("--rates must be positive numbers")
         if args.accounts:
             load_accounts(args.accounts)
+        notes = {"accounts": args.accounts, "instruments": args.instruments}
+        if is_journal_path(flow):
+            # a recorded day is replayed from the directory's own genesis; accounts or
+            # instruments given must be that genesis (GenesisError otherwise)
+            given = (Exchange(instruments, load_accounts(args.accounts) if args.accounts
+                              else None) if args.accounts or args.instruments else None)
+            start = genesis(flow, given)
+            notes["genesis"] = {"source": start.source, "state_hash": start.state_hash,
+                                "checked": start.checked}
+            if not start.checked:
+                print(f"ccerx bench: warning: {flow}: {start.source}; the replay may not "
+                      f"reproduce the recorded day", file=sys.stderr)
     except ValueError as err:
         print(f"ccerx bench: {err}", file=sys.stderr)
         return 2
 
-    def make_exchange():
+    def flow_exchange():
         accounts = load_accounts(args.accounts) if args.accounts else None
         return Exchange(instruments, accounts)
+
+    make_exchange = start.new_exchange if "genesis" in notes else flow_exchange
 
     progresses = []
 
@@ -133,7 +152,7 @@ def _run(args):
         result = run_bench(flow, make_exchange=make_exchange, limit=args.limit, rates=rates,
                            open_loop_commands=args.open_loop_commands,
                            progress_factory=progress_factory,
-                           notes={"accounts": args.accounts, "instruments": args.instruments},
+                           notes=notes,
                            collect_garbage=not args.no_gc)
     except BenchError as err:
         print(f"ccerx bench: FAILED: {err}", file=sys.stderr)

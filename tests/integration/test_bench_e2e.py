@@ -38,3 +38,31 @@ def test_load_config_sessions_and_cli(tmp_path):
     day = run["journal_replay"]
     assert day["trades_match_fix_reports"] and day["trades"] > 0
     assert 0 < day["commands"] <= run["sent"]
+
+
+def test_a_serve_data_directory_replays_without_an_accounts_file(tmp_path, capsys):
+    """`ccerx serve` keeps its accounts in its config, not in a JSON file: `ccerx bench DIR`
+    replays the day from the directory's genesis to the state `ccerx recover` reports."""
+    import asyncio
+
+    from benchmarks.e2e import DEMO_BROKERS, Server, _client
+    flow = tmp_path / "flow.ndjson"
+    write_flow(flow, 7, 300)
+    server = Server(None)                      # the demo config: members, types, balances
+    try:
+        run = asyncio.run(_client(server.host, server.port, DEMO_BROKERS,
+                                  fix_requests(flow, 2, 300), 300.0, 20, True))
+        server.stop(cleanup=False)
+        assert run["unacked"] == 0 and run["trade_reports"] > 0
+        capsys.readouterr()
+        assert main(["recover", "--data-dir", str(server.data_dir), "--no-ledger"]) == 0
+        [recovered] = [line.split()[-1] for line in capsys.readouterr().out.splitlines()
+                       if line.startswith("state hash ")]
+        out = tmp_path / "out"
+        assert main(["bench", str(server.data_dir), "--out", str(out), "--no-plots",
+                     "--open-loop-commands", "0"]) == 0
+        result = json.loads((out / "result.json").read_text())
+        assert result["end_state"]["state_hash"] == recovered
+        assert 2 * result["end_state"]["trades"] == run["trade_reports"]
+    finally:
+        server.stop()
