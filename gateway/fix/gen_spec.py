@@ -2,7 +2,9 @@
 
     python -m gateway.fix.gen_spec path/to/FIX44.xml > gateway/fix/fix44_spec.py
 
-The XML is the standard FIX 4.4 repository in the layout QuickFIX ships (spec/FIX44.xml).
+The XML is the standard FIX 4.4 repository in the layout QuickFIX ships (spec/FIX44.xml; the
+one in the QuickFIX 1.16.0 source distribution on PyPI, `pip download --no-deps --no-binary
+:all: quickfix==1.16.0`, regenerates the committed file exactly).
 We keep every field's number and type (so any FIX 4.4 tag is known and its data format can
 be checked), the list of FIX 4.4 message types, and the full layout (components expanded,
 repeating groups nested) of the messages this gateway supports; enums only for the fields
@@ -14,7 +16,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 SUPPORTED = ["0", "1", "2", "3", "4", "5", "A", "D", "F", "G", "H", "8", "9", "j",
-             "V", "W", "X", "Y", "x", "y", "d", "h"]
+             "V", "W", "X", "Y", "x", "y", "d", "g", "h"]
 
 
 def main(path: str) -> None:
