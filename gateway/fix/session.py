@@ -440,6 +440,8 @@ class Session:
             self.store.next_target += 1
         log.info("%s: logged on (HeartBtInt %d, next in %d, next out %d)", self._name(),
                  self._hb, self.store.next_target, self.store.next_sender)
+        # Last, so what the application sends at logon (the exchange's TradingSessionStatus)
+        # follows the Logon reply and any ResendRequest: FIX wants the Logon answered first.
         self._route(self.application.on_logon(self.key))
 
     def _on_heartbeat(self, msg: FixMessage) -> None:

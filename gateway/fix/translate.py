@@ -23,6 +23,17 @@ dictionary accepts every message): ExecType 0 new, F trade, 4 canceled, 5 replac
 I order status. Prices cross this module as decimal strings converted with
 `engine.types.price_field` (never a float); quantities must be whole tonnes.
 
+Trading session status. The exchange has one trading session, TradingSessionID (336)
+"CONTINUOUS", open (TradSesStatus 340=2) or closed (3: outside trading hours or halted).
+TradingSessionStatus (h) tells a broker its state: on every change (to every broker, logged
+on or not), at logon (the session layer sends it after its Logon reply, so a broker that logs
+on during a halt knows before its first order is rejected) and in answer to a
+TradingSessionStatusRequest (g), carrying its TradSesReqID (335). Every broker gets every
+change whatever it asked for, so SubscriptionRequestType (263) 0 and 1 get the same answer
+and 2 (unsubscribe) is answered with the state and a Text saying so; a TradingSessionID other
+than CONTINUOUS gets 340=6 (request rejected) with TradSesStatusRejReason (567) 1, as FIX 4.4
+prescribes.
+
 Market data (V, x) is delegated to `gateway.marketdata.MarketData`, which also sees every
 batch of engine events. Anything else is answered with BusinessMessageReject (j).
 """
@@ -49,8 +60,13 @@ TEXT, TIME_IN_FORCE, TRANSACT_TIME, REF_SEQ_NUM = 58, 59, 60, 45
 CXL_REJ_REASON, ORD_REJ_REASON, EXEC_TYPE, LEAVES_QTY = 102, 103, 150, 151
 REF_MSG_TYPE, BUSINESS_REJECT_REF_ID, BUSINESS_REJECT_REASON = 372, 379, 380
 CXL_REJ_RESPONSE_TO, ORD_STATUS_REQ_ID = 434, 790
-TRADING_SESSION_ID, TRAD_SES_STATUS = 336, 340
-TRAD_SES_OPEN, TRAD_SES_CLOSED = "2", "3"
+SUBSCRIPTION_REQUEST_TYPE, TRAD_SES_REQ_ID, TRADING_SESSION_ID, TRAD_SES_STATUS = 263, 335, 336, 340
+TRAD_SES_STATUS_REJ_REASON = 567
+CONTINUOUS = "CONTINUOUS"    # our one TradingSessionID
+# TradSesStatus (340), TradSesStatusRejReason (567), SubscriptionRequestType (263)
+TRAD_SES_OPEN, TRAD_SES_CLOSED, TRAD_SES_REQUEST_REJECTED = "2", "3", "6"
+UNKNOWN_TRADING_SESSION = "1"
+SNAPSHOT, SNAPSHOT_AND_UPDATES, UNSUBSCRIBE = "0", "1", "2"
 
 # OrdStatus / ExecType values
 NEW, PARTIAL, FILLED, CANCELED, REPLACED, REJECTED, EXPIRED, TRADE, STATUS = (
@@ -179,12 +195,20 @@ class ExchangeApplication:
         self._boot = _base36(clock() // 1_000_000)
         self._local_ids = 0
         self._handlers = {"D": self._new_order, "F": self._cancel, "G": self._replace,
-                          "H": self._status}
+                          "H": self._status, "g": self._session_status_request}
+        # (open, Text) of the last TradingSessionStatus broadcast: a broker logging on during a
+        # halt is told "halt", not just "closed" (unknown after a restart until the next change)
+        self._last_status: Optional[tuple[bool, str]] = None
         self._adopt_resting_orders()
 
     # ------------------------------------------------------------------ Application protocol
     def on_logon(self, session: SessionKey) -> list[Outbound]:
-        return []
+        """The trading session's state, so the broker need not learn of a halt from a rejected
+        order. The session layer sends it after its Logon reply (and its ResendRequest, if the
+        broker is ahead): a new message with the next sequence number, like any other."""
+        if self.sessions.get(session.their_comp_id) != session:
+            return []
+        return [(session, self._session_status())]
 
     def on_logout(self, session: SessionKey) -> list[Outbound]:
         self.market_data.drop_session(session)
@@ -344,6 +368,45 @@ class ExchangeApplication:
             report.fields.insert(3, extra[0])
         return [(session, report)]
 
+    # ------------------------------------------------------------------ TradingSessionStatusRequest (g)
+    def _session_status_request(self, session, broker, msg) -> list[Outbound]:
+        get = first_values(msg).get
+        req_id, subscription = get(TRAD_SES_REQ_ID), get(SUBSCRIPTION_REQUEST_TYPE)
+        # (the session layer's FIX 4.4 dictionary refuses these first with a Reject (3))
+        if not req_id or not subscription:
+            return [(session, business_reject(msg, BMR_FIELD_MISSING,
+                                              "TradSesReqID (335) and SubscriptionRequestType "
+                                              "(263) are required", ref_id=req_id))]
+        if subscription not in (SNAPSHOT, SNAPSHOT_AND_UPDATES, UNSUBSCRIBE):
+            return [(session, business_reject(msg, BMR_OTHER,
+                                              "unsupported SubscriptionRequestType "
+                                              f"{subscription!r}: 0 (snapshot), 1 (snapshot and "
+                                              "updates) or 2 (unsubscribe)", ref_id=req_id))]
+        trading_session = get(TRADING_SESSION_ID)
+        if trading_session and trading_session != CONTINUOUS:
+            return [(session, FixMessage.of(
+                "h", (TRAD_SES_REQ_ID, req_id), (TRADING_SESSION_ID, trading_session),
+                (TRAD_SES_STATUS, TRAD_SES_REQUEST_REJECTED),
+                (TRAD_SES_STATUS_REJ_REASON, UNKNOWN_TRADING_SESSION),
+                (TEXT, f"unknown TradingSessionID {trading_session[:32]!r}: the only trading "
+                       f"session is {CONTINUOUS}")))]
+        text = None
+        if subscription == UNSUBSCRIBE:
+            text = (f"{self._status_text()}; every broker is sent every change of the trading "
+                    "session status, there is no subscription to end")
+        return [(session, self._session_status(req_id, text))]
+
+    def _session_status(self, req_id: Optional[str] = None,
+                        text: Optional[str] = None) -> FixMessage:
+        """TradingSessionStatus (h) with the current state (TradSesReqID when answering g)."""
+        return _status_message(self.exchange.trading_open, text or self._status_text(), req_id)
+
+    def _status_text(self) -> str:
+        last, is_open = self._last_status, self.exchange.trading_open
+        if last is not None and last[0] == is_open:
+            return last[1]
+        return "open" if is_open else "closed"
+
     # ------------------------------------------------------------------ operator commands
     def run_operator_command(self, command, events: Optional[list] = None) -> list[Outbound]:
         """Apply a command of the exchange itself (the trading calendar and the operator's
@@ -360,11 +423,10 @@ class ExchangeApplication:
 
     def _trading_status(self, event: TradingStatusChanged, out) -> None:
         """TradingSessionStatus (h) to every broker, logged on or not (stored for resend)."""
+        text = event.note or ("open" if event.open else "closed")
+        self._last_status = (event.open, text)
         for session in self.sessions.values():
-            out.append((session, FixMessage.of(
-                "h", (TRADING_SESSION_ID, "CONTINUOUS"),
-                (TRAD_SES_STATUS, TRAD_SES_OPEN if event.open else TRAD_SES_CLOSED),
-                (TEXT, event.note or ("open" if event.open else "closed")))))
+            out.append((session, _status_message(event.open, text)))
 
     # ------------------------------------------------------------------ events -> FIX
     def _apply(self, command, request: _Request) -> list[Outbound]:
@@ -597,6 +659,14 @@ def whole_tonnes(text) -> int:
         return parse_decimal_units(text, 1)
     except DecimalFormatError:
         raise _Reject("13", f"OrderQty must be a whole number of tonnes, not {text[:32]!r}") from None
+
+
+def _status_message(is_open: bool, text: str, req_id: Optional[str] = None) -> FixMessage:
+    """TradingSessionStatus (h) of the CONTINUOUS session, fields in FIX 4.4 dictionary order."""
+    fields = [(TRAD_SES_REQ_ID, req_id)] if req_id else []
+    fields += [(TRADING_SESSION_ID, CONTINUOUS),
+               (TRAD_SES_STATUS, TRAD_SES_OPEN if is_open else TRAD_SES_CLOSED), (TEXT, text)]
+    return FixMessage.of("h", *fields)
 
 
 def business_reject(message: FixMessage, reason: str, text: str,

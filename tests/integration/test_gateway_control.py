@@ -45,6 +45,8 @@ def serve(tmp_path_factory):
 def b1(serve):
     broker = Broker("BROKER01", serve["port"])
     assert s(broker.logon("demo01", reset=True), 35) == "A"
+    status = broker.read()                        # told the market's state at logon
+    assert (s(status, 35), s(status, 340)) == ("h", "2")
     yield broker
     broker.close()
 
@@ -91,6 +93,27 @@ def test_halt_closes_the_market_and_resume_reopens_it(serve, b1):
     b1.send("F", (41, "h2"), (11, "h2c"), (55, "CCER-SOL"), (54, "1"), (60, "20260101-00:00:00"),
             (38, 10))
     assert s(b1.expect("8"), 150) == "4"
+
+
+def test_a_broker_logging_on_during_a_halt_is_told_at_once(serve, b1):
+    [halted] = operator(serve, {"op": "status", "open": False, "note": "halt"})
+    assert halted["ok"] is True
+    assert s(b1.expect("h"), 340) == "3"
+    b2 = Broker("BROKER02", serve["port"])
+    try:
+        assert s(b2.logon("demo02", reset=True), 35) == "A"
+        status = b2.read()                        # the very next message, before any order
+        assert (s(status, 35), s(status, 336), s(status, 340), s(status, 58)) == (
+            "h", "CONTINUOUS", "3", "halt")
+        b2.send("g", (335, "st1"), (263, "0"))
+        answer = b2.expect("h")
+        assert (s(answer, 335), s(answer, 340)) == ("st1", "3")
+        [resumed] = operator(serve, {"op": "status", "open": True, "note": "resume"})
+        assert resumed["ok"] is True
+        assert (s(b2.expect("h"), 340), s(b1.expect("h"), 340)) == ("2", "2")
+        b2.logout()
+    finally:
+        b2.close()
 
 
 def test_deposits_fund_orders_over_fix(serve, b1):

@@ -250,6 +250,10 @@ def test_brokers_log_on_with_their_passwords(b1, b2):
         reply = broker.logon(password, reset=True)
         assert s(reply, 35) == "A", s(reply, 58)
         assert (s(reply, 49), s(reply, 56), s(reply, 108)) == (GATEWAY, broker.comp_id, "30")
+        status = broker.read()                    # right after the Logon reply: the market's state
+        assert (s(status, 35), s(status, 336), s(status, 340), s(status, 58)) == (
+            "h", "CONTINUOUS", "2", "open")
+        assert int(s(status, 34)) == int(s(reply, 34)) + 1 and s(status, 335) is None
 
 
 def test_crossing_orders_fill_both_brokers(b1, b2):
@@ -368,6 +372,22 @@ def test_security_list(b1):
     assert "tick 0.01 CNY" in mgv[58]
 
 
+def test_trading_session_status_request(b1):
+    b1.send("g", (335, "ts1"), (263, "1"))
+    status = b1.expect("h")
+    assert (s(status, 335), s(status, 336), s(status, 340)) == ("ts1", "CONTINUOUS", "2")
+    b1.send("g", (335, "ts2"), (336, "AUCTION"), (263, "0"))
+    unknown = b1.expect("h")                      # FIX 4.4: 340=6 request rejected, 567=1
+    assert (s(unknown, 335), s(unknown, 336), s(unknown, 340), s(unknown, 567)) == (
+        "ts2", "AUCTION", "6", "1")
+    assert "CONTINUOUS" in s(unknown, 58)
+    seq = b1.send("g", (263, "0"))                # no TradSesReqID
+    reject = b1.expect("3", "h", "j")
+    assert (s(reject, 35), s(reject, 45), s(reject, 371), s(reject, 372), s(reject, 373),
+            s(reject, 58)) == ("3", str(seq), "335", "g", "1", "Required tag missing")
+    sync(b1, "after-g")                           # the session carries on
+
+
 def test_logged_out_broker_recovers_its_execution_by_resend(b1, b2):
     b2.new_order("rest1", "HOLD02", "2", 40, "95.00", symbol="CCER-MGV")
     assert s(b2.expect("8"), 150) == "0"
@@ -380,6 +400,9 @@ def test_logged_out_broker_recovers_its_execution_by_resend(b1, b2):
     reply = b2.logon("demo02")                    # the next sequence numbers, no reset
     assert s(reply, 35) == "A"
     assert int(s(reply, 34)) > expected_next      # the gateway sent more while we were away
+    status = b2.read()                            # a new message after the Logon reply
+    assert (s(status, 35), s(status, 340), s(status, 43)) == ("h", "2", None)
+    assert int(s(status, 34)) == int(s(reply, 34)) + 1
     b2.send("2", (7, expected_next), (16, 0))
     resent = b2.expect("8", where=lambda m: s(m, 11) == "rest1")
     assert (s(resent, 43), s(resent, 150), s(resent, 39), s(resent, 32), s(resent, 31)) == (

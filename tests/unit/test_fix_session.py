@@ -199,6 +199,36 @@ def test_messages_for_a_logged_out_session_survive_a_restart_and_come_back_by_re
     store.close()
 
 
+class StatusAtLogonApp(RecordingApp):
+    """Sends an application message at logon, as the exchange application does (35=h)."""
+
+    def on_logon(self, session):
+        super().on_logon(session)
+        return [(session, FixMessage.of("h", (336, "CONTINUOUS"), (340, "3")))]
+
+
+def test_what_the_app_sends_at_logon_follows_the_logon_reply_and_is_resent_like_any_message(clock):
+    session, peer, _, _ = make(clock, app=StatusAtLogonApp())
+    out = peer.logon()                                     # out 1: Logon, out 2: h
+    assert [(t(m, 35), t(m, 34)) for m in out] == [("A", "1"), ("h", "2")]
+    peer.send("5")                                         # out 3: Logout
+    session.connection_lost(clock[0])
+    session.send(FixMessage.of("8", (11, "late"), (150, "F")), clock[0])   # out 4, stored
+    session.data_to_send()
+
+    # The broker comes back without a reset, ahead of us (its 3 and 4 never arrived) and behind
+    # us (it saw our 3 last): the Logon reply, then our ResendRequest, then the new h.
+    peer.seq = 5
+    out = peer.logon()
+    assert [(t(m, 35), t(m, 34)) for m in out] == [("A", "5"), ("2", "6"), ("h", "7")]
+    assert (t(out[1], 7), t(out[1], 16)) == ("3", "0")
+    assert peer.send("4", (123, "Y"), (36, 6), seq=3) == []
+    out = peer.send("2", (7, 4), (16, 0))
+    assert [(t(m, 35), t(m, 34), t(m, 36), t(m, 43)) for m in out] == [
+        ("8", "4", None, "Y"), ("4", "5", "7", "Y"), ("h", "7", None, "Y")]
+    assert (session.store.next_sender, session.store.next_target) == (8, 7)
+
+
 def test_reset_seq_num_flag_starts_both_sides_at_one(clock):
     session, peer, _, _ = make(clock)
     peer.logon()

@@ -415,6 +415,7 @@ FIX44_LAYOUT = {
     "Y": ({262, 281, 58}, {262}),
     "y": ({320, 322, 560, 393, 893, 146, 55, 107, 870, 871, 872, 15, 232, 233, 234, 561, 562, 58},
           {320, 322, 560}),
+    "h": ({335, 336, 340, 567, 58}, {336, 340}),
 }
 FIX44_ENUMS = {
     150: set("03456789ABCDEFGHI"), 39: set("0123456789ABCDE"),
@@ -423,7 +424,7 @@ FIX44_ENUMS = {
     279: {"0", "1", "2"}, 281: set("012345678"), 560: set("012345"),
     871: {str(n) for n in range(1, 24)} | {"99"}, 233: {"PRICE"}, 13: set("123456"),
     54: set("123456789ABCDEFG"), 40: set("123456789ABCDEFGHIJKLMP"), 59: set("01234567"),
-    893: {"Y", "N"},
+    893: {"Y", "N"}, 340: set("0123456"), 567: {"1", "99"},
 }
 NUMERIC = {14, 151, 38, 32, 31, 44, 6, 12, 270, 271, 346, 290, 268, 146, 870, 232, 561, 562, 393}
 
@@ -478,6 +479,11 @@ def test_every_outgoing_message_fits_the_fix44_dictionary(app):
     run(B1, md_request("md", "2", ["CCER-AFF"]))
     run(B1, msg("x", (320, "a"), (559, "4")))
     run(B1, msg("x", (320, "b"), (559, "3")))
+    sent.extend(m for _, m in app.on_logon(B1))
+    run(B1, msg("g", (335, "t1"), (263, "0")))
+    run(B1, msg("g", (335, "t2"), (336, "CONTINUOUS"), (263, "2")))
+    run(B1, msg("g", (335, "t3"), (336, "AUCTION"), (263, "1")))
+    run(B1, msg("g", (263, "1")))
     assert {m.msg_type for m in sent} == set(FIX44_LAYOUT)
     for message in sent:
         assert_fix44(message)
@@ -500,10 +506,11 @@ _values = {
     262: st.sampled_from(["m1", "m2"]), 263: st.sampled_from(["0", "1", "2", "9"]),
     264: st.sampled_from(["0", "1", "x"]), 269: st.sampled_from(["0", "1", "2", "5"]),
     320: st.just("s"), 559: st.sampled_from(["0", "4", "9"]),
+    335: st.sampled_from(["t1", ""]), 336: st.sampled_from(["CONTINUOUS", "AUCTION", ""]),
 }
 _random_message = st.tuples(
     st.sampled_from([B1, B2]),
-    st.sampled_from(["D", "F", "G", "H", "V", "x", "Q"]),
+    st.sampled_from(["D", "F", "G", "H", "V", "x", "g", "Q"]),
     st.lists(st.sampled_from(sorted(_values)), max_size=9).flatmap(
         lambda tags: st.tuples(*[st.tuples(st.just(t), _values[t]) for t in tags])))
 

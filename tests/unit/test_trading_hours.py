@@ -53,6 +53,52 @@ def test_closing_the_market_tells_every_broker_and_refuses_orders(app):
     assert report.get(150) == "0"
 
 
+def test_a_broker_is_told_the_trading_status_at_logon(app):
+    [(key, status)] = app.on_logon(B1)
+    assert key == B1
+    assert status.fields == [(35, "h"), (336, "CONTINUOUS"), (340, "2"), (58, "open")]
+    app.run_operator_command(SetTradingStatus(False, "lunch break", ns(2026, 11, 27, 11, 30)))
+    [(key, status)] = app.on_logon(B2)
+    assert key == B2
+    assert status.fields == [(35, "h"), (336, "CONTINUOUS"), (340, "3"), (58, "lunch break")]
+    stranger = SessionKey("FIX.4.4", "CCERX", "BROKER99")
+    assert app.on_logon(stranger) == []
+
+
+def status_request(req_id, subscription="0", *more):
+    fields = [(34, 3)] + ([(335, req_id)] if req_id is not None else [])
+    return FixMessage.of("g", *fields, *more, (263, subscription))
+
+
+def test_trading_session_status_request_is_answered_with_its_id(app):
+    [(key, status)] = app.on_message(B1, status_request("q1"))
+    assert key == B1
+    assert status.fields == [(35, "h"), (335, "q1"), (336, "CONTINUOUS"), (340, "2"), (58, "open")]
+    app.run_operator_command(SetTradingStatus(False, "halt"))
+    [(_, status)] = app.on_message(B1, status_request("q2", "1", (336, "CONTINUOUS")))
+    assert status.fields == [(35, "h"), (335, "q2"), (336, "CONTINUOUS"), (340, "3"), (58, "halt")]
+    [(_, status)] = app.on_message(B1, status_request("q3", "2"))    # unsubscribe
+    assert (status.get(335), status.get(340)) == ("q3", "3")
+    assert status.get(58).startswith("halt; every broker is sent every change")
+
+
+def test_an_unknown_trading_session_is_a_rejected_request(app):
+    [(_, status)] = app.on_message(B1, status_request("q1", "0", (336, "AUCTION")))
+    assert [(t, v) for t, v in status.fields if t != 58] == [
+        (35, "h"), (335, "q1"), (336, "AUCTION"), (340, "6"), (567, "1")]
+    assert "unknown TradingSessionID 'AUCTION'" in status.get(58)
+
+
+def test_a_status_request_without_its_id_is_refused(app):
+    # (over FIX the session layer's dictionary refuses it first: Reject 373=1, 371=335)
+    [(_, reject)] = app.on_message(B1, status_request(None))
+    assert (reject.msg_type, reject.get(372), reject.get(380), reject.get(45)) == (
+        "j", "g", "5", "3")
+    assert "TradSesReqID (335)" in reject.get(58)
+    [(_, reject)] = app.on_message(B1, status_request("q1", "9"))
+    assert (reject.msg_type, reject.get(379), reject.get(380)) == ("j", "q1", "0")
+
+
 def test_end_of_day_expires_day_orders_to_their_brokers(app):
     app.on_message(B2, FixMessage.of("D", (34, 2), (11, "s1"), (1, "HOLD02"), (55, "CCER-AFF"),
                                      (54, "2"), (60, "20261127-02:00:00.000"), (38, 5),
