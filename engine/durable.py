@@ -323,7 +323,8 @@ class DurableExchange:
                         self._eod_marks.append((max(record.last_instruction, snap_instruction),
                                                 trade_date(exchange.last_ts)))
             replayed += len(rows)
-        made = exchange.next_trade_id - trade_ids_before + len(exchange.deposit_ids) - deposits_before
+        made = (exchange.next_trade_id - trade_ids_before
+                + len(exchange.deposit_ids) - deposits_before)
         if made != expected:
             raise AssertionError(f"journal replay produced {made} trades and deposits but the "
                                  f"journal holds "
@@ -377,7 +378,8 @@ class DurableExchange:
 
     def apply_deferred(self, command) -> list:
         """Caller-driven group commit: apply the command, hold its journal row in memory (written
-        with the others in one record, one write and one fsync, at commit). It becomes durable, and its settlement instructions are published, at the next
+        with the others in one record, one write and one fsync, at commit). It becomes
+        durable, and its settlement instructions are published, at the next
         commit() (or apply/apply_many, which commit everything before them). The caller must
         let nothing that depends on the events leave the process before then: the FIX
         gateway applies the orders of one event-loop iteration this way and commits once

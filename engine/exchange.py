@@ -5,8 +5,8 @@ I/O and reads no clock: the timestamp of every event is the command's `ts` (or t
 one seen), so the same commands always give the same events, byte for byte.
 
 Every command yields at least one event. Expected failures (bad price, unknown order,
-insufficient funds, ...) are `OrderRejected` (or `DepositRejected`) values and change nothing else; a broken
-internal invariant raises, because it means a bug, not a bad input.
+insufficient funds, ...) are `OrderRejected` (or `DepositRejected`) values and change nothing
+else; a broken internal invariant raises, because it means a bug, not a bad input.
 
 Matching is strict price-time priority and a trade always prints at the resting order's
 price. Self-trade prevention cancels the resting order (reason stp) and matching goes on.
@@ -21,8 +21,9 @@ from typing import Iterable, Optional
 from .book import Book, Order
 from .commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
                        NewOrder, SetTradingStatus)
-from .events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, OrderAccepted, OrderAmended,
-                     OrderCancelled, OrderRejected, TradeExecuted, TradingStatusChanged)
+from .events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, OrderAccepted,
+                     OrderAmended, OrderCancelled, OrderRejected, TradeExecuted,
+                     TradingStatusChanged)
 from .risk import DEFAULT_FEE_PPM, PPM, Accounts
 from .types import (CASH_ASSET, DEFAULT_INSTRUMENTS, MAX_DEPOSIT, ORDER_TYPES, SIDES, TIFS,
                     CancelReason, InstrumentSpec, OrderType, PriceError, RejectReason as R, Side,

@@ -18,8 +18,9 @@ import orjson
 
 from .commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
                        NewOrder, SetTradingStatus)
-from .events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, OrderAccepted, OrderAmended,
-                     OrderCancelled, OrderRejected, TradeExecuted, TradingStatusChanged)
+from .events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, OrderAccepted,
+                     OrderAmended, OrderCancelled, OrderRejected, TradeExecuted,
+                     TradingStatusChanged)
 from .types import CASH_ASSET, InstrumentSpec, format_fen, parse_cny_to_fen, price_field
 
 _loads = orjson.loads

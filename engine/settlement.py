@@ -226,18 +226,24 @@ class InstructionMaker:
                 self._dates[day_key] = dates
         return dates
 
-    def make(self, trade: TradeExecuted, spec: InstrumentSpec, accounts) -> SettlementInstruction:
-        instrument = trade.instrument
-        stream_seq = self.stream_seqs.get(instrument, 0) + 1
-        self.stream_seqs[instrument] = stream_seq
+    def _number(self, stream: str) -> tuple[int, int]:
+        """The next (seq, stream_seq): every instruction takes one of each, in order."""
+        stream_seq = self.stream_seqs.get(stream, 0) + 1
+        self.stream_seqs[stream] = stream_seq
         seq = self.next_seq
         self.next_seq = seq + 1
-        buyer_member = seller_member = None
-        if accounts is not None:
-            buyer = accounts.get(trade.buy_account)
-            seller = accounts.get(trade.sell_account)
-            buyer_member = buyer.member if buyer is not None else None
-            seller_member = seller.member if seller is not None else None
+        return seq, stream_seq
+
+    @staticmethod
+    def _member(accounts, account_id: str) -> Optional[str]:
+        account = accounts.get(account_id) if accounts is not None else None
+        return account.member if account is not None else None
+
+    def make(self, trade: TradeExecuted, spec: InstrumentSpec, accounts) -> SettlementInstruction:
+        instrument = trade.instrument
+        seq, stream_seq = self._number(instrument)
+        buyer_member = self._member(accounts, trade.buy_account)
+        seller_member = self._member(accounts, trade.sell_account)
         trade_date, settle_date = self._dates_for(trade.ts)
         return SettlementInstruction(
             f"{self.config.exchange_id}-T{trade.trade_id}", seq, stream_seq, trade.trade_id,
@@ -247,18 +253,11 @@ class InstructionMaker:
             settle_date, trade.ts)
 
     def make_deposit(self, event: Deposited, accounts) -> DepositInstruction:
-        asset = event.asset
-        stream_seq = self.stream_seqs.get(asset, 0) + 1
-        self.stream_seqs[asset] = stream_seq
-        seq = self.next_seq
-        self.next_seq = seq + 1
-        member = None
-        if accounts is not None:
-            account = accounts.get(event.account)
-            member = account.member if account is not None else None
+        seq, stream_seq = self._number(event.asset)
         return DepositInstruction(f"{self.config.exchange_id}-D{event.seq}", seq, stream_seq,
-                                  event.deposit_id, event.account, member, asset, event.amount,
-                                  self._dates_for(event.ts)[0], event.ts)
+                                  event.deposit_id, event.account,
+                                  self._member(accounts, event.account), event.asset,
+                                  event.amount, self._dates_for(event.ts)[0], event.ts)
 
     def state(self) -> dict:
         return {"next_seq": self.next_seq, "stream_seqs": dict(sorted(self.stream_seqs.items()))}
