@@ -54,10 +54,13 @@ class EndOfDay(NamedTuple):
 
 class SetTradingStatus(NamedTuple):
     """Open or close continuous trading (the trading calendar drives this). While closed, new
-    orders and amends are rejected (market_closed); cancels still work."""
+    orders and amends are rejected (market_closed); cancels still work. `halted` marks a close
+    that interrupts the schedule (an operator's halt), as opposed to a scheduled one; it
+    changes nothing in matching, only what brokers are told (FIX TradSesStatus 1, not 3)."""
     open: bool
     note: str = ""          # e.g. "morning session", "lunch break", "close"
     ts: Optional[int] = None
+    halted: bool = False    # only with open=False
 
 
 class Deposit(NamedTuple):

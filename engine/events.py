@@ -100,6 +100,7 @@ class TradingStatusChanged(NamedTuple):
     ts: int
     open: bool
     note: str
+    halted: bool = False
 
 
 class Deposited(NamedTuple):

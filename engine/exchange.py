@@ -59,6 +59,7 @@ class Exchange:
         self.last_ts = 0
         self.seen_order_ids: set[str] = set()
         self.trading_open = True      # continuous trading; the calendar closes it (SetTradingStatus)
+        self.halted = False           # closed by a halt rather than by the schedule
         self.last_close_ts = 0        # ts of the last EndOfDay (0: none yet)
         self.deposit_ids: set[str] = set()   # every deposit id ever applied (never reset)
         # per instrument: [volume t, turnover in tick*t, trades] for the VWAP close
@@ -451,11 +452,13 @@ class Exchange:
         out.append(InstrumentDefined(self.seq, ts, spec))
 
     def _set_trading_status(self, cmd: SetTradingStatus, ts: int, out: list) -> None:
-        if type(cmd.open) is not bool:
-            raise TypeError(f"SetTradingStatus.open must be a bool: {cmd!r}")
+        if type(cmd.open) is not bool or type(cmd.halted) is not bool or (cmd.open and cmd.halted):
+            raise TypeError(f"SetTradingStatus needs bools open and halted, halted only when "
+                            f"closed: {cmd!r}")
         self.trading_open = cmd.open
+        self.halted = cmd.halted
         self.seq += 1
-        out.append(TradingStatusChanged(self.seq, ts, cmd.open, cmd.note))
+        out.append(TradingStatusChanged(self.seq, ts, cmd.open, cmd.note, cmd.halted))
 
     def _deposit(self, cmd: Deposit, ts: int, out: list) -> None:
         """Credit an account from outside the market. Allowed whether trading is open or not;
@@ -544,6 +547,8 @@ class Exchange:
         h.update(repr((self.seq, self.next_trade_id, self.last_ts, self.fee_ppm)).encode())
         if not self.trading_open or self.last_close_ts:  # (so hashes of older states stay the same)
             h.update(repr((self.trading_open, self.last_close_ts)).encode())
+        if self.halted:
+            h.update(b"halted")
         for symbol in sorted(self.specs):
             h.update(repr((self.specs[symbol], self.day_stats[symbol])).encode())
             book = self.books[symbol]

@@ -104,7 +104,10 @@ def encode_command(cmd) -> list:
             return [_EOD, cmd.ts]
     elif kind is SetTradingStatus:
         if type(cmd.open) is bool and _plain(cmd.note) and _plain(cmd.ts):
-            return [_STATUS, cmd.open, cmd.note, cmd.ts]
+            if cmd.halted is True:
+                return [_STATUS, cmd.open, cmd.note, cmd.ts, True]
+            if cmd.halted is False:
+                return [_STATUS, cmd.open, cmd.note, cmd.ts]   # (the row before halts existed)
     elif kind is Deposit:
         if all(_plain(v) for v in cmd):
             return [_DEPOSIT, *cmd]
@@ -135,7 +138,7 @@ def decode_command(row: list):
     if tag == _EOD:
         return EndOfDay(row[1])
     if tag == _STATUS:
-        return SetTradingStatus(row[1], row[2], row[3])
+        return SetTradingStatus(row[1], row[2], row[3], len(row) > 4 and row[4])
     if tag == _DEPOSIT:
         return Deposit(*row[1:])
     if tag == _MALFORMED:

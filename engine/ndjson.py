@@ -8,6 +8,7 @@ Command line format (one JSON object per line; see README "ccerx replay"):
   {"op":"amend","order_id":"o1","price":"62.02","qty":80}
   {"op":"eod"}
   {"op":"status","open":false,"note":"lunch break"}
+  {"op":"status","open":false,"halt":true,"note":"system check"}
   {"op":"deposit","deposit_id":"ISS-1","account":"PO1","instrument":"CCER-SOL","qty":50000}
   {"op":"deposit","deposit_id":"F-1","account":"EM01","cash":"1000000.00"}
 A line that cannot become a command becomes `Malformed`, which the engine rejects in sequence.
@@ -61,10 +62,12 @@ def parse_command(line: bytes | str):
     if op == "eod":
         return EndOfDay(ts)
     if op == "status":
-        is_open, note = obj.get("open"), obj.get("note", "")
-        if type(is_open) is not bool or type(note) is not str or len(note) > 200:
-            return Malformed("status", None, "status needs \"open\": true|false and an optional note")
-        return SetTradingStatus(is_open, note, ts)
+        is_open, note, halt = obj.get("open"), obj.get("note", ""), obj.get("halt", False)
+        if (type(is_open) is not bool or type(note) is not str or len(note) > 200
+                or type(halt) is not bool or (halt and is_open)):
+            return Malformed("status", None, "status needs \"open\": true|false, an optional "
+                                             "note and, when closing, an optional \"halt\": true")
+        return SetTradingStatus(is_open, note, ts, halt)
     if op == "deposit":
         return _deposit(obj, ts)
     return Malformed(_str_or_none(op), _str_or_none(obj.get("order_id")),
@@ -135,8 +138,11 @@ def event_to_dict(event, specs: dict[str, InstrumentSpec]) -> dict:
                 "volume": event.volume, "turnover": format_fen(event.turnover_fen),
                 "trades": event.trades}
     if kind is TradingStatusChanged:
-        return {"type": "status", "seq": event.seq, "ts": event.ts, "open": event.open,
-                "note": event.note}
+        out = {"type": "status", "seq": event.seq, "ts": event.ts, "open": event.open,
+               "note": event.note}
+        if event.halted:
+            out["halted"] = True
+        return out
     if kind is Deposited:
         return {"type": "deposited", "seq": event.seq, "ts": event.ts,
                 "deposit_id": event.deposit_id, "account": event.account, "asset": event.asset,
@@ -167,7 +173,7 @@ def market_state(exchange) -> dict:
             "best_ask": None if ask is None else text(ask), "resting_orders": len(book.orders),
             "volume": volume, "turnover": format_fen(turnover * spec.tick_fen), "trades": trades}
     accounts = exchange.accounts
-    return {"trading_open": exchange.trading_open, "last_close_ts": exchange.last_close_ts or None,
+    return {"trading_open": exchange.trading_open, "halted": exchange.halted, "last_close_ts": exchange.last_close_ts or None,
             "seq": exchange.seq, "accounts": None if accounts is None else len(accounts.by_id),
             "instruments": instruments}
 

@@ -61,7 +61,7 @@ def exchange_state(ex: Exchange) -> dict:
             "seq": ex.seq, "next_trade_id": ex.next_trade_id, "last_ts": ex.last_ts,
             "fee_ppm": ex.fee_ppm, "seen": sorted(ex.seen_order_ids),
             "trading_open": ex.trading_open, "last_close_ts": ex.last_close_ts,
-            "deposit_ids": sorted(ex.deposit_ids),
+            "deposit_ids": sorted(ex.deposit_ids), "halted": ex.halted,
             "day_stats": ex.day_stats, "accounts": accounts}
 
 
@@ -95,6 +95,7 @@ def exchange_from_state(state: dict) -> Exchange:
     ex.trading_open = state.get("trading_open", True)      # absent in snapshots before v0.1 status
     ex.last_close_ts = state.get("last_close_ts", 0)
     ex.deposit_ids = set(state.get("deposit_ids", ()))     # absent before deposits existed
+    ex.halted = state.get("halted", False)                  # ... and before halts
     ex.day_stats = {symbol: list(stats) for symbol, stats in state["day_stats"].items()}
     return ex
 

@@ -73,8 +73,10 @@ def requests_for(args) -> list:
     """The request lines an action stands for (dicts, or raw lines for `send`)."""
     if args.action in ("eod", "state", "accounts"):
         return [{"op": args.action}]
-    if args.action in ("halt", "resume"):
-        return [{"op": "status", "open": args.action == "resume", "note": args.note}]
+    if args.action == "halt":
+        return [{"op": "status", "open": False, "halt": True, "note": args.note}]
+    if args.action == "resume":
+        return [{"op": "status", "open": True, "note": args.note}]
     if args.action == "deposit":
         request = {"op": "deposit", "deposit_id": args.deposit_id or f"DEP-{time.time_ns()}",
                    "account": args.account}

@@ -64,7 +64,7 @@ SUBSCRIPTION_REQUEST_TYPE, TRAD_SES_REQ_ID, TRADING_SESSION_ID, TRAD_SES_STATUS 
 TRAD_SES_STATUS_REJ_REASON = 567
 CONTINUOUS = "CONTINUOUS"    # our one TradingSessionID
 # TradSesStatus (340), TradSesStatusRejReason (567), SubscriptionRequestType (263)
-TRAD_SES_OPEN, TRAD_SES_CLOSED, TRAD_SES_REQUEST_REJECTED = "2", "3", "6"
+TRAD_SES_HALTED, TRAD_SES_OPEN, TRAD_SES_CLOSED, TRAD_SES_REQUEST_REJECTED = "1", "2", "3", "6"
 UNKNOWN_TRADING_SESSION = "1"
 SNAPSHOT, SNAPSHOT_AND_UPDATES, UNSUBSCRIBE = "0", "1", "2"
 
@@ -399,7 +399,8 @@ class ExchangeApplication:
     def _session_status(self, req_id: Optional[str] = None,
                         text: Optional[str] = None) -> FixMessage:
         """TradingSessionStatus (h) with the current state (TradSesReqID when answering g)."""
-        return _status_message(self.exchange.trading_open, text or self._status_text(), req_id)
+        return _status_message(self.exchange.trading_open, text or self._status_text(), req_id,
+                               self.exchange.halted)
 
     def _status_text(self) -> str:
         last, is_open = self._last_status, self.exchange.trading_open
@@ -423,10 +424,10 @@ class ExchangeApplication:
 
     def _trading_status(self, event: TradingStatusChanged, out) -> None:
         """TradingSessionStatus (h) to every broker, logged on or not (stored for resend)."""
-        text = event.note or ("open" if event.open else "closed")
+        text = event.note or ("open" if event.open else "halted" if event.halted else "closed")
         self._last_status = (event.open, text)
         for session in self.sessions.values():
-            out.append((session, _status_message(event.open, text)))
+            out.append((session, _status_message(event.open, text, halted=event.halted)))
 
     # ------------------------------------------------------------------ events -> FIX
     def _apply(self, command, request: _Request) -> list[Outbound]:
@@ -661,11 +662,13 @@ def whole_tonnes(text) -> int:
         raise _Reject("13", f"OrderQty must be a whole number of tonnes, not {text[:32]!r}") from None
 
 
-def _status_message(is_open: bool, text: str, req_id: Optional[str] = None) -> FixMessage:
-    """TradingSessionStatus (h) of the CONTINUOUS session, fields in FIX 4.4 dictionary order."""
+def _status_message(is_open: bool, text: str, req_id: Optional[str] = None,
+                    halted: bool = False) -> FixMessage:
+    """TradingSessionStatus (h) of the CONTINUOUS session, fields in FIX 4.4 dictionary order:
+    TradSesStatus 2 open, 3 closed (by the schedule), 1 halted (by the operator)."""
     fields = [(TRAD_SES_REQ_ID, req_id)] if req_id else []
-    fields += [(TRADING_SESSION_ID, CONTINUOUS),
-               (TRAD_SES_STATUS, TRAD_SES_OPEN if is_open else TRAD_SES_CLOSED), (TEXT, text)]
+    status = TRAD_SES_OPEN if is_open else TRAD_SES_HALTED if halted else TRAD_SES_CLOSED
+    fields += [(TRADING_SESSION_ID, CONTINUOUS), (TRAD_SES_STATUS, status), (TEXT, text)]
     return FixMessage.of("h", *fields)
 
 

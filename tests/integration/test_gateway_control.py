@@ -96,18 +96,18 @@ def test_halt_closes_the_market_and_resume_reopens_it(serve, b1):
 
 
 def test_a_broker_logging_on_during_a_halt_is_told_at_once(serve, b1):
-    [halted] = operator(serve, {"op": "status", "open": False, "note": "halt"})
-    assert halted["ok"] is True
-    assert s(b1.expect("h"), 340) == "3"
+    [halted] = operator(serve, {"op": "status", "open": False, "halt": True, "note": "halt"})
+    assert halted["ok"] is True and halted["events"][0]["halted"] is True
+    assert s(b1.expect("h"), 340) == "1"             # halted, not closed by the schedule
     b2 = Broker("BROKER02", serve["port"])
     try:
         assert s(b2.logon("demo02", reset=True), 35) == "A"
         status = b2.read()                        # the very next message, before any order
         assert (s(status, 35), s(status, 336), s(status, 340), s(status, 58)) == (
-            "h", "CONTINUOUS", "3", "halt")
+            "h", "CONTINUOUS", "1", "halt")
         b2.send("g", (335, "st1"), (263, "0"))
         answer = b2.expect("h")
-        assert (s(answer, 335), s(answer, 340)) == ("st1", "3")
+        assert (s(answer, 335), s(answer, 340)) == ("st1", "1")
         [resumed] = operator(serve, {"op": "status", "open": True, "note": "resume"})
         assert resumed["ok"] is True
         assert (s(b2.expect("h"), 340), s(b1.expect("h"), 340)) == ("2", "2")
@@ -157,6 +157,7 @@ def test_the_operator_command_line(serve, tmp_path, capsys):
     lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(a["ok"], a["events"][0]["open"], a["events"][0]["note"]) for a in lines] == \
         [(True, False, "lunch"), (True, True, "resumed by the operator")]
+    assert lines[0]["events"][0]["halted"] is True and "halted" not in lines[1]["events"][0]
 
     requests = tmp_path / "requests.ndjson"
     requests.write_text('{"op":"status","open":true}\n\n{"op":"new"}\n')

@@ -88,6 +88,29 @@ def test_status_survives_journal_snapshot_and_ndjson():
     assert copy.state_hash() == ex.state_hash()
 
 
+def test_a_halt_is_a_close_marked_halted_through_every_edge():
+    halt = SetTradingStatus(False, "system check", 42, True)
+    assert decode_command(encode_command(halt)) == halt
+    assert decode_command([7, False, "close", 41]) == SetTradingStatus(False, "close", 41)  # old row
+    assert parse_command(b'{"op":"status","open":false,"halt":true,"note":"system check",'
+                         b'"ts":42}') == halt
+    for bad in (b'{"op":"status","open":true,"halt":true}',      # a halt is never open
+                b'{"op":"status","open":false,"halt":"yes"}'):
+        assert parse_command(bad).text.startswith("status needs"), bad
+    ex = Exchange()
+    plain = Exchange()
+    [event] = ex.apply(halt)
+    plain.apply(SetTradingStatus(False, "system check", 42))
+    assert event.halted and encode_event(event, ex.specs).endswith(b',"halted":true}')
+    assert ex.state_hash() != plain.state_hash()                 # a halt is state
+    copy = exchange_from_state(exchange_state(ex))
+    assert copy.halted and copy.state_hash() == ex.state_hash()
+    ex.apply(SetTradingStatus(True, "resume", 43))
+    assert not ex.halted and not ex.apply(SetTradingStatus(False, "close", 44))[0].halted
+    with pytest.raises(TypeError):
+        ex.apply(SetTradingStatus(True, "nonsense", 45, True))
+
+
 def test_holidays_are_closed_and_the_schedule_looks_past_them(tmp_path):
     from engine.calendar import load_holidays
     path = tmp_path / "holidays.txt"
