@@ -284,6 +284,8 @@ class DurableExchange:
                                   f"Restore the segment from a replica or backup.")
         report.snapshot_seq, report.skipped_snapshots, report.torn = snap_seq, skipped, torn
         maker_state = extra["settlement"]
+        # closes before the snapshot whose statements were not written yet
+        self._eod_marks = [tuple(mark) for mark in extra.get("eod_marks", ())]
         maker = InstructionMaker(self.settlement, maker_state["next_seq"],
                                  maker_state["stream_seqs"])
         apply = exchange.apply
@@ -320,7 +322,11 @@ class DurableExchange:
                     command = decode(row)
                     apply(command)
                     if type(command) is EndOfDay:   # its statements may not be written yet
-                        self._eod_marks.append((max(record.last_instruction, snap_instruction),
+                        # the close's exact place in the instruction stream: what the replay
+                        # has made so far (a record may hold trades after the close)
+                        made = (exchange.next_trade_id - trade_ids_before
+                                + len(exchange.deposit_ids) - deposits_before)
+                        self._eod_marks.append((snap_instruction + made,
                                                 trade_date(exchange.last_ts)))
             replayed += len(rows)
         made = (exchange.next_trade_id - trade_ids_before
@@ -336,7 +342,9 @@ class DurableExchange:
         return scanned, pending_rows
 
     def _extra(self) -> dict:
-        return {"settlement": self.maker.state()}
+        with self._marks_lock:
+            marks = [list(mark) for mark in self._eod_marks]
+        return {"settlement": self.maker.state(), "eod_marks": marks}
 
     # ------------------------------------------------------------------ end of day
     def _on_confirm(self) -> None:
