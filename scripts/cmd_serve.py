@@ -221,7 +221,7 @@ def calendar_commands(calendar, exchange, now: int, last_pass: Optional[int] = N
     last pass; in between, the operator's halt or resume stands. Closes at or before `floor`
     are never due (a brand-new exchange has no missed day to close: see run_calendar)."""
     commands = []
-    trading_open = exchange.trading_open
+    trading_open, halted = exchange.trading_open, exchange.halted
     if calendar is None:
         if not trading_open:
             commands.append(SetTradingStatus(True, "open (round the clock)", now))
@@ -234,17 +234,18 @@ def calendar_commands(calendar, exchange, now: int, last_pass: Optional[int] = N
     # ends it.
     if (due_close > floor and exchange.last_close_ts < calendar.first_open(due_close)
             and (last_pass is not None or exchange.last_ts <= due_close)):
-        if trading_open:
+        if trading_open or halted:            # the close ends a halt too
             commands.append(SetTradingStatus(False, "close", due_close))
-            trading_open = False
+            trading_open = halted = False
         commands.append(EndOfDay(due_close))
     if last_pass is not None and calendar.next_change(last_pass) > now:
         return commands                       # no boundary passed: the status stands
     # a day the operator closed early stays closed until the next trading day
     closed_early = calendar.is_open(now) and exchange.last_close_ts >= calendar.first_open(now)
-    if (calendar.is_open(now) and not closed_early) != trading_open:
+    want_open = calendar.is_open(now) and not closed_early
+    if want_open != trading_open or halted:   # a boundary ends a halt: the schedule speaks
         note = "closed for the day (closed early)" if closed_early else calendar.note(now)
-        commands.append(SetTradingStatus(not trading_open, note, now))
+        commands.append(SetTradingStatus(want_open, note, now))
     return commands
 
 

@@ -406,7 +406,7 @@ class ExchangeApplication:
         last, is_open = self._last_status, self.exchange.trading_open
         if last is not None and last[0] == is_open:
             return last[1]
-        return "open" if is_open else "closed"
+        return "open" if is_open else "halted" if self.exchange.halted else "closed"
 
     # ------------------------------------------------------------------ operator commands
     def run_operator_command(self, command, events: Optional[list] = None) -> list[Outbound]:

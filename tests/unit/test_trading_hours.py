@@ -269,3 +269,34 @@ def test_an_eod_before_the_opening_does_not_cancel_the_trading_day():
     ex.apply(opening)
     close = calendar_commands(CAL, ex, ns(2026, 11, 27, 15, 0), ns(2026, 11, 27, 14, 59))
     assert close[-1] == EndOfDay(ns(2026, 11, 27, 15, 0))
+
+
+def test_a_halt_ends_at_the_next_boundary_or_the_close():
+    ex = Exchange()
+    ex.apply(EndOfDay(ns(2026, 11, 26, 15, 0)))
+    for c in calendar_commands(CAL, ex, ns(2026, 11, 27, 9, 30)):
+        ex.apply(c)
+    ex.apply(SetTradingStatus(False, "system check", ns(2026, 11, 27, 10, 0), True))
+    # the lunch boundary: still closed, but as the schedule's break, no longer halted
+    [lunch] = calendar_commands(CAL, ex, ns(2026, 11, 27, 11, 30), ns(2026, 11, 27, 11, 29))
+    assert lunch == SetTradingStatus(False, "break", ns(2026, 11, 27, 11, 30))
+    ex.apply(lunch)
+    assert not ex.halted
+    [reopen] = calendar_commands(CAL, ex, ns(2026, 11, 27, 13, 0), ns(2026, 11, 27, 12, 59))
+    ex.apply(reopen)
+    # halted at 14:00 and still halted at 15:00: the close ends the halt with the day
+    ex.apply(SetTradingStatus(False, "system check", ns(2026, 11, 27, 14, 0), True))
+    close = calendar_commands(CAL, ex, ns(2026, 11, 27, 15, 0), ns(2026, 11, 27, 14, 59))
+    assert close == [SetTradingStatus(False, "close", ns(2026, 11, 27, 15, 0)),
+                     EndOfDay(ns(2026, 11, 27, 15, 0))]
+    for c in close:
+        ex.apply(c)
+    assert not ex.halted and not ex.trading_open
+    assert calendar_commands(CAL, ex, ns(2026, 11, 28, 12, 0), ns(2026, 11, 27, 15, 0)) == []
+
+
+def test_a_broker_logging_on_after_a_restart_during_a_halt_is_told_halted(app):
+    # the application is new (as after a restart): it never saw the halt's note
+    app.exchange.apply(SetTradingStatus(False, "system check", ns(2026, 11, 27, 10, 0), True))
+    [(key, status)] = app.on_logon(B1)
+    assert (status.msg_type, status.get(340), status.get(58)) == ("h", "1", "halted")
