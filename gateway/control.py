@@ -8,7 +8,7 @@ one response line, in order:
 
     {"op":"eod"}                                  -> {"ok":true,"events":[{"type":"cancelled",...},
                                                                            {"type":"day_closed",...}, ...]}
-    {"op":"status","open":false,"note":"halt"}    -> {"ok":true,"events":[{"type":"status",...}]}
+    {"op":"status","open":false,"halt":true}      -> {"ok":true,"events":[{"type":"status",...}]}
     {"op":"deposit","deposit_id":"F-1","account":"EMIT01","cash":"1000000.00"}
                                                   -> {"ok":true,"events":[{"type":"deposited",...}]}
     {"op":"state"}                                -> {"ok":true,"state":{"trading_open":true,...}}
@@ -278,7 +278,13 @@ class ControlServer:
         if type(item) is Refused:
             response = refusal(item.error)
         elif type(item) is Query:
-            response = query(item, self.application.exchange)
+            try:      # what it shows must be durable: commit what FIX applied before it
+                if self.commit is not None:
+                    self.commit()
+                response = query(item, self.application.exchange)
+            except Exception as err:
+                log.exception("operator query %r failed", item)
+                response = refusal(f"internal error: {err}")
         else:
             try:
                 response = self.execute(item)

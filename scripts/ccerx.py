@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import select
 import sys
 
 # Each subcommand lives in its own module with add_parser(subparsers) -> sets args.run.
@@ -31,15 +32,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (a broken pipe elsewhere, a
+    socket say, is an error like any other)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):   # no real file behind stdout (tests)
+        return False
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from engine.durable import RecoveryRefused
     try:
         return args.run(args) or 0
-    except BrokenPipeError:            # `ccerx ... | head`: the reader has all it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no error at exit
-        return 0
     except (OSError, RecoveryRefused) as err:
+        if isinstance(err, BrokenPipeError) and _stdout_closed():
+            # `ccerx ... | head`: the reader has all it wanted; no error at exit either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         # files that cannot be read or written, a data directory that must not be recovered:
         # the user's to fix, so a clear line rather than a traceback
         print(f"ccerx {args.command}: {err}", file=sys.stderr)

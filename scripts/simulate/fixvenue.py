@@ -120,7 +120,11 @@ class _Conn:
                       header=True)
         for tag, value in fields:
             m.append_pair(tag, value)
-        self.sock.sendall(m.encode())
+        try:
+            self.sock.sendall(m.encode())
+        except OSError as err:
+            raise FixUnavailable(f"the {self.comp_id} session to the gateway failed: "
+                                 f"{err.strerror or err}") from None
 
 
 class FixVenue:
@@ -187,7 +191,11 @@ class FixVenue:
                 self._receive(self.by_sock[sock.fileno()])
 
     def _receive(self, conn: _Conn) -> None:
-        data = conn.sock.recv(1 << 16)
+        try:
+            data = conn.sock.recv(1 << 16)
+        except OSError as err:
+            raise FixUnavailable(f"the {conn.comp_id} session to the gateway failed: "
+                                 f"{err.strerror or err}") from None
         if not data:
             raise FixUnavailable(f"the gateway closed the {conn.comp_id} session")
         conn.parser.append_buffer(data)

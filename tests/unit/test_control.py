@@ -313,3 +313,21 @@ def test_state_query_shows_the_market_and_changes_nothing(tmp_path):
             [refused] = await operator_request(path, [{"op": "state", "what": "all"}])
             assert not refused["ok"] and "takes no fields" in refused["error"]
     run(scenario())
+
+
+def test_a_query_makes_what_it_shows_durable_first(tmp_path):
+    path = tmp_path / "control.sock"
+
+    async def scenario():
+        async with Rig(path) as rig:
+            commits = []
+            rig.control.commit = lambda: commits.append(rig.exchange.seq)
+            await operator_request(path, [{"op": "accounts"}])
+            assert commits == [rig.exchange.seq]
+
+            def broken():
+                raise OSError("journal write failed")
+            rig.control.commit = broken
+            [answer] = await operator_request(path, [{"op": "state"}])
+            assert not answer["ok"] and "journal write failed" in answer["error"]
+    run(scenario())

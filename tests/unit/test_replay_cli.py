@@ -22,6 +22,7 @@ import pytest
 from engine.types import RejectReason
 
 REASONS = {r.value for r in RejectReason}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def ccerx(*args, cwd: Path, timeout=120) -> subprocess.CompletedProcess:
@@ -247,3 +248,32 @@ def test_an_unwritable_output_is_a_clear_error_not_a_traceback(tmp_path, option)
     done = ccerx("replay", str(flow), option, str(tmp_path / "missing-dir" / "out"), cwd=tmp_path)
     assert done.returncode == 2
     assert b"No such file or directory" in done.stderr and b"Traceback" not in done.stderr
+
+
+def test_a_broken_pipe_other_than_stdout_is_an_error_not_silence(monkeypatch, capsys):
+    import socket
+    from scripts import ccerx, cmd_replay
+
+    def writes_to_a_closed_socket(args):
+        a, b = socket.socketpair()
+        b.close()
+        a.sendall(b"x" * 1_000_000)
+    monkeypatch.setattr(cmd_replay, "run", writes_to_a_closed_socket)
+    assert ccerx.main(["replay", "whatever.ndjson"]) == 2
+    assert "Broken pipe" in capsys.readouterr().err
+
+
+def test_a_closed_stdout_pipe_ends_quietly(tmp_path):
+    import subprocess
+    import sys
+    flow = tmp_path / "flow.ndjson"
+    subprocess.run([sys.executable, "-m", "scripts.ccerx", "gen-flow", "--seed", "1",
+                    "--commands", "20000", "--out", str(flow)], check=True, capture_output=True,
+                   cwd=ROOT)
+    reader = subprocess.Popen([sys.executable, "-m", "scripts.ccerx", "replay", str(flow),
+                               "--events-out", "/dev/stdout"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, cwd=ROOT)
+    reader.stdout.readline()
+    reader.stdout.close()                       # like `| head -1`
+    err = reader.stderr.read().decode()
+    assert reader.wait(60) == 0 and "Broken pipe" not in err and "Traceback" not in err
