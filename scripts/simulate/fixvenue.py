@@ -433,7 +433,7 @@ class FixVenue:
             if server is None:
                 problems.append(f"{name}: not registered at the exchange")
                 continue
-            for key in ("cash", "cash_reserved", "fees_paid", "credits_reserved"):
+            for key in ("type", "cash", "cash_reserved", "fees_paid", "credits_reserved"):
                 if server[key] != mine[key]:
                     problems.append(f"{name}: {key} {server[key]} at the exchange, {mine[key]} "
                                     f"in the brokers' books")
@@ -441,6 +441,8 @@ class FixVenue:
             if held != {k: v for k, v in mine["credits"].items() if v}:
                 problems.append(f"{name}: credits {held} at the exchange, {mine['credits']} in "
                                 f"the brokers' books")
+        problems += [f"{name}: at the exchange but not in this scenario"
+                     for name in sorted(set(theirs) - set(self.accounts.by_id))]
         return problems
 
     def end_of_day(self, ts: int) -> list:
