@@ -45,6 +45,8 @@ from engine.risk import PPM, Account, Accounts
 from engine.types import (CancelReason, OrderType, RejectReason, Side, TimeInForce, format_fen,
                           parse_cny_to_fen, parse_price_units)
 
+from .venue import AccountView
+
 GATEWAY = "CCERX"
 GROUP_BROKERS = {"emitter": "SIMEMIT", "project_owner": "SIMPROJ", "market_maker": "SIMINST",
                  "noise_trader": "SIMNOIS"}
@@ -127,7 +129,7 @@ class _Conn:
                                  f"{err.strerror or err}") from None
 
 
-class FixVenue:
+class FixVenue(AccountView):
     mode = "fix"
 
     def __init__(self, host: str, port: int, session, control, timeout: float = 30.0):
@@ -480,13 +482,6 @@ class FixVenue:
         bids = sorted(((p, q) for (t, p), q in view.items() if t == b"0"), reverse=True)
         asks = sorted((p, q) for (t, p), q in view.items() if t == b"1")
         return sum(q for _, q in bids[:levels]), sum(q for _, q in asks[:levels])
-
-    def cash_available(self, account: str) -> int:
-        a = self.accounts.by_id[account]
-        return a.cash - a.cash_reserved
-
-    def credits_sellable(self, account: str, instrument: str) -> int:
-        return self.accounts.by_id[account].credits_sellable(instrument)
 
     def issue(self, account: str, instrument: str, qty: int, ts: int) -> Deposited:
         """The registry's batch, deposited at the exchange through the operator socket."""

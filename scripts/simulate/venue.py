@@ -36,7 +36,19 @@ class Venue(Protocol):
     def issue(self, account: str, instrument: str, qty: int, ts: int) -> Deposited: ...
 
 
-class InProcessVenue:
+class AccountView:
+    """What agents may spend: read from `self.accounts` (the exchange's own in process, the
+    brokers' shadow over FIX)."""
+    accounts: Accounts
+
+    def cash_available(self, account: str) -> int:
+        return self.accounts.by_id[account].cash_available
+
+    def credits_sellable(self, account: str, instrument: str) -> int:
+        return self.accounts.by_id[account].credits_sellable(instrument)
+
+
+class InProcessVenue(AccountView):
     mode = "in-process"
 
     def __init__(self, instruments, accounts: Accounts, fee_ppm: int):
@@ -69,13 +81,6 @@ class InProcessVenue:
 
     def account(self, account: str) -> Account:
         return self.accounts.by_id[account]
-
-    def cash_available(self, account: str) -> int:
-        a = self.accounts.by_id[account]
-        return a.cash - a.cash_reserved
-
-    def credits_sellable(self, account: str, instrument: str) -> int:
-        return self.accounts.by_id[account].credits_sellable(instrument)
 
     def issue(self, account: str, instrument: str, qty: int, ts: int) -> Deposited:
         self.deposits += 1
