@@ -293,6 +293,11 @@ class DurableExchange:
         make_tuple, new_order, new_tag = tuple.__new__, NewOrder, jr.NEW_TAG
         trade_ids_before = exchange.next_trade_id
         deposits_before = len(exchange.deposit_ids)
+
+        def made() -> int:
+            """Instructions the replay has made so far: one per trade and per deposit."""
+            return (exchange.next_trade_id - trade_ids_before
+                    + len(exchange.deposit_ids) - deposits_before)
         replayed = expected = 0
         pending_rows = []
         snap_instruction = maker.next_seq - 1
@@ -324,15 +329,11 @@ class DurableExchange:
                     if type(command) is EndOfDay:   # its statements may not be written yet
                         # the close's exact place in the instruction stream: what the replay
                         # has made so far (a record may hold trades after the close)
-                        made = (exchange.next_trade_id - trade_ids_before
-                                + len(exchange.deposit_ids) - deposits_before)
-                        self._eod_marks.append((snap_instruction + made,
+                        self._eod_marks.append((snap_instruction + made(),
                                                 trade_date(exchange.last_ts)))
             replayed += len(rows)
-        made = (exchange.next_trade_id - trade_ids_before
-                + len(exchange.deposit_ids) - deposits_before)
-        if made != expected:
-            raise AssertionError(f"journal replay produced {made} trades and deposits but the "
+        if made() != expected:
+            raise AssertionError(f"journal replay produced {made()} trades and deposits but the "
                                  f"journal holds "
                                  f"{expected} instructions for them: the engine is not "
                                  f"deterministic or the journal was written by another version")

@@ -224,7 +224,7 @@ class SqlLedger:
             if not self._insert_settlement(settlement):
                 raise LedgerRejected(f"{inst.id}: applied before but the stream is at {last}")
             if deposit:
-                source = BANK if inst.asset == CASH else REGISTRY
+                source = BANK if cash else REGISTRY
                 self._ensure(source, inst.asset, 1)
                 self._ensure(inst.account, inst.asset)
                 self._post(inst.id, 0, inst.asset, source, inst.account, inst.amount)
