@@ -146,6 +146,7 @@ class DurableExchange:
         self._marks_lock = threading.Lock()
         self._statements_lock = threading.Lock()
         self._eod_marks: list[tuple[int, str]] = []   # (last instruction before, trade date)
+        self.statements_error: Optional[BaseException] = None   # the last failed statement write
         self._failed: Optional[BaseException] = None
         self._deferred: list = []     # (instructions, eod marks, commands) awaiting commit()
         self._held_rows: list = []    # apply_deferred commands not yet written to the journal
@@ -353,18 +354,21 @@ class DurableExchange:
         self._write_statements()
 
     def _write_statements(self) -> None:
-        """In the ledger relay's thread: once the ledger holds every instruction up to an end
-        of day, write that close's per-account statements (everything settled since the
-        previous close) to statements/<trade date>.json (<trade date>-<seq>.json for a later
-        close of the same date, as in round-the-clock demos)."""
-        if not self._eod_marks or "ledger" not in self.relays:
+        """Once the ledger holds every instruction up to an end of day, write that close's
+        per-account statements (everything settled since the previous close) to
+        statements/<trade date>.json (<trade date>-<seq>.json for a later close of the same
+        date, as in round-the-clock demos). Runs in the ledger relay's thread and in
+        wait_settled(); the statements lock makes a second caller wait for a write in
+        progress, and a close's mark is dropped only after its file is on disk, so a failed
+        write is retried, never lost."""
+        if "ledger" not in self.relays:
             return
         with self._statements_lock:
             with self._marks_lock:
                 confirmed = self.relays["ledger"].cursor.value
                 due = [m for m in self._eod_marks if m[0] <= confirmed]
-                self._eod_marks = [m for m in self._eod_marks if m[0] > confirmed]
-            for upto_seq, date in due:
+            for mark in due:
+                upto_seq, date = mark
                 self.statements_dir.mkdir(exist_ok=True)
                 statements = self.ledger.close_statements(date, upto_seq)
                 path = self.statements_dir / f"{date}.json"
@@ -373,6 +377,13 @@ class DurableExchange:
                 _write_atomic(path, orjson.dumps({"trade_date": date, "upto_seq": upto_seq,
                                                   "statements": statements},
                                                  option=orjson.OPT_INDENT_2))
+                with self._marks_lock:
+                    self._eod_marks.remove(mark)
+
+    def _statements_due(self) -> bool:
+        with self._marks_lock:
+            confirmed = self.relays["ledger"].cursor.value if "ledger" in self.relays else 0
+            return any(m[0] <= confirmed for m in self._eod_marks)
 
     def _trim_outbox(self) -> None:
         if self.relays:
@@ -482,14 +493,23 @@ class DurableExchange:
 
     # ------------------------------------------------------------------ settlement
     def wait_settled(self, timeout: float = 30.0) -> bool:
-        """Block until every relay confirmed every instruction published so far (and the
-        statements of every end of day before them are written)."""
+        """Block until every relay confirmed every instruction published so far and the
+        statements of every end of day before them are on disk (True), or timeout (False).
+        A statement write that fails is retried until the deadline."""
         deadline = time.monotonic() + timeout
-        settled = all(relay.wait_idle(max(0.0, deadline - time.monotonic()))
-                      for relay in self.relays.values())
-        if settled:
-            self._write_statements()
-        return settled
+        if not all(relay.wait_idle(max(0.0, deadline - time.monotonic()))
+                   for relay in self.relays.values()):
+            return False
+        while True:
+            try:
+                self._write_statements()
+            except Exception as err:            # e.g. a full disk; the relay retries too
+                self.statements_error = err
+            if not self._statements_due():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
     def close(self, settle_timeout: float = 5.0) -> None:
         """Stop accepting commands; give the relays `settle_timeout` s to catch up (what they

@@ -167,3 +167,45 @@ def test_ledger_queries_refuse_files_that_are_not_ledgers_and_leave_them_alone(t
                                   timeout=60, cwd=Path(__file__).resolve().parents[2])
             assert done.returncode == 2 and why in done.stderr, (command, done.stderr)
     assert empty.read_bytes() == b"" and not (tmp_path / "missing.db").exists()
+
+
+class _SlowStatementsLedger(SqliteLedger):
+    """A real SQLite ledger whose statement query takes a while (as on a loaded machine) and
+    can be told to fail once, so the race between the relay thread and wait_settled() shows
+    every time instead of now and then."""
+
+    def __init__(self, path, delay: float, fail_first: bool = False):
+        super().__init__(path)
+        self.delay, self.fail_first = delay, fail_first
+
+    def close_statements(self, trade_date, upto_seq):
+        import time
+        time.sleep(self.delay)
+        if self.fail_first:
+            self.fail_first = False
+            raise OSError("disk full (injected)")
+        return super().close_statements(trade_date, upto_seq)
+
+
+def test_wait_settled_returns_only_after_the_statements_are_written(tmp_path):
+    """wait_settled() promises the statements of every close before the confirmed point are
+    on disk; the relay thread may be writing them at that moment: it must wait for it."""
+    commands = list(flow(700, seed=23, n_accounts=10, day_length=600))   # EOD at 600
+    ledger = _SlowStatementsLedger(tmp_path / "ledger.sqlite", delay=0.5)
+    ex = DurableExchange(tmp_path, accounts=accounts_table(10), ledger=ledger)
+    ex.apply_many(commands)
+    assert ex.wait_settled(30)
+    assert len(list((tmp_path / "statements").glob("*.json"))) == 1
+    ex.close()
+
+
+def test_a_failed_statement_write_is_retried_not_lost(tmp_path):
+    commands = list(flow(700, seed=23, n_accounts=10, day_length=600))   # EOD at 600
+    ledger = _SlowStatementsLedger(tmp_path / "ledger.sqlite", delay=0.0, fail_first=True)
+    ex = DurableExchange(tmp_path, accounts=accounts_table(10), ledger=ledger)
+    ex.apply_many(commands)
+    assert ex.wait_settled(30)
+    assert ledger.fail_first is False                      # the injected failure happened
+    [path] = (tmp_path / "statements").glob("*.json")
+    assert orjson.loads(path.read_bytes())["statements"]
+    ex.close()
