@@ -29,13 +29,13 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from engine.exchange import Exchange
-from engine.ndjson import parse_command
-from engine.replay import replay
+from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.formats.ndjson import parse_command
+from ccerx.engine.replay import replay
 
-from .binary import (FlowFile, is_binary_path, is_journal_path, iter_flow_command_chunks,
+from ccerx.engine.formats.binary import (FlowFile, is_binary_path, is_journal_path, iter_flow_command_chunks,
                      iter_journal_commands)
-from .recorded_day import genesis
+from ccerx.benchmarks.recorded_day import genesis
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9, 99.99)
 SPECTRUM = (0, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 92.5, 95, 96, 97, 98, 99, 99.3,

@@ -1,9 +1,9 @@
 """Durability and settlement benchmarks: journal throughput, recovery time, MQTT delivery.
 
-    python -m benchmarks.durability journal  [--commands 200000]
-    python -m benchmarks.durability recovery [--commands 1000000]
-    python -m benchmarks.durability mqtt     [--commands 100000] [--broker HOST:PORT]
-    python -m benchmarks.durability ledger   [--commands 100000]
+    python -m ccerx.benchmarks.durability journal  [--commands 200000]
+    python -m ccerx.benchmarks.durability recovery [--commands 1000000]
+    python -m ccerx.benchmarks.durability mqtt     [--commands 100000] [--broker HOST:PORT]
+    python -m ccerx.benchmarks.durability ledger   [--commands 100000]
 
 Every benchmark checks its end state (state hash of the recovered engine against the writer's;
 ledger balances against the engine's accounts), so a fast wrong answer fails loudly.
@@ -25,10 +25,10 @@ import threading
 import time
 from pathlib import Path
 
-from engine.commands import AmendOrder, CancelOrder, EndOfDay, NewOrder
-from engine.exchange import Exchange
-from engine.risk import Account, Accounts
-from engine.types import DEFAULT_INSTRUMENTS, ParticipantType
+from ccerx.engine.core.commands import AmendOrder, CancelOrder, EndOfDay, NewOrder
+from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.core.risk import Account, Accounts
+from ccerx.engine.core.types import DEFAULT_INSTRUMENTS, ParticipantType
 
 DAY_NS = 86_400 * 10 ** 9
 OPEN_TS = 1_706_059_800_000_000_000     # 2024-01-24 09:30 Beijing
@@ -101,7 +101,7 @@ def _check_ledger(ex, ledger) -> None:
 
 # ---------------------------------------------------------------------------- journal
 def bench_journal(n: int, base: str | None) -> list[dict]:
-    from engine.durable import DurableExchange
+    from ccerx.engine.durable.exchange import DurableExchange
     commands = list(flow(n))
     ref = Exchange(accounts=accounts_table())
     t0 = time.perf_counter()
@@ -131,7 +131,7 @@ def bench_journal(n: int, base: str | None) -> list[dict]:
 
 # ---------------------------------------------------------------------------- recovery
 def bench_recovery(n: int, base: str | None) -> list[dict]:
-    from engine.durable import DurableExchange
+    from ccerx.engine.durable.exchange import DurableExchange
     rows = []
     commands = list(flow(n))
     for label, every in (("journal only (no snapshot after genesis)", 1 << 62),
@@ -161,7 +161,7 @@ def bench_recovery(n: int, base: str | None) -> list[dict]:
 
 # ---------------------------------------------------------------------------- ledger relay
 def bench_ledger(n: int, base: str | None) -> list[dict]:
-    from engine.durable import DurableExchange
+    from ccerx.engine.durable.exchange import DurableExchange
     commands = list(flow(n))
     directory = _dir(base)
     ex = DurableExchange(directory, accounts=accounts_table(), start_relays=False)
@@ -183,9 +183,9 @@ def bench_ledger(n: int, base: str | None) -> list[dict]:
 def bench_mqtt(n: int, base: str | None, broker: str) -> list[dict]:
     import orjson
 
-    from engine.durable import DurableExchange
-    from engine.ledger.mqtt import MqttPublisher, SettlementConsumer
-    from engine.ledger.sqlite import SqliteLedger
+    from ccerx.engine.durable.exchange import DurableExchange
+    from ccerx.engine.ledger.mqtt import MqttPublisher, SettlementConsumer
+    from ccerx.engine.ledger.sqlite import SqliteLedger
     host, _, port = broker.rpartition(":")
     commands = list(flow(n))
     directory = _dir(base)
@@ -275,7 +275,7 @@ def _print(rows: list[dict]) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.durability")
+    parser = argparse.ArgumentParser(prog="python -m ccerx.benchmarks.durability")
     parser.add_argument("which", choices=("journal", "recovery", "ledger", "mqtt", "all"))
     parser.add_argument("--commands", type=int)
     parser.add_argument("--broker", metavar="HOST:PORT",

@@ -34,11 +34,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from engine.commands import AmendOrder, CancelOrder, NewOrder
-from engine.types import PriceError
+from ccerx.engine.core.commands import AmendOrder, CancelOrder, NewOrder
+from ccerx.engine.core.types import PriceError
 
-from .bench import latency_summary, run_bench
-from .binary import is_journal_path, iter_flow_commands, price_text
+from ccerx.benchmarks.bench import latency_summary, run_bench
+from ccerx.engine.formats.binary import is_journal_path, iter_flow_commands, price_text
 
 GATEWAY_COMP_ID = "CCERX"
 _FRAME = re.compile(rb"8=FIX\.4\.4\x019=(\d+)\x01")
@@ -332,7 +332,7 @@ class Server:
 
     def __init__(self, config_text: Optional[str]):
         self.dir = tempfile.TemporaryDirectory(prefix="ccerx-e2e-")
-        cmd = [sys.executable, "-m", "scripts.ccerx", "serve", "--port", "0",
+        cmd = [sys.executable, "-m", "ccerx.scripts.ccerx", "serve", "--port", "0",
                "--data-dir", os.path.join(self.dir.name, "data")]
         if config_text is not None:
             cfg = Path(self.dir.name) / "gateway.toml"
@@ -367,7 +367,7 @@ class Server:
 def _recovered_hash(data_dir: Path, make_exchange: Callable) -> str:
     """The state the durable engine itself recovers from the data directory (snapshot +
     journal), as an independent check of the bench's replay."""
-    from engine.durable import DurableExchange
+    from ccerx.engine.durable.exchange import DurableExchange
     template = make_exchange()
     try:
         with DurableExchange(data_dir, list(template.specs.values()), template.accounts,

@@ -5,7 +5,7 @@ ExchangeApplication.on_message over a real Exchange with the demo accounts, so t
 the gateway's translation + permissions + engine + report building per order. It checks its
 end state (engine invariants, every order answered) so a fast wrong run fails.
 
-    python -m benchmarks.fix_application [--orders 50000] [--seed 1]
+    python -m ccerx.benchmarks.fix_application [--orders 50000] [--seed 1]
 """
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import argparse
 import random
 import time
 
-from engine.config import load_instruments
-from engine.exchange import Exchange
-from gateway.config import GatewayConfig
-from gateway.fix.application import FixMessage
-from gateway.fix.translate import ExchangeApplication
+from ccerx.engine.formats.config import load_instruments
+from ccerx.engine.core.exchange import Exchange
+from ccerx.gateway.config import GatewayConfig
+from ccerx.gateway.fix.application import FixMessage
+from ccerx.gateway.fix.translate import ExchangeApplication
 
 
 def make_orders(config: GatewayConfig, n: int, seed: int) -> list:

@@ -49,9 +49,9 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from engine.types import DEFAULT_INSTRUMENTS, InstrumentSpec, ParticipantType
+from ccerx.engine.core.types import DEFAULT_INSTRUMENTS, InstrumentSpec, ParticipantType
 
-from .binary import (ABSENT, AMEND, CANCEL, F_ACCOUNT, F_INSTRUMENT, F_OID, F_PRICE, F_QTY,
+from ccerx.engine.formats.binary import (ABSENT, AMEND, CANCEL, F_ACCOUNT, F_INSTRUMENT, F_OID, F_PRICE, F_QTY,
                      F_SIDE, F_TIF, F_TS, F_TYPE, NEW, RAW, ROW_DTYPE, FlowWriter, json_str,
                      prefixed_ids, render_rows, strings_to_arrays)
 

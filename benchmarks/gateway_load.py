@@ -1,6 +1,6 @@
 """Load test of the FIX gateway on loopback: N broker sessions, open-loop order entry.
 
-    python -m benchmarks.gateway_load [--sessions 10] [--rates 5000,10000,20000]
+    python -m ccerx.benchmarks.gateway_load [--sessions 10] [--rates 5000,10000,20000]
                                       [--seconds 5] [--closed-loop-orders 100000] [--out DIR]
     (or `ccerx bench-gateway ...`, the same options)
 
@@ -77,7 +77,7 @@ def password_of(broker: str) -> str:
 
 def config_text(n: int) -> str:
     """A gateway config with n brokers, hashed passwords, an emitter and a holder each."""
-    from gateway.config import hash_password  # the gateway's own hashing (scrypt)
+    from ccerx.gateway.config import hash_password  # the gateway's own hashing (scrypt)
     parts = [f'[gateway]\ncomp_id = "{GATEWAY_COMP_ID}"\n']
     credits = ", ".join(f'"{symbol}" = 1000000000' for symbol, _ in INSTRUMENTS)
     for broker in broker_ids(n):
@@ -150,7 +150,7 @@ class Server:
         self.dir = Path(tempfile.mkdtemp(prefix="serve-", dir=workdir))
         (self.dir / "gateway.toml").write_text(config)
         self.log = open(self.dir / "serve.log", "w")
-        cmd = [sys.executable, "-m", "scripts.ccerx", "serve", "--port", "0",
+        cmd = [sys.executable, "-m", "ccerx.scripts.ccerx", "serve", "--port", "0",
                "--config", str(self.dir / "gateway.toml"), "--data-dir", str(self.dir / "data")]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
@@ -440,7 +440,7 @@ def latency_summary(latency_ns: np.ndarray) -> dict:
     """p50/p90/p99/p99.9/max in microseconds (1 us resolution), from the benchmarks' one
     summary, `benchmarks.bench.latency_summary`: HDR histogram, 3 significant digits, every
     percentile clamped to the recorded min and max, exact max and mean."""
-    from .bench import latency_summary as summary
+    from ccerx.benchmarks.bench import latency_summary as summary
     if len(latency_ns) == 0:
         return {"count": 0}
     whole = summary(np.maximum(np.asarray(latency_ns) // 1000, 1))

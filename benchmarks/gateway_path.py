@@ -8,7 +8,7 @@ then data_to_send of every session that has output). Stores are FileStores in a 
 directory, as `ccerx serve` uses. Same order mix as benchmarks/gateway_load.py. It checks its
 end state: every order acknowledged (ExecutionReport with its ClOrdID), engine invariants.
 
-    python -m benchmarks.gateway_path [--orders 100000] [--sessions 10] [--batch 8] [--profile]
+    python -m ccerx.benchmarks.gateway_path [--orders 100000] [--sessions 10] [--batch 8] [--profile]
 
 Time is this process's CPU time (other work on the machine does not inflate it). The
 figure is an upper bound for the TCP gateway: it leaves out the event loop, the socket
@@ -22,14 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.gateway_load import (GATEWAY_COMP_ID, broker_ids, encode_orders, fix_frame,
+from ccerx.benchmarks.gateway_load import (GATEWAY_COMP_ID, broker_ids, encode_orders, fix_frame,
                                      make_orders, utc_text)
-from engine.config import load_instruments
-from engine.exchange import Exchange
-from gateway.config import GatewayConfig
-from gateway.fix.session import Session
-from gateway.fix.store import FileStore
-from gateway.fix.translate import ExchangeApplication
+from ccerx.engine.formats.config import load_instruments
+from ccerx.engine.core.exchange import Exchange
+from ccerx.gateway.config import GatewayConfig
+from ccerx.gateway.fix.session import Session
+from ccerx.gateway.fix.store import FileStore
+from ccerx.gateway.fix.translate import ExchangeApplication
 
 
 def plain_config(n: int) -> GatewayConfig:
@@ -50,7 +50,7 @@ def plain_config(n: int) -> GatewayConfig:
 def build(n_sessions: int, store_dir: Path, durable: bool = False):
     config = plain_config(n_sessions)
     if durable:     # what `ccerx serve` runs: journal, group commit, SQLite ledger relay
-        from engine.durable import DurableExchange
+        from ccerx.engine.durable.exchange import DurableExchange
         exchange = DurableExchange(store_dir / "engine", load_instruments(None),
                                    config.build_accounts())
     else:

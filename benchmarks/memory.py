@@ -1,4 +1,4 @@
-"""Memory per resting order: `python -m benchmarks.memory [--orders 1000000]`.
+"""Memory per resting order: `python -m ccerx.benchmarks.memory [--orders 1000000]`.
 
 Rests N non-crossing limit orders (bids below, asks above each reference price, spread over
 the four credit types' band levels, 200 accounts) and divides the memory the exchange
@@ -20,9 +20,9 @@ import subprocess
 import sys
 import tracemalloc
 
-from engine.commands import NewOrder
-from engine.exchange import Exchange
-from engine.types import DEFAULT_INSTRUMENTS
+from ccerx.engine.core.commands import NewOrder
+from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.core.types import DEFAULT_INSTRUMENTS
 
 
 def _rss() -> int:
@@ -72,13 +72,13 @@ def measure(n: int, method: str) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ccerx.benchmarks.memory", description=__doc__.split("\n")[0])
     p.add_argument("--orders", type=int, default=1_000_000)
     p.add_argument("--method", choices=("tracemalloc", "rss", "both"), default="both")
     args = p.parse_args(argv)
     if args.method == "both":
         results = [measure(args.orders, "tracemalloc")]
-        out = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--orders",
+        out = subprocess.run([sys.executable, "-m", "ccerx.benchmarks.memory", "--orders",
                               str(args.orders), "--method", "rss"], capture_output=True,
                              text=True, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))

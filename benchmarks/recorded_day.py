@@ -29,11 +29,11 @@ from typing import Optional
 
 import orjson
 
-from engine import snapshot as snap
-from engine.durable import OPENING
-from engine.exchange import Exchange
-from engine.risk import Account, Accounts
-from engine.types import DEFAULT_INSTRUMENTS
+from ccerx.engine.durable import snapshot as snap
+from ccerx.engine.durable.exchange import OPENING
+from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.core.risk import Account, Accounts
+from ccerx.engine.core.types import DEFAULT_INSTRUMENTS
 
 _MAX_DIFFERENCES = 6
 

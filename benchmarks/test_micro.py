@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import random
 
-from engine.commands import AmendOrder, CancelOrder, NewOrder
-from engine.events import OrderAccepted, OrderAmended, OrderCancelled, TradeExecuted
-from engine.exchange import Exchange
+from ccerx.engine.core.commands import AmendOrder, CancelOrder, NewOrder
+from ccerx.engine.core.events import OrderAccepted, OrderAmended, OrderCancelled, TradeExecuted
+from ccerx.engine.core.exchange import Exchange
 
 ROUNDS, ITERATIONS = 300, 100
 N = ROUNDS * ITERATIONS + 2 * ITERATIONS   # pytest-benchmark may make a calibration call
@@ -100,10 +100,10 @@ def test_amend_order(benchmark):
 def test_replay_realistic_flow(benchmark, tmp_path_factory):
     """Engine-only replay of a generated 1,000,000-command flow (commands decoded beforehand);
     the end state must equal a plain replay of the same flow's NDJSON text."""
-    from benchmarks.bench import EndState, reference_commands
-    from benchmarks.binary import iter_flow_commands
-    from benchmarks.flows import write_flow
-    from engine.replay import replay
+    from ccerx.benchmarks.bench import EndState, reference_commands
+    from ccerx.engine.formats.binary import iter_flow_commands
+    from ccerx.benchmarks.flows import write_flow
+    from ccerx.engine.replay import replay
 
     flow = tmp_path_factory.mktemp("replay") / "flow1m.npz"
     write_flow(flow, 1, 1_000_000)

@@ -20,8 +20,8 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-from .events import DepositRejected, OrderRejected, TradeExecuted
-from .exchange import Exchange
+from ccerx.engine.core.events import DepositRejected, OrderRejected, TradeExecuted
+from ccerx.engine.core.exchange import Exchange
 
 
 @dataclass

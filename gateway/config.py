@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from engine.risk import Account, Accounts, DEFAULT_FEE_PPM, PPM
-from engine.types import ParticipantType, parse_cny_to_fen, parse_decimal_units
+from ccerx.engine.core.risk import Account, Accounts, DEFAULT_FEE_PPM, PPM
+from ccerx.engine.core.types import ParticipantType, parse_cny_to_fen, parse_decimal_units
 
-from gateway.fix.application import FixMessage, SessionKey
+from ccerx.gateway.fix.application import FixMessage, SessionKey
 
 BEGIN_STRING = "FIX.4.4"
 TAG_USERNAME, TAG_PASSWORD = 553, 554

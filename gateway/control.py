@@ -44,9 +44,9 @@ from typing import Callable, Iterable, NamedTuple, Optional, Union
 
 import orjson
 
-from engine.commands import Deposit, EndOfDay, Malformed, SetTradingStatus
-from engine.events import DepositRejected, OrderRejected
-from engine.ndjson import event_to_dict, market_state, parse_command
+from ccerx.engine.core.commands import Deposit, EndOfDay, Malformed, SetTradingStatus
+from ccerx.engine.core.events import DepositRejected, OrderRejected
+from ccerx.engine.formats.ndjson import event_to_dict, market_state, parse_command
 
 log = logging.getLogger("gateway.control")
 

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-from engine.events import TradeExecuted
-from engine.types import PRICE_UNITS_PER_CNY, Side, format_units
+from ccerx.engine.core.events import TradeExecuted
+from ccerx.engine.core.types import PRICE_UNITS_PER_CNY, Side, format_units
 
-from gateway.fix.application import FixMessage, Outbound, SessionKey
+from ccerx.gateway.fix.application import FixMessage, Outbound, SessionKey
 
 MD_REQ_ID, SUBSCRIPTION_REQUEST_TYPE, MARKET_DEPTH, MD_UPDATE_TYPE = 262, 263, 264, 265
 AGGREGATED_BOOK, NO_MD_ENTRY_TYPES, NO_MD_ENTRIES, MD_ENTRY_TYPE = 266, 267, 268, 269

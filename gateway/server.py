@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from gateway.fix import codec
-from gateway.fix.application import Application, FixMessage, Outbound, SessionKey
-from gateway.fix.session import LOGON_TIMEOUT, Session
-from gateway.fix.store import FileStore, MemoryStore
+from ccerx.gateway.fix import codec
+from ccerx.gateway.fix.application import Application, FixMessage, Outbound, SessionKey
+from ccerx.gateway.fix.session import LOGON_TIMEOUT, Session
+from ccerx.gateway.fix.store import FileStore, MemoryStore
 
 log = logging.getLogger("gateway.server")
 
@@ -313,7 +313,7 @@ class GatewayServer:
 
 def conformance_session() -> SessionSettings:
     """The QuickFIX acceptance-test session: acceptor ISLD, initiator TW44, echo application."""
-    from gateway.fix.echo import EchoApplication
+    from ccerx.gateway.fix.echo import EchoApplication
     return SessionSettings(key=SessionKey("FIX.4.4", "ISLD", "TW44"), application=EchoApplication(),
                            heartbeat_interval=30, reset_on_logon=True)
 

@@ -9,16 +9,16 @@ import sys
 
 # Each subcommand lives in its own module with add_parser(subparsers) -> sets args.run.
 SUBCOMMAND_MODULES = (
-    "scripts.cmd_replay",
-    "scripts.cmd_gen_flow",
-    "scripts.cmd_convert",
-    "scripts.cmd_bench",
-    "scripts.cmd_simulate",
-    "scripts.cmd_serve",
-    "scripts.cmd_operator",
-    "scripts.cmd_ledger",
-    "scripts.cmd_recover",
-    "scripts.cmd_bench_gateway",
+    "ccerx.scripts.cmd_replay",
+    "ccerx.scripts.cmd_gen_flow",
+    "ccerx.scripts.cmd_convert",
+    "ccerx.scripts.cmd_bench",
+    "ccerx.scripts.cmd_simulate",
+    "ccerx.scripts.cmd_serve",
+    "ccerx.scripts.cmd_operator",
+    "ccerx.scripts.cmd_ledger",
+    "ccerx.scripts.cmd_recover",
+    "ccerx.scripts.cmd_bench_gateway",
 )
 
 
@@ -45,7 +45,7 @@ def _stdout_closed() -> bool:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from engine.durable import RecoveryRefused
+    from ccerx.engine.durable.exchange import RecoveryRefused
     try:
         return args.run(args) or 0
     except (OSError, RecoveryRefused) as err:

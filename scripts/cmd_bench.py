@@ -5,12 +5,12 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.binary import is_journal_path
-from benchmarks.bench import BenchError, compare, format_table, run_bench, write_plots
-from benchmarks.recorded_day import genesis
-from engine.config import load_accounts, load_instruments
-from engine.exchange import Exchange
-from scripts.progress import Progress
+from ccerx.engine.formats.binary import is_journal_path
+from ccerx.benchmarks.bench import BenchError, compare, format_table, run_bench, write_plots
+from ccerx.benchmarks.recorded_day import genesis
+from ccerx.engine.formats.config import load_accounts, load_instruments
+from ccerx.engine.core.exchange import Exchange
+from ccerx.scripts.progress import Progress
 
 
 def add_parser(sub) -> None:
@@ -175,8 +175,8 @@ def _run(args):
 
 
 def _run_e2e(args) -> int:
-    from benchmarks.bench import PERCENTILES
-    from benchmarks.e2e import run_e2e
+    from ccerx.benchmarks.bench import PERCENTILES
+    from ccerx.benchmarks.e2e import run_e2e
     flow = Path(args.flow) if args.flow else None
     if flow is None or not flow.is_file():
         print(f"ccerx bench --e2e: no such flow file: {flow}", file=sys.stderr)
@@ -189,8 +189,8 @@ def _run_e2e(args) -> int:
         print("ccerx bench --e2e: --e2e-rates, --sessions and --e2e-commands must be positive",
               file=sys.stderr)
         return 2
-    from benchmarks.e2e import load_config_text
-    from gateway.config import GatewayConfig
+    from ccerx.benchmarks.e2e import load_config_text
+    from ccerx.gateway.config import GatewayConfig
     config = (GatewayConfig.demo() if args.sessions == 2 else
               GatewayConfig.from_toml_text(load_config_text(args.sessions)))
     instruments = load_instruments(config.instruments_path)
@@ -230,7 +230,7 @@ def _run_e2e(args) -> int:
                   f"{day['engine_commands_per_s']:,} commands/s")
     written = [out / "result_e2e.json"]
     if not args.no_plots:
-        from benchmarks.bench import plot_spectrum
+        from ccerx.benchmarks.bench import plot_spectrum
         written.append(plot_spectrum(
             [(f"offered {r['offered_per_s']:,.0f}/s", r["latency_ns"]) for r in result["runs"]],
             out / "e2e_latency_spectrum.png",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    from benchmarks.gateway_load import add_arguments
+    from ccerx.benchmarks.gateway_load import add_arguments
     p = sub.add_parser(
         "bench-gateway", help="load-test the FIX gateway: N broker sessions on loopback",
         description="Start `ccerx serve` (fresh engine and data directory per run) with a "
@@ -18,5 +18,5 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from benchmarks.gateway_load import run_cli
+    from ccerx.benchmarks.gateway_load import run_cli
     return run_cli(args)

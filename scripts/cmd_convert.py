@@ -5,9 +5,9 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.binary import binary_to_ndjson, count_rows, is_binary_path, ndjson_to_binary
-from benchmarks.lobster import LobsterError, convert_lobster
-from scripts.progress import Progress
+from ccerx.engine.formats.binary import binary_to_ndjson, count_rows, is_binary_path, ndjson_to_binary
+from ccerx.engine.formats.lobster import LobsterError, convert_lobster
+from ccerx.scripts.progress import Progress
 
 
 def add_parser(sub) -> None:

@@ -6,9 +6,9 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.binary import is_binary_path
-from benchmarks.flows import FlowParams, write_accounts, write_flow
-from scripts.progress import Progress
+from ccerx.engine.formats.binary import is_binary_path
+from ccerx.benchmarks.flows import FlowParams, write_accounts, write_flow
+from ccerx.scripts.progress import Progress
 
 _TUNABLE = {f.name: f.type for f in dataclasses.fields(FlowParams)
             if f.name not in ("instruments", "instrument_weights", "invalid_mix")}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-from engine.types import format_fen
+from ccerx.engine.core.types import format_fen
 
 
 def add_parser(sub) -> None:
@@ -58,7 +58,7 @@ def add_parser(sub) -> None:
 
 
 def _open(path: str, create: bool = False):
-    from engine.ledger.sqlite import SqliteLedger
+    from ccerx.engine.ledger.sqlite import SqliteLedger
     if not create:
         problem = _not_a_ledger(path)
         if problem:
@@ -95,9 +95,9 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def run_consume(args) -> int:
-    from engine.config import load_accounts
-    from engine.durable import opening_balances
-    from engine.ledger.mqtt import SettlementConsumer
+    from ccerx.engine.formats.config import load_accounts
+    from ccerx.engine.durable.exchange import opening_balances
+    from ccerx.engine.ledger.mqtt import SettlementConsumer
     try:
         host, port = _host_port(args.broker)
         accounts = load_accounts(args.accounts) if args.accounts else None

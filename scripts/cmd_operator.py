@@ -19,8 +19,8 @@ from pathlib import Path
 
 import orjson
 
-from engine.types import CASH_ASSET
-from gateway.control import SOCKET_NAME, ControlUnavailable, operator_request_sync
+from ccerx.engine.core.types import CASH_ASSET
+from ccerx.gateway.control import SOCKET_NAME, ControlUnavailable, operator_request_sync
 
 
 def add_parser(sub) -> None:

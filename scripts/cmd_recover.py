@@ -42,9 +42,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from engine.config import load_accounts, load_instruments
-    from engine.durable import DurableExchange
-    from engine.ndjson import parse_command
+    from ccerx.engine.formats.config import load_accounts, load_instruments
+    from ccerx.engine.durable.exchange import DurableExchange
+    from ccerx.engine.formats.ndjson import parse_command
     try:
         instruments = load_instruments(args.instruments)
         accounts = load_accounts(args.accounts) if args.accounts else None
@@ -56,7 +56,7 @@ def run(args) -> int:
         return 2
     adapters = {}
     if args.mqtt:
-        from engine.ledger.mqtt import MqttPublisher
+        from ccerx.engine.ledger.mqtt import MqttPublisher
         host, _, port = args.mqtt.rpartition(":")
         adapters["mqtt"] = MqttPublisher(host or "127.0.0.1", int(port))
     ex = DurableExchange(args.data_dir, instruments, accounts,

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import orjson
 
-from engine.config import load_accounts, load_instruments
-from engine.exchange import Exchange
-from engine.ndjson import books_to_json, encode_event, parse_command
-from engine.replay import replay
-from benchmarks.binary import flow_length, is_binary_path, iter_flow_commands
-from scripts.progress import Progress
+from ccerx.engine.formats.config import load_accounts, load_instruments
+from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.formats.ndjson import books_to_json, encode_event, parse_command
+from ccerx.engine.replay import replay
+from ccerx.engine.formats.binary import flow_length, is_binary_path, iter_flow_commands
+from ccerx.scripts.progress import Progress
 
 
 def add_parser(sub) -> None:

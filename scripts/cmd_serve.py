@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from engine.calendar import TradingCalendar, load_holidays
-from engine.commands import EndOfDay, SetTradingStatus
-from engine.config import load_instruments
-from gateway.config import DEMO_CONFIG, GatewayConfig, hash_password
-from gateway.control import SOCKET_NAME, ControlServer
-from gateway.fix.translate import ExchangeApplication
+from ccerx.engine.core.calendar import TradingCalendar, load_holidays
+from ccerx.engine.core.commands import EndOfDay, SetTradingStatus
+from ccerx.engine.formats.config import load_instruments
+from ccerx.gateway.config import DEMO_CONFIG, GatewayConfig, hash_password
+from ccerx.gateway.control import SOCKET_NAME, ControlServer
+from ccerx.gateway.fix.translate import ExchangeApplication
 
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_DATA_DIR = "127.0.0.1", 9878, "data"
 
@@ -76,7 +76,7 @@ def open_engine(data_dir: Path, instruments, accounts):
     returns, state is recovered from snapshot + journal on start, and trades settle into the
     embedded SQLite ledger `data_dir/ledger.sqlite`. Whatever it returns must offer Exchange's
     interface (apply, books, specs, accounts) and may offer close()."""
-    from engine.durable import DurableExchange
+    from ccerx.engine.durable.exchange import DurableExchange
     return DurableExchange(data_dir, instruments, accounts)
 
 
@@ -97,7 +97,7 @@ def tune_for_latency(engine) -> None:
 
 
 def build_sessions(config: GatewayConfig, application, conformance: bool) -> list:
-    from gateway.server import SessionSettings, conformance_session
+    from ccerx.gateway.server import SessionSettings, conformance_session
     sessions = [SessionSettings(key=config.session_key(broker.comp_id), application=application,
                                 heartbeat_interval=broker.heartbeat_interval,
                                 reset_on_logon=broker.reset_on_logon,
@@ -149,7 +149,7 @@ def run(args) -> int:
 
 
 async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, engine=None) -> int:
-    from gateway.server import GatewayServer
+    from ccerx.gateway.server import GatewayServer
     server = GatewayServer(args.host, args.port, sessions, store_dir=data_dir / "fix",
                            store_fsync=args.fsync, before_write=getattr(engine, "commit", None))
     try:

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from scripts.progress import Progress
+from ccerx.scripts.progress import Progress
 
 MODES = ("in-process", "fix")
 
@@ -44,9 +44,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from scripts.simulate.report import write_report
-    from scripts.simulate.run import Session
-    from scripts.simulate.scenario import load_scenario
+    from ccerx.scripts.simulate.report import write_report
+    from ccerx.scripts.simulate.run import Session
+    from ccerx.scripts.simulate.scenario import load_scenario
 
     try:
         scenario = load_scenario(args.scenario, days=args.days, seed=args.seed)
@@ -55,7 +55,7 @@ def run(args) -> int:
         return 2
     venue_factory = None
     if args.gateway_config:
-        from scripts.simulate.fixvenue import gateway_config_text
+        from ccerx.scripts.simulate.fixvenue import gateway_config_text
         Path(args.gateway_config).write_text(gateway_config_text(Session(scenario)))
         print(f"wrote {args.gateway_config}: start the gateway with\n  ccerx serve --config "
               f"{args.gateway_config} --port {args.port} --data-dir DIR\n(DIR fresh), then run "
@@ -63,7 +63,7 @@ def run(args) -> int:
               f"--gateway-config", file=sys.stderr)
         return 0
     if args.mode == "fix":
-        from scripts.simulate.fixvenue import FixVenue
+        from ccerx.scripts.simulate.fixvenue import FixVenue
         if not args.control:
             print("ccerx simulate: --mode fix needs --control SOCKET, the server's operator "
                   "socket (DATA_DIR/control.sock of `ccerx serve`): the simulator closes each "

@@ -34,11 +34,11 @@ import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from engine.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
+from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
                              NewOrder)
-from engine.events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, OrderAccepted, OrderAmended,
+from ccerx.engine.core.events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, OrderAccepted, OrderAmended,
                            OrderCancelled, OrderRejected, TradeExecuted)
-from engine.types import (CancelReason, InstrumentSpec, OrderType, PriceError, RejectReason,
+from ccerx.engine.core.types import (CancelReason, InstrumentSpec, OrderType, PriceError, RejectReason,
                           Side, TimeInForce)
 
 PRICE_UNITS_PER_FEN = 10_000  # 1 fen = 0.01 CNY = 10_000 millionths of a CNY

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
-from ..settlement import Instruction
+from ccerx.engine.durable.settlement import Instruction
 
 
 class LedgerRejected(Exception):

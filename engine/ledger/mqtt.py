@@ -35,10 +35,10 @@ from typing import Optional, Sequence
 import aiomqtt
 import orjson
 
-from ..settlement import (DepositInstruction, Instruction, SettlementInstruction,
+from ccerx.engine.durable.settlement import (DepositInstruction, Instruction, SettlementInstruction,
                           instruction_from_json, price_text)
-from ..types import format_fen
-from .sql import exchange_of
+from ccerx.engine.core.types import format_fen
+from ccerx.engine.ledger.sql import exchange_of
 
 TOPIC_PREFIX = "ccer/v1"
 

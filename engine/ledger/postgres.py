@@ -12,7 +12,7 @@ import threading
 
 import psycopg
 
-from .sql import SqlLedger
+from ccerx.engine.ledger.sql import SqlLedger
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -43,7 +43,7 @@ class PostgresLedger(SqlLedger):
 
     def _create_schema(self) -> None:
         # index names are schema-local in PostgreSQL and must not carry the schema prefix
-        from .sql import SCHEMA
+        from ccerx.engine.ledger.sql import SCHEMA
         with self._tx():
             for statement in SCHEMA.split(";"):
                 if statement.strip():

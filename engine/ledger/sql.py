@@ -30,9 +30,9 @@ from typing import Iterable, Optional, Sequence
 
 import orjson
 
-from ..settlement import DepositInstruction, Instruction, price_text
-from ..types import CASH_ASSET, format_fen
-from .base import LedgerRejected
+from ccerx.engine.durable.settlement import DepositInstruction, Instruction, price_text
+from ccerx.engine.core.types import CASH_ASSET, format_fen
+from ccerx.engine.ledger.base import LedgerRejected
 
 CASH = CASH_ASSET
 BANK, REGISTRY, FEES = "@bank", "@registry", "@fees"

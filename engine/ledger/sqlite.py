@@ -11,7 +11,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from .sql import SqlLedger
+from ccerx.engine.ledger.sql import SqlLedger
 
 
 class SqliteLedger(SqlLedger):

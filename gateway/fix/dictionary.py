@@ -22,7 +22,7 @@ import re
 from enum import IntEnum
 from typing import Optional
 
-from gateway.fix import fix44_spec as spec
+from ccerx.gateway.fix import fix44_spec as spec
 
 
 class Reason(IntEnum):
@@ -143,7 +143,7 @@ def _format_check(ftype: str):
     if ftype == "BOOLEAN":
         return lambda v: v == "Y" or v == "N"
     if ftype == "UTCTIMESTAMP":
-        from gateway.fix.codec import parse_utc_timestamp
+        from ccerx.gateway.fix.codec import parse_utc_timestamp
         return lambda v: parse_utc_timestamp(v) is not None
     if ftype == "UTCTIMEONLY":
         return lambda v: _TIME.match(v) is not None

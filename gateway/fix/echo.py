@@ -7,9 +7,9 @@ BusinessMessageReject "Unsupported Message Type" (380=3).
 """
 from __future__ import annotations
 
-from gateway.fix.application import FixMessage, Outbound, SessionKey
-from gateway.fix.codec import SESSION_OWNED_HEADER
-from gateway.fix.dictionary import HEADER_TAGS, TRAILER_TAGS, canonical_body
+from ccerx.gateway.fix.application import FixMessage, Outbound, SessionKey
+from ccerx.gateway.fix.codec import SESSION_OWNED_HEADER
+from ccerx.gateway.fix.dictionary import HEADER_TAGS, TRAILER_TAGS, canonical_body
 
 
 class EchoApplication:

@@ -51,9 +51,9 @@ import logging
 from enum import Enum
 from typing import Callable, Optional
 
-from gateway.fix import codec, dictionary
-from gateway.fix.application import Application, FixMessage, Outbound, SessionKey
-from gateway.fix.dictionary import HEADER_TAGS, TRAILER_TAGS, Reason, SessionReject
+from ccerx.gateway.fix import codec, dictionary
+from ccerx.gateway.fix.application import Application, FixMessage, Outbound, SessionKey
+from ccerx.gateway.fix.dictionary import HEADER_TAGS, TRAILER_TAGS, Reason, SessionReject
 
 log = logging.getLogger("gateway.fix.session")
 

@@ -43,14 +43,14 @@ import time
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Callable, Iterable, Optional
 
-from engine.commands import AmendOrder, CancelOrder, Deposit, EndOfDay, NewOrder, SetTradingStatus
-from engine.events import (DayClosed, InstrumentDefined, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected,
+from ccerx.engine.core.commands import AmendOrder, CancelOrder, Deposit, EndOfDay, NewOrder, SetTradingStatus
+from ccerx.engine.core.events import (DayClosed, InstrumentDefined, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected,
                            TradeExecuted, TradingStatusChanged)
-from engine.types import (CancelReason, DecimalFormatError, RejectReason as R, Side, format_fen,
+from ccerx.engine.core.types import (CancelReason, DecimalFormatError, RejectReason as R, Side, format_fen,
                           parse_decimal_units, price_field)
 
-from gateway.fix.application import FixMessage, Outbound, SessionKey
-from gateway.marketdata import MarketData
+from ccerx.gateway.fix.application import FixMessage, Outbound, SessionKey
+from ccerx.gateway.marketdata import MarketData
 
 # FIX 4.4 tags used here
 ACCOUNT, AVG_PX, CL_ORD_ID, COMMISSION, COMM_TYPE, CUM_QTY = 1, 6, 11, 12, 13, 14

@@ -38,14 +38,14 @@ import socket
 import time
 from datetime import datetime, timezone
 
-from engine.commands import CancelOrder, NewOrder
-from engine.events import (DayClosed, Deposited, OrderAccepted, OrderCancelled, OrderRejected,
+from ccerx.engine.core.commands import CancelOrder, NewOrder
+from ccerx.engine.core.events import (DayClosed, Deposited, OrderAccepted, OrderCancelled, OrderRejected,
                            TradeExecuted)
-from engine.risk import PPM, Account, Accounts
-from engine.types import (CancelReason, OrderType, RejectReason, Side, TimeInForce, format_fen,
+from ccerx.engine.core.risk import PPM, Account, Accounts
+from ccerx.engine.core.types import (CancelReason, OrderType, RejectReason, Side, TimeInForce, format_fen,
                           parse_cny_to_fen, parse_price_units)
 
-from .venue import AccountView
+from ccerx.scripts.simulate.venue import AccountView
 
 GATEWAY = "CCERX"
 GROUP_BROKERS = {"emitter": "SIMEMIT", "project_owner": "SIMPROJ", "market_maker": "SIMINST",
@@ -411,7 +411,7 @@ class FixVenue(AccountView):
 
     def _operator(self, requests: list) -> list[dict]:
         """Requests to the server's operator socket; every one must be accepted."""
-        from gateway.control import ControlUnavailable, operator_request_sync
+        from ccerx.gateway.control import ControlUnavailable, operator_request_sync
         try:
             answers = operator_request_sync(self.control, requests, timeout=self.timeout)
         except (ControlUnavailable, OSError) as err:

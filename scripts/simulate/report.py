@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.types import format_fen
+from ccerx.engine.core.types import format_fen
 
-from .agents import Emitter, MarketMaker, NoiseTrader, ProjectOwner
-from .calendar import MINUTES_PER_DAY, TradingCalendar
-from .stylized import measure_all
+from ccerx.scripts.simulate.agents import Emitter, MarketMaker, NoiseTrader, ProjectOwner
+from ccerx.scripts.simulate.calendar import MINUTES_PER_DAY, TradingCalendar
+from ccerx.scripts.simulate.stylized import measure_all
 
 GROUPS = ((Emitter, "emitters (key emission units)"), (ProjectOwner, "project owners"),
           (MarketMaker, "investment institutions (market makers)"), (NoiseTrader, "noise traders"))

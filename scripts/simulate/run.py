@@ -20,16 +20,16 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from engine.commands import CancelOrder, NewOrder
-from engine.events import DayClosed, OrderAccepted, OrderCancelled, OrderRejected, TradeExecuted
-from engine.risk import PPM, Account, Accounts
-from engine.types import CancelReason, ParticipantType, parse_decimal_units
+from ccerx.engine.core.commands import CancelOrder, NewOrder
+from ccerx.engine.core.events import DayClosed, OrderAccepted, OrderCancelled, OrderRejected, TradeExecuted
+from ccerx.engine.core.risk import PPM, Account, Accounts
+from ccerx.engine.core.types import CancelReason, ParticipantType, parse_decimal_units
 
-from .agents import Emitter, Live, MarketMaker, NoiseTrader, ProjectOwner
-from .calendar import MINUTES_PER_DAY, NS_PER_MIN, TradingCalendar
-from .scenario import Scenario
-from .settle import LedgerSettlement, Reconciliation, Settlements, TradeLedger
-from .venue import InProcessVenue
+from ccerx.scripts.simulate.agents import Emitter, Live, MarketMaker, NoiseTrader, ProjectOwner
+from ccerx.scripts.simulate.calendar import MINUTES_PER_DAY, NS_PER_MIN, TradingCalendar
+from ccerx.scripts.simulate.scenario import Scenario
+from ccerx.scripts.simulate.settle import LedgerSettlement, Reconciliation, Settlements, TradeLedger
+from ccerx.scripts.simulate.venue import InProcessVenue
 
 EOD = CancelReason.EOD
 

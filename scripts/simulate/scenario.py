@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from engine.risk import DEFAULT_FEE_PPM, PPM
-from engine.types import DEFAULT_INSTRUMENTS, InstrumentSpec, parse_decimal_units
+from ccerx.engine.core.risk import DEFAULT_FEE_PPM, PPM
+from ccerx.engine.core.types import DEFAULT_INSTRUMENTS, InstrumentSpec, parse_decimal_units
 
 DEFAULTS: dict = {
     "name": "default",

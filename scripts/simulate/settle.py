@@ -22,9 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.events import Deposited, TradeExecuted
-from engine.risk import PPM, Accounts
-from engine.types import InstrumentSpec, format_fen
+from ccerx.engine.core.events import Deposited, TradeExecuted
+from ccerx.engine.core.risk import PPM, Accounts
+from ccerx.engine.core.types import InstrumentSpec, format_fen
 
 
 @dataclass
@@ -134,8 +134,8 @@ class LedgerSettlement:
 
     def __init__(self, path: str | Path, accounts: Accounts, exchange_id: str = "CCERX",
                  batch: int = 2000):
-        from engine.ledger.sqlite import SqliteLedger
-        from engine.settlement import InstructionMaker, Outbox, Relay, SettlementConfig
+        from ccerx.engine.ledger.sqlite import SqliteLedger
+        from ccerx.engine.durable.settlement import InstructionMaker, Outbox, Relay, SettlementConfig
         self.path = Path(path)
         cursor = self.path.with_name(self.path.stem + "-cursor.json")
         for old in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"), cursor):
@@ -185,7 +185,7 @@ def reconcile_ledger(ledger, accounts: Accounts, trades: int, issued: dict, day:
                      ) -> Reconciliation:
     """Compare a settlement ledger with the exchange's accounts, account by account, after
     checking the ledger's own invariants."""
-    from engine.ledger.sql import CASH, FEES
+    from ccerx.engine.ledger.sql import CASH, FEES
     problems = [f"ledger {p}" for p in ledger.problems()]
     balances = ledger.balances()
     for account_id in sorted(accounts.by_id):

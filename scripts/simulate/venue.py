@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from engine.commands import Deposit, EndOfDay
-from engine.events import Deposited
-from engine.exchange import Exchange
-from engine.risk import Account, Accounts
-from engine.types import InstrumentSpec
+from ccerx.engine.core.commands import Deposit, EndOfDay
+from ccerx.engine.core.events import Deposited
+from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.core.risk import Account, Accounts
+from ccerx.engine.core.types import InstrumentSpec
 
 
 class Venue(Protocol):

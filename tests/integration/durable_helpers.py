@@ -16,9 +16,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from benchmarks.durability import accounts_table
-from engine.commands import AmendOrder, CancelOrder, EndOfDay, NewOrder
-from engine.types import PRICE_UNITS_PER_CNY, format_fen, format_units
+from ccerx.benchmarks.durability import accounts_table
+from ccerx.engine.core.commands import AmendOrder, CancelOrder, EndOfDay, NewOrder
+from ccerx.engine.core.types import PRICE_UNITS_PER_CNY, format_fen, format_units
 
 BROKER = ("127.0.0.1", 1883)
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.e2e import fix_requests, run_e2e
-from benchmarks.flows import write_flow
-from scripts.ccerx import main
+from ccerx.benchmarks.e2e import fix_requests, run_e2e
+from ccerx.benchmarks.flows import write_flow
+from ccerx.scripts.ccerx import main
 
 
 def test_every_request_is_acknowledged_over_fix(tmp_path):
@@ -45,7 +45,7 @@ def test_a_serve_data_directory_replays_without_an_accounts_file(tmp_path, capsy
     replays the day from the directory's genesis to the state `ccerx recover` reports."""
     import asyncio
 
-    from benchmarks.e2e import DEMO_BROKERS, Server, _client
+    from ccerx.benchmarks.e2e import DEMO_BROKERS, Server, _client
     flow = tmp_path / "flow.ndjson"
     write_flow(flow, 7, 300)
     server = Server(None)                      # the demo config: members, types, balances

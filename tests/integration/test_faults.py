@@ -13,17 +13,17 @@ import uuid
 from pathlib import Path
 
 import orjson
-from durable_helpers import (ConsumerThread, Mosquitto, assert_ledger_matches, unique_prefix,
+from tests.integration.durable_helpers import (ConsumerThread, Mosquitto, assert_ledger_matches, unique_prefix,
                              wait_until, write_accounts, write_commands)
 
-from benchmarks.durability import accounts_table, flow
-from engine import journal as jr
-from engine.config import load_accounts
-from engine.durable import DurableExchange
-from engine.exchange import Exchange
-from engine.ledger.mqtt import MqttPublisher, SettlementConsumer
-from engine.ledger.sqlite import SqliteLedger
-from engine.ndjson import parse_command
+from ccerx.benchmarks.durability import accounts_table, flow
+from ccerx.engine.durable import journal as jr
+from ccerx.engine.formats.config import load_accounts
+from ccerx.engine.durable.exchange import DurableExchange
+from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.ledger.mqtt import MqttPublisher, SettlementConsumer
+from ccerx.engine.ledger.sqlite import SqliteLedger
+from ccerx.engine.formats.ndjson import parse_command
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,7 +40,7 @@ def reference(commands_file: Path, accounts_file: Path, upto: int | None = None)
 
 
 def journaled_replay(data_dir: Path, commands: Path, accounts: Path, batch: int = 20):
-    return subprocess.Popen([sys.executable, "-m", "scripts.ccerx", "recover", "--data-dir",
+    return subprocess.Popen([sys.executable, "-m", "ccerx.scripts.ccerx", "recover", "--data-dir",
                              str(data_dir), "--accounts", str(accounts), "--feed", str(commands),
                              "--batch", str(batch), "--snapshot-every", "1500", "--json"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -205,7 +205,7 @@ def test_torn_journal_write_recovers_to_the_last_whole_record(tmp_path):
     whole = segment.read_bytes()
     torn = jr.frame(2001, [jr.encode_command(c) for c in parsed[2000:2100]], 999_999, [])
     segment.write_bytes(whole + torn[:len(torn) // 2])
-    proc = subprocess.run([sys.executable, "-m", "scripts.ccerx", "recover", "--data-dir",
+    proc = subprocess.run([sys.executable, "-m", "ccerx.scripts.ccerx", "recover", "--data-dir",
                            str(data), "--json"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "torn tail" in proc.stderr and "stopped at the last whole record" in proc.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.server import GatewayServer, conformance_session
+from ccerx.gateway.server import GatewayServer, conformance_session
 
 REPO = Path(__file__).resolve().parents[2]
 SUITE = REPO.parent / "shared" / "fix-acceptance"

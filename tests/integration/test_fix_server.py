@@ -13,9 +13,9 @@ import time
 import pytest
 import simplefix
 
-from gateway.fix import codec
-from gateway.fix.application import FixMessage, SessionKey
-from gateway.server import MAX_WRITE_BUFFER, GatewayServer, SessionSettings, conformance_session
+from ccerx.gateway.fix import codec
+from ccerx.gateway.fix.application import FixMessage, SessionKey
+from ccerx.gateway.server import MAX_WRITE_BUFFER, GatewayServer, SessionSettings, conformance_session
 
 B1 = SessionKey("FIX.4.4", "CCERX", "BROKER01")
 B2 = SessionKey("FIX.4.4", "CCERX", "BROKER02")

@@ -7,38 +7,25 @@ One server serves the module; the tests run in file order and share its state.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import stat
-import subprocess
-import sys
 
 import orjson
 import pytest
 
-from gateway.control import operator_request_sync
-from scripts.ccerx import main as ccerx
-from test_gateway_trading import REPO, Broker, _wait_for_port, s
+from ccerx.gateway.control import operator_request_sync
+from ccerx.scripts.ccerx import main as ccerx
+from tests.fixclient import Broker, s
+from tests.serve_process import ServeProcess
 
 
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory):
     base = tmp_path_factory.mktemp("control")
     control = base / "ops.sock"
-    log = open(base / "serve.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "scripts.ccerx", "serve", "--port", "0",
-                             "--data-dir", str(base / "data"), "--control", str(control),
-                             "--log-level", "info"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        port = _wait_for_port(proc, log)
-        yield {"proc": proc, "port": port, "control": control, "base": base}
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+    with ServeProcess(["--data-dir", str(base / "data"), "--control", str(control),
+                       "--log-level", "info"], log_path=base / "serve.log") as server:
+        yield {"proc": server.proc, "port": server.port, "control": control, "base": base}
 
 
 @pytest.fixture(scope="module")
@@ -185,29 +172,18 @@ def test_sigterm_removes_the_socket(serve, b1):
     assert not serve["control"].exists()
 
 
-def test_default_socket_in_the_data_dir_and_none(tmp_path):
+def test_default_socket_in_the_data_dir_and_none(tmp_path, start_serve):
     for extra, expected in (([], tmp_path / "d1" / "control.sock"), (["--control", "none"], None)):
         data = tmp_path / ("d1" if not extra else "d2")
-        log = open(tmp_path / "serve.log", "w+")
-        proc = subprocess.Popen([sys.executable, "-m", "scripts.ccerx", "serve", "--port", "0",
-                                 "--data-dir", str(data), *extra], cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=log, text=True)
-        try:
-            line = proc.stdout.readline()
-            assert re.search(r"listening on [\d.]+:\d+", line), line
-            if expected is None:
-                assert "control none" in line and not (data / "control.sock").exists()
-            else:
-                assert f"control {expected}" in line and expected.exists()
-                [answer] = operator_request_sync(expected, [{"op": "status", "open": True}])
-                assert answer["ok"] is True
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(15) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-            log.close()
+        server = start_serve("--data-dir", str(data), *extra)
+        line = server.start_line
+        if expected is None:
+            assert "control none" in line and not (data / "control.sock").exists()
+        else:
+            assert f"control {expected}" in line and expected.exists()
+            [answer] = operator_request_sync(expected, [{"op": "status", "open": True}])
+            assert answer["ok"] is True
+        assert server.terminate() == 0
 
 
 def test_an_answered_deposit_survives_a_crash(tmp_path):
@@ -217,24 +193,13 @@ def test_an_answered_deposit_survives_a_crash(tmp_path):
     deposit = {"op": "deposit", "deposit_id": "ISS-CRASH-1", "account": "EMIT01",
                "instrument": "CCER-AFF", "qty": 10}
     for attempt in ("first", "after the crash"):
-        log = open(tmp_path / "serve.log", "w+")
-        proc = subprocess.Popen([sys.executable, "-m", "scripts.ccerx", "serve", "--port", "0",
-                                 "--data-dir", str(data), "--control", str(control)], cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=log, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
-            _wait_for_port(proc, log)
+        with ServeProcess(["--data-dir", str(data), "--control", str(control)],
+                          log_path=tmp_path / "serve.log") as server:
             [answer] = operator_request_sync(control, [deposit])
             if attempt == "first":
                 assert answer["ok"] is True
-                proc.kill()                       # no shutdown, no flush: only what was fsynced
-                proc.wait(10)
+                server.kill()                     # no shutdown, no flush: only what was fsynced
                 assert control.exists()
             else:
                 assert answer["ok"] is False
                 assert answer["events"][0]["reason"] == "duplicate_deposit_id"
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-            log.close()

@@ -7,215 +7,23 @@ codec: messages are built, framed, checksummed and parsed by simplefix over a pl
 """
 from __future__ import annotations
 
-import os
-import re
-import select
 import signal
-import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
-import simplefix
 
-REPO = Path(__file__).resolve().parents[2]
-GATEWAY = "CCERX"
-TIMEOUT = 5.0
-
-
-# ------------------------------------------------------------------ a broker's FIX client
-class Broker:
-    """A minimal FIX 4.4 initiator: simplefix for encoding and parsing, a blocking socket.
-
-    It keeps its sequence numbers across connections (as a real FIX engine does), answers
-    TestRequest and ResendRequest (with a gap fill: it never resends orders), and records
-    every message it receives in `received`.
-    """
-
-    def __init__(self, comp_id: str, port: int):
-        self.comp_id, self.port = comp_id, port
-        self.next_out, self.next_in = 1, 1
-        self.sock: socket.socket | None = None
-        self.parser = simplefix.FixParser()
-        self.received: list[simplefix.FixMessage] = []
-        self.gaps: list[tuple[int, int]] = []    # (expected, received) sequence gaps seen
-        self.logging_out = False
-
-    # -------------------------------------------------------------- connection
-    def connect(self) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT)
-        self.parser = simplefix.FixParser()
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-    def logon(self, password: str, reset: bool = False, heartbeat: int = 30):
-        self.connect()
-        if reset:
-            self.next_out = self.next_in = 1
-        fields = [(98, 0), (108, heartbeat)]
-        if reset:
-            fields.append((141, "Y"))
-        fields += [(553, self.comp_id), (554, password)]
-        self.send("A", *fields)
-        return self.expect("A", "5")
-
-    def logout(self) -> None:
-        self.logging_out = True
-        self.send("5")
-        self.expect("5")
-        self.close()
-        self.logging_out = False
-
-    # -------------------------------------------------------------- sending
-    def send(self, msg_type: str, *fields, seq: int | None = None, poss_dup: bool = False) -> int:
-        message = simplefix.FixMessage()
-        message.append_pair(8, "FIX.4.4", header=True)
-        message.append_pair(35, msg_type, header=True)
-        message.append_pair(49, self.comp_id, header=True)
-        message.append_pair(56, GATEWAY, header=True)
-        number = self.next_out if seq is None else seq
-        message.append_pair(34, number, header=True)
-        if poss_dup:
-            message.append_pair(43, "Y", header=True)
-        message.append_utc_timestamp(52, precision=3, header=True)
-        if poss_dup:
-            message.append_utc_timestamp(122, precision=3, header=True)
-        for tag, value in fields:
-            message.append_pair(tag, value)
-        self.sock.sendall(message.encode())
-        if seq is None:
-            self.next_out += 1
-        return number
-
-    def new_order(self, cl, account, side, qty, price=None, symbol="CCER-AFF", ord_type="2", tif=None):
-        fields = [(11, cl), (1, account), (55, symbol), (54, side), (60, _now()), (38, qty),
-                  (40, ord_type)]
-        if price is not None:
-            fields.append((44, price))
-        if tif is not None:
-            fields.append((59, tif))
-        return self.send("D", *fields)
-
-    # -------------------------------------------------------------- receiving
-    def read(self, timeout: float = TIMEOUT) -> simplefix.FixMessage | None:
-        """The next message (admin messages answered as a FIX engine would); None on EOF."""
-        deadline = time.monotonic() + timeout
-        while True:
-            message = self.parser.get_message()
-            if message is not None:
-                self._on_message(message)
-                return message
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"{self.comp_id}: no message within {timeout} s")
-            ready, _, _ = select.select([self.sock], [], [], remaining)
-            if not ready:
-                continue
-            try:
-                data = self.sock.recv(65536)
-            except ConnectionResetError:
-                return None
-            if not data:
-                return None
-            self.parser.append_buffer(data)
-
-    def expect(self, *msg_types: str, where=None, timeout: float = TIMEOUT) -> simplefix.FixMessage:
-        """Read until a message of one of msg_types (and matching `where`) arrives."""
-        deadline = time.monotonic() + timeout
-        while True:
-            message = self.read(max(deadline - time.monotonic(), 0.01))
-            if message is None:
-                raise ConnectionError(f"{self.comp_id}: connection closed while waiting for {msg_types}")
-            if s(message, 35) in msg_types and (where is None or where(message)):
-                return message
-
-    def reports(self, count: int, where=None) -> list[simplefix.FixMessage]:
-        return [self.expect("8", where=where) for _ in range(count)]
-
-    def _on_message(self, message) -> None:
-        self.received.append(message)
-        msg_type, seq = s(message, 35), int(s(message, 34))
-        if msg_type == "4" and s(message, 123) != "Y":
-            self.next_in = int(s(message, 36))
-            return
-        if s(message, 43) != "Y":
-            if seq > self.next_in:
-                self.gaps.append((self.next_in, seq))
-            self.next_in = max(self.next_in, seq + 1)
-        if msg_type == "4":  # gap fill
-            self.next_in = max(self.next_in, int(s(message, 36)))
-        elif msg_type == "1":
-            self.send("0", (112, s(message, 112)))
-        elif msg_type == "5" and not self.logging_out:   # the gateway logs us out: confirm
-            self.send("5")
-        elif msg_type == "2":
-            begin = int(s(message, 7))
-            self.send("4", (123, "Y"), (36, self.next_out), seq=begin, poss_dup=True)
-
-
-def sync(broker: Broker, token: str) -> None:
-    """A TestRequest round trip: everything the gateway sent before is now received."""
-    broker.send("1", (112, token))
-    broker.expect("0", where=lambda m: s(m, 112) == token)
-
-
-def s(message, tag, nth: int = 1) -> str | None:
-    value = message.get(tag, nth)
-    return None if value is None else value.decode()
-
-
-def _now() -> str:
-    return time.strftime("%Y%m%d-%H:%M:%S", time.gmtime()) + ".000"
-
-
-def group(message, first_tag: int) -> list[dict[int, str]]:
-    entries, current = [], None
-    for tag, value in message:
-        if tag == first_tag:
-            current = {}
-            entries.append(current)
-        if current is not None and tag != 10:
-            current[tag] = value.decode()
-    return entries
+from tests.fixclient import GATEWAY, Broker, group, now, s, sync
+from tests.serve_process import REPO, ServeProcess
 
 
 # ------------------------------------------------------------------ the gateway process
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("gateway-data")
-    log = open(data_dir.parent / "serve.log", "w+")   # a file, not a pipe nobody drains
-    proc = subprocess.Popen([sys.executable, "-m", "scripts.ccerx", "serve", "--port", "0",
-                             "--data-dir", str(data_dir), "--fsync", "--log-level", "info"],
-                            cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        port = _wait_for_port(proc, log)
-        yield {"proc": proc, "port": port, "data_dir": data_dir}
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        log.close()
-
-
-def _wait_for_port(proc, log) -> int:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if ready:
-            line = proc.stdout.readline()
-            found = re.search(r"listening on [\d.]+:(\d+)", line)
-            if found:
-                return int(found.group(1))
-        if proc.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"ccerx serve exited {proc.returncode}: {log.read()[-2000:]}")
-    raise RuntimeError("ccerx serve did not start listening within 20 s")
+    with ServeProcess(["--data-dir", str(data_dir), "--fsync", "--log-level", "info"],
+                      log_path=data_dir.parent / "serve.log") as server:
+        yield {"proc": server.proc, "port": server.port, "data_dir": data_dir}
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +80,7 @@ def test_crossing_orders_fill_both_brokers(b1, b2):
     assert s(maker, 17) != s(fill, 17)
 
     # the rest of s1 is cancelled so the book is clean for later tests
-    b2.send("F", (41, "s1"), (11, "s1c"), (55, "CCER-AFF"), (54, "2"), (60, _now()), (38, 100))
+    b2.send("F", (41, "s1"), (11, "s1c"), (55, "CCER-AFF"), (54, "2"), (60, now()), (38, 100))
     done = b2.expect("8")
     assert (s(done, 150), s(done, 39), s(done, 11), s(done, 41), s(done, 14)) == (
         "4", "4", "s1c", "s1", "60")
@@ -281,7 +89,7 @@ def test_crossing_orders_fill_both_brokers(b1, b2):
 def test_amend_then_cancel(b1):
     b1.new_order("a1", "EMIT01", "1", 100, "75.00", symbol="CCER-SOL")
     assert s(b1.expect("8"), 150) == "0"
-    b1.send("G", (41, "a1"), (11, "a2"), (55, "CCER-SOL"), (54, "1"), (60, _now()), (38, 250),
+    b1.send("G", (41, "a1"), (11, "a2"), (55, "CCER-SOL"), (54, "1"), (60, now()), (38, 250),
             (40, "2"), (44, "75.10"))
     replaced = b1.expect("8")
     assert (s(replaced, 150), s(replaced, 39), s(replaced, 11), s(replaced, 41)) == ("5", "0", "a2", "a1")
@@ -289,11 +97,11 @@ def test_amend_then_cancel(b1):
     b1.send("H", (11, "a2"), (55, "CCER-SOL"), (54, "1"))
     status = b1.expect("8")
     assert (s(status, 150), s(status, 39), s(status, 44)) == ("I", "0", "75.10")
-    b1.send("F", (41, "a2"), (11, "a3"), (55, "CCER-SOL"), (54, "1"), (60, _now()), (38, 250))
+    b1.send("F", (41, "a2"), (11, "a3"), (55, "CCER-SOL"), (54, "1"), (60, now()), (38, 250))
     cancelled = b1.expect("8")
     assert (s(cancelled, 150), s(cancelled, 39), s(cancelled, 11), s(cancelled, 41)) == (
         "4", "4", "a3", "a2")
-    b1.send("F", (41, "a3"), (11, "a4"), (55, "CCER-SOL"), (54, "1"), (60, _now()), (38, 250))
+    b1.send("F", (41, "a3"), (11, "a4"), (55, "CCER-SOL"), (54, "1"), (60, now()), (38, 250))
     too_late = b1.expect("9")
     assert (s(too_late, 434), s(too_late, 102)) == ("1", "0")
 
@@ -316,16 +124,16 @@ def test_rejects_are_values_never_executions(b1, b2):
     b2.new_order("o1", "HOLD02", "2", 5, "63.00")           # BROKER02's resting order...
     assert s(b2.expect("8"), 150) == "0"
     b1.send("F", (41, "o1"), (37, "BROKER02:o1"), (11, "r5"), (55, "CCER-AFF"), (54, "2"),
-            (60, _now()), (38, 5))
+            (60, now()), (38, 5))
     theirs = b1.expect("9")                                 # ...cannot be cancelled by BROKER01
     assert (s(theirs, 102), s(theirs, 434)) == ("2", "1") and "own orders" in s(theirs, 58)
     b1.send("G", (41, "o1"), (37, "BROKER02:o1"), (11, "r6"), (55, "CCER-AFF"), (54, "2"),
-            (60, _now()), (38, 1), (40, "2"), (44, "63.00"))
+            (60, now()), (38, 1), (40, "2"), (44, "63.00"))
     assert s(b1.expect("9"), 434) == "2"
     b2.send("H", (11, "o1"), (55, "CCER-AFF"), (54, "2"))
     still = b2.expect("8")
     assert (s(still, 150), s(still, 39), s(still, 151)) == ("I", "0", "5")
-    b2.send("F", (41, "o1"), (11, "o1c"), (55, "CCER-AFF"), (54, "2"), (60, _now()), (38, 5))
+    b2.send("F", (41, "o1"), (11, "o1c"), (55, "CCER-AFF"), (54, "2"), (60, now()), (38, 5))
     assert s(b2.expect("8"), 150) == "4"
 
     seq = b1.send("R", (131, "q1"), (146, 1), (55, "CCER-AFF"))   # QuoteRequest: not offered
@@ -355,7 +163,7 @@ def test_market_data_snapshot_then_increments(b1, b2):
     b1.send("V", (262, "md1"), (263, "2"), (264, 5), (267, 1), (269, "0"), (146, 1), (55, "CCER-OWF"))
     sync(b1, "unsubscribed")  # the gateway has processed the unsubscribe
     mark = len(b1.received)
-    b2.send("F", (41, "m1"), (11, "m1c"), (55, "CCER-OWF"), (54, "2"), (60, _now()), (38, 30))
+    b2.send("F", (41, "m1"), (11, "m1c"), (55, "CCER-OWF"), (54, "2"), (60, now()), (38, 30))
     assert s(b2.expect("8"), 150) == "4"
     sync(b1, "after-cancel")  # had an X been sent for the cancel, it arrived before this
     assert not [m for m in b1.received[mark:] if s(m, 35) == "X"]
@@ -427,18 +235,14 @@ CONFORMANCE_SAMPLE = ("1a_ValidLogonWithCorrectMsgSeqNum.def", "2a_MsgSeqNumCorr
                       "8_AdminAndApplicationMessages.def", "14b_RequiredFieldMissing.def")
 
 
-def test_conformance_session_runs_beside_the_brokers(tmp_path):
+def test_conformance_session_runs_beside_the_brokers(tmp_path, start_serve):
     """`ccerx serve --conformance`: the ISLD/TW44 echo session next to a logged-on broker
     (a sample of the acceptance scripts; the whole suite runs in test_fix_acceptance.py)."""
     if not (SUITE / "atrun.py").exists():
         pytest.fail(f"acceptance suite not found at {SUITE}")
-    log = open(tmp_path / "serve.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "scripts.ccerx", "serve", "--port", "0",
-                             "--data-dir", str(tmp_path / "data"), "--conformance"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=log, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    server = start_serve("--data-dir", str(tmp_path / "data"), "--conformance")
+    proc, port = server.proc, server.port
     try:
-        port = _wait_for_port(proc, log)
         broker = Broker("BROKER01", port)
         assert s(broker.logon("demo01", reset=True), 35) == "A"
         run = subprocess.run([sys.executable, str(SUITE / "atrun.py"), "-p", str(port)]
@@ -451,7 +255,4 @@ def test_conformance_session_runs_beside_the_brokers(tmp_path):
         assert s(broker.expect("5", timeout=10), 35) == "5"
         assert proc.wait(15) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+        server.kill()

@@ -5,17 +5,14 @@ CCERX_REQUIRE_SERVICES=1 an unreachable server is a failure, otherwise a skip.""
 from __future__ import annotations
 
 import os
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from ledger_contract import LedgerContract  # noqa: E402
+from tests.unit.ledger_contract import LedgerContract
 
-from benchmarks.durability import accounts_table, flow  # noqa: E402
-from engine.durable import DurableExchange  # noqa: E402
+from ccerx.benchmarks.durability import accounts_table, flow  # noqa: E402
+from ccerx.engine.durable.exchange import DurableExchange  # noqa: E402
 
 DSN = os.environ.get("CCERX_PG_DSN", "host=127.0.0.1 port=5432 dbname=test user=postgres "
                                      "connect_timeout=3")
@@ -23,7 +20,7 @@ DSN = os.environ.get("CCERX_PG_DSN", "host=127.0.0.1 port=5432 dbname=test user=
 
 def postgres_ledger(schema: str):
     try:
-        from engine.ledger.postgres import PostgresLedger
+        from ccerx.engine.ledger.postgres import PostgresLedger
         return PostgresLedger(DSN, schema=schema)
     except Exception as err:     # psycopg.OperationalError and friends: server unreachable
         message = f"PostgreSQL not reachable ({DSN}): {err}"

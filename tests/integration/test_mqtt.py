@@ -15,17 +15,17 @@ import uuid
 import aiomqtt
 import orjson
 import pytest
-from durable_helpers import (BROKER, ConsumerThread, assert_ledger_matches, forget_session,
+from tests.integration.durable_helpers import (BROKER, ConsumerThread, assert_ledger_matches, forget_session,
                              service_or_skip, unique_prefix, wait_until, write_accounts)
 
-from benchmarks.durability import accounts_table, flow
-from engine.commands import Deposit
-from engine.config import load_accounts
-from engine.durable import DurableExchange
-from engine.events import TradeExecuted
-from engine.ledger.mqtt import MqttPublisher, SettlementConsumer
-from engine.ledger.sqlite import SqliteLedger
-from engine.settlement import SettlementInstruction
+from ccerx.benchmarks.durability import accounts_table, flow
+from ccerx.engine.core.commands import Deposit
+from ccerx.engine.formats.config import load_accounts
+from ccerx.engine.durable.exchange import DurableExchange
+from ccerx.engine.core.events import TradeExecuted
+from ccerx.engine.ledger.mqtt import MqttPublisher, SettlementConsumer
+from ccerx.engine.ledger.sqlite import SqliteLedger
+from ccerx.engine.durable.settlement import SettlementInstruction
 
 
 @pytest.fixture(autouse=True)
@@ -158,7 +158,7 @@ def test_consumer_command_line(tmp_path):
     ex = DurableExchange(tmp_path / "engine", accounts=load_accounts(tmp_path / "accounts.json"),
                          ledger=None, adapters={"mqtt": publisher})
     db = tmp_path / "cli.sqlite"
-    proc = subprocess.Popen([sys.executable, "-m", "scripts.ccerx", "ledger", "consume",
+    proc = subprocess.Popen([sys.executable, "-m", "ccerx.scripts.ccerx", "ledger", "consume",
                              "--broker", f"{BROKER[0]}:{BROKER[1]}", "--db", str(db),
                              "--accounts", str(tmp_path / "accounts.json"), "--prefix", prefix,
                              "--client-id", client_id, "--exit-when-idle", "3"],

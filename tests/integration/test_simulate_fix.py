@@ -4,62 +4,33 @@ the issuance through the server's operator socket; afterwards the server's own l
 hold, account by account, what the brokers' shadow books say."""
 from __future__ import annotations
 
-import re
-import signal
-import subprocess
-import sys
 
 import pytest
 
-from engine.ledger.sqlite import SqliteLedger
-from scripts.ccerx import main
-from scripts.simulate.fixvenue import FixUnavailable, FixVenue, gateway_config_text
-from scripts.simulate.run import Session
-from scripts.simulate.scenario import load_scenario
+from ccerx.engine.ledger.sqlite import SqliteLedger
+from ccerx.scripts.ccerx import main
+from ccerx.scripts.simulate.fixvenue import FixUnavailable, FixVenue, gateway_config_text
+from ccerx.scripts.simulate.run import Session
+from ccerx.scripts.simulate.scenario import load_scenario
 
 SMALL = {"agents": {"emitters": 16, "project_owners": 4, "market_makers": 4, "noise_traders": 20},
          "issuance": [{"day": 1, "instrument": "CCER-OWF", "qty": 30_000},
                       {"day": 2, "instrument": "CCER-MGV", "qty": 20_000}]}
 
 
-class Serve:
-    def __init__(self, config, data_dir):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scripts.ccerx", "serve", "--config", str(config),
-             "--port", "0", "--data-dir", str(data_dir)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        match = re.search(r"listening on ([\d.]+):(\d+)", line)
-        if match is None:
-            self.proc.kill()
-            raise RuntimeError(f"ccerx serve did not start: {line!r} {self.proc.stderr.read()}")
-        self.host, self.port = match.group(1), int(match.group(2))
-        self.data_dir = data_dir
-        self.control = str(data_dir / "control.sock")
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @pytest.fixture
-def serve(tmp_path):
+def serve(tmp_path, start_serve):
     scenario = load_scenario(days=2, seed=4, overrides=SMALL)
     config = tmp_path / "gateway.toml"
     config.write_text(gateway_config_text(Session(scenario)))
-    server = Serve(config, tmp_path / "data")
+    server = start_serve("--config", str(config), "--data-dir", str(tmp_path / "data"))
     yield scenario, server
-    server.stop()
 
 
-def test_fix_mode_trades_the_scenario_like_in_process(serve):
+def test_fix_mode_trades_the_scenario_like_in_process(serve, tmp_path):
     scenario, server = serve
     fix = Session(scenario, venue_factory=lambda s: FixVenue(server.host, server.port, s,
-                                                             server.control)).run()
+                                                             str(server.control))).run()
     local = Session(load_scenario(days=2, seed=4, overrides=SMALL)).run()
     assert fix.mode == "fix" and fix.reconciled
     # every close compared the brokers' books with the exchange's own accounts too
@@ -95,8 +66,8 @@ def test_fix_mode_trades_the_scenario_like_in_process(serve):
                and t[7].startswith("PROJ"))
     assert sold > 0
     # the exchange's own ledger agrees with the brokers' books, to the tonne and the fen
-    server.stop()
-    ledger = SqliteLedger(server.data_dir / "ledger.sqlite")
+    server.terminate()
+    ledger = SqliteLedger(tmp_path / "data" / "ledger.sqlite")
     try:
         ledger.check()
         balances = ledger.balances()
@@ -120,7 +91,7 @@ def test_fix_mode_from_the_command_line(serve, tmp_path, capsys):
                     "instrument = \"CCER-OWF\"\nqty = 30_000\n")
     out = tmp_path / "out"
     assert main(["simulate", "--scenario", str(path), "--mode", "fix", "--port", str(server.port),
-                 "--control", server.control, "--out", str(out), "--quiet"]) == 0
+                 "--control", str(server.control), "--out", str(out), "--quiet"]) == 0
     assert "reconciliation: OK" in capsys.readouterr().out
     assert "mode <b>fix</b>" in (out / "report.html").read_text()
 
@@ -152,7 +123,7 @@ def test_a_gateway_that_is_down_is_a_clear_error(serve, tmp_path):
         port = s.getsockname()[1]
     with pytest.raises(FixUnavailable, match="cannot connect"):
         Session(load_scenario(days=2, seed=4, overrides=SMALL),
-                venue_factory=lambda s: FixVenue("127.0.0.1", port, s, server.control)).run()
+                venue_factory=lambda s: FixVenue("127.0.0.1", port, s, str(server.control))).run()
 
 
 def test_a_server_set_up_for_another_scenario_is_refused_before_trading(serve, capsys):
@@ -160,7 +131,7 @@ def test_a_server_set_up_for_another_scenario_is_refused_before_trading(serve, c
     with pytest.raises(FixUnavailable, match="not this scenario's opening balances"):
         Session(load_scenario(days=2, seed=5, overrides=SMALL),
                 venue_factory=lambda s: FixVenue(server.host, server.port, s,
-                                                 server.control)).run()
-    from gateway.control import operator_request_sync
+                                                 str(server.control))).run()
+    from ccerx.gateway.control import operator_request_sync
     [answer] = operator_request_sync(server.control, [{"op": "state"}])
     assert answer["state"]["seq"] == 0               # nothing was sent to the exchange

@@ -13,16 +13,13 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from engine.commands import AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, NewOrder
-from engine.ndjson import parse_command
-from engine.risk import Account, Accounts
-from engine.types import InstrumentSpec, price_field
+from ccerx.engine.core.commands import AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, NewOrder
+from ccerx.engine.formats.ndjson import parse_command
+from ccerx.engine.core.risk import Account, Accounts
+from ccerx.engine.core.types import InstrumentSpec, price_field
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from reference_model import RefAccount, band_limits  # noqa: E402
+from tests.reference_model import RefAccount, band_limits
 
 # Small instruments whose band edges need the ceil/floor of the formula:
 #   CCER-AFF: the default, band [55.80, 68.20]

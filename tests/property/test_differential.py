@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 
-from engine.events import DepositRejected, OrderRejected
-from engine.exchange import Exchange
-from command_streams import iter_commands, scaled, streams
+from ccerx.engine.core.events import DepositRejected, OrderRejected
+from ccerx.engine.core.exchange import Exchange
+from tests.property.command_streams import iter_commands, scaled, streams
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from reference_model import ReferenceExchange  # noqa: E402
+from tests.reference_model import ReferenceExchange
 
 
 def comparable(events):

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 
-from engine.events import Deposited, OrderAccepted, TradeExecuted
-from engine.exchange import Exchange
-from engine.types import Side
-from command_streams import iter_commands, scaled, streams
+from ccerx.engine.core.events import Deposited, OrderAccepted, TradeExecuted
+from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.core.types import Side
+from tests.property.command_streams import iter_commands, scaled, streams
 
 FEE_PPM = 6_000
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from engine.exchange import Exchange
-from engine.ndjson import books_to_json, event_to_dict, parse_command
-from engine.risk import Accounts
-from engine.types import DEFAULT_INSTRUMENTS
+from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.formats.ndjson import books_to_json, event_to_dict, parse_command
+from ccerx.engine.core.risk import Accounts
+from ccerx.engine.core.types import DEFAULT_INSTRUMENTS
 
 HERE = Path(__file__).parent
 

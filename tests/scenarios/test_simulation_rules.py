@@ -9,14 +9,14 @@ batch moves the price.
 """
 import pytest
 
-from engine.commands import NewOrder
-from engine.events import OrderRejected
-from engine.types import RejectReason
-from scripts.simulate.agents import Agent, Emitter
-from scripts.simulate.calendar import TradingCalendar
-from scripts.simulate.report import day_stats
-from scripts.simulate.run import Session, simulate
-from scripts.simulate.scenario import load_scenario
+from ccerx.engine.core.commands import NewOrder
+from ccerx.engine.core.events import OrderRejected
+from ccerx.engine.core.types import RejectReason
+from ccerx.scripts.simulate.agents import Agent, Emitter
+from ccerx.scripts.simulate.calendar import TradingCalendar
+from ccerx.scripts.simulate.report import day_stats
+from ccerx.scripts.simulate.run import Session, simulate
+from ccerx.scripts.simulate.scenario import load_scenario
 
 TINY = {"agents": {"emitters": 30, "project_owners": 8, "market_makers": 8, "noise_traders": 40}}
 
@@ -175,7 +175,7 @@ def test_an_issuance_batch_lowers_the_price():
 
 
 def test_market_makers_stay_within_their_inventory_limits(result):
-    from scripts.simulate.agents import MarketMaker
+    from ccerx.scripts.simulate.agents import MarketMaker
     makers = [a for a in result.agents if isinstance(a, MarketMaker)]
     assert makers and any(m.trades for m in makers)
     for m in makers:

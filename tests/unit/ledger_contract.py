@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.ledger.base import LedgerRejected
-from engine.settlement import DepositInstruction, SettlementInstruction
-from engine.types import format_fen
+from ccerx.engine.ledger.base import LedgerRejected
+from ccerx.engine.durable.settlement import DepositInstruction, SettlementInstruction
+from ccerx.engine.core.types import format_fen
 
 OPENING = [("BUY1", 10_000_000, {}), ("SELL1", 0, {"CCER-AFF": 1000}),
            ("BOTH", 5_000_000, {"CCER-AFF": 50, "CCER-SOL": 10})]

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench import BenchError, compare, latency_summary, run_bench
-from benchmarks.flows import write_flow
-from engine.commands import CancelOrder
-from engine.exchange import Exchange
-from engine.replay import replay
-from scripts.ccerx import main
-from benchmarks.binary import iter_flow_commands
+from ccerx.benchmarks.bench import BenchError, compare, latency_summary, run_bench
+from ccerx.benchmarks.flows import write_flow
+from ccerx.engine.core.commands import CancelOrder
+from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.replay import replay
+from ccerx.scripts.ccerx import main
+from ccerx.engine.formats.binary import iter_flow_commands
 
 import numpy as np
 
@@ -61,7 +61,7 @@ def test_percentiles_stay_within_the_recorded_min_and_max():
     """An HDR percentile is its bucket's upper (p0: lower) bound; reported, it is clamped to
     the data: p99.99 77,201 us beside max 77,166 us was a bucket bound, not a latency."""
     from hdrh.histogram import HdrHistogram
-    from benchmarks.gateway_load import latency_summary as gateway_summary
+    from ccerx.benchmarks.gateway_load import latency_summary as gateway_summary
     top = 77_166_000
     lat = np.array([3_000] * 9_990 + [top] * 10, dtype=np.int64)
     raw = HdrHistogram(1, 3_600_000_000_000, 3)
@@ -147,9 +147,9 @@ def test_cli_writes_report_and_compare_exit_codes(tmp_path, flow, result, capsys
 
 
 def test_replaying_the_engines_own_journal_reproduces_the_day(tmp_path, flow):
-    from benchmarks.flows import accounts_file
-    from engine.durable import DurableExchange
-    from engine.risk import Accounts
+    from ccerx.benchmarks.flows import accounts_file
+    from ccerx.engine.durable.exchange import DurableExchange
+    from ccerx.engine.core.risk import Accounts
     data = tmp_path / "day"
     (tmp_path / "accounts.json").write_text(json.dumps(accounts_file()))
     trades = 0
@@ -171,7 +171,7 @@ def test_replaying_the_engines_own_journal_reproduces_the_day(tmp_path, flow):
 
 def _server_like_accounts() -> dict:
     """The generated accounts as a server would hold them: types, members, a non-default fee."""
-    from benchmarks.flows import accounts_file
+    from ccerx.benchmarks.flows import accounts_file
     data = accounts_file()
     for i, row in enumerate(data["accounts"]):
         row["member"] = f"BROKER{i % 3 + 1:02d}"
@@ -190,8 +190,8 @@ def recorded_day(request, tmp_path_factory, flow):
     """A durable data directory holding a day of the generated flow, recorded from accounts
     with types, members and a fee rate of their own, with snapshots after the genesis one (so
     recovery starts from a later snapshot than the replay does)."""
-    from engine.durable import DurableExchange
-    from engine.risk import Accounts
+    from ccerx.engine.durable.exchange import DurableExchange
+    from ccerx.engine.core.risk import Accounts
     base = tmp_path_factory.mktemp("day")
     accounts = base / "accounts.json"
     accounts.write_text(json.dumps(_server_like_accounts()))
@@ -204,7 +204,7 @@ def recorded_day(request, tmp_path_factory, flow):
             for i in range(0, len(commands), 500):
                 ex.apply_many(commands[i:i + 500])
     else:
-        from benchmarks.binary import binary_to_ndjson
+        from ccerx.engine.formats.binary import binary_to_ndjson
         binary_to_ndjson(flow, base / "flow.ndjson")
         assert main(["recover", "--data-dir", str(data), "--accounts", str(accounts),
                      "--feed", str(base / "flow.ndjson"), "--no-ledger",

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.binary import (RAW, FlowFile, binary_to_ndjson, iter_flow_commands,
+from ccerx.engine.formats.binary import (RAW, FlowFile, binary_to_ndjson, iter_flow_commands,
                                ndjson_to_binary, price_text)
-from benchmarks.flows import write_flow
-from engine.ndjson import parse_command
-from scripts.ccerx import main
+from ccerx.benchmarks.flows import write_flow
+from ccerx.engine.formats.ndjson import parse_command
+from ccerx.scripts.ccerx import main
 
 # Lines the columns can hold, and lines they cannot (kept verbatim in the raw side table).
 ODD_LINES = [

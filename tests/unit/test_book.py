@@ -1,8 +1,8 @@
 """The book's own invariant checker must catch every kind of corruption it claims to."""
 import pytest
 
-from engine.book import Book, Order
-from engine.types import DEFAULT_INSTRUMENTS, InstrumentSpec, Side
+from ccerx.engine.core.book import Book, Order
+from ccerx.engine.core.types import DEFAULT_INSTRUMENTS, InstrumentSpec, Side
 
 
 def filled_book() -> Book:

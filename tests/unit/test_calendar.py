@@ -3,14 +3,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from engine.calendar import TradingCalendar
-from engine.commands import AmendOrder, CancelOrder, EndOfDay, NewOrder, SetTradingStatus
-from engine.events import OrderCancelled, OrderRejected, TradingStatusChanged
-from engine.exchange import Exchange
-from engine.journal import decode_command, encode_command
-from engine.ndjson import encode_event, parse_command
-from engine.snapshot import exchange_from_state, exchange_state
-from engine.types import RejectReason
+from ccerx.engine.core.calendar import TradingCalendar
+from ccerx.engine.core.commands import AmendOrder, CancelOrder, EndOfDay, NewOrder, SetTradingStatus
+from ccerx.engine.core.events import OrderCancelled, OrderRejected, TradingStatusChanged
+from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.durable.journal import decode_command, encode_command
+from ccerx.engine.formats.ndjson import encode_event, parse_command
+from ccerx.engine.durable.snapshot import exchange_from_state, exchange_state
+from ccerx.engine.core.types import RejectReason
 
 CST = timezone(timedelta(hours=8))
 
@@ -112,7 +112,7 @@ def test_a_halt_is_a_close_marked_halted_through_every_edge():
 
 
 def test_holidays_are_closed_and_the_schedule_looks_past_them(tmp_path):
-    from engine.calendar import load_holidays
+    from ccerx.engine.core.calendar import load_holidays
     path = tmp_path / "holidays.txt"
     # National Day 2026: Thursday 1 October to Wednesday 7 October (a made-up list)
     path.write_text("# PRC National Day\n" + "".join(f"2026-10-0{d}\n" for d in range(1, 8)))

@@ -10,15 +10,15 @@ import stat
 import orjson
 import pytest
 
-from engine.commands import Deposit, EndOfDay, NewOrder, SetTradingStatus
-from engine.config import load_instruments
-from engine.exchange import Exchange
-from gateway.config import GatewayConfig
-from gateway.control import (ControlServer, ControlUnavailable, LineSplitter, Refused, handle_line,
+from ccerx.engine.core.commands import Deposit, EndOfDay, NewOrder, SetTradingStatus
+from ccerx.engine.formats.config import load_instruments
+from ccerx.engine.core.exchange import Exchange
+from ccerx.gateway.config import GatewayConfig
+from ccerx.gateway.control import (ControlServer, ControlUnavailable, LineSplitter, Refused, handle_line,
                              operator_request)
-from gateway.fix.application import FixMessage, SessionKey
-from gateway.fix.translate import ExchangeApplication
-from gateway.server import GatewayServer, SessionSettings
+from ccerx.gateway.fix.application import FixMessage, SessionKey
+from ccerx.gateway.fix.translate import ExchangeApplication
+from ccerx.gateway.server import GatewayServer, SessionSettings
 
 NOW = 1_780_000_000_000_000_000
 B2 = SessionKey("FIX.4.4", "CCERX", "BROKER02")

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import pytest
 
-from engine.commands import Deposit, EndOfDay, NewOrder
-from engine.durable import DurableExchange
-from engine.events import Deposited, DepositRejected, OrderRejected, TradeExecuted
-from engine.exchange import Exchange
-from engine.journal import decode_command, encode_command
-from engine.ledger.sqlite import SqliteLedger
-from engine.ndjson import event_to_dict, parse_command
-from engine.risk import Account, Accounts
-from engine.settlement import (DepositInstruction, instruction_from_json, instruction_from_row)
-from engine.types import DEFAULT_INSTRUMENTS, ParticipantType, RejectReason as R
+from ccerx.engine.core.commands import Deposit, EndOfDay, NewOrder
+from ccerx.engine.durable.exchange import DurableExchange
+from ccerx.engine.core.events import Deposited, DepositRejected, OrderRejected, TradeExecuted
+from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.durable.journal import decode_command, encode_command
+from ccerx.engine.ledger.sqlite import SqliteLedger
+from ccerx.engine.formats.ndjson import event_to_dict, parse_command
+from ccerx.engine.core.risk import Account, Accounts
+from ccerx.engine.durable.settlement import (DepositInstruction, instruction_from_json, instruction_from_row)
+from ccerx.engine.core.types import DEFAULT_INSTRUMENTS, ParticipantType, RejectReason as R
 
 TS = 1_706_252_400_000_000_000     # 2024-01-26 15:00 Beijing
 
@@ -148,7 +148,7 @@ def test_deposits_are_durable_and_settle_with_trades(tmp_path, capsys):
     assert ex.recovery.snapshot_seq > 0 and ex.state_hash() == state
     assert "ISS-1" in ex.exchange.deposit_ids                 # restored from the snapshot
     ex.close()
-    from scripts.ccerx import main
+    from ccerx.scripts.ccerx import main
     assert main(["ledger", "statement", "--db", str(ledger_path), "--account", "EM1"]) == 0
     out = capsys.readouterr().out
     assert "deposit 500000.00 CNY  (F-1)" in out and "closing cash 494809.40" in out   # 10,000 + 500,000 - 15,100 - 90.60

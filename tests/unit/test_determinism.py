@@ -17,10 +17,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from engine.commands import AmendOrder, CancelOrder, DefineInstrument, EndOfDay, Malformed, NewOrder
-from engine.exchange import Exchange
-from engine.ndjson import encode_event, event_to_dict, parse_command
-from engine.types import RejectReason
+from ccerx.engine.core.commands import AmendOrder, CancelOrder, DefineInstrument, EndOfDay, Malformed, NewOrder
+from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.formats.ndjson import encode_event, event_to_dict, parse_command
+from ccerx.engine.core.types import RejectReason
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,7 +115,7 @@ def test_replay_twice_gives_identical_bytes(tmp_path, with_accounts):
     # and the events file is exactly the in-process engine's events, encoded
     exchange = Exchange(accounts=None)
     if with_accounts:
-        from engine.config import load_accounts
+        from ccerx.engine.formats.config import load_accounts
         exchange = Exchange(accounts=load_accounts(tmp_path / "accounts.json"))
     expected = []
     for line in flow.read_bytes().splitlines():

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.gateway_load import broker_ids, config_text, make_orders, password_of
-from gateway.config import GatewayConfig, verify_password
-from scripts.ccerx import main
+from ccerx.benchmarks.gateway_load import broker_ids, config_text, make_orders, password_of
+from ccerx.gateway.config import GatewayConfig, verify_password
+from ccerx.scripts.ccerx import main
 
 
 def test_generated_config_has_hashed_passwords_and_two_accounts_per_broker():

@@ -6,9 +6,9 @@ A change that leaves an order linked to its level or neighbours after removal fa
 import gc
 from pathlib import Path
 
-from engine.config import load_accounts
-from engine.exchange import Exchange
-from engine.ndjson import parse_command
+from ccerx.engine.formats.config import load_accounts
+from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.formats.ndjson import parse_command
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import simplefix
 
-from gateway.fix import codec, dictionary
-from gateway.fix.dictionary import Reason, SessionReject
+from ccerx.gateway.fix import codec, dictionary
+from ccerx.gateway.fix.dictionary import Reason, SessionReject
 
 
 def simple(*fields, header=()) -> bytes:

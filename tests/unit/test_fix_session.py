@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import simplefix
 
-from gateway.fix import codec
-from gateway.fix.application import FixMessage, SessionKey
-from gateway.fix.dictionary import Reason, SessionReject
-from gateway.fix.session import LocalProtocolError, Session, State
-from gateway.fix.store import FileStore, MemoryStore
+from ccerx.gateway.fix import codec
+from ccerx.gateway.fix.application import FixMessage, SessionKey
+from ccerx.gateway.fix.dictionary import Reason, SessionReject
+from ccerx.gateway.fix.session import LocalProtocolError, Session, State
+from ccerx.gateway.fix.store import FileStore, MemoryStore
 
 KEY = SessionKey("FIX.4.4", "CCERX", "BROKER01")
 OTHER = SessionKey("FIX.4.4", "CCERX", "BROKER02")

@@ -1,5 +1,5 @@
 """The FIX file store recovers exactly what was committed by a flush."""
-from gateway.fix.store import FileStore
+from ccerx.gateway.fix.store import FileStore
 
 
 def test_messages_spilled_to_disk_but_never_flushed_are_not_resent_after_a_crash(tmp_path):

@@ -5,11 +5,11 @@ import itertools
 
 import pytest
 
-from engine.config import load_instruments
-from engine.exchange import Exchange
-from gateway.config import GatewayConfig
-from gateway.fix.application import FixMessage, SessionKey
-from gateway.fix.translate import ExchangeApplication, utc_timestamp
+from ccerx.engine.formats.config import load_instruments
+from ccerx.engine.core.exchange import Exchange
+from ccerx.gateway.config import GatewayConfig
+from ccerx.gateway.fix.application import FixMessage, SessionKey
+from ccerx.gateway.fix.translate import ExchangeApplication, utc_timestamp
 
 B1 = SessionKey("FIX.4.4", "CCERX", "BROKER01")
 B2 = SessionKey("FIX.4.4", "CCERX", "BROKER02")
@@ -526,7 +526,7 @@ def test_random_messages_never_raise_and_keep_the_engine_consistent(app, script)
 
 
 def test_subscriptions_per_session_are_bounded(app):
-    from gateway.marketdata import MAX_SUBSCRIPTIONS_PER_SESSION
+    from ccerx.gateway.marketdata import MAX_SUBSCRIPTIONS_PER_SESSION
     for n in range(MAX_SUBSCRIPTIONS_PER_SESSION):
         assert only(app.on_message(B1, md_request(f"m{n}", "1", ["CCER-AFF"]))).msg_type == "W"
     refused = only(app.on_message(B1, md_request("one-more", "1", ["CCER-AFF"])), B1)

@@ -7,13 +7,13 @@ import numpy as np
 import orjson
 import pytest
 
-from benchmarks.binary import binary_to_ndjson, iter_flow_commands
-from benchmarks.flows import FlowGenerator, FlowParams, accounts_file, write_flow
-from engine.config import load_accounts
-from engine.events import OrderRejected, TradeExecuted
-from engine.exchange import Exchange
-from engine.types import DEFAULT_INSTRUMENTS, PRICE_UNITS_PER_CNY
-from scripts.ccerx import main
+from ccerx.engine.formats.binary import binary_to_ndjson, iter_flow_commands
+from ccerx.benchmarks.flows import FlowGenerator, FlowParams, accounts_file, write_flow
+from ccerx.engine.formats.config import load_accounts
+from ccerx.engine.core.events import OrderRejected, TradeExecuted
+from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.core.types import DEFAULT_INSTRUMENTS, PRICE_UNITS_PER_CNY
+from ccerx.scripts.ccerx import main
 
 SPECS = {s.symbol: s for s in DEFAULT_INSTRUMENTS}
 

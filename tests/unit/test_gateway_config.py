@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.types import ParticipantType
-from gateway.config import ConfigError, GatewayConfig, hash_password, verify_password
-from gateway.fix.application import FixMessage, SessionKey
+from ccerx.engine.core.types import ParticipantType
+from ccerx.gateway.config import ConfigError, GatewayConfig, hash_password, verify_password
+from ccerx.gateway.fix.application import FixMessage, SessionKey
 
 B1 = SessionKey("FIX.4.4", "CCERX", "BROKER01")
 
@@ -125,7 +125,7 @@ def test_malformed_hash_parameters_are_refused():
 
 
 def test_cli_hash_password_and_refused_config(tmp_path, capsys):
-    from scripts.ccerx import main
+    from ccerx.scripts.ccerx import main
     assert main(["hash-password", "--password", "pw"]) == 0
     stored = capsys.readouterr().out.strip()
     assert verify_password("pw", stored) and "pw" not in stored.split("$")

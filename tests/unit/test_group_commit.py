@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import random
 
-from engine.commands import NewOrder
-from engine.config import load_instruments
-from engine.durable import DurableExchange
-from engine.types import price_field
-from gateway.config import GatewayConfig
+from ccerx.engine.core.commands import NewOrder
+from ccerx.engine.formats.config import load_instruments
+from ccerx.engine.durable.exchange import DurableExchange
+from ccerx.engine.core.types import price_field
+from ccerx.gateway.config import GatewayConfig
 
 
 def _orders(n: int, seed: int = 3) -> list:

@@ -5,14 +5,14 @@ import os
 
 import pytest
 
-from benchmarks.durability import accounts_table, flow
-from engine import journal as jr
-from engine import snapshot as snap
-from engine.commands import (AmendOrder, CancelOrder, DefineInstrument, EndOfDay, Malformed,
+from ccerx.benchmarks.durability import accounts_table, flow
+from ccerx.engine.durable import journal as jr
+from ccerx.engine.durable import snapshot as snap
+from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, EndOfDay, Malformed,
                              NewOrder)
-from engine.durable import DurableExchange, JournalFailed
-from engine.exchange import Exchange
-from engine.types import InstrumentSpec, PriceError, RejectReason
+from ccerx.engine.durable.exchange import DurableExchange, JournalFailed
+from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.core.types import InstrumentSpec, PriceError, RejectReason
 
 COMMANDS = [
     NewOrder("o1", "A1", "CCER-AFF", "buy", "limit", "day", 62_010_000, 100, 17, "B1"),

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.commands import NewOrder
-from engine.durable import DurableExchange, RecoveryRefused
-from engine.types import DEFAULT_INSTRUMENTS
+from ccerx.engine.core.commands import NewOrder
+from ccerx.engine.durable.exchange import DurableExchange, RecoveryRefused
+from ccerx.engine.core.types import DEFAULT_INSTRUMENTS
 
 
 def fill(data_dir: Path, n: int) -> None:
@@ -52,7 +52,7 @@ def test_the_command_line_says_why_without_a_traceback(tmp_path):
     data = bytearray(segment.read_bytes())
     data[len(data) // 3] ^= 1
     segment.write_bytes(bytes(data))
-    done = subprocess.run([sys.executable, "-m", "scripts.ccerx", "recover", "--data-dir",
+    done = subprocess.run([sys.executable, "-m", "ccerx.scripts.ccerx", "recover", "--data-dir",
                            str(tmp_path)], capture_output=True, text=True, timeout=60,
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 2
@@ -62,7 +62,7 @@ def test_the_command_line_says_why_without_a_traceback(tmp_path):
 def test_a_journal_shorter_than_what_the_ledger_confirmed_refuses_recovery(tmp_path):
     """A journal cut back (a segment restored from an old backup, say) below what the ledger
     relay already confirmed has lost acknowledged, settled commands: refuse, clearly."""
-    from benchmarks.durability import accounts_table, flow
+    from ccerx.benchmarks.durability import accounts_table, flow
     ex = DurableExchange(tmp_path, accounts=accounts_table(10), start_relays=False)
     ex.apply_many(list(flow(800, seed=5, n_accounts=10)))
     ex.relays["ledger"].drain()
@@ -75,7 +75,7 @@ def test_a_journal_shorter_than_what_the_ledger_confirmed_refuses_recovery(tmp_p
     with pytest.raises(RecoveryRefused, match=f"confirmed instruction {confirmed}"):
         DurableExchange(tmp_path)
     assert snapshot_of(tmp_path) == before                   # nothing cut, nothing moved
-    done = subprocess.run([sys.executable, "-m", "scripts.ccerx", "recover", "--data-dir",
+    done = subprocess.run([sys.executable, "-m", "ccerx.scripts.ccerx", "recover", "--data-dir",
                            str(tmp_path)], capture_output=True, text=True, timeout=60,
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 2 and "Traceback" not in done.stderr

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import orjson
 import pytest
-from ledger_contract import OPENING, LedgerContract, instruction
+from tests.unit.ledger_contract import OPENING, LedgerContract, instruction
 
-from benchmarks.durability import OPEN_TS, accounts_table, flow
-from engine.commands import EndOfDay
-from engine.durable import DurableExchange
-from engine.events import TradeExecuted
-from engine.ledger.sqlite import SqliteLedger
-from engine.types import format_fen
-from scripts.ccerx import main as ccerx
+from ccerx.benchmarks.durability import OPEN_TS, accounts_table, flow
+from ccerx.engine.core.commands import EndOfDay
+from ccerx.engine.durable.exchange import DurableExchange
+from ccerx.engine.core.events import TradeExecuted
+from ccerx.engine.ledger.sqlite import SqliteLedger
+from ccerx.engine.core.types import format_fen
+from ccerx.scripts.ccerx import main as ccerx
 
 
 class TestSqliteLedger(LedgerContract):
@@ -162,7 +162,7 @@ def test_ledger_queries_refuse_files_that_are_not_ledgers_and_leave_them_alone(t
     for path, why in ((empty, "not a ccerx ledger"), (garbage, "not a SQLite database"),
                       (tmp_path / "missing.db", "no such ledger file")):
         for command in ("balances", "check", "statement"):
-            done = subprocess.run([sys.executable, "-m", "scripts.ccerx", "ledger", command,
+            done = subprocess.run([sys.executable, "-m", "ccerx.scripts.ccerx", "ledger", command,
                                    "--db", str(path)], capture_output=True, text=True,
                                   timeout=60, cwd=Path(__file__).resolve().parents[2])
             assert done.returncode == 2 and why in done.stderr, (command, done.stderr)

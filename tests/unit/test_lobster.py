@@ -4,12 +4,12 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from benchmarks.binary import iter_flow_commands
-from benchmarks.lobster import LobsterError, convert_lobster, parse_time_ns, read_messages
-from engine.events import TradeExecuted
-from engine.exchange import Exchange
-from engine.ndjson import books_to_json
-from scripts.ccerx import main
+from ccerx.engine.formats.binary import iter_flow_commands
+from ccerx.engine.formats.lobster import LobsterError, convert_lobster, parse_time_ns, read_messages
+from ccerx.engine.core.events import TradeExecuted
+from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.formats.ndjson import books_to_json
+from ccerx.scripts.ccerx import main
 
 MIDNIGHT_NS = 1_705_852_800 * 10**9      # 2024-01-22 00:00 Beijing time
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from engine.types import RejectReason
+from ccerx.engine.core.types import RejectReason
 
 REASONS = {r.value for r in RejectReason}
 ROOT = Path(__file__).resolve().parents[2]
@@ -252,7 +252,7 @@ def test_an_unwritable_output_is_a_clear_error_not_a_traceback(tmp_path, option)
 
 def test_a_broken_pipe_other_than_stdout_is_an_error_not_silence(monkeypatch, capsys):
     import socket
-    from scripts import ccerx, cmd_replay
+    from ccerx.scripts import ccerx, cmd_replay
 
     def writes_to_a_closed_socket(args):
         a, b = socket.socketpair()
@@ -267,10 +267,10 @@ def test_a_closed_stdout_pipe_ends_quietly(tmp_path):
     import subprocess
     import sys
     flow = tmp_path / "flow.ndjson"
-    subprocess.run([sys.executable, "-m", "scripts.ccerx", "gen-flow", "--seed", "1",
+    subprocess.run([sys.executable, "-m", "ccerx.scripts.ccerx", "gen-flow", "--seed", "1",
                     "--commands", "20000", "--out", str(flow)], check=True, capture_output=True,
                    cwd=ROOT)
-    reader = subprocess.Popen([sys.executable, "-m", "scripts.ccerx", "replay", str(flow),
+    reader = subprocess.Popen([sys.executable, "-m", "ccerx.scripts.ccerx", "replay", str(flow),
                                "--events-out", "/dev/stdout"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, cwd=ROOT)
     reader.stdout.readline()

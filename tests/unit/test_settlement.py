@@ -5,14 +5,14 @@ import datetime as dt
 
 import pytest
 
-from benchmarks.durability import accounts_table, flow
-from engine.durable import DurableExchange
-from engine.events import TradeExecuted
-from engine.ledger.sqlite import SqliteLedger
-from engine.risk import Account, Accounts
-from engine.settlement import (InstructionMaker, Outbox, Relay, SettlementConfig,
+from ccerx.benchmarks.durability import accounts_table, flow
+from ccerx.engine.durable.exchange import DurableExchange
+from ccerx.engine.core.events import TradeExecuted
+from ccerx.engine.ledger.sqlite import SqliteLedger
+from ccerx.engine.core.risk import Account, Accounts
+from ccerx.engine.durable.settlement import (InstructionMaker, Outbox, Relay, SettlementConfig,
                                SettlementInstruction, business_days_after)
-from engine.types import DEFAULT_INSTRUMENTS, Side
+from ccerx.engine.core.types import DEFAULT_INSTRUMENTS, Side
 
 AFF = DEFAULT_INSTRUMENTS[0]
 # 2024-01-26 is a Friday; 15:00 Beijing == 07:00 UTC

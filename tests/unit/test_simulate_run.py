@@ -3,12 +3,12 @@ the SQLite ledger path, the report files and the command line."""
 import csv
 import json
 
-from engine.events import TradeExecuted
-from scripts.ccerx import main
-from scripts.simulate.report import TRADE_COLUMNS, write_report, write_trades_csv
-from scripts.simulate.run import Session, simulate
-from scripts.simulate.scenario import load_scenario
-from scripts.simulate.settle import TradeLedger
+from ccerx.engine.core.events import TradeExecuted
+from ccerx.scripts.ccerx import main
+from ccerx.scripts.simulate.report import TRADE_COLUMNS, write_report, write_trades_csv
+from ccerx.scripts.simulate.run import Session, simulate
+from ccerx.scripts.simulate.scenario import load_scenario
+from ccerx.scripts.simulate.settle import TradeLedger
 
 TINY = {"agents": {"emitters": 30, "project_owners": 8, "market_makers": 8, "noise_traders": 40}}
 
@@ -78,8 +78,8 @@ def test_reconciliation_finds_a_missing_fen_and_a_missing_tonne():
 
 
 def test_trades_settle_into_the_sqlite_ledger_and_reconcile(tmp_path):
-    from engine.ledger.sql import CASH, FEES
-    from engine.ledger.sqlite import SqliteLedger
+    from ccerx.engine.ledger.sql import CASH, FEES
+    from ccerx.engine.ledger.sqlite import SqliteLedger
     sc = tiny(issuance=[{"day": 2, "instrument": "CCER-SOL", "qty": 50_000}])
     path = tmp_path / "ledger.sqlite"
     session = Session(sc, ledger_path=path)
@@ -101,8 +101,8 @@ def test_trades_settle_into_the_sqlite_ledger_and_reconcile(tmp_path):
 
 
 def test_ledger_reconciliation_detects_a_difference(tmp_path):
-    from engine.ledger.sqlite import SqliteLedger
-    from scripts.simulate.settle import reconcile_ledger
+    from ccerx.engine.ledger.sqlite import SqliteLedger
+    from ccerx.scripts.simulate.settle import reconcile_ledger
     path = tmp_path / "ledger.sqlite"
     session = Session(tiny(days=1), ledger_path=path)
     result = session.run()
@@ -159,7 +159,7 @@ def test_command_line_runs_a_scenario_file(tmp_path, capsys):
 
 
 def test_gateway_config_registers_every_agent_account(tmp_path):
-    from gateway.config import GatewayConfig
+    from ccerx.gateway.config import GatewayConfig
     path = tmp_path / "gateway.toml"
     assert main(["simulate", "--days", "1", "--gateway-config", str(path)]) == 0
     config = GatewayConfig.load(path)

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts.simulate.agents import Emitter
-from scripts.simulate.calendar import MINUTES_PER_DAY, NS_PER_MIN, TradingCalendar
-from scripts.simulate.scenario import DEFAULTS, load_scenario
+from ccerx.scripts.simulate.agents import Emitter
+from ccerx.scripts.simulate.calendar import MINUTES_PER_DAY, NS_PER_MIN, TradingCalendar
+from ccerx.scripts.simulate.scenario import DEFAULTS, load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 

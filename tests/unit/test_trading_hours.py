@@ -7,14 +7,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from engine.calendar import TradingCalendar
-from engine.commands import EndOfDay, NewOrder, SetTradingStatus
-from engine.config import load_instruments
-from engine.exchange import Exchange
-from gateway.config import GatewayConfig
-from gateway.fix.application import FixMessage, SessionKey
-from gateway.fix.translate import ExchangeApplication
-from scripts.cmd_serve import calendar_commands
+from ccerx.engine.core.calendar import TradingCalendar
+from ccerx.engine.core.commands import EndOfDay, NewOrder, SetTradingStatus
+from ccerx.engine.formats.config import load_instruments
+from ccerx.engine.core.exchange import Exchange
+from ccerx.gateway.config import GatewayConfig
+from ccerx.gateway.fix.application import FixMessage, SessionKey
+from ccerx.gateway.fix.translate import ExchangeApplication
+from ccerx.scripts.cmd_serve import calendar_commands
 
 B1 = SessionKey("FIX.4.4", "CCERX", "BROKER01")
 B2 = SessionKey("FIX.4.4", "CCERX", "BROKER02")
@@ -210,7 +210,7 @@ def test_an_early_close_in_the_afternoon_session_keeps_the_market_shut_until_tom
 
 
 def test_serve_refuses_a_bad_holiday_file(tmp_path, capsys):
-    from scripts.ccerx import main
+    from ccerx.scripts.ccerx import main
     bad = tmp_path / "holidays.txt"
     bad.write_text("2026-10-01\nOctober 2nd\n")
     assert main(["serve", "--hours", "cn", "--holidays", str(bad),
@@ -250,7 +250,7 @@ def test_an_operator_halt_stands_between_session_boundaries():
 
 
 def test_a_deposit_after_the_close_time_does_not_skip_the_close():
-    from engine.commands import Deposit
+    from ccerx.engine.core.commands import Deposit
     ex = Exchange()
     for c in calendar_commands(CAL, ex, ns(2026, 11, 27, 14, 0)):
         ex.apply(c)

@@ -18,14 +18,14 @@ from __future__ import annotations
 import hashlib
 from typing import Iterable, Optional
 
-from .book import Book, Order
-from .commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
+from ccerx.engine.core.book import Book, Order
+from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
                        NewOrder, SetTradingStatus)
-from .events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, OrderAccepted,
+from ccerx.engine.core.events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, OrderAccepted,
                      OrderAmended, OrderCancelled, OrderRejected, TradeExecuted,
                      TradingStatusChanged)
-from .risk import DEFAULT_FEE_PPM, PPM, Accounts
-from .types import (CASH_ASSET, DEFAULT_INSTRUMENTS, MAX_DEPOSIT, ORDER_TYPES, SIDES, TIFS,
+from ccerx.engine.core.risk import DEFAULT_FEE_PPM, PPM, Accounts
+from ccerx.engine.core.types import (CASH_ASSET, DEFAULT_INSTRUMENTS, MAX_DEPOSIT, ORDER_TYPES, SIDES, TIFS,
                     CancelReason, InstrumentSpec, OrderType, PriceError, RejectReason as R, Side,
                     TimeInForce, format_fen)
 

@@ -5,8 +5,8 @@ import json
 import tomllib
 from pathlib import Path
 
-from .risk import Accounts
-from .types import DEFAULT_INSTRUMENTS, InstrumentSpec
+from ccerx.engine.core.risk import Accounts
+from ccerx.engine.core.types import DEFAULT_INSTRUMENTS, InstrumentSpec
 
 
 def _load(path: str | Path) -> dict:

@@ -23,11 +23,11 @@ from typing import Optional
 
 import orjson
 
-from .book import Order
-from .exchange import Exchange
-from .journal import spec_from_row, spec_to_row
-from .risk import Account, Accounts
-from .types import ParticipantType, Side
+from ccerx.engine.core.book import Order
+from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.durable.journal import spec_from_row, spec_to_row
+from ccerx.engine.core.risk import Account, Accounts
+from ccerx.engine.core.types import ParticipantType, Side
 
 MAGIC = b"CCERXSNP"
 VERSION = 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
-from .types import CancelReason, InstrumentSpec, OrderType, RejectReason, Side, TimeInForce
+from ccerx.engine.core.types import CancelReason, InstrumentSpec, OrderType, RejectReason, Side, TimeInForce
 
 
 class OrderAccepted(NamedTuple):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .types import ParticipantType, parse_cny_to_fen, format_fen
+from ccerx.engine.core.types import ParticipantType, parse_cny_to_fen, format_fen
 
 DEFAULT_FEE_PPM = 6_000  # the exchange's listed rate: 6 per mille of turnover per side
 PPM = 1_000_000
@@ -104,7 +104,7 @@ class Accounts:
             raise ValueError("accounts file must be an object with an 'accounts' list")
         fee_ppm = DEFAULT_FEE_PPM
         if "fee_rate" in data:
-            from .types import parse_decimal_units
+            from ccerx.engine.core.types import parse_decimal_units
             fee_ppm = parse_decimal_units(str(data["fee_rate"]), PPM)
             if not 0 <= fee_ppm < PPM:
                 raise ValueError("fee_rate must be in [0, 1)")

@@ -46,9 +46,9 @@ from pathlib import Path
 
 import orjson
 
-from engine.types import DEFAULT_INSTRUMENTS, InstrumentSpec
+from ccerx.engine.core.types import DEFAULT_INSTRUMENTS, InstrumentSpec
 
-from .binary import is_binary_path, ndjson_to_binary, price_text
+from ccerx.engine.formats.binary import is_binary_path, ndjson_to_binary, price_text
 
 BEIJING = timezone(timedelta(hours=8))
 LOBSTER_TICK = 100            # one cent in LOBSTER price units ($ x 10,000)

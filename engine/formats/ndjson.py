@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import orjson
 
-from .commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
+from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
                        NewOrder, SetTradingStatus)
-from .events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, OrderAccepted,
+from ccerx.engine.core.events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, OrderAccepted,
                      OrderAmended, OrderCancelled, OrderRejected, TradeExecuted,
                      TradingStatusChanged)
-from .types import CASH_ASSET, InstrumentSpec, format_fen, parse_cny_to_fen, price_field
+from ccerx.engine.core.types import CASH_ASSET, InstrumentSpec, format_fen, parse_cny_to_fen, price_field
 
 _loads = orjson.loads
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 
-from .types import Side
+from ccerx.engine.core.types import Side
 
 
 class Order:

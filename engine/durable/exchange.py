@@ -45,15 +45,15 @@ from typing import Iterable, Optional
 
 import orjson
 
-from . import journal as jr
-from . import snapshot as snap
-from .commands import EndOfDay, NewOrder
-from .events import Deposited, TradeExecuted
-from .exchange import Exchange
-from .risk import Accounts
-from .settlement import (Cursor, InstructionMaker, Outbox, Relay, SettlementConfig,
+from ccerx.engine.durable import journal as jr
+from ccerx.engine.durable import snapshot as snap
+from ccerx.engine.core.commands import EndOfDay, NewOrder
+from ccerx.engine.core.events import Deposited, TradeExecuted
+from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.core.risk import Accounts
+from ccerx.engine.durable.settlement import (Cursor, InstructionMaker, Outbox, Relay, SettlementConfig,
                          instruction_from_row, trade_date)
-from .types import DEFAULT_INSTRUMENTS, InstrumentSpec
+from ccerx.engine.core.types import DEFAULT_INSTRUMENTS, InstrumentSpec
 
 OPENING = "opening.json"
 
@@ -221,7 +221,7 @@ class DurableExchange:
         if ledger == "sqlite" and self.exchange.accounts is None:
             ledger = None    # no accounts, no balances: nothing the ledger could settle against
         if ledger == "sqlite":
-            from .ledger.sqlite import SqliteLedger
+            from ccerx.engine.ledger.sqlite import SqliteLedger
             ledger = SqliteLedger(self.data_dir / "ledger.sqlite")
         if ledger is not None:
             self.ledger = ledger

@@ -35,9 +35,9 @@ from typing import Iterable, Iterator, Optional
 import numpy as np
 import orjson
 
-from engine.commands import AmendOrder, CancelOrder, EndOfDay, NewOrder
-from engine.ndjson import parse_command
-from engine.types import PRICE_UNITS_PER_CNY, DecimalFormatError, parse_price_units
+from ccerx.engine.core.commands import AmendOrder, CancelOrder, EndOfDay, NewOrder
+from ccerx.engine.formats.ndjson import parse_command
+from ccerx.engine.core.types import PRICE_UNITS_PER_CNY, DecimalFormatError, parse_price_units
 
 FORMAT_NAME = "ccerx-flow"
 FORMAT_VERSION = 1
@@ -622,7 +622,7 @@ def is_journal_path(path) -> bool:
 def iter_journal_commands(path) -> Iterator:
     """The commands of a journal, in sequence, exactly as the engine recorded them (owner
     included). The journal must start at command 1 (no segment trimmed by a snapshot)."""
-    from engine.journal import iter_commands, scan
+    from ccerx.engine.durable.journal import iter_commands, scan
     result = scan(Path(path))
     if result.records and result.records[0].first_seq != 1:
         raise ValueError(f"{path}: the journal starts at command {result.records[0].first_seq}, "
@@ -663,7 +663,7 @@ def iter_flow_command_chunks(path, chunk: int = 1 << 16) -> Iterator[list]:
 
 def flow_length(path) -> int:
     if is_journal_path(path):
-        from engine.journal import scan
+        from ccerx.engine.durable.journal import scan
         return sum(r.n_commands for r in scan(Path(path)).records)
     if is_binary_path(path):
         with FlowFile(path) as flow:

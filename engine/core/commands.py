@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional
 
-from .types import InstrumentSpec
+from ccerx.engine.core.types import InstrumentSpec
 
 
 class NewOrder(NamedTuple):

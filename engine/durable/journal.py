@@ -43,9 +43,9 @@ from typing import Iterator, Optional
 
 import orjson
 
-from .commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
+from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
                        NewOrder, SetTradingStatus)
-from .types import InstrumentSpec, PriceError, RejectReason
+from ccerx.engine.core.types import InstrumentSpec, PriceError, RejectReason
 
 MAGIC = b"CCERXJ01"
 HEADER = struct.Struct("<IIQIQIII")

@@ -29,8 +29,8 @@ from typing import Iterable, NamedTuple, Optional
 
 import orjson
 
-from .events import Deposited, TradeExecuted
-from .types import (CASH_ASSET, PRICE_UNITS_PER_CNY, InstrumentSpec, format_fen, format_units,
+from ccerx.engine.core.events import Deposited, TradeExecuted
+from ccerx.engine.core.types import (CASH_ASSET, PRICE_UNITS_PER_CNY, InstrumentSpec, format_fen, format_units,
                     parse_cny_to_fen, parse_price_units)
 
 CHINA = _dt.timezone(_dt.timedelta(hours=8))   # trade dates are Beijing dates (no DST)
