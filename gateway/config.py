@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Optional
 
 from ccerx.engine.core.risk import Account, Accounts, DEFAULT_FEE_PPM, PPM
-from ccerx.engine.core.types import ParticipantType, parse_cny_to_fen, parse_decimal_units
+from ccerx.engine.core.types import ParticipantType, parse_decimal_units
+from ccerx.engine.formats.config import account_from_row
 
 from ccerx.gateway.fix.application import FixMessage, SessionKey
 
@@ -254,32 +255,14 @@ def _broker(row) -> BrokerConfig:
 
 
 def _account(row, where: str) -> AccountConfig:
-    if not isinstance(row, dict) or not isinstance(row.get("account"), str) or not row["account"]:
-        raise ConfigError(f"{where}: every [[broker.account]] needs an account id")
-    name = row["account"]
-    if len(name) > 64:
-        raise ConfigError(f"{where}: account id {name[:20]!r}... is longer than 64 characters")
+    """The one account schema (engine/formats/config.py), minus `member`: the broker table
+    says whose account it is."""
     try:
-        ptype = ParticipantType(row.get("type", "other_organisation"))
-    except ValueError:
-        raise ConfigError(f"{where}: account {name}: unknown type {row.get('type')!r}; expected "
-                          f"one of {[t.value for t in ParticipantType]}") from None
-    cash = row.get("cash", "0")
-    if not isinstance(cash, str):
-        raise ConfigError(f"{where}: account {name}: cash must be a decimal string, e.g. \"1000.00\"")
-    try:
-        cash_fen = parse_cny_to_fen(cash)
+        account = account_from_row(row, allow_member=False)
     except ValueError as err:
-        raise ConfigError(f"{where}: account {name}: cash: {err}") from None
-    if cash_fen < 0:
-        raise ConfigError(f"{where}: account {name}: negative cash")
-    credits = row.get("credits", {})
-    if not isinstance(credits, dict) or any(type(v) is not int or v < 0 for v in credits.values()):
-        raise ConfigError(f"{where}: account {name}: credits must map credit type -> whole tonnes")
-    unknown = set(row) - {"account", "type", "cash", "credits"}
-    if unknown:
-        raise ConfigError(f"{where}: account {name}: unknown key(s) {sorted(unknown)}")
-    return AccountConfig(name, ptype, cash_fen, tuple(sorted(credits.items())))
+        raise ConfigError(f"{where}: {err}") from None
+    return AccountConfig(account.account, account.participant_type, account.cash,
+                         tuple(sorted(account.credits.items())))
 
 
 # The built-in demo: what `ccerx serve` runs with no --config. Passwords demo01 / demo02,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from ccerx.engine.core.types import ParticipantType, parse_cny_to_fen, format_fen
+from ccerx.engine.core.types import ParticipantType, format_fen
 
 DEFAULT_FEE_PPM = 6_000  # the exchange's listed rate: 6 per mille of turnover per side
 PPM = 1_000_000
@@ -95,35 +95,3 @@ class Accounts:
             for k, v in a.credits.items():
                 credits[k] = credits.get(k, 0) + v
         return cash, credits
-
-    @classmethod
-    def from_json(cls, data: dict) -> "Accounts":
-        """{"fee_rate": "0.006", "accounts": [{"account": "EMIT01", "type": "key_emission_unit",
-        "member": "BROKER01", "cash": "100000000.00", "credits": {"CCER-AFF": 1000}}]}"""
-        if not isinstance(data, dict) or not isinstance(data.get("accounts"), list):
-            raise ValueError("accounts file must be an object with an 'accounts' list")
-        fee_ppm = DEFAULT_FEE_PPM
-        if "fee_rate" in data:
-            from ccerx.engine.core.types import parse_decimal_units
-            fee_ppm = parse_decimal_units(str(data["fee_rate"]), PPM)
-            if not 0 <= fee_ppm < PPM:
-                raise ValueError("fee_rate must be in [0, 1)")
-        table = cls(fee_ppm=fee_ppm)
-        for row in data["accounts"]:
-            if not isinstance(row, dict) or not isinstance(row.get("account"), str):
-                raise ValueError(f"bad account entry: {row!r}")
-            try:
-                ptype = ParticipantType(row.get("type", "other_organisation"))
-            except ValueError:
-                raise ValueError(f"unknown participant type {row.get('type')!r}; expected one of "
-                                 f"{[t.value for t in ParticipantType]}") from None
-            credits = row.get("credits", {})
-            if not isinstance(credits, dict) or any(type(v) is not int or v < 0
-                                                    for v in credits.values()):
-                raise ValueError(f"{row['account']}: credits must map instrument -> whole tonnes")
-            cash = parse_cny_to_fen(str(row.get("cash", "0")))
-            if cash < 0:
-                raise ValueError(f"{row['account']}: negative cash")
-            table.add(Account(row["account"], ptype, row.get("member"), cash,
-                              credits=dict(credits)))
-        return table

@@ -22,7 +22,7 @@ import pytest
 
 from ccerx.engine.core.exchange import Exchange
 from ccerx.engine.formats.ndjson import books_to_json, event_to_dict, parse_command
-from ccerx.engine.core.risk import Accounts
+from ccerx.engine.formats.config import accounts_from_json
 from ccerx.engine.core.types import DEFAULT_INSTRUMENTS
 
 HERE = Path(__file__).parent
@@ -64,7 +64,7 @@ def load_cases() -> list[Case]:
 
 
 def run_case(case: Case) -> None:
-    accounts = Accounts.from_json(case.accounts) if case.accounts else None
+    accounts = accounts_from_json(case.accounts) if case.accounts else None
     exchange = Exchange(DEFAULT_INSTRUMENTS, accounts)
     pending: list[dict] = []   # events of the last command not yet matched by `<` lines
     expected_any = False

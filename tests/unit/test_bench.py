@@ -149,17 +149,17 @@ def test_cli_writes_report_and_compare_exit_codes(tmp_path, flow, result, capsys
 def test_replaying_the_engines_own_journal_reproduces_the_day(tmp_path, flow):
     from ccerx.benchmarks.flows import accounts_file
     from ccerx.engine.durable.exchange import DurableExchange
-    from ccerx.engine.core.risk import Accounts
+    from ccerx.engine.formats.config import accounts_from_json
     data = tmp_path / "day"
     (tmp_path / "accounts.json").write_text(json.dumps(accounts_file()))
     trades = 0
-    with DurableExchange(data, accounts=Accounts.from_json(accounts_file()), fsync=False,
+    with DurableExchange(data, accounts=accounts_from_json(accounts_file()), fsync=False,
                          start_relays=False, log=lambda text: None) as ex:
         for command in iter_flow_commands(flow):
             trades += sum(1 for e in ex.apply(command) if type(e).__name__ == "TradeExecuted")
         recorded = ex.state_hash()
     result = run_bench(data, open_loop=False,
-                       make_exchange=lambda: Exchange(accounts=Accounts.from_json(accounts_file())))
+                       make_exchange=lambda: Exchange(accounts=accounts_from_json(accounts_file())))
     assert result["flow"]["journal"] and result["flow"]["commands"] == 4_000
     assert result["end_state"]["state_hash"] == recorded
     assert result["end_state"]["trades"] == trades > 0
@@ -191,14 +191,14 @@ def recorded_day(request, tmp_path_factory, flow):
     with types, members and a fee rate of their own, with snapshots after the genesis one (so
     recovery starts from a later snapshot than the replay does)."""
     from ccerx.engine.durable.exchange import DurableExchange
-    from ccerx.engine.core.risk import Accounts
+    from ccerx.engine.formats.config import accounts_from_json
     base = tmp_path_factory.mktemp("day")
     accounts = base / "accounts.json"
     accounts.write_text(json.dumps(_server_like_accounts()))
     data = base / "data"
     commands = list(iter_flow_commands(flow))
     if request.param == "DurableExchange":
-        with DurableExchange(data, accounts=Accounts.from_json(_server_like_accounts()),
+        with DurableExchange(data, accounts=accounts_from_json(_server_like_accounts()),
                              fsync=False, start_relays=False, ledger=None, snapshot_every=1_500,
                              log=lambda text: None) as ex:
             for i in range(0, len(commands), 500):
