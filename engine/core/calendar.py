@@ -88,6 +88,38 @@ class TradingCalendar:
                         return at
         raise ValueError(f"no trading day within {SEARCH_DAYS} days")
 
+    # ------------------------------------------------------------------ dates
+    def is_trading_date(self, day: _dt.date) -> bool:
+        return self._is_trading_day((day - _EPOCH_DATE).days)
+
+    def trading_dates(self, start: _dt.date, count: int) -> list[_dt.date]:
+        """The first `count` trading dates on or after `start`."""
+        dates, day = [], start
+        while len(dates) < count:
+            if self.is_trading_date(day):
+                dates.append(day)
+            day += _dt.timedelta(days=1)
+        return dates
+
+    def trading_days_after(self, day: _dt.date, days: int) -> _dt.date:
+        """`day` + `days` trading days (weekends and holidays skipped): a settlement date."""
+        while days > 0:
+            day += _dt.timedelta(days=1)
+            if self.is_trading_date(day):
+                days -= 1
+        return day
+
+    def local_date(self, ts: int) -> _dt.date:
+        return _EPOCH_DATE + _dt.timedelta(days=self._local(ts)[0])
+
+    def at(self, day: _dt.date, minute: int) -> int:
+        """The timestamp (ns) of local `minute` after midnight of `day`."""
+        return self._at((day - _EPOCH_DATE).days, minute)
+
+    def trading_minutes(self) -> list[int]:
+        """Every minute of a trading day in session order, as minutes after local midnight."""
+        return [m for a, b in self.sessions for m in range(a, b)]
+
     def first_open(self, ts: int) -> int:
         """When the first session of ts's local day opens (whether or not it is a trading day)."""
         day, _ = self._local(ts)

@@ -19,7 +19,7 @@ import numpy as np
 from ccerx.engine.core.types import format_fen
 
 from ccerx.scripts.simulate.agents import Emitter, MarketMaker, NoiseTrader, ProjectOwner
-from ccerx.scripts.simulate.calendar import MINUTES_PER_DAY, TradingCalendar
+from ccerx.scripts.simulate.calendar import MINUTES_PER_DAY, SimulatedDays
 from ccerx.scripts.simulate.stylized import measure_all
 
 GROUPS = ((Emitter, "emitters (key emission units)"), (ProjectOwner, "project owners"),
@@ -92,7 +92,7 @@ def day_stats(result) -> dict[str, list[DayStats]]:
 
 def write_trades_csv(result, path: Path) -> None:
     specs = result.specs
-    fmt = TradingCalendar.format_ts
+    fmt = SimulatedDays.format_ts
     with path.open("w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(TRADE_COLUMNS)
@@ -268,11 +268,11 @@ def _charts(result, stats, facts, fulfilment, out: Path) -> list[tuple[str, str]
     return charts
 
 
-def _trading_minute(cal: TradingCalendar, day: int, ts: int) -> float:
+def _trading_minute(cal: SimulatedDays, day: int, ts: int) -> float:
     """Position of ts on the chart's timeline: day * 240 + trading minutes since the open."""
     minute_of_clock = (ts - cal.midnight_ns(day)) / 60e9
-    trading = minute_of_clock - 570 if minute_of_clock < 750 else minute_of_clock - 660
-    return day * MINUTES_PER_DAY + min(max(trading, 0.0), MINUTES_PER_DAY - 1e-6)
+    trading = sum(min(max(minute_of_clock - a, 0.0), b - a) for a, b in cal.calendar.sessions)
+    return day * MINUTES_PER_DAY + min(trading, MINUTES_PER_DAY - 1e-6)
 
 
 # ---------------------------------------------------------------------- the report

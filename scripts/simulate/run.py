@@ -26,7 +26,7 @@ from ccerx.engine.core.risk import PPM, Account, Accounts
 from ccerx.engine.core.types import CancelReason, ParticipantType, parse_decimal_units
 
 from ccerx.scripts.simulate.agents import Emitter, Live, MarketMaker, NoiseTrader, ProjectOwner
-from ccerx.scripts.simulate.calendar import MINUTES_PER_DAY, NS_PER_MIN, TradingCalendar
+from ccerx.scripts.simulate.calendar import MINUTES_PER_DAY, NS_PER_MIN, SimulatedDays
 from ccerx.scripts.simulate.scenario import Scenario
 from ccerx.scripts.simulate.settle import LedgerSettlement, Reconciliation, Settlements, TradeLedger
 from ccerx.scripts.simulate.venue import InProcessVenue
@@ -48,7 +48,7 @@ class DayRecord:
 @dataclass
 class SimResult:
     scenario: Scenario
-    calendar: TradingCalendar
+    calendar: SimulatedDays
     agents: list
     trades: list            # (trade_id, day, ts, instrument, price, qty, buy_acct, sell_acct, aggressor, buy_fee, sell_fee)
     samples: dict           # instrument -> list of (day, minute, bid, ask, bid_depth, ask_depth)
@@ -79,7 +79,7 @@ class Session:
     def __init__(self, scenario: Scenario, venue=None, settlement=None, progress=None,
                  ledger_path=None, venue_factory=None):
         self.scenario = scenario
-        self.calendar = TradingCalendar(scenario.start_date, scenario.days)
+        self.calendar = SimulatedDays(scenario.start_date, scenario.days)
         self.build_rng = random.Random(f"population:{scenario.seed}")
         self.rng = random.Random(f"run:{scenario.seed}")
         self.symbols = scenario.symbols

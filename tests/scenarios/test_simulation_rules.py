@@ -13,7 +13,7 @@ from ccerx.engine.core.commands import NewOrder
 from ccerx.engine.core.events import OrderRejected
 from ccerx.engine.core.types import RejectReason
 from ccerx.scripts.simulate.agents import Agent, Emitter
-from ccerx.scripts.simulate.calendar import TradingCalendar
+from ccerx.scripts.simulate.calendar import SimulatedDays
 from ccerx.scripts.simulate.report import day_stats
 from ccerx.scripts.simulate.run import Session, simulate
 from ccerx.scripts.simulate.scenario import load_scenario
@@ -82,7 +82,7 @@ def test_band_moves_with_the_close_across_days(result):
 def test_trades_happen_only_in_the_sessions_and_in_time_order(result):
     stamps = [t[2] for t in result.trades]
     assert stamps == sorted(stamps)
-    assert all(TradingCalendar.in_session(ts) for ts in stamps)
+    assert all(SimulatedDays.in_session(ts) for ts in stamps)
 
 
 def test_fees_are_six_per_mille_per_side_rounded_down(result):

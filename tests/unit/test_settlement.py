@@ -11,7 +11,7 @@ from ccerx.engine.core.events import TradeExecuted
 from ccerx.engine.ledger.sqlite import SqliteLedger
 from ccerx.engine.core.risk import Account, Accounts
 from ccerx.engine.durable.settlement import (InstructionMaker, Outbox, Relay, SettlementConfig,
-                               SettlementInstruction, business_days_after)
+                               SettlementInstruction)
 from ccerx.engine.core.types import DEFAULT_INSTRUMENTS, Side
 
 AFF = DEFAULT_INSTRUMENTS[0]
@@ -46,7 +46,20 @@ def test_trade_date_is_beijing_and_cycle_skips_weekends():
     inst = maker.make(trade(ts=FRIDAY_15H), AFF, None)
     assert (inst.trade_date, inst.settle_date) == ("2024-01-26", "2024-01-29")   # Fri -> Mon
     assert maker.make(trade(8, ts=late), AFF, None).trade_date == "2024-01-27"
-    assert business_days_after(dt.date(2024, 1, 26), 2) == dt.date(2024, 1, 30)
+    # one calendar: T+n skips the exchange's holidays as well as weekends
+    cal = SettlementConfig("X", cycle_days=2).calendar()
+    assert cal.trading_days_after(dt.date(2024, 1, 26), 2) == dt.date(2024, 1, 30)
+    holiday = InstructionMaker(SettlementConfig("X", cycle_days=1, holidays=("2024-01-29",)))
+    assert holiday.make(trade(ts=FRIDAY_15H), AFF, None).settle_date == "2024-01-30"
+
+
+def test_a_settlement_config_with_holidays_reopens_unchanged(tmp_path):
+    from ccerx.engine.durable.exchange import DurableExchange
+    config = SettlementConfig("X", cycle_days=1, holidays=("2024-01-29",))
+    DurableExchange(tmp_path, settlement=config, ledger=None).close()
+    again = DurableExchange(tmp_path, settlement=config, ledger=None)
+    assert again.settlement == config and not again.recovery.config_ignored
+    again.close()
 
 
 def test_stream_numbers_have_no_gaps_per_instrument():

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from ccerx.scripts.simulate.agents import Emitter
-from ccerx.scripts.simulate.calendar import MINUTES_PER_DAY, NS_PER_MIN, TradingCalendar
+from ccerx.scripts.simulate.calendar import MINUTES_PER_DAY, NS_PER_MIN, SimulatedDays
 from ccerx.scripts.simulate.scenario import DEFAULTS, load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,17 +64,17 @@ def test_instrument_override_changes_the_reference_price(tmp_path):
 
 
 def test_calendar_skips_weekends_and_keeps_the_sessions():
-    cal = TradingCalendar(date(2026, 3, 5), 3)          # Thursday
+    cal = SimulatedDays(date(2026, 3, 5), 3)          # Thursday
     assert [d.isoformat() for d in cal.dates] == ["2026-03-05", "2026-03-06", "2026-03-09"]
-    assert TradingCalendar.format_ts(cal.minute_ns(0, 0)) == "2026-03-05 09:30:00.000000"
-    assert TradingCalendar.format_ts(cal.minute_ns(0, 119)) == "2026-03-05 11:29:00.000000"
-    assert TradingCalendar.format_ts(cal.minute_ns(0, 120)) == "2026-03-05 13:00:00.000000"
-    assert TradingCalendar.format_ts(cal.close_ns(2)) == "2026-03-09 15:00:00.000000"
+    assert SimulatedDays.format_ts(cal.minute_ns(0, 0)) == "2026-03-05 09:30:00.000000"
+    assert SimulatedDays.format_ts(cal.minute_ns(0, 119)) == "2026-03-05 11:29:00.000000"
+    assert SimulatedDays.format_ts(cal.minute_ns(0, 120)) == "2026-03-05 13:00:00.000000"
+    assert SimulatedDays.format_ts(cal.close_ns(2)) == "2026-03-09 15:00:00.000000"
     every_minute = [cal.minute_ns(0, m) for m in range(MINUTES_PER_DAY)]
-    assert all(TradingCalendar.in_session(ts) for ts in every_minute)
-    assert all(TradingCalendar.in_session(ts + NS_PER_MIN - 1) for ts in every_minute)
-    assert not TradingCalendar.in_session(cal.close_ns(0))
-    assert not TradingCalendar.in_session(cal.minute_ns(0, 119) + NS_PER_MIN)   # 11:30 lunch
+    assert all(SimulatedDays.in_session(ts) for ts in every_minute)
+    assert all(SimulatedDays.in_session(ts + NS_PER_MIN - 1) for ts in every_minute)
+    assert not SimulatedDays.in_session(cal.close_ns(0))
+    assert not SimulatedDays.in_session(cal.minute_ns(0, 119) + NS_PER_MIN)   # 11:30 lunch
 
 
 def test_emitter_needs_are_capped_at_five_percent_of_verified_emissions():
