@@ -13,6 +13,7 @@ from typing import Optional
 
 from ccerx.engine.core.calendar import TradingCalendar, load_holidays
 from ccerx.engine.core.commands import EndOfDay, SetTradingStatus
+from ccerx.engine.durable.files import private_dir
 from ccerx.engine.formats.config import load_instruments
 from ccerx.gateway.config import DEMO_CONFIG, GatewayConfig, hash_password
 from ccerx.gateway.control import SOCKET_NAME, ControlServer
@@ -130,7 +131,7 @@ def run(args) -> int:
         return 2
     data_dir = Path(args.data_dir)
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
     except OSError as err:
         print(f"ccerx serve: cannot create {data_dir}: {err.strerror}", file=sys.stderr)
         return 2

@@ -47,6 +47,7 @@ import orjson
 
 from ccerx.engine.durable import journal as jr
 from ccerx.engine.durable import snapshot as snap
+from ccerx.engine.durable.files import open_private, private_dir, write_atomic
 from ccerx.engine.core.commands import EndOfDay, NewOrder
 from ccerx.engine.core.events import Deposited, TradeExecuted
 from ccerx.engine.core.exchange import Exchange
@@ -107,15 +108,6 @@ class RecoveryReport:
         return "\n".join(self.lines())
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def opening_balances(accounts: Optional[Accounts]) -> list:
     if accounts is None:
         return []
@@ -135,8 +127,7 @@ class DurableExchange:
                  snapshot_every: int = 250_000, record_batch: int = 1000,
                  fsync: bool = True, start_relays: bool = True, relay_batch: int = 500,
                  log=None):
-        self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = private_dir(data_dir)
         self.settlement = settlement
         self.snapshot_every = snapshot_every
         self.record_batch = record_batch
@@ -151,7 +142,7 @@ class DurableExchange:
         self._deferred: list = []     # (instructions, eod marks, commands) awaiting commit()
         self._held_rows: list = []    # apply_deferred commands not yet written to the journal
         self._held_made: list = []    # and their settlement instructions
-        self._lock_fd = os.open(self.data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_fd = open_private(self.data_dir / "LOCK", os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -177,7 +168,7 @@ class DurableExchange:
             report.created = True
             self.exchange = genesis
             self.maker = InstructionMaker(self.settlement)
-            _write_atomic(self.data_dir / OPENING, orjson.dumps(
+            write_atomic(self.data_dir / OPENING, orjson.dumps(
                 {"genesis_hash": genesis.state_hash(), "accounts": opening_balances(accounts),
                  "settlement": self.settlement._asdict()}))
             snap.write(self.data_dir, 0, genesis, self._extra())
@@ -369,14 +360,14 @@ class DurableExchange:
                 due = [m for m in self._eod_marks if m[0] <= confirmed]
             for mark in due:
                 upto_seq, date = mark
-                self.statements_dir.mkdir(exist_ok=True)
+                private_dir(self.statements_dir)
                 statements = self.ledger.close_statements(date, upto_seq)
                 path = self.statements_dir / f"{date}.json"
                 if path.exists() and orjson.loads(path.read_bytes()).get("upto_seq") != upto_seq:
                     path = self.statements_dir / f"{date}-{upto_seq}.json"
-                _write_atomic(path, orjson.dumps({"trade_date": date, "upto_seq": upto_seq,
-                                                  "statements": statements},
-                                                 option=orjson.OPT_INDENT_2))
+                write_atomic(path, orjson.dumps({"trade_date": date, "upto_seq": upto_seq,
+                                                 "statements": statements},
+                                                option=orjson.OPT_INDENT_2))
                 with self._marks_lock:
                     self._eod_marks.remove(mark)
 

@@ -46,6 +46,8 @@ import orjson
 from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
                        NewOrder, SetTradingStatus)
 from ccerx.engine.core.types import InstrumentSpec, PriceError, RejectReason
+from ccerx.engine.durable.files import (fsync_dir as _fsync_dir, open_private, private_dir,
+                                        private_opener)
 
 MAGIC = b"CCERXJ01"
 HEADER = struct.Struct("<IIQIQIII")
@@ -342,8 +344,7 @@ class Journal:
     @classmethod
     def open_for_append(cls, directory: Path, scanned: ScanResult, fsync: bool = True) -> "Journal":
         """Continue after what `scan()` found; a torn tail is moved aside and cut off."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = private_dir(directory)
         journal = cls(directory, scanned.last_seq + 1, scanned.last_instruction + 1, fsync)
         torn = scanned.torn
         segments = segment_paths(directory)
@@ -351,7 +352,8 @@ class Journal:
             keep = torn.offset if torn.offset >= len(MAGIC) else 0
             data = torn.segment.read_bytes()
             aside = torn.segment.with_name(f"{torn.segment.name}.torn-{keep}")
-            aside.write_bytes(data[keep:])
+            with open(aside, "wb", opener=private_opener) as f:
+                f.write(data[keep:])
             # segments after the torn one cannot be trusted to continue the sequence
             for later in segments[segments.index(torn.segment) + 1:]:
                 later.rename(later.with_name(later.name + f".after-torn-{keep}"))
@@ -373,7 +375,7 @@ class Journal:
         if self.fd is not None:
             os.close(self.fd)
         flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0)
-        self.fd = os.open(path, flags, 0o644)
+        self.fd = open_private(path, flags)
         self.path = path
         if create:
             os.write(self.fd, MAGIC)
@@ -419,14 +421,6 @@ class Journal:
             self.commit()
             os.close(self.fd)
             self.fd = None
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def iter_commands(records) -> Iterator:

@@ -21,7 +21,6 @@ lost, a batch may be delivered twice, and adapters apply by id, so twice is harm
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import threading
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Iterable, NamedTuple, Optional
 import orjson
 
 from ccerx.engine.core.events import Deposited, TradeExecuted
+from ccerx.engine.durable.files import write_atomic
 from ccerx.engine.core.types import (CASH_ASSET, PRICE_UNITS_PER_CNY, InstrumentSpec, format_fen, format_units,
                     parse_cny_to_fen, parse_price_units)
 
@@ -337,17 +337,7 @@ class Cursor:
     def advance(self, value: int) -> None:
         if value <= self.value:
             return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(orjson.dumps({"confirmed": value}))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self.path, orjson.dumps({"confirmed": value}))
         self.value = value
 
 

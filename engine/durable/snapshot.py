@@ -15,7 +15,6 @@ rather than trusted.
 """
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -26,6 +25,7 @@ import orjson
 from ccerx.engine.core.book import Order
 from ccerx.engine.core.exchange import Exchange
 from ccerx.engine.durable.journal import spec_from_row, spec_to_row
+from ccerx.engine.durable.files import write_atomic
 from ccerx.engine.core.risk import Account, Accounts
 from ccerx.engine.core.types import ParticipantType, Side
 
@@ -119,18 +119,7 @@ def write(directory: Path, seq: int, ex: Exchange, extra: dict) -> Path:
                             "state_hash": ex.state_hash(), "extra": extra},
                            option=orjson.OPT_NON_STR_KEYS)
     path = snapshot_path(directory, seq)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(MAGIC + HEAD.pack(VERSION, zlib.crc32(payload), len(payload)))
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, [MAGIC + HEAD.pack(VERSION, zlib.crc32(payload), len(payload)), payload])
     return path
 
 

@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from ccerx.engine.durable.files import make_private, private_sqlite, sqlite_companions
 from ccerx.engine.ledger.sql import SqlLedger
 
 
@@ -20,12 +21,14 @@ class SqliteLedger(SqlLedger):
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._lock = threading.RLock()
+        private_sqlite(self.path)     # 0600 before sqlite creates it (and its -wal, -shm) 0644
         self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                     timeout=30.0)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA foreign_keys=ON")
         self._create_schema()
+        make_private(*sqlite_companions(self.path))
 
     def q(self, sql: str) -> str:
         return sql.replace("{p}", "")

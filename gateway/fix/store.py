@@ -27,6 +27,8 @@ from array import array
 from pathlib import Path
 from typing import Optional
 
+from ccerx.engine.durable.files import private_dir, private_opener
+
 
 class MemoryStore:
     __slots__ = ("next_sender", "next_target", "_messages")
@@ -59,8 +61,7 @@ class FileStore:
     """Durable store. Memory: 16 bytes per stored message (offset and length arrays)."""
 
     def __init__(self, directory: Path, name: str, fsync: bool = False):
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory = private_dir(directory)
         self.name = name
         self.fsync = fsync
         base = self.directory / name
@@ -73,9 +74,9 @@ class FileStore:
         self._offsets = array("q")
         self._lengths = array("q")
         self._load()
-        self._body = open(self._body_path, "ab")
+        self._body = open(self._body_path, "ab", opener=private_opener)
         self._body_end = self._body.tell()
-        self._index = open(self._index_path, "ab")
+        self._index = open(self._index_path, "ab", opener=private_opener)
         self._reader = open(self._body_path, "rb")
         self._saved_seqnums: Optional[tuple[int, int]] = None
         self._seqfile = None
@@ -148,9 +149,9 @@ class FileStore:
         self.next_target = 1
         for fh in (self._body, self._index, self._reader):
             fh.close()
-        self._body = open(self._body_path, "wb")
+        self._body = open(self._body_path, "wb", opener=private_opener)
         self._body_end = 0
-        self._index = open(self._index_path, "wb")
+        self._index = open(self._index_path, "wb", opener=private_opener)
         self._reader = open(self._body_path, "rb")
         self._offsets = array("q")
         self._lengths = array("q")
@@ -165,7 +166,8 @@ class FileStore:
         self._body.flush()
         self._index.flush()
         if self._seqfile is None:
-            self._seqfile = open(self._seq_path, "r+b" if self._seq_path.exists() else "w+b")
+            self._seqfile = open(self._seq_path, "r+b" if self._seq_path.exists() else "w+b",
+                                 opener=private_opener)
         # fixed width, rewritten in place: one small write, never a torn number
         self._seqfile.seek(0)
         self._seqfile.write(b"%020d %020d\n" % seqnums)
