@@ -38,7 +38,8 @@ from ccerx.engine.core.commands import AmendOrder, CancelOrder, NewOrder
 from ccerx.engine.core.types import PriceError
 
 from ccerx.benchmarks.bench import latency_summary, run_bench
-from ccerx.engine.formats.binary import is_journal_path, iter_flow_commands, price_text
+from ccerx.engine.core.types import format_price_units
+from ccerx.engine.formats.binary import is_journal_path, iter_flow_commands
 
 GATEWAY_COMP_ID = "CCERX"
 _FRAME = re.compile(rb"8=FIX\.4\.4\x019=(\d+)\x01")
@@ -122,7 +123,7 @@ def fix_requests(flow_path, n_sessions: int, limit: int) -> list[tuple[int, str,
                     continue
                 body.append((59, FIX_TIF[c.tif]))
             if c.price_units is not None:
-                body.append((44, price_text(c.price_units)))
+                body.append((44, format_price_units(c.price_units)))
             out.append((s, "D", c.order_id, body, c.side))
         elif kind is CancelOrder and type(command.order_id) is str:
             s = order_session.get(command.order_id, 0)
@@ -137,7 +138,7 @@ def fix_requests(flow_path, n_sessions: int, limit: int) -> list[tuple[int, str,
             if command.qty is not None:
                 body.append((38, str(command.qty)))
             if command.price_units is not None:
-                body.append((44, price_text(command.price_units)))
+                body.append((44, format_price_units(command.price_units)))
             out.append((s, "G", f"a{n}", body, None))
     return out
 

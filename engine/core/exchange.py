@@ -24,7 +24,7 @@ from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrumen
 from ccerx.engine.core.events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, OrderAccepted,
                      OrderAmended, OrderCancelled, OrderRejected, TradeExecuted,
                      TradingStatusChanged)
-from ccerx.engine.core.risk import DEFAULT_FEE_PPM, PPM, Accounts
+from ccerx.engine.core.risk import DEFAULT_FEE_PPM, Accounts, fee_fen
 from ccerx.engine.core.types import (CASH_ASSET, DEFAULT_INSTRUMENTS, MAX_DEPOSIT, ORDER_TYPES, SIDES, TIFS,
                     CancelReason, InstrumentSpec, OrderType, PriceError, RejectReason as R, Side,
                     TimeInForce, format_fen)
@@ -237,7 +237,7 @@ class Exchange:
     def _cash_needed(self, spec: InstrumentSpec, price, qty: int) -> int:
         """Cash to reserve for a buy of qty at limit `price` ticks (market: band top), fee incl."""
         gross = (spec.max_ticks if price is None else price) * spec.tick_fen * qty
-        return gross + gross * self.fee_ppm // PPM
+        return gross + fee_fen(gross, self.fee_ppm)
 
     def _release(self, order: Order, spec: InstrumentSpec) -> None:
         if self.accounts is None or not order.reserved:
@@ -298,7 +298,7 @@ class Exchange:
                     continue
                 qty = taker.open_qty if taker.open_qty < maker.open_qty else maker.open_qty
                 gross = price * tick_fen * qty
-                fee = gross * fee_ppm // PPM
+                fee = fee_fen(gross, fee_ppm)
                 taker.open_qty -= qty
                 taker.filled_qty += qty
                 maker.filled_qty += qty

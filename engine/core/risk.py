@@ -21,6 +21,8 @@ PPM = 1_000_000
 
 
 def fee_fen(gross_fen: int, fee_ppm: int) -> int:
+    """The exchange's fee on one side of a trade: ad valorem, rounded down to the fen. The
+    one home of the formula (matching, reservations and the simulator's books call it)."""
     return gross_fen * fee_ppm // PPM
 
 

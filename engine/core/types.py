@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import re
+import unicodedata
 from enum import Enum
 from typing import NamedTuple
 
@@ -94,15 +95,18 @@ class PriceError(NamedTuple):
     text: str
 
 
-_PLAIN_DECIMAL = re.compile(r"(-?)(\d{1,18})(?:\.(\d{1,18}))?")
+# ASCII digits only: `\d` and int() also take full-width "１００" and Arabic-Indic "١٠٠", which
+# an operator or a broker never means as an amount (and which a log reader cannot check).
+_PLAIN_DECIMAL = re.compile(r"(-?)([0-9]{1,18})(?:\.([0-9]{1,18}))?", re.ASCII)
 
 
 def parse_decimal_units(text: str, units_per_one: int) -> int:
     """Exact decimal text -> integer count of 1/units_per_one; raises DecimalFormatError.
 
     '62.01' with 1_000_000 -> 62_010_000. Only plain decimals are accepted ('-'? digits,
-    optional '.' digits): no spaces, '+', exponents, NaN or Infinity. More precision than the
-    unit allows is an error. Pure integer arithmetic: no Decimal context, no float.
+    optional '.' digits; ASCII 0-9 only): no spaces, '+', exponents, NaN or Infinity. More
+    precision than the unit allows is an error. Pure integer arithmetic: no Decimal context,
+    no float.
     """
     match = _PLAIN_DECIMAL.fullmatch(text) if isinstance(text, str) else None
     if match is None:
@@ -115,6 +119,26 @@ def parse_decimal_units(text: str, units_per_one: int) -> int:
         raise DecimalFormatError(f"too many decimal places: {text!r}")
     units += int(whole) * units_per_one
     return -units if sign else units
+
+
+# Unicode categories a human note may not hold: control characters (SOH, newline, tab, DEL,
+# C1), format characters (bidi overrides, zero-width), line/paragraph separators, surrogates.
+_NOT_TEXT_CATEGORIES = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs"))
+
+
+def control_character(text: str) -> str | None:
+    """The first character of `text` that has no place in a one-line human note (a control,
+    format or separator character; a SOH would inject FIX fields), or None. Chinese, full-width
+    punctuation and the ideographic space are text."""
+    if text.isascii():
+        for char in text:
+            if not " " <= char <= "~":
+                return char
+        return None
+    for char in text:
+        if unicodedata.category(char) in _NOT_TEXT_CATEGORIES:
+            return char
+    return None
 
 
 def parse_price_units(text: str) -> int:
@@ -133,6 +157,23 @@ def format_units(units: int, units_per_one: int, places: int) -> str:
     if rest:
         raise ValueError("value has more precision than the requested places")
     return f"{sign}{whole}.{frac_scaled:0{places}d}"
+
+
+_price_texts: dict[int, str] = {}
+
+
+def format_price_units(units: int) -> str:
+    """Price units -> the shortest decimal CNY text with at least 2 places ('62.005', '62.00').
+    The one price formatter of instrument-free text (edges that know the instrument use
+    InstrumentSpec.ticks_to_text, which pads to the tick's places). Memoised: prices repeat."""
+    text = _price_texts.get(units)
+    if text is None:
+        whole, frac = divmod(abs(units), PRICE_UNITS_PER_CNY)
+        digits = f"{frac:06d}".rstrip("0").ljust(2, "0")
+        text = f"{'-' if units < 0 else ''}{whole}.{digits}"
+        if len(_price_texts) < 1 << 16:
+            _price_texts[units] = text
+    return text
 
 
 def format_fen(fen: int) -> str:

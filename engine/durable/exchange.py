@@ -176,7 +176,8 @@ class DurableExchange:
             pending_rows: list = []
         else:
             opening = orjson.loads((self.data_dir / OPENING).read_bytes())
-            stored = SettlementConfig(**opening["settlement"])
+            stored = SettlementConfig(**{**opening["settlement"], "holidays": tuple(
+                opening["settlement"].get("holidays", ()))})
             report.config_ignored = (opening["genesis_hash"] != genesis.state_hash()
                                      or stored != self.settlement)
             self.settlement = stored     # instruction ids must not change mid-stream

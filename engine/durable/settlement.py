@@ -28,9 +28,10 @@ from typing import Iterable, NamedTuple, Optional
 
 import orjson
 
+from ccerx.engine.core.calendar import TradingCalendar
 from ccerx.engine.core.events import Deposited, TradeExecuted
 from ccerx.engine.durable.files import write_atomic
-from ccerx.engine.core.types import (CASH_ASSET, PRICE_UNITS_PER_CNY, InstrumentSpec, format_fen, format_units,
+from ccerx.engine.core.types import (CASH_ASSET, PRICE_UNITS_PER_CNY, InstrumentSpec, format_fen, format_price_units,
                     parse_cny_to_fen, parse_price_units)
 
 CHINA = _dt.timezone(_dt.timedelta(hours=8))   # trade dates are Beijing dates (no DST)
@@ -62,7 +63,7 @@ class SettlementInstruction(NamedTuple):
         return {"id": self.id, "seq": self.seq, "stream": self.instrument,
                 "stream_seq": self.stream_seq, "trade_id": self.trade_id,
                 "instrument": self.instrument, "qty": self.qty,
-                "price": price_text(self.price_units),
+                "price": format_price_units(self.price_units),
                 "gross": format_fen(self.gross_fen), "buy_fee": format_fen(self.buy_fee),
                 "sell_fee": format_fen(self.sell_fee), "buyer": self.buyer,
                 "seller": self.seller, "buyer_member": self.buyer_member,
@@ -176,21 +177,6 @@ def instruction_from_row(row) -> Instruction:
     return SettlementInstruction(*row)
 
 
-def price_text(units: int) -> str:
-    """Price units -> decimal CNY text with at least two places, e.g. 62_010_000 -> '62.01'."""
-    places = 2
-    while units % (PRICE_UNITS_PER_CNY // 10 ** places) and places < 6:
-        places += 1
-    return format_units(units, PRICE_UNITS_PER_CNY, places)
-
-
-def business_days_after(day: _dt.date, days: int) -> _dt.date:
-    """day + `days` weekdays (Saturday and Sunday skipped; no holiday calendar)."""
-    while days > 0:
-        day += _dt.timedelta(days=1)
-        if day.weekday() < 5:
-            days -= 1
-    return day
 
 
 def trade_date(ts: int) -> str:
@@ -201,6 +187,10 @@ def trade_date(ts: int) -> str:
 class SettlementConfig(NamedTuple):
     exchange_id: str = "CCERX"
     cycle_days: int = 0       # T+0 by default: settle on the trade date
+    holidays: tuple[str, ...] = ()   # ISO dates skipped by T+n, as the trading calendar does
+
+    def calendar(self) -> TradingCalendar:
+        return TradingCalendar(holidays=[_dt.date.fromisoformat(d) for d in self.holidays])
 
 
 class InstructionMaker:
@@ -213,13 +203,14 @@ class InstructionMaker:
         self.next_seq = next_seq
         self.stream_seqs: dict[str, int] = dict(stream_seqs or {})
         self._dates: dict[int, tuple[str, str]] = {}   # day number -> (trade, settle) dates
+        self._calendar = config.calendar()
 
     def _dates_for(self, ts: int) -> tuple[str, str]:
         day_key = (ts + 8 * 3600 * 10 ** 9) // (86400 * 10 ** 9)
         dates = self._dates.get(day_key)
         if dates is None:
             trade = _dt.datetime.fromtimestamp(ts // 10 ** 9, CHINA).date()
-            settle = business_days_after(trade, self.config.cycle_days)
+            settle = self._calendar.trading_days_after(trade, self.config.cycle_days)
             dates = self._dates[day_key] = (trade.isoformat(), settle.isoformat())
             if len(self._dates) > 64:
                 self._dates.clear()

@@ -37,7 +37,8 @@ import orjson
 
 from ccerx.engine.core.commands import AmendOrder, CancelOrder, EndOfDay, NewOrder
 from ccerx.engine.formats.ndjson import parse_command
-from ccerx.engine.core.types import PRICE_UNITS_PER_CNY, DecimalFormatError, parse_price_units
+from ccerx.engine.core.types import (DecimalFormatError, format_price_units,
+                                     parse_price_units)
 
 FORMAT_NAME = "ccerx-flow"
 FORMAT_VERSION = 1
@@ -167,21 +168,6 @@ class LoadedStrings:
 
 
 # ---------------------------------------------------------------------------- rendering
-_price_cache: dict[int, str] = {}
-
-
-def price_text(units: int) -> str:
-    """Price units -> the shortest decimal text with at least 2 places ('62.005', '62.00')."""
-    text = _price_cache.get(units)
-    if text is None:
-        whole, frac = divmod(abs(units), PRICE_UNITS_PER_CNY)
-        digits = f"{frac:06d}".rstrip("0")
-        if len(digits) < 2:
-            digits = digits.ljust(2, "0")
-        text = f"{'-' if units < 0 else ''}{whole}.{digits}"
-        if len(_price_cache) < 1 << 16:
-            _price_cache[units] = text
-    return text
 
 
 def render_rows(rows: np.ndarray, oids: list, accounts: list, instruments: list,
@@ -202,7 +188,7 @@ def render_rows(rows: np.ndarray, oids: list, accounts: list, instruments: list,
         if op == NEW and flags == full_new:  # the common line, written in one go
             append(f'{{"op":"new","ts":{ts},"order_id":{oid},"account":{accounts[acc]},'
                    f'"instrument":{instruments[ins]},"side":"{SIDE_NAMES[side]}",'
-                   f'"type":"{TYPE_NAMES[otype]}","price":"{price_text(price)}","qty":{qty}}}')
+                   f'"type":"{TYPE_NAMES[otype]}","price":"{format_price_units(price)}","qty":{qty}}}')
         elif op == CANCEL and flags == F_TS | F_OID:
             append(f'{{"op":"cancel","ts":{ts},"order_id":{oid}}}')
         elif op == RAW:
@@ -232,7 +218,7 @@ def render_row(op, flags, side, otype, tif, ins, acc, qty, price, ts, oid, accou
     if flags & F_TIF:
         parts.append(f'"tif":"{TIF_NAMES[tif]}"')
     if flags & F_PRICE:
-        parts.append(f'"price":"{price_text(price)}"')
+        parts.append(f'"price":"{format_price_units(price)}"')
     if flags & F_QTY:
         parts.append(f'"qty":{qty}')
     return "{" + ",".join(parts) + "}"

@@ -48,7 +48,8 @@ import orjson
 
 from ccerx.engine.core.types import DEFAULT_INSTRUMENTS, InstrumentSpec
 
-from ccerx.engine.formats.binary import is_binary_path, ndjson_to_binary, price_text
+from ccerx.engine.core.types import format_price_units
+from ccerx.engine.formats.binary import is_binary_path, ndjson_to_binary
 
 BEIJING = timezone(timedelta(hours=8))
 LOBSTER_TICK = 100            # one cent in LOBSTER price units ($ x 10,000)
@@ -156,10 +157,10 @@ def lobster_commands(messages, instrument: InstrumentSpec, *, book=None,
         units_per_lobster = instrument.tick_units // LOBSTER_TICK
 
         def to_text(price: int) -> str:
-            return price_text(ref_units + (price - anchor) * units_per_lobster)
+            return format_price_units(ref_units + (price - anchor) * units_per_lobster)
     elif price_map == "direct":
         def to_text(price: int) -> str:
-            return price_text(price * 100)
+            return format_price_units(price * 100)
     else:
         raise LobsterError(f"unknown price map {price_map!r}")
 

@@ -36,8 +36,8 @@ import aiomqtt
 import orjson
 
 from ccerx.engine.durable.settlement import (DepositInstruction, Instruction, SettlementInstruction,
-                          instruction_from_json, price_text)
-from ccerx.engine.core.types import format_fen
+                          instruction_from_json)
+from ccerx.engine.core.types import format_fen, format_price_units
 from ccerx.engine.ledger.sql import exchange_of
 
 TOPIC_PREFIX = "ccer/v1"
@@ -53,7 +53,7 @@ def fill_notice(inst: SettlementInstruction, buying: bool) -> dict:
     return {"type": "fill", "settlement_id": inst.id, "trade_id": inst.trade_id,
             "instrument": inst.instrument, "account": inst.buyer if buying else inst.seller,
             "side": "buy" if buying else "sell", "qty": inst.qty,
-            "price": price_text(inst.price_units), "gross": format_fen(inst.gross_fen),
+            "price": format_price_units(inst.price_units), "gross": format_fen(inst.gross_fen),
             "fee": format_fen(fee), "trade_date": inst.trade_date,
             "settle_date": inst.settle_date, "ts": inst.ts}
 

@@ -10,7 +10,10 @@ import contextlib
 import re
 import threading
 
-import psycopg
+try:
+    import psycopg
+except ImportError as err:       # an optional part: pip install "ccerx[postgres]"
+    raise ImportError('the PostgreSQL ledger needs psycopg: pip install "ccerx[postgres]"') from err
 
 from ccerx.engine.ledger.sql import SqlLedger
 

@@ -30,7 +30,8 @@ from typing import Iterable, Optional, Sequence
 
 import orjson
 
-from ccerx.engine.durable.settlement import DepositInstruction, Instruction, price_text
+from ccerx.engine.core.types import format_price_units
+from ccerx.engine.durable.settlement import DepositInstruction, Instruction
 from ccerx.engine.core.types import CASH_ASSET, format_fen
 from ccerx.engine.ledger.base import LedgerRejected
 
@@ -332,7 +333,7 @@ class SqlLedger:
             fees += fee
             trades.append({"settlement_id": sid, "trade_id": trade_id, "instrument": instrument,
                            "side": "buy" if buying else "sell", "qty": qty,
-                           "price": price_text(price_units),
+                           "price": format_price_units(price_units),
                            "gross": format_fen(gross), "fee": format_fen(fee),
                            "counterparty": seller if buying else buyer,
                            "settle_date": settle_date})

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ccerx.engine.core.events import Deposited, TradeExecuted
-from ccerx.engine.core.risk import PPM, Accounts
+from ccerx.engine.core.risk import Accounts, fee_fen
 from ccerx.engine.core.types import InstrumentSpec, format_fen
 
 
@@ -82,7 +82,7 @@ class TradeLedger:
 
     def trade(self, t: TradeExecuted, spec: InstrumentSpec) -> None:
         gross = t.price * spec.tick_fen * t.qty
-        fee = gross * self.fee_ppm // PPM
+        fee = fee_fen(gross, self.fee_ppm)
         if t.buy_fee != fee or t.sell_fee != fee:
             raise AssertionError(f"trade {t.trade_id}: fees {t.buy_fee}/{t.sell_fee}, expected {fee}")
         buyer, seller = self.credits[t.buy_account], self.credits[t.sell_account]

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ccerx.engine.core.types import format_price_units
 from ccerx.engine.formats.binary import (RAW, FlowFile, binary_to_ndjson, iter_flow_commands,
-                               ndjson_to_binary, price_text)
+                                         ndjson_to_binary)
 from ccerx.benchmarks.flows import write_flow
 from ccerx.engine.formats.ndjson import parse_command
 from ccerx.scripts.ccerx import main
@@ -106,11 +107,11 @@ def test_binary_ndjson_binary_gives_the_same_arrays(tmp_path, mixed):
 
 
 def test_price_text_is_canonical():
-    assert price_text(62_000_000) == "62.00"
-    assert price_text(62_005_000) == "62.005"
-    assert price_text(62_000_001) == "62.000001"
-    assert price_text(-1_000_000) == "-1.00"
-    assert price_text(0) == "0.00"
+    assert format_price_units(62_000_000) == "62.00"
+    assert format_price_units(62_005_000) == "62.005"
+    assert format_price_units(62_000_001) == "62.000001"
+    assert format_price_units(-1_000_000) == "-1.00"
+    assert format_price_units(0) == "0.00"
 
 
 def test_replay_reads_binary_by_suffix_with_identical_events(tmp_path, mixed):
