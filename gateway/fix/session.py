@@ -19,6 +19,13 @@ and collects the consequences:
     data_to_send()  -> bytes    flushes the store first, so stored == what went on the wire
     wants_close     -> bool     the driver should close the connection after writing
 
+A ResendRequest over many messages need not be answered at once: with `resend_chunk` set
+(the server sets it), each call produces at most that many resent messages and leaves
+`resend_pending` true; the driver calls continue_resend(now) (when the connection can take
+more) until it is false. Meanwhile the session keeps handling what arrives, and whatever it
+sends anew is held back until the resend is complete, so the counterparty still receives
+every sequence number in order.
+
 Each incoming frame is handled as a QuickFIX acceptor handles it, in this order (the
 acceptance suite checks the order by the messages it gets back):
 
@@ -63,6 +70,10 @@ LOGON_TIMEOUT = 10.0         # a connection must log on within this time
 TEST_REQUEST_FACTOR = 1.2    # send TestRequest after 1.2 x HeartBtInt of silence
 TIMEOUT_FACTOR = 2.4         # and give up after 2.4 x HeartBtInt
 MAX_QUEUED = 10_000          # messages held while waiting for a resend
+# HeartBtInt (108) a Logon may ask for, seconds: 0 (no heartbeats) or an enormous interval
+# would let a silent connection hold the session forever and lock the broker's own
+# reconnect out; a Logon outside the bounds is refused with a Logout saying why.
+DEFAULT_HEARTBEAT_BOUNDS = (1, 300)
 
 Authenticator = Callable[[SessionKey, FixMessage], Optional[str]]
 Router = Callable[[list[Outbound]], None]
@@ -102,6 +113,16 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
 LOGGED_ON_STATES = (S.LOGGED_ON, S.LOGOUT_SENT)
 
 
+class _Resend:
+    """A ResendRequest being answered: the range, how far it got, the gap fill it is in."""
+    __slots__ = ("begin", "end", "next_sender", "cursor", "current", "gap_begin", "last")
+
+    def __init__(self, begin: int, end: int, next_sender: int):
+        self.begin, self.end, self.next_sender = begin, end, next_sender
+        self.cursor = self.current = begin
+        self.gap_begin = self.last = 0
+
+
 class LocalProtocolError(Exception):
     """The driver used the session wrongly (a bug, not a counterparty problem)."""
 
@@ -125,8 +146,12 @@ class Session:
     def __init__(self, key: SessionKey, application: Application, store,
                  heartbeat_interval: int = 30, reset_on_logon: bool = False,
                  authenticate: Optional[Authenticator] = None, router: Optional[Router] = None,
-                 max_message_size: int = codec.DEFAULT_MAX_MESSAGE_SIZE):
+                 max_message_size: int = codec.DEFAULT_MAX_MESSAGE_SIZE,
+                 heartbeat_bounds: tuple[int, int] = DEFAULT_HEARTBEAT_BOUNDS):
+        if not 0 <= heartbeat_bounds[0] <= heartbeat_bounds[1]:
+            raise ValueError("heartbeat bounds must be 0 <= low <= high: %r" % (heartbeat_bounds,))
         self.key = key
+        self.heartbeat_bounds = heartbeat_bounds
         self.application = application
         self.store = store
         self.heartbeat_interval = heartbeat_interval
@@ -151,6 +176,9 @@ class Session:
         self._connected_at = 0.0
         self._logout_sent_at = 0.0
         self.close_reason: Optional[str] = None
+        self.resend_chunk: Optional[int] = None    # None: answer a ResendRequest at once
+        self._resending: Optional[_Resend] = None
+        self._resend_out: Optional[list[bytes]] = None    # resend output; _out is held meanwhile
 
     # ------------------------------------------------------------------ driver interface
     @property
@@ -166,6 +194,7 @@ class Session:
         self._event(Event.CONNECT)
         self._framer = codec.Framer(self.max_message_size)
         self._out.clear()
+        self._resending = self._resend_out = None
         self._queue.clear()
         self._resend_range = None
         self._test_requests = 0
@@ -179,6 +208,7 @@ class Session:
         was_logged_on = self.logged_on
         self._event(Event.CONNECTION_LOST)
         self._out.clear()
+        self._resending = self._resend_out = None
         self._queue.clear()
         if was_logged_on:
             self._route(self.application.on_logout(self.key))
@@ -212,9 +242,9 @@ class Session:
         if state is S.LOGOUT_SENT and now - self._logout_sent_at >= LOGOUT_TIMEOUT:
             self._disconnect("timed out waiting for logout response")
             return
-        hb = self._hb
-        if hb <= 0:
-            return
+        # HeartBtInt 0 (only if the bounds allow it) means no heartbeats, but a silent
+        # connection is still timed out, on the interval configured for the session
+        hb = self._hb if self._hb > 0 else max(self.heartbeat_interval, 1)
         since_sent = now - self._last_sent
         since_received = now - self._last_received
         if since_sent < hb and since_received < hb:
@@ -256,8 +286,22 @@ class Session:
         elif self.state is S.AWAITING_LOGON:
             self._disconnect("gateway shutting down")
 
+    @property
+    def resend_pending(self) -> bool:
+        return self._resending is not None
+
+    def continue_resend(self, now: float) -> None:
+        """Produce the next chunk of a ResendRequest's answer (see the module docstring)."""
+        self._now = now
+        if self._resending is not None:
+            self._resend_chunk()
+
     def data_to_send(self) -> bytes:
         self.store.flush()
+        if self._resend_out is not None:          # resending: only the resend goes out yet
+            data = b"".join(self._resend_out)
+            self._resend_out.clear()
+            return data
         if not self._out:
             return b""
         data = b"".join(self._out)
@@ -280,6 +324,7 @@ class Session:
         self._event(Event.DISCONNECT)
         self._queue.clear()
         self._resend_range = None
+        self._end_resend()
         if was_logged_on:
             self._route(self.application.on_logout(self.key))
 
@@ -409,22 +454,34 @@ class Session:
 
     # ------------------------------------------------------------------ message handlers
     def _on_logon(self, msg: FixMessage) -> None:
+        # Nothing of the session changes until the Logon is accepted: a stranger's Logon (wrong
+        # password, with ResetSeqNumFlag or not) must not reset the sequence numbers nor drop
+        # the messages stored for the broker while it was away. So: the header checks, then
+        # HeartBtInt and the password, and only then the reset and the sequence number checks.
         received_reset = msg.get(141) == "Y"
         self._received_reset = received_reset
         try:
-            if received_reset or self.reset_on_logon:
-                self._reset()
-            if not self._verify(msg, check_high=False, check_low=True):
+            if not self._verify(msg, check_high=False, check_low=False):
                 return
             heartbeat = int(msg.get(108))
-            if heartbeat < 0:
-                raise SessionReject(Reason.VALUE_IS_INCORRECT, 108)
+            low, high = self.heartbeat_bounds
+            if not low <= heartbeat <= high:
+                text = "HeartBtInt (108) must be %d to %d seconds" % (low, high)
+                if self.state is S.AWAITING_LOGON:
+                    self._refuse_logon(text)
+                    return
+                raise SessionReject(Reason.VALUE_IS_INCORRECT, 108, text)
             if self.authenticate is not None and self.state is S.AWAITING_LOGON:
                 refusal = self.authenticate(self.key, msg)
                 if refusal:
-                    self._send_logout(refusal)
-                    self._disconnect("logon refused: %s" % refusal)
+                    self._refuse_logon(refusal)
                     return
+            if received_reset or self.reset_on_logon:
+                self._reset()
+            seq = int(msg.get(34))
+            if seq < self.store.next_target:
+                self._target_too_low(msg, seq)
+                return
             self._hb = heartbeat
             self._event(Event.LOGON)
             body = [(98, "0"), (108, str(heartbeat))]
@@ -483,30 +540,48 @@ class Session:
         if end == 0 or end >= next_sender:
             end = next_sender - 1
         log.info("%s: resending %d..%d", self._name(), begin, end)
-        gap_begin = 0
-        current = begin
-        last = 0
-        for seq, raw in self.store.get(begin, end):
-            if current != seq and not gap_begin:
-                gap_begin = current
-            fields = codec.split_fields(raw)
-            if fields[2][1] in dictionary.ADMIN_MSG_TYPES:
-                if not gap_begin:
-                    gap_begin = seq
-            else:
-                if gap_begin:
-                    self._gap_fill(gap_begin, seq)
-                    gap_begin = 0
-                self._resend(fields)
-            current = seq + 1
-            last = seq
-        if gap_begin:
-            self._gap_fill(gap_begin, last + 1)
-        if end > last:
-            self._gap_fill(begin, min(end + 1, next_sender))
+        if self._resend_out is None:
+            # what is already queued goes first; what is sent from now on waits for the resend
+            self._resend_out, self._out = self._out, []
+        self._resending = _Resend(begin, end, next_sender)
         seq = int(msg.get(34))
         if seq == self.store.next_target:
             self.store.next_target += 1
+        self._resend_chunk()
+
+    def _resend_chunk(self) -> None:
+        """Resend the next resend_chunk stored messages (all of them when it is None)."""
+        r = self._resending
+        chunk_end = r.end if self.resend_chunk is None else min(r.end, r.cursor + self.resend_chunk - 1)
+        for seq, raw in self.store.get(r.cursor, chunk_end):
+            if r.current != seq and not r.gap_begin:
+                r.gap_begin = r.current
+            fields = codec.split_fields(raw)
+            if fields[2][1] in dictionary.ADMIN_MSG_TYPES:
+                if not r.gap_begin:
+                    r.gap_begin = seq
+            else:
+                if r.gap_begin:
+                    self._gap_fill(r.gap_begin, seq)
+                    r.gap_begin = 0
+                self._resend(fields)
+            r.current = seq + 1
+            r.last = seq
+        r.cursor = chunk_end + 1
+        if r.cursor <= r.end:
+            return
+        if r.gap_begin:
+            self._gap_fill(r.gap_begin, r.last + 1)
+        if r.end > r.last:
+            self._gap_fill(r.begin, min(r.end + 1, r.next_sender))
+        self._end_resend()
+
+    def _end_resend(self) -> None:
+        """The resend is complete (or abandoned): release what was held back behind it."""
+        self._resending = None
+        if self._resend_out is not None:
+            self._resend_out.extend(self._out)
+            self._out, self._resend_out = self._resend_out, None
 
     def _on_application(self, msg: FixMessage) -> None:
         if not self._verify(msg):
@@ -559,6 +634,13 @@ class Session:
         log.info("%s: reject %s: %s (tag %s)", self._name(), seq_text, text, tag)
         self._send_raw("3", header, body)
 
+    def _refuse_logon(self, text: str) -> None:
+        """Logout with the reason and hang up, and nothing else: whoever sent the Logon has not
+        shown to be the broker, so it leaves no trace in the session (no sequence number is
+        used, nothing is stored; the broker's next Logon reply carries the same MsgSeqNum)."""
+        self._send_raw("5", [], [(58, text)], keep=False)
+        self._disconnect("logon refused: %s" % text)
+
     def _send_logout(self, text: Optional[str] = None) -> None:
         self._send_admin("5", [(58, text)] if text else [])
         if self.state is S.LOGGED_ON:
@@ -569,7 +651,9 @@ class Session:
         self._send_raw(msg_type, [], body)
 
     def _send_raw(self, msg_type: str, header: list[tuple[int, str]], body: list[tuple[int, str]],
-                  app: bool = False) -> int:
+                  app: bool = False, keep: bool = True) -> int:
+        """Frame, store and queue for sending; keep=False sends without storing it or using up
+        its sequence number (only for the answer to a refused Logon)."""
         store = self.store
         seq = store.next_sender
         key = self.key
@@ -583,8 +667,9 @@ class Session:
             raw = codec.frame(key.begin_string, "35=%s\x0134=%d%s%s%s%s" % (
                 msg_type, seq, self._header_49_52, codec.utc_timestamp(self._now),
                 self._header_56, "".join([f"{tag}={value}\x01" for tag, value in body])))
-        store.set(seq, raw)
-        store.next_sender = seq + 1
+        if keep:
+            store.set(seq, raw)
+            store.next_sender = seq + 1
         state = self.state
         if state in LOGGED_ON_STATES or (not app and state is S.AWAITING_LOGON):
             self._out.append(raw)
@@ -596,7 +681,8 @@ class Session:
         key = self.key
         header = [(34, str(begin)), (43, "Y"), (49, key.our_comp_id), (52, now),
                   (56, key.their_comp_id), (122, now)]
-        self._out.append(codec.encode(header, [(36, str(new_seq)), (123, "Y")], "4", key.begin_string))
+        self._resend_out.append(codec.encode(header, [(36, str(new_seq)), (123, "Y")], "4",
+                                             key.begin_string))
         self._last_sent = self._now
 
     def _resend(self, fields: list[tuple[int, str]]) -> None:
@@ -612,10 +698,11 @@ class Session:
                 body.append((tag, value))
         header += [(43, "Y"), (52, codec.utc_timestamp(self._now)), (122, orig_time or "")]
         header.sort(key=lambda f: f[0])
-        self._out.append(codec.encode(header, body, fields[2][1], self.key.begin_string))
+        self._resend_out.append(codec.encode(header, body, fields[2][1], self.key.begin_string))
         self._last_sent = self._now
 
     def _reset(self) -> None:
+        self._end_resend()
         self.store.reset()
         self._queue.clear()
         self._resend_range = None

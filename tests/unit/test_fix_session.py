@@ -248,6 +248,81 @@ def test_refused_logon_gets_a_logout_with_the_reason(clock):
     assert session.wants_close and app.events == []
 
 
+def _password(key, msg):
+    return None if msg.get(554) == "pw" else "Invalid username or password"
+
+
+@pytest.mark.parametrize("reset_on_logon", [False, True])
+@pytest.mark.parametrize("seq", [1, 2, 40])
+def test_a_refused_logon_changes_nothing_in_the_session_even_with_reset_seq_num_flag(
+        clock, tmp_path, reset_on_logon, seq):
+    store = FileStore(tmp_path, "s")
+    session, peer, _, _ = make(clock, store=store, authenticate=_password,
+                               reset_on_logon=reset_on_logon)
+    peer.logon((554, "pw"))
+    peer.send("5")
+    session.connection_lost(clock[0])
+    session.send(FixMessage.of("8", (11, "fill while away"), (150, "F")), clock[0])
+    session.data_to_send()
+    before = (store.next_sender, store.next_target, store.get(1, 100))
+    peer.seq = seq
+    [bye] = peer.logon((141, "Y"), (554, "guess"))           # a stranger, asking for a reset
+    assert (t(bye, 35), t(bye, 58)) == ("5", "Invalid username or password")
+    assert session.wants_close
+    session.connection_lost(clock[0])
+    assert (store.next_sender, store.next_target, store.get(1, 100)) == before
+    store.close()
+    reopened = FileStore(tmp_path, "s")
+    assert (reopened.next_sender, reopened.next_target, reopened.get(1, 100)) == before
+    reopened.close()
+
+
+@pytest.mark.parametrize("heartbeat", [0, 301, 10**15])
+def test_a_logon_outside_the_heartbeat_bounds_is_refused_with_the_bounds_and_changes_nothing(
+        clock, heartbeat):
+    session, peer, app, _ = make(clock)
+    [bye] = peer.logon((141, "Y"), heartbeat=heartbeat)
+    assert (t(bye, 35), t(bye, 58)) == ("5", "HeartBtInt (108) must be 1 to 300 seconds")
+    assert session.wants_close and app.events == []
+    assert (session.store.next_sender, session.store.next_target, session.store.get(1, 10)) == (1, 1, [])
+
+
+def test_heartbeat_bounds_are_configurable_and_checked_on_a_reset_while_logged_on(clock):
+    session, peer, _, _ = make(clock, heartbeat_bounds=(5, 60))
+    [bye] = peer.logon(heartbeat=2)
+    assert t(bye, 58) == "HeartBtInt (108) must be 5 to 60 seconds"
+    session.connection_lost(clock[0])
+    peer.seq = 1
+    [logon] = peer.logon(heartbeat=60)
+    assert (t(logon, 35), t(logon, 108)) == ("A", "60")
+    peer.seq = 1
+    [rej] = peer.send("A", (98, 0), (108, 0), (141, "Y"))        # a reset asking for no heartbeats
+    assert (t(rej, 35), t(rej, 371), t(rej, 373)) == ("3", "108", "5")
+    assert session.logged_on
+
+
+@pytest.mark.parametrize("heartbeat", [0, 1, 300])
+def test_a_silent_connection_is_always_tested_then_timed_out(clock, heartbeat):
+    # even when the bounds let a broker ask for no heartbeats (0): silence is still timed out,
+    # on the session's configured interval (here 30 s)
+    session, peer, _, _ = make(clock, heartbeat_bounds=(0, 300))
+    peer.logon(heartbeat=heartbeat)
+    interval = heartbeat or 30
+    sent = []
+    for _ in range(int(3 * interval) + 2):
+        clock[0] += 1
+        session.tick(clock[0])
+        sent += types(peer.receive())
+        if session.wants_close:
+            break
+    assert session.wants_close and session.close_reason == "timed out waiting for heartbeat"
+    assert "1" in sent                                   # a TestRequest first, as FIX wants
+    session.connection_lost(clock[0])
+    peer.seq = 1
+    [logon] = peer.logon((141, "Y"))                     # the broker's own reconnect is served
+    assert t(logon, 35) == "A"
+
+
 # (fields of a NewOrderSingle after the required ones, Text, RefTagID, SessionRejectReason)
 REJECT_CASES = [
     ([(38, "+1")], "Incorrect data format for value", "38", "6"),
