@@ -22,10 +22,32 @@ SUBCOMMAND_MODULES = (
 )
 
 
+class SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser that refuses what it does not know itself, so a bad flag shows
+    that subcommand's usage (`ccerx operator state --bogus` prints the usage of `ccerx
+    operator state`), not the top-level one's. Subcommands' own subcommands inherit it."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError, version as installed
+    try:
+        return installed("ccerx")
+    except PackageNotFoundError:      # running from a checkout that is not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ccerx", description="CCER carbon-credit exchange: "
                                      "matching engine, FIX gateway, replay, benchmarks, simulation")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"ccerx {version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                parser_class=SubcommandParser)
     sub.required = True
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)

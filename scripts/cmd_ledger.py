@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 
 from ccerx.engine.core.types import format_fen
+from ccerx.scripts.tables import format_table, plural
 
 
 def add_parser(sub) -> None:
@@ -49,6 +50,7 @@ def add_parser(sub) -> None:
     s.add_argument("--account", action="append",
                    help="account (repeatable; default: every account that traded that day)")
     s.add_argument("--out", metavar="FILE.json", help="write the statements here as JSON")
+    s.add_argument("--json", action="store_true", help="print the statements as JSON")
     s.set_defaults(run=run_statement)
 
     k = lsub.add_parser("check", help="verify the ledger balances (per asset sum zero, "
@@ -104,10 +106,15 @@ def run_consume(args) -> int:
     except ValueError as err:
         print(f"ccerx ledger consume: {err}", file=sys.stderr)
         return 2
+    folder = Path(args.db).parent
+    if not folder.is_dir():
+        print(f"ccerx ledger consume: no such directory: {folder} (for the ledger file "
+              f"{args.db}; create it first)", file=sys.stderr)
+        return 2
     ledger = _open(args.db, create=True)
     if accounts is not None:
         opened = ledger.open_accounts([tuple(r) for r in opening_balances(accounts)])
-        print(f"opened {opened} accounts", file=sys.stderr)
+        print(f"opened {plural(opened, 'account')}", file=sys.stderr)
     consumer = SettlementConsumer(ledger, host, port, client_id=args.client_id,
                                   prefix=args.prefix)
 
@@ -137,24 +144,38 @@ def run_balances(args) -> int:
         balances = ledger.balances(args.account)
     finally:
         ledger.close()
+    if args.account is not None and not balances:
+        print(f"ccerx ledger balances: unknown account {args.account!r} (not in {args.db})",
+              file=sys.stderr)
+        return 1
     if args.json:
         out = {owner: {asset: (format_fen(v) if asset == "CNY" else v)
                        for asset, v in assets.items()} for owner, assets in balances.items()}
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         return 0
-    for owner, assets in balances.items():
-        cash = assets.get("CNY")
-        parts = ([f"cash {format_fen(cash)} CNY"] if cash is not None else []) + [
-            f"{asset} {qty} t" for asset, qty in assets.items() if asset != "CNY"]
-        print(f"{owner:<16} " + "  ".join(parts))
+    credits = sorted({asset for assets in balances.values() for asset in assets} - {"CNY"})
+    rows = [[owner, format_fen(assets["CNY"]) if "CNY" in assets else "-"]
+            + [str(assets[a]) if a in assets else "-" for a in credits]
+            for owner, assets in balances.items()]
+    if rows:
+        print(format_table(["account", "cash CNY"] + [f"{a} t" for a in credits], rows))
     return 0
 
 
 def run_statement(args) -> int:
+    if args.date is not None and not _is_date(args.date):
+        print(f"ccerx ledger statement: --date must be a calendar date YYYY-MM-DD, not "
+              f"{args.date!r}", file=sys.stderr)
+        return 2
     ledger = _open(args.db)
     if ledger is None:
         return 2
     try:
+        unknown = [a for a in args.account or () if not ledger.balances(a)]
+        if unknown:
+            print(f"ccerx ledger statement: unknown account{'s' if len(unknown) > 1 else ''} "
+                  f"{', '.join(unknown)} (not in {args.db})", file=sys.stderr)
+            return 1
         date = args.date
         if date is None:
             dates = ledger.trade_dates()
@@ -166,27 +187,53 @@ def run_statement(args) -> int:
     finally:
         ledger.close()
     if not statements:
-        who = f" of {args.account}" if args.account else ""
+        who = f" of {', '.join(args.account)}" if args.account else ""
         print(f"ccerx ledger statement: no trades or deposits{who} dated {date}",
               file=sys.stderr)
         return 1
     if args.out:
         Path(args.out).write_bytes(orjson.dumps(statements, option=orjson.OPT_INDENT_2))
-        print(f"{len(statements)} statements for {date} written to {args.out}", file=sys.stderr)
+        print(f"{plural(len(statements), 'statement')} for {date} written to {args.out}",
+              file=sys.stderr)
+        return 0
+    if args.json:
+        print(orjson.dumps(statements, option=orjson.OPT_INDENT_2).decode())
         return 0
     for st in statements:
-        print(f"== {st['account']}  trade date {st['trade_date']}  trades {st['trade_count']}  "
-              f"fees {st['fees']} CNY")
-        print(f"   opening cash {st['opening']['cash']}  credits {st['opening']['credits']}")
-        for t in st["trades"]:
-            print(f"   {t['side']:<4} {t['qty']:>6} t {t['instrument']} @ {t['price']}  "
-                  f"gross {t['gross']}  fee {t['fee']}  trade {t['trade_id']}  "
-                  f"settles {t['settle_date']}")
-        for d in st["deposits"]:
-            unit = " CNY" if d["asset"] == "CNY" else f" t {d['asset']}"
-            print(f"   deposit {d['amount']}{unit}  ({d['deposit_id']})")
-        print(f"   closing cash {st['closing']['cash']}  credits {st['closing']['credits']}")
+        print(format_statement(st))
     return 0
+
+
+def _is_date(text: str) -> bool:
+    from datetime import date
+    try:
+        return len(text) == 10 and date.fromisoformat(text).isoformat() == text
+    except ValueError:
+        return False
+
+
+def format_statement(st: dict) -> str:
+    """One account's statement for people: its balances, then its trades as a table, then
+    its deposits. Amounts are written as the ledger and the JSON statements write them."""
+    lines = [f"== {st['account']}  trade date {st['trade_date']}  "
+             f"{plural(st['trade_count'], 'trade')}  fees {st['fees']} CNY",
+             "   " + _balance_line("opening", st["opening"])]
+    if st["trades"]:
+        rows = [[str(t["trade_id"]), t["side"], t["instrument"], str(t["qty"]), t["price"],
+                 t["gross"], t["fee"], t["settle_date"]] for t in st["trades"]]
+        table = format_table(["trade", "side", "credit type", "qty t", "price CNY",
+                              "gross CNY", "fee CNY", "settles"], rows, "rllrrrrl")
+        lines += ["   " + line for line in table.splitlines()]
+    for d in st["deposits"]:
+        unit = " CNY" if d["asset"] == "CNY" else f" t {d['asset']}"
+        lines.append(f"   deposit {d['amount']}{unit}  ({d['deposit_id']})")
+    lines.append("   " + _balance_line("closing", st["closing"]))
+    return "\n".join(lines)
+
+
+def _balance_line(label: str, balance: dict) -> str:
+    return "  ".join([f"{label} cash {balance['cash']} CNY"] + [
+        f"{asset} {qty} t" for asset, qty in sorted(balance["credits"].items())])
 
 
 def run_check(args) -> int:
@@ -201,5 +248,5 @@ def run_check(args) -> int:
         return 1
     finally:
         ledger.close()
-    print(f"ok: {count} settlements, every asset balances, no negative balance")
+    print(f"ok: {plural(count, 'settlement')}, every asset balances, no negative balance")
     return 0

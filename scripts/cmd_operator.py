@@ -7,12 +7,17 @@
     ccerx operator deposit EMIT01 CNY 1000000.00 --id F-2026-001      # cash, decimal CNY
     ccerx operator send REQUESTS.ndjson        # raw request lines (- for stdin)
 
-Prints each response as one JSON line. Exit status: 0 every request applied, 1 one or more
-refused or rejected, 2 the control socket could not be reached (or went away) or the
-arguments are wrong.
+    ccerx operator state [--json]              # the market: a table (--json: one JSON line)
+    ccerx operator accounts [--json]           # every account's balances: a table
+
+Prints each response as one JSON line (`state` and `accounts`: a table unless --json). The
+options --control, --data-dir and --json may come before or after the action. Exit status: 0
+every request applied, 1 one or more refused or rejected, 2 the control socket could not be
+reached (or went away) or the arguments are wrong.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -21,6 +26,7 @@ import orjson
 
 from ccerx.engine.core.types import CASH_ASSET
 from ccerx.gateway.control import SOCKET_NAME, ControlUnavailable, operator_request_sync
+from ccerx.scripts.tables import format_table, group_thousands, plural
 
 
 def add_parser(sub) -> None:
@@ -31,24 +37,21 @@ def add_parser(sub) -> None:
                     "(a Unix-domain socket; only its owner may use it) and print each response "
                     "as a JSON line. Exit status 0 if all were applied, 1 if any was refused or "
                     "rejected, 2 if the socket cannot be reached.")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--control", metavar="PATH",
-                       help="the control socket (as given to `ccerx serve --control`)")
-    where.add_argument("--data-dir", metavar="DIR", default="data",
-                       help=f"the server's data directory: its socket is DIR/{SOCKET_NAME} "
-                            "(default ./data)")
+    _add_common_options(p, default=None)
+    p.set_defaults(control=None, data_dir="data", json=False)
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
-    actions.add_parser("eod", help="close the trading day now: day orders expire, the VWAP "
-                                   "close becomes the next reference price")
-    halt = actions.add_parser("halt", help="close continuous trading (new orders and amends are "
-                                           "rejected market_closed; cancels work)")
+    add_action = _action_adder(actions)
+    add_action("eod", help="close the trading day now: day orders expire, the VWAP "
+                           "close becomes the next reference price")
+    halt = add_action("halt", help="close continuous trading (new orders and amends are "
+                                   "rejected market_closed; cancels work)")
     halt.add_argument("note", nargs="?", default="halted by the operator",
                       help="told to the brokers (TradingSessionStatus Text)")
-    resume = actions.add_parser("resume", help="open continuous trading again")
+    resume = add_action("resume", help="open continuous trading again")
     resume.add_argument("note", nargs="?", default="resumed by the operator",
                         help="told to the brokers (TradingSessionStatus Text)")
-    deposit = actions.add_parser(
+    deposit = add_action(
         "deposit", help="credit an account: credits issued to it (ASSET a credit type, AMOUNT "
                         "whole tonnes) or cash paid in (ASSET CNY, AMOUNT decimal CNY)")
     deposit.add_argument("account", metavar="ACCOUNT")
@@ -59,14 +62,37 @@ def add_parser(sub) -> None:
                          help="your reference, unique for ever: a repeated id is rejected, so "
                               "a retried deposit never credits twice (default DEP-<time ns>; "
                               "give your own to retry safely)")
-    actions.add_parser("state", help="show the market's state: trading open or not, the last "
+    add_action("state", help="show the market's state: trading open or not, the last "
                                      "close, per credit type the reference price and band, best "
                                      "bid and ask, resting orders, today's volume (read-only)")
-    actions.add_parser("accounts", help="show every account: cash, credits, reservations, "
+    add_action("accounts", help="show every account: cash, credits, reservations, "
                                         "credits bought today, fees paid (read-only)")
-    send = actions.add_parser("send", help="send raw NDJSON request lines from a file")
+    send = add_action("send", help="send raw NDJSON request lines from a file")
     send.add_argument("file", metavar="FILE", help="one request per line; - reads stdin")
     p.set_defaults(run=run)
+
+
+def _add_common_options(parser, default) -> None:
+    """--control, --data-dir and --json, on `operator` and again on each action (so they may
+    follow the action); on the actions they default to SUPPRESS, so that an option given
+    before the action is not reset by the action's parser."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--control", metavar="PATH", default=default,
+                       help="the control socket (as given to `ccerx serve --control`)")
+    where.add_argument("--data-dir", metavar="DIR", default=default,
+                       help=f"the server's data directory: its socket is DIR/{SOCKET_NAME} "
+                            "(default ./data)")
+    parser.add_argument("--json", action="store_true", default=default,
+                        help="print every response as one JSON line (the default for all "
+                             "actions but state and accounts, which print tables)")
+
+
+def _action_adder(actions):
+    def add_action(name, **kwargs):
+        action = actions.add_parser(name, **kwargs)
+        _add_common_options(action, default=argparse.SUPPRESS)
+        return action
+    return add_action
 
 
 def requests_for(args) -> list:
@@ -99,7 +125,15 @@ class _Usage(ValueError):
 
 
 def run(args) -> int:
-    path = Path(args.control) if args.control else Path(args.data_dir) / SOCKET_NAME
+    if args.control:
+        path = Path(args.control)
+    else:
+        data_dir = Path(args.data_dir)
+        if not data_dir.is_dir():
+            print(f"ccerx operator: no such data directory: {data_dir} (give the server's "
+                  f"--data-dir, or --control PATH for its socket)", file=sys.stderr)
+            return 2
+        path = data_dir / SOCKET_NAME
     try:
         requests = requests_for(args)
     except _Usage as err:
@@ -107,13 +141,14 @@ def run(args) -> int:
         return 2
     if not requests:
         return 0
+    show = _print if args.json or args.action not in TABLES else TABLES[args.action]
     try:
         responses = operator_request_sync(path, requests)
     except ControlUnavailable as err:
         _print(err.responses)
         print(f"ccerx operator: {err}", file=sys.stderr)
         return 2
-    _print(responses)
+    show(responses)
     return 0 if all(r.get("ok") is True for r in responses) else 1
 
 
@@ -121,3 +156,61 @@ def _print(responses) -> None:
     for response in responses:
         sys.stdout.write(orjson.dumps(response).decode() + "\n")
     sys.stdout.flush()
+
+
+def _print_state(responses) -> None:
+    for response in responses:
+        state = response.get("state")
+        if state is None:            # refused: the answer as it came
+            _print([response])
+            continue
+        closed = state["last_close_ts"]
+        print(f"trading {'HALTED' if state['halted'] else 'open' if state['trading_open'] else 'closed'}"
+              f"; last close {_time_text(closed) if closed else 'none yet'}; "
+              f"{plural(state['seq'], 'event')}; {plural(state['accounts'], 'account')}")
+        head = ["credit type", "reference", "band low", "band high", "tick", "best bid",
+                "best ask", "resting", "volume t", "turnover CNY", "trades"]
+        rows = [[name, i["reference"], i["band"][0], i["band"][1], i["tick"],
+                 i["best_bid"] or "-", i["best_ask"] or "-", f"{i['resting_orders']:,}",
+                 f"{i['volume']:,}", group_thousands(i["turnover"]), f"{i['trades']:,}"]
+                for name, i in state["instruments"].items()]
+        print(format_table(head, rows))
+
+
+def _print_accounts(responses) -> None:
+    for response in responses:
+        accounts = response.get("accounts")
+        if accounts is None:
+            _print([response])
+            continue
+        assets = sorted({asset for a in accounts.values() for asset in a["credits"]})
+        head = (["account", "type", "member", "cash CNY", "reserved CNY", "fees paid CNY"]
+                + [f"{asset} t" for asset in assets] + ["bought today t"])
+        rows = []
+        for name, a in accounts.items():
+            rows.append([name, a["type"], a["member"] or "-", group_thousands(a["cash"]),
+                         group_thousands(a["cash_reserved"]), group_thousands(a["fees_paid"])]
+                        + [_held(a, asset) for asset in assets]
+                        + [", ".join(f"{asset} {qty:,}" for asset, qty
+                                     in sorted(a["bought_today"].items())) or "-"])
+        if rows:
+            print(format_table(head, rows, "lll" + "r" * (3 + len(assets)) + "l"))
+            if any(a["credits_reserved"] for a in accounts.values()):
+                print("(credits reserved by resting sell orders in parentheses)")
+        else:
+            print("no accounts (the server runs without pre-trade checks)")
+
+
+def _held(account: dict, asset: str) -> str:
+    held = account["credits"].get(asset, 0)
+    reserved = account["credits_reserved"].get(asset, 0)
+    return f"{held:,}" + (f" ({reserved:,})" if reserved else "")
+
+
+def _time_text(ts_ns: int) -> str:
+    from datetime import datetime, timedelta, timezone
+    return datetime.fromtimestamp(ts_ns / 1e9, timezone(timedelta(hours=8))).strftime(
+        "%Y-%m-%d %H:%M:%S China time")
+
+
+TABLES = {"state": _print_state, "accounts": _print_accounts}

@@ -41,6 +41,26 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def _not_a_data_dir(data_dir: Path, new: bool):
+    """Why `data_dir` may not be opened (None if it may): recovering an existing directory
+    needs its journal; only a command that says what a new one holds (--accounts or
+    --instruments) may start one, so a mistyped path is an error, not a fresh directory."""
+    from ccerx.engine.formats.binary import is_journal_path
+    if data_dir.exists() and not data_dir.is_dir():
+        return f"{data_dir} is not a directory"
+    if new:
+        if not data_dir.parent.is_dir():
+            return f"no such directory: {data_dir.parent} (to hold the new {data_dir.name})"
+        return None
+    if not data_dir.exists():
+        return (f"no such data directory: {data_dir} (to start a new one give --accounts "
+                f"and/or --instruments)")
+    if not is_journal_path(data_dir):
+        return (f"{data_dir} is not a ccerx data directory (no journal-*.log in it; to start "
+                f"a new one there give --accounts and/or --instruments)")
+    return None
+
+
 def run(args) -> int:
     from ccerx.engine.formats.config import load_accounts, load_instruments
     from ccerx.engine.durable.exchange import DurableExchange
@@ -50,6 +70,10 @@ def run(args) -> int:
         accounts = load_accounts(args.accounts) if args.accounts else None
     except ValueError as err:
         print(f"ccerx recover: {err}", file=sys.stderr)
+        return 2
+    problem = _not_a_data_dir(Path(args.data_dir), new=bool(args.accounts or args.instruments))
+    if problem:
+        print(f"ccerx recover: {problem}", file=sys.stderr)
         return 2
     if args.feed and not Path(args.feed).is_file():
         print(f"ccerx recover: no such file: {args.feed}", file=sys.stderr)

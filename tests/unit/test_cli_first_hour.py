@@ -1,0 +1,164 @@
+"""What a newcomer hit in the first hour with `ccerx` (issue 10 item 5), one test each.
+
+The command runs in process (`main([...])` with capsys) wherever it can; a running server is a
+real `ccerx serve` subprocess (the start_serve fixture).
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from itertools import islice
+from pathlib import Path
+
+import orjson
+import pytest
+
+from ccerx.scripts.ccerx import main
+from tests.serve_process import REPO
+
+SAMPLES = REPO / "samples"
+
+
+def run(capsys, *argv):
+    """(exit status, stdout, stderr) of `ccerx ARGV...`; a usage error's SystemExit counts as
+    its exit status."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as stop:
+        code = stop.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def aligned(lines, header_word, column):
+    """Whether the right-aligned column whose header ends in `header_word` ends at the same
+    place in every row (`column`: the cell's index among the row's space-separated cells)."""
+    end = lines[0].index(header_word) + len(header_word)
+    for line in lines[1:]:
+        cell = line.split()[column]
+        start = end - len(cell)
+        if line[start:end] != cell or (start and line[start - 1] != " "):
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def ledger_db(tmp_path_factory):
+    """A ledger with a day of trades: the sample flow's first 3,000 commands, recovered."""
+    base = tmp_path_factory.mktemp("ledger")
+    flow = base / "flow.ndjson"
+    with open(SAMPLES / "sample-flow.ndjson", "rb") as f:
+        flow.write_bytes(b"".join(islice(f, 3000)))
+    assert main(["recover", "--data-dir", str(base / "data"), "--accounts",
+                 str(SAMPLES / "accounts.json"), "--feed", str(flow)]) == 0
+    return base / "data" / "ledger.sqlite"
+
+
+# ------------------------------------------------------------------------------ the front
+def test_version(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"ccerx {importlib.metadata.version('ccerx')}"
+
+
+def test_a_bad_flag_shows_the_subcommands_usage(capsys):
+    code, _, err = run(capsys, "operator", "state", "--bogus")
+    assert code == 2
+    assert "usage: ccerx operator state" in err and "unrecognized arguments: --bogus" in err
+    code, _, err = run(capsys, "ledger", "balances", "--db", "x", "--nope")
+    assert code == 2 and "usage: ccerx ledger balances" in err
+
+
+# ------------------------------------------------------------------------- missing folders
+def test_recover_refuses_a_missing_data_directory_and_creates_nothing(tmp_path, capsys):
+    typo = tmp_path / "dat"
+    code, _, err = run(capsys, "recover", "--data-dir", typo)
+    assert code == 2 and "no such data directory" in err and str(typo) in err
+    assert not typo.exists()
+    code, _, err = run(capsys, "recover", "--data-dir", tmp_path)     # a folder, no journal
+    assert code == 2 and "not a ccerx data directory" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_operator_names_a_missing_data_directory(tmp_path, capsys):
+    code, out, err = run(capsys, "operator", "--data-dir", tmp_path / "nope", "state")
+    assert code == 2 and out == ""
+    assert f"no such data directory: {tmp_path / 'nope'}" in err
+    assert not (tmp_path / "nope").exists()
+
+
+def test_ledger_consume_refuses_a_missing_directory(tmp_path, capsys):
+    code, _, err = run(capsys, "ledger", "consume", "--db", tmp_path / "nope" / "l.sqlite",
+                       "--exit-when-idle", "0.1")
+    assert code == 2 and "no such directory" in err
+    assert not (tmp_path / "nope").exists()
+
+
+# ---------------------------------------------------------------------------------- ledger
+def test_ledger_balances_of_an_unknown_account(ledger_db, capsys):
+    code, out, err = run(capsys, "ledger", "balances", "--db", ledger_db, "--account", "NOPE")
+    assert code == 1 and out == "" and "unknown account 'NOPE'" in err
+
+
+def test_ledger_statement_validates_date_and_account(ledger_db, capsys):
+    for bad in ("2024-13-40", "2024-1-2", "yesterday"):
+        code, out, err = run(capsys, "ledger", "statement", "--db", ledger_db, "--date", bad)
+        assert code == 2 and out == "" and "YYYY-MM-DD" in err and bad in err
+    code, out, err = run(capsys, "ledger", "statement", "--db", ledger_db, "--account", "NOPE")
+    assert code == 1 and "unknown account NOPE" in err
+
+
+def test_ledger_statement_is_a_table_and_json_on_request(ledger_db, capsys):
+    code, out, _ = run(capsys, "ledger", "statement", "--db", ledger_db, "--account", "ACC0001")
+    assert code == 0
+    assert "{" not in out and "'" not in out             # no Python dicts
+    lines = out.splitlines()
+    assert lines[1].startswith("   opening cash ") and "CCER-AFF " in lines[1]
+    head = lines[2].split()
+    assert head[:4] == ["trade", "side", "credit", "type"]
+    assert aligned(lines[2:-1], "gross CNY", 5) and aligned(lines[2:-1], "qty t", 3)
+    code, out, _ = run(capsys, "ledger", "statement", "--db", ledger_db, "--account", "ACC0001",
+                       "--json")
+    [statement] = json.loads(out)
+    assert statement["account"] == "ACC0001" and statement["trades"]
+
+
+def test_ledger_balances_table(ledger_db, capsys):
+    code, out, _ = run(capsys, "ledger", "balances", "--db", ledger_db)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["account", "cash", "CNY"]
+    assert aligned([lines[0]] + [l for l in lines[1:] if l.startswith("ACC")], "CNY", 1)
+
+
+def test_ledger_check_counts_in_the_singular(tmp_path, capsys):
+    from ccerx.engine.ledger.sqlite import SqliteLedger
+    from tests.unit.ledger_contract import OPENING, instruction
+    ledger = SqliteLedger(tmp_path / "one.sqlite")
+    ledger.open_accounts(OPENING)
+    ledger.deliver([instruction(1)])
+    ledger.close()
+    code, out, _ = run(capsys, "ledger", "check", "--db", tmp_path / "one.sqlite")
+    assert code == 0 and out.startswith("ok: 1 settlement,")
+
+
+# -------------------------------------------------------------------------------- operator
+def test_operator_state_and_accounts_are_tables_json_on_request(tmp_path, start_serve, capsys):
+    server = start_serve("--data-dir", str(tmp_path / "data"))
+    data = tmp_path / "data"
+    code, out, _ = run(capsys, "operator", "state", "--data-dir", data)    # option after
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("trading open")
+    assert lines[1].split()[:3] == ["credit", "type", "reference"]
+    assert {line.split()[0] for line in lines[2:]} == {"CCER-AFF", "CCER-SOL", "CCER-OWF",
+                                                       "CCER-MGV"}
+    code, out, _ = run(capsys, "operator", "--control", server.control, "accounts")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["account", "type", "member"]
+    assert "100,000,000.00" in out and aligned(lines, "cash CNY", 3)
+    code, out, _ = run(capsys, "operator", "accounts", "--json", "--control", server.control)
+    assert code == 0 and set(orjson.loads(out)["accounts"]) == {"EMIT01", "EMIT02", "HOLD01",
+                                                                "HOLD02"}
+    code, out, _ = run(capsys, "operator", "--json", "--data-dir", data, "state")
+    assert code == 0 and orjson.loads(out)["state"]["trading_open"] is True
