@@ -17,6 +17,8 @@ import pytest
 
 from ccerx.gateway.server import GatewayServer, conformance_session
 
+pytestmark = pytest.mark.slow   # a long suite: CI runs it; -m "not slow" skips it
+
 REPO = Path(__file__).resolve().parents[2]
 SUITE = REPO.parent / "shared" / "fix-acceptance"
 

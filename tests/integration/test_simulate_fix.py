@@ -13,6 +13,8 @@ from ccerx.scripts.simulate.fixvenue import FixUnavailable, FixVenue, gateway_co
 from ccerx.scripts.simulate.run import Session
 from ccerx.scripts.simulate.scenario import load_scenario
 
+pytestmark = pytest.mark.slow   # a long suite: CI runs it; -m "not slow" skips it
+
 SMALL = {"agents": {"emitters": 16, "project_owners": 4, "market_makers": 4, "noise_traders": 20},
          "issuance": [{"day": 1, "instrument": "CCER-OWF", "qty": 30_000},
                       {"day": 2, "instrument": "CCER-MGV", "qty": 20_000}]}

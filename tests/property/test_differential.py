@@ -7,6 +7,8 @@ engine's own invariant check (`Exchange.check`) must pass.
 """
 from __future__ import annotations
 
+import pytest
+
 from hypothesis import given, settings
 
 from ccerx.engine.core.events import DepositRejected, OrderRejected
@@ -15,6 +17,8 @@ from tests.property.command_streams import iter_commands, scaled, streams
 
 
 from tests.reference_model import ReferenceExchange
+
+pytestmark = pytest.mark.slow   # a long suite: CI runs it; -m "not slow" skips it
 
 
 def comparable(events):
