@@ -217,18 +217,18 @@ class DurableExchange:
             ledger = SqliteLedger(self.data_dir / "ledger.sqlite")
         if ledger is not None:
             self.ledger = ledger
-            if hasattr(ledger, "open_accounts"):
+            if ledger.keeps_accounts:
                 rows = orjson.loads((self.data_dir / OPENING).read_bytes())["accounts"]
                 ledger.open_accounts([tuple(r) for r in rows])
             adapters = {"ledger": ledger, **adapters}
         for name, adapter in adapters.items():
-            statements = name == "ledger" and hasattr(adapter, "close_statements")
+            statements = name == "ledger" and adapter.keeps_accounts
             self.relays[name] = Relay(name, self.outbox, adapter,
                                       self.data_dir / f"cursor-{name}.json", relay_batch,
                                       on_confirm=self._on_confirm if statements
                                       else self._trim_outbox,
                                       on_idle=self._write_statements if statements else None)
-        if self.ledger is None or not hasattr(self.ledger, "close_statements"):
+        if self.ledger is None or not self.ledger.keeps_accounts:
             self._eod_marks.clear()
         for name, relay in self.relays.items():
             report.pending[name] = max(0, report.last_instruction - relay.cursor.value)

@@ -7,7 +7,7 @@ Adapters therefore apply by instruction id: delivering twice must change nothing
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Iterable, Protocol, Sequence
 
 from ccerx.engine.durable.settlement import Instruction
 
@@ -18,10 +18,25 @@ class LedgerRejected(Exception):
 
 
 class LedgerAdapter(Protocol):
+    """What every adapter declares and does. `keeps_accounts` is a declared capability, read
+    by the durable exchange (never probed with hasattr): True for a ledger of record (it is
+    opened with the exchange's opening balances and writes the end-of-day statements: see
+    AccountLedger), False for a transport such as MQTT."""
     name: str
+    keeps_accounts: bool
 
     def deliver(self, instructions: Sequence[Instruction]) -> None:
         """Apply or transmit, durably, in order; return only when confirmed, else raise."""
 
     def close(self) -> None:
         """Release connections and threads."""
+
+
+class AccountLedger(LedgerAdapter, Protocol):
+    """A ledger of record (`keeps_accounts = True`): SQLite, PostgreSQL."""
+
+    def open_accounts(self, opening: Iterable[tuple[str, int, dict]]) -> int:
+        """Post the opening balances (account, cash fen, credits) once; returns rows posted."""
+
+    def close_statements(self, trade_date: str, upto_seq: int) -> list[dict]:
+        """Per-account statements of the close covering instructions up to `upto_seq`."""

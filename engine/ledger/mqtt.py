@@ -82,6 +82,7 @@ class MqttPublisher:
     """Ledger adapter that publishes to an MQTT broker (see the module doc)."""
 
     name = "mqtt"
+    keeps_accounts = False    # a transport: the consumer's ledger keeps the accounts
 
     def __init__(self, host: str = "127.0.0.1", port: int = 1883, *,
                  client_id: Optional[str] = None, window: int = 64,

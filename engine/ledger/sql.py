@@ -105,6 +105,7 @@ class SqlLedger:
     `_lock` (an RLock serialising use of the connection across threads)."""
 
     name = "sql"
+    keeps_accounts = True     # a ledger of record: opening balances, statements
 
     # ---------------------------------------------------------------- to be provided
     def _tx(self):

@@ -134,8 +134,10 @@ class Twice:
 
     def __init__(self, inner):
         self.inner, self.name = inner, inner.name
-        if hasattr(inner, "open_accounts"):
+        self.keeps_accounts = inner.keeps_accounts
+        if inner.keeps_accounts:
             self.open_accounts = inner.open_accounts
+            self.close_statements = inner.close_statements
 
     def deliver(self, batch):
         self.inner.deliver(batch)

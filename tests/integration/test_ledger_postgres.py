@@ -69,7 +69,7 @@ def test_engine_settles_into_postgres(tmp_path, pg_ledger):
 
 
 def test_two_ledgers_in_one_database_do_not_collide(pg_ledger):
-    from ledger_contract import OPENING, instruction
+    from tests.unit.ledger_contract import OPENING, instruction
     other = postgres_ledger(f"t_{uuid.uuid4().hex[:12]}")
     try:
         pg_ledger.open_accounts(OPENING)

@@ -99,10 +99,12 @@ class FlakyLedger:
     AFTER the commit (the confirmation is lost, so the batch comes again)."""
 
     name = "flaky"
+    keeps_accounts = True
 
     def __init__(self, path):
         self.inner = SqliteLedger(path)
         self.open_accounts = self.inner.open_accounts
+        self.close_statements = self.inner.close_statements
         self.calls = 0
 
     def deliver(self, batch):
@@ -174,6 +176,7 @@ def test_relay_cursor_is_durable(tmp_path):
 
     class Recorder:
         name = "rec"
+        keeps_accounts = False
         got = []
 
         def deliver(self, batch):
