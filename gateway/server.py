@@ -36,7 +36,7 @@ from typing import Callable, Optional
 
 from ccerx.gateway.fix import codec
 from ccerx.gateway.fix.application import Application, FixMessage, Outbound, SessionKey
-from ccerx.gateway.fix.session import LOGON_TIMEOUT, Session
+from ccerx.gateway.fix.session import DEFAULT_HEARTBEAT_BOUNDS, LOGON_TIMEOUT, Session
 from ccerx.gateway.fix.store import FileStore, MemoryStore
 
 log = logging.getLogger("gateway.server")
@@ -58,6 +58,7 @@ class SessionSettings:
     heartbeat_interval: int = 30
     reset_on_logon: bool = False
     authenticate: Optional[Authenticator] = None
+    heartbeat_bounds: tuple[int, int] = DEFAULT_HEARTBEAT_BOUNDS   # HeartBtInt a Logon may ask
 
 
 def _store_name(key: SessionKey) -> str:
@@ -192,7 +193,8 @@ class GatewayServer:
             self.sessions[s.key] = Session(
                 s.key, s.application, store, heartbeat_interval=s.heartbeat_interval,
                 reset_on_logon=s.reset_on_logon, authenticate=s.authenticate,
-                router=self._route, max_message_size=max_message_size)
+                router=self._route, max_message_size=max_message_size,
+                heartbeat_bounds=s.heartbeat_bounds)
         self._attached: dict[Session, _Connection] = {}
         self._pending: set[_Connection] = set()
         self._dirty: set[Session] = set()

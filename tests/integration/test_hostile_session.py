@@ -61,3 +61,47 @@ def test_a_reset_logon_with_a_wrong_password_leaves_the_brokers_session_and_fill
     sync(b1, "after-resend")
     b1.logout()
     b2.logout()
+
+
+# ------------------------------------------------------------------ 6: no lockout by heartbeat
+@pytest.mark.parametrize("heartbeat", [0, 10**15])
+def test_a_logon_asking_for_no_or_endless_heartbeats_is_refused_with_the_bounds(start_serve, tmp_path,
+                                                                              heartbeat):
+    server = start_serve("--data-dir", str(tmp_path / "data"))
+    answer, text, _ = _intrude(server.port, "BROKER01", (98, 0), (108, heartbeat), (141, "Y"),
+                               (553, "BROKER01"), (554, "demo01"))
+    assert (answer, text) == ("5", "HeartBtInt (108) must be 1 to 300 seconds")
+    _log_on(Broker("BROKER01", server.port), "demo01", reset=True)
+
+
+def test_a_dead_connection_is_timed_out_and_the_broker_gets_back_in(start_serve, tmp_path):
+    server = start_serve("--data-dir", str(tmp_path / "data"))
+    dead = Broker("BROKER01", server.port)
+    _log_on(dead, "demo01", reset=True, heartbeat=1)     # then silence: a half-open connection
+    again = Broker("BROKER01", server.port)
+    again.connect()
+    again.send("A", (98, 0), (108, 30), (141, "Y"), (553, "BROKER01"), (554, "demo01"))
+    assert again.read() is None, "refused while the first connection holds the session"
+    again.close()
+    # the gateway tests the silent connection (TestRequest after 1.2 x HeartBtInt), then
+    # hangs up (2.4 x); the dead side never answers
+    test_request = dead.parser.get_message() or _read_raw(dead)
+    assert s(test_request, 35) in ("0", "1")
+    while _read_raw(dead) is not None:
+        pass
+    _log_on(Broker("BROKER01", server.port), "demo01", reset=True)
+
+
+def _read_raw(broker: Broker, timeout: float = 10):
+    """The next message without answering it (a dead broker), None when the gateway hangs up."""
+    import select
+    while True:
+        message = broker.parser.get_message()
+        if message is not None:
+            return message
+        ready, _, _ = select.select([broker.sock], [], [], timeout)
+        assert ready, "the gateway neither sent anything nor hung up"
+        data = broker.sock.recv(65536)
+        if not data:
+            return None
+        broker.parser.append_buffer(data)
