@@ -6,6 +6,12 @@ A TOML file (see DEMO_CONFIG below for the full shape):
     comp_id = "CCERX"              # our SenderCompID
     fee_rate = "0.006"             # optional, per side
     instruments = "instruments.toml"   # optional, relative to this file; default: the CCER set
+    message_rate = 2000            # optional: application messages a second per session
+                                   # (token bucket; 0 = unlimited); excess is rejected (35=j)
+    message_burst = 4000           # optional: messages a session may send at once
+    rate_logout_after_s = 10       # optional: a session over the rate this long is logged out
+    logon_backoff_ms = 1000        # optional: wait after a failed logon (per CompID and per
+    logon_backoff_max_ms = 60000   #   source address), doubled per failure up to this
 
     [[broker]]
     comp_id = "BROKER01"           # the broker's SenderCompID, also its member id
@@ -39,6 +45,7 @@ from ccerx.engine.core.types import ParticipantType, parse_decimal_units
 from ccerx.engine.formats.config import account_from_row
 
 from ccerx.gateway.fix.application import FixMessage, SessionKey
+from ccerx.gateway.limits import SessionLimits
 
 BEGIN_STRING = "FIX.4.4"
 TAG_USERNAME, TAG_PASSWORD = 553, 554
@@ -78,9 +85,12 @@ def _parse_hash(stored: str) -> tuple:
             return ("pbkdf2_sha256", iterations, bytes.fromhex(parts[2]), bytes.fromhex(parts[3]))
     except (ValueError, IndexError):
         pass
+    # never echo the value: it may be a plain-text password (startup errors reach logs)
+    kind = ("not a string" if not isinstance(stored, str) else "empty" if not stored
+            else "plain text or a malformed hash")
     raise ConfigError("password must be a hash 'scrypt$N$r$p$salt$hash' or "
-                      f"'pbkdf2_sha256$iterations$salt$hash' (made by `ccerx hash-password`), "
-                      f"not {'plain text' if stored and '$' not in str(stored) else repr(stored)[:40]}")
+                      "'pbkdf2_sha256$iterations$salt$hash' (made by `ccerx hash-password`); "
+                      f"this one is {kind} (its value is not shown)")
 
 
 def verify_password(password: str, stored: str) -> bool:
@@ -120,6 +130,7 @@ class GatewayConfig:
     fee_ppm: int = DEFAULT_FEE_PPM
     instruments_path: Optional[Path] = None
     source: str = "<demo>"
+    limits: SessionLimits = SessionLimits()
 
     def session_key(self, broker: str) -> SessionKey:
         return SessionKey(BEGIN_STRING, self.comp_id, broker)
@@ -200,7 +211,8 @@ class GatewayConfig:
             instruments_path = Path(gateway["instruments"])
             if base_dir is not None and not instruments_path.is_absolute():
                 instruments_path = base_dir / instruments_path
-        unknown = set(gateway) - {"comp_id", "fee_rate", "instruments"}
+        limits = _limits(gateway)
+        unknown = set(gateway) - {"comp_id", "fee_rate", "instruments", *_LIMIT_KEYS}
         if unknown:
             raise ConfigError(f"unknown key(s) in [gateway]: {sorted(unknown)}")
 
@@ -221,7 +233,29 @@ class GatewayConfig:
         unknown = set(data) - {"gateway", "broker"}
         if unknown:
             raise ConfigError(f"unknown table(s): {sorted(unknown)}")
-        return cls(comp_id, brokers, fee_ppm, instruments_path, source)
+        return cls(comp_id, brokers, fee_ppm, instruments_path, source, limits)
+
+
+# [gateway] key -> (lowest, highest) accepted; every one is an optional integer.
+_LIMIT_KEYS = {
+    "message_rate": (0, 1_000_000), "message_burst": (1, 10_000_000),
+    "rate_logout_after_s": (1, 86_400),
+    "logon_backoff_ms": (0, 3_600_000), "logon_backoff_max_ms": (0, 86_400_000),
+}
+
+
+def _limits(gateway: dict) -> SessionLimits:
+    values = {}
+    for name, (low, high) in _LIMIT_KEYS.items():
+        if name in gateway:
+            value = gateway[name]
+            if type(value) is not int or not low <= value <= high:
+                raise ConfigError(f"gateway.{name} must be an integer of {low}-{high}")
+            values[name] = value
+    limits = SessionLimits(**values)
+    if limits.logon_backoff_max_ms < limits.logon_backoff_ms:
+        raise ConfigError("gateway.logon_backoff_max_ms must be at least logon_backoff_ms")
+    return limits
 
 
 def _comp_id(value, label: str) -> str:

@@ -262,13 +262,30 @@ class ControlServer:
 
     # -------------------------------------------------------------- requests
     def execute(self, command) -> dict:
-        """Apply an accepted operator command; the response, once it is durable."""
+        """Apply an accepted operator command; the response, once it is durable.
+
+        Once the engine has applied it (its events exist), a failure of what follows (the FIX
+        messages, the commit, telling the brokers) is answered as what it is: applied, and
+        what failed, so the operator neither retries a halt nor believes a deposit lost. A
+        failure before that raises (respond answers "internal error")."""
         events: list = []
-        outbound = self.application.run_operator_command(command, events)
-        if self.commit is not None:
-            self.commit()
-        if outbound:
-            self.deliver(outbound)
+        step = "turning its events into FIX messages"
+        try:
+            outbound = self.application.run_operator_command(command, events)
+            step = "making it durable (it holds in memory, but a crash now would lose it)"
+            if self.commit is not None:
+                self.commit()
+            step = "telling the brokers (it is applied and durable)"
+            if outbound:
+                self.deliver(outbound)
+        except Exception as err:
+            if not events:
+                raise
+            log.exception("operator command %r was applied, then %s failed", command, step)
+            response = answer(events, self.application.exchange.specs)
+            response.update(ok=False, applied=True,
+                            error=f"the command was applied, but {step} failed: {err}")
+            return response
         return answer(events, self.application.exchange.specs)
 
     def respond(self, item: Union[bytes, Refused]) -> bytes:
@@ -288,7 +305,8 @@ class ControlServer:
         else:
             try:
                 response = self.execute(item)
-                log.info("operator command %r %s", item, "applied" if response["ok"] else "rejected")
+                log.info("operator command %r %s", item, "applied" if response["ok"] else
+                         "applied, then failed" if response.get("applied") else "rejected")
             except Exception as err:
                 log.exception("operator command %r failed", item)
                 response = refusal(f"internal error, the command may not have been applied: {err}")

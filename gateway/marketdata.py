@@ -28,6 +28,7 @@ from ccerx.engine.core.events import TradeExecuted
 from ccerx.engine.core.types import PRICE_UNITS_PER_CNY, Side, format_units
 
 from ccerx.gateway.fix.application import FixMessage, Outbound, SessionKey
+from ccerx.gateway.fix.codec import declare_encoding, text_fields
 
 MD_REQ_ID, SUBSCRIPTION_REQUEST_TYPE, MARKET_DEPTH, MD_UPDATE_TYPE = 262, 263, 264, 265
 AGGREGATED_BOOK, NO_MD_ENTRY_TYPES, NO_MD_ENTRIES, MD_ENTRY_TYPE = 266, 267, 268, 269
@@ -260,7 +261,7 @@ class MarketData:
                          (LAST_FRAGMENT, "Y"), (NO_RELATED_SYM, str(len(symbols)))]
         for symbol in symbols:
             fields += _security_entry(specs[symbol])
-        return FixMessage(fields)
+        return FixMessage(declare_encoding(fields))
 
 
 def _security_entry(spec) -> list[tuple[int, str]]:
@@ -270,7 +271,7 @@ def _security_entry(spec) -> list[tuple[int, str]]:
     ref = spec.ticks_to_text(spec.ref_ticks)
     entry = [(SYMBOL, spec.symbol)]
     if spec.name:
-        entry.append((SECURITY_DESC, spec.name))
+        entry += text_fields(SECURITY_DESC, spec.name)
     attributes = (f"TickSize={tick}", f"RefPrice={ref}", f"PriceBandPct={band_pct}",
                   f"MaxOrderQty={spec.max_qty}")
     entry.append((NO_INSTR_ATTRIB, str(len(attributes))))
@@ -289,5 +290,5 @@ def _md_reject(req_id: str, reason: Optional[str], text: str) -> FixMessage:
     fields = [(35, "Y"), (MD_REQ_ID, req_id)]
     if reason is not None:
         fields.append((MD_REQ_REJ_REASON, reason))
-    fields.append((TEXT, text))
-    return FixMessage(fields)
+    fields += text_fields(TEXT, text)
+    return FixMessage(declare_encoding(fields))

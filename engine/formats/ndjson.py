@@ -22,7 +22,8 @@ from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrumen
 from ccerx.engine.core.events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, OrderAccepted,
                      OrderAmended, OrderCancelled, OrderRejected, TradeExecuted,
                      TradingStatusChanged)
-from ccerx.engine.core.types import CASH_ASSET, InstrumentSpec, format_fen, parse_cny_to_fen, price_field
+from ccerx.engine.core.types import (CASH_ASSET, InstrumentSpec, control_character, format_fen,
+                                     parse_cny_to_fen, price_field)
 
 _loads = orjson.loads
 
@@ -67,6 +68,10 @@ def parse_command(line: bytes | str):
                 or type(halt) is not bool or (halt and is_open)):
             return Malformed("status", None, "status needs \"open\": true|false, an optional "
                                              "note and, when closing, an optional \"halt\": true")
+        bad = control_character(note)
+        if bad is not None:
+            return Malformed("status", None, f"the note holds a control character ({bad!r}): a "
+                                             "note is one line of plain text, sent to every broker")
         return SetTradingStatus(is_open, note, ts, halt)
     if op == "deposit":
         return _deposit(obj, ts)
@@ -92,6 +97,11 @@ def _deposit(obj: dict, ts):
             return Malformed("deposit", _str_or_none(deposit_id),
                              "cash must be a decimal CNY string with at most 2 places, e.g. \"1000.00\"")
         return Deposit(deposit_id, obj.get("account"), CASH_ASSET, amount, ts)
+    if obj.get("instrument") == CASH_ASSET:   # qty would be read as fen: 1000000 -> 10,000.00
+        return Malformed("deposit", _str_or_none(deposit_id),
+                         f"{CASH_ASSET} is deposited as \"cash\": a decimal {CASH_ASSET} string, "
+                         f"e.g. \"cash\": \"1000000.00\" (not \"instrument\": \"{CASH_ASSET}\" "
+                         f"with \"qty\")")
     return Deposit(deposit_id, obj.get("account"), obj.get("instrument"), obj.get("qty"), ts)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Iterator, NamedTuple, Optional, Protocol
 
+from ccerx.gateway.fix.codec import redacted
+
 
 class SessionKey(NamedTuple):
     begin_string: str     # "FIX.4.4"
@@ -65,7 +67,7 @@ class FixMessage:
         return isinstance(other, FixMessage) and self.fields == other.fields
 
     def __repr__(self) -> str:
-        return "FixMessage(" + "|".join(f"{t}={v}" for t, v in self.fields) + ")"
+        return "FixMessage(" + "|".join(f"{t}={v}" for t, v in redacted(self.fields)) + ")"
 
 
 Outbound = tuple[SessionKey, FixMessage]

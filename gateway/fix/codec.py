@@ -249,6 +249,85 @@ def _parse_utc_timestamp(text: str) -> Optional[float]:
     return base + (int(frac) / 10 ** len(frac) if frac else 0.0)
 
 
+# Text that is not plain ASCII travels as FIX 4.4 prescribes: the encoded bytes in the
+# EncodedText-style data field that follows its length field, MessageEncoding (347) in the
+# header names the encoding, and the plain field carries an ASCII rendering for engines that
+# ignore the encoded one. plain tag -> (length tag, data tag).
+ENCODED_FIELDS = {58: (354, 355), 107: (350, 351)}   # Text, SecurityDesc
+MESSAGE_ENCODING = 347
+WIRE_ENCODING = "UTF-8"
+_ENCODED_DATA_TAGS = frozenset(data for _, data in ENCODED_FIELDS.values())
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def ascii_rendering(text: str) -> str:
+    """`text` as printable ASCII: control characters and non-ASCII as backslash escapes
+    (a SOH can never end a field early, whatever the text holds)."""
+    if text.isascii() and text.isprintable():
+        return text
+    shown = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    return shown.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def text_fields(tag: int, text: str) -> list[tuple[int, str]]:
+    """The fields that carry human text under `tag` (Text 58 or SecurityDesc 107).
+
+    Printable ASCII: the field alone. Anything else (Chinese, say): the field as an ASCII
+    rendering, then the encoded length and data fields holding the UTF-8 bytes (as latin-1
+    str, like every value here). A message holding these needs MessageEncoding in its header:
+    pass its fields through `declare_encoding`. Control characters are escaped in both forms.
+    """
+    if text.isascii() and text.isprintable():
+        return [(tag, text)]
+    length_tag, data_tag = ENCODED_FIELDS[tag]
+    data = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"),
+                        text).encode("utf-8")
+    return [(tag, ascii_rendering(text)), (length_tag, str(len(data))),
+            (data_tag, data.decode("latin-1"))]
+
+
+def declare_encoding(fields: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """`fields` plus MessageEncoding 347=UTF-8 (a header field: the session puts it in the
+    header) when an encoded data field is among them and 347 is not."""
+    tags = {tag for tag, _ in fields}
+    if tags & _ENCODED_DATA_TAGS and MESSAGE_ENCODING not in tags:
+        fields.append((MESSAGE_ENCODING, WIRE_ENCODING))
+    return fields
+
+
+def read_text(fields, tag: int = 58) -> Optional[str]:
+    """The human text of a received message under `tag` (Text or SecurityDesc): its encoded
+    form decoded when present (MessageEncoding 347, UTF-8 if absent), else the plain field."""
+    values = dict(reversed(list(fields)))
+    length_tag, data_tag = ENCODED_FIELDS[tag]
+    data = values.get(data_tag)
+    if data is not None:
+        encoding = values.get(MESSAGE_ENCODING) or WIRE_ENCODING
+        try:
+            return data.encode("latin-1").decode(encoding, "replace")
+        except (LookupError, UnicodeEncodeError):   # an unknown encoding, or not wire bytes
+            pass
+    return values.get(tag)
+
+
+# Fields whose values never appear in a log or an error message: every password field of the
+# FIX 4.4 dictionary (Password 554, NewPassword 925; a test checks the dictionary) and RawData
+# (96), which some venues use for logon credentials.
+SECRET_TAGS = frozenset((554, 925, 96))
+REDACTED = "***"
+# a secret tag's "tag=" not preceded by a digit, then its value up to the next SOH: also inside
+# a garbled frame whose SOH before the tag is missing (over-redacting a Text is harmless)
+_SECRET_VALUE = re.compile(r"(?<![0-9])(%s)=[^\x01]*" % "|".join(map(str, sorted(SECRET_TAGS))))
+
+
+def redacted(fields: Iterable[tuple[int, str]]) -> list[tuple[int, str]]:
+    """(tag, value) fields with the values of SECRET_TAGS replaced by ***."""
+    return [(tag, REDACTED if tag in SECRET_TAGS else value) for tag, value in fields]
+
+
 def pretty(raw: bytes) -> str:
-    """A frame for logs and error messages, SOH shown as |."""
-    return raw.decode("latin-1").replace("\x01", "|")
+    """A frame (or any bytes that claim to be one) for logs and error messages: SOH shown as
+    |, the values of SECRET_TAGS as ***, in a garbled frame too. Every log line that shows
+    received or sent bytes goes through here."""
+    text = _SECRET_VALUE.sub(r"\1=" + REDACTED, raw.decode("latin-1"))
+    return text.replace("\x01", "|")

@@ -50,6 +50,7 @@ from ccerx.engine.core.types import (CancelReason, DecimalFormatError, RejectRea
                           parse_decimal_units, price_field)
 
 from ccerx.gateway.fix.application import FixMessage, Outbound, SessionKey
+from ccerx.gateway.fix.codec import declare_encoding, text_fields
 from ccerx.gateway.marketdata import MarketData
 
 # FIX 4.4 tags used here
@@ -388,8 +389,8 @@ class ExchangeApplication:
                 "h", (TRAD_SES_REQ_ID, req_id), (TRADING_SESSION_ID, trading_session),
                 (TRAD_SES_STATUS, TRAD_SES_REQUEST_REJECTED),
                 (TRAD_SES_STATUS_REJ_REASON, UNKNOWN_TRADING_SESSION),
-                (TEXT, f"unknown TradingSessionID {trading_session[:32]!r}: the only trading "
-                       f"session is {CONTINUOUS}")))]
+                *text_fields(TEXT, f"unknown TradingSessionID {trading_session[:32]!r}: the "
+                                   f"only trading session is {CONTINUOUS}")))]
         text = None
         if subscription == UNSUBSCRIBE:
             text = (f"{self._status_text()}; every broker is sent every change of the trading "
@@ -565,7 +566,8 @@ class ExchangeApplication:
         if fee_fen is not None:
             f += [(COMMISSION, format_fen(fee_fen)), (COMM_TYPE, "3")]  # 3 = absolute, CNY
         if text:
-            f.append((TEXT, text))
+            f += text_fields(TEXT, text)
+            declare_encoding(f)
         return FixMessage(f)
 
     def _price_text(self, symbol: str, ticks: int) -> str:
@@ -609,8 +611,9 @@ class ExchangeApplication:
         if order is not None and order.account:
             f.append((ACCOUNT, order.account))
         f += [(TRANSACT_TIME, utc_timestamp(self.clock() if ts is None else ts)),
-              (CXL_REJ_RESPONSE_TO, response_to), (CXL_REJ_REASON, reason), (TEXT, text)]
-        return FixMessage(f)
+              (CXL_REJ_RESPONSE_TO, response_to), (CXL_REJ_REASON, reason),
+              *text_fields(TEXT, text)]
+        return FixMessage(declare_encoding(f))
 
     def _gateway_reject(self, order: OrderState, reason: str, text: str) -> list[Outbound]:
         order.done = REJECTED
@@ -668,8 +671,9 @@ def _status_message(is_open: bool, text: str, req_id: Optional[str] = None,
     TradSesStatus 2 open, 3 closed (by the schedule), 1 halted (by the operator)."""
     fields = [(TRAD_SES_REQ_ID, req_id)] if req_id else []
     status = TRAD_SES_OPEN if is_open else TRAD_SES_HALTED if halted else TRAD_SES_CLOSED
-    fields += [(TRADING_SESSION_ID, CONTINUOUS), (TRAD_SES_STATUS, status), (TEXT, text)]
-    return FixMessage.of("h", *fields)
+    fields += [(TRADING_SESSION_ID, CONTINUOUS), (TRAD_SES_STATUS, status),
+               *text_fields(TEXT, text)]
+    return FixMessage.of("h", *declare_encoding(fields))
 
 
 def business_reject(message: FixMessage, reason: str, text: str,
@@ -682,8 +686,8 @@ def business_reject(message: FixMessage, reason: str, text: str,
     ref_id = ref_id or message.get(CL_ORD_ID)
     if ref_id:
         f.append((BUSINESS_REJECT_REF_ID, ref_id))
-    f += [(BUSINESS_REJECT_REASON, reason), (TEXT, text)]
-    return FixMessage(f)
+    f += [(BUSINESS_REJECT_REASON, reason), *text_fields(TEXT, text)]
+    return FixMessage(declare_encoding(f))
 
 
 def _base36(n: int) -> str:
