@@ -68,6 +68,7 @@ def _stdout_closed() -> bool:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ccerx.engine.durable.exchange import RecoveryRefused
+    from ccerx.scripts.paths import os_error_text
     try:
         return args.run(args) or 0
     except (OSError, RecoveryRefused) as err:
@@ -77,7 +78,8 @@ def main(argv=None) -> int:
             return 0
         # files that cannot be read or written, a data directory that must not be recovered:
         # the user's to fix, so a clear line rather than a traceback
-        print(f"ccerx {args.command}: {err}", file=sys.stderr)
+        text = os_error_text(err) if isinstance(err, OSError) else str(err)
+        print(f"ccerx {args.command}: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

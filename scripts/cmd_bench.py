@@ -80,7 +80,8 @@ def run(args) -> int:
                     and isinstance(baseline["service_time"].get("latency_ns"), dict)):
                 raise ValueError("not a result.json written by `ccerx bench`")
         except (OSError, ValueError) as err:
-            print(f"ccerx bench: cannot read baseline {args.compare}: {err}", file=sys.stderr)
+            reason = err.strerror if isinstance(err, OSError) else err
+            print(f"ccerx bench: cannot read baseline {args.compare}: {reason}", file=sys.stderr)
             return 2
     if args.e2e:
         return _run_e2e(args)
@@ -108,7 +109,9 @@ def run(args) -> int:
 def _run(args):
     flow = Path(args.flow)
     if not (flow.is_file() or is_journal_path(flow)):
-        print(f"ccerx bench: no such file: {flow}", file=sys.stderr)
+        problem = (f"{flow} is a directory but not a data directory (no journal-*.log in it)"
+                   if flow.is_dir() else f"no such file: {flow}")
+        print(f"ccerx bench: {problem}", file=sys.stderr)
         return 2
     try:
         instruments = load_instruments(args.instruments)

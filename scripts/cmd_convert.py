@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ccerx.engine.formats.binary import binary_to_ndjson, count_rows, is_binary_path, ndjson_to_binary
 from ccerx.engine.formats.lobster import LobsterError, convert_lobster
+from ccerx.scripts.paths import input_file_problem, os_error_text
 from ccerx.scripts.progress import Progress
 
 
@@ -41,7 +42,8 @@ def run(args) -> int:
                                       orderbook=args.orderbook, price_map=args.price_map,
                                       date=args.date)
         except (LobsterError, OSError) as err:
-            print(f"ccerx convert: {err}", file=sys.stderr)
+            text = os_error_text(err) if isinstance(err, OSError) else err
+            print(f"ccerx convert: {text}", file=sys.stderr)
             return 2
         print(f"wrote {summary['commands']:,} commands to {args.paths[0]}: "
               + ", ".join(f"{k} {v:,}" for k, v in summary["counts"].items()))
@@ -53,8 +55,9 @@ def run(args) -> int:
         print("ccerx convert: expected IN OUT", file=sys.stderr)
         return 2
     src, dst = Path(args.paths[0]), Path(args.paths[1])
-    if not src.is_file():
-        print(f"ccerx convert: no such file: {src}", file=sys.stderr)
+    problem = input_file_problem(src)
+    if problem:
+        print(f"ccerx convert: {problem}", file=sys.stderr)
         return 2
     if is_binary_path(src) == is_binary_path(dst):
         print("ccerx convert: one side must be NDJSON and the other binary (.npz)",

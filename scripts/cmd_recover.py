@@ -64,7 +64,9 @@ def _not_a_data_dir(data_dir: Path, new: bool):
 def run(args) -> int:
     from ccerx.engine.formats.config import load_accounts, load_instruments
     from ccerx.engine.durable.exchange import DurableExchange
+    from ccerx.engine.core.commands import Malformed
     from ccerx.engine.formats.ndjson import parse_command
+    from ccerx.scripts.cmd_replay import report_malformed
     try:
         instruments = load_instruments(args.instruments)
         accounts = load_accounts(args.accounts) if args.accounts else None
@@ -91,16 +93,20 @@ def run(args) -> int:
         report.config_ignored = False   # nothing was given that could have been ignored
     print(str(report), file=sys.stderr)
     fed = 0
+    malformed: list = []
     try:
         if args.feed:
             with open(args.feed, "rb") as f:
-                lines = (line for line in f if line.strip())
+                lines = ((number, line) for number, line in enumerate(f, 1) if line.strip())
                 skip = report.last_seq
                 for _ in islice(lines, skip):
                     pass
                 batch = []
-                for line in lines:
-                    batch.append(parse_command(line))
+                for number, line in lines:
+                    command = parse_command(line)
+                    if type(command) is Malformed:
+                        malformed.append((number, command.text))
+                    batch.append(command)
                     if len(batch) >= args.batch:
                         ex.apply_many(batch)
                         fed += len(batch)
@@ -120,6 +126,8 @@ def run(args) -> int:
                    "state_hash": ex.state_hash()}
     finally:
         ex.close(settle_timeout=0)
+        if args.feed:
+            report_malformed("recover", Path(args.feed), malformed)
     if args.json:
         print(orjson.dumps(summary).decode())
     else:

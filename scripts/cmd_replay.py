@@ -8,10 +8,13 @@ import orjson
 
 from ccerx.engine.formats.config import load_accounts, load_instruments
 from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.core.commands import Malformed
 from ccerx.engine.formats.ndjson import books_to_json, encode_event, parse_command
 from ccerx.engine.replay import replay
 from ccerx.engine.formats.binary import flow_length, is_binary_path, iter_flow_commands
+from ccerx.scripts.paths import input_file_problem, output_file_problem
 from ccerx.scripts.progress import Progress
+from ccerx.scripts.tables import plural
 
 
 def add_parser(sub) -> None:
@@ -45,17 +48,38 @@ def count_lines(path: Path) -> int:
     return n
 
 
-def iter_ndjson(path: Path):
+def iter_ndjson(path: Path, malformed: list | None = None):
+    """The file's commands; with `malformed`, the (line number, reason) of every line that
+    is no command is appended to it (the engine rejects such a line in sequence, and its
+    reject names no line)."""
     with path.open("rb") as f:
-        for line in f:
+        for number, line in enumerate(f, 1):
             if line.strip():
-                yield parse_command(line)
+                command = parse_command(line)
+                if malformed is not None and type(command) is Malformed:
+                    malformed.append((number, command.text))
+                yield command
+
+
+def report_malformed(command: str, path: Path, malformed: list, shown: int = 5) -> None:
+    """On stderr: which lines of `path` were rejected as malformed, by line number."""
+    if not malformed:
+        return
+    lines = [f"ccerx {command}: {path}: {plural(len(malformed), 'malformed line')} "
+             f"(each rejected in sequence):"]
+    lines += [f"  line {number}: {text}" for number, text in malformed[:shown]]
+    if len(malformed) > shown:
+        lines.append(f"  ... and {len(malformed) - shown:,} more")
+    print("\n".join(lines), file=sys.stderr)
 
 
 def run(args) -> int:
     path = Path(args.commands)
-    if not path.is_file():
-        print(f"ccerx replay: no such file: {path}", file=sys.stderr)
+    problem = (input_file_problem(path)
+               or (args.events_out and output_file_problem(Path(args.events_out), "--events-out"))
+               or (args.book_out and output_file_problem(Path(args.book_out), "--book-out")))
+    if problem:
+        print(f"ccerx replay: {problem}", file=sys.stderr)
         return 2
     try:
         instruments = load_instruments(args.instruments)
@@ -75,8 +99,9 @@ def run(args) -> int:
     if events_file is not None:
         sink = events_sink(events_file.write, exchange.specs)
     progress = Progress("replay", total)
+    malformed: list = []
     try:
-        stats = replay(exchange, iter_flow_commands(path) if binary else iter_ndjson(path),
+        stats = replay(exchange, iter_flow_commands(path) if binary else iter_ndjson(path, malformed),
                        total=total, sink=sink,
                        progress=progress if total > 200_000 else None)
     finally:
@@ -85,8 +110,12 @@ def run(args) -> int:
             events_file.close()
     if args.book_out:
         Path(args.book_out).write_bytes(orjson.dumps(books_to_json(exchange), option=orjson.OPT_INDENT_2))
+    report_malformed("replay", path, malformed)
     summary = stats.summary()
     summary["state_hash"] = exchange.state_hash()
+    if not binary:   # (a binary flow's rows are not numbered here)
+        summary["malformed_lines"] = len(malformed)
+        summary["first_malformed_lines"] = [number for number, _ in malformed[:10]]
     if args.json:
         print(orjson.dumps(summary).decode())
     else:

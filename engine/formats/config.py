@@ -122,7 +122,8 @@ def accounts_from_json(data) -> Accounts:
 
 
 def load_accounts(path: str | Path) -> Accounts:
+    data = _load(path)            # its errors name the path already
     try:
-        return accounts_from_json(_load(path))
+        return accounts_from_json(data)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None

@@ -162,3 +162,48 @@ def test_operator_state_and_accounts_are_tables_json_on_request(tmp_path, start_
                                                                 "HOLD02"}
     code, out, _ = run(capsys, "operator", "--json", "--data-dir", data, "state")
     assert code == 0 and orjson.loads(out)["state"]["trading_open"] is True
+
+
+# ------------------------------------------------------------------------------ error nits
+def test_a_directory_is_named_a_directory_not_a_missing_file(tmp_path, capsys):
+    for argv in (["replay", tmp_path], ["convert", tmp_path, tmp_path / "x.npz"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and f"{tmp_path} is a directory" in err and "no such file" not in err
+    code, _, err = run(capsys, "bench", tmp_path)
+    assert code == 2 and "is a directory but not a data directory" in err
+
+
+def test_every_path_is_named_once(tmp_path, capsys):
+    flow = tmp_path / "flow.ndjson"
+    flow.write_text('{"op":"eod"}\n')
+    cases = [["replay", flow, "--accounts", tmp_path / "none.json"],
+             ["bench", "--compare", tmp_path / "none.json", "--result", tmp_path / "r.json"],
+             ["convert", "--from-lobster", tmp_path / "none.csv", "--instrument", "CCER-AFF",
+              tmp_path / "out.ndjson"]]
+    for argv in cases:
+        code, _, err = run(capsys, *argv)
+        assert code == 2, argv
+        assert err.count("none.") == 1 and "Errno" not in err, err
+
+
+def test_an_unwritable_events_out_is_a_clear_error_and_nothing_runs(tmp_path, capsys):
+    flow = tmp_path / "flow.ndjson"
+    flow.write_text('{"op":"eod"}\n')
+    target = tmp_path / "missing" / "events.ndjson"
+    code, out, err = run(capsys, "replay", flow, "--events-out", target)
+    assert code == 2 and out == ""
+    assert err.strip() == (f"ccerx replay: cannot write --events-out {target}: No such file or "
+                           f"directory (there is no folder {target.parent})")
+
+
+def test_malformed_lines_are_reported_with_their_line_numbers(tmp_path, capsys):
+    flow = tmp_path / "flow.ndjson"
+    flow.write_text('{"op":"eod"}\n\nnot json\n{"op":"eod"}\n[1]\n')
+    code, out, err = run(capsys, "replay", flow, "--json")
+    assert code == 0
+    assert "line 3: line is not valid JSON" in err and "line 5: line is not a JSON object" in err
+    summary = json.loads(out)
+    assert (summary["malformed_lines"], summary["first_malformed_lines"]) == (2, [3, 5])
+    code, _, err = run(capsys, "recover", "--data-dir", tmp_path / "data", "--accounts",
+                       SAMPLES / "accounts.json", "--feed", flow, "--no-ledger")
+    assert code == 0 and "line 3: line is not valid JSON" in err
