@@ -21,13 +21,14 @@ from typing import Iterable, Optional
 from ccerx.engine.core.book import Book, Order
 from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
                        NewOrder, SetTradingStatus)
-from ccerx.engine.core.events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, OrderAccepted,
-                     OrderAmended, OrderCancelled, OrderRejected, TradeExecuted,
-                     TradingStatusChanged)
-from ccerx.engine.core.risk import DEFAULT_FEE_PPM, Accounts, fee_fen
+from ccerx.engine.core.events import (DayClosed, Deposited, DepositRejected, InstrumentDefined,
+                                     OrderAccepted, OrderAmended, OrderRejected,
+                                     TradingStatusChanged)
+from ccerx.engine.core.matching import Matching
+from ccerx.engine.core.risk import DEFAULT_FEE_PPM, Accounts, Refused
 from ccerx.engine.core.types import (CASH_ASSET, DEFAULT_INSTRUMENTS, MAX_DEPOSIT, ORDER_TYPES, SIDES, TIFS,
                     CancelReason, InstrumentSpec, OrderType, PriceError, RejectReason as R, Side,
-                    TimeInForce, format_fen)
+                    TimeInForce)
 
 BUY, SELL = Side.BUY, Side.SELL
 LIMIT, MARKET = OrderType.LIMIT, OrderType.MARKET
@@ -36,14 +37,10 @@ MAX_ID_LEN = 64
 _tuple_new = tuple.__new__  # builds an event NamedTuple without its Python-level __new__
 
 
-class _Reject(Exception):
-    """Internal control flow only: a validation step found a bad field."""
+class Exchange(Matching):
+    """Routes commands, validates them and sequences events; matching is `Matching`
+    (matching.py), reservations and settlement of trades are `Accounts` (risk.py)."""
 
-    def __init__(self, reason: R, text: str):
-        self.reason, self.text = reason, text
-
-
-class Exchange:
     def __init__(self, instruments: Iterable[InstrumentSpec] = DEFAULT_INSTRUMENTS,
                  accounts: Optional[Accounts] = None, fee_ppm: Optional[int] = None):
         self.specs: dict[str, InstrumentSpec] = {}
@@ -96,15 +93,15 @@ class Exchange:
     def _limit_ticks(self, spec: InstrumentSpec, price_units) -> int:
         if type(price_units) is not int:
             if type(price_units) is PriceError:
-                raise _Reject(price_units.reason, price_units.text)
-            raise _Reject(R.INVALID_PRICE, "a limit order needs a price")
+                raise Refused(price_units.reason, price_units.text)
+            raise Refused(R.INVALID_PRICE, "a limit order needs a price")
         if price_units <= 0:
-            raise _Reject(R.INVALID_PRICE, "limit price must be positive")
+            raise Refused(R.INVALID_PRICE, "limit price must be positive")
         ticks, off = divmod(price_units, spec.tick_units)
         if off:
-            raise _Reject(R.OFF_TICK, f"price is not a multiple of the tick {spec.ticks_to_text(1)}")
+            raise Refused(R.OFF_TICK, f"price is not a multiple of the tick {spec.ticks_to_text(1)}")
         if not spec.min_ticks <= ticks <= spec.max_ticks:
-            raise _Reject(R.PRICE_OUT_OF_BAND,
+            raise Refused(R.PRICE_OUT_OF_BAND,
                           f"price outside the daily band {spec.ticks_to_text(spec.min_ticks)}"
                           f"-{spec.ticks_to_text(spec.max_ticks)}")
         return ticks
@@ -112,11 +109,11 @@ class Exchange:
     @staticmethod
     def _check_qty(spec: InstrumentSpec, qty) -> int:
         if type(qty) is not int or qty <= 0:
-            raise _Reject(R.INVALID_QTY, "quantity must be a positive whole number of tonnes")
+            raise Refused(R.INVALID_QTY, "quantity must be a positive whole number of tonnes")
         if qty % spec.lot:
-            raise _Reject(R.INVALID_QTY, f"quantity must be a multiple of the lot ({spec.lot} t)")
+            raise Refused(R.INVALID_QTY, f"quantity must be a multiple of the lot ({spec.lot} t)")
         if qty > spec.max_qty:
-            raise _Reject(R.QTY_ABOVE_MAX, f"quantity above the maximum of {spec.max_qty} t")
+            raise Refused(R.QTY_ABOVE_MAX, f"quantity above the maximum of {spec.max_qty} t")
         return qty
 
     def _find_resting(self, order_id) -> tuple[Book, Order] | tuple[None, None]:
@@ -160,13 +157,13 @@ class Exchange:
         else:
             try:
                 price = self._validate_new(cmd, spec, side, order_type, tif)
-            except _Reject as bad:
+            except Refused as bad:
                 return self._reject(out, ts, "new", order_id, bad.reason, bad.text, owner)
         order = Order(order_id, account, side, price, qty, owner)
         if self.accounts is not None:
             try:
-                self._reserve_new(order, spec)
-            except _Reject as bad:
+                self.accounts.reserve_new(order, spec, self.fee_ppm)
+            except Refused as bad:
                 return self._reject(out, ts, "new", order_id, bad.reason, bad.text, owner)
 
         symbol = spec.symbol
@@ -193,174 +190,25 @@ class Exchange:
         """The slow path of `_new`: find the first bad field and say what is wrong with it."""
         account = cmd.account
         if type(account) is not str or not account or len(account) > MAX_ID_LEN:
-            raise _Reject(R.MALFORMED, "account must be a non-empty string")
+            raise Refused(R.MALFORMED, "account must be a non-empty string")
         if spec is None:
-            raise _Reject(R.UNKNOWN_INSTRUMENT, f"unknown instrument {str(cmd.instrument)[:40]!r}")
+            raise Refused(R.UNKNOWN_INSTRUMENT, f"unknown instrument {str(cmd.instrument)[:40]!r}")
         if side is None:
-            raise _Reject(R.INVALID_SIDE, "side must be 'buy' or 'sell'")
+            raise Refused(R.INVALID_SIDE, "side must be 'buy' or 'sell'")
         if order_type is None:
-            raise _Reject(R.INVALID_TYPE, "type must be 'limit' or 'market'")
+            raise Refused(R.INVALID_TYPE, "type must be 'limit' or 'market'")
         if tif is None:
-            raise _Reject(R.INVALID_TIF, "tif must be 'day', 'ioc' or 'fok'")
+            raise Refused(R.INVALID_TIF, "tif must be 'day', 'ioc' or 'fok'")
         if order_type is LIMIT:
             price = self._limit_ticks(spec, cmd.price_units)
         else:
             if tif is DAY:
-                raise _Reject(R.INVALID_TIF, "a market order cannot be a day order")
+                raise Refused(R.INVALID_TIF, "a market order cannot be a day order")
             if cmd.price_units is not None:
-                raise _Reject(R.INVALID_PRICE, "a market order carries no price")
+                raise Refused(R.INVALID_PRICE, "a market order carries no price")
             price = None
         self._check_qty(spec, cmd.qty)
         return price
-
-    def _reserve_new(self, order: Order, spec: InstrumentSpec) -> None:
-        account = self.accounts.get(order.account)
-        if account is None:
-            raise _Reject(R.UNKNOWN_ACCOUNT, f"unknown account {order.account!r}")
-        if order.side is BUY:
-            need = self._cash_needed(spec, order.price, order.open_qty)
-            if need > account.cash - account.cash_reserved:
-                raise _Reject(R.INSUFFICIENT_FUNDS,
-                              f"needs {format_fen(need)} CNY incl. fee, "
-                              f"{format_fen(account.cash - account.cash_reserved)} CNY available")
-            account.cash_reserved += need
-        else:
-            need = order.open_qty
-            if need > account.credits_sellable(spec.symbol):
-                raise _Reject(R.INSUFFICIENT_CREDITS,
-                              f"needs {need} t of {spec.symbol}, "
-                              f"{account.credits_sellable(spec.symbol)} t sellable")
-            reserved = account.credits_reserved
-            reserved[spec.symbol] = reserved.get(spec.symbol, 0) + need
-        order.reserved = need
-
-    def _cash_needed(self, spec: InstrumentSpec, price, qty: int) -> int:
-        """Cash to reserve for a buy of qty at limit `price` ticks (market: band top), fee incl."""
-        gross = (spec.max_ticks if price is None else price) * spec.tick_fen * qty
-        return gross + fee_fen(gross, self.fee_ppm)
-
-    def _release(self, order: Order, spec: InstrumentSpec) -> None:
-        if self.accounts is None or not order.reserved:
-            return
-        account = self.accounts.get(order.account)
-        if order.side is BUY:
-            account.cash_reserved -= order.reserved
-        else:
-            account.credits_reserved[spec.symbol] -= order.reserved
-        order.reserved = 0
-
-    def _finish(self, order: Order, spec, reason: CancelReason, out, ts) -> None:
-        """Cancel the unfilled rest of an order that is not (or no longer) resting."""
-        self.seq += 1
-        out.append(OrderCancelled(self.seq, ts, order.order_id, order.account, spec.symbol,
-                                  order.side, reason, order.open_qty, order.filled_qty))
-        order.open_qty = 0
-        self._release(order, spec)
-
-    def _fillable(self, book: Book, taker: Order, limit) -> int:
-        """Quantity the taker could trade now, not counting its own account's orders."""
-        need, total, account = taker.open_qty, 0, taker.account
-        buying = taker.side is BUY
-        for level in book.opposite(taker.side).iter_levels():
-            if limit is not None and (level.price > limit if buying else level.price < limit):
-                break
-            maker = level.head
-            while maker is not None:
-                if maker.account != account:
-                    total += maker.open_qty
-                    if total >= need:
-                        return total
-                maker = maker.next
-        return total
-
-    # ------------------------------------------------------------------ matching
-    def _match(self, book: Book, spec: InstrumentSpec, taker: Order, limit, out, ts) -> None:
-        buying = taker.side is BUY
-        opposite = book.asks if buying else book.bids
-        keys, levels, sign = opposite.keys, opposite.levels, opposite.sign
-        account = taker.account
-        accounts = self.accounts
-        stats = self.day_stats[spec.symbol]
-        instrument = spec.symbol
-        fee_ppm = self.fee_ppm
-        tick_fen = spec.tick_fen
-        aggressor = taker.side
-        while taker.open_qty and keys:
-            price = keys[0] * sign
-            if limit is not None and (price > limit if buying else price < limit):
-                break
-            maker = levels[price].head
-            while maker is not None and taker.open_qty:
-                following = maker.next
-                if maker.account == account:
-                    self._cancel_resting(book, spec, maker, CancelReason.STP, out, ts)
-                    maker = following
-                    continue
-                qty = taker.open_qty if taker.open_qty < maker.open_qty else maker.open_qty
-                gross = price * tick_fen * qty
-                fee = fee_fen(gross, fee_ppm)
-                taker.open_qty -= qty
-                taker.filled_qty += qty
-                maker.filled_qty += qty
-                if maker.open_qty == qty:
-                    book.remove(maker)  # subtracts maker.open_qty from the level
-                    maker.open_qty = 0
-                else:
-                    maker.open_qty -= qty
-                    maker.level.total_qty -= qty
-                buy, sell = (taker, maker) if buying else (maker, taker)
-                if accounts is not None:
-                    self._settle(spec, buy, sell, qty, gross, fee)
-                stats[0] += qty
-                stats[1] += price * qty
-                stats[2] += 1
-                self.seq += 1
-                out.append(_tuple_new(TradeExecuted, (
-                    self.seq, ts, self.next_trade_id, instrument, price, qty, buy.order_id,
-                    sell.order_id, aggressor, buy.account, sell.account, fee, fee, buy.open_qty,
-                    sell.open_qty)))
-                self.next_trade_id += 1
-                if not maker.open_qty and maker.reserved:
-                    self._release(maker, spec)
-                maker = following
-
-    def _settle(self, spec, buy: Order, sell: Order, qty: int, gross: int, fee: int) -> None:
-        """Move cash and credits between the two accounts; charge both fees."""
-        accounts = self.accounts
-        symbol = spec.symbol
-        buyer, seller = accounts.get(buy.account), accounts.get(sell.account)
-        charge = gross + fee
-        buy.reserved -= charge
-        buyer.cash_reserved -= charge
-        buyer.cash -= charge
-        buyer.fees_paid += fee
-        buyer.credits[symbol] = buyer.credits.get(symbol, 0) + qty
-        buyer.bought_today[symbol] = buyer.bought_today.get(symbol, 0) + qty
-        # Re-size the buy's reservation to what its open quantity needs at its limit: a fill
-        # below the limit (or a fee rounded down) must not keep the saving locked. The need
-        # shrinks by at least the charge (floor fees are superadditive), so this never grows.
-        need = self._cash_needed(spec, buy.price, buy.open_qty) if buy.open_qty else 0
-        excess = buy.reserved - need
-        if excess:
-            buy.reserved = need
-            buyer.cash_reserved -= excess
-        sell.reserved -= qty
-        seller.credits_reserved[symbol] -= qty
-        seller.credits[symbol] -= qty
-        seller.cash += gross - fee
-        seller.fees_paid += fee
-        if excess < 0 or sell.reserved < 0:
-            raise AssertionError(f"reservation overdrawn on trade {buy.order_id}/{sell.order_id}")
-
-    def _cancel_resting(self, book, spec, order: Order, reason, out, ts) -> None:
-        cancelled = order.open_qty
-        book.remove(order)
-        order.open_qty = 0
-        self._release(order, spec)
-        self.seq += 1
-        out.append(_tuple_new(OrderCancelled, (self.seq, ts, order.order_id, order.account,
-                                               spec.symbol, order.side, reason, cancelled,
-                                               order.filled_qty)))
 
     # ------------------------------------------------------------------ cancel / amend
     def _cancel(self, cmd: CancelOrder, ts: int, out: list) -> None:
@@ -385,16 +233,16 @@ class Exchange:
         spec = self.specs[book.instrument]
         try:
             if cmd.price_units is None and cmd.qty is None:
-                raise _Reject(R.NOTHING_TO_AMEND, "amend needs a new price or quantity")
+                raise Refused(R.NOTHING_TO_AMEND, "amend needs a new price or quantity")
             price = order.price if cmd.price_units is None else self._limit_ticks(spec, cmd.price_units)
             qty = order.filled_qty + order.open_qty if cmd.qty is None else self._check_qty(spec, cmd.qty)
             if qty <= order.filled_qty:
-                raise _Reject(R.QTY_NOT_ABOVE_FILLED,
+                raise Refused(R.QTY_NOT_ABOVE_FILLED,
                               f"new quantity must exceed the {order.filled_qty} t already filled")
             open_qty = qty - order.filled_qty
             if self.accounts is not None:
-                self._re_reserve(order, spec, price, open_qty)
-        except _Reject as bad:
+                self.accounts.re_reserve(order, spec, price, open_qty, self.fee_ppm)
+        except Refused as bad:
             return self._reject(out, ts, "amend", order_id, bad.reason, bad.text, owner)
 
         keep = price == order.price and open_qty <= order.open_qty
@@ -412,25 +260,6 @@ class Exchange:
             book.add(order)
         elif order.reserved:
             self._release(order, spec)
-
-    def _re_reserve(self, order: Order, spec, price: int, open_qty: int) -> None:
-        """Resize the order's reservation for its amended price and open quantity."""
-        account = self.accounts.get(order.account)
-        if order.side is BUY:
-            need = self._cash_needed(spec, price, open_qty)
-            extra = need - order.reserved
-            if extra > account.cash - account.cash_reserved:
-                raise _Reject(R.INSUFFICIENT_FUNDS,
-                              f"amend needs {format_fen(extra)} CNY more, "
-                              f"{format_fen(account.cash - account.cash_reserved)} CNY available")
-            account.cash_reserved += extra
-        else:
-            need = open_qty
-            extra = need - order.reserved
-            if extra > account.credits_sellable(spec.symbol):
-                raise _Reject(R.INSUFFICIENT_CREDITS, "amend needs more sellable credits")
-            account.credits_reserved[spec.symbol] += extra
-        order.reserved = need
 
     # ------------------------------------------------------------------ session control
     def _define(self, cmd: DefineInstrument, ts: int, out: list) -> None:
@@ -528,15 +357,7 @@ class Exchange:
         assert ids <= self.seen_order_ids, "resting order whose id was never seen"
         if self.accounts is not None:
             self.accounts.check()
-            for account in self.accounts.by_id.values():
-                held_cash = sum(o.reserved for b in self.books.values() for o in b.orders.values()
-                                if o.account == account.account and o.side is BUY)
-                assert held_cash == account.cash_reserved, f"{account.account}: cash reservations"
-                for symbol, book in self.books.items():
-                    held = sum(o.reserved for o in book.orders.values()
-                               if o.account == account.account and o.side is SELL)
-                    assert held == account.credits_reserved.get(symbol, 0), \
-                        f"{account.account}: {symbol} credit reservations"
+            self.accounts.check_reservations(self.books)
 
     def snapshot_books(self) -> dict:
         return {symbol: book.snapshot() for symbol, book in self.books.items()}

@@ -12,9 +12,15 @@ floor of the sum, so an order never needs more than it reserved.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-from ccerx.engine.core.types import ParticipantType, format_fen
+from ccerx.engine.core.types import (InstrumentSpec, ParticipantType, RejectReason as R, Side,
+                                     format_fen)
+
+if TYPE_CHECKING:
+    from ccerx.engine.core.book import Order
+
+BUY = Side.BUY
 
 DEFAULT_FEE_PPM = 6_000  # the exchange's listed rate: 6 per mille of turnover per side
 PPM = 1_000_000
@@ -64,8 +70,23 @@ class Account:
                 "fees_paid": format_fen(self.fees_paid)}
 
 
+class Refused(Exception):
+    """Internal control flow of the exchange: a pre-trade check (or a field check) failed.
+    The exchange turns it into an OrderRejected value; it never leaves the core."""
+
+    def __init__(self, reason: R, text: str):
+        self.reason, self.text = reason, text
+
+
+def cash_needed(spec: InstrumentSpec, price, qty: int, fee_ppm: int) -> int:
+    """Cash to reserve for a buy of qty at limit `price` ticks (market: band top), fee incl."""
+    gross = (spec.max_ticks if price is None else price) * spec.tick_fen * qty
+    return gross + fee_fen(gross, fee_ppm)
+
+
 class Accounts:
-    """The account table the risk checks run against."""
+    """The account table the risk checks run against, and the reservations and settlement
+    of the trades the matcher makes (everything that moves an account's cash or credits)."""
 
     def __init__(self, accounts: Iterable[Account] = (), fee_ppm: int = DEFAULT_FEE_PPM):
         self.by_id: dict[str, Account] = {}
@@ -97,3 +118,95 @@ class Accounts:
             for k, v in a.credits.items():
                 credits[k] = credits.get(k, 0) + v
         return cash, credits
+
+    # ------------------------------------------------------------------ reservations
+    def reserve_new(self, order: "Order", spec: InstrumentSpec, fee_ppm: int) -> None:
+        """Hold what a new order may spend (raises Refused if the account cannot)."""
+        account = self.by_id.get(order.account)
+        if account is None:
+            raise Refused(R.UNKNOWN_ACCOUNT, f"unknown account {order.account!r}")
+        if order.side is BUY:
+            need = cash_needed(spec, order.price, order.open_qty, fee_ppm)
+            if need > account.cash - account.cash_reserved:
+                raise Refused(R.INSUFFICIENT_FUNDS,
+                              f"needs {format_fen(need)} CNY incl. fee, "
+                              f"{format_fen(account.cash - account.cash_reserved)} CNY available")
+            account.cash_reserved += need
+        else:
+            need = order.open_qty
+            if need > account.credits_sellable(spec.symbol):
+                raise Refused(R.INSUFFICIENT_CREDITS,
+                              f"needs {need} t of {spec.symbol}, "
+                              f"{account.credits_sellable(spec.symbol)} t sellable")
+            reserved = account.credits_reserved
+            reserved[spec.symbol] = reserved.get(spec.symbol, 0) + need
+        order.reserved = need
+
+    def re_reserve(self, order: "Order", spec: InstrumentSpec, price: int, open_qty: int,
+                   fee_ppm: int) -> None:
+        """Resize the order's reservation for its amended price and open quantity."""
+        account = self.by_id[order.account]
+        if order.side is BUY:
+            need = cash_needed(spec, price, open_qty, fee_ppm)
+            extra = need - order.reserved
+            if extra > account.cash - account.cash_reserved:
+                raise Refused(R.INSUFFICIENT_FUNDS,
+                              f"amend needs {format_fen(extra)} CNY more, "
+                              f"{format_fen(account.cash - account.cash_reserved)} CNY available")
+            account.cash_reserved += extra
+        else:
+            need = open_qty
+            extra = need - order.reserved
+            if extra > account.credits_sellable(spec.symbol):
+                raise Refused(R.INSUFFICIENT_CREDITS, "amend needs more sellable credits")
+            account.credits_reserved[spec.symbol] += extra
+        order.reserved = need
+
+    def release(self, order: "Order", spec: InstrumentSpec) -> None:
+        """Give back what an order that no longer rests still holds."""
+        account = self.by_id[order.account]
+        if order.side is BUY:
+            account.cash_reserved -= order.reserved
+        else:
+            account.credits_reserved[spec.symbol] -= order.reserved
+        order.reserved = 0
+
+    def settle(self, spec: InstrumentSpec, buy: "Order", sell: "Order", qty: int, gross: int,
+               fee: int, fee_ppm: int) -> None:
+        """Move cash and credits of one trade between the two accounts; charge both fees."""
+        symbol = spec.symbol
+        buyer, seller = self.by_id[buy.account], self.by_id[sell.account]
+        charge = gross + fee
+        buy.reserved -= charge
+        buyer.cash_reserved -= charge
+        buyer.cash -= charge
+        buyer.fees_paid += fee
+        buyer.credits[symbol] = buyer.credits.get(symbol, 0) + qty
+        buyer.bought_today[symbol] = buyer.bought_today.get(symbol, 0) + qty
+        # Re-size the buy's reservation to what its open quantity needs at its limit: a fill
+        # below the limit (or a fee rounded down) must not keep the saving locked. The need
+        # shrinks by at least the charge (floor fees are superadditive), so this never grows.
+        need = cash_needed(spec, buy.price, buy.open_qty, fee_ppm) if buy.open_qty else 0
+        excess = buy.reserved - need
+        if excess:
+            buy.reserved = need
+            buyer.cash_reserved -= excess
+        sell.reserved -= qty
+        seller.credits_reserved[symbol] -= qty
+        seller.credits[symbol] -= qty
+        seller.cash += gross - fee
+        seller.fees_paid += fee
+        if excess < 0 or sell.reserved < 0:
+            raise AssertionError(f"reservation overdrawn on trade {buy.order_id}/{sell.order_id}")
+
+    def check_reservations(self, books) -> None:
+        """Every account's reservations equal what its resting orders hold."""
+        for account in self.by_id.values():
+            held_cash = sum(o.reserved for b in books.values() for o in b.orders.values()
+                            if o.account == account.account and o.side is BUY)
+            assert held_cash == account.cash_reserved, f"{account.account}: cash reservations"
+            for symbol, book in books.items():
+                held = sum(o.reserved for o in book.orders.values()
+                           if o.account == account.account and o.side is not BUY)
+                assert held == account.credits_reserved.get(symbol, 0), \
+                    f"{account.account}: {symbol} credit reservations"

@@ -1,0 +1,115 @@
+"""Matching: strict price-time priority inside one instrument's book.
+
+Theory of operation. A taker that crosses walks the opposite side best level first and, in a
+level, oldest order first; every trade prints at the resting (maker) order's price and
+quantity min(taker open, maker open). Self-trade prevention: a resting order of the taker's
+own account is cancelled (reason stp) and matching goes on behind it. FOK asks
+`_fillable` first, which counts only other accounts' orders, so a short FOK changes nothing
+but its own accept and cancel.
+
+`Matching` is the matcher half of `Exchange` (a mixin: it reads the exchange's sequence
+counters, day statistics, accounts and fee rate, and appends events to the caller's list);
+validation and routing stay in exchange.py, and every move of cash or credits is
+`Accounts.settle`/`release` in risk.py.
+"""
+from __future__ import annotations
+
+from ccerx.engine.core.book import Book, Order
+from ccerx.engine.core.events import OrderCancelled, TradeExecuted
+from ccerx.engine.core.risk import fee_fen
+from ccerx.engine.core.types import CancelReason, InstrumentSpec, Side
+
+BUY = Side.BUY
+_tuple_new = tuple.__new__  # builds an event NamedTuple without its Python-level __new__
+
+
+class Matching:
+    __slots__ = ()
+
+    def _release(self, order: Order, spec: InstrumentSpec) -> None:
+        if self.accounts is not None and order.reserved:
+            self.accounts.release(order, spec)
+
+    def _finish(self, order: Order, spec, reason: CancelReason, out, ts) -> None:
+        """Cancel the unfilled rest of an order that is not (or no longer) resting."""
+        self.seq += 1
+        out.append(OrderCancelled(self.seq, ts, order.order_id, order.account, spec.symbol,
+                                  order.side, reason, order.open_qty, order.filled_qty))
+        order.open_qty = 0
+        self._release(order, spec)
+
+    def _fillable(self, book: Book, taker: Order, limit) -> int:
+        """Quantity the taker could trade now, not counting its own account's orders."""
+        need, total, account = taker.open_qty, 0, taker.account
+        buying = taker.side is BUY
+        for level in book.opposite(taker.side).iter_levels():
+            if limit is not None and (level.price > limit if buying else level.price < limit):
+                break
+            maker = level.head
+            while maker is not None:
+                if maker.account != account:
+                    total += maker.open_qty
+                    if total >= need:
+                        return total
+                maker = maker.next
+        return total
+
+    def _match(self, book: Book, spec: InstrumentSpec, taker: Order, limit, out, ts) -> None:
+        buying = taker.side is BUY
+        opposite = book.asks if buying else book.bids
+        keys, levels, sign = opposite.keys, opposite.levels, opposite.sign
+        account = taker.account
+        accounts = self.accounts
+        stats = self.day_stats[spec.symbol]
+        instrument = spec.symbol
+        fee_ppm = self.fee_ppm
+        tick_fen = spec.tick_fen
+        aggressor = taker.side
+        while taker.open_qty and keys:
+            price = keys[0] * sign
+            if limit is not None and (price > limit if buying else price < limit):
+                break
+            maker = levels[price].head
+            while maker is not None and taker.open_qty:
+                following = maker.next
+                if maker.account == account:
+                    self._cancel_resting(book, spec, maker, CancelReason.STP, out, ts)
+                    maker = following
+                    continue
+                qty = taker.open_qty if taker.open_qty < maker.open_qty else maker.open_qty
+                gross = price * tick_fen * qty
+                fee = fee_fen(gross, fee_ppm)
+                taker.open_qty -= qty
+                taker.filled_qty += qty
+                maker.filled_qty += qty
+                if maker.open_qty == qty:
+                    book.remove(maker)  # subtracts maker.open_qty from the level
+                    maker.open_qty = 0
+                else:
+                    maker.open_qty -= qty
+                    maker.level.total_qty -= qty
+                buy, sell = (taker, maker) if buying else (maker, taker)
+                if accounts is not None:
+                    accounts.settle(spec, buy, sell, qty, gross, fee, fee_ppm)
+                stats[0] += qty
+                stats[1] += price * qty
+                stats[2] += 1
+                self.seq += 1
+                out.append(_tuple_new(TradeExecuted, (
+                    self.seq, ts, self.next_trade_id, instrument, price, qty, buy.order_id,
+                    sell.order_id, aggressor, buy.account, sell.account, fee, fee, buy.open_qty,
+                    sell.open_qty)))
+                self.next_trade_id += 1
+                if not maker.open_qty and maker.reserved:
+                    self._release(maker, spec)
+                maker = following
+
+    def _cancel_resting(self, book, spec, order: Order, reason, out, ts) -> None:
+        cancelled = order.open_qty
+        book.remove(order)
+        order.open_qty = 0
+        self._release(order, spec)
+        self.seq += 1
+        out.append(_tuple_new(OrderCancelled, (self.seq, ts, order.order_id, order.account,
+                                               spec.symbol, order.side, reason, cancelled,
+                                               order.filled_qty)))
