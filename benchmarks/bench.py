@@ -468,8 +468,54 @@ def write_plots(result: dict, out_dir: Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------- regressions
+# Open-loop latency depends on the offered rate, and by default the rates derive from each
+# run's own closed-loop maximum (default_rates): two runs offer the same rate at different
+# loads, or different rates. Runs are therefore compared only at the same offered rate and
+# command count; `ccerx bench --compare` runs at the baseline's rates (open_loop_plan).
+def not_comparable(baseline: dict, current: dict) -> list[str]:
+    """Why `current` cannot be compared with `baseline` at all (empty when it can): another
+    flow, another part of it, or the collector set differently. `current` may be partial
+    (only "flow" and "gc"), so that a bench is refused before it runs."""
+    reasons = []
+    b_flow, c_flow = baseline.get("flow", {}), current.get("flow", {})
+    if b_flow.get("sha256") and c_flow.get("sha256") and b_flow["sha256"] != c_flow["sha256"]:
+        reasons.append(f"different flows: the baseline ran {b_flow.get('path')} (sha256 "
+                       f"{b_flow['sha256'][:12]}...), this run {c_flow.get('path')} (sha256 "
+                       f"{c_flow['sha256'][:12]}...)")
+    if "limit" in c_flow and b_flow.get("limit") != c_flow["limit"]:
+        reasons.append(f"different parts of the flow: the baseline used --limit "
+                       f"{b_flow.get('limit')}, this run --limit {c_flow['limit']}")
+    if "gc" in current and baseline.get("gc", "on") != current["gc"]:
+        reasons.append(f"the garbage collector was {baseline.get('gc', 'on')} in the baseline "
+                       f"and {current['gc']} in this run (--no-gc)")
+    return reasons
+
+
+def open_loop_plan(baseline: dict) -> tuple[list[float], Optional[int]]:
+    """The offered rates and commands per run of the baseline's open-loop runs, to run at."""
+    runs = baseline.get("open_loop", [])
+    return [r["offered_per_s"] for r in runs], (runs[0]["commands"] if runs else None)
+
+
+def uncompared_open_loop(baseline: dict, current: dict) -> list[str]:
+    """The baseline's open-loop runs that `current` has no run to compare with (same offered
+    rate, same number of commands), in words."""
+    have = {(r["offered_per_s"], r["commands"]) for r in current.get("open_loop", [])}
+    missing = [r for r in baseline.get("open_loop", [])
+               if (r["offered_per_s"], r["commands"]) not in have]
+    if not missing:
+        return []
+    ran = ", ".join(f"{r['offered_per_s']:,.0f}/s x {r['commands']:,}"
+                    for r in current.get("open_loop", [])) or "none"
+    return [f"open loop at {r['offered_per_s']:,.0f}/s x {r['commands']:,} commands not compared: "
+            f"this run has no run at that rate and length (it ran: {ran}); run `ccerx bench "
+            f"FLOW --compare BASELINE` without --rates to use the baseline's rates"
+            for r in missing]
+
+
 def compare(baseline: dict, current: dict, tolerance: float) -> list[str]:
-    """Problems of `current` against `baseline` (empty when within tolerance)."""
+    """Problems of `current` against `baseline` (empty when within tolerance). Open-loop
+    runs are compared only at the same offered rate and number of commands."""
     problems = []
     b_tp = baseline["closed_loop"]["commands_per_s"]
     c_tp = current["closed_loop"]["commands_per_s"]
@@ -481,9 +527,9 @@ def compare(baseline: dict, current: dict, tolerance: float) -> list[str]:
     if b99 and c99 is not None and c99 > b99 * (1 + tolerance):
         problems.append(f"service-time p99 grew {100 * (c99 / b99 - 1):.1f}%: {_us(c99)} us > "
                         f"{_us(b99)} us (tolerance {100 * tolerance:g}%)")
-    base_open = {r["offered_per_s"]: r for r in baseline.get("open_loop", [])}
+    base_open = {(r["offered_per_s"], r["commands"]): r for r in baseline.get("open_loop", [])}
     for r in current.get("open_loop", []):
-        b = base_open.get(r["offered_per_s"])
+        b = base_open.get((r["offered_per_s"], r["commands"]))
         if b is None:
             continue
         bp, cp = b["latency_ns"].get("p99"), r["latency_ns"].get("p99")

@@ -6,7 +6,9 @@ import sys
 from pathlib import Path
 
 from ccerx.engine.formats.binary import is_journal_path
-from ccerx.benchmarks.bench import BenchError, compare, format_table, run_bench, write_plots
+from ccerx.benchmarks.bench import (BenchError, compare, flow_digest, format_table,
+                                    not_comparable, open_loop_plan, run_bench,
+                                    uncompared_open_loop, write_plots)
 from ccerx.benchmarks.recorded_day import genesis
 from ccerx.engine.formats.config import load_accounts, load_instruments
 from ccerx.engine.core.exchange import Exchange
@@ -28,10 +30,11 @@ def add_parser(sub) -> None:
                    help="output directory (default bench-out)")
     p.add_argument("--rates", metavar="R1,R2,...",
                    help="offered rates for the open-loop runs, commands/s (default: 25, 50, 75 "
-                        "and 90%% of the measured closed-loop maximum)")
-    p.add_argument("--open-loop-commands", type=int, default=200_000, metavar="N",
-                   help="commands per open-loop run (the flow's first N; default 200000; "
-                        "0 = no open-loop runs)")
+                        "and 90%% of the measured closed-loop maximum; with --compare the "
+                        "baseline's rates, so that latencies are compared at the same rates)")
+    p.add_argument("--open-loop-commands", type=int, metavar="N",
+                   help="commands per open-loop run (the flow's first N; default 200000, with "
+                        "--compare the baseline's; 0 = no open-loop runs)")
     p.add_argument("--limit", type=int, metavar="N", help="use only the flow's first N commands")
     p.add_argument("--accounts", metavar="ACCOUNTS.json",
                    help="turn on pre-trade risk checks with this accounts file (a data "
@@ -41,7 +44,8 @@ def add_parser(sub) -> None:
                         "is refused)")
     p.add_argument("--compare", metavar="BASELINE.json",
                    help="fail (exit 1) if throughput drops or p99 grows beyond --tolerance "
-                        "against this earlier result.json")
+                        "against this earlier result.json (runs the open loop at its offered "
+                        "rates; refuses, exit 2, a baseline of another flow, --limit or --no-gc)")
     p.add_argument("--tolerance", type=float, default=0.20,
                    help="allowed relative regression for --compare (default 0.20 = 20%%)")
     p.add_argument("--result", metavar="RESULT.json",
@@ -92,10 +96,20 @@ def run(args) -> int:
             return 2
         result = json.loads(Path(args.result).read_text())
     else:
+        if baseline is not None:
+            refused = _not_comparable_before_running(args, baseline)
+            if refused is not None:
+                return refused
         result = _run(args)
         if isinstance(result, int):
             return result
     if baseline is not None:
+        reasons = not_comparable(baseline, result)
+        if reasons:
+            _print_not_comparable(args.compare, reasons)
+            return 2
+        for note in uncompared_open_loop(baseline, result):
+            print(f"note: {note}", file=sys.stderr)
         problems = compare(baseline, result, args.tolerance)
         if problems:
             print(f"REGRESSION against {args.compare}:", file=sys.stderr)
@@ -104,6 +118,35 @@ def run(args) -> int:
             return 1
         print(f"no regression against {args.compare} (tolerance {100 * args.tolerance:g}%)")
     return 0
+
+
+def _not_comparable_before_running(args, baseline):
+    """With --compare and a flow: refuse (2) a baseline this run could not be compared with,
+    before any work; otherwise run the open loop at the baseline's rates and length unless
+    the command line says otherwise."""
+    flow = Path(args.flow)
+    if not (flow.is_file() or is_journal_path(flow)):
+        return None                               # _run says what is wrong with it
+    reasons = not_comparable(baseline, {
+        "flow": {"path": str(flow), "sha256": flow_digest(flow), "limit": args.limit},
+        "gc": "off" if args.no_gc else "on"})
+    if reasons:
+        _print_not_comparable(args.compare, reasons)
+        return 2
+    rates, commands = open_loop_plan(baseline)
+    if args.rates is None and rates:
+        args.rates = ",".join(f"{r:g}" for r in rates)
+        if args.open_loop_commands is None:
+            args.open_loop_commands = commands
+        print(f"open loop at the baseline's offered rates: {args.rates.replace(',', ', ')} "
+              f"commands/s", file=sys.stderr)
+    return None
+
+
+def _print_not_comparable(baseline_path, reasons) -> None:
+    print(f"ccerx bench: not comparable with {baseline_path}:", file=sys.stderr)
+    for reason in reasons:
+        print(f"  - {reason}", file=sys.stderr)
 
 
 def _run(args):
@@ -153,7 +196,8 @@ def _run(args):
 
     try:
         result = run_bench(flow, make_exchange=make_exchange, limit=args.limit, rates=rates,
-                           open_loop_commands=args.open_loop_commands,
+                           open_loop_commands=(200_000 if args.open_loop_commands is None
+                                               else args.open_loop_commands),
                            progress_factory=progress_factory,
                            notes=notes,
                            collect_garbage=not args.no_gc)

@@ -207,3 +207,62 @@ def test_malformed_lines_are_reported_with_their_line_numbers(tmp_path, capsys):
     code, _, err = run(capsys, "recover", "--data-dir", tmp_path / "data", "--accounts",
                        SAMPLES / "accounts.json", "--feed", flow, "--no-ledger")
     assert code == 0 and "line 3: line is not valid JSON" in err
+
+
+# ---------------------------------------------------------------------------- bench compare
+@pytest.fixture(scope="module")
+def bench_flow(tmp_path_factory):
+    from ccerx.benchmarks.flows import write_flow
+    path = tmp_path_factory.mktemp("bench") / "flow.npz"
+    write_flow(path, 8, 3_000)
+    return path
+
+
+def test_bench_compare_runs_at_the_baselines_offered_rates(tmp_path, bench_flow, capsys):
+    base, again = tmp_path / "base", tmp_path / "again"
+    assert run(capsys, "bench", bench_flow, "--out", base, "--no-plots", "--rates",
+               "30000,45000", "--open-loop-commands", "1200")[0] == 0
+    # no --rates: by default they would derive from this run's own maximum
+    code, _, err = run(capsys, "bench", bench_flow, "--out", again, "--no-plots",
+                       "--compare", base / "result.json", "--tolerance", "100")
+    assert code == 0, err
+    assert "baseline's offered rates: 30000, 45000" in err
+    runs = json.loads((again / "result.json").read_text())["open_loop"]
+    assert [(r["offered_per_s"], r["commands"]) for r in runs] == [(30000.0, 1200),
+                                                                   (45000.0, 1200)]
+
+
+def test_bench_compare_says_what_it_did_not_compare(tmp_path, bench_flow, capsys):
+    from ccerx.benchmarks.bench import compare, uncompared_open_loop
+    base, other = tmp_path / "base", tmp_path / "other"
+    assert run(capsys, "bench", bench_flow, "--out", base, "--no-plots", "--rates", "30000",
+               "--open-loop-commands", "1000")[0] == 0
+    assert run(capsys, "bench", bench_flow, "--out", other, "--no-plots", "--rates", "20000",
+               "--open-loop-commands", "1000")[0] == 0
+    code, _, err = run(capsys, "bench", "--compare", base / "result.json", "--result",
+                       other / "result.json", "--tolerance", "100")
+    assert code == 0
+    assert "open loop at 30,000/s x 1,000 commands not compared" in err
+    # same rate, another length: not the same measurement either
+    b = json.loads((base / "result.json").read_text())
+    c = json.loads((base / "result.json").read_text())
+    c["open_loop"][0]["commands"] = 500
+    c["open_loop"][0]["latency_ns"]["p99"] = b["open_loop"][0]["latency_ns"]["p99"] * 100
+    assert not [p for p in compare(b, c, 0.2) if "open loop" in p]
+    assert uncompared_open_loop(b, c)
+
+
+def test_bench_compare_refuses_another_flow_before_running(tmp_path, bench_flow, capsys):
+    from ccerx.benchmarks.flows import write_flow
+    base = tmp_path / "base"
+    assert run(capsys, "bench", bench_flow, "--out", base, "--no-plots", "--rates", "30000",
+               "--open-loop-commands", "500")[0] == 0
+    other_flow = tmp_path / "other.npz"
+    write_flow(other_flow, 9, 3_000)
+    code, _, err = run(capsys, "bench", other_flow, "--out", tmp_path / "out", "--compare",
+                       base / "result.json")
+    assert code == 2 and "not comparable" in err and "different flows" in err
+    assert not (tmp_path / "out").exists()
+    code, _, err = run(capsys, "bench", bench_flow, "--out", tmp_path / "out", "--compare",
+                       base / "result.json", "--limit", "2000")
+    assert code == 2 and "--limit" in err and not (tmp_path / "out").exists()
