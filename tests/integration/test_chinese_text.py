@@ -1,16 +1,24 @@
-"""Chinese text end to end (issue 12 items 2 and 11): an operator's note in Chinese reaches
-every broker as FIX 4.4 EncodedText (355, with EncodedTextLen 354 and MessageEncoding 347 in
-the header; Text 58 an ASCII rendering), and brokers keep logging on and asking for the
-trading session status. A real `ccerx serve` process, the real control socket, simplefix
-brokers over real TCP.
+"""Chinese text end to end, operator input and passwords in logs (issue 12 items 2, 11, 8).
+
+An operator's note in Chinese reaches every broker as FIX 4.4 EncodedText (355, with
+EncodedTextLen 354 and MessageEncoding 347 in the header; Text 58 an ASCII rendering), and
+brokers keep logging on and asking for the trading session status; instrument names travel as
+EncodedSecurityDesc. Bad operator input is refused whole; passwords never reach the log. A real
+`ccerx serve` process, the real control socket, simplefix brokers over real TCP.
 """
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+
 import orjson
+import simplefix
 
 from ccerx.gateway.control import operator_request_sync
 from ccerx.scripts.ccerx import main as ccerx
 from tests.fixclient import Broker, s
+from tests.serve_process import REPO
 
 NOTE = "系统检查"
 
@@ -63,3 +71,107 @@ def test_a_halt_note_in_chinese_reaches_every_broker_and_logons_keep_working(
         b1.close()
         b2.close()
     assert "Traceback" not in server.log_text()
+
+
+def test_bad_operator_input_through_the_socket_is_refused_and_changes_nothing(
+        tmp_path, start_serve, capsys):
+    """Item 11 through the real control socket: a SOH in a note, full-width and Arabic-Indic
+    digits as cash, CNY given as instrument + qty. Each gets a clear refusal, nothing is applied
+    and no broker is told anything."""
+    server = start_serve("--data-dir", str(tmp_path / "data"))
+    b1 = Broker("BROKER01", server.port)
+    try:
+        assert s(b1.logon("demo01", reset=True), 35) == "A"
+        assert s(b1.expect("h"), 340) == "2"
+        [before] = operator_request_sync(server.control, [{"op": "accounts"}])
+        answers = operator_request_sync(server.control, [
+            {"op": "status", "open": False, "halt": True, "note": "halt\x0158=injected\x01"},
+            {"op": "deposit", "deposit_id": "F-1", "account": "EMIT01", "cash": "１００"},
+            {"op": "deposit", "deposit_id": "F-2", "account": "EMIT01", "cash": "١٠٠.٠٠"},
+            {"op": "deposit", "deposit_id": "F-3", "account": "EMIT01", "instrument": "CNY",
+             "qty": 1000000},
+            {"op": "state"}, {"op": "accounts"}])
+        assert [a["ok"] for a in answers] == [False] * 4 + [True, True]
+        assert "control character" in answers[0]["error"]
+        assert "cash must be" in answers[1]["error"] and "cash must be" in answers[2]["error"]
+        assert '"cash"' in answers[3]["error"]
+        assert answers[4]["state"]["trading_open"] is True
+        assert answers[5]["accounts"] == before["accounts"]
+        assert ccerx(["operator", "--control", str(server.control), "deposit", "EMIT01", "CNY",
+                      "１０００.００"]) == 1
+        assert "cash must be" in capsys.readouterr().out
+
+        b1.send("1", (112, "sync"))                       # nothing reached the broker
+        b1.expect("0", where=lambda m: s(m, 112) == "sync")
+        assert [s(m, 35) for m in b1.received[-1:]] == ["0"]
+        assert not [m for m in b1.received if s(m, 35) == "h" and s(m, 340) != "2"]
+    finally:
+        b1.close()
+
+
+def test_chinese_instrument_names_reach_brokers_as_encoded_security_desc(tmp_path, start_serve):
+    instruments = tmp_path / "instruments.json"
+    instruments.write_text(orjson.dumps({"instruments": [
+        {"symbol": "CCER-AFF", "name": "林业碳汇"}]}).decode(), encoding="utf-8")
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\ncomp_id = "CCERX"\ninstruments = "{instruments}"\n\n'
+                      '[[broker]]\ncomp_id = "BROKER01"\n', encoding="utf-8")
+    server = start_serve("--data-dir", str(tmp_path / "data"), "--config", str(config))
+    b1 = Broker("BROKER01", server.port)
+    try:
+        assert s(b1.logon("any", reset=True), 35) == "A"      # no password configured
+        b1.send("x", (320, "sl1"), (559, "0"), (55, "CCER-AFF"))
+        listing = b1.expect("y")
+        assert s(listing, 347) == "UTF-8" and s(listing, 107).isascii()
+        assert int(s(listing, 350)) == len(listing.get(351))
+        assert listing.get(351).decode("utf-8") == "林业碳汇"
+    finally:
+        b1.close()
+
+
+# ------------------------------------------------------------------ passwords in logs (item 8)
+SECRET = "hunter2-Secret"
+
+
+def _logon_bytes(password: str, msg_type: str = "A") -> bytes:
+    message = simplefix.FixMessage()
+    for tag, value in ((8, "FIX.4.4"), (35, msg_type), (49, "BROKER01"), (56, "CCERX"),
+                       (34, 1)):
+        message.append_pair(tag, value, header=True)
+    message.append_utc_timestamp(52, precision=3, header=True)
+    for tag, value in ((98, 0), (108, 30), (553, "BROKER01"), (554, password),
+                       (925, password + "-new")):
+        message.append_pair(tag, value)
+    return message.encode()
+
+
+def _send_until_closed(port: int, data: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        while sock.recv(65536):       # the server logs, then closes the connection
+            pass
+
+
+def test_logons_with_framing_errors_are_logged_without_their_password(tmp_path, start_serve):
+    server = start_serve("--data-dir", str(tmp_path / "data"), "--log-level", "info")
+    good = _logon_bytes(SECRET)
+    bad_checksum = good[:-4] + b"%03d\x01" % ((int(good[-4:-1]) + 1) % 256)
+    missing_soh = good.replace(b"\x01554=", b"X554=")         # garbled around the password
+    not_a_logon = _logon_bytes(SECRET, msg_type="D")
+    for data in (bad_checksum, missing_soh, not_a_logon):
+        _send_until_closed(server.port, data)
+    log = server.log_text()
+    assert log.count("garbled message") >= 2 and "first message is not a Logon" in log
+    assert "554=***" in log
+    assert SECRET not in log
+
+
+def test_a_plaintext_password_in_a_config_is_not_echoed_at_startup(tmp_path):
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\ncomp_id = "CCERX"\n\n[[broker]]\ncomp_id = "BROKER01"\n'
+                      f'password = "pa$${SECRET}"\n', encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "ccerx.scripts.ccerx", "serve", "--port", "0",
+                           "--data-dir", str(tmp_path / "data"), "--config", str(config)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "password" in done.stderr
+    assert SECRET not in done.stderr + done.stdout
