@@ -74,6 +74,11 @@ MAX_QUEUED = 10_000          # messages held while waiting for a resend
 # would let a silent connection hold the session forever and lock the broker's own
 # reconnect out; a Logon outside the bounds is refused with a Logout saying why.
 DEFAULT_HEARTBEAT_BOUNDS = (1, 300)
+# The largest sequence number accepted in MsgSeqNum, BeginSeqNo, EndSeqNo or NewSeqNo: far
+# beyond any real session, inside a signed 64-bit integer and the store's 20-digit field.
+# Above it a message gets a Reject 373=5 (value incorrect) and changes nothing.
+MAX_SEQ_NUM = 10**18 - 1
+_SEQ_NUM_TAGS = (34, 7, 16, 36)     # MsgSeqNum, BeginSeqNo, EndSeqNo, NewSeqNo
 
 Authenticator = Callable[[SessionKey, FixMessage], Optional[str]]
 Router = Callable[[list[Outbound]], None]
@@ -400,6 +405,12 @@ class Session:
             if self.logged_on:
                 self._send_logout()
             return False
+        for tag in _SEQ_NUM_TAGS:
+            value = header.get(tag)
+            if value is not None and int(value) > MAX_SEQ_NUM:
+                self._reject(msg, Reason.VALUE_IS_INCORRECT, tag,
+                             "sequence number above %d" % MAX_SEQ_NUM)
+                return False
         seq = int(header[34])
         expected = self.store.next_target
         if check_high and seq > expected:

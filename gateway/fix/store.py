@@ -14,7 +14,12 @@ what it missed by ResendRequest:
 
     <name>.body     the sent messages, appended raw
     <name>.index    one line "seq offset length" per message (rebuilt into arrays on open)
-    <name>.seqnums  "next_sender next_target", rewritten in place on flush
+    <name>.seqnums  "next_sender next_target", rewritten in place on flush: two 20-digit
+                    numbers, so every write is the same 42 bytes at offset 0 (one write()
+                    that a crash of the process cannot tear), and the file is truncated
+                    after it, so no earlier content can outlive it. A file that does not read
+                    back as two numbers stops the store from opening (StoreCorrupt): starting
+                    the session silently from 1/1 would make its stored messages unresendable.
 
 Writes go through buffered files and reach the operating system on flush(); with
 fsync=True flush() also fsyncs (survives a machine crash, at a cost per flush). The
@@ -28,6 +33,13 @@ from pathlib import Path
 from typing import Optional
 
 from ccerx.engine.durable.files import private_dir, private_opener
+
+
+SEQNUM_DIGITS = 20
+
+
+class StoreCorrupt(ValueError):
+    """A store file cannot be read back; the message names the file and what to do."""
 
 
 class MemoryStore:
@@ -84,9 +96,7 @@ class FileStore:
 
     def _load(self) -> None:
         if self._seq_path.exists():
-            parts = self._seq_path.read_text().split()
-            if len(parts) == 2:
-                self.next_sender, self.next_target = int(parts[0]), int(parts[1])
+            self.next_sender, self.next_target = self._read_seqnums()
         if self._index_path.exists():
             body_size = self._body_path.stat().st_size if self._body_path.exists() else 0
             with open(self._index_path, "rb") as fh:
@@ -103,6 +113,24 @@ class FileStore:
                         # they report, so they must not be resent; their numbers are reused
                         continue
                     self._put(seq, offset, length)
+
+    def _read_seqnums(self) -> tuple[int, int]:
+        data = self._seq_path.read_bytes()
+        if not data:
+            return 1, 1           # created, then a crash before the first flush wrote it
+        parts = data.split(b" ")
+        if (len(parts) == 2 and parts[1].endswith(b"\n") and parts[0].isdigit()
+                and parts[1][:-1].isdigit()
+                and all(0 < len(p.rstrip(b"\n")) <= SEQNUM_DIGITS for p in parts)):
+            numbers = int(parts[0]), int(parts[1])
+            if min(numbers) >= 1:
+                return numbers
+        raise StoreCorrupt(
+            f"{self._seq_path}: not two sequence numbers 'next_sender next_target' "
+            f"(it holds {data[:60]!r}{'...' if len(data) > 60 else ''}); refusing to start the "
+            f"session at 1/1, which would leave its stored messages unresendable. Restore the "
+            f"file, or write the right numbers into it, or delete {self.name}.seqnums, "
+            f".index and .body to start the session afresh")
 
     def _put(self, seq: int, offset: int, length: int) -> None:
         if not self._offsets:
@@ -168,9 +196,14 @@ class FileStore:
         if self._seqfile is None:
             self._seqfile = open(self._seq_path, "r+b" if self._seq_path.exists() else "w+b",
                                  opener=private_opener)
-        # fixed width, rewritten in place: one small write, never a torn number
+        # fixed width, rewritten in place: one small write, never a torn number; the session
+        # bounds sequence numbers far below 20 digits, so a wider one is a bug
+        line = b"%020d %020d\n" % seqnums
+        if len(line) != 2 * SEQNUM_DIGITS + 2:
+            raise ValueError(f"{self._seq_path}: sequence numbers {seqnums} do not fit the file")
         self._seqfile.seek(0)
-        self._seqfile.write(b"%020d %020d\n" % seqnums)
+        self._seqfile.write(line)
+        self._seqfile.truncate()
         self._seqfile.flush()
         if self.fsync:
             for fh in (self._body, self._index, self._seqfile):

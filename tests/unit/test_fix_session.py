@@ -323,6 +323,39 @@ def test_a_silent_connection_is_always_tested_then_timed_out(clock, heartbeat):
     assert t(logon, 35) == "A"
 
 
+HUGE = "1" + "0" * 24                                       # 10^24: 25 digits
+
+
+@pytest.mark.parametrize("msg_type, fields, tag, gap_fill", [
+    ("4", [(36, HUGE)], "36", False),                         # SequenceReset-Reset
+    ("4", [(123, "Y"), (36, HUGE)], "36", True),              # SequenceReset-GapFill
+    ("2", [(7, HUGE), (16, "0")], "7", False),                # ResendRequest
+    ("2", [(7, "1"), (16, HUGE)], "16", False),
+])
+def test_a_sequence_number_above_the_maximum_is_rejected_and_changes_nothing(
+        clock, tmp_path, msg_type, fields, tag, gap_fill):
+    store = FileStore(tmp_path, "s")
+    session, peer, _, _ = make(clock, store=store)
+    peer.logon()
+    before = (store.next_sender, store.next_target)
+    [rej] = peer.send(msg_type, *fields, seq=None if msg_type == "2" or gap_fill else 2)
+    assert (t(rej, 35), t(rej, 371), t(rej, 373)) == ("3", tag, "5")
+    assert store.next_target in (before[1], before[1] + 1)     # (a rejected message is used up)
+    assert session.logged_on
+    store.close()
+    reopened = FileStore(tmp_path, "s")
+    assert reopened.next_target == store.next_target
+    reopened.close()
+
+
+def test_a_msg_seq_num_above_the_maximum_is_rejected_not_queued(clock):
+    session, peer, _, _ = make(clock)
+    peer.logon()
+    [rej] = peer.send("0", seq=HUGE)
+    assert (t(rej, 35), t(rej, 371), t(rej, 373)) == ("3", "34", "5")
+    assert session.store.next_target == 2 and session._queue == {}
+
+
 # (fields of a NewOrderSingle after the required ones, Text, RefTagID, SessionRejectReason)
 REJECT_CASES = [
     ([(38, "+1")], "Incorrect data format for value", "38", "6"),

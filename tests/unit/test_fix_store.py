@@ -17,3 +17,70 @@ def test_messages_spilled_to_disk_but_never_flushed_are_not_resent_after_a_crash
     reopened.next_sender = 3
     reopened.flush()
     assert FileStore(tmp_path, "S").get(1, 10) == [(1, b"first"), (2, b"real")]
+
+
+import pytest
+
+from ccerx.gateway.fix.store import StoreCorrupt
+
+
+def _committed(tmp_path, next_sender=3, next_target=5):
+    store = FileStore(tmp_path, "S")
+    for seq in range(1, next_sender):
+        store.set(seq, b"msg%d" % seq)
+    store.next_sender, store.next_target = next_sender, next_target
+    store.flush()
+    store.close()
+
+
+@pytest.mark.parametrize("content", [
+    b"00000000000000000003 0000000000000000000500000\n",            # trailing bytes of a longer write
+    b"00000000000000000003 00000000000000000005\n0000000000\n",
+    b"3 5 7\n", b"3\n", b"garbage\n", b"0 0\n", b"\x00" * 42,
+    b"1" * 25 + b" 5\n",                                             # beyond 20 digits
+])
+def test_a_corrupt_seqnums_file_stops_the_store_from_opening_instead_of_starting_at_1(tmp_path, content):
+    _committed(tmp_path)
+    (tmp_path / "S.seqnums").write_bytes(content)
+    with pytest.raises(StoreCorrupt) as refused:
+        FileStore(tmp_path, "S")
+    assert "S.seqnums" in str(refused.value) and "refusing" in str(refused.value)
+
+
+def test_legacy_and_empty_seqnums_files_open(tmp_path):
+    _committed(tmp_path)
+    (tmp_path / "S.seqnums").write_bytes(b"3 5\n")
+    store = FileStore(tmp_path, "S")
+    assert (store.next_sender, store.next_target, len(store.get(1, 10))) == (3, 5, 2)
+    store.close()
+    (tmp_path / "S.seqnums").write_bytes(b"")      # created, then a crash before its first write
+    store = FileStore(tmp_path, "S")
+    assert (store.next_sender, store.next_target) == (1, 1)
+    store.close()
+
+
+def test_the_seqnums_file_is_always_exactly_the_last_numbers_written(tmp_path):
+    _committed(tmp_path)
+    store = FileStore(tmp_path, "S")
+    store.next_target = 6
+    store.flush()
+    with open(tmp_path / "S.seqnums", "ab") as fh:    # bytes left behind past the record
+        fh.write(b"0000000000000000000099\n")
+    store.next_target = 7
+    store.flush()
+    store.close()
+    assert (tmp_path / "S.seqnums").read_bytes() == b"%020d %020d\n" % (3, 7)
+    reopened = FileStore(tmp_path, "S")
+    assert (reopened.next_sender, reopened.next_target) == (3, 7)
+    reopened.close()
+
+
+def test_a_sequence_number_too_wide_for_the_file_is_refused_and_the_file_kept(tmp_path):
+    _committed(tmp_path)
+    store = FileStore(tmp_path, "S")
+    store.next_target = 10**25
+    with pytest.raises(ValueError):
+        store.flush()
+    assert (tmp_path / "S.seqnums").read_bytes() == b"%020d %020d\n" % (3, 5)
+    store.next_target = 5
+    store.close()
