@@ -26,8 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("flow", nargs="?", help="flow file (.ndjson or .npz), or a data directory "
                    "holding the engine's own journal (journal-*.log) to replay a recorded day "
                    "from the directory's genesis (the state it was created with)")
-    p.add_argument("--out", default="bench-out", metavar="DIR",
-                   help="output directory (default bench-out)")
+    p.add_argument("--out", default="out/bench", metavar="DIR",
+                   help="output directory (default out/bench; out/ is git-ignored)")
     p.add_argument("--rates", metavar="R1,R2,...",
                    help="offered rates for the open-loop runs, commands/s (default: 25, 50, 75 "
                         "and 90%% of the measured closed-loop maximum; with --compare the "

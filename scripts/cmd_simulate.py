@@ -24,8 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("--mode", choices=MODES, default="in-process",
                    help="in-process: engine in this process on a simulated clock (default); "
                         "fix: agents as broker sessions on a running `ccerx serve`")
-    p.add_argument("--out", metavar="DIR", default="simulation",
-                   help="output folder for report.html, trades.csv, PNG charts (default ./simulation)")
+    p.add_argument("--out", metavar="DIR", default="out/simulation",
+                   help="output folder for report.html, trades.csv, PNG charts (default "
+                        "out/simulation; out/ is git-ignored)")
     p.add_argument("--host", default="127.0.0.1", help="fix mode: gateway address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=9878, help="fix mode: gateway port (default 9878)")
     p.add_argument("--control", metavar="SOCKET",

@@ -266,3 +266,19 @@ def test_bench_compare_refuses_another_flow_before_running(tmp_path, bench_flow,
     code, _, err = run(capsys, "bench", bench_flow, "--out", tmp_path / "out", "--compare",
                        base / "result.json", "--limit", "2000")
     assert code == 2 and "--limit" in err and not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------------- outputs
+def test_outputs_default_to_a_git_ignored_folder():
+    import subprocess
+    from ccerx.scripts.ccerx import build_parser
+    parser = build_parser()
+    written = [Path(parser.parse_args(["bench", "flow.npz"]).out) / "result.json",
+               Path(parser.parse_args(["simulate"]).out) / "report.html",
+               # what the README's examples write into the checkout's root
+               Path("bench-out/result.json"), Path("flow.npz"), Path("flow.ndjson")]
+    for path in written:
+        assert not path.is_absolute()
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=REPO)
+        assert ignored.returncode == 0, f"{path} is not git-ignored"
+    assert Path(parser.parse_args(["bench", "flow.npz"]).out).parts[0] == "out"
