@@ -262,6 +262,9 @@ class InstrumentSpec:
         for value, label in ((lot, "lot"), (max_qty, "max_qty")):
             if type(value) is not int:
                 raise ValueError(f"{label} must be an integer")
+        if not isinstance(name, str) or control_character(name) is not None:
+            raise ValueError("name must be one line of plain text (no control characters): "
+                             "brokers are sent it")
         return cls(symbol, tick_units, lot, max_qty, ref_units // tick_units, band, name)
 
 

@@ -216,3 +216,10 @@ password = "{password}"
         GatewayConfig.from_toml_text(text, "test.toml")
     message = str(refused.value)
     assert "password" in message and password not in message and "hunter2" not in message
+
+
+def test_instrument_names_in_chinese_are_accepted_and_control_characters_refused():
+    assert InstrumentSpec.from_fields("X", ref_price="1.00", name="林业碳汇").name == "林业碳汇"
+    for name in ("a\x01b", "two\nlines", 7):
+        with pytest.raises(ValueError, match="name must be"):
+            InstrumentSpec.from_fields("X", ref_price="1.00", name=name)
