@@ -21,7 +21,10 @@ reads no clock; the trading calendar stamps its commands the same way), then app
 the exchange application in the event loop, so it is serialised with FIX traffic and brokers
 are told what it did to them (expiries, TradingSessionStatus) exactly as when the calendar
 acts. It is made durable (the durable engine's commit) before its response is written, and
-its response holds the engine's events; `ok` is false when one of them is a reject.
+its response holds the engine's events; `ok` is false when one of them is a reject. If
+something fails after the engine applied it (making it durable, telling the brokers), the
+answer says so instead of "internal error": `{"ok":false,"applied":true,"events":[...],
+"error":"the command was applied, but ... failed: ..."}`, so a halt is not retried blindly.
 
 Layers, as for FIX: `LineSplitter` (bytes in, lines out, an over-long line refused without
 being buffered) and `handle_line` (a line in, a command or a `Refused` out) are sans-IO and

@@ -10,7 +10,11 @@ sees it. Frames are validated by `parse`: tags must be integers, every field SOH
 the first three fields 8, 9, 35, BodyLength and CheckSum exact; anything else is a
 `GarbledMessage`, which the session ignores (or answers by disconnecting before logon).
 
-Values are str decoded as latin-1, so any byte survives a round trip.
+Values are str decoded as latin-1, so any byte survives a round trip. Human text that is not
+plain ASCII (Chinese notes, reject texts, instrument names) is sent as FIX 4.4 prescribes, by
+`text_fields`: UTF-8 bytes in EncodedText 355 (EncodedSecurityDesc 351) after its length,
+MessageEncoding 347=UTF-8 in the header, and an ASCII rendering in Text 58; `read_text` reads
+it back. `pretty` shows frames in logs with passwords (SECRET_TAGS) as ***.
 """
 from __future__ import annotations
 
