@@ -29,6 +29,7 @@ import asyncio
 import logging
 import re
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,7 +170,8 @@ class GatewayServer:
     def __init__(self, host: str, port: int, sessions: list[SessionSettings],
                  store_dir: Optional[Path] = None,
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, store_fsync: bool = False,
-                 before_write: Optional[Callable[[], None]] = None):
+                 before_write: Optional[Callable[[], None]] = None,
+                 ssl_context: Optional[ssl.SSLContext] = None):
         """store_fsync=True makes every store flush an fsync (survives power loss, costs a
         disk sync per batch of outgoing messages); by default stores are flushed to the
         operating system before the bytes are written to the socket.
@@ -178,8 +180,12 @@ class GatewayServer:
         per event-loop iteration that has output): `ccerx serve` passes the durable engine's
         commit(), so every order handled in the iteration is made durable with one fsync
         before any acknowledgement leaves the process (group commit). If it raises, nothing
-        is written."""
+        is written.
+
+        ssl_context (a server-side ssl.SSLContext) makes every connection TLS: the handshake
+        runs before any byte reaches a session; a client that fails it is dropped."""
         self.before_write = before_write
+        self.ssl_context = ssl_context
         self.host = host
         self.port = port
         self.max_message_size = max_message_size
@@ -210,7 +216,8 @@ class GatewayServer:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         self._closed = asyncio.Event()
-        self._server = await self._loop.create_server(lambda: _Connection(self), self.host, self.port)
+        self._server = await self._loop.create_server(lambda: _Connection(self), self.host, self.port,
+                                                      ssl=self.ssl_context)
         self.port = self._server.sockets[0].getsockname()[1]
         self._ticker = asyncio.create_task(self._tick_forever())
         log.info("FIX gateway listening on %s:%d (%d sessions)", self.host, self.port, len(self.sessions))

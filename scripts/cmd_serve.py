@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import ipaddress
 import logging
 import signal
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -55,6 +57,17 @@ def add_parser(sub) -> None:
                    help="the operator's control socket (Unix domain, mode 0600) for `ccerx "
                         "operator`: close the day, halt or resume trading; default "
                         "DIR/control.sock in the data directory, 'none' to go without")
+    p.add_argument("--tls-cert", metavar="FILE",
+                   help="serve FIX over TLS (1.2 or later) with this PEM certificate (chain); "
+                        "plain TCP without it, which is allowed only on a loopback address")
+    p.add_argument("--tls-key", metavar="FILE",
+                   help="the PEM private key of --tls-cert (default: in the --tls-cert file)")
+    p.add_argument("--tls-client-ca", metavar="FILE",
+                   help="with --tls-cert: require a client certificate from each broker, "
+                        "signed by a CA in this PEM file (mutual TLS)")
+    p.add_argument("--insecure-plaintext", action="store_true",
+                   help="allow plain TCP on a non-loopback --host (broker passwords cross the "
+                        "network in clear: only behind a TLS-terminating proxy or a private link)")
     p.add_argument("--print-demo-config", action="store_true",
                    help="print the built-in demo config (a starting point for your own) and exit")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
@@ -129,6 +142,11 @@ def run(args) -> int:
     if not 0 <= args.port <= 65535:
         print("ccerx serve: --port must be 0-65535", file=sys.stderr)
         return 2
+    try:
+        args.tls_context = tls_context(args)
+    except ValueError as err:
+        print(f"ccerx serve: {err}", file=sys.stderr)
+        return 2
     data_dir = Path(args.data_dir)
     try:
         private_dir(data_dir)
@@ -152,7 +170,8 @@ def run(args) -> int:
 async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, engine=None) -> int:
     from ccerx.gateway.server import GatewayServer
     server = GatewayServer(args.host, args.port, sessions, store_dir=data_dir / "fix",
-                           store_fsync=args.fsync, before_write=getattr(engine, "commit", None))
+                           store_fsync=args.fsync, before_write=getattr(engine, "commit", None),
+                           ssl_context=getattr(args, "tls_context", None))
     try:
         await server.start()
     except OSError as err:
@@ -177,8 +196,10 @@ async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, en
             await server.stop()
             return 1
     names = ", ".join(f"{s.key.their_comp_id}" for s in sessions)
+    transport = "TLS" if getattr(args, "tls_context", None) else "plain TCP"
     print(f"ccerx serve: {config.comp_id} listening on {args.host}:{server.port} "
-          f"(FIX.4.4; sessions {names}; config {config.source}; data {data_dir}; "
+          f"(FIX.4.4 over {transport}; sessions {names}; config {config.source}; "
+          f"data {data_dir}; "
           f"control {control.path if control is not None else 'none'})", flush=True)
     # (no await since control.start(): the calendar's first pass runs before any operator
     # request can be read, so it cannot undo a halt sent right at startup)
@@ -201,6 +222,56 @@ async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, en
     await asyncio.gather(serving, stopping, return_exceptions=True)
     print("ccerx serve: stopped", flush=True)
     return 0
+
+
+def is_loopback(host: str) -> bool:
+    """True for a loopback address or `localhost`: a listener nobody off this machine reaches.
+    Any other name counts as reachable (what it resolves to may change)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tls_context(args) -> Optional[ssl.SSLContext]:
+    """The server's TLS context from --tls-cert/--tls-key/--tls-client-ca (None: plain TCP),
+    or ValueError saying what is wrong. Plain TCP off loopback needs --insecure-plaintext: a
+    Logon carries the broker's password (554)."""
+    cert, key, client_ca = args.tls_cert, args.tls_key, args.tls_client_ca
+    if cert is None:
+        for given, flag in ((key, "--tls-key"), (client_ca, "--tls-client-ca")):
+            if given is not None:
+                raise ValueError(f"{flag} needs --tls-cert")
+        if not is_loopback(args.host) and not args.insecure_plaintext:
+            raise ValueError(
+                f"refusing to listen on {args.host} without TLS: broker passwords (554) would "
+                f"cross the network in clear. Give --tls-cert FILE --tls-key FILE (see "
+                f"docs/broker-kit/tls.md), listen on 127.0.0.1, or pass --insecure-plaintext "
+                f"if a TLS-terminating proxy or a private link protects the connection")
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except OSError as err:   # ssl.SSLError included
+        raise ValueError(f"cannot load the TLS certificate {cert}"
+                         f"{' with key ' + key if key else ''}: {_ssl_reason(err)}") from None
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=client_ca)
+        except OSError as err:
+            raise ValueError(f"cannot load the client CA file {client_ca}: "
+                             f"{_ssl_reason(err)}") from None
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _ssl_reason(err: OSError) -> str:
+    if isinstance(err, ssl.SSLError):
+        return err.reason or str(err)
+    return err.strerror or str(err)
 
 
 def control_socket_path(args, data_dir: Path) -> Optional[Path]:

@@ -1,4 +1,5 @@
-"""The one FIX test client: a broker's initiator built on simplefix over a plain socket.
+"""The one FIX test client: a broker's initiator built on simplefix over a plain socket (or
+TLS, given an ssl.SSLContext).
 
 The broker side is deliberately independent of our codec: messages are built, framed,
 checksummed and parsed by simplefix. Tests import it from here (never from another test
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import select
 import socket
+import ssl
 import time
 
 import simplefix
@@ -25,8 +27,8 @@ class Broker:
     every message it receives in `received`.
     """
 
-    def __init__(self, comp_id: str, port: int):
-        self.comp_id, self.port = comp_id, port
+    def __init__(self, comp_id: str, port: int, tls: ssl.SSLContext | None = None):
+        self.comp_id, self.port, self.tls = comp_id, port, tls
         self.next_out, self.next_in = 1, 1
         self.sock: socket.socket | None = None
         self.parser = simplefix.FixParser()
@@ -37,6 +39,8 @@ class Broker:
     # -------------------------------------------------------------- connection
     def connect(self) -> None:
         self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT)
+        if self.tls is not None:
+            self.sock = self.tls.wrap_socket(self.sock, server_hostname="127.0.0.1")
         self.parser = simplefix.FixParser()
 
     def close(self) -> None:
@@ -104,7 +108,10 @@ class Broker:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"{self.comp_id}: no message within {timeout} s")
-            ready, _, _ = select.select([self.sock], [], [], remaining)
+            # TLS may hold decrypted bytes that select() cannot see
+            pending = self.sock.pending() if isinstance(self.sock, ssl.SSLSocket) else 0
+            ready, _, _ = ([self.sock], 0, 0) if pending else select.select(
+                [self.sock], [], [], remaining)
             if not ready:
                 continue
             try:
