@@ -13,7 +13,9 @@ This module only chooses the subset, in three tables:
 
     MESSAGES      the message types the gateway accepts or sends, and per message the fields
                   it reads or writes (every field FIX 4.4 requires is kept: the subset of a
-                  message is still a valid FIX 4.4 message)
+                  message is still a valid FIX 4.4 message); Text (58) and SecurityDesc
+                  (107) bring their encoded forms (codec.ENCODED_FIELDS: 354/355, 350/351),
+                  which carry non-ASCII text such as Chinese, with MessageEncoding 347=UTF-8
     ENUM_VALUES   per enumerated field, the values the gateway uses, taken from the constants
                   the gateway's code uses (translate.py, marketdata.py, dictionary.Reason)
     NAMES         QuickFIX's names for those values (the `description` attribute)
@@ -36,6 +38,7 @@ from xml.sax.saxutils import quoteattr
 from ccerx.gateway import marketdata as md
 from ccerx.gateway.fix import fix44_spec as spec
 from ccerx.gateway.fix import translate as tr
+from ccerx.gateway.fix.codec import ENCODED_FIELDS
 from ccerx.gateway.fix.dictionary import Reason
 
 Layout = list[Union[int, tuple[int, "Layout"]]]   # a tag, or (NumInGroup tag, its members)
@@ -163,6 +166,9 @@ def _subset(items: list, wanted: Layout, where: str) -> list:
     members = {w if isinstance(w, int) else w[0]: (None if isinstance(w, int) else w[1])
                for w in wanted}
     by_tag = {it[0]: it for it in items}
+    for plain, encoded in ENCODED_FIELDS.items():   # non-ASCII Text goes out encoded as well
+        if plain in members:
+            members.update((tag, None) for tag in encoded if tag in by_tag)
     for tag, sub in members.items():
         it = by_tag.get(tag)
         if it is None:
