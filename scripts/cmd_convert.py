@@ -23,7 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("--from-lobster", metavar="MESSAGES.csv", help="LOBSTER message file")
     p.add_argument("--orderbook", metavar="OB.csv",
                    help="LOBSTER order book file: seeds the opening book from its first row")
-    p.add_argument("--instrument", default="CCER-AFF", help="credit type to map onto")
+    p.add_argument("--instrument", metavar="CREDIT-TYPE",
+                   help="with --from-lobster (required): the credit type to map the file onto, "
+                        "e.g. CCER-AFF")
     p.add_argument("--price-map", choices=("shift", "direct"), default="shift",
                    help="shift (default): keep tick distances, anchor the first price at the "
                         "instrument's reference price; direct: LOBSTER price / 10000 in CNY")
@@ -36,6 +38,12 @@ def run(args) -> int:
     if args.from_lobster:
         if len(args.paths) != 1:
             print("ccerx convert --from-lobster: give exactly one OUT path", file=sys.stderr)
+            return 2
+        if args.instrument is None:
+            from ccerx.engine.core.types import DEFAULT_INSTRUMENTS
+            print("ccerx convert --from-lobster: give --instrument, the credit type the file "
+                  "becomes (one of " + ", ".join(s.symbol for s in DEFAULT_INSTRUMENTS)
+                  + ")", file=sys.stderr)
             return 2
         try:
             summary = convert_lobster(args.from_lobster, args.paths[0], args.instrument,

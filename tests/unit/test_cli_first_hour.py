@@ -282,3 +282,34 @@ def test_outputs_default_to_a_git_ignored_folder():
         ignored = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=REPO)
         assert ignored.returncode == 0, f"{path} is not git-ignored"
     assert Path(parser.parse_args(["bench", "flow.npz"]).out).parts[0] == "out"
+
+
+# --------------------------------------------------------------------------------- LOBSTER
+LOBSTER = SAMPLES / "lobster"
+LOBSTER_MESSAGES = LOBSTER / "CCER-AFF_2024-01-22_34200000_57600000_message_5.csv"
+LOBSTER_BOOK = LOBSTER / "CCER-AFF_2024-01-22_34200000_57600000_orderbook_5.csv"
+
+
+def test_lobster_import_wants_the_credit_type(tmp_path, capsys):
+    out = tmp_path / "out.ndjson"
+    code, _, err = run(capsys, "convert", "--from-lobster", LOBSTER_MESSAGES, out)
+    assert code == 2 and "give --instrument" in err and "CCER-AFF" in err
+    assert not out.exists()
+
+
+def test_the_sample_lobster_pair_is_ours_and_imports(tmp_path, capsys):
+    import runpy
+    make = runpy.run_path(str(LOBSTER / "make_sample.py"))["make"]
+    messages, book = make(tmp_path / "again")
+    assert messages.read_bytes() == LOBSTER_MESSAGES.read_bytes()   # made by the script
+    assert book.read_bytes() == LOBSTER_BOOK.read_bytes()
+    rows = LOBSTER_MESSAGES.read_text().splitlines()
+    assert 200 <= len(rows) <= 1000
+    executions = sum(1 for row in rows if row.split(",")[1] == "4")
+    out = tmp_path / "aff.ndjson"
+    code, text, _ = run(capsys, "convert", "--from-lobster", LOBSTER_MESSAGES, "--orderbook",
+                        LOBSTER_BOOK, "--instrument", "CCER-AFF", out)
+    assert code == 0 and f"wrote {len(rows)} commands" in text
+    code, text, _ = run(capsys, "replay", out, "--json")
+    summary = json.loads(text)
+    assert (summary["trades"], summary["rejects"]) == (executions, 0)
