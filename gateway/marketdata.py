@@ -111,7 +111,7 @@ class MarketData:
             raise _BadRequest(None, f"at most {MAX_SUBSCRIPTIONS_PER_SESSION} subscriptions per "
                                     "session; unsubscribe (SubscriptionRequestType 2) first")
         depth_text = msg.get(MARKET_DEPTH, "0")
-        if not depth_text.isdigit() or len(depth_text) > 6:
+        if not (depth_text.isascii() and depth_text.isdigit()) or len(depth_text) > 6:
             raise _BadRequest(REJ_DEPTH, "MarketDepth must be 0 (full book) or a number of levels")
         depth = int(depth_text) or FULL_BOOK
         update_type = msg.get(MD_UPDATE_TYPE, "1")
