@@ -67,7 +67,7 @@ def _stdout_closed() -> bool:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ccerx.engine.durable.exchange import RecoveryRefused
+    from ccerx.engine.durable.recovery import RecoveryRefused
     from ccerx.scripts.paths import os_error_text
     try:
         return args.run(args) or 0

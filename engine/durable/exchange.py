@@ -39,7 +39,6 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -48,7 +47,10 @@ import orjson
 from ccerx.engine.durable import journal as jr
 from ccerx.engine.durable import snapshot as snap
 from ccerx.engine.durable.files import open_private, private_dir, write_atomic
-from ccerx.engine.core.commands import EndOfDay, NewOrder
+from ccerx.engine.durable.recovery import (RecoveryRefused, RecoveryReport, cursor_floor,
+                                           replay_directory)
+from ccerx.engine.durable.statements import StatementWriter
+from ccerx.engine.core.commands import EndOfDay
 from ccerx.engine.core.events import Deposited, TradeExecuted
 from ccerx.engine.core.exchange import Exchange
 from ccerx.engine.core.risk import Accounts
@@ -60,52 +62,9 @@ OPENING = "opening.json"
 
 
 
-class RecoveryRefused(RuntimeError):
-    """The data directory cannot be recovered without losing acknowledged commands."""
-
 class JournalFailed(RuntimeError):
     """A journal write failed after the engine applied the command: the in-memory state is
     not durable. Reopen the data directory to recover the last durable state."""
-
-
-@dataclass
-class RecoveryReport:
-    data_dir: Path
-    created: bool = False                 # a new data directory
-    snapshot_seq: Optional[int] = None    # the snapshot recovery started from
-    skipped_snapshots: list = field(default_factory=list)
-    replayed: int = 0                     # journal commands replayed after the snapshot
-    last_seq: int = 0                     # last durable command
-    last_instruction: int = 0             # last durable settlement instruction
-    torn: Optional[jr.TornTail] = None
-    pending: dict = field(default_factory=dict)   # relay -> instructions not yet confirmed
-    seconds: float = 0.0
-    state_hash: str = ""
-    config_ignored: bool = False
-
-    def lines(self) -> list[str]:
-        if self.created:
-            out = [f"new data directory {self.data_dir}"]
-        else:
-            out = [f"recovered {self.data_dir}: snapshot at command {self.snapshot_seq}, "
-                   f"replayed {self.replayed:,} journal commands in {self.seconds:.2f} s; "
-                   f"last command {self.last_seq}, last instruction {self.last_instruction}"]
-        for path, reason in self.skipped_snapshots:
-            out.append(f"skipped snapshot {Path(path).name}: {reason}")
-        if self.torn is not None:
-            out.append(f"journal {self.torn}; recovery stopped at the last whole record "
-                       f"(command {self.last_seq})")
-        for name, count in self.pending.items():
-            if count:
-                out.append(f"relay {name}: {count} instructions still to deliver")
-        if self.config_ignored:
-            out.append("the instruments/accounts given differ from the directory's genesis; "
-                       "the directory's state was used")
-        out.append(f"state hash at open {self.state_hash}")
-        return out
-
-    def __str__(self) -> str:
-        return "\n".join(self.lines())
 
 
 def opening_balances(accounts: Optional[Accounts]) -> list:
@@ -134,10 +93,8 @@ class DurableExchange:
         self.fsync = fsync
         self._log = log if log is not None else (lambda text: print(text, file=sys.stderr))
         self._lock = threading.RLock()
-        self._marks_lock = threading.Lock()
-        self._statements_lock = threading.Lock()
-        self._eod_marks: list[tuple[int, str]] = []   # (last instruction before, trade date)
-        self.statements_error: Optional[BaseException] = None   # the last failed statement write
+        self.statements: Optional[StatementWriter] = None   # with a ledger that keeps accounts
+        self._eod_marks: list = []    # closes recovered or snapshotted, before the writer exists
         self._failed: Optional[BaseException] = None
         self._deferred: list = []     # (instructions, eod marks, commands) awaiting commit()
         self._held_rows: list = []    # apply_deferred commands not yet written to the journal
@@ -187,10 +144,15 @@ class DurableExchange:
             collecting = gc.isenabled()
             gc.disable()
             try:
-                scanned, pending_rows = self._recover(adapters, ledger)
+                relay_names = list(adapters) + (["ledger"] if ledger is not None else [])
+                recovered = replay_directory(self.data_dir, self.settlement,
+                                             cursor_floor(self.data_dir, relay_names), report)
             finally:
                 if collecting:
                     gc.enable()
+            self.exchange, self.maker = recovered.exchange, recovered.maker
+            scanned, pending_rows = recovered.scanned, recovered.pending_rows
+            self._eod_marks = recovered.eod_marks
         for path in sorted(self.data_dir.glob("cursor-*.json")):   # before anything is cut
             confirmed = Cursor(path).value
             if confirmed > scanned.last_instruction:
@@ -222,14 +184,16 @@ class DurableExchange:
                 ledger.open_accounts([tuple(r) for r in rows])
             adapters = {"ledger": ledger, **adapters}
         for name, adapter in adapters.items():
-            statements = name == "ledger" and adapter.keeps_accounts
             self.relays[name] = Relay(name, self.outbox, adapter,
                                       self.data_dir / f"cursor-{name}.json", relay_batch,
-                                      on_confirm=self._on_confirm if statements
-                                      else self._trim_outbox,
-                                      on_idle=self._write_statements if statements else None)
-        if self.ledger is None or not self.ledger.keeps_accounts:
-            self._eod_marks.clear()
+                                      on_confirm=self._trim_outbox)
+        if self.ledger is not None and self.ledger.keeps_accounts:
+            ledger_relay = self.relays["ledger"]
+            self.statements = StatementWriter(self.statements_dir, self.ledger,
+                                              lambda: ledger_relay.cursor.value, self._eod_marks)
+            ledger_relay.on_confirm = self._on_confirm
+            ledger_relay.on_idle = self.statements.try_write_due
+        self._eod_marks = []
         for name, relay in self.relays.items():
             report.pending[name] = max(0, report.last_instruction - relay.cursor.value)
             if relay.cursor.value > report.last_instruction:
@@ -241,141 +205,15 @@ class DurableExchange:
         if not fresh and (report.torn is not None or report.skipped_snapshots):
             self._log(str(report))
 
-    def _cursor_floor(self, adapters, ledger) -> int:
-        names = list(adapters) + (["ledger"] if ledger is not None else [])
-        floor = None
-        for name in names:
-            path = self.data_dir / f"cursor-{name}.json"
-            value = orjson.loads(path.read_bytes())["confirmed"] if path.exists() else 0
-            floor = value if floor is None else min(floor, value)
-        return floor if floor is not None else 1 << 62
-
-    def _recover(self, adapters, ledger):
-        report = self.recovery
-        restored, skipped = snap.latest_valid(self.data_dir)
-        floor = self._cursor_floor(adapters, ledger)
-        while True:
-            if restored is None:
-                raise RecoveryRefused(f"{self.data_dir}: no usable snapshot ({skipped})")
-            snap_seq, exchange, extra = restored
-            scanned = jr.scan(self.data_dir, decode_after=snap_seq, instructions_after=floor)
-            if scanned.last_seq >= snap_seq:
-                break
-            # the journal ends before this snapshot (lost segment): take an older one
-            restored, more = snap.latest_valid(self.data_dir, at_most=scanned.last_seq)
-            skipped += more
-        torn = scanned.torn
-        if torn is not None and torn.segment != jr.segment_paths(self.data_dir)[-1]:
-            # a crash can only tear the end of the newest segment; damage before other
-            # segments means lost or corrupted acknowledged commands: never cut those silently
-            raise RecoveryRefused(f"{self.data_dir}: journal damaged before its last segment "
-                                  f"({torn}); refusing to recover past it. Restore the segment, or "
-                                  f"move the later segments aside to accept the loss.")
-        if torn is not None and torn.corrupt:
-            raise RecoveryRefused(f"{self.data_dir}: journal damaged ({torn}); acknowledged "
-                                  f"commands follow the damage, so recovery refuses to cut them. "
-                                  f"Restore the segment from a replica or backup.")
-        report.snapshot_seq, report.skipped_snapshots, report.torn = snap_seq, skipped, torn
-        maker_state = extra["settlement"]
-        # closes before the snapshot whose statements were not written yet
-        self._eod_marks = [tuple(mark) for mark in extra.get("eod_marks", ())]
-        maker = InstructionMaker(self.settlement, maker_state["next_seq"],
-                                 maker_state["stream_seqs"])
-        apply = exchange.apply
-        decode = jr.decode_command
-        make_tuple, new_order, new_tag = tuple.__new__, NewOrder, jr.NEW_TAG
-        trade_ids_before = exchange.next_trade_id
-        deposits_before = len(exchange.deposit_ids)
-
-        def made() -> int:
-            """Instructions the replay has made so far: one per trade and per deposit."""
-            return (exchange.next_trade_id - trade_ids_before
-                    + len(exchange.deposit_ids) - deposits_before)
-        replayed = expected = 0
-        pending_rows = []
-        snap_instruction = maker.next_seq - 1
-        next_needed = snap_seq + 1
-        for record in scanned.records:
-            if record.instructions:
-                pending_rows.extend(row for row in record.instructions if row[1] > floor)
-            if record.n_instructions and record.last_instruction > snap_instruction:
-                expected += record.last_instruction - max(record.first_instruction - 1,
-                                                          snap_instruction)
-                maker.next_seq = record.last_instruction + 1
-                maker.stream_seqs.update(record.streams)
-            if record.last_seq <= snap_seq:
-                continue
-            if record.first_seq > next_needed:
-                raise RecoveryRefused(f"{self.data_dir}: the journal lacks commands {next_needed}-"
-                                   f"{record.first_seq - 1} after the snapshot at {snap_seq}")
-            next_needed = record.last_seq + 1
-            rows = record.command_rows()
-            if record.first_seq <= snap_seq:
-                rows = rows[snap_seq + 1 - record.first_seq:]
-            for row in rows:
-                # the common case inline (a NewOrder with an int or no price), else the codec
-                if row[0] == new_tag and type(row[7]) is not list:
-                    apply(make_tuple(new_order, row[1:]))
-                else:
-                    command = decode(row)
-                    apply(command)
-                    if type(command) is EndOfDay:   # its statements may not be written yet
-                        # the close's exact place in the instruction stream: what the replay
-                        # has made so far (a record may hold trades after the close)
-                        self._eod_marks.append((snap_instruction + made(),
-                                                trade_date(exchange.last_ts)))
-            replayed += len(rows)
-        if made() != expected:
-            raise AssertionError(f"journal replay produced {made()} trades and deposits but the "
-                                 f"journal holds "
-                                 f"{expected} instructions for them: the engine is not "
-                                 f"deterministic or the journal was written by another version")
-        report.replayed = replayed
-        self.exchange = exchange
-        self.maker = maker
-        return scanned, pending_rows
-
     def _extra(self) -> dict:
-        with self._marks_lock:
-            marks = [list(mark) for mark in self._eod_marks]
-        return {"settlement": self.maker.state(), "eod_marks": marks}
+        pending = self.statements.pending() if self.statements is not None else self._eod_marks
+        return {"settlement": self.maker.state(), "eod_marks": [list(m) for m in pending]}
 
     # ------------------------------------------------------------------ end of day
     def _on_confirm(self) -> None:
+        """In the ledger relay's thread, after each confirmed batch."""
         self._trim_outbox()
-        self._write_statements()
-
-    def _write_statements(self) -> None:
-        """Once the ledger holds every instruction up to an end of day, write that close's
-        per-account statements (everything settled since the previous close) to
-        statements/<trade date>.json (<trade date>-<seq>.json for a later close of the same
-        date, as in round-the-clock demos). Runs in the ledger relay's thread and in
-        wait_settled(); the statements lock makes a second caller wait for a write in
-        progress, and a close's mark is dropped only after its file is on disk, so a failed
-        write is retried, never lost."""
-        if "ledger" not in self.relays:
-            return
-        with self._statements_lock:
-            with self._marks_lock:
-                confirmed = self.relays["ledger"].cursor.value
-                due = [m for m in self._eod_marks if m[0] <= confirmed]
-            for mark in due:
-                upto_seq, date = mark
-                private_dir(self.statements_dir)
-                statements = self.ledger.close_statements(date, upto_seq)
-                path = self.statements_dir / f"{date}.json"
-                if path.exists() and orjson.loads(path.read_bytes()).get("upto_seq") != upto_seq:
-                    path = self.statements_dir / f"{date}-{upto_seq}.json"
-                write_atomic(path, orjson.dumps({"trade_date": date, "upto_seq": upto_seq,
-                                                 "statements": statements},
-                                                option=orjson.OPT_INDENT_2))
-                with self._marks_lock:
-                    self._eod_marks.remove(mark)
-
-    def _statements_due(self) -> bool:
-        with self._marks_lock:
-            confirmed = self.relays["ledger"].cursor.value if "ledger" in self.relays else 0
-            return any(m[0] <= confirmed for m in self._eod_marks)
+        self.statements.try_write_due()
 
     def _trim_outbox(self) -> None:
         if self.relays:
@@ -457,9 +295,8 @@ class DurableExchange:
             else:
                 out_count = 0
             self.outbox.publish(published)
-            if marks and self.ledger is not None:
-                with self._marks_lock:
-                    self._eod_marks += marks
+            if marks and self.statements is not None:
+                self.statements.add(marks)
             if not self.relays:
                 self.outbox.trim(self.outbox.last_seq)
             self._since_snapshot += len(out) + out_count
@@ -492,16 +329,14 @@ class DurableExchange:
         if not all(relay.wait_idle(max(0.0, deadline - time.monotonic()))
                    for relay in self.relays.values()):
             return False
-        while True:
-            try:
-                self._write_statements()
-            except Exception as err:            # e.g. a full disk; the relay retries too
-                self.statements_error = err
-            if not self._statements_due():
+        while self.statements is not None:
+            self.statements.try_write_due()     # e.g. a full disk: retried to the deadline
+            if not self.statements.due():
                 return True
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.05)
+        return True
 
     def close(self, settle_timeout: float = 5.0) -> None:
         """Stop accepting commands; give the relays `settle_timeout` s to catch up (what they

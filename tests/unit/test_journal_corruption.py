@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from ccerx.engine.core.commands import NewOrder
-from ccerx.engine.durable.exchange import DurableExchange, RecoveryRefused
+from ccerx.engine.durable.exchange import DurableExchange
+from ccerx.engine.durable.recovery import RecoveryRefused
 from ccerx.engine.core.types import DEFAULT_INSTRUMENTS
 
 
