@@ -50,6 +50,9 @@ def test_a_halt_note_in_chinese_reaches_every_broker_and_logons_keep_working(
 
         told = b1.expect("h")                     # a logged-on broker is told at once
         assert s(told, 340) == "1" and encoded_text(told) == NOTE
+        b1.send("2", (7, s(told, 34)), (16, s(told, 34)))     # and it can be resent
+        resent = b1.expect("h", where=lambda m: s(m, 43) == "Y")
+        assert s(resent, 34) == s(told, 34) and encoded_text(resent) == NOTE
 
         for attempt in range(2):                  # every later logon works, not just one
             assert s(b2.logon("demo02", reset=True), 35) == "A"
