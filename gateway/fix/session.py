@@ -19,6 +19,10 @@ and collects the consequences:
     data_to_send()  -> bytes    flushes the store first, so stored == what went on the wire
     wants_close     -> bool     the driver should close the connection after writing
 
+An application with an `on_session_restored(key, sent)` method is handed, when the session is
+created, the messages the session sent before (its store, oldest first): after a restart the
+exchange application learns the day's finished orders from their execution reports.
+
 A ResendRequest over many messages need not be answered at once: with `resend_chunk` set
 (the server sets it), each call produces at most that many resent messages and leaves
 `resend_pending` true; the driver calls continue_resend(now) (when the connection can take
@@ -182,6 +186,11 @@ class Session:
         self._logout_sent_at = 0.0
         self.close_reason: Optional[str] = None
         self.resend_chunk: Optional[int] = None    # None: answer a ResendRequest at once
+        # An application may learn from what this session sent before a restart (the
+        # exchange recovers the day's finished orders from their execution reports).
+        restored = getattr(application, "on_session_restored", None)
+        if restored is not None:
+            restored(key, store.each(1, store.next_sender - 1))
         self._resending: Optional[_Resend] = None
         self._resend_out: Optional[list[bytes]] = None    # resend output; _out is held meanwhile
 

@@ -5,6 +5,7 @@ The interface is QuickFIX's MessageStore in miniature:
     next_sender / next_target      the next MsgSeqNum we send / expect
     set(seq, raw)                  keep a sent message
     get(begin, end)                the kept messages with begin <= seq <= end, in order
+    each(begin, end)               the same, one at a time (for a pass over a large store)
     reset()                        forget everything, both numbers back to 1
     flush()                        make everything so far durable (before bytes hit the wire)
 
@@ -56,6 +57,9 @@ class MemoryStore:
     def get(self, begin: int, end: int) -> list[tuple[int, bytes]]:
         msgs = self._messages
         return [(s, msgs[s]) for s in range(max(begin, 1), end + 1) if s in msgs]
+
+    def each(self, begin: int, end: int):
+        return iter(self.get(begin, end))
 
     def reset(self) -> None:
         self.next_sender = 1
@@ -158,8 +162,11 @@ class FileStore:
         self._dirty = True
 
     def get(self, begin: int, end: int) -> list[tuple[int, bytes]]:
+        return list(self.each(begin, end))
+
+    def each(self, begin: int, end: int):
+        """The kept messages with begin <= seq <= end, in order, read one at a time."""
         self._body.flush()
-        out = []
         first = self._first
         lo = max(begin, first)
         hi = min(end, first + len(self._offsets) - 1)
@@ -169,8 +176,7 @@ class FileStore:
             if offset < 0:
                 continue
             reader.seek(offset)
-            out.append((seq, reader.read(self._lengths[seq - first])))
-        return out
+            yield seq, reader.read(self._lengths[seq - first])
 
     def reset(self) -> None:
         self.next_sender = 1

@@ -47,8 +47,9 @@ from ccerx.engine.core.commands import AmendOrder, CancelOrder, Deposit, EndOfDa
 from ccerx.engine.core.events import (DayClosed, InstrumentDefined, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected,
                            TradeExecuted, TradingStatusChanged)
 from ccerx.engine.core.types import (CancelReason, DecimalFormatError, RejectReason as R, Side, format_fen,
-                          parse_decimal_units, price_field)
+                          parse_decimal_units, parse_price_units, price_field)
 
+from ccerx.gateway.fix import codec
 from ccerx.gateway.fix.application import FixMessage, Outbound, SessionKey
 from ccerx.gateway.fix.codec import declare_encoding, text_fields
 from ccerx.gateway.marketdata import MarketData
@@ -646,6 +647,78 @@ class ExchangeApplication:
                 order.cum_cost = resting.filled_qty * resting.price
                 self.orders[order.order_id] = order
                 self._by_cl_ord_id[(broker, cl_ord_id)] = order
+
+    def on_session_restored(self, session: SessionKey, sent: Iterable[tuple[int, bytes]]) -> None:
+        """After a restart: learn the broker's orders of the trading day from the execution
+        reports its session sent before (its FIX store, in sequence order), so that an
+        OrderStatusRequest, cancel or replace naming an order filled, cancelled or rejected
+        before the restart gets the true answer (the engine keeps only resting orders). The
+        resting ones, adopted from the engine, keep the engine's quantities and price and get
+        back their latest ClOrdID, every earlier one, their OrdType, TimeInForce and AvgPx.
+
+        Reports from before the last close are skipped, unless their order still rests: a
+        close forgets finished orders (_on_day_closed). Cost: one pass over the store, parsing
+        only the execution reports. What the store never held cannot be learnt: a report
+        lost with a crash between the journal's commit and the store's flush never reached
+        the broker either; such an order, gone from the book, answers with its last known
+        state."""
+        broker = session.their_comp_id
+        if self.sessions.get(broker) != session:
+            return
+        closed_at = self.exchange.last_close_ts / 1e9
+        specs = self.exchange.specs
+        resting = set(self.orders)
+        fills: dict[str, list[int]] = {}              # order id -> [tonnes, ticks x tonnes]
+        for _, raw in sent:
+            if b"\x0135=8\x01" not in raw[:40]:
+                continue
+            get = first_values(FixMessage(codec.split_fields(raw))).get
+            exec_type, order_id, cl_ord_id = get(EXEC_TYPE), get(ORDER_ID), get(CL_ORD_ID)
+            if exec_type == STATUS or not cl_ord_id or (
+                    order_id not in resting
+                    and (codec.parse_utc_timestamp(get(TRANSACT_TIME) or "") or 0) <= closed_at):
+                continue
+            if order_id == "NONE":                    # a new order refused
+                if (broker, cl_ord_id) not in self._by_cl_ord_id:
+                    refused = OrderState(order_id, broker, session, cl_ord_id, get(ACCOUNT),
+                                         get(SYMBOL), get(SIDE), get(ORD_TYPE),
+                                         get(TIME_IN_FORCE), get(PRICE), get(ORDER_QTY))
+                    refused.done = REJECTED
+                    self._by_cl_ord_id[(broker, cl_ord_id)] = refused
+                continue
+            order = self.orders.get(order_id)
+            symbol = get(SYMBOL)
+            spec = specs.get(symbol)
+            if order is None:
+                if spec is None:
+                    continue
+                order = OrderState(order_id, broker, session, cl_ord_id, get(ACCOUNT), symbol,
+                                   get(SIDE), None, None, None, 0)
+                order.accepted = True
+                self.orders[order_id] = order
+            order.cl_ord_id = cl_ord_id
+            self._by_cl_ord_id[(broker, cl_ord_id)] = order
+            orig = get(ORIG_CL_ORD_ID)
+            if orig:
+                self._by_cl_ord_id[(broker, orig)] = order
+            order.ord_type, order.tif = get(ORD_TYPE), get(TIME_IN_FORCE)
+            if exec_type == TRADE and spec is not None:
+                done = fills.setdefault(order_id, [0, 0])
+                qty = int(get(LAST_QTY))
+                done[0] += qty
+                done[1] += qty * (parse_price_units(get(LAST_PX)) // spec.tick_units)
+            if order_id in resting:
+                continue                              # the engine's numbers are the truth
+            order.qty, order.cum_qty = int(get(ORDER_QTY)), int(get(CUM_QTY))
+            price = get(PRICE)
+            order.price = (None if price is None or spec is None
+                           else parse_price_units(price) // spec.tick_units)
+            if exec_type in (CANCELED, EXPIRED, REJECTED):
+                order.done = exec_type
+        for order_id, (qty, cost) in fills.items():
+            order = self.orders[order_id]
+            if qty == order.cum_qty:                  # every fill is in the store
+                order.cum_cost = cost
 
 
 def first_values(message: FixMessage) -> dict[int, str]:

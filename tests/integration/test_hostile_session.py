@@ -7,16 +7,35 @@ broker's side (the messages it gets, the fills it can recover) and from the file
 """
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from tests.fixclient import Broker, s, sync
+from tests.fixclient import Broker, now, s, sync
+from tests.serve_process import ServeProcess
 
 
 def _log_on(broker: Broker, password: str, **kw):
-    reply = broker.logon(password, **kw)
+    reply = _log_on_after_backoff(broker, password, **kw)
     assert s(reply, 35) == "A", s(reply, 58)
     broker.expect("h")                       # the trading session status after the Logon
     return reply
+
+
+def _log_on_after_backoff(broker: Broker, password: str, patience: float = 20, **kw):
+    """A broker's reconnect loop: after a stranger's failed logons the gateway may make the
+    CompID wait (back-off, issue 12 item 4); the broker retries once a second, as FIX engines
+    do, until it is logged on. Returns the Logon reply."""
+    deadline = time.monotonic() + patience
+    while True:
+        next_out, next_in = broker.next_out, broker.next_in
+        reply = broker.logon(password, **kw)
+        if s(reply, 35) == "A" or time.monotonic() > deadline:
+            return reply
+        assert "try again" in (s(reply, 58) or ""), s(reply, 58)
+        broker.close()
+        broker.next_out, broker.next_in = next_out, next_in    # a refused Logon is not counted
+        time.sleep(1)
 
 
 def _intrude(port: int, comp_id: str, *fields) -> tuple:
@@ -52,7 +71,7 @@ def test_a_reset_logon_with_a_wrong_password_leaves_the_brokers_session_and_fill
                                (553, "BROKER01"), (554, "not-the-password"))
     assert answer == "5" and "password" in text
 
-    reply = b1.logon("demo01")                    # the real broker returns, no reset
+    reply = _log_on_after_backoff(b1, "demo01")   # the real broker returns, no reset
     assert s(reply, 35) == "A", s(reply, 58)
     assert int(s(reply, 34)) > missed_from, "the gateway's sequence numbers were reset"
     b1.send("2", (7, missed_from), (16, 0))
@@ -105,3 +124,75 @@ def _read_raw(broker: Broker, timeout: float = 10):
         if not data:
             return None
         broker.parser.append_buffer(data)
+
+
+# ------------------------------------------------------------------ 9: sequence games and the seqnums file
+def test_a_huge_sequence_reset_is_rejected_and_the_session_survives_a_restart(start_serve, tmp_path):
+    data = tmp_path / "data"
+    server = start_serve("--data-dir", str(data))
+    b1 = Broker("BROKER01", server.port)
+    _log_on(b1, "demo01", reset=True)
+    b1.new_order("s1", "HOLD01", "2", 10, "62.00")
+    assert s(b1.expect("8"), 150) == "0"
+    b1.send("4", (36, "1" + "0" * 24))                        # SequenceReset-Reset to 10^24
+    reject = b1.expect("3")
+    assert (s(reject, 371), s(reject, 373)) == ("36", "5")
+    b1.logout()
+    assert server.terminate() == 0
+
+    seqnums = (data / "fix" / "FIX.4.4_CCERX_BROKER01.seqnums").read_bytes()
+    next_sender, next_target = (int(n) for n in seqnums.split())   # (the refused reset's
+    assert seqnums == b"%020d %020d\n" % (b1.next_in, next_target)  # number is not used up)
+    assert next_target in (b1.next_out - 1, b1.next_out)
+    server = start_serve("--data-dir", str(data), log_name="serve2.log")
+    b1.port = server.port
+    reply = b1.logon("demo01")                                 # no reset: the numbers go on
+    assert s(reply, 35) == "A" and int(s(reply, 34)) == b1.next_in - 1 and not b1.gaps
+    b1.send("2", (7, 1), (16, 0))                              # the acknowledgement, resent
+    ack = b1.expect("8")
+    assert (s(ack, 43), s(ack, 11), s(ack, 150)) == ("Y", "s1", "0")
+    b1.logout()
+
+
+def test_a_corrupt_seqnums_file_stops_serve_with_the_file_named(start_serve, tmp_path):
+    data = tmp_path / "data"
+    server = start_serve("--data-dir", str(data))
+    _log_on(Broker("BROKER01", server.port), "demo01", reset=True)
+    assert server.terminate() == 0
+    path = data / "fix" / "FIX.4.4_CCERX_BROKER01.seqnums"
+    path.write_bytes(path.read_bytes().rstrip(b"\n") + b"00000\n")      # trailing bytes
+    with pytest.raises(RuntimeError) as refused:
+        start_serve("--data-dir", str(data), log_name="serve2.log")
+    assert "FIX.4.4_CCERX_BROKER01.seqnums" in str(refused.value)
+    assert "refusing to start the session at 1/1" in str(refused.value)
+
+
+# ------------------------------------------------------------------ 10: order status after a crash
+def test_order_status_after_a_kill_9_tells_the_true_state_of_finished_orders(tmp_path):
+    data = tmp_path / "data"
+    with ServeProcess(["--data-dir", str(data)], log_path=tmp_path / "serve.log") as server:
+        b1, b2 = Broker("BROKER01", server.port), Broker("BROKER02", server.port)
+        _log_on(b1, "demo01", reset=True)
+        _log_on(b2, "demo02", reset=True)
+        b2.new_order("s1", "HOLD02", "2", 10, "62.00")
+        b2.expect("8")
+        b1.new_order("b1", "EMIT01", "1", 10, "62.00")
+        assert [s(m, 39) for m in b1.reports(2)] == ["0", "2"]         # filled
+        b1.new_order("c1", "EMIT01", "1", 5, "61.00")
+        b1.expect("8")
+        b1.send("F", (41, "c1"), (11, "c2"), (55, "CCER-AFF"), (54, "1"), (60, now()), (38, 5))
+        assert s(b1.expect("8"), 39) == "4"                              # cancelled
+        sync(b1, "before the crash")
+        server.kill()                                                    # kill -9
+    b1.close()
+    with ServeProcess(["--data-dir", str(data)], log_path=tmp_path / "serve2.log") as server:
+        b1.port = server.port
+        _log_on(b1, "demo01")
+        for cl, status, cum in (("b1", "2", "10"), ("c1", "4", "0"), ("c2", "4", "0")):
+            b1.send("H", (11, cl), (55, "CCER-AFF"), (54, "1"), (790, cl))
+            report = b1.expect("8", where=lambda m, cl=cl: s(m, 790) == cl)
+            assert (s(report, 150), s(report, 39), s(report, 14)) == ("I", status, cum), cl
+        assert s(report, 37) == "BROKER01:c1"
+        b1.send("H", (11, "never"), (55, "CCER-AFF"), (54, "1"), (790, "never"))
+        unknown = b1.expect("8", where=lambda m: s(m, 790) == "never")
+        assert (s(unknown, 39), s(unknown, 58)) == ("8", "unknown order")

@@ -532,3 +532,87 @@ def test_subscriptions_per_session_are_bounded(app):
     refused = only(app.on_message(B1, md_request("one-more", "1", ["CCER-AFF"])), B1)
     assert refused.msg_type == "Y" and "at most" in refused.get(58)
     assert only(app.on_message(B2, md_request("m0", "1", ["CCER-AFF"]))).msg_type == "W"
+
+
+# ------------------------------------------------------------------ restart: orders from the FIX store
+STATUS_FIELDS = (37, 11, 39, 14, 151, 6, 38, 44, 1, 55, 54, 40, 59, 103)
+
+
+class Wire:
+    """The brokers' FIX stores: every message the application sends is stored as a session
+    would store it (framed, numbered), as `ccerx serve` keeps them across a restart."""
+
+    def __init__(self, app):
+        from ccerx.gateway.fix.session import Session
+        from ccerx.gateway.fix.store import MemoryStore
+        self.app = app
+        self.sessions = {key: Session(key, None, MemoryStore()) for key in (B1, B2)}
+
+    def run(self, key, message):
+        out = self.app.on_message(key, message)
+        for to, m in out:
+            self.sessions[to].send(m, T0 / 1e9)
+        return out
+
+    def operator(self, command):
+        for to, m in self.app.run_operator_command(command):
+            self.sessions[to].send(m, T0 / 1e9)
+
+    def restart(self):
+        clock = itertools.count(T0 + 10**12, 1_000_000)
+        again = ExchangeApplication(self.app.exchange, "CCERX", ["BROKER01", "BROKER02"],
+                                    clock=lambda: next(clock))
+        for key, session in self.sessions.items():
+            store = session.store
+            again.on_session_restored(key, store.each(1, store.next_sender - 1))
+        return again
+
+
+def status_of(app, key, cl):
+    status = only(app.on_message(key, msg("H", (11, cl), (55, "CCER-AFF"), (54, "1"))), key)
+    return [(tag, status.get(tag)) for tag in STATUS_FIELDS]
+
+
+def trading_day(wire):
+    wire.run(B2, new_order("s1", "HOLD02", "2", 10, "62.00"))
+    wire.run(B1, new_order("b1", "EMIT01", "1", 10, "62.10"))          # both filled
+    wire.run(B1, new_order("c1", "EMIT01", "1", 5, "61.00"))
+    wire.run(B1, cancel("c2", "c1"))                                     # cancelled
+    wire.run(B1, new_order("p1", "EMIT01", "1", 20, "61.50"))
+    wire.run(B2, new_order("s2", "HOLD02", "2", 5, "61.50"))             # p1 partly filled
+    wire.run(B1, replace("p2", "p1", 30, "61.60"))                       # and replaced
+    wire.run(B2, new_order("s3", "HOLD02", "2", 3, "61.60"))             # AvgPx 61.5375
+    wire.run(B1, new_order("x1", "HOLD02", "1", 1, "61.00"))             # refused: not its account
+    wire.run(B1, new_order("i1", "EMIT01", "1", 4, "60.00", tif="3"))    # expired (IOC)
+
+
+B1_ORDERS, B2_ORDERS = ("b1", "c1", "c2", "p1", "p2", "x1", "i1"), ("s1", "s2", "s3")
+
+
+def test_after_a_restart_every_order_of_the_day_answers_as_before(app):
+    wire = Wire(app)
+    trading_day(wire)
+    again = wire.restart()
+    for key, names in ((B1, B1_ORDERS), (B2, B2_ORDERS)):
+        for cl in names:
+            assert status_of(again, key, cl) == status_of(app, key, cl), cl
+    assert dict(status_of(again, B1, "b1"))[39] == "2" and dict(status_of(again, B1, "p2"))[6] == "61.5375"
+    # a finished order is too late to cancel, not unknown; a refused ClOrdID stays used
+    [(_, reject)] = again.on_message(B1, cancel("c3", "c1"))
+    assert (reject.msg_type, reject.get(102), reject.get(39)) == ("9", "0", "4")
+    [(_, dup)] = again.on_message(B1, new_order("x1", "EMIT01", "1", 1, "61.00"))
+    assert (dup.get(39), dup.get(103)) == ("8", "6")
+    again.exchange.check()
+
+
+def test_orders_finished_before_the_last_close_are_forgotten_after_a_restart_too(app):
+    from ccerx.engine.core.commands import EndOfDay
+    wire = Wire(app)
+    trading_day(wire)
+    wire.operator(EndOfDay(T0 + 10**10))
+    wire.run(B1, new_order("n1", "EMIT01", "1", 2, "61.00"))             # the next day
+    again = wire.restart()
+    for key, names in ((B1, B1_ORDERS + ("n1",)), (B2, B2_ORDERS)):
+        for cl in names:
+            assert status_of(again, key, cl) == status_of(app, key, cl), cl
+    assert dict(status_of(again, B1, "b1"))[39] == "8"                   # unknown, as before
