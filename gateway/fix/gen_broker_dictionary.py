@@ -174,7 +174,9 @@ def _subset(items: list, wanted: Layout, where: str) -> list:
         if it is None:
             raise SubsetError(f"{where}: FIX 4.4 has no field {tag} here")
         if (sub is None) != (len(it) == 2):
-            raise SubsetError(f"{where}: field {tag} is {'not ' if len(it) == 2 else ''}a group")
+            raise SubsetError(f"{where}: field {tag} is " + (
+                "not a repeating group in FIX 4.4" if len(it) == 2
+                else "a repeating group in FIX 4.4: list its members"))
     out = []
     for it in items:
         if it[0] not in members:

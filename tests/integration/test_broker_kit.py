@@ -531,3 +531,28 @@ def test_quickfix_rejects_a_message_its_dictionary_does_not_declare(
         seller.close()
     rejects = [line for line in lines if line.startswith("OUT ") and "|35=3|" in line]
     assert rejects and "|371=12|" in rejects[0] and "|373=2|" in rejects[0], lines
+
+
+# ------------------------------------------------------------------ the generator's own checks
+def test_the_generator_refuses_a_subset_that_is_not_fix44():
+    from ccerx.gateway.fix import fix44_spec
+    from ccerx.gateway.fix.gen_broker_dictionary import SubsetError, _subset
+    report = fix44_spec.MESSAGES["8"]
+    with pytest.raises(SubsetError, match="no field 9999"):
+        _subset(report, [37, 17, 150, 39, 55, 54, 151, 14, 6, 9999], "MsgType 8")
+    with pytest.raises(SubsetError, match="requires field 17"):
+        _subset(report, [37, 150, 39, 55, 54, 151, 14, 6], "MsgType 8")
+    with pytest.raises(SubsetError, match="268 is a repeating group"):
+        _subset(fix44_spec.MESSAGES["X"], [262, 268], "MsgType X")
+    with pytest.raises(SubsetError, match="262 is not a repeating group"):
+        _subset(fix44_spec.MESSAGES["X"], [(262, [1]), (268, [279])], "MsgType X")
+
+
+def test_the_generator_refuses_an_enum_value_fix44_does_not_have(monkeypatch):
+    from ccerx.gateway.fix import gen_broker_dictionary as gen
+    monkeypatch.setitem(gen.ENUM_VALUES, 150, ("0", "Z"))
+    with pytest.raises(gen.SubsetError, match="'Z' is not a FIX 4.4 value"):
+        gen.broker_dictionary_xml()
+    monkeypatch.delitem(gen.ENUM_VALUES, 150)
+    with pytest.raises(gen.SubsetError, match="field 150 is enumerated"):
+        gen.broker_dictionary_xml()
