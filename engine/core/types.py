@@ -252,6 +252,13 @@ class InstrumentSpec:
     def from_fields(cls, symbol, tick="0.01", lot=1, max_qty=99_999, ref_price=None,
                     band_pct=10, name="") -> "InstrumentSpec":
         """Build a spec from edge values (decimal strings / ints); raises ValueError."""
+        if (not isinstance(symbol, str) or not (symbol.isascii() and symbol.isprintable())
+                or " " in symbol):
+            # it travels as FIX Symbol (55), which brokers send and match as plain ASCII; a
+            # Chinese name goes in `name` (sent as EncodedSecurityDesc). Checked at the edge
+            # only, so a journal written before the rule still replays.
+            raise ValueError(f"instrument symbol {str(symbol)[:32]!r} must be printable ASCII "
+                             "without spaces (put a Chinese name in `name`)")
         tick_units = parse_price_units(_as_decimal_text(tick, "tick"))
         if ref_price is None:
             raise ValueError("ref_price is required")

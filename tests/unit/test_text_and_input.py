@@ -223,3 +223,12 @@ def test_instrument_names_in_chinese_are_accepted_and_control_characters_refused
     for name in ("a\x01b", "two\nlines", 7):
         with pytest.raises(ValueError, match="name must be"):
             InstrumentSpec.from_fields("X", ref_price="1.00", name=name)
+
+
+def test_a_symbol_is_ascii_and_a_chinese_symbol_is_refused_with_a_pointer_to_name():
+    # a Symbol (55) goes out in FIX messages that the codec frames as bytes: a Chinese symbol
+    # could not be sent (and no broker could send it back); the Chinese goes in the name
+    for symbol in ("碳汇-1", "CCER AFF", "CCER\x01AFF"):
+        with pytest.raises(ValueError, match="printable ASCII"):
+            InstrumentSpec.from_fields(symbol, ref_price="1.00")
+    assert InstrumentSpec.from_fields("CCER-NEW", ref_price="1.00").symbol == "CCER-NEW"
