@@ -264,13 +264,16 @@ _ENCODED_DATA_TAGS = frozenset(data for _, data in ENCODED_FIELDS.values())
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+def _escape_controls(text: str) -> str:
+    """Control characters as backslash escapes: a SOH can never end a field early."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def ascii_rendering(text: str) -> str:
-    """`text` as printable ASCII: control characters and non-ASCII as backslash escapes
-    (a SOH can never end a field early, whatever the text holds)."""
+    """`text` as printable ASCII: control characters and non-ASCII as backslash escapes."""
     if text.isascii() and text.isprintable():
         return text
-    shown = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
-    return shown.encode("ascii", "backslashreplace").decode("ascii")
+    return _escape_controls(text).encode("ascii", "backslashreplace").decode("ascii")
 
 
 def text_fields(tag: int, text: str) -> list[tuple[int, str]]:
@@ -284,8 +287,7 @@ def text_fields(tag: int, text: str) -> list[tuple[int, str]]:
     if text.isascii() and text.isprintable():
         return [(tag, text)]
     length_tag, data_tag = ENCODED_FIELDS[tag]
-    data = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"),
-                        text).encode("utf-8")
+    data = _escape_controls(text).encode("utf-8")
     return [(tag, ascii_rendering(text)), (length_tag, str(len(data))),
             (data_tag, data.decode("latin-1"))]
 
@@ -303,7 +305,7 @@ def read_text(fields, tag: int = 58) -> Optional[str]:
     """The human text of a received message under `tag` (Text or SecurityDesc): its encoded
     form decoded when present (MessageEncoding 347, UTF-8 if absent), else the plain field."""
     values = dict(reversed(list(fields)))
-    length_tag, data_tag = ENCODED_FIELDS[tag]
+    data_tag = ENCODED_FIELDS[tag][1]
     data = values.get(data_tag)
     if data is not None:
         encoding = values.get(MESSAGE_ENCODING) or WIRE_ENCODING
