@@ -70,6 +70,21 @@ def test_a_halt_note_in_chinese_reaches_every_broker_and_logons_keep_working(
         assert encoded_text(b1.expect("h", where=lambda m: s(m, 340) == "2")) == "恢复交易"
         b1.new_order("c1", "EMIT01", "1", 1, "62.00")   # trading goes on
         assert s(b1.expect("8"), 150) == "0"
+
+        # a broker's own order may carry EncodedText (347 in its header): it is accepted
+        order = simplefix.FixMessage()
+        for tag, value in ((8, "FIX.4.4"), (35, "D"), (49, "BROKER01"), (56, "CCERX"),
+                           (34, b1.next_out), (347, "UTF-8")):
+            order.append_pair(tag, value, header=True)
+        order.append_utc_timestamp(52, precision=3, header=True)
+        data = "测试订单".encode("utf-8")
+        for tag, value in ((11, "c2"), (1, "EMIT01"), (55, "CCER-AFF"), (54, "1"),
+                           (60, "20260101-00:00:00"), (38, 1), (40, "2"), (44, "62.00"),
+                           (58, "test order"), (354, len(data)), (355, data)):
+            order.append_pair(tag, value)
+        b1.sock.sendall(order.encode())
+        b1.next_out += 1
+        assert s(b1.expect("8", where=lambda m: s(m, 11) == "c2"), 150) == "0"
     finally:
         b1.close()
         b2.close()
