@@ -512,6 +512,28 @@ def test_a_quickfix_initiator_trades_with_the_shipped_settings_and_dictionary(
     assert "554=****" in lines[0] and "demo01" not in "\n".join(lines)
 
 
+def test_a_quickfix_initiator_reads_a_chinese_halt_note_and_a_resend(
+        tmp_path, start_serve, quickfix_initiator):
+    """Halted with a note in Chinese before the broker first logs on: the status change is
+    stored for the broker, so QuickFIX asks for it (ResendRequest) and gets it as a PossDup
+    copy, then the logon status, both with EncodedText (DATA) parsed through the dictionary;
+    its order is refused (market closed)."""
+    server = start_serve("--data-dir", str(tmp_path / "data"))
+    [halted] = operator_request_sync(server.control, [
+        {"op": "status", "open": False, "halt": True, "note": "系统检查"}])
+    assert halted["ok"] is True, halted
+    code, lines = _run_quickfix(quickfix_initiator, _settings(tmp_path, server.port, XML),
+                                tmp_path)
+    received = [line for line in lines if line.startswith("IN ")]
+    assert code == 0, lines
+    assert not [line for line in lines if line.startswith("OUT ") and "|35=3|" in line], lines
+    assert any(line.startswith("OUT ") and "|35=2|" in line for line in lines), lines
+    statuses = [line for line in received if "|35=h|" in line]
+    assert len(statuses) == 2 and "|43=Y|" in statuses[0], lines
+    assert all("|340=1|" in line and "|355=系统检查|" in line for line in statuses), lines
+    assert any("|35=8|" in line and "|103=2|" in line for line in received), lines
+
+
 def test_quickfix_rejects_a_message_its_dictionary_does_not_declare(
         tmp_path, start_serve, quickfix_initiator):
     """The QuickFIX route can fail: with Commission (12) struck from ExecutionReport in a copy
