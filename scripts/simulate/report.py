@@ -21,6 +21,7 @@ from ccerx.engine.core.types import format_fen
 from ccerx.scripts.simulate.agents import Emitter, MarketMaker, NoiseTrader, ProjectOwner
 from ccerx.scripts.simulate.calendar import MINUTES_PER_DAY, SimulatedDays
 from ccerx.scripts.simulate.stylized import measure_all
+from ccerx.scripts.tables import group_thousands
 
 GROUPS = ((Emitter, "emitters (key emission units)"), (ProjectOwner, "project owners"),
           (MarketMaker, "investment institutions (market makers)"), (NoiseTrader, "noise traders"))
@@ -53,6 +54,11 @@ class DayStats:
         # turnover_fen / volume is CNY*100 per tonne: show 4 decimals of CNY
         value = Decimal(self.turnover_fen) / Decimal(self.volume) / 100
         return str(value.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP))
+
+
+def cny(fen: int) -> str:
+    """Cash for people: 1234567.80 CNY as "1,234,567.80"."""
+    return group_thousands(format_fen(fen))
 
 
 def per_mille(ppm: int) -> str:
@@ -188,6 +194,7 @@ def _charts(result, stats, facts, fulfilment, out: Path) -> list[tuple[str, str]
         ax.set_zorder(twin.get_zorder() + 1)
         ax.patch.set_visible(False)
         timeline(ax)
+    axes[-1, 0].set_xlabel("trading day (date; 240 trading minutes each)")
     axes[0, 0].legend(loc="upper left", fontsize=8)
     axes[0, 0].set_title("Trade prices, daily VWAP close and band; volume per 30 minutes (grey)")
     fig.tight_layout()
@@ -211,6 +218,7 @@ def _charts(result, stats, facts, fulfilment, out: Path) -> list[tuple[str, str]
     ax1.set_ylabel("quoted spread, ticks")
     ax1.set_title("Spread (15-minute mean) and depth (tonnes on the best 5 levels, both sides)")
     ax2.set_ylabel("depth, t")
+    ax2.set_xlabel("trading day (date; 240 trading minutes each)")
     ax1.legend(fontsize=8, ncol=4)
     timeline(ax1)
     timeline(ax2)
@@ -254,11 +262,19 @@ def _charts(result, stats, facts, fulfilment, out: Path) -> list[tuple[str, str]
     axes[0].semilogy(grid, np.exp(-grid ** 2 / 2) / np.sqrt(2 * np.pi), "k--", lw=0.8,
                      label="Gaussian")
     axes[0].set_ylim(1e-4, 2)
-    axes[0].set_title("1-min returns (standardised)", fontsize=9)
+    axes[0].set_title("trade-to-trade returns", fontsize=9)
+    axes[0].set_xlabel("return, standard deviations from the mean", fontsize=8)
+    axes[0].set_ylabel("density (log scale)", fontsize=8)
     axes[0].legend(fontsize=7)
-    axes[1].set_title("ACF of |returns| by lag", fontsize=9)
-    axes[2].set_title("ACF of aggressive order signs", fontsize=9)
-    axes[3].set_title("impact (ticks) vs order size (t)", fontsize=9)
+    axes[1].set_title("volatility clustering", fontsize=9)
+    axes[1].set_xlabel("lag, trades", fontsize=8)
+    axes[1].set_ylabel("autocorrelation of |return|", fontsize=8)
+    axes[2].set_title("order-sign persistence", fontsize=9)
+    axes[2].set_xlabel("lag, aggressive orders", fontsize=8)
+    axes[2].set_ylabel("autocorrelation of order sign", fontsize=8)
+    axes[3].set_title("price impact", fontsize=9)
+    axes[3].set_xlabel("order size, t (log scale)", fontsize=8)
+    axes[3].set_ylabel("mid move, ticks (log scale)", fontsize=8)
     for ax in axes[1:3]:
         ax.axhline(0, color="k", lw=0.5)
     fig.tight_layout()
@@ -437,11 +453,12 @@ Trades: <a href="trades.csv">trades.csv</a>; figures: <a href="summary.json">sum
              "trades", "turnover CNY", "spread mean / median (ticks)", "depth 5 lv bid / ask t"),
             [(r.day + 1, r.date, px(r.reference), px(r.open), px(r.high), px(r.low), px(r.last),
               r.vwap_text(spec.tick_fen), f"<b>{px(r.close)}</b>", f"{r.volume:,}", f"{r.trades:,}",
-              format_fen(r.turnover_fen),
+              cny(r.turnover_fen),
               "-" if r.spread_mean is None else f"{r.spread_mean:.2f} / {r.spread_median:.0f}",
               f"{r.depth_bid:,.0f} / {r.depth_ask:,.0f}") for r in rows]))
-    for name, title in charts[:2]:
-        parts.append(f"<h3>{e(title)}</h3><img src='{name}' alt='{e(title)}'>")
+    for name, title in charts[:2]:      # figures with captions: the h2 above is the heading
+        parts.append(f"<figure><img src='{name}' alt='{e(title)}'>"
+                     f"<figcaption><small>{e(title)}</small></figcaption></figure>")
     batches = _batches(result)
     if batches:
         parts.append("<h2>Issuance batches and the price response</h2>")
@@ -480,21 +497,25 @@ Trades: <a href="trades.csv">trades.csv</a>; figures: <a href="summary.json">sum
                  "closing value - opening value - value of credits issued to the agent; fees included.</small></p>")
     parts.append(_table(("group", "agents", "P&L CNY", "fees CNY", "trades", "bought t", "sold t",
                          "rejected orders"),
-                        [(g["group"], g["agents"], format_fen(g["pnl_fen"]), format_fen(g["fees_fen"]),
+                        [(g["group"], g["agents"], cny(g["pnl_fen"]), cny(g["fees_fen"]),
                           f"{g['trades']:,}", f"{g['bought_t']:,}", f"{g['sold_t']:,}", g["rejects"])
                          for g in _group_rows(pnl)]))
     ranked = sorted(pnl, key=lambda r: (r["pnl_fen"], r["agent"]))
     show = ranked[-5:][::-1] + ranked[:5]
     parts.append("<p>Best and worst five agents:</p>" + _table(
         ("agent", "account", "kind", "P&L CNY", "fees CNY", "trades"),
-        [(r["agent"], r["account"], r["kind"], format_fen(r["pnl_fen"]), format_fen(r["fees_fen"]),
+        [(r["agent"], r["account"], r["kind"], cny(r["pnl_fen"]), cny(r["fees_fen"]),
           r["trades"]) for r in show]))
     if result.rejects:
         parts.append("<p>Orders the exchange rejected, by reason: " + ", ".join(
             f"{e(k)} {v:,}" for k, v in result.rejects.items()) + "</p>")
-    parts.append("<h2>Market realism: stylized facts</h2><p><small>Measured on one-minute mid "
-                 "prices (within sessions), the quoted spread sampled each minute, and every "
-                 "aggressive order (sign, size, mid move).</small></p>")
+    parts.append("<h2>Market realism: stylized facts</h2><p><small>Returns are trade-to-trade: "
+                 "the log change of the price from one trade to the next within a session (the "
+                 "fills of one aggressive order count as one trade). One-minute mid returns "
+                 "are mostly exactly zero in a market this thin, so their kurtosis would "
+                 "measure the zeros, not the tails. The quoted spread is sampled each minute; "
+                 "order signs and impact come from every aggressive order (sign, size, mid "
+                 "move).</small></p>")
     rows = []
     names = [x.name for x in facts[0].facts] if facts else []
     for i, name in enumerate(names):

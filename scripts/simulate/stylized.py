@@ -5,14 +5,17 @@ holds, so a scenario's realism is measured, not assumed. Floats are fine here: t
 statistics about prices, not prices.
 
 - spread distribution: positive, mostly a few ticks, right-skewed (mean > median, skew > 0);
-- heavy tails: excess kurtosis of one-minute mid-price log returns > 1 (Gaussian: 0);
-- volatility clustering: mean autocorrelation of |returns| over lags 1-5 above the 95%
-  noise band 2/sqrt(N), while returns themselves are nearly uncorrelated;
+- heavy tails: excess kurtosis of trade-to-trade log returns > 1 (Gaussian: 0);
+- volatility clustering: mean autocorrelation of |trade-to-trade returns| over lags 1-5
+  above the 95% noise band 2/sqrt(N), while returns themselves are nearly uncorrelated;
 - order-sign autocorrelation: signs of successive aggressive orders are positively
   correlated (mean ACF over lags 1-10 above 2/sqrt(N)): order splitting shows;
 - concave price impact: mean mid-price impact of an aggressive order grows with its size
   with an exponent 0.1 < beta < 1 (rising, but less than linearly) in a log-log fit over size bins (square-root-like).
-Returns never span the overnight gap or the lunch break.
+Returns are taken between successive trades (the fills of one aggressive order, which share
+its timestamp, count as one trade at its last price), not on a one-minute clock: in this
+market most one-minute mid returns are exactly zero, and a kurtosis of mostly zeros measures
+the zeros, not the tails. Returns never span the overnight gap or the lunch break.
 """
 from __future__ import annotations
 
@@ -55,6 +58,22 @@ def acf(x: np.ndarray, lags: int) -> np.ndarray:
     return np.array([float(x[:-k] @ x[k:]) / denom for k in range(1, lags + 1)])
 
 
+def trade_returns(trades) -> tuple[np.ndarray, int]:
+    """Log returns between successive trades of one credit type within a session, and how
+    many trades they are between. `trades` is [(session, ts, price)] in time order; the fills
+    of one aggressive order (same ts) count as one trade at its last price."""
+    prices: list[tuple] = []                       # (session, price) per distinct trade
+    last_ts = None
+    for session, ts, price in trades:
+        if ts == last_ts and prices:
+            prices[-1] = (session, price)
+        else:
+            prices.append((session, price))
+        last_ts = ts
+    out = [np.log(b / a) for (s1, a), (s2, b) in zip(prices, prices[1:]) if s1 == s2]
+    return np.array(out, dtype=float), len(prices)
+
+
 def _minute_returns(samples) -> np.ndarray:
     """Log returns of the one-minute mid, within each session only."""
     out, prev_key, prev_mid = [], None, None
@@ -70,7 +89,9 @@ def _minute_returns(samples) -> np.ndarray:
     return np.array(out)
 
 
-def measure(instrument: str, samples, impacts) -> InstrumentFacts:
+def measure(instrument: str, samples, impacts, trades=None) -> InstrumentFacts:
+    """The facts of one credit type; `trades` [(session, ts, price)] for the returns (None:
+    one-minute mid returns, for callers with book samples only)."""
     facts = []
     spreads = np.array([a - b for _, _, b, a, _, _ in samples if b is not None and a is not None],
                        dtype=float)
@@ -85,17 +106,24 @@ def measure(instrument: str, samples, impacts) -> InstrumentFacts:
     else:
         facts.append(Fact("spread distribution", "skewness of the quoted spread", None,
                           "> 0", False, "too few two-sided samples"))
-    returns = _minute_returns(samples)
+    if trades is None:
+        returns, counted = _minute_returns(samples), None
+        kind = "1-minute mid returns"
+    else:
+        returns, counted = trade_returns(trades)
+        kind = "trade-to-trade log returns"
     n = len(returns)
     noise = 2 / np.sqrt(n) if n else 1.0
     if n > 30 and returns.std() > 0:
         z = (returns - returns.mean()) / returns.std()
         kurt = float((z ** 4).mean() - 3)
-        facts.append(Fact("heavy-tailed returns", "excess kurtosis of 1-minute mid returns", kurt,
-                          "> 1", kurt > 1, f"{n} returns"))
+        between = f" between {counted:,} trades" if counted is not None else ""
+        facts.append(Fact("heavy-tailed returns", f"excess kurtosis of {kind}", kurt,
+                          "> 1", kurt > 1, f"{n:,} returns{between}, "
+                          f"{100 * (returns == 0).mean():.0f}% of them zero"))
         abs_acf, raw_acf = acf(np.abs(returns), 20), acf(returns, 5)
         clustering = float(abs_acf[:5].mean())
-        facts.append(Fact("volatility clustering", "mean ACF of |returns|, lags 1-5", clustering,
+        facts.append(Fact("volatility clustering", f"mean ACF of |{kind}|, lags 1-5", clustering,
                           f"> {noise:.3f} (2/sqrt N)", clustering > noise,
                           f"ACF of returns at lag 1: {raw_acf[0]:+.3f}"))
     else:
@@ -140,4 +168,15 @@ def _impact_curve(impacts, nbins: int = 8):
 
 
 def measure_all(result) -> list[InstrumentFacts]:
-    return [measure(s, result.samples[s], result.impacts[s]) for s in result.scenario.symbols]
+    return [measure(s, result.samples[s], result.impacts[s], session_trades(result, s))
+            for s in result.scenario.symbols]
+
+
+def session_trades(result, symbol: str) -> list[tuple]:
+    """[(session, ts, price)] of one credit type's trades in time order; a session is
+    (day, afternoon), so that no return spans the night or the lunch break."""
+    days = result.calendar
+    morning_end = days.calendar.sessions[0][1] * 60 * 10**9      # ns after midnight
+    return [((day, ts - days.midnight_ns(day) >= morning_end), ts, price)
+            for _, day, ts, s, price, *_ in sorted(result.trades, key=lambda t: (t[2], t[0]))
+            if s == symbol]

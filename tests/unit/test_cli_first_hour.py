@@ -313,3 +313,74 @@ def test_the_sample_lobster_pair_is_ours_and_imports(tmp_path, capsys):
     code, text, _ = run(capsys, "replay", out, "--json")
     summary = json.loads(text)
     assert (summary["trades"], summary["rejects"]) == (executions, 0)
+
+
+# ---------------------------------------------------------------------------------- report
+@pytest.fixture(scope="module")
+def simulation(tmp_path_factory):
+    """A small two-day simulation's report folder, and the axis labels of every chart."""
+    import matplotlib.figure
+    base = tmp_path_factory.mktemp("simulation")
+    scenario = base / "tiny.toml"
+    scenario.write_text("[agents]\nemitters = 20\nproject_owners = 4\nmarket_makers = 4\n"
+                        "noise_traders = 20\n")
+    labels = {}
+    savefig = matplotlib.figure.Figure.savefig
+
+    def recording_savefig(fig, path, *args, **kwargs):     # watches; the real savefig runs
+        labels[Path(path).name] = [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes]
+        return savefig(fig, path, *args, **kwargs)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matplotlib.figure.Figure, "savefig", recording_savefig)
+        assert main(["simulate", "--scenario", str(scenario), "--days", "2", "--seed", "3",
+                     "--out", str(base / "out"), "--quiet", "--ledger", "none"]) == 0
+    return base / "out", labels
+
+
+def test_report_headings_are_not_repeated(simulation):
+    import re
+    page = (simulation[0] / "report.html").read_text()
+    headings = [re.sub(r"<[^>]+>", "", h) for h in re.findall(r"<h[1-6]>(.*?)</h[1-6]>", page)]
+    words = [" ".join(w.rstrip("s") for w in re.findall(r"[a-z]+", h.lower())) for h in headings]
+    assert len(set(words)) == len(words), headings
+
+
+def test_report_charts_have_axis_labels(simulation):
+    _, labels = simulation
+    for chart in ("stylized.png", "emitters.png"):
+        for xlabel, ylabel in labels[chart]:
+            assert xlabel and ylabel, (chart, labels[chart])
+    # panels over one time axis: every y axis, and the time axis under the bottom panel
+    assert all(y for _, y in labels["spread_depth.png"]) and labels["spread_depth.png"][-1][0]
+    prices = [x for x, y in labels["price_volume.png"] if "CNY/t" in y]   # not the volume twins
+    assert len(prices) == 4 and prices[-1]
+
+
+def test_report_money_has_thousands_separators(simulation):
+    import re
+    page = (simulation[0] / "report.html").read_text()
+    money = re.findall(r"<td>(-?[\d,]+\.\d\d)</td>", page)
+    assert money and all(re.fullmatch(r"-?\d{1,3}(,\d{3})*\.\d\d", m) for m in money), money[:5]
+    assert any("," in m for m in money)
+
+
+def test_heavy_tails_are_measured_on_trade_to_trade_returns(simulation):
+    import csv
+    import numpy as np
+    out, _ = simulation
+    page = (out / "report.html").read_text()
+    assert "excess kurtosis of trade-to-trade log returns" in page
+    summary = json.loads((out / "summary.json").read_text())
+    with (out / "trades.csv").open() as f:
+        trades = list(csv.DictReader(f))
+    for symbol, facts in summary["stylized"].items():
+        last = {}                     # one price per (session, ts): the fills of one order
+        for t in sorted((t for t in trades if t["instrument"] == symbol),
+                        key=lambda t: (int(t["ts_ns"]), int(t["trade_id"]))):
+            session = (t["day"], t["time"][11:16] >= "12:00")
+            last[(session, int(t["ts_ns"]))] = float(t["price"])
+        keys = list(last)
+        returns = np.array([np.log(last[b] / last[a]) for a, b in zip(keys, keys[1:])
+                            if a[0] == b[0]])
+        z = (returns - returns.mean()) / returns.std()
+        assert facts["heavy-tailed returns"]["value"] == pytest.approx((z ** 4).mean() - 3)
