@@ -4,9 +4,8 @@ Two routes, as the issue asks:
 - a real FIX engine: QuickFIX C++ (Debian's libquickfix-dev; the Python binding `quickfix`
   is on PyPI only as a source distribution, a build of all of QuickFIX plus its SWIG wrapper,
   so the kit ships a small C++ initiator, example_initiator.cpp, built here in about two
-  seconds) connects with the shipped
-  initiator.cfg and FIX44-CCERX.xml, trades one order and cancels its rest. Skipped where the
-  QuickFIX headers or a C++ compiler are missing.
+  seconds) connects with the shipped initiator.cfg and FIX44-CCERX.xml, trades one order and
+  cancels its rest. Skipped where the QuickFIX headers or a C++ compiler are missing.
 - always: simplefix brokers run a session that takes every path the gateway has (logon,
   session status, market data, security list, orders, fills, replace, status, cancel,
   rejects of every kind, resend, logout), and every message the gateway sends is validated
