@@ -39,6 +39,7 @@ batch of engine events. Anything else is answered with BusinessMessageReject (j)
 """
 from __future__ import annotations
 
+import re
 import time
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Callable, Iterable, Optional
@@ -47,9 +48,8 @@ from ccerx.engine.core.commands import AmendOrder, CancelOrder, Deposit, EndOfDa
 from ccerx.engine.core.events import (DayClosed, InstrumentDefined, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected,
                            TradeExecuted, TradingStatusChanged)
 from ccerx.engine.core.types import (CancelReason, DecimalFormatError, RejectReason as R, Side, format_fen,
-                          parse_decimal_units, parse_price_units, price_field)
+                          parse_decimal_units, price_field)
 
-from ccerx.gateway.fix import codec
 from ccerx.gateway.fix.application import FixMessage, Outbound, SessionKey
 from ccerx.gateway.fix.codec import declare_encoding, text_fields
 from ccerx.gateway.marketdata import MarketData
@@ -665,18 +665,20 @@ class ExchangeApplication:
         broker = session.their_comp_id
         if self.sessions.get(broker) != session:
             return
-        closed_at = self.exchange.last_close_ts / 1e9
+        # TransactTime texts compare as times (fixed-width UTC), so no parsing per report
+        last_close = self.exchange.last_close_ts
+        closed_at = utc_timestamp(last_close) if last_close else ""
         specs = self.exchange.specs
+        price_units = self._price_units
         resting = set(self.orders)
         fills: dict[str, list[int]] = {}              # order id -> [tonnes, ticks x tonnes]
         for _, raw in sent:
             if b"\x0135=8\x01" not in raw[:40]:
                 continue
-            get = first_values(FixMessage(codec.split_fields(raw))).get
+            get = _report_fields(raw).get
             exec_type, order_id, cl_ord_id = get(EXEC_TYPE), get(ORDER_ID), get(CL_ORD_ID)
             if exec_type == STATUS or not cl_ord_id or (
-                    order_id not in resting
-                    and (codec.parse_utc_timestamp(get(TRANSACT_TIME) or "") or 0) <= closed_at):
+                    order_id not in resting and (get(TRANSACT_TIME) or "") <= closed_at):
                 continue
             if order_id == "NONE":                    # a new order refused
                 if (broker, cl_ord_id) not in self._by_cl_ord_id:
@@ -706,19 +708,32 @@ class ExchangeApplication:
                 done = fills.setdefault(order_id, [0, 0])
                 qty = int(get(LAST_QTY))
                 done[0] += qty
-                done[1] += qty * (parse_price_units(get(LAST_PX)) // spec.tick_units)
+                done[1] += qty * (price_units(get(LAST_PX)) // spec.tick_units)
             if order_id in resting:
                 continue                              # the engine's numbers are the truth
             order.qty, order.cum_qty = int(get(ORDER_QTY)), int(get(CUM_QTY))
             price = get(PRICE)
             order.price = (None if price is None or spec is None
-                           else parse_price_units(price) // spec.tick_units)
+                           else price_units(price) // spec.tick_units)
             if exec_type in (CANCELED, EXPIRED, REJECTED):
                 order.done = exec_type
         for order_id, (qty, cost) in fills.items():
             order = self.orders[order_id]
             if qty == order.cum_qty:                  # every fill is in the store
                 order.cum_cost = cost
+
+
+_REPORT_FIELD = re.compile(rb"\x01(%s)=([^\x01]*)" % b"|".join(b"%d" % tag for tag in (
+    EXEC_TYPE, ORDER_ID, CL_ORD_ID, ORIG_CL_ORD_ID, TRANSACT_TIME, ACCOUNT, SYMBOL, SIDE,
+    ORD_TYPE, TIME_IN_FORCE, PRICE, ORDER_QTY, CUM_QTY, LAST_QTY, LAST_PX)))
+
+
+def _report_fields(raw: bytes) -> dict[int, str]:
+    """The fields of a stored ExecutionReport that on_session_restored reads, first occurrence
+    of each (a restart reads a day's reports: a regex scan is ~6x faster than
+    codec.split_fields, which splits and converts all of them)."""
+    return {int(tag): value.decode("latin-1")
+            for tag, value in reversed(_REPORT_FIELD.findall(raw))}
 
 
 def first_values(message: FixMessage) -> dict[int, str]:
