@@ -245,8 +245,27 @@ def _run_e2e(args) -> int:
     def replay_exchange():   # set up like the server: same instruments, accounts, fee
         return Exchange(instruments, config.build_accounts(), config.fee_ppm)
 
-    result = run_e2e(flow, sessions=args.sessions, rates=rates, commands=args.e2e_commands,
-                     client_parser=args.client_parser, replay_exchange=replay_exchange)
+    print(f"ccerx bench --e2e: {len(rates)} run(s) of the first {args.e2e_commands:,} commands "
+          f"of {flow} as FIX requests over {args.sessions} sessions; each run starts a fresh "
+          f"`ccerx serve`, sends on schedule at the offered rate, waits for the "
+          f"acknowledgements, then replays the server's journal", file=sys.stderr)
+    from ccerx.benchmarks.e2e import fix_requests
+    requests = len(fix_requests(flow, args.sessions, args.e2e_commands))
+    result = None
+    for n, rate in enumerate(rates, 1):
+        with _ScheduleProgress(f"e2e run {n}/{len(rates)} at {rate:,.0f}/s, requests sent "
+                               f"on schedule", rate, requests):
+            one = run_e2e(flow, sessions=args.sessions, rates=[rate],
+                          commands=args.e2e_commands, client_parser=args.client_parser,
+                          replay_exchange=replay_exchange)
+        [run] = one["runs"]
+        print(f"e2e run {n}/{len(rates)} at {rate:,.0f}/s: {run['acked']:,} acknowledged, "
+              f"{run['unacked']:,} not; p99 {run['latency_ns'].get('p99', 0) / 1000:,.1f} us",
+              file=sys.stderr)
+        if result is None:
+            result = one
+        else:
+            result["runs"] += one["runs"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "result_e2e.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -287,6 +306,35 @@ def _run_e2e(args) -> int:
            or not r.get("journal_replay", {}).get("trades_match_fix_reports", True)
            or r.get("journal_replay", {}).get("state_hash_matches_recovery") is False]
     return 1 if bad else 0
+
+
+class _ScheduleProgress:
+    """Progress of an open-loop run that sends on a fixed schedule: request i goes at
+    i / rate seconds, so how many are due is known from the clock (scripts/progress.py shows
+    it, from a thread, while the run holds the main one). The start of a server counts in
+    the elapsed time, so it runs a little ahead of the sends at first."""
+
+    def __init__(self, label: str, rate: float, total: int):
+        import threading
+        self.rate, self.total = rate, total
+        self.progress = Progress(label, total)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._tick, daemon=True)
+
+    def _tick(self) -> None:
+        import time
+        start = time.monotonic()
+        while not self.done.wait(0.25):
+            self.progress(min(int((time.monotonic() - start) * self.rate), self.total))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+        self.progress.close()
 
 
 def _versus(match) -> str:

@@ -384,3 +384,15 @@ def test_heavy_tails_are_measured_on_trade_to_trade_returns(simulation):
                             if a[0] == b[0]])
         z = (returns - returns.mean()) / returns.std()
         assert facts["heavy-tailed returns"]["value"] == pytest.approx((z ** 4).mean() - 3)
+
+
+# ------------------------------------------------------------------------- long silences
+def test_bench_e2e_says_what_it_is_doing(tmp_path, capsys):
+    flow = tmp_path / "flow.ndjson"
+    assert main(["gen-flow", "--seed", "1", "--commands", "400", "--out", str(flow)]) == 0
+    code, out, err = run(capsys, "bench", flow, "--e2e", "--e2e-rates", "400",
+                         "--e2e-commands", "300", "--out", tmp_path / "out", "--no-plots")
+    assert code == 0, err
+    assert "each run starts a fresh `ccerx serve`" in err
+    assert "e2e run 1/1 at 400/s, requests sent on schedule: " in err     # scripts/progress.py
+    assert "e2e run 1/1 at 400/s: " in err and "acknowledged" in err
