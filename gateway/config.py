@@ -12,6 +12,9 @@ A TOML file (see DEMO_CONFIG below for the full shape):
     rate_logout_after_s = 10       # optional: a session over the rate this long is logged out
     logon_backoff_ms = 1000        # optional: wait after a failed logon (per CompID and per
     logon_backoff_max_ms = 60000   #   source address), doubled per failure up to this
+    heartbeat_bounds = [1, 300]    # optional: HeartBtInt (seconds) a broker's Logon may ask
+                                   # for; outside them the Logon is refused (0 = no heartbeats,
+                                   # a silent connection is still timed out)
 
     [[broker]]
     comp_id = "BROKER01"           # the broker's SenderCompID, also its member id
@@ -45,6 +48,7 @@ from ccerx.engine.core.types import ParticipantType, parse_decimal_units
 from ccerx.engine.formats.config import account_from_row
 
 from ccerx.gateway.fix.application import FixMessage, SessionKey
+from ccerx.gateway.fix.session import DEFAULT_HEARTBEAT_BOUNDS
 from ccerx.gateway.limits import SessionLimits
 
 BEGIN_STRING = "FIX.4.4"
@@ -131,6 +135,7 @@ class GatewayConfig:
     instruments_path: Optional[Path] = None
     source: str = "<demo>"
     limits: SessionLimits = SessionLimits()
+    heartbeat_bounds: tuple[int, int] = DEFAULT_HEARTBEAT_BOUNDS
 
     def session_key(self, broker: str) -> SessionKey:
         return SessionKey(BEGIN_STRING, self.comp_id, broker)
@@ -212,7 +217,10 @@ class GatewayConfig:
             if base_dir is not None and not instruments_path.is_absolute():
                 instruments_path = base_dir / instruments_path
         limits = _limits(gateway)
-        unknown = set(gateway) - {"comp_id", "fee_rate", "instruments", *_LIMIT_KEYS}
+        heartbeat_bounds = _heartbeat_bounds(gateway.get("heartbeat_bounds",
+                                                         list(DEFAULT_HEARTBEAT_BOUNDS)))
+        unknown = set(gateway) - {"comp_id", "fee_rate", "instruments", "heartbeat_bounds",
+                                  *_LIMIT_KEYS}
         if unknown:
             raise ConfigError(f"unknown key(s) in [gateway]: {sorted(unknown)}")
 
@@ -233,7 +241,16 @@ class GatewayConfig:
         unknown = set(data) - {"gateway", "broker"}
         if unknown:
             raise ConfigError(f"unknown table(s): {sorted(unknown)}")
-        return cls(comp_id, brokers, fee_ppm, instruments_path, source, limits)
+        return cls(comp_id, brokers, fee_ppm, instruments_path, source, limits,
+                   heartbeat_bounds)
+
+
+def _heartbeat_bounds(value) -> tuple[int, int]:
+    if (not isinstance(value, list) or len(value) != 2 or any(type(v) is not int for v in value)
+            or not 0 <= value[0] <= value[1] <= 3600):
+        raise ConfigError("gateway.heartbeat_bounds must be [lowest, highest] HeartBtInt in "
+                          "seconds, 0 <= lowest <= highest <= 3600, e.g. [1, 300]")
+    return value[0], value[1]
 
 
 # [gateway] key -> (lowest, highest) accepted; every one is an optional integer.

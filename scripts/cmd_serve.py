@@ -115,7 +115,8 @@ def build_sessions(config: GatewayConfig, application, conformance: bool) -> lis
     sessions = [SessionSettings(key=config.session_key(broker.comp_id), application=application,
                                 heartbeat_interval=broker.heartbeat_interval,
                                 reset_on_logon=broker.reset_on_logon,
-                                authenticate=config.authenticate)
+                                authenticate=config.authenticate,
+                                heartbeat_bounds=config.heartbeat_bounds)
                 for broker in config.brokers.values()]
     if conformance:
         sessions.append(conformance_session())

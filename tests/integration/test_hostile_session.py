@@ -196,3 +196,23 @@ def test_order_status_after_a_kill_9_tells_the_true_state_of_finished_orders(tmp
         b1.send("H", (11, "never"), (55, "CCER-AFF"), (54, "1"), (790, "never"))
         unknown = b1.expect("8", where=lambda m: s(m, 790) == "never")
         assert (s(unknown, 39), s(unknown, 58)) == ("8", "unknown order")
+
+
+def test_the_heartbeat_bounds_come_from_the_gateway_config(start_serve, tmp_path):
+    from ccerx.gateway.config import DEMO_CONFIG
+    config = tmp_path / "gateway.toml"
+    config.write_text(DEMO_CONFIG.replace('comp_id = "CCERX"\n',
+                                          'comp_id = "CCERX"\nheartbeat_bounds = [5, 60]\n', 1))
+    server = start_serve("--data-dir", str(tmp_path / "data"), "--config", str(config))
+    answer, text, _ = _intrude(server.port, "BROKER01", (98, 0), (108, 2), (141, "Y"),
+                               (553, "BROKER01"), (554, "demo01"))
+    assert (answer, text) == ("5", "HeartBtInt (108) must be 5 to 60 seconds")
+    reply = _log_on(Broker("BROKER01", server.port), "demo01", reset=True, heartbeat=60)
+    assert s(reply, 108) == "60"
+
+    config.write_text(DEMO_CONFIG.replace('comp_id = "CCERX"\n',
+                                          'comp_id = "CCERX"\nheartbeat_bounds = [0]\n', 1))
+    with pytest.raises(RuntimeError) as refused:
+        start_serve("--data-dir", str(tmp_path / "data2"), "--config", str(config),
+                    log_name="serve2.log")
+    assert "gateway.heartbeat_bounds must be [lowest, highest]" in str(refused.value)
