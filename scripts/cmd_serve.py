@@ -19,6 +19,7 @@ from ccerx.engine.durable.files import private_dir
 from ccerx.engine.formats.config import load_instruments
 from ccerx.gateway.config import DEMO_CONFIG, GatewayConfig, hash_password
 from ccerx.gateway.control import SOCKET_NAME, ControlServer
+from ccerx.gateway.fix.store import StoreCorrupt
 from ccerx.gateway.fix.translate import ExchangeApplication
 
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_DATA_DIR = "127.0.0.1", 9878, "data"
@@ -161,7 +162,11 @@ def run(args) -> int:
         application = ExchangeApplication(engine, config.comp_id, config.brokers,
                                           group_commit=group_commit)
         sessions = build_sessions(config, application, args.conformance)
-        return asyncio.run(_serve(args, config, sessions, data_dir, engine))
+        try:
+            return asyncio.run(_serve(args, config, sessions, data_dir, engine))
+        except StoreCorrupt as err:     # a FIX store that cannot be read: never start it at 1
+            print(f"ccerx serve: {err}", file=sys.stderr)
+            return 2
     finally:
         close = getattr(engine, "close", None)
         if close is not None:

@@ -165,6 +165,7 @@ def test_a_corrupt_seqnums_file_stops_serve_with_the_file_named(start_serve, tmp
         start_serve("--data-dir", str(data), log_name="serve2.log")
     assert "FIX.4.4_CCERX_BROKER01.seqnums" in str(refused.value)
     assert "refusing to start the session at 1/1" in str(refused.value)
+    assert "exited 2" in str(refused.value) and "Traceback" not in str(refused.value)
 
 
 # ------------------------------------------------------------------ 10: order status after a crash
