@@ -19,12 +19,13 @@ class NewOrder(NamedTuple):
     account: Any            # client account (str)
     instrument: Any         # symbol, e.g. "CCER-AFF"
     side: Any               # "buy" | "sell"
-    order_type: Any         # "limit" | "market"
+    order_type: Any         # "limit" | "market" | "take"
     tif: Any                # "day" | "ioc" | "fok" | None (default by type)
     price_units: Any        # int price units for limit orders, None for market
     qty: Any                # whole tonnes (int)
     ts: Optional[int] = None  # nanoseconds since the epoch, from the sender
     owner: Optional[str] = None  # broker member entering the order (gateway), if any
+    target: Any = None      # a take order's target: the order_id of the listing to take
 
 
 class CancelOrder(NamedTuple):

@@ -12,10 +12,17 @@ Matching is strict price-time priority and a trade always prints at the resting 
 price. Self-trade prevention cancels the resting order (reason stp) and matching goes on.
 FOK counts only what it could really trade (other accounts' orders) and, if short, changes
 nothing but its own accept/cancel.
+
+Which order types, time in force, amends, self-trade handling, order caps and holding
+periods apply is the exchange's rule profile (rules.py; `continuous` unless given). The
+profile is part of the state: snapshots record it and `state_hash` covers it (for
+`continuous` the hash is the one from before profiles existed). Under `continuous` a plain
+limit order takes the fast path below; every other profile validates on the slow path.
 """
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
 from typing import Iterable, Optional
 
 from ccerx.engine.core.book import Book, Order
@@ -26,12 +33,13 @@ from ccerx.engine.core.events import (DayClosed, Deposited, DepositRejected, Ins
                                      TradingStatusChanged)
 from ccerx.engine.core.matching import Matching
 from ccerx.engine.core.risk import DEFAULT_FEE_PPM, Accounts, Refused
+from ccerx.engine.core.rules import CONTINUOUS, RuleProfile, SelfTrade
 from ccerx.engine.core.types import (CASH_ASSET, DEFAULT_INSTRUMENTS, MAX_DEPOSIT, ORDER_TYPES, SIDES, TIFS,
                     CancelReason, InstrumentSpec, OrderType, PriceError, RejectReason as R, Side,
                     TimeInForce)
 
 BUY, SELL = Side.BUY, Side.SELL
-LIMIT, MARKET = OrderType.LIMIT, OrderType.MARKET
+LIMIT, MARKET, TAKE = OrderType.LIMIT, OrderType.MARKET, OrderType.TAKE
 DAY, IOC, FOK = TimeInForce.DAY, TimeInForce.IOC, TimeInForce.FOK
 MAX_ID_LEN = 64
 _tuple_new = tuple.__new__  # builds an event NamedTuple without its Python-level __new__
@@ -42,7 +50,12 @@ class Exchange(Matching):
     (matching.py), reservations and settlement of trades are `Accounts` (risk.py)."""
 
     def __init__(self, instruments: Iterable[InstrumentSpec] = DEFAULT_INSTRUMENTS,
-                 accounts: Optional[Accounts] = None, fee_ppm: Optional[int] = None):
+                 accounts: Optional[Accounts] = None, fee_ppm: Optional[int] = None,
+                 rules: RuleProfile = CONTINUOUS):
+        self.rules = rules
+        self._plain_rules = rules == CONTINUOUS   # the fast path applies only to these rules
+        if accounts is not None:
+            accounts.holding_days = rules.holding_days
         self.specs: dict[str, InstrumentSpec] = {}
         self.books: dict[str, Book] = {}
         for spec in instruments:
@@ -106,14 +119,14 @@ class Exchange(Matching):
                           f"-{spec.ticks_to_text(spec.max_ticks)}")
         return ticks
 
-    @staticmethod
-    def _check_qty(spec: InstrumentSpec, qty) -> int:
+    def _check_qty(self, spec: InstrumentSpec, qty) -> int:
         if type(qty) is not int or qty <= 0:
             raise Refused(R.INVALID_QTY, "quantity must be a positive whole number of tonnes")
         if qty % spec.lot:
             raise Refused(R.INVALID_QTY, f"quantity must be a multiple of the lot ({spec.lot} t)")
-        if qty > spec.max_qty:
-            raise Refused(R.QTY_ABOVE_MAX, f"quantity above the maximum of {spec.max_qty} t")
+        max_qty = spec.max_qty if self.rules.max_qty is None else self.rules.max_qty
+        if qty > max_qty:
+            raise Refused(R.QTY_ABOVE_MAX, f"quantity above the maximum of {max_qty} t")
         return qty
 
     def _find_resting(self, order_id) -> tuple[Book, Order] | tuple[None, None]:
@@ -148,31 +161,51 @@ class Exchange(Matching):
             TIFS.get(tif) if type(tif) is str else None)
         price_units, qty = cmd.price_units, cmd.qty
         # Fast path: a well-formed limit order whose fields need no explaining.
-        if (spec is not None and side is not None and order_type is LIMIT and tif is not None
+        if (self._plain_rules and spec is not None and side is not None and order_type is LIMIT and tif is not None
                 and type(price_units) is int and type(qty) is int and type(account) is str
                 and 0 < qty <= spec.max_qty and not qty % spec.lot and 0 < len(account) <= MAX_ID_LEN
                 and spec.min_units <= price_units <= spec.max_units
-                and not price_units % spec.tick_units):
+                and not price_units % spec.tick_units and cmd.target is None):
             price = price_units // spec.tick_units
         else:
             try:
                 price = self._validate_new(cmd, spec, side, order_type, tif)
+                if not self._plain_rules:
+                    self._check_self_trade(cmd, spec, side, price)
             except Refused as bad:
                 return self._reject(out, ts, "new", order_id, bad.reason, bad.text, owner)
+        symbol = spec.symbol
+        book = self.books[symbol]
         order = Order(order_id, account, side, price, qty, owner)
         if self.accounts is not None:
             try:
-                self.accounts.reserve_new(order, spec, self.fee_ppm)
+                if self.rules.holding_days:
+                    self.accounts.check_holding(order, symbol, book)
+                if order_type is TAKE and price is None:   # nothing to take: nothing to hold
+                    if self.accounts.get(account) is None:
+                        raise Refused(R.UNKNOWN_ACCOUNT, f"unknown account {account!r}")
+                else:
+                    self.accounts.reserve_new(order, spec, self.fee_ppm)
             except Refused as bad:
                 return self._reject(out, ts, "new", order_id, bad.reason, bad.text, owner)
 
-        symbol = spec.symbol
-        book = self.books[symbol]
         self.seq += 1
         out.append(_tuple_new(OrderAccepted, (self.seq, ts, order_id, account, symbol, side,
                                               order_type, tif, price, qty, owner)))
         if tif is FOK and self._fillable(book, order, price) < qty:
             return self._finish(order, spec, CancelReason.FOK, out, ts)
+        if order_type is TAKE:
+            if price is not None:
+                if cmd.target is None:
+                    # priced at the best level, so the walk can never pass it
+                    self._match(book, spec, order, price, out, ts)
+                else:
+                    self._take_target(book, spec, order, book.orders[cmd.target], out, ts)
+            if order.open_qty:
+                self._finish(order, spec, CancelReason.TAKE, out, ts)
+            elif order.reserved:
+                self._release(order, spec)
+            return
         keys = book.asks.keys if side is BUY else book.bids.keys
         # call the matcher only if the order crosses (keys are signed so that best is keys[0])
         if keys and (price is None or (keys[0] <= price if side is BUY else -keys[0] >= price)):
@@ -196,9 +229,20 @@ class Exchange(Matching):
         if side is None:
             raise Refused(R.INVALID_SIDE, "side must be 'buy' or 'sell'")
         if order_type is None:
-            raise Refused(R.INVALID_TYPE, "type must be 'limit' or 'market'")
+            raise Refused(R.INVALID_TYPE, "type must be 'limit', 'market' or 'take'")
         if tif is None:
             raise Refused(R.INVALID_TIF, "tif must be 'day', 'ioc' or 'fok'")
+        rules = self.rules
+        if order_type not in rules.order_types:
+            raise Refused(R.NOT_PERMITTED,
+                          f"{order_type.value} orders are not permitted under the "
+                          f"{rules.name} rules: post a limit order or take the best listing")
+        if order_type is TAKE:
+            return self._validate_take(cmd, spec, side, tif)
+        if tif not in rules.tifs:
+            raise Refused(R.NOT_PERMITTED,
+                          f"{tif.value} orders are not permitted under the {rules.name} rules "
+                          f"(day orders only): enter a day order, and cancel it to withdraw")
         if order_type is LIMIT:
             price = self._limit_ticks(spec, cmd.price_units)
         else:
@@ -208,7 +252,64 @@ class Exchange(Matching):
                 raise Refused(R.INVALID_PRICE, "a market order carries no price")
             price = None
         self._check_qty(spec, cmd.qty)
+        if cmd.target is not None:
+            raise Refused(R.MALFORMED, "only a take order names a target")
         return price
+
+    def _validate_take(self, cmd: NewOrder, spec, side, tif) -> Optional[int]:
+        """A take order's price: the best opposite level (its target's level if it names
+        one), or None when the other side is empty (it is then cancelled at once)."""
+        if tif is not IOC:
+            raise Refused(R.INVALID_TIF, "a take order never rests: send it without a tif")
+        if cmd.price_units is not None:
+            raise Refused(R.INVALID_PRICE, "a take order carries no price: it trades at the "
+                                           "best level of the other side")
+        self._check_qty(spec, cmd.qty)
+        opposite = self.books[spec.symbol].opposite(side)
+        target = cmd.target
+        if target is None:
+            return opposite.keys[0] * opposite.sign if opposite.keys else None
+        if type(target) is not str or not target or len(target) > MAX_ID_LEN:
+            raise Refused(R.MALFORMED, f"target must be an order id of 1-{MAX_ID_LEN} characters")
+        listing = self.books[spec.symbol].orders.get(target)
+        if listing is None or listing.side is side:
+            raise Refused(R.ORDER_NOT_RESTING, f"no {'sell' if side is BUY else 'buy'} listing "
+                                               f"{target!r} rests in {spec.symbol}")
+        if listing.account == cmd.account:     # in every profile: STP would only cancel it
+            raise Refused(R.SELF_TRADE, f"listing {target!r} is the account's own: a taker "
+                                        f"never takes its own listing")
+        ahead = bisect_left(opposite.keys, listing.price * opposite.sign)
+        if ahead >= self.rules.take_levels:
+            best = opposite.keys[0] * opposite.sign
+            raise Refused(R.TARGET_NOT_AT_BEST,
+                          f"listing {target!r} at {spec.ticks_to_text(listing.price)} is not at "
+                          f"the best {'level' if self.rules.take_levels == 1 else f'{self.rules.take_levels} levels'} "
+                          f"({spec.ticks_to_text(best)})")
+        return listing.price
+
+    def _check_self_trade(self, cmd: NewOrder, spec, side, price) -> None:
+        """Under REJECT_TAKER: refuse an order that would trade with an order of its own
+        account before its quantity is used up (the resting order stays)."""
+        if self.rules.self_trade is not SelfTrade.REJECT_TAKER or cmd.target is not None:
+            return                   # (a targeted take is checked in _validate_take)
+        book = self.books[spec.symbol]
+        account = cmd.account
+        need, own = cmd.qty, False
+        buying = side is BUY
+        for level in book.opposite(side).iter_levels():
+            if price is not None and (level.price > price if buying else level.price < price):
+                break
+            maker = level.head
+            while maker is not None and not own and need > 0:
+                own = maker.account == account
+                need -= maker.open_qty
+                maker = maker.next
+            if own or need <= 0:
+                break
+        if own:
+            raise Refused(R.SELF_TRADE, f"this order would trade with a resting order of "
+                                        f"account {account!r}; a taker never takes its own "
+                                        f"listing (cancel that one first)")
 
     # ------------------------------------------------------------------ cancel / amend
     def _cancel(self, cmd: CancelOrder, ts: int, out: list) -> None:
@@ -223,6 +324,10 @@ class Exchange(Matching):
 
     def _amend(self, cmd: AmendOrder, ts: int, out: list) -> None:
         order_id, owner = cmd.order_id, cmd.owner
+        if not self.rules.amend:
+            return self._reject(out, ts, "amend", order_id, R.NOT_PERMITTED,
+                                f"amends are not permitted under the {self.rules.name} rules: "
+                                f"cancel the order and enter a new one", owner)
         book, order = self._find_resting(order_id)
         if order is None or (owner is not None and order.owner != owner):
             return self._reject(out, ts, "amend", order_id, R.ORDER_NOT_RESTING,
@@ -366,6 +471,8 @@ class Exchange(Matching):
         """Deterministic digest of everything that decides future behaviour."""
         h = hashlib.blake2b(digest_size=16)
         h.update(repr((self.seq, self.next_trade_id, self.last_ts, self.fee_ppm)).encode())
+        if not self._plain_rules:    # (so hashes under `continuous` stay the same)
+            h.update(repr((self.rules.to_json(), self.accounts and self.accounts.closes)).encode())
         if not self.trading_open or self.last_close_ts:  # (so hashes of older states stay the same)
             h.update(repr((self.trading_open, self.last_close_ts)).encode())
         if self.halted:

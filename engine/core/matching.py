@@ -104,6 +104,42 @@ class Matching:
                     self._release(maker, spec)
                 maker = following
 
+    def _take_target(self, book: Book, spec: InstrumentSpec, taker: Order, maker: Order,
+                     out, ts) -> None:
+        """A targeted take: one trade with that listing only (other accounts' listing, at a
+        level the rules let it reach, checked by the exchange). The trade itself is the same
+        as one step of `_match` (kept inline there: it is the hot loop)."""
+        if maker.account == taker.account or taker.side is maker.side:
+            raise AssertionError(f"take {taker.order_id} of listing {maker.order_id}")
+        buying = taker.side is BUY
+        price = maker.price
+        qty = taker.open_qty if taker.open_qty < maker.open_qty else maker.open_qty
+        gross = price * spec.tick_fen * qty
+        fee = fee_fen(gross, self.fee_ppm)
+        taker.open_qty -= qty
+        taker.filled_qty += qty
+        maker.filled_qty += qty
+        if maker.open_qty == qty:
+            book.remove(maker)
+            maker.open_qty = 0
+        else:
+            maker.open_qty -= qty
+            maker.level.total_qty -= qty
+        buy, sell = (taker, maker) if buying else (maker, taker)
+        if self.accounts is not None:
+            self.accounts.settle(spec, buy, sell, qty, gross, fee, self.fee_ppm)
+        stats = self.day_stats[spec.symbol]
+        stats[0] += qty
+        stats[1] += price * qty
+        stats[2] += 1
+        self.seq += 1
+        out.append(TradeExecuted(self.seq, ts, self.next_trade_id, spec.symbol, price, qty,
+                                 buy.order_id, sell.order_id, taker.side, buy.account,
+                                 sell.account, fee, fee, buy.open_qty, sell.open_qty))
+        self.next_trade_id += 1
+        if not maker.open_qty and maker.reserved:
+            self._release(maker, spec)
+
     def _cancel_resting(self, book, spec, order: Order, reason, out, ts) -> None:
         cancelled = order.open_qty
         book.remove(order)

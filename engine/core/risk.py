@@ -2,7 +2,10 @@
 
 A buy reserves cash for price x quantity plus the buyer's fee at its limit (market buys
 at the band's upper limit); a sell reserves credits of that type. Credits bought today
-cannot be sold again until the day closes. Reservations live on the order
+cannot be sold again until the day closes. Under a rule profile with a holding period
+(rules.py, Art.29) the accounts also remember, per instrument, the trading day of the
+account's last buy and last sell (`closes`: the number of end-of-day closes applied so far
+is the current trading day), and refuse the opposite side until `holding_days` closes later. Reservations live on the order
 (`Order.reserved`) and are released on fill or cancel.
 
 Fees are ad valorem per side, rounded down to the fen per trade. Rounding down is what
@@ -43,6 +46,10 @@ class Account:
     credits_reserved: dict[str, int] = field(default_factory=dict)  # t held for open sells
     bought_today: dict[str, int] = field(default_factory=dict)      # t not sellable until EOD
     fees_paid: int = 0                    # fen, cumulative
+    # Art.29 holding period (only under a profile with holding_days): instrument -> the
+    # trading day (closes applied before it) of the account's last buy / last sell
+    last_bought: dict[str, int] = field(default_factory=dict)
+    last_sold: dict[str, int] = field(default_factory=dict)
 
     @property
     def cash_available(self) -> int:
@@ -67,7 +74,11 @@ class Account:
                 "credits": dict(sorted(self.credits.items())),
                 "credits_reserved": {k: v for k, v in sorted(self.credits_reserved.items()) if v},
                 "bought_today": {k: v for k, v in sorted(self.bought_today.items()) if v},
-                "fees_paid": format_fen(self.fees_paid)}
+                "fees_paid": format_fen(self.fees_paid),
+                # (only when set, so that states without a holding period hash as before)
+                **({"last_bought": dict(sorted(self.last_bought.items()))}
+                   if self.last_bought else {}),
+                **({"last_sold": dict(sorted(self.last_sold.items()))} if self.last_sold else {})}
 
 
 class Refused(Exception):
@@ -91,6 +102,8 @@ class Accounts:
     def __init__(self, accounts: Iterable[Account] = (), fee_ppm: int = DEFAULT_FEE_PPM):
         self.by_id: dict[str, Account] = {}
         self.fee_ppm = fee_ppm
+        self.holding_days = 0     # set by the exchange from its rule profile
+        self.closes = 0           # end-of-day closes applied: the current trading day number
         for account in accounts:
             self.add(account)
 
@@ -105,10 +118,42 @@ class Accounts:
     def end_of_day(self) -> None:
         for account in self.by_id.values():
             account.bought_today.clear()
+        self.closes += 1
 
     def check(self) -> None:
         for account in self.by_id.values():
             account.check()
+            if self.holding_days:
+                for symbol, bought in account.last_bought.items():
+                    sold = account.last_sold.get(symbol)
+                    assert sold is None or abs(sold - bought) >= self.holding_days, \
+                        f"{account.account}: bought and sold {symbol} within the holding period"
+
+    def check_holding(self, order: "Order", symbol: str, book) -> None:
+        """Art.29: refuse `order` (raises Refused holding_period) if its account traded the
+        other side of `symbol` fewer than `holding_days` trading days ago, or has an order of
+        the other side resting in `book` (both could trade today). A trade on trading day D
+        (after D closes) allows the opposite side from day D + holding_days on. Costs a scan
+        of the book's resting orders (only under a profile with a holding period)."""
+        account = self.by_id.get(order.account)
+        if account is None:
+            raise Refused(R.UNKNOWN_ACCOUNT, f"unknown account {order.account!r}")
+        buying = order.side is BUY
+        last = (account.last_sold if buying else account.last_bought).get(symbol)
+        if last is not None:
+            remaining = last + self.holding_days - self.closes
+            if remaining > 0:
+                raise Refused(R.HOLDING_PERIOD, (
+                    f"Art.29: {symbol} was {'sold' if buying else 'bought'} on trading day "
+                    f"{last}; it may be {'bought' if buying else 'sold'} from trading day "
+                    f"{last + self.holding_days} ({self.holding_days} trading days later), "
+                    f"after {remaining} more close{'s' if remaining > 1 else ''}"))
+        for resting in book.orders.values():
+            if resting.account == order.account and resting.side is not order.side:
+                raise Refused(R.HOLDING_PERIOD, (
+                    f"Art.29: a {resting.side.value} order of {symbol} rests "
+                    f"({resting.order_id}); buying and selling {symbol} within "
+                    f"{self.holding_days} trading days is not allowed: cancel it first"))
 
     def totals(self) -> tuple[int, dict[str, int]]:
         """(total cash incl. fees paid, total credits per instrument): conserved by trading."""
@@ -196,6 +241,8 @@ class Accounts:
         seller.credits[symbol] -= qty
         seller.cash += gross - fee
         seller.fees_paid += fee
+        if self.holding_days:
+            buyer.last_bought[symbol] = seller.last_sold[symbol] = self.closes
         if excess < 0 or sell.reserved < 0:
             raise AssertionError(f"reservation overdrawn on trade {buy.order_id}/{sell.order_id}")
 

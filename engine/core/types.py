@@ -27,6 +27,7 @@ class Side(Enum):
 class OrderType(Enum):
     LIMIT = "limit"
     MARKET = "market"
+    TAKE = "take"      # 摘牌: trades only at the best opposite level, never rests (rules.py)
 
 
 class TimeInForce(Enum):
@@ -42,6 +43,7 @@ class CancelReason(Enum):
     MARKET = "market"  # unfilled rest of a market order (market orders never rest)
     STP = "stp"        # resting order removed by self-trade prevention
     EOD = "eod"        # day order expired at the close
+    TAKE = "take"      # unfilled rest of a take order (it never passes the best level)
 
 
 class RejectReason(Enum):
@@ -66,6 +68,10 @@ class RejectReason(Enum):
     MARKET_CLOSED = "market_closed"
     DUPLICATE_DEPOSIT_ID = "duplicate_deposit_id"
     INVALID_AMOUNT = "invalid_amount"
+    NOT_PERMITTED = "not_permitted"            # the rule profile forbids this order type/tif/amend
+    HOLDING_PERIOD = "holding_period"          # Art.29: too few trading days since the opposite trade
+    TARGET_NOT_AT_BEST = "target_not_at_best"  # a take's target listing is not at the best level
+    SELF_TRADE = "self_trade"                  # the order would trade with its own account's order
 
 
 CASH_ASSET = "CNY"          # the asset name of cash (in fen) wherever assets are named

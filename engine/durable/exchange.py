@@ -13,7 +13,9 @@ hash, then the journal records after it, replayed through the same deterministic
 replay re-derives every trade and checks it against the instructions the journal holds). A
 torn tail (a crash in the middle of a write) is cut off and reported in `recovery`. A new
 directory starts from a genesis snapshot of the given instruments and accounts and records
-the opening balances for the ledger; afterwards the directory's own state wins and the
+the opening balances for the ledger; the genesis snapshot and opening.json record the rule
+profile (rules.py), so a replay applies the rules the commands were accepted under;
+afterwards the directory's own state wins and the
 arguments are ignored (`recovery.config_ignored` says whether they differed).
 
 Relays (one per ledger adapter) run in their own threads and never block matching; each
@@ -54,6 +56,7 @@ from ccerx.engine.core.commands import EndOfDay
 from ccerx.engine.core.events import Deposited, TradeExecuted
 from ccerx.engine.core.exchange import Exchange
 from ccerx.engine.core.risk import Accounts
+from ccerx.engine.core.rules import CONTINUOUS, RuleProfile
 from ccerx.engine.durable.settlement import (Cursor, InstructionMaker, Outbox, Relay, SettlementConfig,
                          instruction_from_row, trade_date)
 from ccerx.engine.core.types import DEFAULT_INSTRUMENTS, InstrumentSpec
@@ -85,7 +88,7 @@ class DurableExchange:
                  ledger="sqlite", adapters: Optional[dict] = None,
                  snapshot_every: int = 250_000, record_batch: int = 1000,
                  fsync: bool = True, start_relays: bool = True, relay_batch: int = 500,
-                 log=None):
+                 log=None, rules: RuleProfile = CONTINUOUS):
         self.data_dir = private_dir(data_dir)
         self.settlement = settlement
         self.snapshot_every = snapshot_every
@@ -107,7 +110,7 @@ class DurableExchange:
             raise RecoveryRefused(f"{self.data_dir} is open in another process") from None
         try:
             self._open(list(instruments), accounts, fee_ppm, ledger, adapters or {},
-                       relay_batch)
+                       relay_batch, rules)
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -116,10 +119,11 @@ class DurableExchange:
                 relay.start()
 
     # ------------------------------------------------------------------ recovery
-    def _open(self, instruments, accounts, fee_ppm, ledger, adapters, relay_batch) -> None:
+    def _open(self, instruments, accounts, fee_ppm, ledger, adapters, relay_batch,
+              rules) -> None:
         started = time.perf_counter()
         report = self.recovery = RecoveryReport(self.data_dir)
-        genesis = Exchange(instruments, accounts, fee_ppm)
+        genesis = Exchange(instruments, accounts, fee_ppm, rules)
         fresh = not snap.list_snapshots(self.data_dir) and not jr.segment_paths(self.data_dir)
         if fresh:
             report.created = True
@@ -127,7 +131,7 @@ class DurableExchange:
             self.maker = InstructionMaker(self.settlement)
             write_atomic(self.data_dir / OPENING, orjson.dumps(
                 {"genesis_hash": genesis.state_hash(), "accounts": opening_balances(accounts),
-                 "settlement": self.settlement._asdict()}))
+                 "settlement": self.settlement._asdict(), "rules": rules.to_json()}))
             snap.write(self.data_dir, 0, genesis, self._extra())
             scanned = jr.ScanResult()
             pending_rows: list = []

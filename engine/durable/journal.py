@@ -87,7 +87,12 @@ def encode_command(cmd) -> list:
     if kind is NewOrder:
         price = cmd.price_units
         if (all(_plain(v) for v in cmd[:6]) and _plain(cmd.qty) and _plain(cmd.ts)
-                and _plain(cmd.owner) and (_plain(price) or type(price) is PriceError)):
+                and _plain(cmd.owner) and _plain(cmd.target)
+                and (_plain(price) or type(price) is PriceError)):
+            if cmd.target is not None:    # (rows without a target are the rows of before)
+                return [_NEW, cmd.order_id, cmd.account, cmd.instrument, cmd.side,
+                        cmd.order_type, cmd.tif, _price_row(price), cmd.qty, cmd.ts, cmd.owner,
+                        cmd.target]
             return [_NEW, cmd.order_id, cmd.account, cmd.instrument, cmd.side, cmd.order_type,
                     cmd.tif, _price_row(price), cmd.qty, cmd.ts, cmd.owner]
     elif kind is CancelOrder:
@@ -130,7 +135,7 @@ def decode_command(row: list):
         if type(price) is list:
             price = PriceError(_REASONS[price[0]], price[1])
         return NewOrder(row[1], row[2], row[3], row[4], row[5], row[6], price, row[8], row[9],
-                        row[10])
+                        row[10], row[11] if len(row) > 11 else None)
     if tag == _CANCEL:
         return CancelOrder(row[1], row[2], row[3])
     if tag == _AMEND:

@@ -155,8 +155,10 @@ def replay_directory(data_dir: Path, settlement: SettlementConfig, floor: int,
         if record.first_seq <= snap_seq:
             rows = rows[snap_seq + 1 - record.first_seq:]
         for row in rows:
-            # the common case inline (a NewOrder with an int or no price), else the codec
-            if row[0] == new_tag and type(row[7]) is not list:
+            # the common case inline (a NewOrder with an int or no price and no take
+            # target: its row lacks the last field, target None), else the codec
+            if row[0] == new_tag and type(row[7]) is not list and len(row) == 11:
+                row.append(None)
                 apply(make_tuple(new_order, row[1:]))
             else:
                 command = decode(row)

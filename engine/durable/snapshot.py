@@ -1,7 +1,7 @@
 """Explicit, versioned snapshots of the exchange state; they bound recovery time.
 
 A snapshot is the full state that decides future behaviour (what `Exchange.state_hash()`
-digests): specs, every resting order in FIFO order with its reservation, next ids, the day's
+digests): the rule profile, specs, every resting order in FIFO order with its reservation, next ids, the day's
 VWAP counters, seen order ids and every account, plus the durable layer's own counters
 (settlement stream numbers). It is written as
 
@@ -27,6 +27,7 @@ from ccerx.engine.core.exchange import Exchange
 from ccerx.engine.durable.journal import spec_from_row, spec_to_row
 from ccerx.engine.durable.files import write_atomic
 from ccerx.engine.core.risk import Account, Accounts
+from ccerx.engine.core.rules import CONTINUOUS, RuleProfile
 from ccerx.engine.core.types import ParticipantType, Side
 
 MAGIC = b"CCERXSNP"
@@ -53,10 +54,11 @@ def exchange_state(ex: Exchange) -> dict:
         books[symbol] = sides
     accounts = None
     if ex.accounts is not None:
-        accounts = {"fee_ppm": ex.accounts.fee_ppm, "rows": [
+        accounts = {"fee_ppm": ex.accounts.fee_ppm, "closes": ex.accounts.closes, "rows": [
             [a.account, a.participant_type.value, a.member, a.cash, a.cash_reserved, a.credits,
-             a.credits_reserved, a.bought_today, a.fees_paid] for a in ex.accounts.by_id.values()]}
-    return {"specs": [spec_to_row(s) for s in ex.specs.values()],
+             a.credits_reserved, a.bought_today, a.fees_paid, a.last_bought, a.last_sold]
+            for a in ex.accounts.by_id.values()]}
+    return {"rules": ex.rules.to_json(),"specs": [spec_to_row(s) for s in ex.specs.values()],
             "book_order": list(ex.books), "books": books,
             "seq": ex.seq, "next_trade_id": ex.next_trade_id, "last_ts": ex.last_ts,
             "fee_ppm": ex.fee_ppm, "seen": sorted(ex.seen_order_ids),
@@ -69,12 +71,18 @@ def exchange_from_state(state: dict) -> Exchange:
     accounts = None
     if state["accounts"] is not None:
         accounts = Accounts(fee_ppm=state["accounts"]["fee_ppm"])
-        for (name, ptype, member, cash, cash_reserved, credits, credits_reserved, bought_today,
-             fees_paid) in state["accounts"]["rows"]:
+        accounts.closes = state["accounts"].get("closes", 0)     # absent before rule profiles
+        for row in state["accounts"]["rows"]:
+            (name, ptype, member, cash, cash_reserved, credits, credits_reserved, bought_today,
+             fees_paid) = row[:9]
+            last_bought, last_sold = row[9:] if len(row) > 9 else ({}, {})
             accounts.add(Account(name, ParticipantType(ptype), member, cash, cash_reserved,
-                                 credits, credits_reserved, bought_today, fees_paid))
+                                 credits, credits_reserved, bought_today, fees_paid,
+                                 last_bought, last_sold))
     specs = [spec_from_row(row) for row in state["specs"]]
-    ex = Exchange(specs, accounts, state["fee_ppm"])
+    # the rule profile: absent in snapshots written before profiles existed (continuous)
+    rules = RuleProfile.from_json(state["rules"]) if "rules" in state else CONTINUOUS
+    ex = Exchange(specs, accounts, state["fee_ppm"], rules)
     # books in their original insertion order (instrument iteration order is behaviour:
     # end of day walks the books in this order)
     ex.books = {symbol: ex.books[symbol] for symbol in state["book_order"]}

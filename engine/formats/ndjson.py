@@ -4,6 +4,8 @@ Command line format (one JSON object per line; see README "ccerx replay"):
   {"op":"instrument","symbol":"CCER-AFF","tick":"0.01","lot":1,"max_qty":99999,"ref_price":"62.00","band_pct":10}
   {"op":"new","ts":1706000000000000000,"order_id":"o1","account":"A1","instrument":"CCER-AFF",
    "side":"buy","type":"limit","tif":"day","price":"62.01","qty":100}
+  {"op":"new","order_id":"t1","account":"A2","instrument":"CCER-AFF","side":"sell","type":"take",
+   "qty":100}                        (摘牌: best level only; "target":"o1" takes that listing only)
   {"op":"cancel","order_id":"o1"}
   {"op":"amend","order_id":"o1","price":"62.02","qty":80}
   {"op":"eod"}
@@ -49,7 +51,7 @@ def parse_command(line: bytes | str):
     if op == "new":
         return NewOrder(get("order_id"), get("account"), get("instrument"), get("side"),
                         get("type", "limit"), get("tif"), price_field(get("price")), get("qty"),
-                        ts)
+                        ts, None, get("target"))
     if op == "cancel":
         return CancelOrder(get("order_id"), ts)
     if op == "amend":

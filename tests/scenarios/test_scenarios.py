@@ -2,6 +2,7 @@
 
 A file holds cases; a case starts with `## title` and is a list of lines:
     accounts: {...}   optional accounts table (as an --accounts file): pre-trade checks on
+    rules: NAME       optional rule profile (engine/core/rules.py); default continuous
     xfail: why        optional: a known engine bug, run as a strict xfail
     > {...}           a command, exactly an NDJSON input line of `ccerx replay`
     < {...}           an expected event of the previous command (events-out format); only the
@@ -21,6 +22,7 @@ import orjson
 import pytest
 
 from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.core.rules import profile
 from ccerx.engine.formats.ndjson import books_to_json, event_to_dict, parse_command
 from ccerx.engine.formats.config import accounts_from_json
 from ccerx.engine.core.types import DEFAULT_INSTRUMENTS
@@ -32,6 +34,7 @@ class Case:
     def __init__(self, source: str, title: str):
         self.source, self.title = source, title
         self.accounts = None
+        self.rules = "continuous"
         self.xfail = None
         self.steps: list[tuple[str, int, object]] = []  # (kind, line number, payload)
 
@@ -53,6 +56,8 @@ def load_cases() -> list[Case]:
                 raise ValueError(f"{where}: line outside a case")
             if line.startswith("accounts:"):
                 case.accounts = orjson.loads(line.split(":", 1)[1])
+            elif line.startswith("rules:"):
+                case.rules = line.split(":", 1)[1].strip()
             elif line.startswith("xfail:"):
                 case.xfail = line.split(":", 1)[1].strip()
             elif line[:2] in ("> ", "< ", "= ", "$ "):
@@ -65,7 +70,7 @@ def load_cases() -> list[Case]:
 
 def run_case(case: Case) -> None:
     accounts = accounts_from_json(case.accounts) if case.accounts else None
-    exchange = Exchange(DEFAULT_INSTRUMENTS, accounts)
+    exchange = Exchange(DEFAULT_INSTRUMENTS, accounts, rules=profile(case.rules))
     pending: list[dict] = []   # events of the last command not yet matched by `<` lines
     expected_any = False
     last_cmd = ""
