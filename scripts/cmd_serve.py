@@ -72,8 +72,9 @@ def add_parser(sub) -> None:
     p.add_argument("--print-demo-config", action="store_true",
                    help="print the built-in demo config (a starting point for your own) and exit")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
-                   help="log on stderr; info shows session events (logons, resends, session "
-                        "rejects) (default warning)")
+                   help="log on stderr; info shows session events (resends, session rejects); "
+                        "logons, logouts and failed logons are shown at every level but error "
+                        "(default warning)")
     p.set_defaults(run=run)
 
     h = sub.add_parser("hash-password", help="hash a broker password for a gateway config",
@@ -111,12 +112,52 @@ def tune_for_latency(engine) -> None:
         relay.linger = RELAY_LINGER_S
 
 
+# Logons, logouts and failed logons: what an operator wants to see by default (without the
+# session chatter of --log-level info), so on a logger of their own that run() shows at
+# the default level. No secrets: a failed logon says why (the authenticator's verdict), never
+# what was sent.
+SESSION_LOG = logging.getLogger("ccerx.serve.sessions")
+
+
+class LoggedLogons:
+    """The exchange application, with each broker session's logon and logout logged."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def on_logon(self, key):
+        SESSION_LOG.info("%s logged on", key.their_comp_id)
+        return self._inner.on_logon(key)
+
+    def on_logout(self, key):
+        SESSION_LOG.info("%s logged out", key.their_comp_id)
+        return self._inner.on_logout(key)
+
+    def __getattr__(self, name):       # on_message, run_operator_command, exchange, ...
+        return getattr(self._inner, name)
+
+
+def logged_authenticator(authenticate):
+    """`authenticate` (key, logon) -> None or the refusal's text, with refusals logged."""
+    if authenticate is None:
+        return None
+
+    def checked(key, logon):
+        verdict = authenticate(key, logon)
+        if verdict:
+            SESSION_LOG.info("failed logon for %s: %s", key.their_comp_id, verdict)
+        return verdict
+    return checked
+
+
 def build_sessions(config: GatewayConfig, application, conformance: bool) -> list:
     from ccerx.gateway.server import SessionSettings, conformance_session
+    application = LoggedLogons(application)
+    authenticate = logged_authenticator(config.authenticate)
     sessions = [SessionSettings(key=config.session_key(broker.comp_id), application=application,
                                 heartbeat_interval=broker.heartbeat_interval,
                                 reset_on_logon=broker.reset_on_logon,
-                                authenticate=config.authenticate,
+                                authenticate=authenticate,
                                 heartbeat_bounds=config.heartbeat_bounds)
                 for broker in config.brokers.values()]
     if conformance:
@@ -128,8 +169,10 @@ def run(args) -> int:
     if args.print_demo_config:
         print(DEMO_CONFIG, end="")
         return 0
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+    level = getattr(logging, args.log_level.upper())
+    logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    SESSION_LOG.setLevel(logging.INFO if level <= logging.WARNING else level)
     try:
         config = GatewayConfig.load(args.config) if args.config else GatewayConfig.demo()
         instruments = load_instruments(config.instruments_path)
@@ -206,6 +249,7 @@ async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, en
     print(f"ccerx serve: {config.comp_id} listening on {args.host}:{server.port} "
           f"(FIX.4.4 over {transport}; sessions {names}; config {config.source}; "
           f"data {data_dir}; "
+          f"{market_now(args, time.time_ns())}"
           f"control {control.path if control is not None else 'none'})", flush=True)
     # (no await since control.start(): the calendar's first pass runs before any operator
     # request can be read, so it cannot undo a halt sent right at startup)
@@ -278,6 +322,24 @@ def _ssl_reason(err: OSError) -> str:
     if isinstance(err, ssl.SSLError):
         return err.reason or str(err)
     return err.strerror or str(err)
+
+
+def market_now(args, now: int) -> str:
+    """For the start line with --hours cn: whether the schedule has the market open now, and
+    until or from when (China Standard Time), e.g. "hours cn: market CLOSED now (weekend;
+    opens Mon 2026-12-07 09:30 CST); ". Empty for --hours always."""
+    if getattr(args, "hours", "always") != "cn":
+        return ""
+    from datetime import datetime, timezone
+    calendar = TradingCalendar(holidays=getattr(args, "holiday_dates", ()))
+    change = calendar.next_change(now)
+    at = datetime.fromtimestamp((change + calendar.offset_ns) // 10**9, timezone.utc)
+    when = f"{at:%a %Y-%m-%d %H:%M} CST"
+    phase = calendar.note(now)
+    if calendar.is_open(now):
+        return f"hours cn: market OPEN now ({phase} until {when}); "
+    phase = {"closed": "after the close"}.get(phase, phase.removeprefix("closed (").rstrip(")"))
+    return f"hours cn: market CLOSED now ({phase}; opens {when}); "
 
 
 def control_socket_path(args, data_dir: Path) -> Optional[Path]:

@@ -396,3 +396,45 @@ def test_bench_e2e_says_what_it_is_doing(tmp_path, capsys):
     assert "each run starts a fresh `ccerx serve`" in err
     assert "e2e run 1/1 at 400/s, requests sent on schedule: " in err     # scripts/progress.py
     assert "e2e run 1/1 at 400/s: " in err and "acknowledged" in err
+
+
+def test_serve_logs_logons_and_failed_logons_at_its_default_level(tmp_path, start_serve):
+    import time
+    from tests.fixclient import Broker, s
+    server = start_serve("--data-dir", str(tmp_path / "data"))      # no --log-level
+    good = Broker("BROKER01", server.port)
+    assert s(good.logon("demo01", reset=True), 35) == "A"
+    good.logout()
+    good.close()
+    bad = Broker("BROKER02", server.port)
+    bad.logon("not-the-password-x7", reset=True)
+    bad.close()
+    deadline = time.monotonic() + 10
+    wanted = ("BROKER01 logged on", "BROKER01 logged out", "failed logon for BROKER02")
+    while time.monotonic() < deadline and not all(w in server.log_text() for w in wanted):
+        time.sleep(0.05)
+    log = server.log_text()
+    assert all(w in log for w in wanted), log
+    assert "not-the-password-x7" not in log and "demo01" not in log
+
+
+def test_serve_start_line_says_whether_the_market_is_open(tmp_path, start_serve):
+    import re
+    server = start_serve("--data-dir", str(tmp_path / "data"), "--hours", "cn")
+    assert re.search(r"hours cn: market (OPEN now \(.+ until|CLOSED now \(.+; opens) "
+                     r"\w{3} \d{4}-\d\d-\d\d \d\d:\d\d CST\); control ", server.start_line)
+    plain = start_serve("--data-dir", str(tmp_path / "data2"), log_name="plain.log")
+    assert "hours" not in plain.start_line
+
+
+def test_market_now_follows_the_calendar():
+    from argparse import Namespace
+    from ccerx.engine.core.calendar import TradingCalendar
+    from ccerx.scripts.cmd_serve import market_now
+    cn = Namespace(hours="cn", holiday_dates=())
+    monday = TradingCalendar().at(__import__("datetime").date(2026, 12, 7), 10 * 60)   # 10:00
+    assert market_now(cn, monday) == ("hours cn: market OPEN now (morning session until "
+                                      "Mon 2026-12-07 11:30 CST); ")
+    assert market_now(cn, monday - 2 * 86_400 * 10**9) == (     # Saturday
+        "hours cn: market CLOSED now (weekend; opens Mon 2026-12-07 09:30 CST); ")
+    assert market_now(Namespace(hours="always"), monday) == ""
