@@ -185,7 +185,8 @@ class GatewayConfig:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
-            raise ConfigError(f"cannot read {path}: {err}") from None
+            reason = err.strerror if isinstance(err, OSError) else err   # the path once
+            raise ConfigError(f"cannot read {path}: {reason}") from None
         return cls.from_toml_text(text, str(path), path.parent)
 
     @classmethod

@@ -179,7 +179,8 @@ def test_every_path_is_named_once(tmp_path, capsys):
     cases = [["replay", flow, "--accounts", tmp_path / "none.json"],
              ["bench", "--compare", tmp_path / "none.json", "--result", tmp_path / "r.json"],
              ["convert", "--from-lobster", tmp_path / "none.csv", "--instrument", "CCER-AFF",
-              tmp_path / "out.ndjson"]]
+              tmp_path / "out.ndjson"],
+             ["serve", "--config", tmp_path / "none.toml", "--data-dir", tmp_path / "d"]]
     for argv in cases:
         code, _, err = run(capsys, *argv)
         assert code == 2, argv
