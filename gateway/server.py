@@ -13,7 +13,20 @@ All protocol logic lives in the sans-IO gateway.fix.session.Session; this module
       we stop reading from it (no more work on its behalf), and past max_write_buffer we
       disconnect it (what it missed stays in the store for a ResendRequest);
     * never lets a client's bytes crash the server: anything unexpected closes that
-      connection only.
+      connection only;
+    * keeps one client from stalling the others (issue 12): a connection's bytes are handed
+      to its session at most READ_SLICE at a time, one slice per event-loop turn; a
+      ResendRequest is answered RESEND_CHUNK messages per turn, and only while the client
+      reads (no chunk while its transport is paused for writing); application messages over
+      the session's rate (limits.MessageRate, from the gateway config) are answered with a
+      BusinessMessageReject instead of being processed, and a session that stays over it is
+      logged out;
+    * checks passwords off the event loop: the first Logon of a connection is checked in a
+      worker thread (reading from that connection paused meanwhile) and its verdict handed to
+      the session when the Logon reaches it, so the session stays sans-IO and a guesser's
+      scrypt does not delay anyone's orders; after a failed logon the CompID and the source
+      address are backed off (limits.LogonBackoff), and a logon during the back-off is
+      refused without checking the password.
 
 Public API (stable; the exchange application and `ccerx serve` code against it):
 
@@ -27,10 +40,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import socket
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -39,6 +54,7 @@ from ccerx.gateway.fix import codec
 from ccerx.gateway.fix.application import Application, FixMessage, Outbound, SessionKey
 from ccerx.gateway.fix.session import DEFAULT_HEARTBEAT_BOUNDS, LOGON_TIMEOUT, Session
 from ccerx.gateway.fix.store import FileStore, MemoryStore
+from ccerx.gateway.limits import LogonBackoff, MessageRate, SessionLimits
 
 log = logging.getLogger("gateway.server")
 
@@ -47,6 +63,10 @@ TICK_INTERVAL = 0.5
 WRITE_HIGH_WATER = 1 << 20          # stop reading from a client whose output backs up past this
 MAX_WRITE_BUFFER = 32 << 20         # and disconnect it past this
 STOP_GRACE = 2.0                    # seconds stop() waits for Logout answers
+READ_SLICE = 16 << 10               # bytes of one connection handled per event-loop turn
+RESEND_CHUNK = 16                   # messages of a resend produced per event-loop turn
+# (each slice or chunk costs well under a millisecond, so a broker's order waits at most about
+# that long behind another session's flood or resend: see benchmarks/README, "Under attack")
 
 # authenticate(key, logon) -> None when the Logon is acceptable, else the text of the Logout.
 Authenticator = Callable[[SessionKey, FixMessage], Optional[str]]
@@ -67,7 +87,8 @@ def _store_name(key: SessionKey) -> str:
 
 
 class _Connection(asyncio.Protocol):
-    __slots__ = ("server", "transport", "session", "framer", "opened_at", "peer")
+    __slots__ = ("server", "transport", "session", "framer", "opened_at", "peer", "backlog",
+                 "held", "checking", "logon_length")
 
     def __init__(self, server: "GatewayServer"):
         self.server = server
@@ -76,6 +97,10 @@ class _Connection(asyncio.Protocol):
         self.framer: Optional[codec.Framer] = codec.Framer(server.max_message_size)
         self.opened_at = time.time()
         self.peer = None
+        self.backlog = bytearray()       # received, not yet handed to the session (see _receive)
+        self.held: set[str] = set()      # why reading is paused: "write", "backlog", "check"
+        self.checking = False            # its Logon's password is being checked
+        self.logon_length = 0            # the Logon at the head of framer.buffer (one slice)
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -90,17 +115,65 @@ class _Connection(asyncio.Protocol):
         self.server._pending.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.session is not None:
+            self._receive(data)
+            return
+        if self.checking:                # (reading is paused; whatever was in flight waits)
+            self.framer.buffer += data
+            return
+        try:
+            session = self._identify(data, time.time())
+        except Exception:
+            log.exception("closing connection from %s after an internal error", self.peer)
+            self.transport.abort()
+            return
+        if session is not None:
+            self._hand_over_framed()
+
+    def _hand_over_framed(self) -> None:
+        """Feed the session the Logon and what came after it (the framer's buffer)."""
+        data = bytes(self.framer.buffer)
+        self.framer = None
+        self._receive(data, self.logon_length)
+
+    def _receive(self, data: bytes, first: int = 0) -> None:
+        """Hand bytes to the session at most READ_SLICE (or `first`) at a time, one slice per
+        event-loop turn; while a backlog remains, reading from the client is paused."""
+        if self.backlog:
+            self.backlog += data
+            return
+        cut = max(READ_SLICE, first)
+        if len(data) > cut:
+            self.backlog += data[cut:]
+            data = data[:cut]
+            self.hold("backlog")
+            self.server._loop.call_soon(self._feed_backlog)
+        self._deliver(data)
+
+    def _feed_backlog(self) -> None:
+        if self.transport.is_closing() or self.session is None:
+            self.backlog.clear()
+            return
+        data = bytes(self.backlog[:READ_SLICE])
+        del self.backlog[:READ_SLICE]
+        if self.backlog:
+            self.server._loop.call_soon(self._feed_backlog)
+        else:
+            self.release("backlog")
+        self._deliver(data)
+
+    def _deliver(self, data: bytes) -> None:
         server = self.server
+        session = self.session
         now = time.time()
         try:
-            session = self.session
-            if session is None:
-                session = self._identify(data, now)
-                if session is None:
-                    return
-                data = bytes(self.framer.buffer)
-                self.framer = None
             session.receive_data(data, now)
+            rate = server._rates.get(session.key)
+            if rate is not None and rate.sustained(time.monotonic()) and session.logged_on:
+                text = ("logged out: over the message rate of %d a second for %d s"
+                        % (rate.rate, rate.logout_after))
+                log.warning("%s: %s", session.key, text)
+                session.logout(now, text)
         except Exception:
             log.exception("closing connection from %s after an internal error", self.peer)
             self.transport.abort()
@@ -136,12 +209,36 @@ class _Connection(asyncio.Protocol):
             log.info("closing connection from %s: session %s already connected", self.peer, key)
             self.transport.close()
             return None
+        framer.buffer[:0] = raw          # hand the Logon back, followed by what came after it
+        self.logon_length = len(raw)
+        if key in self.server._checkers:
+            self.server._check_logon(self, session, raw)    # attaches when the check is done
+            return None
+        self.attach(session, now)
+        return session
+
+    def attach(self, session: Session, now: float) -> None:
         self.server._pending.discard(self)
         self.server._attached[session] = self
         self.session = session
         session.connection_made(now)
-        framer.buffer[:0] = raw          # hand the Logon back, followed by what came after it
-        return session
+
+    def refuse(self, session: Session, text: str) -> None:
+        """Refuse a Logon without attaching the connection to its session (nothing changes)."""
+        log.info("refusing a logon for %s from %s: %s", session.key.their_comp_id, self.peer, text)
+        self.transport.write(session.logon_refusal(text, time.time()))
+        self.transport.close()
+
+    def hold(self, reason: str) -> None:
+        if not self.held:
+            self.transport.pause_reading()
+        self.held.add(reason)
+
+    def release(self, reason: str) -> None:
+        if reason in self.held:
+            self.held.discard(reason)
+            if not self.held and not self.transport.is_closing():
+                self.transport.resume_reading()
 
     def connection_lost(self, exc) -> None:
         server = self.server
@@ -158,12 +255,13 @@ class _Connection(asyncio.Protocol):
         server._closed.set()
 
     def pause_writing(self) -> None:
-        # The client is not reading: stop doing work on its behalf.
-        self.transport.pause_reading()
+        # The client is not reading: stop doing work on its behalf (reading from it, resending).
+        self.hold("write")
 
     def resume_writing(self) -> None:
-        if not self.transport.is_closing():
-            self.transport.resume_reading()
+        self.release("write")
+        if self.session is not None and self.session.resend_pending:
+            self.server._resume_resend(self.session)
 
 
 class GatewayServer:
@@ -171,7 +269,8 @@ class GatewayServer:
                  store_dir: Optional[Path] = None,
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, store_fsync: bool = False,
                  before_write: Optional[Callable[[], None]] = None,
-                 ssl_context: Optional[ssl.SSLContext] = None):
+                 ssl_context: Optional[ssl.SSLContext] = None,
+                 limits: SessionLimits = SessionLimits()):
         """store_fsync=True makes every store flush an fsync (survives power loss, costs a
         disk sync per batch of outgoing messages); by default stores are flushed to the
         operating system before the bytes are written to the socket.
@@ -183,8 +282,21 @@ class GatewayServer:
         is written.
 
         ssl_context (a server-side ssl.SSLContext) makes every connection TLS: the handshake
-        runs before any byte reaches a session; a client that fails it is dropped."""
+        runs before any byte reaches a session; a client that fails it is dropped.
+
+        limits: every session's message rate and the failed-logon back-off (the gateway
+        config's; see limits.py for the defaults)."""
         self.before_write = before_write
+        self.limits = limits
+        self._rates: dict[SessionKey, MessageRate] = {}
+        self._checkers: dict[SessionKey, Authenticator] = {}   # sessions with a password check
+        self._verdicts: dict[SessionKey, Optional[str]] = {}   # checked, on the way to a session
+        self._checking: set[SessionKey] = set()
+        self._backoff = LogonBackoff(limits.logon_backoff_ms / 1000, limits.logon_backoff_max_ms / 1000)
+        self._check_pool: Optional[ThreadPoolExecutor] = None
+        self._resend_scheduled: set[Session] = set()
+        self.password_checks = 0           # passwords checked (each an scrypt)
+        self.logons_backed_off = 0         # logons refused during a back-off, unchecked
         self.ssl_context = ssl_context
         self.host = host
         self.port = port
@@ -196,11 +308,14 @@ class GatewayServer:
                 raise ValueError("duplicate session %s" % (s.key,))
             store = (FileStore(self.store_dir, _store_name(s.key), fsync=store_fsync)
                      if self.store_dir else MemoryStore())
+            application, authenticate = self._guarded(s)
             self.sessions[s.key] = Session(
-                s.key, s.application, store, heartbeat_interval=s.heartbeat_interval,
-                reset_on_logon=s.reset_on_logon, authenticate=s.authenticate,
+                s.key, application, store, heartbeat_interval=s.heartbeat_interval,
+                reset_on_logon=s.reset_on_logon, authenticate=authenticate,
                 router=self._route, max_message_size=max_message_size,
                 heartbeat_bounds=s.heartbeat_bounds)
+        for session in self.sessions.values():
+            session.resend_chunk = RESEND_CHUNK
         self._attached: dict[Session, _Connection] = {}
         self._pending: set[_Connection] = set()
         self._dirty: set[Session] = set()
@@ -255,6 +370,9 @@ class GatewayServer:
                 pass
         for session in self.sessions.values():
             session.store.close()
+        if self._check_pool is not None:
+            self._check_pool.shutdown(wait=False, cancel_futures=True)
+            self._check_pool = None
         await self._server.wait_closed()
         self._server = None
         self._stopped.set()
@@ -297,11 +415,129 @@ class GatewayServer:
             transport = conn.transport
             if data:
                 transport.write(data)
+            if session.resend_pending and "write" not in conn.held:
+                self._resume_resend(session)
             if session.wants_close:
                 transport.close()
             elif transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
                 log.warning("disconnecting %s: %d bytes unread", session.key, transport.get_write_buffer_size())
                 transport.abort()
+
+    def _resume_resend(self, session: Session) -> None:
+        """Produce the next chunk of a resend on the next event-loop turn (others go first)."""
+        if session not in self._resend_scheduled:
+            self._resend_scheduled.add(session)
+            self._loop.call_soon(self._next_resend_chunk, session)
+
+    def _next_resend_chunk(self, session: Session) -> None:
+        self._resend_scheduled.discard(session)
+        conn = self._attached.get(session)
+        if conn is None or "write" in conn.held or not session.resend_pending:
+            return
+        try:
+            session.continue_resend(time.time())
+        except Exception:
+            log.exception("closing connection from %s after an internal error", conn.peer)
+            conn.transport.abort()
+            return
+        self._dirty.add(session)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    # ------------------------------------------------------------------ limits
+    def _guarded(self, s: SessionSettings):
+        """The application and authenticator a session gets: behind its message rate, and
+        with the password check done by the server before the Logon reaches the session."""
+        limits = self.limits
+        application = s.application
+        if limits.message_rate > 0:
+            rate = MessageRate(limits.message_rate, limits.message_burst, limits.rate_logout_after_s)
+            self._rates[s.key] = rate
+            application = _RateLimited(application, rate)
+        if s.authenticate is None:
+            return application, None
+        check = self._checkers[s.key] = s.authenticate
+
+        def authenticate(key: SessionKey, logon: FixMessage) -> Optional[str]:
+            verdict = self._verdicts.pop(key, _UNCHECKED)
+            if verdict is _UNCHECKED:    # a Logon the server did not check on arrival
+                self.password_checks += 1
+                return check(key, logon)
+            return verdict
+        return application, authenticate
+
+    def _check_logon(self, conn: _Connection, session: Session, raw: bytes) -> None:
+        """A connection's first message is a Logon for a password-protected session: refuse it
+        during a back-off, else check the password in the worker thread, then attach."""
+        key = session.key
+        address = conn.peer[0] if conn.peer else "?"
+        wait = self._backoff.wait(key.their_comp_id, address, time.monotonic())
+        if wait > 0:
+            self.logons_backed_off += 1
+            conn.refuse(session, "too many failed logons: try again in %d s" % math.ceil(wait))
+            return
+        if key in self._checking:
+            conn.refuse(session, "another logon for %s is being checked" % key.their_comp_id)
+            return
+        try:
+            logon = FixMessage(codec.parse(raw))
+        except codec.GarbledMessage:
+            conn.attach(session, time.time())         # the session hangs up on it
+            conn._hand_over_framed()
+            return
+        if self._check_pool is None:
+            # One worker: a password check is an scrypt (~50 ms of one core); the event loop
+            # keeps the other core, and checks queue rather than crowd it.
+            self._check_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logon-check")
+        self._checking.add(key)
+        conn.checking = True
+        conn.hold("check")
+        check = self._checkers[key]
+
+        def run_check():
+            if conn.transport.is_closing():
+                return False, None                    # gone while waiting: no scrypt
+            return True, check(key, logon)
+
+        future = self._loop.run_in_executor(self._check_pool, run_check)
+        future.add_done_callback(lambda f: self._checked(conn, session, address, f))
+
+    def _checked(self, conn: _Connection, session: Session, address: str, future) -> None:
+        key = session.key
+        self._checking.discard(key)
+        conn.checking = False
+        try:
+            ran, verdict = future.result()
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("the password check for %s failed", key)
+            ran, verdict = False, "logon check failed"
+        if ran:
+            self.password_checks += 1
+            if verdict:
+                wait = self._backoff.failed(key.their_comp_id, address, time.monotonic())
+                log.info("failed logon for %s from %s (%s): backed off %.1f s",
+                         key.their_comp_id, address, verdict, wait)
+            else:
+                self._backoff.succeeded(key.their_comp_id, address)
+        if conn.transport.is_closing():
+            return
+        if session in self._attached:
+            log.info("closing connection from %s: session %s already connected", conn.peer, key)
+            conn.transport.close()
+            return
+        conn.release("check")
+        conn.attach(session, time.time())
+        self._verdicts[key] = verdict
+        try:
+            conn._hand_over_framed()           # the Logon reaches the session with its verdict
+        finally:
+            self._verdicts.pop(key, None)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
 
     async def _tick_forever(self) -> None:
         while True:
@@ -318,6 +554,43 @@ class GatewayServer:
                 self._flush()
             except Exception:
                 log.exception("tick failed")
+
+
+_UNCHECKED = object()
+
+
+class _RateLimited:
+    """The application behind one session, with the session's message rate in front of it:
+    a message over the rate is answered with a BusinessMessageReject (35=j) saying so and
+    is not processed (its sequence number is used, as for any rejected message)."""
+    __slots__ = ("inner", "rate")
+
+    def __init__(self, inner: Application, rate: MessageRate):
+        self.inner = inner
+        self.rate = rate
+
+    def on_logon(self, key: SessionKey) -> list[Outbound]:
+        self.rate.reset()
+        return self.inner.on_logon(key)
+
+    def on_logout(self, key: SessionKey) -> list[Outbound]:
+        return self.inner.on_logout(key)
+
+    def on_message(self, key: SessionKey, message: FixMessage) -> list[Outbound]:
+        rate = self.rate
+        if rate.take(time.monotonic()):
+            return self.inner.on_message(key, message)
+        reject = FixMessage.of("j", (45, message.get(34)), (372, message.msg_type))
+        ref_id = message.get(11)
+        if ref_id is not None:
+            reject.append(379, ref_id)
+        reject.append(380, 0)
+        reject.append(58, "rate limit: over %d messages a second (burst %d); message not "
+                          "processed" % (rate.rate, rate.burst))
+        return [(key, reject)]
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
 
 
 def conformance_session() -> SessionSettings:

@@ -220,6 +220,7 @@ async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, en
     from ccerx.gateway.server import GatewayServer
     server = GatewayServer(args.host, args.port, sessions, store_dir=data_dir / "fix",
                            store_fsync=args.fsync, before_write=getattr(engine, "commit", None),
+                           limits=config.limits,
                            ssl_context=getattr(args, "tls_context", None))
     try:
         await server.start()

@@ -300,6 +300,15 @@ class Session:
         elif self.state is S.AWAITING_LOGON:
             self._disconnect("gateway shutting down")
 
+    def logon_refusal(self, text: str, now: float) -> bytes:
+        """A Logout refusing a Logon that never reached this session (the driver refused it
+        before attaching the connection, e.g. during a failed-logon back-off): framed with the
+        next MsgSeqNum, neither stored nor counted; nothing in the session changes."""
+        key = self.key
+        header = [(34, str(self.store.next_sender)), (49, key.our_comp_id),
+                  (52, codec.utc_timestamp(now)), (56, key.their_comp_id)]
+        return codec.encode(header, [(58, text)], "5", key.begin_string)
+
     @property
     def resend_pending(self) -> bool:
         return self._resending is not None
