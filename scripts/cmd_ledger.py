@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import signal
 import sys
@@ -21,12 +22,16 @@ from ccerx.scripts.tables import format_table, plural
 def add_parser(sub) -> None:
     p = sub.add_parser("ledger", help="settlement ledger: consume from MQTT, balances, statements",
                        description="The double-entry settlement ledger (SQLite file).")
+    p.add_argument("--db", metavar="FILE", help="the SQLite ledger file (here or after the "
+                                                "action)")
+    p.set_defaults(db=None)
     lsub = p.add_subparsers(dest="ledger_command", metavar="ACTION")
     lsub.required = True
 
     c = lsub.add_parser("consume", help="apply settlement instructions from an MQTT broker")
     c.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT")
-    c.add_argument("--db", required=True, metavar="FILE", help="SQLite ledger file (created)")
+    c.add_argument("--db", metavar="FILE", default=argparse.SUPPRESS,
+                   help="SQLite ledger file (required; created)")
     c.add_argument("--accounts", metavar="ACCOUNTS.json",
                    help="post these opening balances first (once per account); use the same "
                         "accounts file the engine started with")
@@ -36,27 +41,38 @@ def add_parser(sub) -> None:
                    help="MQTT client id; the broker keeps this session's queue while away")
     c.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
                    help="stop after this long without a message (default: run until Ctrl-C)")
-    c.set_defaults(run=run_consume)
+    c.set_defaults(run=_with_db(run_consume))
 
     b = lsub.add_parser("balances", help="print account balances")
-    b.add_argument("--db", required=True, metavar="FILE")
+    b.add_argument("--db", metavar="FILE", default=argparse.SUPPRESS, help="the ledger (required)")
     b.add_argument("--account", help="only this account")
     b.add_argument("--json", action="store_true")
-    b.set_defaults(run=run_balances)
+    b.set_defaults(run=_with_db(run_balances))
 
     s = lsub.add_parser("statement", help="end-of-day statements (trades, fees, balances)")
-    s.add_argument("--db", required=True, metavar="FILE")
+    s.add_argument("--db", metavar="FILE", default=argparse.SUPPRESS, help="the ledger (required)")
     s.add_argument("--date", help="trade date YYYY-MM-DD (default: the latest with trades)")
     s.add_argument("--account", action="append",
                    help="account (repeatable; default: every account that traded that day)")
     s.add_argument("--out", metavar="FILE.json", help="write the statements here as JSON")
     s.add_argument("--json", action="store_true", help="print the statements as JSON")
-    s.set_defaults(run=run_statement)
+    s.set_defaults(run=_with_db(run_statement))
 
     k = lsub.add_parser("check", help="verify the ledger balances (per asset sum zero, "
                                       "balances equal postings, none negative)")
-    k.add_argument("--db", required=True, metavar="FILE")
-    k.set_defaults(run=run_check)
+    k.add_argument("--db", metavar="FILE", default=argparse.SUPPRESS, help="the ledger (required)")
+    k.set_defaults(run=_with_db(run_check))
+
+
+def _with_db(run):
+    """`run`, once --db was given (before or after the action)."""
+    def checked(args) -> int:
+        if args.db is None:
+            print(f"ccerx ledger {args.ledger_command}: give --db FILE, the ledger file",
+                  file=sys.stderr)
+            return 2
+        return run(args)
+    return checked
 
 
 def _open(path: str, create: bool = False):

@@ -130,6 +130,14 @@ def test_ledger_balances_table(ledger_db, capsys):
     assert aligned([lines[0]] + [l for l in lines[1:] if l.startswith("ACC")], "CNY", 1)
 
 
+def test_ledger_db_may_come_before_or_after_the_action(ledger_db, capsys):
+    before = run(capsys, "ledger", "--db", ledger_db, "check")
+    after = run(capsys, "ledger", "check", "--db", ledger_db)
+    assert before == after and before[0] == 0 and before[1].startswith("ok: ")
+    code, _, err = run(capsys, "ledger", "check")
+    assert code == 2 and "give --db FILE" in err
+
+
 def test_ledger_check_counts_in_the_singular(tmp_path, capsys):
     from ccerx.engine.ledger.sqlite import SqliteLedger
     from tests.unit.ledger_contract import OPENING, instruction
