@@ -21,7 +21,9 @@ def add_parser(sub) -> None:
                        description="Open a data directory written by the durable engine: restore "
                                    "the newest snapshot, replay the journal after it, cut off a "
                                    "torn tail, resume settlement delivery, print the state hash.")
-    p.add_argument("--data-dir", required=True, metavar="DIR")
+    p.add_argument("--data-dir", required=True, metavar="DIR",
+                   help="the data directory: it must exist and hold a journal, unless "
+                        "--accounts or --instruments say what a new one starts with")
     p.add_argument("--instruments", metavar="FILE.toml",
                    help="instrument config for a NEW directory (an existing one keeps its own)")
     p.add_argument("--accounts", metavar="ACCOUNTS.json",
