@@ -35,10 +35,11 @@ def add_parser(sub) -> None:
                          "ccerx serve",
         description="Send operator commands to a running `ccerx serve` over its control socket "
                     "(a Unix-domain socket; only its owner may use it) and print each response "
-                    "as a JSON line. Exit status 0 if all were applied, 1 if any was refused or "
-                    "rejected, 2 if the socket cannot be reached.")
+                    "as a JSON line (state and accounts: a table, unless --json). Exit status 0 "
+                    "if all were applied, 1 if any was refused or rejected, 2 if the socket "
+                    "cannot be reached.")
     _add_common_options(p, default=None)
-    p.set_defaults(control=None, data_dir="data", json=False)
+    p.set_defaults(control=None, data_dir=None, json=False)
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
     add_action = _action_adder(actions)
@@ -62,11 +63,11 @@ def add_parser(sub) -> None:
                          help="your reference, unique for ever: a repeated id is rejected, so "
                               "a retried deposit never credits twice (default DEP-<time ns>; "
                               "give your own to retry safely)")
-    add_action("state", help="show the market's state: trading open or not, the last "
-                                     "close, per credit type the reference price and band, best "
-                                     "bid and ask, resting orders, today's volume (read-only)")
-    add_action("accounts", help="show every account: cash, credits, reservations, "
-                                        "credits bought today, fees paid (read-only)")
+    add_action("state", help="show the market's state: trading open or not, the last close, "
+                             "per credit type the reference price and band, best bid and ask, "
+                             "resting orders, today's volume (read-only)")
+    add_action("accounts", help="show every account: cash, credits, reservations, credits "
+                                "bought today, fees paid (read-only)")
     send = add_action("send", help="send raw NDJSON request lines from a file")
     send.add_argument("file", metavar="FILE", help="one request per line; - reads stdin")
     p.set_defaults(run=run)
@@ -125,10 +126,13 @@ class _Usage(ValueError):
 
 
 def run(args) -> int:
+    if args.control and args.data_dir:       # one before the action, one after it
+        print("ccerx operator: give --control or --data-dir, not both", file=sys.stderr)
+        return 2
     if args.control:
         path = Path(args.control)
     else:
-        data_dir = Path(args.data_dir)
+        data_dir = Path(args.data_dir or "data")
         if not data_dir.is_dir():
             print(f"ccerx operator: no such data directory: {data_dir} (give the server's "
                   f"--data-dir, or --control PATH for its socket)", file=sys.stderr)

@@ -170,6 +170,9 @@ def test_operator_state_and_accounts_are_tables_json_on_request(tmp_path, start_
                                                                 "HOLD02"}
     code, out, _ = run(capsys, "operator", "--json", "--data-dir", data, "state")
     assert code == 0 and orjson.loads(out)["state"]["trading_open"] is True
+    code, out, err = run(capsys, "operator", "--control", server.control, "state", "--data-dir",
+                         data)
+    assert code == 2 and out == "" and "not both" in err
 
 
 # ------------------------------------------------------------------------------ error nits
