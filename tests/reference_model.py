@@ -27,6 +27,26 @@ running this model against the engine, and adopted because the issue allows them
     `malformed`;
   - end of day: per instrument, resting orders expire (reason eod, bids then asks, best
     first) and then its `day_closed`; order ids may be reused on the next day.
+
+Rule profiles (issue 11; the profile's fields are data from engine/core/rules.py, the rules
+they switch are written here again):
+  - a take order (type "take") carries no price and no tif (or "ioc"); it is priced at the
+    best opposite level when it arrives (None if that side is empty: accepted, then
+    cancelled), trades as a limit order at that price, and its rest is cancelled (take).
+    With a target it trades with that listing only; the target must rest on the other side
+    of the same instrument (else order_not_resting), belong to another account (else
+    self_trade) and be within the best `take_levels` levels (else target_not_at_best).
+    A non-take order naming a target is malformed (after the qty check);
+  - a type the profile does not allow is not_permitted (after the type and tif are known),
+    then for limit/market a tif it does not allow; an amend is not_permitted first of all;
+  - the profile's max_qty, when set, replaces the instrument's;
+  - reject-taker self-trade handling: an untargeted order that would meet an order of its
+    own account before its quantity is used up (walking the crossing queue) is self_trade,
+    checked before the account checks;
+  - the holding period (with accounts): unknown account, then the last opposite trade
+    (closes since it < holding_days: holding_period), then any resting order of the account
+    on the other side of the instrument (holding_period), then funds/credits. A take with
+    nothing to take reserves nothing.
 """
 from __future__ import annotations
 
@@ -38,6 +58,7 @@ from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrumen
                              NewOrder)
 from ccerx.engine.core.events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, OrderAccepted, OrderAmended,
                            OrderCancelled, OrderRejected, TradeExecuted)
+from ccerx.engine.core.rules import CONTINUOUS, RuleProfile, SelfTrade
 from ccerx.engine.core.types import (CancelReason, InstrumentSpec, OrderType, PriceError, RejectReason,
                           Side, TimeInForce)
 
@@ -77,6 +98,8 @@ class RefAccount:
     credits: dict = field(default_factory=dict)  # instrument -> t
     bought_today: dict = field(default_factory=dict)
     fees_paid: int = 0
+    last_bought: dict = field(default_factory=dict)   # instrument -> closes at the last buy
+    last_sold: dict = field(default_factory=dict)
 
 
 def band_limits(spec: InstrumentSpec) -> tuple[int, int]:
@@ -90,12 +113,14 @@ def band_limits(spec: InstrumentSpec) -> tuple[int, int]:
 
 class ReferenceExchange:
     def __init__(self, instruments, accounts: list[RefAccount] | None = None,
-                 fee_ppm: int = 6_000):
+                 fee_ppm: int = 6_000, rules: RuleProfile = CONTINUOUS):
         """A resting buy holds exactly what its open quantity needs at its limit, fee
         included (recomputed, never stored)."""
         self.specs: dict[str, InstrumentSpec] = {s.symbol: s for s in instruments}
         self.accounts = None if accounts is None else {a.account: a for a in accounts}
         self.fee_ppm = fee_ppm
+        self.rules = rules
+        self.closes = 0                        # end-of-day closes: the trading day number
         self.resting: list[RefOrder] = []
         self.seen_ids: set[str] = set()
         self.deposit_ids: set[str] = set()     # never cleared: a deposit id is used once
@@ -163,7 +188,8 @@ class ReferenceExchange:
                 "credits": {k: v for k, v in a.credits.items() if v},
                 "credits_reserved": reserved,
                 "bought_today": {k: v for k, v in a.bought_today.items() if v},
-                "fees_paid": a.fees_paid}
+                "fees_paid": a.fees_paid, "last_bought": dict(a.last_bought),
+                "last_sold": dict(a.last_sold)}
 
     # ---- events ------------------------------------------------------------------------
     def _next_seq(self) -> int:
@@ -222,11 +248,10 @@ class ReferenceExchange:
             raise Rejected(RejectReason.PRICE_OUT_OF_BAND)
         return ticks
 
-    @staticmethod
-    def _qty(spec: InstrumentSpec, qty) -> int:
+    def _qty(self, spec: InstrumentSpec, qty) -> int:
         if type(qty) is not int or qty <= 0 or qty % spec.lot:  # bool is not int here
             raise Rejected(RejectReason.INVALID_QTY)
-        if qty > spec.max_qty:
+        if qty > (spec.max_qty if self.rules.max_qty is None else self.rules.max_qty):
             raise Rejected(RejectReason.QTY_ABOVE_MAX)
         return qty
 
@@ -249,7 +274,8 @@ class ReferenceExchange:
             side = {"buy": Side.BUY, "sell": Side.SELL}.get(cmd.side) if type(cmd.side) is str else None
             if side is None:
                 raise Rejected(RejectReason.INVALID_SIDE)
-            otype = ({"limit": OrderType.LIMIT, "market": OrderType.MARKET}.get(cmd.order_type)
+            otype = ({"limit": OrderType.LIMIT, "market": OrderType.MARKET,
+                      "take": OrderType.TAKE}.get(cmd.order_type)
                      if type(cmd.order_type) is str else None)
             if otype is None:
                 raise Rejected(RejectReason.INVALID_TYPE)
@@ -258,19 +284,42 @@ class ReferenceExchange:
                 tif_text = "day" if otype is OrderType.LIMIT else "ioc"
             tif = ({"day": TimeInForce.DAY, "ioc": TimeInForce.IOC, "fok": TimeInForce.FOK}
                    .get(tif_text) if type(tif_text) is str else None)
-            if tif is None or (otype is OrderType.MARKET and tif is TimeInForce.DAY):
+            if tif is None:
                 raise Rejected(RejectReason.INVALID_TIF)
-            if otype is OrderType.LIMIT:
-                price = self._price_ticks(spec, cmd.price_units)
-            elif cmd.price_units is not None:  # engine's choice: a market order has no price
-                raise Rejected(RejectReason.INVALID_PRICE, "a market order carries no price")
+            if otype not in self.rules.order_types:
+                raise Rejected(RejectReason.NOT_PERMITTED)
+            target = None
+            if otype is OrderType.TAKE:
+                if tif is not TimeInForce.IOC:
+                    raise Rejected(RejectReason.INVALID_TIF)
+                if cmd.price_units is not None:
+                    raise Rejected(RejectReason.INVALID_PRICE)
+                qty = self._qty(spec, cmd.qty)
+                price, target = self._take_price(cmd, spec, side)
             else:
-                price = None
-            qty = self._qty(spec, cmd.qty)
+                if tif not in self.rules.tifs:
+                    raise Rejected(RejectReason.NOT_PERMITTED)
+                if otype is OrderType.MARKET and tif is TimeInForce.DAY:
+                    raise Rejected(RejectReason.INVALID_TIF)
+                if otype is OrderType.LIMIT:
+                    price = self._price_ticks(spec, cmd.price_units)
+                elif cmd.price_units is not None:  # engine's choice: a market order has no price
+                    raise Rejected(RejectReason.INVALID_PRICE, "a market order carries no price")
+                else:
+                    price = None
+                qty = self._qty(spec, cmd.qty)
+                if cmd.target is not None:
+                    raise Rejected(RejectReason.MALFORMED, "only a take order names a target")
+            if (self.rules.self_trade is SelfTrade.REJECT_TAKER and target is None
+                    and self._meets_own(account, spec.symbol, side, price, qty)):
+                raise Rejected(RejectReason.SELF_TRADE)
             if self.accounts is not None:
                 if account not in self.accounts:
                     raise Rejected(RejectReason.UNKNOWN_ACCOUNT)
-                self._check_funds(spec, account, side, price, qty, None)
+                if self.rules.holding_days:
+                    self._check_holding(account, spec.symbol, side)
+                if not (otype is OrderType.TAKE and price is None):
+                    self._check_funds(spec, account, side, price, qty, None)
         except Rejected as bad:
             valid_id = type(oid) is str and 0 < len(oid) <= MAX_ORDER_ID_LEN
             # engine's choice: a new order's id that is not a valid id is not echoed
@@ -279,6 +328,14 @@ class ReferenceExchange:
         out.append(OrderAccepted(self._next_seq(), ts, oid, account, spec.symbol, side, otype, tif,
                                  price, qty))
         order = RefOrder(oid, account, spec.symbol, side, price, qty)
+        if otype is OrderType.TAKE:
+            if target is not None:
+                self._trade(order, target, ts, out)
+            elif price is not None:
+                self._match(order, price, ts, out)
+            if order.open:
+                self._cancelled(out, ts, order, CancelReason.TAKE)
+            return
         if tif is TimeInForce.FOK and self._fillable(order, price) < qty:
             self._cancelled(out, ts, order, CancelReason.FOK)  # short: nothing else changes
             return
@@ -294,6 +351,49 @@ class ReferenceExchange:
         else:
             self._cancelled(out, ts, order, CancelReason.IOC if tif is TimeInForce.IOC
                             else CancelReason.FOK)
+
+    def _take_price(self, cmd: NewOrder, spec, side) -> tuple:
+        """(price, target order or None) of a take order."""
+        other = Side.SELL if side is Side.BUY else Side.BUY
+        queue = self.queue(spec.symbol, other)
+        if cmd.target is None:
+            return (queue[0].price if queue else None), None
+        if type(cmd.target) is not str or not 1 <= len(cmd.target) <= MAX_ORDER_ID_LEN:
+            raise Rejected(RejectReason.MALFORMED)
+        found = [o for o in queue if o.order_id == cmd.target]
+        if not found:
+            raise Rejected(RejectReason.ORDER_NOT_RESTING)
+        listing = found[0]
+        if listing.account == cmd.account:
+            raise Rejected(RejectReason.SELF_TRADE)
+        better_levels = {o.price for o in queue
+                         if (o.price < listing.price if other is Side.SELL else o.price > listing.price)}
+        if len(better_levels) >= self.rules.take_levels:
+            raise Rejected(RejectReason.TARGET_NOT_AT_BEST)
+        return listing.price, listing
+
+    def _meets_own(self, account, instrument, side, limit, qty) -> bool:
+        """Would an order of `account` reach one of the account's own resting orders before
+        `qty` is used up?"""
+        other = Side.SELL if side is Side.BUY else Side.BUY
+        for maker in self.queue(instrument, other):
+            crosses = limit is None or (maker.price <= limit if side is Side.BUY
+                                        else maker.price >= limit)
+            if not crosses or qty <= 0:
+                return False
+            if maker.account == account:
+                return True
+            qty -= maker.open
+        return False
+
+    def _check_holding(self, account, instrument, side):
+        a = self.accounts[account]
+        last = (a.last_sold if side is Side.BUY else a.last_bought).get(instrument)
+        if last is not None and self.closes - last < self.rules.holding_days:
+            raise Rejected(RejectReason.HOLDING_PERIOD)
+        if any(o.account == account and o.instrument == instrument and o.side is not side
+               for o in self.resting):
+            raise Rejected(RejectReason.HOLDING_PERIOD)
 
     def _check_funds(self, spec, account, side, price, open_qty, amended: RefOrder | None):
         """Reject unless the account can cover `open_qty` at `price` (None: market order),
@@ -329,7 +429,6 @@ class ReferenceExchange:
                    if self._crosses(taker, limit, o.price) and o.account != taker.account)
 
     def _match(self, taker: RefOrder, limit, ts, out):
-        spec = self.specs[taker.instrument]
         while taker.open > 0:
             queue = self._opposite(taker)
             if not queue or not self._crosses(taker, limit, queue[0].price):
@@ -339,29 +438,37 @@ class ReferenceExchange:
                 self.resting.remove(maker)
                 self._cancelled(out, ts, maker, CancelReason.STP)
                 continue
-            qty = min(taker.open, maker.open)
-            price = maker.price  # always the resting order's price
-            taker.filled += qty
-            maker.filled += qty
-            if maker.open == 0:
-                self.resting.remove(maker)
-            buy, sell = (taker, maker) if taker.side is Side.BUY else (maker, taker)
-            gross = price * spec.tick_fen * qty
-            fee = self.fee(gross)
-            self.trade_id += 1
-            out.append(TradeExecuted(self._next_seq(), ts, self.trade_id, spec.symbol, price, qty,
-                                     buy.order_id, sell.order_id, taker.side, buy.account,
-                                     sell.account, fee, fee, buy.open, sell.open))
-            self.day_trades.append((spec.symbol, price, qty))
-            if self.accounts is not None:
-                b, s = self.accounts[buy.account], self.accounts[sell.account]
-                b.cash -= gross + fee
-                b.fees_paid += fee
-                b.credits[spec.symbol] = b.credits.get(spec.symbol, 0) + qty
-                b.bought_today[spec.symbol] = b.bought_today.get(spec.symbol, 0) + qty
-                s.cash += gross - fee
-                s.fees_paid += fee
-                s.credits[spec.symbol] -= qty
+            self._trade(taker, maker, ts, out)
+
+    def _trade(self, taker: RefOrder, maker: RefOrder, ts, out):
+        """One trade of the taker with one resting order, at the resting order's price."""
+        spec = self.specs[taker.instrument]
+        qty = min(taker.open, maker.open)
+        price = maker.price  # always the resting order's price
+        taker.filled += qty
+        maker.filled += qty
+        if maker.open == 0:
+            self.resting.remove(maker)
+        buy, sell = (taker, maker) if taker.side is Side.BUY else (maker, taker)
+        gross = price * spec.tick_fen * qty
+        fee = self.fee(gross)
+        self.trade_id += 1
+        out.append(TradeExecuted(self._next_seq(), ts, self.trade_id, spec.symbol, price, qty,
+                                 buy.order_id, sell.order_id, taker.side, buy.account,
+                                 sell.account, fee, fee, buy.open, sell.open))
+        self.day_trades.append((spec.symbol, price, qty))
+        if self.accounts is not None:
+            b, s = self.accounts[buy.account], self.accounts[sell.account]
+            b.cash -= gross + fee
+            b.fees_paid += fee
+            b.credits[spec.symbol] = b.credits.get(spec.symbol, 0) + qty
+            b.bought_today[spec.symbol] = b.bought_today.get(spec.symbol, 0) + qty
+            s.cash += gross - fee
+            s.fees_paid += fee
+            s.credits[spec.symbol] -= qty
+            if self.rules.holding_days:
+                b.last_bought[spec.symbol] = self.closes
+                s.last_sold[spec.symbol] = self.closes
 
     def _cancel(self, cmd: CancelOrder, ts, out):
         order = self.find(cmd.order_id) if type(cmd.order_id) is str else None
@@ -374,6 +481,8 @@ class ReferenceExchange:
     def _amend(self, cmd: AmendOrder, ts, out):
         order = self.find(cmd.order_id) if type(cmd.order_id) is str else None
         try:
+            if not self.rules.amend:
+                raise Rejected(RejectReason.NOT_PERMITTED)
             if order is None:
                 raise Rejected(RejectReason.ORDER_NOT_RESTING)
             if cmd.price_units is None and cmd.qty is None:
@@ -420,6 +529,7 @@ class ReferenceExchange:
             self.specs[symbol] = spec.with_ref_ticks(close)
         self.day_trades = []
         self.seen_ids = set()  # an order id is unique for the day: a new day may reuse it
+        self.closes += 1
         if self.accounts is not None:
             for a in self.accounts.values():
                 a.bought_today = {}

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from ccerx.engine.core.commands import AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, NewOrder
 from ccerx.engine.formats.ndjson import parse_command
 from ccerx.engine.core.risk import Account, Accounts
+from ccerx.engine.core.rules import PROFILES
 from ccerx.engine.core.types import InstrumentSpec, price_field
 
 
@@ -44,6 +45,11 @@ class Stream:
     instruments: tuple[InstrumentSpec, ...]
     accounts: tuple[tuple[str, int, tuple[tuple[str, int], ...]], ...] | None  # (id, fen, credits)
     steps: tuple
+    rules: str = "continuous"       # rule profile name (engine/core/rules.py)
+
+    @property
+    def profile(self):
+        return PROFILES[self.rules]
 
     def engine_accounts(self) -> Accounts | None:
         if self.accounts is None:
@@ -113,12 +119,13 @@ new_step = st.tuples(
     st.integers(0, 2),                               # account index
     st.integers(0, 3),                               # instrument index (mod the symbols)
     st.sampled_from(("buy", "sell")),
-    st.sampled_from(("limit",) * 4 + ("market",)),
+    st.sampled_from(("limit",) * 8 + ("market", "market", "take", "take", "take")),
     st.sampled_from((None, None, None, "day", "ioc", "fok")),
     price_choice,
     qty_choice,
     st.booleans(),                                   # carries a ts
     defect,
+    weighted((3, st.none()), (2, st.integers(0, 40))),  # a take's target: k-th latest id
 )
 cancel_step = st.tuples(st.just("cancel"), st.integers(0, 40),
                         st.sampled_from(("id",) * 8 + ("unknown", "none")))
@@ -139,10 +146,16 @@ hostile_step = st.sampled_from(HOSTILE_LINES).map(lambda line: ("line", line))
 
 step = weighted((30, new_step), (5, cancel_step), (8, amend_step), (1, hostile_step),
                (1, eod_step), (1, define_step), (2, deposit_step))
+# cbeex-2023 streams: closes more often, so that Art.29 holding periods (5 closes) run out
+# within a stream, and fewer amends (all not_permitted)
+cbeex_step = weighted((30, new_step), (5, cancel_step), (2, amend_step), (1, hostile_step),
+                      (6, eod_step), (1, define_step), (2, deposit_step))
 
 
 @st.composite
-def streams(draw, with_accounts=None, min_steps=10, max_steps=60):
+def streams(draw, with_accounts=None, min_steps=10, max_steps=60, rules=None):
+    if rules is None:
+        rules = draw(st.sampled_from(("continuous", "continuous", "cbeex-2023")))
     n_instruments = draw(st.integers(1, 2))
     picks = draw(st.permutations(range(len(INSTRUMENT_POOL))))[:n_instruments]
     instruments = tuple(INSTRUMENT_POOL[i] for i in sorted(picks))
@@ -157,8 +170,9 @@ def streams(draw, with_accounts=None, min_steps=10, max_steps=60):
                              * spec.lot) for spec in instruments)
             rows.append((a, cash, credits))
         accounts = tuple(rows)
-    steps = tuple(draw(st.lists(step, min_size=min_steps, max_size=max_steps)))
-    return Stream(instruments, accounts, steps)
+    steps = tuple(draw(st.lists(step if rules == "continuous" else cbeex_step,
+                                min_size=min_steps, max_size=max_steps)))
+    return Stream(instruments, accounts, steps, rules)
 
 
 def _price_units(spec: InstrumentSpec, choice):
@@ -183,10 +197,12 @@ def _qty(spec: InstrumentSpec, choice):
     return value
 
 
-def iter_commands(stream: Stream, current_specs):
+def iter_commands(stream: Stream, current_specs, current_resting=None):
     """Abstract steps -> engine commands, one at a time. `current_specs()` returns the
     instrument specs in force now (the model's), so that band-edge and near-reference prices
-    follow reference moves made by end of day and instrument redefinitions."""
+    follow reference moves made by end of day and instrument redefinitions. With
+    `current_resting()` ((order id, instrument, side value) of the resting orders, the
+    model's), most take targets are listings on the other side that really rest."""
     symbols = [s.symbol for s in stream.instruments]
     ids: list[str] = []
     id_symbol: dict[str, str] = {}
@@ -196,7 +212,7 @@ def iter_commands(stream: Stream, current_specs):
         specs = current_specs()
         kind = st_[0]
         if kind == "new":
-            _, id_kind, acct, instr, side, otype, tif, price, qty, has_ts, bad = st_
+            _, id_kind, acct, instr, side, otype, tif, price, qty, has_ts, bad, target = st_
             oid = f"o{len(ids)}" if id_kind == "fresh" or not ids else ids[i % len(ids)]
             symbol = symbols[instr % len(symbols)]
             # hypothesis favours repeating the simplest draw; rotating by the step index turns
@@ -208,6 +224,18 @@ def iter_commands(stream: Stream, current_specs):
             if otype == "market":  # market orders carry no price and are never day orders
                 fields["price"] = ("none", None)
                 fields["tif"] = "fok" if tif == "fok" else None
+            if otype == "take":    # no price, no tif; sometimes a target listing
+                fields["price"] = ("none", None)
+                fields["tif"] = None
+            if stream.rules != "continuous" and fields["tif"] in ("ioc", "fok") and i % 4:
+                fields["tif"] = None    # mostly what the profile permits
+            fields["target"] = None
+            if otype == "take" and target is not None and ids:
+                fields["target"] = ids[-1 - target % len(ids)]
+                listings = [oid_ for oid_, symbol_, side_ in current_resting()
+                            if symbol_ == symbol and side_ != side] if current_resting else []
+                if listings and target % 5 != 4:   # (4: any recent id, resting or not)
+                    fields["target"] = listings[target % len(listings)]
             if bad is not None:
                 fields[bad[0]] = bad[1]
             if fields["order_id"] == oid and oid not in ids:
@@ -217,7 +245,7 @@ def iter_commands(stream: Stream, current_specs):
             yield NewOrder(fields["order_id"], fields["account"], fields["instrument"],
                            fields["side"], fields["order_type"], fields["tif"],
                            _price_units(spec, fields["price"]), _qty(spec, fields["qty"]),
-                           ts if has_ts else None)
+                           ts if has_ts else None, None, fields["target"])
         elif kind == "cancel":
             _, k, target = st_
             oid = (ids[-1 - k % len(ids)] if ids and target == "id"

@@ -48,7 +48,7 @@ def check_book_shape(snapshot: dict) -> None:
 
 def run_checked(stream) -> None:
     accounts = stream.engine_accounts()
-    engine = Exchange(stream.instruments, accounts)
+    engine = Exchange(stream.instruments, accounts, rules=stream.profile)
     cash0, credits0 = accounts.totals()
     credits0 = {k: v for k, v in credits0.items() if v}
     owner: dict[str, tuple[str, Side]] = {}
