@@ -184,7 +184,8 @@ def bench_mqtt(n: int, base: str | None, broker: str) -> list[dict]:
     import orjson
 
     from ccerx.engine.durable.exchange import DurableExchange
-    from ccerx.engine.ledger.mqtt import MqttPublisher, SettlementConsumer
+    from ccerx.engine.ledger.mqtt import MqttPublisher
+    from ccerx.engine.ledger.mqtt_consumer import SettlementConsumer
     from ccerx.engine.ledger.sqlite import SqliteLedger
     host, _, port = broker.rpartition(":")
     commands = list(flow(n))
@@ -214,6 +215,8 @@ def bench_mqtt(n: int, base: str | None, broker: str) -> list[dict]:
     thread.start()
     while consumer.connects == 0:
         time.sleep(0.01)
+    baseline_s, messages = _plain_publish(host, int(port), f"{tag}-plain/ccer/v1",
+                                          ex.outbox.read(0, count), 64)
     t0 = time.perf_counter()
     relay = ex.relays["mqtt"]
     relay.drain()
@@ -229,10 +232,36 @@ def bench_mqtt(n: int, base: str | None, broker: str) -> list[dict]:
     ex.close()
     ledger.close()
     shutil.rmtree(directory)
-    return [{"mode": "outbox -> MQTT QoS 1 (PUBACKed; + 2 fill notices each)",
+    return [{"mode": "baseline: plain aiomqtt QoS 1 publish of the same messages, window 64",
+             "instructions": count, "messages": messages, "seconds": baseline_s,
+             "per_s": count / baseline_s},
+            {"mode": "outbox -> MQTT QoS 1 (PUBACKed; + 2 fill notices each)",
              "instructions": count, "seconds": publish_s, "per_s": count / publish_s},
             {"mode": "engine outbox -> MQTT -> consumer -> SQLite ledger (end to end)",
              "instructions": count, "seconds": end_to_end_s, "per_s": count / end_to_end_s}]
+
+
+def _plain_publish(host: str, port: int, prefix: str, instructions, window: int):
+    """The same-run baseline: a bare aiomqtt client publishing the same messages at QoS 1
+    (each PUBACKed, `window` in flight), no relay, no outbox, no confirmation."""
+    import aiomqtt
+
+    from ccerx.engine.ledger.mqtt import messages_for
+    messages = [m for inst in instructions for m in messages_for(inst, prefix)]
+
+    async def run() -> float:
+        async with aiomqtt.Client(host, port, identifier=f"{prefix.split('/')[0]}-plain",
+                                  max_inflight_messages=window) as client:
+            client.pending_calls_threshold = window + 1
+            gate = asyncio.Semaphore(window)
+
+            async def send(topic, payload):
+                async with gate:
+                    await client.publish(topic, payload, qos=1)
+            t0 = time.perf_counter()
+            await asyncio.gather(*(send(t, p) for t, p in messages))
+            return time.perf_counter() - t0
+    return asyncio.run(run()), len(messages)
 
 
 class OwnBroker:

@@ -115,7 +115,7 @@ def _host_port(text: str) -> tuple[str, int]:
 def run_consume(args) -> int:
     from ccerx.engine.formats.config import load_accounts
     from ccerx.engine.durable.exchange import opening_balances
-    from ccerx.engine.ledger.mqtt import SettlementConsumer
+    from ccerx.engine.ledger.mqtt_consumer import SettlementConsumer
     try:
         host, port = _host_port(args.broker)
         accounts = load_accounts(args.accounts) if args.accounts else None

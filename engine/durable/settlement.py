@@ -338,7 +338,14 @@ class Relay:
 
     `pump()` delivers one batch synchronously; `start()` runs pumps in a daemon thread that
     waits on the outbox and backs off (up to `max_backoff` s) while the adapter fails. The
-    engine thread never waits for a relay."""
+    engine thread never waits for a relay.
+
+    Confirmation is the adapter's: `deliver()` returns only when the batch is applied on the
+    far side. For an embedded ledger that is its commit; for MQTT it is the remote consumer's
+    confirmation that the batch is in its ledger (a broker's PUBACK is not enough), which can
+    take as long as that consumer is away. An adapter that may wait that long has `cancel()`,
+    which `stop()` calls so a waiting `deliver()` raises and the thread ends; what it held stays
+    after the cursor and is delivered again on the next start."""
 
     def __init__(self, name: str, outbox: Outbox, adapter, cursor_path: Path,
                  batch: int = 500, max_backoff: float = 5.0, on_confirm=None, on_idle=None):
@@ -424,6 +431,9 @@ class Relay:
 
     def stop(self) -> None:
         self._stop.set()
+        cancel = getattr(self.adapter, "cancel", None)
+        if cancel is not None and self._thread is not None:
+            cancel()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None

@@ -1,42 +1,55 @@
-"""MQTT: publish settlement instructions and fill notices; consume them into a ledger.
+"""MQTT: publish settlement instructions and fill notices, and the protocol that confirms them.
 
-Publisher (`MqttPublisher`, a ledger adapter). The relay thread calls `deliver(batch)`; the
-publisher runs its own asyncio event loop in its own thread, so neither matching nor the
-relay's thread ever runs network code. Each instruction goes as compact JSON (orjson) at
-QoS 1 to `ccer/v1/settle/{instrument}` (cash deposits: `settle/CNY`), and a fill (or
-deposit) notice to `ccer/v1/fills/{member}` for each side whose account belongs to a broker
-member. At most `window` publishes are in
-flight at once; `deliver()` returns only when the broker has acknowledged (PUBACK) every
-message of the batch. If the broker is down, or a PUBACK does not come within
-`publish_timeout`, the connection is dropped and `deliver()` raises: the relay keeps the
-instructions in the outbox, backs off (exponentially, up to its maximum) and delivers the
-batch again on a new connection. The broker may therefore see a message twice; the consumer
-applies by instruction id.
+Topics (under a prefix, default `ccer/v1`) and message schema (compact JSON, orjson):
 
-Consumer (`SettlementConsumer`). Subscribes to `ccer/v1/settle/+` at QoS 1 with a
-persistent session (fixed client id, clean_session False), so the broker queues instructions
-while the consumer is away. Acknowledgements are manual: a message is PUBACKed only after the
-ledger transaction that applied it has committed, so a consumer crash loses nothing.
-Instructions are applied in stream order: an instruction that arrives ahead of a gap waits in
-memory (unacknowledged) until the missing one arrives.
+    PREFIX/settle/{instrument}  publisher -> consumer, QoS 1: one instruction (cash deposits
+                                travel on settle/CNY); `seq` numbers the exchange's whole stream
+    PREFIX/fills/{member}       publisher -> brokers' members, QoS 1: a fill or deposit notice
+                                for each side whose account belongs to a member (at least once)
+    PREFIX/confirm              consumer -> publisher, QoS 1, RETAINED:
+                                {"applied": {"CCERX": 1234}, "consumer": "<client id>"}, the
+                                highest seq per exchange committed to the consumer's ledger
+    PREFIX/request              consumer -> publisher, QoS 1: {"after": {"CCERX": 1200},
+                                "consumer": ...}, "send everything after these again" (an
+                                exchange left out: everything you hold); it confirms `after` too
 
-aiomqtt (2.x) does not expose manual acknowledgement; we switch it on and acknowledge through
-its paho client (`client._client`), which is the documented paho API (`manual_ack_set`, `ack`).
+Theory of operation. A PUBACK only means the broker received a message: a broker killed before
+it saved its queues loses what it had PUBACKed (with the consumer online or offline). So the
+publisher never counts an instruction as delivered until the consumer says it is in its
+ledger:
+
+* `MqttPublisher` (a ledger adapter) is called by the settlement relay's thread with a batch
+  (`deliver(batch)`); it runs its own asyncio loop in its own thread, so neither matching nor
+  the relay's thread ever runs network code. It publishes the batch (at most `window` QoS 1
+  publishes in flight), then waits until a confirmation covers the batch's last `seq`; only
+  then does `deliver()` return and the relay advance its durable cursor. While waiting it
+  re-sends: from the asked point when a request comes, from the confirmed point when no
+  confirmation came for `confirm_timeout` s (the wait then doubles, up to
+  `max_confirm_timeout`, so a consumer that is away for hours does not pile up copies).
+* A lost connection (the broker died), a publish without PUBACK within `publish_timeout`, or
+  a restart of the engine makes `deliver()` raise (or never return): the relay keeps the
+  batch, backs off and delivers it again on a new connection, i.e. everything after its
+  cursor (the confirmed point) is sent again after any reconnect or restart.
+* The consumer (engine/ledger/mqtt_consumer.py) applies by instruction id, so every copy
+  after the first changes nothing; it confirms after each commit and asks for the tail when
+  it (re)connects, sees a gap, or hears nothing for a while.
+
+One confirming consumer per prefix: the retained confirmation is that consumer's position
+(a second ledger needs a prefix of its own). The relay's engine thread never waits for any of
+this; instructions wait in the outbox (the journal) meanwhile.
 """
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
-import sys
 import threading
-import time
 from typing import Optional, Sequence
 
 import aiomqtt
 import orjson
 
-from ccerx.engine.durable.settlement import (DepositInstruction, Instruction, SettlementInstruction,
-                          instruction_from_json)
+from ccerx.engine.durable.settlement import DepositInstruction, Instruction, SettlementInstruction
 from ccerx.engine.core.types import format_fen, format_price_units
 from ccerx.engine.ledger.sql import exchange_of
 
@@ -78,6 +91,38 @@ def messages_for(inst: Instruction, prefix: str = TOPIC_PREFIX) -> list[tuple[st
     return out
 
 
+def confirm_topic(prefix: str = TOPIC_PREFIX) -> str:
+    return f"{prefix}/confirm"
+
+
+def request_topic(prefix: str = TOPIC_PREFIX) -> str:
+    return f"{prefix}/request"
+
+
+def confirmation(applied: dict[str, int], consumer: str) -> bytes:
+    """The consumer's position: the highest seq per exchange committed to its ledger."""
+    return orjson.dumps({"applied": applied, "consumer": consumer})
+
+
+def tail_request(after: dict[str, int], consumer: str) -> bytes:
+    """"Send everything after these seqs again" (an exchange left out: all you hold)."""
+    return orjson.dumps({"after": after, "consumer": consumer})
+
+
+def read_positions(payload: bytes, key: str) -> dict[str, int]:
+    """{exchange: seq} from a confirmation (key "applied") or a request ("after");
+    raises ValueError on anything else."""
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError as err:
+        raise ValueError(f"not JSON: {err}") from None
+    positions = body.get(key) if isinstance(body, dict) else None
+    if not isinstance(positions, dict) or not all(
+            isinstance(k, str) and type(v) is int and v >= 0 for k, v in positions.items()):
+        raise ValueError(f"no {key!r} object of exchange -> sequence number")
+    return positions
+
+
 class MqttPublisher:
     """Ledger adapter that publishes to an MQTT broker (see the module doc)."""
 
@@ -87,7 +132,8 @@ class MqttPublisher:
     def __init__(self, host: str = "127.0.0.1", port: int = 1883, *,
                  client_id: Optional[str] = None, window: int = 64,
                  prefix: str = TOPIC_PREFIX, fills: bool = True, connect_timeout: float = 3.0,
-                 publish_timeout: float = 10.0):
+                 publish_timeout: float = 10.0, confirm_timeout: float = 10.0,
+                 max_confirm_timeout: float = 300.0):
         self.host, self.port = host, port
         # clean sessions: nothing is kept on the broker, so every process may have its own id
         self.client_id = client_id or f"ccerx-settlement-{os.getpid()}"
@@ -96,9 +142,21 @@ class MqttPublisher:
         self.fills = fills
         self.connect_timeout = connect_timeout
         self.publish_timeout = publish_timeout
-        self.published = 0
+        self.confirm_timeout = confirm_timeout
+        self.max_confirm_timeout = max_confirm_timeout
+        self.published = 0          # instructions confirmed by the consumer
         self.connects = 0
+        self.resends = 0            # times part of a batch was published again
+        self.confirm_timeouts = 0
+        self.requests = 0           # tail requests received
+        self.malformed = 0          # confirmations or requests we could not read
+        self.confirmed: dict[str, int] = {}   # exchange -> highest seq the consumer applied
         self._client: Optional[aiomqtt.Client] = None
+        self._reader: Optional[asyncio.Task] = None
+        self._wake = asyncio.Event()                 # a confirmation, request or disconnect
+        self._batch_exchange: Optional[str] = None   # set while a deliver() waits
+        self._resend_after: Optional[int] = None     # asked to re-send after this seq
+        self._cancelled = False
         self.loop_errors = 0
         self._loop = asyncio.new_event_loop()
         # a broker that vanishes leaves paho/aiomqtt callbacks failing on a closed socket;
@@ -113,12 +171,28 @@ class MqttPublisher:
 
     # -- called from the relay thread
     def deliver(self, instructions: Sequence[Instruction]) -> None:
+        """Publish, and return once the consumer confirmed the batch's last instruction is
+        in its ledger; raises if the connection is lost first (or on `cancel()`)."""
         if not instructions:
             return
         future = asyncio.run_coroutine_threadsafe(self._deliver(instructions), self._loop)
+        # poll for done-ness, not for TimeoutError: the delivery's own timeouts raise that too
+        while not concurrent.futures.wait([future], timeout=0.2).done:
+            if self._cancelled:
+                future.cancel()
+                raise ConnectionAbortedError("the MQTT publisher is closing; the batch stays "
+                                             "in the outbox")
         future.result()
 
+    def cancel(self) -> None:
+        """Make a deliver() in progress (waiting for a consumer that may be away) raise; the
+        relay calls this when it stops. Any later deliver() raises too."""
+        self._cancelled = True
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
+
     def close(self) -> None:
+        self._cancelled = True
         if self._loop.is_closed():
             return
         try:
@@ -131,8 +205,9 @@ class MqttPublisher:
 
     # -- on the publisher's own loop
     async def _connect(self) -> aiomqtt.Client:
-        if self._client is not None:
+        if self._client is not None and self._reader is not None and not self._reader.done():
             return self._client
+        await self._disconnect()
         client = aiomqtt.Client(self.host, self.port, identifier=self.client_id,
                                 clean_session=True, timeout=self.connect_timeout,
                                 max_inflight_messages=self.window)
@@ -140,203 +215,96 @@ class MqttPublisher:
         await client.__aenter__()
         self._client = client
         self.connects += 1
+        self._reader = asyncio.create_task(self._read(client))
+        # the retained confirmation arrives as soon as we subscribe
+        await client.subscribe(confirm_topic(self.prefix), qos=1)
+        await client.subscribe(request_topic(self.prefix), qos=1)
         return client
 
     async def _disconnect(self) -> None:
         client, self._client = self._client, None
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
         if client is not None:
             try:
                 await asyncio.wait_for(client.__aexit__(None, None, None), 2.0)
             except Exception:
                 pass
 
-    async def _deliver(self, instructions) -> None:
+    async def _read(self, client: aiomqtt.Client) -> None:
+        """Confirmations and tail requests from the consumer (ends when the connection does)."""
+        confirm, request = confirm_topic(self.prefix), request_topic(self.prefix)
         try:
+            async for message in client.messages:
+                topic = str(message.topic)
+                try:
+                    positions = read_positions(bytes(message.payload),
+                                               "applied" if topic == confirm else "after")
+                except ValueError:
+                    self.malformed += 1
+                    continue
+                for exchange, seq in positions.items():
+                    if seq > self.confirmed.get(exchange, 0):
+                        self.confirmed[exchange] = seq
+                if topic == request and self._batch_exchange is not None:
+                    self.requests += 1
+                    after = positions.get(self._batch_exchange, 0)
+                    if self._resend_after is None or after < self._resend_after:
+                        self._resend_after = after
+                self._wake.set()
+        finally:
+            self._wake.set()
+
+    async def _publish(self, client: aiomqtt.Client, instructions) -> None:
+        window = asyncio.Semaphore(self.window)
+        prefix, fills = self.prefix, self.fills
+
+        async def send(topic: str, payload: bytes) -> None:
+            async with window:
+                await client.publish(topic, payload, qos=1)
+
+        sends = []
+        for inst in instructions:
+            messages = messages_for(inst, prefix)
+            if not fills:
+                messages = messages[:1]
+            sends.extend(send(topic, payload) for topic, payload in messages)
+        await asyncio.wait_for(asyncio.gather(*sends), self.publish_timeout)
+
+    async def _deliver(self, instructions) -> None:
+        exchange, last = exchange_of(instructions[0].id), instructions[-1].seq
+        try:
+            if self._cancelled:
+                raise ConnectionAbortedError("the MQTT publisher is closing")
             client = await self._connect()
-            window = asyncio.Semaphore(self.window)
-            prefix, fills = self.prefix, self.fills
-
-            async def send(topic: str, payload: bytes) -> None:
-                async with window:
-                    await client.publish(topic, payload, qos=1)
-
-            sends = []
-            for inst in instructions:
-                messages = messages_for(inst, prefix)
-                if not fills:
-                    messages = messages[:1]
-                sends.extend(send(topic, payload) for topic, payload in messages)
-            await asyncio.wait_for(asyncio.gather(*sends), self.publish_timeout)
+            self._batch_exchange, self._resend_after = exchange, None
+            await self._publish(client, instructions)
+            wait = self.confirm_timeout
+            while self.confirmed.get(exchange, 0) < last:
+                if self._cancelled:
+                    raise ConnectionAbortedError("the MQTT publisher is closing")
+                if self._reader is None or self._reader.done():
+                    raise ConnectionError("connection to the MQTT broker lost before the "
+                                          f"consumer confirmed instruction {last}")
+                if self._resend_after is not None:
+                    after, self._resend_after = self._resend_after, None
+                    tail = [inst for inst in instructions if inst.seq > after]
+                    if tail:
+                        self.resends += 1
+                        await self._publish(client, tail)
+                    continue
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                except asyncio.TimeoutError:
+                    # confirmations go through the broker too: send again what is unconfirmed
+                    self.confirm_timeouts += 1
+                    self._resend_after = self.confirmed.get(exchange, 0)
+                    wait = min(wait * 2, self.max_confirm_timeout)
             self.published += len(instructions)
         except BaseException:
             await self._disconnect()
             raise
-
-
-class SettlementConsumer:
-    """Applies instructions from MQTT to a ledger (SqliteLedger / PostgresLedger), in stream
-    order, idempotently, acknowledging each message only after its transaction committed."""
-
-    def __init__(self, ledger, host: str = "127.0.0.1", port: int = 1883, *,
-                 client_id: str = "ccerx-ledger-consumer", prefix: str = TOPIC_PREFIX,
-                 max_batch: int = 500, linger: float = 0.01, max_backoff: float = 5.0,
-                 log=None):
-        self.ledger = ledger
-        self.linger = linger
-        self.host, self.port = host, port
-        self.client_id = client_id
-        self.topic = f"{prefix}/settle/+"
-        self.max_batch = max_batch
-        self.max_backoff = max_backoff
-        self.log = log if log is not None else (lambda text: print(text, file=sys.stderr))
-        self.applied = 0
-        self.duplicates = 0
-        self.malformed = 0
-        self.connects = 0
-        self.last_message = time.monotonic()
-        self._applied_seq: dict[str, int] = {}
-        self._waiting: dict[str, dict[int, list]] = {}   # exchange -> seq -> [inst, msgs]
-        self._gap_warned = 0.0
-
-    async def run(self, stop: Optional[asyncio.Event] = None,
-                  idle_exit: Optional[float] = None) -> None:
-        """Consume until `stop` is set (or no message came for `idle_exit` seconds)."""
-        stop = stop or asyncio.Event()
-        backoff = 0.1
-        while not stop.is_set():
-            connects = self.connects
-            try:
-                await self._session(stop, idle_exit)
-                return
-            except Exception as err:   # broker gone, or the ledger refused: retry later
-                if self.connects != connects:
-                    backoff = 0.1      # it was up: start the backoff again from the bottom
-                self._applied_seq.clear()
-                self._waiting.clear()
-                self.log(f"ledger consumer: {type(err).__name__}: {err}; "
-                         f"retrying in {backoff:.1f} s")
-                if idle_exit is not None and time.monotonic() - self.last_message > idle_exit:
-                    return
-                try:
-                    await asyncio.wait_for(stop.wait(), backoff)
-                except asyncio.TimeoutError:
-                    pass
-                backoff = min(backoff * 2, self.max_backoff)
-
-    async def _session(self, stop: asyncio.Event, idle_exit: Optional[float]) -> None:
-        client = aiomqtt.Client(self.host, self.port, identifier=self.client_id,
-                                clean_session=False, timeout=3.0)
-        client._client.manual_ack_set(True)
-        # unacknowledged messages of a previous connection will be redelivered
-        self._waiting.clear()
-        async with client:
-            self.connects += 1
-            await client.subscribe(self.topic, qos=1)
-            # A reader task moves messages into our own queue. Waiting on aiomqtt's iterator
-            # with a timeout would be wrong: cancelling its __anext__ can drop a message it
-            # already took off the client's queue; an asyncio.Queue.get() cancels safely.
-            inbox: asyncio.Queue = asyncio.Queue()
-
-            async def read() -> None:
-                async for message in client.messages:
-                    inbox.put_nowait(message)
-
-            reader = asyncio.create_task(read())
-            try:
-                while not stop.is_set():
-                    if reader.done():
-                        reader.result()          # the broker went away: MqttError
-                        return
-                    wait = 0.2 if idle_exit is None else min(0.2, idle_exit)
-                    try:
-                        message = await asyncio.wait_for(inbox.get(), wait)
-                    except asyncio.TimeoutError:
-                        idle = time.monotonic() - self.last_message
-                        if idle_exit is not None and idle > idle_exit:
-                            return
-                        self._warn_gap(idle)
-                        continue
-                    batch = await self._gather(inbox, message)
-                    self.last_message = time.monotonic()
-                    self._handle(client, batch)
-            finally:
-                reader.cancel()
-                try:
-                    await reader
-                except BaseException:
-                    pass
-
-    async def _gather(self, inbox: asyncio.Queue, first) -> list:
-        """Collect what arrives within `linger` s (up to max_batch) so one ledger commit
-        covers many instructions: the client reads one packet per event-loop turn, so without
-        lingering every commit (an fsync) would carry a single instruction."""
-        batch = [first]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.linger
-        while len(batch) < self.max_batch:
-            if not inbox.empty():
-                batch.append(inbox.get_nowait())
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(inbox.get(), remaining))
-            except asyncio.TimeoutError:
-                break
-        return batch
-
-    def _warn_gap(self, idle: float) -> None:
-        """Say so (every 10 s) when instructions wait behind a missing one."""
-        if idle < 10 or time.monotonic() - self._gap_warned < 10:
-            return
-        for exchange, waiting in self._waiting.items():
-            if waiting:
-                self._gap_warned = time.monotonic()
-                self.log(f"ledger consumer: gap in the {exchange} stream: waiting for "
-                         f"instruction {self._applied_seq[exchange] + 1}, {len(waiting)} later "
-                         f"ones held (did the broker drop messages? see max_queued_messages)")
-
-    def _handle(self, client: aiomqtt.Client, batch: list) -> None:
-        ready: list[Instruction] = []
-        acks: list = []
-        for message in batch:
-            try:
-                inst = instruction_from_json(orjson.loads(message.payload))
-            except (ValueError, orjson.JSONDecodeError) as err:
-                self.malformed += 1
-                self.log(f"ledger consumer: not an instruction on {message.topic}: {err}")
-                acks.append(message)
-                continue
-            exchange = exchange_of(inst.id)
-            if exchange not in self._applied_seq:
-                self._applied_seq[exchange] = self.ledger.applied_seq(exchange)
-            if inst.seq <= self._applied_seq[exchange]:
-                ready.append(inst)         # the ledger checks it is a true duplicate
-                acks.append(message)
-                self.duplicates += 1
-                continue
-            waiting = self._waiting.setdefault(exchange, {})
-            entry = waiting.get(inst.seq)
-            if entry is None:
-                waiting[inst.seq] = [inst, message]
-            else:
-                entry.append(message)
-                self.duplicates += 1
-        applied_now = 0
-        for exchange, waiting in self._waiting.items():
-            seq = self._applied_seq[exchange]
-            while seq + 1 in waiting:
-                entry = waiting.pop(seq + 1)
-                ready.append(entry[0])
-                acks.extend(entry[1:])
-                seq += 1
-                applied_now += 1
-            self._applied_seq[exchange] = seq
-        if ready:
-            ready.sort(key=lambda i: i.seq)
-            self.ledger.deliver(ready)     # one committed transaction
-            self.applied += applied_now
-        paho = client._client
-        for message in acks:
-            paho.ack(message.mid, message.qos)
+        finally:
+            self._batch_exchange = None

@@ -85,6 +85,13 @@ class Mosquitto:
             self.process.wait(timeout=10)
             self.process = None
 
+    def kill(self) -> None:
+        """kill -9: whatever the broker has not autosaved (every 30 min by default) is lost."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
 
 class ConsumerThread:
     """A SettlementConsumer running in its own thread and event loop."""

@@ -21,7 +21,8 @@ from ccerx.engine.durable import journal as jr
 from ccerx.engine.formats.config import load_accounts
 from ccerx.engine.durable.exchange import DurableExchange
 from ccerx.engine.core.exchange import Exchange
-from ccerx.engine.ledger.mqtt import MqttPublisher, SettlementConsumer
+from ccerx.engine.ledger.mqtt import MqttPublisher
+from ccerx.engine.ledger.mqtt_consumer import SettlementConsumer
 from ccerx.engine.ledger.sqlite import SqliteLedger
 from ccerx.engine.formats.ndjson import parse_command
 

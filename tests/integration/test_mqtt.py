@@ -23,7 +23,8 @@ from ccerx.engine.core.commands import Deposit
 from ccerx.engine.formats.config import load_accounts
 from ccerx.engine.durable.exchange import DurableExchange
 from ccerx.engine.core.events import TradeExecuted
-from ccerx.engine.ledger.mqtt import MqttPublisher, SettlementConsumer
+from ccerx.engine.ledger.mqtt import MqttPublisher
+from ccerx.engine.ledger.mqtt_consumer import SettlementConsumer
 from ccerx.engine.ledger.sqlite import SqliteLedger
 from ccerx.engine.durable.settlement import SettlementInstruction
 
@@ -80,19 +81,38 @@ def run_flow(ex, n=1500, seed=41, accounts=20):
 
 def test_instructions_and_fill_notices_arrive_as_published(tmp_path):
     prefix = unique_prefix()
+    consumer_id = f"cons-{uuid.uuid4().hex[:8]}"
+    ledger = SqliteLedger(tmp_path / "consumer.sqlite")
     with Subscriber(prefix) as sub:
         publisher = MqttPublisher(*BROKER, client_id=f"pub-{uuid.uuid4().hex[:8]}",
                                   prefix=prefix, window=16)
-        ex = DurableExchange(tmp_path, accounts=accounts_table(20), ledger=None,
+        ex = DurableExchange(tmp_path / "engine", accounts=accounts_table(20), ledger=None,
                              adapters={"mqtt": publisher})
-        # about 300 trades, 900 messages: under the shared broker's default queue limit of
-        # 1000 messages per client, which a busy machine's subscriber could otherwise hit
-        trades = run_flow(ex, n=600)
-        assert ex.wait_settled(60)
-        wait_until(lambda: len(sub.received) >= 3 * len(trades), 30,
-                   f"all messages ({len(sub.received)} of {3 * len(trades)})")
-        members = {a.account: a.member for a in ex.accounts.by_id.values()}
-        ex.close()
+        opening = orjson.loads((tmp_path / "engine" / "opening.json").read_bytes())["accounts"]
+        ledger.open_accounts([tuple(r) for r in opening])
+        # the relay counts an instruction settled only when a consumer confirms it
+        consumer = ConsumerThread(SettlementConsumer(ledger, *BROKER, client_id=consumer_id,
+                                                     prefix=prefix, log=lambda t: None)).start()
+        try:
+            # about 300 trades, 900 messages: under the shared broker's default queue limit of
+            # 1000 messages per client, which a busy machine's subscriber could otherwise hit
+            trades = run_flow(ex, n=600)
+            assert ex.wait_settled(60)
+            wait_until(lambda: len([t for t, _ in sub.received if "/confirm" not in t
+                                    and "/request" not in t]) >= 3 * len(trades), 30,
+                       f"all messages ({len(sub.received)} of {3 * len(trades)})")
+            # the consumer's confirmation of the last one (retained) is on the wire too
+            final = orjson.dumps({"applied": {"CCERX": len(trades)}, "consumer": consumer_id})
+            wait_until(lambda: (f"{prefix}/confirm", final) in sub.received, 30,
+                       "the consumer's confirmation of the last instruction")
+            members = {a.account: a.member for a in ex.accounts.by_id.values()}
+        finally:
+            consumer.stop()
+            ex.close()
+            ledger.close()
+            forget_session(*BROKER, consumer_id)
+    assert consumer.error is None
+    assert publisher.resends == 0
     settle = [(t, p) for t, p in sub.received if "/settle/" in t]
     fills = [(t, p) for t, p in sub.received if "/fills/" in t]
     assert len(settle) == len(trades) > 100 and len(fills) == 2 * len(trades)

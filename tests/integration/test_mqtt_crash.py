@@ -1,0 +1,112 @@
+"""Settlement over MQTT survives kill -9 of the broker (issue 12 item 3).
+
+A private Mosquitto with the README's settings (persistence on, default autosave, unlimited
+queues) is killed with SIGKILL at seeded random points while instructions flow, once or more
+with the consumer online and once with it offline at the time, and restarted on the same port.
+A PUBACK only means the broker received a message: what it had not saved dies with it. The
+publisher must therefore hold every instruction until the consumer confirms it is applied to
+its ledger, and re-send after reconnecting; at the end every instruction is applied exactly
+once and the consumer's ledger equals the engine's accounts."""
+from __future__ import annotations
+
+import random
+import time
+
+import orjson
+import pytest
+from tests.integration.durable_helpers import (ConsumerThread, Mosquitto, assert_ledger_matches,
+                                               unique_prefix, wait_until)
+
+from ccerx.benchmarks.durability import accounts_table, flow
+from ccerx.engine.durable.exchange import DurableExchange
+from ccerx.engine.ledger.mqtt import MqttPublisher
+from ccerx.engine.ledger.mqtt_consumer import SettlementConsumer
+from ccerx.engine.ledger.sqlite import SqliteLedger
+
+CHUNK = 50
+
+
+def crash_run(tmp_path, seed: int, rounds: list[str], commands_per_round: int,
+              settle_timeout: float = 40.0) -> None:
+    """Feed `rounds` x `commands_per_round` commands; in each round kill -9 the broker at a
+    random point, with the consumer "online" or "offline" at the time, then restart it."""
+    rnd = random.Random(seed)
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    prefix = unique_prefix()
+    ledger = SqliteLedger(tmp_path / "consumer.sqlite")
+    publisher = MqttPublisher("127.0.0.1", broker.port, client_id=f"crash-pub-{seed}",
+                              prefix=prefix, publish_timeout=2.0)
+    ex = DurableExchange(tmp_path / "engine", accounts=accounts_table(20), ledger=None,
+                         adapters={"mqtt": publisher})
+    opening = orjson.loads((tmp_path / "engine" / "opening.json").read_bytes())["accounts"]
+    ledger.open_accounts([tuple(r) for r in opening])
+    log: list[str] = []
+
+    def consumer_thread() -> ConsumerThread:
+        return ConsumerThread(SettlementConsumer(
+            ledger, "127.0.0.1", broker.port, client_id=f"crash-consumer-{seed}", prefix=prefix,
+            max_backoff=0.5, log=log.append)).start()
+
+    consumer = consumer_thread()
+    commands = list(flow(len(rounds) * commands_per_round, seed=seed, n_accounts=20))
+    try:
+        for n, mode in enumerate(rounds):
+            part = commands[n * commands_per_round:(n + 1) * commands_per_round]
+            chunks = [part[i:i + CHUNK] for i in range(0, len(part), CHUNK)]
+            if mode == "offline":
+                consumer.stop()
+                assert consumer.error is None
+                for chunk in chunks:
+                    ex.apply_many(chunk)
+                time.sleep(rnd.uniform(0.3, 1.5))   # the publisher hands them to the broker
+                broker.kill()
+                time.sleep(rnd.uniform(0.1, 0.5))
+                broker.start()
+                consumer = consumer_thread()
+                continue
+            kill_at = rnd.randrange(len(chunks))
+            for i, chunk in enumerate(chunks):
+                ex.apply_many(chunk)
+                time.sleep(0.02)                     # instructions flow while we feed
+                if i == kill_at:
+                    time.sleep(rnd.uniform(0.0, 0.3))
+                    broker.kill()
+                    time.sleep(rnd.uniform(0.1, 0.5))
+                    broker.start()
+        instructions = ex.outbox.last_seq
+        assert instructions > 300 * len(rounds)
+        c = consumer.consumer
+
+        def state() -> str:
+            relay = ex.relays["mqtt"]
+            return (f"relay at {relay.cursor.value} of {instructions} (error "
+                    f"{relay.last_error!r}); publisher confirmed {publisher.confirmed}, "
+                    f"connects {publisher.connects}, resends {publisher.resends}, requests "
+                    f"{publisher.requests}; ledger at {ledger.applied_seq()}, consumer "
+                    f"connects {c.connects}, requests {c.requests}, waiting "
+                    f"{ {e: sorted(w)[:3] for e, w in c._waiting.items()} }; log {log[-3:]}")
+        assert ex.wait_settled(settle_timeout), state()
+        wait_until(lambda: ledger.applied_seq() >= instructions, settle_timeout,
+                   lambda: f"the consumer's ledger: {state()}")
+        assert_ledger_matches(ledger, ex.accounts, instructions)
+        assert publisher.connects >= len(rounds)    # it reconnected after the kills
+    finally:
+        consumer.stop()
+        ex.close(settle_timeout=0)
+        ledger.close()
+        broker.stop()
+    assert consumer.error is None
+
+
+def test_broker_killed_with_consumer_online_and_offline(tmp_path):
+    crash_run(tmp_path, seed=12_003, rounds=["online", "offline", "online"],
+              commands_per_round=1200)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_broker_killed_many_times(tmp_path, seed):
+    rounds = random.Random(seed).choices(["online", "offline"], k=6)
+    crash_run(tmp_path, seed=seed, rounds=rounds + ["online", "offline"],
+              commands_per_round=3000, settle_timeout=120.0)
