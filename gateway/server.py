@@ -207,6 +207,7 @@ class _Connection(asyncio.Protocol):
             return None
         if session in self.server._attached:
             log.info("closing connection from %s: session %s already connected", self.peer, key)
+            session.probe(now)      # is the connection holding it dead? (written at the next tick)
             self.transport.close()
             return None
         framer.buffer[:0] = raw          # hand the Logon back, followed by what came after it

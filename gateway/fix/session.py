@@ -10,6 +10,7 @@ store (sequence numbers and sent messages). It never touches a socket or a clock
     connection_made(now)        a TCP connection was attached to this session
     receive_data(bytes, now)    bytes arrived (framed by codec.Framer, parsed by codec.parse)
     tick(now)                   periodically: heartbeats, test requests, timeouts
+    probe(now)                  another connection asks for this session: test this one now
     send(FixMessage, now)       an application message to send (stored even when logged out)
     logout(now, text)           begin a clean logout (gateway shutdown)
     connection_lost(now)        the TCP connection is gone
@@ -74,6 +75,8 @@ LOGON_TIMEOUT = 10.0         # a connection must log on within this time
 TEST_REQUEST_FACTOR = 1.2    # send TestRequest after 1.2 x HeartBtInt of silence
 TIMEOUT_FACTOR = 2.4         # and give up after 2.4 x HeartBtInt
 MAX_QUEUED = 10_000          # messages held while waiting for a resend
+PROBE_SILENCE = 2.0          # probe() tests a connection only after this much silence
+PROBE_TIMEOUT = 10.0         # a probed connection must answer its TestRequest within this
 # HeartBtInt (108) a Logon may ask for, seconds: 0 (no heartbeats) or an enormous interval
 # would let a silent connection hold the session forever and lock the broker's own
 # reconnect out; a Logon outside the bounds is refused with a Logout saying why.
@@ -184,6 +187,7 @@ class Session:
         self._last_received = 0.0
         self._connected_at = 0.0
         self._logout_sent_at = 0.0
+        self._probed_at = 0.0        # when probe() sent its TestRequest (0: none outstanding)
         self.close_reason: Optional[str] = None
         self.resend_chunk: Optional[int] = None    # None: answer a ResendRequest at once
         # An application may learn from what this session sent before a restart (the
@@ -215,6 +219,7 @@ class Session:
         self._hb = self.heartbeat_interval
         self._connected_at = now
         self._last_received = now
+        self._probed_at = 0.0
         self.close_reason = None
 
     def connection_lost(self, now: float) -> None:
@@ -256,6 +261,14 @@ class Session:
         if state is S.LOGOUT_SENT and now - self._logout_sent_at >= LOGOUT_TIMEOUT:
             self._disconnect("timed out waiting for logout response")
             return
+        probed_at = self._probed_at
+        if probed_at:
+            if self._last_received >= probed_at:
+                self._probed_at = 0.0                 # it answered: alive
+            elif now - probed_at >= PROBE_TIMEOUT:
+                self._disconnect("no answer to the TestRequest sent when another connection "
+                                 "asked for the session")
+                return
         # HeartBtInt 0 (only if the bounds allow it) means no heartbeats, but a silent
         # connection is still timed out, on the interval configured for the session
         hb = self._hb if self._hb > 0 else max(self.heartbeat_interval, 1)
@@ -270,6 +283,21 @@ class Session:
             self._test_requests += 1
         elif since_sent >= hb and not self._test_requests:
             self._send_admin("0", [])
+
+    def probe(self, now: float) -> None:
+        """Another connection asks for this session (the driver refuses it: already connected).
+        Test this connection now with a TestRequest instead of waiting for 1.2 x HeartBtInt of
+        silence, and hang up if nothing arrives within PROBE_TIMEOUT: a dead connection (the
+        broker's machine or network gone without a FIN) then locks the broker's own reconnect
+        out for seconds, not 2.4 x HeartBtInt. A live broker answers and loses nothing; one
+        TestRequest at a time, however many connections ask, and none to a connection heard
+        from in the last PROBE_SILENCE seconds (alive, and what the QuickFIX acceptance
+        suite's AlreadyLoggedOn script expects: nothing for the first connection)."""
+        self._now = now
+        if (self.state is S.LOGGED_ON and not self._probed_at
+                and now - self._last_received >= PROBE_SILENCE):
+            self._send_admin("1", [(112, "PROBE")])
+            self._probed_at = now
 
     def send(self, message: FixMessage, now: float) -> int:
         """Send an application message (stored, and sent if logged on); returns its MsgSeqNum."""

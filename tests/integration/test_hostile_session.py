@@ -217,3 +217,22 @@ def test_the_heartbeat_bounds_come_from_the_gateway_config(start_serve, tmp_path
         start_serve("--data-dir", str(tmp_path / "data2"), "--config", str(config),
                     log_name="serve2.log")
     assert "gateway.heartbeat_bounds must be [lowest, highest]" in str(refused.value)
+
+
+def test_a_dead_connection_with_the_longest_heartbeat_is_probed_when_the_broker_comes_back(start_serve, tmp_path):
+    server = start_serve("--data-dir", str(tmp_path / "data"))
+    dead = Broker("BROKER01", server.port)
+    _log_on(dead, "demo01", reset=True, heartbeat=300)   # then silence: 12 minutes to time out
+    started = time.monotonic()
+    while True:                                           # the broker's reconnect loop
+        again = Broker("BROKER01", server.port)
+        again.connect()
+        again.send("A", (98, 0), (108, 30), (141, "Y"), (553, "BROKER01"), (554, "demo01"))
+        reply = again.read(timeout=10)
+        if reply is not None and s(reply, 35) == "A":
+            break
+        again.close()
+        assert time.monotonic() - started < 30, "still locked out by a dead connection"
+        time.sleep(1)
+    assert s(_read_raw(dead), 35) == "1"                  # the dead side was tested first
+    assert _read_raw(dead) is None                        # and dropped

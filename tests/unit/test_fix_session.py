@@ -356,6 +356,32 @@ def test_a_msg_seq_num_above_the_maximum_is_rejected_not_queued(clock):
     assert session.store.next_target == 2 and session._queue == {}
 
 
+def test_a_probe_tests_the_connection_now_and_a_dead_one_is_dropped_within_the_probe_timeout(clock):
+    from ccerx.gateway.fix.session import PROBE_TIMEOUT
+    session, peer, _, _ = make(clock)
+    peer.logon(heartbeat=300)
+    clock[0] += 1
+    session.probe(clock[0])                      # heard from a second ago: alive, no probe
+    assert peer.receive() == []
+    clock[0] += 1
+    session.probe(clock[0])                      # another connection asked for the session
+    session.probe(clock[0])                      # (one TestRequest at a time)
+    [test_request] = peer.receive()
+    assert (t(test_request, 35), t(test_request, 112)) == ("1", "PROBE")
+    peer.send("0", (112, "PROBE"))               # alive: it answers
+    clock[0] += PROBE_TIMEOUT + 1
+    session.tick(clock[0])
+    assert session.logged_on
+    session.probe(clock[0])                      # asked again; this time nothing comes back
+    assert types(peer.receive()) == ["1"]
+    clock[0] += PROBE_TIMEOUT - 0.5
+    session.tick(clock[0])
+    assert session.logged_on
+    clock[0] += 0.5
+    session.tick(clock[0])
+    assert session.wants_close and "TestRequest" in session.close_reason
+
+
 # (fields of a NewOrderSingle after the required ones, Text, RefTagID, SessionRejectReason)
 REJECT_CASES = [
     ([(38, "+1")], "Incorrect data format for value", "38", "6"),
