@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "ccerx.scripts.cmd_ledger",
     "ccerx.scripts.cmd_recover",
     "ccerx.scripts.cmd_bench_gateway",
+    "ccerx.scripts.cmd_surveil",
 )
 
 
