@@ -333,8 +333,10 @@ class Server:
 
     def __init__(self, config_text: Optional[str]):
         self.dir = tempfile.TemporaryDirectory(prefix="ccerx-e2e-")
+        # the flows are continuous-market flows (IOC, market orders, amends): the serve
+        # default (cbeex-2023) would refuse them
         cmd = [sys.executable, "-m", "ccerx.scripts.ccerx", "serve", "--port", "0",
-               "--data-dir", os.path.join(self.dir.name, "data")]
+               "--data-dir", os.path.join(self.dir.name, "data"), "--rules", "continuous"]
         if config_text is not None:
             cfg = Path(self.dir.name) / "gateway.toml"
             cfg.write_text(config_text)

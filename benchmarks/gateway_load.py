@@ -151,7 +151,8 @@ class Server:
         (self.dir / "gateway.toml").write_text(config)
         self.log = open(self.dir / "serve.log", "w")
         cmd = [sys.executable, "-m", "ccerx.scripts.ccerx", "serve", "--port", "0",
-               "--config", str(self.dir / "gateway.toml"), "--data-dir", str(self.dir / "data")]
+               "--config", str(self.dir / "gateway.toml"), "--data-dir", str(self.dir / "data"),
+               "--rules", "continuous"]     # its flows send IOC/market orders and amends
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
         match = re.search(r"listening on ([\d.]+):(\d+)", line)

@@ -15,6 +15,10 @@ A TOML file (see DEMO_CONFIG below for the full shape):
     heartbeat_bounds = [1, 300]    # optional: HeartBtInt (seconds) a broker's Logon may ask
                                    # for; outside them the Logon is refused (0 = no heartbeats,
                                    # a silent connection is still timed out)
+    rules = "cbeex-2023"           # optional: the rule profile (engine/core/rules.py) a new
+                                   # data directory starts with; `ccerx serve --rules` wins
+    max_order_qty = 50000          # optional: a single-order maximum (t) for every instrument
+                                   # (cbeex-2023 has none unless this is set)
 
     [[broker]]
     comp_id = "BROKER01"           # the broker's SenderCompID, also its member id
@@ -44,6 +48,7 @@ from pathlib import Path
 from typing import Optional
 
 from ccerx.engine.core.risk import Account, Accounts, DEFAULT_FEE_PPM, PPM
+from ccerx.engine.core.rules import PROFILES, RuleProfile, profile
 from ccerx.engine.core.types import ParticipantType, parse_decimal_units
 from ccerx.engine.formats.config import account_from_row
 
@@ -136,6 +141,18 @@ class GatewayConfig:
     source: str = "<demo>"
     limits: SessionLimits = SessionLimits()
     heartbeat_bounds: tuple[int, int] = DEFAULT_HEARTBEAT_BOUNDS
+    rules: Optional[str] = None            # rule profile name; None: the command's default
+    max_order_qty: Optional[int] = None    # configured single-order maximum, tonnes
+
+    def rule_profile(self, name: Optional[str] = None, default: str = "cbeex-2023") -> RuleProfile:
+        """The rule profile to run: `name` (a command-line choice) if given, else the
+        config's, else `default`; with the config's max_order_qty if set. ConfigError if
+        the name is unknown."""
+        try:
+            chosen = profile(name or self.rules or default)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        return chosen if self.max_order_qty is None else chosen.with_max_qty(self.max_order_qty)
 
     def session_key(self, broker: str) -> SessionKey:
         return SessionKey(BEGIN_STRING, self.comp_id, broker)
@@ -220,8 +237,14 @@ class GatewayConfig:
         limits = _limits(gateway)
         heartbeat_bounds = _heartbeat_bounds(gateway.get("heartbeat_bounds",
                                                          list(DEFAULT_HEARTBEAT_BOUNDS)))
+        rules = gateway.get("rules")
+        if rules is not None and rules not in PROFILES:
+            raise ConfigError(f"gateway.rules must be one of {', '.join(PROFILES)}, not {rules!r}")
+        max_order_qty = gateway.get("max_order_qty")
+        if max_order_qty is not None and (type(max_order_qty) is not int or max_order_qty < 1):
+            raise ConfigError("gateway.max_order_qty must be a positive whole number of tonnes")
         unknown = set(gateway) - {"comp_id", "fee_rate", "instruments", "heartbeat_bounds",
-                                  *_LIMIT_KEYS}
+                                  "rules", "max_order_qty", *_LIMIT_KEYS}
         if unknown:
             raise ConfigError(f"unknown key(s) in [gateway]: {sorted(unknown)}")
 
@@ -243,7 +266,7 @@ class GatewayConfig:
         if unknown:
             raise ConfigError(f"unknown table(s): {sorted(unknown)}")
         return cls(comp_id, brokers, fee_ppm, instruments_path, source, limits,
-                   heartbeat_bounds)
+                   heartbeat_bounds, rules, max_order_qty)
 
 
 def _heartbeat_bounds(value) -> tuple[int, int]:

@@ -12,6 +12,7 @@ from ccerx.benchmarks.bench import (BenchError, compare, flow_digest, format_tab
 from ccerx.benchmarks.recorded_day import genesis
 from ccerx.engine.formats.config import load_accounts, load_instruments
 from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.core.rules import PROFILES
 from ccerx.scripts.progress import Progress
 
 
@@ -42,6 +43,10 @@ def add_parser(sub) -> None:
     p.add_argument("--instruments", metavar="FILE.toml",
                    help="instrument config (a data directory has its own: one that differs "
                         "is refused)")
+    p.add_argument("--rules", choices=sorted(PROFILES), default="continuous",
+                   help="trading rules of the engine replay (default continuous, so existing "
+                        "flows and their hashes stay comparable; a data directory replays "
+                        "under the rules recorded in its genesis)")
     p.add_argument("--compare", metavar="BASELINE.json",
                    help="fail (exit 1) if throughput drops or p99 grows beyond --tolerance "
                         "against this earlier result.json (runs the open loop at its offered "
@@ -164,12 +169,14 @@ def _run(args):
             raise ValueError("--rates must be positive numbers")
         if args.accounts:
             load_accounts(args.accounts)
-        notes = {"accounts": args.accounts, "instruments": args.instruments}
+        notes = {"accounts": args.accounts, "instruments": args.instruments,
+                 "rules": args.rules}
         if is_journal_path(flow):
             # a recorded day is replayed from the directory's own genesis; accounts or
             # instruments given must be that genesis (GenesisError otherwise)
             given = (Exchange(instruments, load_accounts(args.accounts) if args.accounts
-                              else None) if args.accounts or args.instruments else None)
+                              else None, rules=PROFILES[args.rules])
+                     if args.accounts or args.instruments else None)
             start = genesis(flow, given)
             notes["genesis"] = {"source": start.source, "state_hash": start.state_hash,
                                 "checked": start.checked}
@@ -182,7 +189,7 @@ def _run(args):
 
     def flow_exchange():
         accounts = load_accounts(args.accounts) if args.accounts else None
-        return Exchange(instruments, accounts)
+        return Exchange(instruments, accounts, rules=PROFILES[args.rules])
 
     make_exchange = start.new_exchange if "genesis" in notes else flow_exchange
 

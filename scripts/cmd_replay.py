@@ -8,6 +8,7 @@ import orjson
 
 from ccerx.engine.formats.config import load_accounts, load_instruments
 from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.core.rules import PROFILES
 from ccerx.engine.core.commands import Malformed
 from ccerx.engine.formats.ndjson import books_to_json, encode_event, parse_command
 from ccerx.engine.replay import replay
@@ -27,6 +28,10 @@ def add_parser(sub) -> None:
     p.add_argument("--accounts", metavar="ACCOUNTS.json",
                    help="accounts file: turns on pre-trade checks (funds, credits, same-day resale)")
     p.add_argument("--instruments", metavar="FILE.toml", help="instrument config overriding the defaults")
+    p.add_argument("--rules", choices=sorted(PROFILES), default="continuous",
+                   help="trading rules (default continuous: limit/market, day/IOC/FOK, amends, "
+                        "the replay contract of existing flows; cbeex-2023: the CCER rulebook, "
+                        "day listings, take orders, the 5-trading-day holding period)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=run)
 
@@ -87,7 +92,7 @@ def run(args) -> int:
     except ValueError as err:
         print(f"ccerx replay: {err}", file=sys.stderr)
         return 2
-    exchange = Exchange(instruments, accounts)
+    exchange = Exchange(instruments, accounts, rules=PROFILES[args.rules])
     binary = is_binary_path(path)   # binary flows (benchmarks/binary.py) by suffix
     try:
         total = flow_length(path) if binary else count_lines(path)
@@ -113,6 +118,7 @@ def run(args) -> int:
     report_malformed("replay", path, malformed)
     summary = stats.summary()
     summary["state_hash"] = exchange.state_hash()
+    summary["rules"] = exchange.rules.name
     if not binary:   # (a binary flow's rows are not numbered here)
         summary["malformed_lines"] = len(malformed)
         summary["first_malformed_lines"] = [number for number, _ in malformed[:10]]
@@ -126,6 +132,6 @@ def run(args) -> int:
               f"engine-only {stats.engine_ns / 1e9:.3f} s ({stats.engine_throughput:,.0f} cmd/s)")
         print("latency per command (us): " + "  ".join(
             f"{k} {v / 1000:.2f}" for k, v in lat.items()))
-        print(f"state hash {summary['state_hash']}")
+        print(f"state hash {summary['state_hash']}  (rules {exchange.rules.name})")
     return 0
 

@@ -18,6 +18,7 @@ from ccerx.engine.core.commands import EndOfDay, SetTradingStatus
 from ccerx.engine.durable.files import private_dir
 from ccerx.engine.formats.config import load_instruments
 from ccerx.gateway.config import DEMO_CONFIG, GatewayConfig, hash_password
+from ccerx.engine.core.rules import CBEEX_2023, PROFILES
 from ccerx.gateway.control import SOCKET_NAME, ControlServer
 from ccerx.gateway.fix.store import StoreCorrupt
 from ccerx.gateway.fix.translate import ExchangeApplication
@@ -69,6 +70,11 @@ def add_parser(sub) -> None:
     p.add_argument("--insecure-plaintext", action="store_true",
                    help="allow plain TCP on a non-loopback --host (broker passwords cross the "
                         "network in clear: only behind a TLS-terminating proxy or a private link)")
+    p.add_argument("--rules", choices=sorted(PROFILES), default=None,
+                   help="trading rules a new data directory starts with (default: the config's "
+                        "`rules`, else cbeex-2023, the CCER rulebook: day orders, listings and "
+                        "takes, the 5-trading-day holding period); an existing data directory "
+                        "keeps the rules it was created with")
     p.add_argument("--print-demo-config", action="store_true",
                    help="print the built-in demo config (a starting point for your own) and exit")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
@@ -85,7 +91,7 @@ def add_parser(sub) -> None:
     h.set_defaults(run=run_hash_password)
 
 
-def open_engine(data_dir: Path, instruments, accounts):
+def open_engine(data_dir: Path, instruments, accounts, rules=CBEEX_2023):
     """The engine behind the gateway: the one place that decides how it is built and kept.
 
     The durable engine: every command is journaled (fsync) in `data_dir` before apply()
@@ -93,7 +99,7 @@ def open_engine(data_dir: Path, instruments, accounts):
     embedded SQLite ledger `data_dir/ledger.sqlite`. Whatever it returns must offer Exchange's
     interface (apply, books, specs, accounts) and may offer close()."""
     from ccerx.engine.durable.exchange import DurableExchange
-    return DurableExchange(data_dir, instruments, accounts)
+    return DurableExchange(data_dir, instruments, accounts, rules=rules)
 
 
 # The ledger relay runs in a thread of this process. Each delivery is a ledger transaction
@@ -177,6 +183,7 @@ def run(args) -> int:
         config = GatewayConfig.load(args.config) if args.config else GatewayConfig.demo()
         instruments = load_instruments(config.instruments_path)
         holidays = load_holidays(args.holidays) if getattr(args, "holidays", None) else ()
+        rules = config.rule_profile(getattr(args, "rules", None))
     except ValueError as err:  # ConfigError included
         print(f"ccerx serve: {err}", file=sys.stderr)
         return 2
@@ -198,7 +205,11 @@ def run(args) -> int:
     except OSError as err:
         print(f"ccerx serve: cannot create {data_dir}: {err.strerror}", file=sys.stderr)
         return 2
-    engine = open_engine(data_dir, instruments, config.build_accounts())
+    engine = open_engine(data_dir, instruments, config.build_accounts(), rules)
+    if engine.rules != rules:
+        print(f"ccerx serve: {data_dir} was created under the {engine.rules.name} rules and "
+              f"keeps them (--rules/config asked for {rules.name}; use a new --data-dir)",
+              file=sys.stderr)
     tune_for_latency(engine)
     try:
         group_commit = hasattr(engine, "apply_deferred")   # the durable engine
@@ -249,7 +260,7 @@ async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, en
     transport = "TLS" if getattr(args, "tls_context", None) else "plain TCP"
     print(f"ccerx serve: {config.comp_id} listening on {args.host}:{server.port} "
           f"(FIX.4.4 over {transport}; sessions {names}; config {config.source}; "
-          f"data {data_dir}; "
+          f"data {data_dir}; rules {getattr(engine, 'rules', None) and engine.rules.name}; "
           f"{market_now(args, time.time_ns())}"
           f"control {control.path if control is not None else 'none'})", flush=True)
     # (no await since control.start(): the calendar's first pass runs before any operator

@@ -1160,3 +1160,9 @@ MESSAGES = {
     'g': [(335, True), (336, False), (625, False), (338, False), (339, False), (263, True)],
     'h': [(335, False), (336, True), (625, False), (338, False), (339, False), (325, False), (340, True), (567, False), (341, False), (342, False), (343, False), (344, False), (345, False), (387, False), (58, False), (354, False), (355, False)],
 }
+
+# CCERX extensions from FIX 5.0 SP1 (gen_spec.EXTENSION_*): the take order
+FIELDS[1080] = ('RefOrderID', 'STRING')
+ENUMS[40] = ENUMS[40] + ('Q',)
+MESSAGES['D'] = MESSAGES['D'] + [(1080, False)]
+EXTENSION_TAGS = (1080,)

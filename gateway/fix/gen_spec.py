@@ -15,6 +15,15 @@ from __future__ import annotations
 import sys
 import xml.etree.ElementTree as ET
 
+# CCERX extensions: what the gateway accepts on top of FIX 4.4, written after the FIX 4.4
+# data so that a reader sees them apart. Taken from FIX 5.0 SP1, where they mean the same:
+#   OrdType (40) = Q "Counter-order selection": the take order (摘牌) of the CCER rules (Art.13):
+#     it trades only at the best level of the other side and never rests (no Price 44)
+#   RefOrderID (1080) on NewOrderSingle: the OrderID (37) of the one listing to take
+EXTENSION_FIELDS = {1080: ("RefOrderID", "STRING")}
+EXTENSION_ENUM_VALUES = {40: ("Q",)}
+EXTENSION_MESSAGE_FIELDS = {"D": [(1080, False)]}
+
 SUPPORTED = ["0", "1", "2", "3", "4", "5", "A", "D", "F", "G", "H", "8", "9", "j",
              "V", "W", "X", "Y", "x", "y", "d", "g", "h"]
 
@@ -79,6 +88,14 @@ def main(path: str) -> None:
     for t in SUPPORTED:
         w(f"    {t!r}: {layouts[t]!r},\n")
     w("}\n")
+    w("\n# CCERX extensions from FIX 5.0 SP1 (gen_spec.EXTENSION_*): the take order\n")
+    for tag, field in EXTENSION_FIELDS.items():
+        w(f"FIELDS[{tag}] = {field!r}\n")
+    for tag, values in EXTENSION_ENUM_VALUES.items():
+        w(f"ENUMS[{tag}] = ENUMS[{tag}] + {values!r}\n")
+    for t, items in EXTENSION_MESSAGE_FIELDS.items():
+        w(f"MESSAGES[{t!r}] = MESSAGES[{t!r}] + {items!r}\n")
+    w(f"EXTENSION_TAGS = {tuple(EXTENSION_FIELDS)!r}\n")
 
 
 if __name__ == "__main__":

@@ -75,7 +75,12 @@ NEW, PARTIAL, FILLED, CANCELED, REPLACED, REJECTED, EXPIRED, TRADE, STATUS = (
     "0", "1", "2", "4", "5", "8", "C", "F", "I")
 
 FIX_SIDES = {"1": "buy", "2": "sell"}
-FIX_ORD_TYPES = {"1": "market", "2": "limit"}
+# OrdType Q (FIX 5.0 SP1 "Counter-order selection", a CCERX extension of FIX 4.4) is the take
+# order (摘牌): no Price; it trades only at the best level of the other side and its rest is
+# cancelled (ExecType C, Expired). RefOrderID (1080, from FIX 5.0 SP1) names the OrderID (37)
+# of the one listing to take; that listing must be at the best level. See gen_spec.py.
+FIX_ORD_TYPES = {"1": "market", "2": "limit", "Q": "take"}
+REF_ORDER_ID = 1080
 FIX_TIFS = {"0": "day", "3": "ioc", "4": "fok"}
 ENGINE_SIDE = {Side.BUY: "1", Side.SELL: "2"}
 ENGINE_TIF = {"day": "0", "ioc": "3", "fok": "4"}
@@ -96,12 +101,15 @@ CXL_TOO_LATE, CXL_UNKNOWN, CXL_EXCHANGE_OPTION, CXL_DUPLICATE = "0", "1", "2", "
 # BusinessRejectReason (380)
 BMR_OTHER, BMR_UNSUPPORTED, BMR_NOT_AVAILABLE, BMR_FIELD_MISSING = "0", "3", "4", "5"
 
-EXPIRY_REASONS = (CancelReason.IOC, CancelReason.FOK, CancelReason.MARKET, CancelReason.EOD)
+EXPIRY_REASONS = (CancelReason.IOC, CancelReason.FOK, CancelReason.MARKET, CancelReason.EOD,
+                  CancelReason.TAKE)
 CANCEL_TEXT = {CancelReason.USER: None, CancelReason.STP: "cancelled by self-trade prevention",
                CancelReason.IOC: "unfilled rest of an immediate-or-cancel order",
                CancelReason.FOK: "fill-or-kill order could not be filled completely",
                CancelReason.MARKET: "unfilled rest of a market order",
-               CancelReason.EOD: "day order expired at the close"}
+               CancelReason.EOD: "day order expired at the close",
+               CancelReason.TAKE: "unfilled rest of a take order (it trades at the best level "
+                                  "only)"}
 
 
 _last_second = [None, ""]
@@ -255,7 +263,12 @@ class ExchangeApplication:
                 raise _Reject("11", f"unsupported Side {order.side!r}: 1 (buy) or 2 (sell)")
             order_type = FIX_ORD_TYPES.get(order.ord_type)
             if order_type is None:
-                raise _Reject("11", f"unsupported OrdType {order.ord_type!r}: 1 (market) or 2 (limit)")
+                raise _Reject("11", f"unsupported OrdType {order.ord_type!r}: 1 (market), "
+                                    "2 (limit) or Q (take the best listing)")
+            target = get(REF_ORDER_ID)
+            if target is not None and order_type != "take":
+                raise _Reject("11", "RefOrderID (1080) names the listing a take order "
+                                    "(OrdType Q) takes; other orders carry none")
             tif = None
             if order.tif is not None:
                 tif = FIX_TIFS.get(order.tif)
@@ -267,7 +280,8 @@ class ExchangeApplication:
             return self._gateway_reject(order, bad.reason, bad.text)
         order.qty = qty
         command = NewOrder(order.order_id, order.account, order.symbol, side, order_type, tif,
-                           self._price_units(order.price_text), qty, self.clock(), broker)
+                           self._price_units(order.price_text), qty, self.clock(), broker,
+                           target)
         return self._apply(command, _Request("new", session, order))
 
     def _check_account(self, broker: str, account) -> None:

@@ -292,7 +292,9 @@ def _order(broker, cl, account, side="1", qty="5", price="62.00", **extra):
 
 
 def test_every_message_the_gateway_sends_fits_the_kit_dictionary(tmp_path, start_serve, kit):
-    server = start_serve("--data-dir", str(tmp_path / "data"))
+    # the continuous rules: the session below replaces an order and sends IOC and market
+    # orders, which cbeex-2023 (the serve default) refuses
+    server = start_serve("--data-dir", str(tmp_path / "data"), "--rules", "continuous")
     b1, b2 = Broker("BROKER01", server.port), Broker("BROKER02", server.port)
     try:
         b1.logon("demo01", reset=True)
