@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
                    help="topic prefix: instructions are read from PREFIX/settle/+ (default ccer/v1)")
     c.add_argument("--client-id", default="ccerx-ledger-consumer",
                    help="MQTT client id; the broker keeps this session's queue while away")
+    c.add_argument("--report-every", type=float, default=10.0, metavar="SECONDS",
+                   help="say how much has been applied this often, when something was "
+                        "(default 10; 0: only when stopping)")
     c.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
                    help="stop after this long without a message (default: run until Ctrl-C)")
     c.set_defaults(run=_with_db(run_consume))
@@ -139,9 +142,18 @@ def run_consume(args) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await consumer.run(stop, idle_exit=args.exit_when_idle)
+        reporter = asyncio.create_task(
+            report_consuming(consumer, ledger, f"{host}:{port}", args.report_every))
+        try:
+            await consumer.run(stop, idle_exit=args.exit_when_idle)
+        finally:
+            reporter.cancel()
+            await asyncio.gather(reporter, return_exceptions=True)
 
-    print(f"consuming {args.prefix}/settle/+ from {host}:{port} into {args.db}", file=sys.stderr)
+    until = ("Ctrl-C" if args.exit_when_idle is None
+             else f"Ctrl-C or {args.exit_when_idle:g} s without a message")
+    print(f"consuming {args.prefix}/settle/+ from {host}:{port} into {args.db} (until {until})",
+          file=sys.stderr)
     try:
         asyncio.run(main())
     finally:
@@ -150,6 +162,31 @@ def run_consume(args) -> int:
               file=sys.stderr)
         ledger.close()
     return 0
+
+
+async def report_consuming(consumer, ledger, broker: str, every: float) -> None:
+    """On stderr while `ccerx ledger consume` runs: each (re)connection to the broker, and
+    every `every` seconds what was applied since the last report (when anything was). Reads
+    the consumer's counters only; the consumer prints its own warnings."""
+    connects, shown, last_report = 0, (consumer.applied, consumer.duplicates,
+                                       consumer.malformed), asyncio.get_running_loop().time()
+    while True:
+        await asyncio.sleep(0.1)
+        if consumer.connects != connects:
+            again = "re" if connects else ""
+            connects = consumer.connects
+            print(f"{again}connected to {broker}, subscribed to {consumer.topic}", file=sys.stderr)
+        now = asyncio.get_running_loop().time()
+        if every <= 0 or now - last_report < every:
+            continue
+        counts = (consumer.applied, consumer.duplicates, consumer.malformed)
+        if counts != shown:
+            print(f"so far {consumer.applied:,} applied (+{consumer.applied - shown[0]:,} in "
+                  f"{now - last_report:.0f} s), duplicates {consumer.duplicates:,}, malformed "
+                  f"{consumer.malformed:,}; ledger at instruction {ledger.applied_seq():,}",
+                  file=sys.stderr)
+            shown = counts
+        last_report = now
 
 
 def run_balances(args) -> int:

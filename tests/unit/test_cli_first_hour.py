@@ -450,3 +450,46 @@ def test_market_now_follows_the_calendar():
     assert market_now(cn, monday - 2 * 86_400 * 10**9) == (     # Saturday
         "hours cn: market CLOSED now (weekend; opens Mon 2026-12-07 09:30 CST); ")
     assert market_now(Namespace(hours="always"), monday) == ""
+
+
+def test_ledger_consume_says_where_it_listens_and_what_it_applied(tmp_path, capsys):
+    import threading
+    import time
+    from ccerx.engine.durable.exchange import DurableExchange
+    from ccerx.engine.formats.config import load_accounts
+    from ccerx.engine.formats.ndjson import parse_command
+    from ccerx.engine.ledger.mqtt import MqttPublisher
+    from tests.integration.durable_helpers import (BROKER, forget_session, service_or_skip,
+                                                   unique_prefix)
+    service_or_skip(*BROKER, "Mosquitto")
+    prefix, client_id = unique_prefix(), f"first-hour-{time.time_ns()}"
+    accounts = SAMPLES / "accounts.json"
+    with open(SAMPLES / "sample-flow.ndjson", "rb") as f:
+        commands = [parse_command(line) for line in islice(f, 400)]
+    db = tmp_path / "ledger.sqlite"
+    outcome = {}
+
+    def publish():                      # the engine's side, once the consumer has its file
+        deadline = time.monotonic() + 20
+        while not db.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        publisher = MqttPublisher(*BROKER, client_id=f"pub-{client_id}", prefix=prefix)
+        with DurableExchange(tmp_path / "engine", accounts=load_accounts(accounts), ledger=None,
+                             adapters={"mqtt": publisher}, log=lambda text: None) as ex:
+            ex.apply_many(commands)
+            outcome["settled"] = ex.wait_settled(30)
+            outcome["instructions"] = ex.outbox.last_seq
+    sender = threading.Thread(target=publish)
+    sender.start()
+    try:
+        code, _, err = run(capsys, "ledger", "consume", "--broker", "%s:%d" % BROKER, "--db", db,
+                           "--accounts", accounts, "--prefix", prefix, "--client-id", client_id,
+                           "--report-every", "0.5", "--exit-when-idle", "4")
+    finally:
+        sender.join(60)
+        forget_session(*BROKER, client_id)
+    assert code == 0 and outcome["settled"] is True, err
+    n = outcome["instructions"]
+    assert f"connected to {BROKER[0]}:{BROKER[1]}, subscribed to {prefix}/settle/+" in err
+    assert "so far " in err and f"ledger at instruction {n:,}" in err     # while running
+    assert f"applied {n}," in err                                          # and at the end
