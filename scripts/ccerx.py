@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "ccerx.scripts.cmd_recover",
     "ccerx.scripts.cmd_bench_gateway",
     "ccerx.scripts.cmd_surveil",
+    "ccerx.scripts.cmd_audit",
 )
 
 
