@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+from ccerx.engine.core.rules import PROFILES
 from ccerx.scripts.progress import Progress
 
 MODES = ("in-process", "fix")
@@ -40,6 +41,12 @@ def add_parser(sub) -> None:
                    help="sqlite (default): settle every trade through the exchange's settlement "
                         "path into the embedded ledger DIR/ledger.sqlite and reconcile it each "
                         "day; none: reconcile only against an in-memory book of the trades")
+    p.add_argument("--rules", choices=sorted(PROFILES), default="cbeex-2023",
+                   help="the exchange's trading rules (default cbeex-2023, the CCER rulebook: "
+                        "day listings, take orders, no IOC/market/amend, a 5-trading-day "
+                        "holding period that keeps market makers to one side; continuous: the "
+                        "continuous market with IOC orders). In fix mode, start `ccerx serve` "
+                        "with the same --rules")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(run=run)
 
@@ -59,7 +66,8 @@ def run(args) -> int:
         from ccerx.scripts.simulate.fixvenue import gateway_config_text
         Path(args.gateway_config).write_text(gateway_config_text(Session(scenario)))
         print(f"wrote {args.gateway_config}: start the gateway with\n  ccerx serve --config "
-              f"{args.gateway_config} --port {args.port} --data-dir DIR\n(DIR fresh), then run "
+              f"{args.gateway_config} --port {args.port} --data-dir DIR --rules {args.rules}\n"
+              f"(DIR fresh), then run "
               f"the same command with --mode fix --control DIR/control.sock instead of "
               f"--gateway-config", file=sys.stderr)
         return 0
@@ -75,8 +83,9 @@ def run(args) -> int:
         if args.ledger == "sqlite":
             args.ledger = "none"     # the trades settle in the server; see fixvenue.py
     total = scenario.days * 240
+    rules = PROFILES[args.rules]
     print(f"simulating '{scenario.name}': {scenario.days} day(s), {scenario.agent_count:,} agents, "
-          f"seed {scenario.seed}, {args.mode}", file=sys.stderr)
+          f"seed {scenario.seed}, {args.mode}, rules {rules.name}", file=sys.stderr)
     progress = None if args.quiet else Progress("simulate (trading minutes)", total, min_interval=0.25)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +93,7 @@ def run(args) -> int:
     started = time.perf_counter()
     try:
         result = Session(scenario, progress=progress, ledger_path=ledger_path,
-                         venue_factory=venue_factory).run()
+                         venue_factory=venue_factory, rules=rules).run()
     except RuntimeError as err:       # FixUnavailable: no gateway, refused session, timeout
         if venue_factory is None:
             raise
@@ -98,7 +107,7 @@ def run(args) -> int:
     if scenario.issuance and args.mode == "in-process":
         print("running the same scenario without its issuance batches (the baseline for the "
               "price response)", file=sys.stderr)
-        baseline = Session(dataclasses.replace(scenario, issuance=[])).run()
+        baseline = Session(dataclasses.replace(scenario, issuance=[]), rules=rules).run()
     summary = write_report(result, out, baseline)
     total_s = time.perf_counter() - started
     for s, rows in summary["instruments"].items():

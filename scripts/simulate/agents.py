@@ -16,6 +16,12 @@ orders through it. Agents keep only what they were told by events: their live or
   against its inventory, never beyond its inventory limit; requotes on each activation.
 - NoiseTrader (zero intelligence): random side, type and price around the mid for
   background flow, within its cash and holdings.
+
+Agents use only what the exchange's rules allow (`m.rules`, engine/core/rules.py): taking
+liquidity is `m.take` (an IOC limit order under `continuous`, a take order of the best level
+under `cbeex-2023`), and under a holding period (Art.29) an agent asks `m.may_trade` before
+choosing a side: a market maker then quotes one side only (the side its inventory and the
+holding period allow), and a noise trader trades the side it may.
 """
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ class Agent:
         self.fees = 0                 # fen
         self.trades = 0
         self.rejects = 0
+        self.last_trade_day: dict[tuple[str, str], int] = {}   # (instrument, side) -> day
 
     def act(self, m, ts: int) -> None:
         raise NotImplementedError
@@ -121,7 +128,7 @@ class Emitter(Agent):
                 self.run_instrument = instrument
         if take:
             price = min(cap, ask + (rng.randint(0, 3) if u > 0.6 else 0))
-            m.order(self, instrument, "buy", price, qty, "ioc", ts)
+            m.take(self, instrument, "buy", price, qty, ts)
             if self.run_left:
                 m.wake(self, rng.randint(1, 4))   # next child order of the run, minutes later
             return
@@ -180,7 +187,7 @@ class ProjectOwner(Agent):
                              and rng.random() < min(0.6, 0.1 * pressure + 3 * rich)):
             if bid is not None and qty > 0 and bid >= reserve:
                 self.run_left = (self.run_left - 1) if self.run_left else rng.randint(*self.burst) - 1
-                m.order(self, instrument, "sell", bid, qty, "ioc", ts)
+                m.take(self, instrument, "sell", bid, qty, ts)
                 if self.run_left:
                     m.wake(self, rng.randint(1, 4))
                 return
@@ -231,10 +238,16 @@ class MarketMaker(Agent):
         if bid is not None and ask_px <= bid:
             ask_px = bid + 1
         qty = rng.randint(*self.quote_t)
-        if position + qty <= self.limit_t:
+        may_buy, may_sell = m.may_trade(self, instrument, "buy"), m.may_trade(self, instrument, "sell")
+        if may_buy and may_sell and m.rules.holding_days:
+            # one side only (an order of each would break the holding rule): lean against
+            # the inventory
+            may_buy, may_sell = (position < 0, position >= 0) if position else (
+                (True, False) if rng.random() < 0.5 else (False, True))
+        if may_buy and position + qty <= self.limit_t:
             m.order(self, instrument, "buy", m.clamp(instrument, bid_px), qty, "day", ts)
         sell_qty = min(qty, m.sellable(self, instrument), self.limit_t + position)
-        if sell_qty > 0:
+        if may_sell and sell_qty > 0:
             m.order(self, instrument, "sell", m.clamp(instrument, ask_px), sell_qty, "day", ts)
 
 
@@ -267,6 +280,11 @@ class NoiseTrader(Agent):
         qty = self._size(rng)
         if side == "sell" and m.sellable(self, instrument) <= 0:
             side = "buy"
+        if not m.may_trade(self, instrument, side):
+            side = "sell" if side == "buy" else "buy"
+            if not m.may_trade(self, instrument, side) or (
+                    side == "sell" and m.sellable(self, instrument) <= 0):
+                return
         if rng.random() < self.take_probability:
             # a market order split into a run of child orders; run lengths are power-law
             # distributed (P(L >= l) ~ l^-alpha), the usual source of order-sign memory
@@ -289,9 +307,9 @@ class NoiseTrader(Agent):
     def _take(self, m, ts, instrument, side, qty):
         bid, ask = m.top(instrument)
         touch = ask if side == "buy" else bid
-        if touch is not None:
+        if touch is not None and m.may_trade(self, instrument, side):
             through = m.rng.randint(0, 4)      # marketable limit: may walk a few levels
-            m.order(self, instrument, side, touch + through if side == "buy" else touch - through,
-                    qty, "ioc", ts)
+            m.take(self, instrument, side, touch + through if side == "buy" else touch - through,
+                   qty, ts)
         if self.run is not None:
             m.wake(self, 1)

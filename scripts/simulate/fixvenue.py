@@ -377,14 +377,19 @@ class FixVenue(AccountView):
         if type(command) is NewOrder:
             spec = self.specs[command.instrument]
             broker = self.broker_of_account[command.account]
-            self.orders[command.order_id] = [command.instrument, command.side,
-                                             command.price_units // spec.tick_units,
+            take = command.order_type == "take"
+            if take:    # priced at the best level of the other side, as the engine will
+                bid, ask = self.top(command.instrument)
+                ticks = ask if command.side == "buy" else bid
+            else:
+                ticks = command.price_units // spec.tick_units
+            self.orders[command.order_id] = [command.instrument, command.side, ticks,
                                              command.qty, command.account]
             fields = [(11, command.order_id), (1, command.account), (55, command.instrument),
                       (54, FIX_SIDE[command.side]), (60, _fix_time(command.ts)),
-                      (38, str(command.qty)), (40, "2"),
-                      (44, spec.ticks_to_text(command.price_units // spec.tick_units)),
-                      (59, FIX_TIF[command.tif])]
+                      (38, str(command.qty))]
+            fields += [(40, "Q")] if take else [(40, "2"), (44, spec.ticks_to_text(ticks)),
+                                                 (59, FIX_TIF[command.tif])]
             self.current = command.order_id
             conn = self.conns[broker]
             conn.send("D", fields)

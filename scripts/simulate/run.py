@@ -21,9 +21,10 @@ import time
 from dataclasses import dataclass, field
 
 from ccerx.engine.core.commands import CancelOrder, NewOrder
+from ccerx.engine.core.rules import CONTINUOUS, RuleProfile
 from ccerx.engine.core.events import DayClosed, OrderAccepted, OrderCancelled, OrderRejected, TradeExecuted
 from ccerx.engine.core.risk import PPM, Account, Accounts
-from ccerx.engine.core.types import CancelReason, ParticipantType, parse_decimal_units
+from ccerx.engine.core.types import CancelReason, ParticipantType, TimeInForce, parse_decimal_units
 
 from ccerx.scripts.simulate.agents import Emitter, Live, MarketMaker, NoiseTrader, ProjectOwner
 from ccerx.scripts.simulate.calendar import MINUTES_PER_DAY, NS_PER_MIN, SimulatedDays
@@ -77,8 +78,9 @@ def _u_shape(minute: int) -> float:
 
 class Session:
     def __init__(self, scenario: Scenario, venue=None, settlement=None, progress=None,
-                 ledger_path=None, venue_factory=None):
+                 ledger_path=None, venue_factory=None, rules: RuleProfile = CONTINUOUS):
         self.scenario = scenario
+        self.rules = rules            # the exchange's rules: the agents use what they allow
         self.calendar = SimulatedDays(scenario.start_date, scenario.days)
         self.build_rng = random.Random(f"population:{scenario.seed}")
         self.rng = random.Random(f"run:{scenario.seed}")
@@ -87,7 +89,7 @@ class Session:
         self.by_account = {a.account: a for a in self.agents}
         self.fee_ppm = scenario.fee_ppm
         if venue is None and venue_factory is None:
-            venue = InProcessVenue(scenario.instruments, self.accounts, scenario.fee_ppm)
+            venue = InProcessVenue(scenario.instruments, self.accounts, scenario.fee_ppm, rules)
         self.venue = venue
         self.specs = venue.specs if venue is not None else {s.symbol: s for s in scenario.instruments}
         if settlement is None:
@@ -212,8 +214,10 @@ class Session:
             self.wakeups.setdefault(minute, []).append(agent)
 
     # ------------------------------------------------------------------ what agents do
-    def order(self, agent, instrument: str, side: str, ticks: int, qty: int, tif: str, ts: int):
-        """A limit order sized to what the account can pay for or deliver."""
+    def order(self, agent, instrument: str, side: str, ticks: int, qty: int, tif, ts: int,
+              order_type: str = "limit"):
+        """A limit order (or a take order priced at `ticks`, the best level) sized to what
+        the account can pay for or deliver."""
         spec = self.specs[instrument]
         ticks = self.clamp(instrument, ticks)
         if side == "buy":
@@ -222,7 +226,7 @@ class Session:
             qty = min(qty, afford)
         else:
             qty = min(qty, self.venue.credits_sellable(agent.account, instrument))
-        qty = min(qty, spec.max_qty)
+        qty = min(qty, spec.max_qty if self.rules.max_qty is None else self.rules.max_qty)
         if qty <= 0:
             return
         agent.n_orders = n = getattr(agent, "n_orders", 0) + 1
@@ -230,14 +234,40 @@ class Session:
         self.commands += 1
         order_id = f"{agent.agent_id}.{self.day}.{n}"
         events = self.venue.send(NewOrder(order_id, agent.account,
-                                          instrument, side, "limit", tif,
-                                          ticks * spec.tick_units, qty, ts))
+                                          instrument, side, order_type, tif,
+                                          None if order_type == "take" else ticks * spec.tick_units,
+                                          qty, ts))
         filled = self.dispatch(events, agent, order_id)
         if filled and bid is not None and ask is not None:
             after_bid, after_ask = self.venue.top(instrument)
             if after_bid is not None and after_ask is not None:
                 self.impacts[instrument].append((1 if side == "buy" else -1, filled, bid + ask,
                                                  after_bid + after_ask))
+
+    def take(self, agent, instrument: str, side: str, ticks: int, qty: int, ts: int) -> None:
+        """Take liquidity up to limit `ticks`: an IOC limit order where the rules allow IOC
+        (it may walk a few levels), else a take order (摘牌) of the best level, sent only if
+        that level is within the limit."""
+        if TimeInForce.IOC in self.rules.tifs:
+            return self.order(agent, instrument, side, ticks, qty, "ioc", ts)
+        bid, ask = self.venue.top(instrument)
+        best = ask if side == "buy" else bid
+        if best is None or (best > ticks if side == "buy" else best < ticks):
+            return
+        self.order(agent, instrument, side, best, qty, None, ts, order_type="take")
+
+    def may_trade(self, agent, instrument: str, side: str) -> bool:
+        """Whether the rules let `agent` trade `side` of `instrument` now, from what it knows:
+        the Art.29 holding period (its last trade of the other side, counted in trading
+        days) and no order of the other side working."""
+        days = self.rules.holding_days
+        if not days:
+            return True
+        other = "sell" if side == "buy" else "buy"
+        last = agent.last_trade_day.get((instrument, other))
+        if last is not None and self.day - last < days:
+            return False
+        return not agent.working(instrument, other)
 
     def cancel(self, agent, order_id: str, ts: int) -> None:
         self.commands += 1
@@ -260,6 +290,8 @@ class Session:
                 seller.fees += e.sell_fee
                 buyer.trades += 1
                 seller.trades += 1
+                buyer.last_trade_day[(instrument, "buy")] = self.day
+                seller.last_trade_day[(instrument, "sell")] = self.day
                 for agent, order_id, open_qty in ((buyer, e.buy_order_id, e.buy_open_qty),
                                                   (seller, e.sell_order_id, e.sell_open_qty)):
                     live = agent.live.get(order_id)

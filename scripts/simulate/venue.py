@@ -19,6 +19,7 @@ from typing import Protocol
 from ccerx.engine.core.commands import Deposit, EndOfDay
 from ccerx.engine.core.events import Deposited
 from ccerx.engine.core.exchange import Exchange
+from ccerx.engine.core.rules import CONTINUOUS
 from ccerx.engine.core.risk import Account, Accounts
 from ccerx.engine.core.types import InstrumentSpec
 
@@ -51,8 +52,8 @@ class AccountView:
 class InProcessVenue(AccountView):
     mode = "in-process"
 
-    def __init__(self, instruments, accounts: Accounts, fee_ppm: int):
-        self.exchange = Exchange(instruments, accounts, fee_ppm)
+    def __init__(self, instruments, accounts: Accounts, fee_ppm: int, rules=CONTINUOUS):
+        self.exchange = Exchange(instruments, accounts, fee_ppm, rules)
         self.accounts = accounts
         self.specs = self.exchange.specs
         self.books = self.exchange.books

@@ -21,7 +21,10 @@ from tests.serve_process import REPO, ServeProcess
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("gateway-data")
-    with ServeProcess(["--data-dir", str(data_dir), "--fsync", "--log-level", "info"],
+    # the continuous rules: these tests replace orders (OrderCancelReplaceRequest), which the
+    # serve default cbeex-2023 refuses; test_gateway_rules.py trades under cbeex-2023
+    with ServeProcess(["--data-dir", str(data_dir), "--fsync", "--log-level", "info",
+                       "--rules", "continuous"],
                       log_path=data_dir.parent / "serve.log") as server:
         yield {"proc": server.proc, "port": server.port, "data_dir": data_dir}
 

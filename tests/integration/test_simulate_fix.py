@@ -25,7 +25,9 @@ def serve(tmp_path, start_serve):
     scenario = load_scenario(days=2, seed=4, overrides=SMALL)
     config = tmp_path / "gateway.toml"
     config.write_text(gateway_config_text(Session(scenario)))
-    server = start_serve("--config", str(config), "--data-dir", str(tmp_path / "data"))
+    # the continuous rules, which Session (in-process, the comparison) uses by default
+    server = start_serve("--config", str(config), "--data-dir", str(tmp_path / "data"),
+                         "--rules", "continuous")
     yield scenario, server
 
 

@@ -181,3 +181,26 @@ def test_market_makers_stay_within_their_inventory_limits(result):
     for m in makers:
         assert -m.limit_t <= m.position() <= m.limit_t
         assert set(m.bought) | set(m.sold) <= {m.instrument}     # quotes its own type only
+
+
+def test_under_cbeex_2023_agents_send_only_permitted_orders_and_keep_art29():
+    """The agents use what the rules allow (takes instead of IOC, one-sided market makers),
+    so nothing is refused, and no account trades both sides of a type within 5 days."""
+    from ccerx.engine.core.rules import CBEEX_2023, CONTINUOUS
+    scenario = load_scenario(days=6, seed=11, overrides=TINY)
+    session = Session(scenario, rules=CBEEX_2023)
+    result = session.run()
+    assert result.reconciled and len(result.trades) > 100
+    assert session.rejects == {}
+    last: dict = {}      # (account, instrument, side) -> day of its last trade
+    for _, day, _, instrument, _, _, buyer, seller, *_ in result.trades:
+        for account, side, other in ((buyer, "buy", "sell"), (seller, "sell", "buy")):
+            before = last.get((account, instrument, other))
+            assert before is None or day - before >= 5, (account, instrument, side, day)
+            last[(account, instrument, side)] = day
+    # what the holding period does to the market makers: far fewer round trips
+    def maker_trades(session):
+        return sum(a.trades for a in session.agents if a.kind == "market_maker")
+    continuous = Session(scenario, rules=CONTINUOUS)
+    continuous.run()
+    assert maker_trades(session) * 3 < maker_trades(continuous)
