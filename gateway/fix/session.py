@@ -695,7 +695,7 @@ class Session:
         """Logout with the reason and hang up, and nothing else: whoever sent the Logon has not
         shown to be the broker, so it leaves no trace in the session (no sequence number is
         used, nothing is stored; the broker's next Logon reply carries the same MsgSeqNum)."""
-        self._send_raw("5", [], [(58, text)], keep=False)
+        self._out.append(self.logon_refusal(text, self._now))
         self._disconnect("logon refused: %s" % text)
 
     def _send_logout(self, text: Optional[str] = None) -> None:
@@ -708,9 +708,7 @@ class Session:
         self._send_raw(msg_type, [], body)
 
     def _send_raw(self, msg_type: str, header: list[tuple[int, str]], body: list[tuple[int, str]],
-                  app: bool = False, keep: bool = True) -> int:
-        """Frame, store and queue for sending; keep=False sends without storing it or using up
-        its sequence number (only for the answer to a refused Logon)."""
+                  app: bool = False) -> int:
         store = self.store
         seq = store.next_sender
         key = self.key
@@ -724,9 +722,8 @@ class Session:
             raw = codec.frame(key.begin_string, "35=%s\x0134=%d%s%s%s%s" % (
                 msg_type, seq, self._header_49_52, codec.utc_timestamp(self._now),
                 self._header_56, "".join([f"{tag}={value}\x01" for tag, value in body])))
-        if keep:
-            store.set(seq, raw)
-            store.next_sender = seq + 1
+        store.set(seq, raw)
+        store.next_sender = seq + 1
         state = self.state
         if state in LOGGED_ON_STATES or (not app and state is S.AWAITING_LOGON):
             self._out.append(raw)
