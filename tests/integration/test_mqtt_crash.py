@@ -90,7 +90,8 @@ def crash_run(tmp_path, seed: int, rounds: list[str], commands_per_round: int,
         wait_until(lambda: ledger.applied_seq() >= instructions, settle_timeout,
                    lambda: f"the consumer's ledger: {state()}")
         assert_ledger_matches(ledger, ex.accounts, instructions)
-        assert publisher.connects >= len(rounds)    # it reconnected after the kills
+        assert publisher.connects >= 2               # it did reconnect (not after every kill:
+        # one may fall while its relay is backing off from the previous one)
     finally:
         consumer.stop()
         ex.close(settle_timeout=0)
@@ -110,3 +111,53 @@ def test_broker_killed_many_times(tmp_path, seed):
     rounds = random.Random(seed).choices(["online", "offline"], k=6)
     crash_run(tmp_path, seed=seed, rounds=rounds + ["online", "offline"],
               commands_per_round=3000, settle_timeout=120.0)
+
+
+def test_engine_restarts_while_instructions_are_unconfirmed(tmp_path):
+    """The consumer is away, the broker is killed and the engine closed: the unconfirmed
+    instructions wait after the relay's cursor and go out again from the reopened engine."""
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    prefix = unique_prefix()
+    ledger = SqliteLedger(tmp_path / "consumer.sqlite")
+
+    def engine(**kwargs) -> DurableExchange:
+        publisher = MqttPublisher("127.0.0.1", broker.port, client_id="restart-pub",
+                                  prefix=prefix, publish_timeout=2.0)
+        return DurableExchange(tmp_path / "engine", ledger=None, adapters={"mqtt": publisher},
+                               **kwargs)
+
+    def consumer_thread() -> ConsumerThread:
+        return ConsumerThread(SettlementConsumer(
+            ledger, "127.0.0.1", broker.port, client_id="restart-consumer", prefix=prefix,
+            max_backoff=0.5, log=lambda text: None)).start()
+
+    ex = engine(accounts=accounts_table(20))
+    opening = orjson.loads((tmp_path / "engine" / "opening.json").read_bytes())["accounts"]
+    ledger.open_accounts([tuple(r) for r in opening])
+    commands = list(flow(3000, seed=12_010, n_accounts=20))
+    consumer = consumer_thread()
+    try:
+        ex.apply_many(commands[:1000])
+        assert ex.wait_settled(30)
+        confirmed = ex.outbox.last_seq
+        consumer.stop()
+        ex.apply_many(commands[1000:2000])
+        assert not ex.wait_settled(1.5)            # nobody confirms: still pending
+        broker.kill()
+        ex.close(settle_timeout=0)
+        broker.start()
+        ex = engine()
+        assert ex.recovery.pending["mqtt"] == ex.outbox.last_seq - confirmed > 0
+        consumer = consumer_thread()
+        ex.apply_many(commands[2000:])
+        instructions = ex.outbox.last_seq
+        assert ex.wait_settled(40)
+        wait_until(lambda: ledger.applied_seq() >= instructions, 20, "the consumer")
+        assert_ledger_matches(ledger, ex.accounts, instructions)
+    finally:
+        consumer.stop()
+        ex.close(settle_timeout=0)
+        ledger.close()
+        broker.stop()
+    assert consumer.error is None
