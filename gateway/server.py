@@ -30,7 +30,8 @@ All protocol logic lives in the sans-IO gateway.fix.session.Session; this module
 
 Public API (stable; the exchange application and `ccerx serve` code against it):
 
-    SessionSettings(key, application, heartbeat_interval=30, reset_on_logon=False, authenticate=None)
+    SessionSettings(key, application, heartbeat_interval=30, reset_on_logon=False, authenticate=None,
+                    heartbeat_bounds=(1, 300))
     server = GatewayServer(host, port, sessions, store_dir=None, max_message_size=...)
     await server.start(); server.port; await server.serve_forever(); await server.stop()
     server.deliver([(SessionKey, FixMessage), ...])      # from the event loop's thread
