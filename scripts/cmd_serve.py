@@ -67,6 +67,21 @@ def add_parser(sub) -> None:
     p.add_argument("--tls-client-ca", metavar="FILE",
                    help="with --tls-cert: require a client certificate from each broker, "
                         "signed by a CA in this PEM file (mutual TLS)")
+    p.add_argument("--cluster", metavar="nats://HOST:PORT[,...]",
+                   help="run as one node of a replicated exchange: commands go to the JetStream "
+                        "stream CCERX_CMDS on these NATS servers and count as accepted once a "
+                        "quorum stored them; one node leads (lease in the key-value bucket "
+                        "CCERX_LEADER), the others apply the stream as hot standbys and refuse "
+                        "FIX logons naming the leader (see engine/durable/replicated.py); "
+                        "default: one machine, the local journal only")
+    p.add_argument("--node", metavar="NAME",
+                   help="with --cluster: this node's name (unique in the cluster)")
+    p.add_argument("--replicas", type=int, default=3, metavar="N",
+                   help="with --cluster: copies of the stream, when this node creates it "
+                        "(default 3: one per server of a three-server NATS cluster)")
+    p.add_argument("--ledger", metavar="FILE",
+                   help="the SQLite settlement ledger (default DIR/ledger.sqlite); the nodes of "
+                        "a cluster share one, whose idempotence absorbs what a new leader re-sends")
     p.add_argument("--insecure-plaintext", action="store_true",
                    help="allow plain TCP on a non-loopback --host (broker passwords cross the "
                         "network in clear: only behind a TLS-terminating proxy or a private link)")
@@ -91,15 +106,48 @@ def add_parser(sub) -> None:
     h.set_defaults(run=run_hash_password)
 
 
-def open_engine(data_dir: Path, instruments, accounts, rules=CBEEX_2023):
+def open_engine(data_dir: Path, instruments, accounts, rules=CBEEX_2023, ledger=None, **kwargs):
     """The engine behind the gateway: the one place that decides how it is built and kept.
 
     The durable engine: every command is journaled (fsync) in `data_dir` before apply()
     returns, state is recovered from snapshot + journal on start, and trades settle into the
     embedded SQLite ledger `data_dir/ledger.sqlite`. Whatever it returns must offer Exchange's
-    interface (apply, books, specs, accounts) and may offer close()."""
+    interface (apply, books, specs, accounts) and may offer close(). `ledger`: another
+    SQLite ledger file (shared by the nodes of a cluster)."""
     from ccerx.engine.durable.exchange import DurableExchange
-    return DurableExchange(data_dir, instruments, accounts, rules=rules)
+    if ledger is not None:
+        from ccerx.engine.ledger.sqlite import SqliteLedger
+        kwargs["ledger"] = SqliteLedger(ledger)
+    return DurableExchange(data_dir, instruments, accounts, rules=rules, **kwargs)
+
+
+def open_cluster_node(args, data_dir: Path, instruments, accounts, rules):
+    """--cluster: this process as one node of a replicated exchange (replicated.py): the
+    durable engine over its own data directory, behind the JetStream stream. ValueError for
+    bad options."""
+    from ccerx.engine.durable.replicated import ClusterNode, ClusterSettings, parse_servers
+    if not args.cluster or not args.node:
+        raise ValueError("--cluster and --node go together")
+    if not args.node.isascii() or not args.node.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"--node {args.node!r}: letters, digits, - and _ only")
+    if not 1 <= args.replicas <= 5:
+        raise ValueError("--replicas must be 1-5 (JetStream's limit)")
+    settings = ClusterSettings(parse_servers(args.cluster), args.node, replicas=args.replicas)
+    return ClusterNode(settings, lambda hook: open_engine(
+        data_dir, instruments, accounts, rules, ledger=args.ledger, journal_hook=hook,
+        start_relays=False))
+
+
+def gate_logons(sessions: list, node) -> None:
+    """A standby refuses every Logon, its Logout naming the leader (brokers try the next host)."""
+    for settings in sessions:
+        check = settings.authenticate
+
+        def authenticate(key, logon, check=check):
+            if not node.leading:
+                return node.refusal()
+            return None if check is None else check(key, logon)
+        settings.authenticate = authenticate
 
 
 # The ledger relay runs in a thread of this process. Each delivery is a ledger transaction
@@ -205,7 +253,18 @@ def run(args) -> int:
     except OSError as err:
         print(f"ccerx serve: cannot create {data_dir}: {err.strerror}", file=sys.stderr)
         return 2
-    engine = open_engine(data_dir, instruments, config.build_accounts(), rules)
+    args.cluster_node = None
+    if getattr(args, "cluster", None) or getattr(args, "node", None):
+        try:
+            args.cluster_node = open_cluster_node(args, data_dir, instruments,
+                                                  config.build_accounts(), rules)
+        except ValueError as err:
+            print(f"ccerx serve: {err}", file=sys.stderr)
+            return 2
+        engine = args.cluster_node.engine
+    else:
+        engine = open_engine(data_dir, instruments, config.build_accounts(), rules,
+                             ledger=getattr(args, "ledger", None))
     if engine.rules != rules:
         print(f"ccerx serve: {data_dir} was created under the {engine.rules.name} rules and "
               f"keeps them (--rules/config asked for {rules.name}; use a new --data-dir)",
@@ -216,6 +275,8 @@ def run(args) -> int:
         application = ExchangeApplication(engine, config.comp_id, config.brokers,
                                           group_commit=group_commit)
         sessions = build_sessions(config, application, args.conformance)
+        if args.cluster_node is not None:
+            gate_logons(sessions, args.cluster_node)
         try:
             return asyncio.run(_serve(args, config, sessions, data_dir, engine))
         except StoreCorrupt as err:     # a FIX store that cannot be read: never start it at 1
@@ -256,6 +317,7 @@ async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, en
                   f"{err.strerror or err}", file=sys.stderr)
             await server.stop()
             return 1
+    leading = start_cluster_node(args, server, application, loop)
     names = ", ".join(f"{s.key.their_comp_id}" for s in sessions)
     transport = "TLS" if getattr(args, "tls_context", None) else "plain TCP"
     print(f"ccerx serve: {config.comp_id} listening on {args.host}:{server.port} "
@@ -270,7 +332,8 @@ async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, en
                 if getattr(args, "hours", "always") == "cn" else None)
     if application is not None:
         stop_calendar = asyncio.create_task(
-            run_calendar(calendar, application, server, application.exchange))
+            after_event(leading, lambda: run_calendar(calendar, application, server,
+                                                      application.exchange)))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if control is not None:
@@ -284,6 +347,32 @@ async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, en
     await asyncio.gather(serving, stopping, return_exceptions=True)
     print("ccerx serve: stopped", flush=True)
     return 0
+
+
+def start_cluster_node(args, server, application, loop) -> Optional[asyncio.Event]:
+    """--cluster: join the cluster now that the FIX address is known. Returns an event set
+    once this node leads (then it takes over the engine's resting orders for FIX, as after a
+    restart); None without --cluster (this process is the exchange)."""
+    node = getattr(args, "cluster_node", None)
+    if node is None:
+        return None
+    leading = asyncio.Event()
+
+    def on_leader():             # in the gateway's event loop
+        if application is not None:
+            application._adopt_resting_orders()
+        leading.set()
+    node.start(f"{args.host}:{server.port}", lambda: loop.call_soon_threadsafe(on_leader))
+    print(f"ccerx serve: cluster node {node.settings.node} on {', '.join(node.settings.servers)}"
+          f": following the stream, standing for leader", file=sys.stderr, flush=True)
+    return leading
+
+
+async def after_event(event: Optional[asyncio.Event], start):
+    """Run start() once event is set (None: at once): the calendar runs on the leader only."""
+    if event is not None:
+        await event.wait()
+    return await start()
 
 
 def is_loopback(host: str) -> bool:

@@ -88,8 +88,10 @@ class DurableExchange:
                  ledger="sqlite", adapters: Optional[dict] = None,
                  snapshot_every: int = 250_000, record_batch: int = 1000,
                  fsync: bool = True, start_relays: bool = True, relay_batch: int = 500,
-                 log=None, rules: RuleProfile = CONTINUOUS):
+                 log=None, journal_hook=None, rules: RuleProfile = CONTINUOUS):
         self.data_dir = private_dir(data_dir)
+        # the replicated log (replicated.py) wraps the local journal: journal_hook(journal)
+        self._journal_hook = journal_hook
         self.settlement = settlement
         self.snapshot_every = snapshot_every
         self.record_batch = record_batch
@@ -166,6 +168,8 @@ class DurableExchange:
                     f"commands whose settlement was already delivered. Restore the journal from "
                     f"a replica or backup; do not run on a shorter one.")
         self.journal = jr.Journal.open_for_append(self.data_dir, scanned, self.fsync)
+        if self._journal_hook is not None:
+            self.journal = self._journal_hook(self.journal)
         self._since_snapshot = self.journal.next_seq - 1 - (report.snapshot_seq or 0)
         report.last_seq = self.journal.next_seq - 1
         report.last_instruction = self.journal.next_instruction - 1
@@ -246,6 +250,11 @@ class DurableExchange:
         with self._lock:
             if self._deferred:
                 self.apply_many(())
+
+    @property
+    def uncommitted(self) -> bool:
+        """True while commands applied with apply_deferred() wait for commit()."""
+        return bool(self._deferred or self._held_rows)
 
     def apply_many(self, commands, _commit: bool = True) -> list[list]:
         """Apply commands in order, group-commit them (one fsync), return their events."""

@@ -1,0 +1,538 @@
+"""The replicated command log: NATS JetStream, one leader, hot standbys (issue 15).
+
+Theory of operation. Every node of a cluster runs the same deterministic engine (a
+DurableExchange over its own data directory) and applies the same command stream, so every
+node holds the same state. The stream is a JetStream stream replicated with Raft (publish
+acknowledgements come after a quorum of the stream's replicas stored the message); the
+exchange's own journal on each node is a local copy of a prefix of it.
+
+Names (fixed; see `STREAM`, `SUBJECT`, `LEASE_BUCKET` below):
+    stream  CCERX_CMDS     subject ccerx.cmds, `replicas` copies (3 in a three-server cluster)
+    bucket  CCERX_LEADER   key `leader`: the leader's lease (a TTL'd key-value entry)
+    message headers        Ccerx-Kind: batch | term | checkpoint, Ccerx-Term: <term>,
+                           Ccerx-Seq: <first command seq> (batch)
+    body                   batch: the journal's own command rows (journal.encode_command),
+                           orjson; term/checkpoint: {"cmd_seq", "hash", "node", "fix"}
+
+Which order: apply, publish, acknowledge. The leader applies a command to its engine first
+(the FIX gateway applies a whole event-loop iteration with apply_deferred), publishes the
+batch's rows when the gateway commits, and writes nothing to any socket before JetStream
+acknowledged the publish. Publishing before applying would need a second copy of the
+engine's validation to know what to publish, or would publish commands the engine then
+refuses (harmless, but the order a follower sees would no longer be "what the leader
+applied"); applying first keeps the engine the only judge and the stream exactly the
+sequence of commands the leader's engine applied. The price: between apply and publish the
+leader's memory is ahead of the stream. If a publish fails (refused, or not acknowledged
+within `publish_timeout_s`), the leader is *fenced*: it writes nothing more and the process
+exits (`EXIT_FENCED`), as a JournalFailed engine refuses everything; nothing applied after
+the last acknowledged batch was ever acknowledged to anyone, and a standby takes over from
+the stream. The local journal is written after the publish was acknowledged, so it is always
+a prefix of the stream and a restarted node continues from it.
+
+Fencing. The lease is a key created with `create` (only if absent) in a bucket whose TTL is
+`lease_s`; the leader renews it with `update(last=revision)` every `lease_s / 4`. The
+revision of the create is the leader's *term*. Before it accepts anything, a new leader
+catches up with the stream and publishes a `term` marker; every message is published with
+`Nats-Expected-Last-Sequence` = the last stream sequence the publisher applied, so JetStream
+appends only for a node that has seen the whole stream. Once the new leader's marker is in,
+a deposed leader's next publish is refused (it then fences itself); a batch it got in before
+the marker is part of the stream (it was acknowledged after the publish, so it is real
+history) and the new leader applies it before its marker. Followers check that every batch
+carries the term of the last marker. A `Nats-Msg-Id` of term.first-seq lets a publish that
+timed out be retried without a duplicate (the ack says `duplicate`).
+
+State checks. The leader publishes a checkpoint (command seq and state hash) every
+`checkpoint_every` commands and when idle; its term marker carries one too. A follower that
+reaches the same command seq with another hash stops at once (`EXIT_DIVERGED`): a node whose
+state differs from the leader's must never take over.
+
+Settlement. Every node makes the same settlement instructions (deterministically, with the
+same ids) but only the leader runs the relays; a new leader starts its relays from its own
+cursor, so it re-sends what the old leader may already have delivered, and the ledger's
+idempotence (one settlement row per instruction id) absorbs it. The nodes share one ledger.
+
+A node's roles: standby (applies the stream; refuses FIX logons and operator commands) ->
+leader (after winning the lease and publishing its marker) -> fenced (exits). A leader never
+becomes a standby again within the same process.
+
+Takeover time after a leader dies: at most `lease_s` (the lease expires) + `poll_s` (a
+standby notices) + the catch-up (the standbys are hot: usually the last batch or none) + one
+publish. With the defaults, under 3.5 s.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import time
+from typing import Callable, NamedTuple, Optional
+
+import orjson
+
+from ccerx.engine.durable import journal as jr
+from ccerx.engine.durable.files import write_atomic
+
+STREAM, SUBJECT = "CCERX_CMDS", "ccerx.cmds"
+LEASE_BUCKET, LEASE_KEY = "CCERX_LEADER", "leader"
+H_KIND, H_TERM, H_SEQ = "Ccerx-Kind", "Ccerx-Term", "Ccerx-Seq"
+BATCH, TERM, CHECKPOINT = "batch", "term", "checkpoint"
+STATUS_FILE = "cluster-status.json"
+EXIT_FENCED, EXIT_DIVERGED = 3, 4
+MAX_ROWS_PER_MESSAGE = 2000      # ~200 KB; NATS refuses payloads over 1 MB by default
+
+
+class ClusterSettings(NamedTuple):
+    servers: tuple                   # nats://host:port, ...
+    node: str
+    replicas: int = 3
+    lease_s: float = 2.5
+    poll_s: float = 0.2
+    checkpoint_every: int = 1000
+    idle_checkpoint_s: float = 0.5
+    publish_timeout_s: float = 5.0
+
+
+class NotLeader(RuntimeError):
+    """A command reached a standby: only the leader applies commands."""
+
+
+class ReplicationFailed(RuntimeError):
+    """A publish was refused or not acknowledged in time: this node must stop leading."""
+
+
+def parse_servers(text: str) -> tuple:
+    """`nats://h:p,nats://h2:p2` (or host:port) -> a tuple of nats:// URLs; ValueError if bad."""
+    servers = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        url = part if "://" in part else f"nats://{part}"
+        scheme, _, rest = url.partition("://")
+        host, sep, port = rest.rpartition(":")
+        if scheme not in ("nats", "tls") or not sep or not host or not port.isdigit():
+            raise ValueError(f"--cluster: {part!r} is not nats://HOST:PORT")
+        servers.append(url)
+    if not servers:
+        raise ValueError("--cluster needs at least one nats://HOST:PORT")
+    return tuple(servers)
+
+
+class ReplicatedJournal:
+    """The local journal of a cluster node, with the stream in front of it (see module doc).
+
+    DurableExchange appends batch records and commits as before; here `append` only holds the
+    rows and `commit` publishes them (leader) before writing them to the local journal. On a
+    standby (`publishing` False) the rows come from the stream and are only written locally."""
+
+    def __init__(self, inner: jr.Journal, node: "ClusterNode"):
+        self.inner = inner
+        self.node = node
+        self.publishing = False
+        self._held: list = []        # (rows, instructions, streams) not yet published
+
+    @property
+    def next_seq(self) -> int:
+        return self.inner.next_seq + sum(len(rows) for rows, _, _ in self._held)
+
+    @property
+    def next_instruction(self) -> int:
+        return self.inner.next_instruction + sum(len(made) for _, made, _ in self._held)
+
+    def append(self, commands: list, instructions: list, streams=None) -> None:
+        self._held.append((commands, instructions, streams))
+
+    def commit(self) -> None:
+        held, self._held = self._held, []
+        if held and self.publishing:
+            rows = [row for batch, _, _ in held for row in batch]
+            self.node.publish_batch(self.inner.next_seq, rows)   # fences the node on failure
+        for commands, instructions, streams in held:
+            self.inner.append(commands, instructions, streams)
+        self.inner.commit()
+
+    def rotate(self):
+        self.commit()
+        return self.inner.rotate()
+
+    def close(self) -> None:
+        self.commit()
+        self.inner.close()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+class LeaderGate:
+    """What the gateway and the operator socket hold instead of the engine: commands pass
+    only on the leader; reads pass everywhere."""
+
+    def __init__(self, node: "ClusterNode"):
+        self._node = node
+        self._exchange = node.exchange
+
+    def _check(self) -> None:
+        if not self._node.leading:
+            raise NotLeader(self._node.refusal())
+
+    def apply(self, command):
+        self._check()
+        return self._exchange.apply(command)
+
+    def apply_many(self, commands):
+        self._check()
+        return self._exchange.apply_many(commands)
+
+    def apply_deferred(self, command):
+        self._check()
+        return self._exchange.apply_deferred(command)
+
+    def commit(self) -> None:
+        if self._node.leading:       # a standby has nothing deferred (and sends Logouts)
+            self._exchange.commit()
+
+    def close(self) -> None:
+        self._node.close()
+
+    def __getattr__(self, name):
+        return getattr(self._exchange, name)
+
+
+class ClusterNode:
+    """One node: its engine, its JetStream connection (a thread with its own event loop),
+    the lease, and the stream applied in order. See the module doc."""
+
+    def __init__(self, settings: ClusterSettings, open_exchange: Callable, log=None):
+        """open_exchange(journal_hook) opens the node's DurableExchange (start_relays=False)
+        with the given journal hook."""
+        self.settings = settings
+        self._log = log if log is not None else (lambda text: print(text, file=sys.stderr,
+                                                                    flush=True))
+        self.exchange = open_exchange(self._wrap_journal)
+        self.engine = LeaderGate(self)
+        self.leading = False
+        self.term = 0                 # this node's term once it leads
+        self.marker_term = 0          # term of the last marker applied (the stream's term)
+        self.applied_stream_seq = 0   # last stream message applied (or published)
+        self.since_checkpoint = 0
+        self.last_publish = time.monotonic()
+        self.leader_info: dict = {}
+        self.fix_address = ""
+        self._on_leader: Optional[Callable[[], None]] = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="cluster",
+                                        daemon=True)
+        self._nc = self._js = self._kv = self._sub = None
+        self._lease_rev = 0
+        self._closed = False
+
+    def _wrap_journal(self, journal):
+        self.journal = ReplicatedJournal(journal, self)
+        return self.journal
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, fix_address: str, on_leader: Callable[[], None], timeout: float = 20) -> None:
+        """Connect, make sure the stream and the bucket exist, follow the stream and stand for
+        election. on_leader() is called (in the cluster thread) once this node leads."""
+        self.fix_address, self._on_leader = fix_address, on_leader
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._connect(), self._loop).result(timeout)
+        self._write_status()
+        asyncio.run_coroutine_threadsafe(self._run(), self._loop)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # the leader's last deferred commands are published (NATS still connected); a standby
+        # delivers nothing to the ledger
+        self.exchange.close(settle_timeout=5.0 if self.leading else 0.0)
+        self.leading = False
+        if self._thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(self._disconnect(), self._loop).result(5)
+            except Exception:
+                pass
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def refusal(self) -> str:
+        leader = self.leader_info
+        where = (f"the leader is {leader.get('node')} at {leader.get('fix')}"
+                 if leader else "no leader is known yet")
+        return f"this node ({self.settings.node}) is a standby; {where}"
+
+    def fence(self, reason: str, code: int = EXIT_FENCED) -> None:
+        """Stop at once: nothing after this may leave the process."""
+        self._log(f"ccerx serve: cluster node {self.settings.node} STOPPING: {reason}")
+        try:
+            sys.stderr.flush()
+            sys.stdout.flush()
+        finally:
+            os._exit(code)
+
+    # ------------------------------------------------------------------ NATS
+    async def _connect(self) -> None:
+        import nats
+        from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+        from nats.js.errors import BucketNotFoundError, NotFoundError
+
+        async def quiet(err):         # the client reconnects by itself; say so once per error
+            self._log(f"ccerx serve: NATS: {err!r}")
+        s = self.settings
+        self._nc = await nats.connect(list(s.servers), name=f"ccerx-{s.node}",
+                                      reconnect_time_wait=0.2, max_reconnect_attempts=-1,
+                                      connect_timeout=2, error_cb=quiet)
+        self._js = self._nc.jetstream(timeout=2)
+        deadline = time.monotonic() + 15     # a fresh cluster elects its meta leader first
+        while True:
+            try:
+                try:
+                    await self._js.stream_info(STREAM)
+                except NotFoundError:
+                    await self._js.add_stream(StreamConfig(
+                        name=STREAM, subjects=[SUBJECT], num_replicas=s.replicas,
+                        storage=StorageType.FILE))
+                try:
+                    self._kv = await self._js.key_value(LEASE_BUCKET)
+                except BucketNotFoundError:
+                    self._kv = await self._js.create_key_value(KeyValueConfig(
+                        bucket=LEASE_BUCKET, ttl=s.lease_s, history=1, replicas=s.replicas))
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.25)
+
+    async def _disconnect(self) -> None:
+        if self._nc is not None:
+            await self._nc.close()
+
+    async def _publish(self, kind: str, data: bytes, headers: dict) -> int:
+        """Publish with the stream tail as the expected last sequence; retried (same msg id)
+        until acknowledged or `publish_timeout_s`; ReplicationFailed when refused."""
+        from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+        from nats.js.errors import APIError
+        headers = {H_KIND: kind, H_TERM: str(self.term),
+                   "Nats-Expected-Last-Sequence": str(self.applied_stream_seq), **headers}
+        headers.setdefault("Nats-Msg-Id", f"{self.term}.{kind}.{self.applied_stream_seq}")
+        deadline = time.monotonic() + self.settings.publish_timeout_s
+        while True:
+            try:
+                ack = await self._js.publish(SUBJECT, data, timeout=1.0, headers=headers)
+            except APIError as err:
+                raise ReplicationFailed(f"JetStream refused the {kind} publish: {err}") from None
+            except (NatsTimeout, NoRespondersError, asyncio.TimeoutError, ConnectionError,
+                    OSError) as err:
+                if time.monotonic() > deadline:
+                    raise ReplicationFailed(f"no acknowledgement for the {kind} publish within "
+                                            f"{self.settings.publish_timeout_s} s ({err!r})") from None
+                await asyncio.sleep(0.05)
+                continue
+            if ack.seq != self.applied_stream_seq + 1:
+                raise ReplicationFailed(f"the {kind} landed at stream seq {ack.seq}, expected "
+                                        f"{self.applied_stream_seq + 1}")
+            self.applied_stream_seq = ack.seq
+            self.last_publish = time.monotonic()
+            return ack.seq
+
+    def _call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    # ------------------------------------------------------------------ leader: publishing
+    def publish_batch(self, first_seq: int, rows: list) -> None:
+        """In the engine thread, under the exchange's lock: publish applied commands; fence on
+        failure (nothing of them has been acknowledged)."""
+        try:
+            for start in range(0, len(rows), MAX_ROWS_PER_MESSAGE):
+                part = rows[start:start + MAX_ROWS_PER_MESSAGE]
+                self._call(self._publish(BATCH, orjson.dumps(part),
+                                         {H_SEQ: str(first_seq + start),
+                                          "Nats-Msg-Id": f"{self.term}.{first_seq + start}"}))
+            self.since_checkpoint += len(rows)
+            if self.since_checkpoint >= self.settings.checkpoint_every:
+                self._call(self._publish_checkpoint(CHECKPOINT, first_seq + len(rows) - 1))
+        except ReplicationFailed as err:
+            self.fence(f"{err}; the commands since stream seq {self.applied_stream_seq} were "
+                       f"never acknowledged")
+
+    async def _publish_checkpoint(self, kind: str, cmd_seq: int) -> None:
+        state_hash = self.exchange.state_hash()
+        body = {"cmd_seq": cmd_seq, "hash": state_hash, "node": self.settings.node,
+                "fix": self.fix_address}
+        await self._publish(kind, orjson.dumps(body), {})
+        self.since_checkpoint = 0
+        self._write_status(cmd_seq, state_hash)
+
+    async def _idle_checkpoint(self) -> None:
+        lock = self.exchange._lock
+        if not lock.acquire(blocking=False):
+            return
+        try:
+            if self.exchange.uncommitted:
+                return
+            await self._publish_checkpoint(CHECKPOINT, self.journal.next_seq - 1)
+        finally:
+            lock.release()
+
+    # ------------------------------------------------------------------ election
+    async def _run(self) -> None:
+        try:
+            await self._follow()
+        except Exception as err:      # a node that cannot follow must not linger as a standby
+            self.fence(f"following the stream failed: {err!r}")
+
+    async def _follow(self) -> None:
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+        await self._subscribe(1)      # the local journal's prefix is skipped message by message
+        value = orjson.dumps({"node": self.settings.node, "fix": self.fix_address})
+        while not self._closed:
+            try:
+                revision = await self._kv.create(LEASE_KEY, value)
+            except KeyWrongLastSequenceError:
+                try:
+                    entry = await self._kv.get(LEASE_KEY)
+                    self.leader_info = orjson.loads(entry.value)
+                except KeyNotFoundError:
+                    self.leader_info = {}
+                except Exception:
+                    pass
+                await asyncio.sleep(self.settings.poll_s)
+                continue
+            except Exception:
+                await asyncio.sleep(self.settings.poll_s)
+                continue
+            await self._promote(revision, value)
+            return
+
+    async def _promote(self, revision: int, value: bytes) -> None:
+        self._lease_rev = self.term = revision
+        self.leader_info = orjson.loads(value)
+        renewing = asyncio.ensure_future(self._renew(value))
+        if revision <= self.marker_term:
+            self.fence(f"lease revision {revision} is not above the stream's term "
+                       f"{self.marker_term} (was the {LEASE_BUCKET} bucket recreated?)")
+        while True:
+            info = await self._js.stream_info(STREAM)
+            progress, seen = time.monotonic(), self.applied_stream_seq
+            while self.applied_stream_seq < info.state.last_seq:
+                await asyncio.sleep(0.005)     # the subscription applies what is left
+                if self.applied_stream_seq != seen:
+                    progress, seen = time.monotonic(), self.applied_stream_seq
+                elif time.monotonic() - progress > 10:
+                    self.fence(f"won the lease but cannot catch up with the stream (stuck at "
+                               f"{seen} of {info.state.last_seq})")
+            await self._sub.unsubscribe()
+            self._sub = None
+            with self.exchange._lock:
+                try:
+                    await self._publish_checkpoint(TERM, self.journal.next_seq - 1)
+                    break
+                except ReplicationFailed:       # someone appended after our catch-up
+                    await self._subscribe(self.applied_stream_seq + 1)
+        self.marker_term = self.term
+        self.journal.publishing = True
+        self.leading = True
+        self._write_status(self.journal.next_seq - 1, self.exchange.state_hash())
+        self._log(f"ccerx serve: cluster node {self.settings.node} leads (term {self.term}, "
+                  f"stream seq {self.applied_stream_seq})")
+        for relay in self.exchange.relays.values():
+            relay.start()
+        if self._on_leader is not None:
+            self._on_leader()
+        self._renewing = renewing
+        asyncio.ensure_future(self._idle_loop())
+
+    async def _renew(self, value: bytes) -> None:
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+        interval = self.settings.lease_s / 4
+        while not self._closed:
+            await asyncio.sleep(interval)
+            try:
+                self._lease_rev = await self._kv.update(LEASE_KEY, value, last=self._lease_rev)
+            except KeyWrongLastSequenceError:
+                try:
+                    entry = await self._kv.get(LEASE_KEY)
+                except KeyNotFoundError:
+                    entry = None
+                except Exception:
+                    continue
+                if entry is None:            # expired while NATS was out of reach: take it
+                    try:                     # back (the stream's expected sequence still fences)
+                        self._lease_rev = await self._kv.create(LEASE_KEY, value)
+                        continue
+                    except Exception:
+                        pass
+                self.fence("lost the leader lease to another node")
+            except Exception:
+                continue                     # NATS unreachable: publishes decide our fate
+
+    async def _idle_loop(self) -> None:
+        while not self._closed and self.leading:
+            await asyncio.sleep(self.settings.idle_checkpoint_s / 2)
+            if (self.since_checkpoint and time.monotonic() - self.last_publish
+                    >= self.settings.idle_checkpoint_s):
+                try:
+                    await self._idle_checkpoint()
+                except ReplicationFailed as err:
+                    self.fence(str(err))
+
+    # ------------------------------------------------------------------ standby: applying
+    async def _subscribe(self, start: int) -> None:
+        from nats.js.api import ConsumerConfig, DeliverPolicy
+        self._sub = await self._js.subscribe(
+            SUBJECT, ordered_consumer=True, cb=self._on_message,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                  opt_start_seq=max(1, start)))
+
+    async def _on_message(self, msg) -> None:
+        seq = msg.metadata.sequence.stream
+        if seq <= self.applied_stream_seq or self.leading:
+            return
+        if seq != self.applied_stream_seq + 1:
+            self.fence(f"stream gap: message {seq} after {self.applied_stream_seq}",
+                       EXIT_DIVERGED)
+        try:
+            self.apply_message(msg.headers or {}, msg.data)
+        except Exception as err:
+            self.fence(f"cannot apply stream message {seq}: {err!r}", EXIT_DIVERGED)
+        self.applied_stream_seq = seq
+
+    def apply_message(self, headers: dict, data: bytes) -> None:
+        kind, term = headers.get(H_KIND), int(headers.get(H_TERM, "0"))
+        journal = self.journal
+        if kind == BATCH:
+            if term != self.marker_term:
+                raise RuntimeError(f"a batch of term {term} in term {self.marker_term}")
+            first, rows = int(headers[H_SEQ]), orjson.loads(data)
+            next_seq = journal.next_seq
+            if first > next_seq:
+                raise RuntimeError(f"commands {next_seq}..{first - 1} are missing")
+            rows = rows[next_seq - first:]    # a restarted node has a prefix already
+            if rows:
+                self.exchange.apply_many([jr.decode_command(row) for row in rows])
+        elif kind in (TERM, CHECKPOINT):
+            body = orjson.loads(data)
+            if kind == TERM:
+                if term <= self.marker_term:
+                    raise RuntimeError(f"term {term} after term {self.marker_term}")
+                self.marker_term = term
+                self.leader_info = {"node": body["node"], "fix": body["fix"]}
+            if body["cmd_seq"] == journal.next_seq - 1:     # (behind it: a restart's prefix)
+                mine = self.exchange.state_hash()
+                if mine != body["hash"]:
+                    self.fence(f"STATE DIVERGED at command {body['cmd_seq']}: the leader "
+                               f"{body['node']} has state hash {body['hash']}, this node "
+                               f"{mine}", EXIT_DIVERGED)
+                self._write_status(body["cmd_seq"], mine)
+        else:
+            raise RuntimeError(f"unknown message kind {kind!r}")
+
+    # ------------------------------------------------------------------ status
+    def _write_status(self, cmd_seq: Optional[int] = None, state_hash: Optional[str] = None):
+        """DIR/cluster-status.json: what an operator (and the tests) read about this node."""
+        write_atomic(self.exchange.data_dir / STATUS_FILE, orjson.dumps({
+            "node": self.settings.node, "role": "leader" if self.leading else "standby",
+            "term": self.term if self.leading else self.marker_term,
+            "stream_seq": self.applied_stream_seq, "cmd_seq": cmd_seq,
+            "state_hash": state_hash, "leader": self.leader_info}))
