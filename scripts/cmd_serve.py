@@ -90,6 +90,14 @@ def add_parser(sub) -> None:
                         "`rules`, else cbeex-2023, the CCER rulebook: day orders, listings and "
                         "takes, the 5-trading-day holding period); an existing data directory "
                         "keeps the rules it was created with")
+    p.add_argument("--console", metavar="HOST:PORT",
+                   help="also serve the operator console (a web application: market, books, "
+                        "trade tape, alerts and cases, accounts, halt/resume/close) on this "
+                        "address, e.g. 127.0.0.1:8080 (port 0 picks a free one); loopback only "
+                        "unless --insecure-plaintext")
+    p.add_argument("--console-operators", metavar="FILE.toml",
+                   help="with --console: who may log in, [[operator]] name = \"...\", "
+                        "password = \"<hash from `ccerx hash-password`>\", display = \"王芳\"")
     p.add_argument("--print-demo-config", action="store_true",
                    help="print the built-in demo config (a starting point for your own) and exit")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
@@ -247,6 +255,20 @@ def run(args) -> int:
     except ValueError as err:
         print(f"ccerx serve: {err}", file=sys.stderr)
         return 2
+    args.console_setup = None
+    if getattr(args, "console", None):
+        try:
+            from ccerx.gateway.console.app import ConsoleSetup
+        except ImportError as err:
+            print(f"ccerx serve: --console needs aiohttp ({err}): pip install 'ccerx[console]'",
+                  file=sys.stderr)
+            return 2
+        try:
+            args.console_setup = ConsoleSetup.from_args(
+                args.console, args.console_operators, args.insecure_plaintext, is_loopback)
+        except ValueError as err:     # ConfigError included
+            print(f"ccerx serve: {err}", file=sys.stderr)
+            return 2
     data_dir = Path(args.data_dir)
     try:
         private_dir(data_dir)
@@ -270,6 +292,8 @@ def run(args) -> int:
               f"keeps them (--rules/config asked for {rules.name}; use a new --data-dir)",
               file=sys.stderr)
     tune_for_latency(engine)
+    if args.console_setup is not None:    # before the application takes the apply methods
+        args.console_setup.observe(engine, data_dir)
     try:
         group_commit = hasattr(engine, "apply_deferred")   # the durable engine
         application = ExchangeApplication(engine, config.comp_id, config.brokers,
@@ -317,6 +341,17 @@ async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, en
                   f"{err.strerror or err}", file=sys.stderr)
             await server.stop()
             return 1
+    console = getattr(args, "console_setup", None)
+    if console is not None and application is not None:
+        try:
+            await console.start(application, server.deliver)
+        except OSError as err:
+            print(f"ccerx serve: cannot serve the console on {args.console}: "
+                  f"{err.strerror or err}", file=sys.stderr)
+            if control is not None:
+                await control.stop()
+            await server.stop()
+            return 1
     leading = start_cluster_node(args, server, application, loop)
     names = ", ".join(f"{s.key.their_comp_id}" for s in sessions)
     transport = "TLS" if getattr(args, "tls_context", None) else "plain TCP"
@@ -324,6 +359,7 @@ async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, en
           f"(FIX.4.4 over {transport}; sessions {names}; config {config.source}; "
           f"data {data_dir}; rules {getattr(engine, 'rules', None) and engine.rules.name}; "
           f"{market_now(args, time.time_ns())}"
+          f"{'console ' + console.url + '; ' if console is not None else ''}"
           f"control {control.path if control is not None else 'none'})", flush=True)
     # (no await since control.start(): the calendar's first pass runs before any operator
     # request can be read, so it cannot undo a halt sent right at startup)
@@ -338,6 +374,8 @@ async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, en
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if control is not None:
         await control.stop()
+    if console is not None:
+        await console.stop()
     if application is not None:
         stop_calendar.cancel()
         await asyncio.gather(stop_calendar, return_exceptions=True)

@@ -1,0 +1,381 @@
+"""The console's aiohttp application, started and stopped inside `ccerx serve`'s event loop.
+
+Routes (every one but /login needs a session; every POST its CSRF token):
+    GET  /login, POST /login, POST /logout
+    GET  / /book[/SYMBOL] /tape /alerts /accounts /control        pages (pages.py)
+    GET  /events                                                  server-sent events
+    GET  /api/state /api/book/SYMBOL[?levels=all] /api/tape /api/accounts /api/cases
+    POST /api/operator      one control-socket request: {"op":"status"|"eod"|"deposit",...}
+    POST /api/cases/ID      {"action":"review"|"close"|"reopen","note":...}
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Optional
+
+import orjson
+from aiohttp import web
+
+from ccerx.engine.core.types import format_fen
+from ccerx.engine.durable.files import open_private
+from ccerx.engine.surveillance.cases import CaseError
+from ccerx.gateway.console import pages
+from ccerx.gateway.console.auth import COOKIE, Sessions, same_token
+from ccerx.gateway.console.feed import ConsoleState
+from ccerx.gateway.control import ControlServer, Query, Refused, handle_line, query, refusal
+
+log = logging.getLogger("gateway.console")
+LOGIN_COOKIE = "ccerx_login"
+FAILED_LOGIN_DELAY_S = 1.0
+MAX_BODY = 64 * 1024
+HEARTBEAT_S = 15.0
+ACTION_LOG = "console-actions.ndjson"
+
+
+class Console:
+    """The web console of one exchange application (see the package docstring)."""
+
+    def __init__(self, state: ConsoleState, application, deliver, sessions: Sessions,
+                 data_dir: Path, engine=None):
+        self.state = state
+        self.exchange = application.exchange
+        self.engine = engine
+        # the control socket's own request handling, without its socket: the same checks,
+        # the same journaled commands, the same answers
+        self.control = ControlServer(Path(data_dir) / "console.unused", application, deliver)
+        self.sessions = sessions
+        self.action_log = Path(data_dir) / ACTION_LOG
+        self.runner: Optional[web.AppRunner] = None
+        self.url = ""
+        self.stopping = asyncio.Event()
+
+    # ---------------------------------------------------------------- lifecycle
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._guard])
+        get, post = app.router.add_get, app.router.add_post
+        get("/login", self.login_page)
+        get("/favicon.ico", self.no_icon)
+        post("/login", self.login)
+        post("/logout", self.logout)
+        for path in pages.PAGES:
+            get(path, self.page)
+        get("/book/{symbol}", self.page)
+        get("/events", self.events)
+        get("/api/state", self.api_state)
+        get("/api/book/{symbol}", self.api_book)
+        get("/api/tape", self.api_tape)
+        get("/api/accounts", self.api_accounts)
+        get("/api/cases", self.api_cases)
+        post("/api/operator", self.api_operator)
+        post("/api/cases/{alert_id}", self.api_case)
+        return app
+
+    async def start(self, host: str, port: int) -> str:
+        self.runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port)
+        await site.start()
+        bound = self.runner.addresses[0]
+        self.url = f"http://{bound[0]}:{bound[1]}"
+        return self.url
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        for queue in list(self.state.clients):
+            self.state.unsubscribe(queue)
+            if not queue.full():
+                queue.put_nowait(None)
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    # ---------------------------------------------------------------- access
+    @web.middleware
+    async def _guard(self, request: web.Request, handler):
+        """Sessions for everything but the login page; the CSRF token for every POST;
+        headers that keep the pages out of frames and caches."""
+        if request.path not in ("/login", "/favicon.ico"):
+            session = self.sessions.get(request.cookies.get(COOKIE))
+            if session is None:
+                if request.path.startswith("/api/") or request.path == "/events":
+                    return _json({"ok": False, "error": "not logged in"}, status=401)
+                raise web.HTTPSeeOther("/login")
+            request["session"] = session
+            if request.method == "POST":
+                token = request.headers.get("X-CSRF-Token")
+                if token is None and request.content_type == "application/x-www-form-urlencoded":
+                    token = (await _form(request)).get("csrf")
+                if not same_token(token, session.csrf):
+                    return _json({"ok": False, "error": "missing or wrong CSRF token"}, status=403)
+        response = await handler(request)
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    async def login_page(self, request: web.Request) -> web.Response:
+        # the token already given, if any: a second tab (or the browser's own favicon
+        # request landing here) must not invalidate the form the first one shows
+        token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
+        response = _html(pages.login(token=token))
+        response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict", path="/login")
+        return response
+
+    async def no_icon(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async def login(self, request: web.Request) -> web.Response:
+        form = await _form(request)
+        expected = request.cookies.get(LOGIN_COOKIE)
+        if not expected or not same_token(form.get("csrf"), expected):
+            return _json({"ok": False, "error": "missing or wrong CSRF token"}, status=403)
+        name, password = form.get("name", ""), form.get("password", "")
+        loop = asyncio.get_running_loop()
+        # scrypt takes ~50 ms: off the event loop, so FIX traffic does not wait for it
+        operator = await loop.run_in_executor(None, self.sessions.check_password, name, password)
+        if operator is None:
+            log.warning("console: failed login for %r from %s", name[:64], request.remote)
+            await asyncio.sleep(FAILED_LOGIN_DELAY_S)
+            token = secrets.token_urlsafe(24)
+            response = _html(pages.login("用户名或密码错误 Wrong name or password", token),
+                             status=401)
+            response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict",
+                                path="/login")
+            return response
+        log.warning("console: %s logged in from %s", operator.name, request.remote)
+        self._record(operator.name, {"action": "login"}, {"ok": True})
+        response = web.HTTPSeeOther("/")
+        response.set_cookie(COOKIE, self.sessions.open(operator), httponly=True,
+                            samesite="Strict", path="/")
+        response.del_cookie(LOGIN_COOKIE, path="/login")
+        raise response
+
+    async def logout(self, request: web.Request) -> web.Response:
+        self.sessions.close(request.cookies.get(COOKIE))
+        response = web.HTTPSeeOther("/login")
+        response.del_cookie(COOKIE, path="/")
+        raise response
+
+    # ---------------------------------------------------------------- pages
+    async def page(self, request: web.Request) -> web.Response:
+        path = "/book" if request.path.startswith("/book") else request.path
+        title_zh, title_en, body, script = pages.PAGES[path]
+        session = request["session"]
+        operator = session.operator.display or session.operator.name
+        return _html(pages.page(title_zh, title_en, body, path=path, operator=operator,
+                                csrf=session.csrf, script=script))
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-store",
+                                               "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        queue = self.state.subscribe()
+        try:
+            await response.write(b": connected\n\n")
+            while not self.stopping.is_set() and queue in self.state.clients:
+                try:
+                    message = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                except asyncio.TimeoutError:
+                    await response.write(b": heartbeat\n\n")
+                    continue
+                if message is None:
+                    break
+                await response.write(b"data: " + orjson.dumps(message) + b"\n\n")
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self.state.unsubscribe(queue)
+        return response
+
+    # ---------------------------------------------------------------- reads
+    async def api_state(self, request: web.Request) -> web.Response:
+        return _json(self.state.market())
+
+    async def api_book(self, request: web.Request) -> web.Response:
+        symbol = request.match_info["symbol"]
+        if symbol not in self.exchange.books:
+            return _json({"ok": False, "error": f"unknown instrument {symbol[:40]!r}"}, status=404)
+        levels = None if request.query.get("levels") == "all" else 5
+        return _json(self.state.book(symbol, levels))
+
+    async def api_tape(self, request: web.Request) -> web.Response:
+        return _json(list(self.state.tape))
+
+    async def api_accounts(self, request: web.Request) -> web.Response:
+        accounts = self.exchange.accounts
+        rows = []
+        for account in sorted(accounts.by_id.values() if accounts is not None else (),
+                              key=lambda a: (a.member or "", a.account)):
+            row = account.to_json()
+            row["cash_available"] = format_fen(account.cash_available)
+            rows.append(row)
+        return _json(rows)
+
+    async def api_cases(self, request: web.Request) -> web.Response:
+        store = self.state.case_store
+        if store is None:
+            return _json([{**a.to_json(), "state": "open", "note": ""} for a in self.state.alerts])
+        out = []
+        for case in store.cases():
+            alert = store.case(case["id"])["alert"]
+            out.append({**alert, "state": case["state"], "note": case["note"]})
+        return _json(out)
+
+    # ---------------------------------------------------------------- actions
+    async def api_operator(self, request: web.Request) -> web.Response:
+        operator = request["session"].operator.name
+        body = await request.read()
+        if b"\n" in body.strip():
+            return _json({"ok": False, "error": "one request at a time"}, status=400)
+        item = handle_line(body, self.control.clock)
+        if type(item) is Refused:
+            response = {"ok": False, "error": item.error}
+        else:
+            if type(item).__name__ == "Deposit" and item.owner is None:
+                item = item._replace(owner=f"console:{operator}")
+            response = orjson.loads(self._respond(item))
+        self._record(operator, orjson.loads(body) if _is_json(body) else {"raw": body[:200].decode(
+            "utf-8", "replace")}, response)
+        return _json(response, status=200 if response.get("ok") or response.get("applied")
+                     else 400)
+
+    def _respond(self, item) -> bytes:
+        """ControlServer.respond for an item already parsed (a Query or a command): the same
+        execute() the socket runs, the same answers."""
+        if type(item) is Query:
+            try:
+                if self.control.commit is not None:
+                    self.control.commit()
+                return orjson.dumps(query(item, self.exchange))
+            except Exception as err:
+                log.exception("console query %r failed", item)
+                return orjson.dumps(refusal(f"internal error: {err}"))
+        try:
+            return orjson.dumps(self.control.execute(item))
+        except Exception as err:
+            log.exception("console operator command %r failed", item)
+            return orjson.dumps(refusal(f"internal error, the command may not have been "
+                                        f"applied: {err}"))
+
+    async def api_case(self, request: web.Request) -> web.Response:
+        operator = request["session"].operator.name
+        store = self.state.case_store
+        body = None
+        try:
+            body = orjson.loads(await request.read())
+            if not isinstance(body, dict):
+                raise CaseError("send a JSON object {\"action\": ..., \"note\": ...}")
+            action, note = body.get("action"), body.get("note", "")
+            if action not in ("review", "close", "reopen") or not isinstance(note, str):
+                raise CaseError("action is review, close or reopen, with a text note")
+            if store is None:
+                raise CaseError("this server keeps no case store")
+            case = store.act(request.match_info["alert_id"], action, operator, note)
+            response = {"ok": True, "state": case["state"]}
+        except (CaseError, orjson.JSONDecodeError) as err:
+            response = {"ok": False, "error": str(err)}
+        self._record(operator, {"case": request.match_info["alert_id"], "body": body}, response)
+        return _json(response, status=200 if response["ok"] else 400)
+
+    def _record(self, operator: str, request: dict, response: dict) -> None:
+        """Who did what, when, and how it ended: the console's action log (0600, appended,
+        fsynced), since the journal's operator commands carry no operator name."""
+        line = orjson.dumps({"ts": time.time_ns(), "operator": operator, "request": request,
+                             "ok": response.get("ok"), "applied": response.get("applied"),
+                             "error": response.get("error")}) + b"\n"
+        try:
+            fd = open_private(self.action_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            log.exception("console: cannot write the action log %s", self.action_log)
+
+
+def _is_json(body: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(body), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+async def _form(request: web.Request) -> dict:
+    """An urlencoded form (no multipart: the console sends none), first value of each field."""
+    if "form" not in request:
+        body = await request.read()
+        parsed = urllib.parse.parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        request["form"] = {key: values[0] for key, values in parsed.items()}
+    return request["form"]
+
+
+def _html(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, content_type="text/html", charset="utf-8", status=status)
+
+
+def _json(value, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(value), content_type="application/json",
+                        status=status)
+
+
+class ConsoleSetup:
+    """What `ccerx serve --console` needs, in the order serve has it: the address and the
+    operators (checked before anything starts), the engine to observe (before the FIX
+    application takes its apply methods), then the application to start the web server for."""
+
+    def __init__(self, host: str, port: int, sessions: Sessions):
+        self.host, self.port, self.sessions = host, port, sessions
+        self.state: Optional[ConsoleState] = None
+        self.engine = None
+        self.data_dir: Optional[Path] = None
+        self.console: Optional[Console] = None
+        self.url = ""
+
+    @classmethod
+    def from_args(cls, address: str, operators_path: Optional[str], insecure: bool,
+                  is_loopback) -> "ConsoleSetup":
+        """Raises ValueError saying what is wrong with --console / --console-operators."""
+        from ccerx.gateway.console.auth import load_operators
+        host, sep, port_text = address.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ValueError(f"--console {address!r}: give HOST:PORT, e.g. 127.0.0.1:8080")
+        if not is_loopback(host) and not insecure:
+            raise ValueError(f"refusing to serve the console on {host} without TLS: operator "
+                             f"passwords and session cookies would cross the network in clear. "
+                             f"Listen on 127.0.0.1 (an SSH tunnel reaches it), or pass "
+                             f"--insecure-plaintext behind a TLS-terminating proxy")
+        if operators_path is None:
+            raise ValueError("--console needs --console-operators FILE.toml: [[operator]] "
+                             "name = \"...\", password = \"<hash from `ccerx hash-password`>\"")
+        return cls(host, int(port_text), Sessions(load_operators(operators_path)))
+
+    def observe(self, engine, data_dir: Path) -> None:
+        from ccerx.engine.durable.files import private_dir
+        from ccerx.engine.surveillance.cases import CaseStore
+        from ccerx.gateway.console.feed import observe
+        self.engine, self.data_dir = engine, Path(data_dir)
+        store = CaseStore(private_dir(self.data_dir / "surveillance") / "cases.sqlite",
+                          time.time_ns)
+        self.state = ConsoleState(engine, store)
+        observe(engine, self.state.publish)
+
+    async def start(self, application, deliver) -> str:
+        self.console = Console(self.state, application, deliver, self.sessions, self.data_dir,
+                               self.engine)
+        self.url = await self.console.start(self.host, self.port)
+        return self.url
+
+    async def stop(self) -> None:
+        if self.console is not None:
+            await self.console.stop()
+        if self.state is not None and self.state.case_store is not None:
+            self.state.case_store.close()

@@ -1,0 +1,159 @@
+"""The operator console in a real browser (Debian's Chromium driven by Playwright) against a
+running `ccerx serve --console`: log in (a wrong password is refused), watch a trade made over
+FIX appear on the live tape without reloading, see the market overview, a spoofing alert raised
+live from a FIX order cancelled within seconds, halt trading from the console (brokers are told
+over FIX, the action is journaled and logged with the operator's name), and an action without
+the CSRF token refused.
+
+With CCERX_REQUIRE_SERVICES=1 (CI, which installs chromium) a missing browser is a failure;
+elsewhere a skip. CCERX_CONSOLE_SCREENSHOT=PATH saves the overview page there."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import orjson
+import pytest
+
+from ccerx.gateway.config import hash_password
+from tests.fixclient import Broker, now, s
+
+CHROMIUM = "/usr/bin/chromium"
+TIMEOUT_MS = 10_000
+
+
+def _require_browser():
+    problem = None
+    try:
+        from playwright.sync_api import sync_playwright  # noqa: F401
+    except ImportError:
+        problem = "the playwright package is not installed (pip install -e '.[dev]')"
+    if problem is None and not os.path.exists(CHROMIUM):
+        problem = f"{CHROMIUM} is missing (apt-get install -y chromium; .ci/run installs it)"
+    if problem is not None:
+        if os.environ.get("CCERX_REQUIRE_SERVICES") == "1":
+            pytest.fail(problem)
+        pytest.skip(problem)
+
+
+@pytest.fixture
+def console(start_serve, tmp_path):
+    _require_browser()
+    operators = tmp_path / "operators.toml"
+    operators.write_text(f'[[operator]]\nname = "wang"\ndisplay = "王芳"\n'
+                         f'password = "{hash_password("op-secret")}"\n', encoding="utf-8")
+    data = tmp_path / "data"
+    server = start_serve("--data-dir", str(data), "--console", "127.0.0.1:0",
+                         "--console-operators", str(operators))
+    url = re.search(r"console (http://[\d.]+:\d+);", server.start_line).group(1)
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM,
+                                             args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 800}, locale="zh-CN")
+            page.set_default_timeout(TIMEOUT_MS)
+            yield server, url, page, data
+        finally:
+            browser.close()
+
+
+def _log_in(page, url):
+    page.goto(url + "/")
+    assert page.url.endswith("/login")
+    page.fill("input[name=name]", "wang")
+    page.fill("input[name=password]", "wrong")
+    page.click("#login")
+    page.wait_for_selector("#error")
+    assert "Wrong name or password" in page.inner_text("#error")
+    page.fill("input[name=name]", "wang")
+    page.fill("input[name=password]", "op-secret")
+    page.click("#login")
+    page.wait_for_selector("#operator")
+    assert page.inner_text("#operator") == "王芳"
+
+
+def _live(page):
+    page.wait_for_function("window.consoleEvents && window.consoleEvents.readyState === 1")
+
+
+def test_log_in_and_see_a_fix_trade_appear_live(console):
+    server, url, page, data = console
+    _log_in(page, url)
+    page.goto(url + "/tape")
+    _live(page)
+    assert page.locator("#tape tr").count() == 0
+    seller, buyer = Broker("BROKER02", server.port), Broker("BROKER01", server.port)
+    seller.logon("demo02", reset=True)
+    buyer.logon("demo01", reset=True)
+    seller.new_order("s1", "HOLD02", "2", 10, "62.00")
+    seller.expect("8")
+    buyer.new_order("b1", "EMIT01", "1", 10, "62.00")
+    buyer.expect("8", where=lambda m: s(m, 150) == "F")
+    # the trade arrives over the event stream: a fresh row, no reload
+    row = page.wait_for_selector("#tape tr.new")
+    assert row.query_selector(".price").inner_text() == "62.00"
+    assert "EMIT01" in row.inner_text() and "HOLD02" in row.inner_text()
+    seller.new_order("s2", "HOLD02", "2", 20, "62.50")    # rests: the best ask
+    buyer.new_order("b2", "EMIT01", "1", 30, "61.80")     # rests: the best bid
+    seller.expect("8")
+    buyer.expect("8", where=lambda m: s(m, 11) == "b2")
+    page.goto(url + "/")
+    page.wait_for_selector("tr[data-symbol='CCER-AFF'] td.last:has-text('62.00')")
+    assert "开市 open" in page.inner_text("#status")
+    row = page.inner_text("tr[data-symbol='CCER-AFF']")
+    assert "61.80" in row and "62.50" in row and "620.00" in row   # bid, ask, turnover
+    page.wait_for_selector("#relays:has-text('ledger')")      # the ledger relay's progress
+    page.goto(url + "/book/CCER-AFF")
+    page.wait_for_selector("#asks td:has-text('62.50')")
+    assert page.inner_text("#bids td >> nth=0") == "61.80"
+    page.goto(url + "/")
+    page.wait_for_selector("tr[data-symbol='CCER-AFF'] td.last:has-text('62.00')")
+    shot = os.environ.get("CCERX_CONSOLE_SCREENSHOT")
+    if shot:
+        page.screenshot(path=shot, full_page=True)
+    seller.logout()
+    buyer.logout()
+
+
+def test_alert_from_fix_orders_halt_from_the_console_and_csrf(console):
+    server, url, page, data = console
+    _log_in(page, url)
+    page.goto(url + "/alerts")
+    _live(page)
+    broker = Broker("BROKER01", server.port)
+    broker.logon("demo01", reset=True)
+    # a large bid shown and pulled within seconds: Art.44(4), raised live
+    broker.new_order("big", "EMIT01", "1", 6_000, "61.00")
+    broker.expect("8")
+    broker.send("F", (41, "big"), (11, "big-x"), (55, "CCER-AFF"), (54, "1"), (60, now()))
+    broker.expect("8", where=lambda m: s(m, 150) == "4")
+    row = page.wait_for_selector("tr[data-alert^='spoofing-']")
+    assert "EMIT01" in row.inner_text() and "44(4)" in row.inner_text()
+    page.once("dialog", lambda dialog: dialog.accept("已核实 reviewed"))
+    row.query_selector("button:has-text('Close')").click()
+    page.wait_for_selector("tr[data-alert^='spoofing-'] td.state:has-text('closed')")
+    # halt from the console: confirmed, journaled, told to the broker over FIX
+    page.goto(url + "/control")
+    page.fill("#note", "系统检查")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#halt")
+    page.wait_for_selector("#status.halted")
+    status = broker.expect("h")
+    assert s(status, 340) == "1"                 # TradSesStatus halted
+    actions = [orjson.loads(line) for line in (data / "console-actions.ndjson").read_bytes().splitlines()]
+    assert any(a["operator"] == "wang" and a["request"].get("halt") is True and a["ok"]
+               for a in actions)
+    assert any(a["operator"] == "wang" and a["request"].get("case", "").startswith("spoofing-")
+               for a in actions)
+    # an action without the session's CSRF token is refused and changes nothing
+    refused = page.request.post(url + "/api/operator", data='{"op":"status","open":true}',
+                                headers={"Content-Type": "application/json"})
+    assert refused.status == 403
+    state = page.request.get(url + "/api/state").json()
+    assert state["trading_open"] is False and state["halted"] is True
+    # and without a session nothing is served
+    page.context.clear_cookies()
+    assert page.request.get(url + "/api/state").status == 401
+    broker.logout()
