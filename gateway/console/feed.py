@@ -1,10 +1,10 @@
 """The engine's events, once durable, to the console: the trade tape, live surveillance, and
 the browsers' server-sent event streams.
 
-`observe(engine, publish)` wraps the engine object's apply methods (on the instance, before
-the FIX application and the gateway take them): events of `apply` and `apply_many` are durable
-when those return and are published at once; events of `apply_deferred` wait for the next
-`commit()`, the point at which the gateway also lets brokers see them. So the console never
+`observe(engine, publish)` wraps the engine object's `apply_many` (on the instance, before the
+FIX application and the gateway take its methods): events of `apply` and `apply_many` are
+durable when those return and are published at once; events of `apply_deferred` wait for the
+next `commit()`, the point at which the gateway also lets brokers see them. So the console never
 shows a trade a crash could still take back.
 """
 from __future__ import annotations
@@ -26,45 +26,41 @@ CLIENT_QUEUE = 1000             # messages a slow browser may fall behind before
 
 
 def observe(engine, publish: Callable[[list], None]) -> None:
-    """Publish the engine's events once durable (see the module docstring)."""
+    """Publish the engine's events once durable (see the module docstring). A failure of
+    `publish` is logged and goes no further: the console must never stop the exchange."""
     pending: list = []
-    apply = engine.apply
-    deferred = getattr(engine, "apply_deferred", None)
-    many = getattr(engine, "apply_many", None)
-    commit = getattr(engine, "commit", None)
+    unguarded = publish
 
-    def apply_now(command):
-        events = apply(command)
-        if pending:
-            publish(pending[:])
-            pending.clear()
-        publish(events)
-        return events
-    engine.apply = apply_now
-    if deferred is not None:
-        def apply_later(command):
-            events = deferred(command)
-            pending.extend(events)
+    def publish(events):
+        try:
+            unguarded(events)
+        except Exception:
+            log.exception("console: publishing %d events failed", len(events))
+
+    many = getattr(engine, "apply_many", None)
+    if many is None:                  # a plain in-memory Exchange: nothing to wait for
+        apply = engine.apply
+
+        def apply_now(command):
+            events = apply(command)
+            publish(events)
             return events
-        engine.apply_deferred = apply_later
-    if many is not None:
-        def apply_batch(commands, _commit: bool = True):
-            batches = many(commands, _commit)
-            for events in batches:
-                pending.extend(events)
-            if _commit:
-                publish(pending[:])
-                pending.clear()
-            return batches
-        engine.apply_many = apply_batch
-    if commit is not None:
-        def commit_then_publish():
-            commit()
-            if pending:
-                done = pending[:]
-                pending.clear()
-                publish(done)
-        engine.commit = commit_then_publish
+        engine.apply = apply_now
+        return
+
+    # The durable engine runs every path through apply_many: apply() is apply_many((c,)),
+    # apply_deferred() is apply_many((c,), _commit=False), commit() is apply_many(()) when
+    # something is held. So one wrapper sees each event once, and sees when it is durable.
+    def apply_many(commands, _commit: bool = True):
+        batches = many(commands, _commit)
+        for events in batches:
+            pending.extend(events)
+        if _commit and pending:
+            done = pending[:]
+            pending.clear()
+            publish(done)
+        return batches
+    engine.apply_many = apply_many
 
 
 class ConsoleState:
