@@ -20,10 +20,13 @@ aggressor's and its `member` the member whose order made it trade.
 
 Who acted: `member` is the broker member that sent an order, cancel or amend (the FIX
 session's member, recorded with each command in the journal), else the member the account is
-registered to. The operator socket records no operator name: operator actions carry the
-`operator` the command itself holds (a deposit's owner, when given) and are otherwise marked
-`source=operator` with an empty `operator`; the journal does not tell a close or a status
-change made by the trading calendar from one made at the socket.
+registered to. The journal records no operator name: operator actions carry the `operator`
+the command itself holds (a deposit's owner, when given), or `console:<name>` for an action
+taken in the operator console (its action log, DATA_DIR/console-actions.ndjson, names the
+events each action made); an action at the control socket (`ccerx operator`) has no name on
+record (whoever could open the 0600 socket file), so its rows show `source=operator` with an
+empty `operator`; nor does the journal tell a close or a status change made by the trading
+calendar from one made at the socket.
 
 Verify checks every `*.sha256` in the folder (each listed file's digest) and that each CSV
 and its Parquet hold the same rows as many as the manifest says; exit 1 on any difference.
@@ -46,11 +49,12 @@ COLUMNS = ("journal_seq", "event_seq", "ts_ns", "time", "source", "command", "ev
            "buy_order_id", "sell_account", "sell_member", "sell_order_id", "reason", "text",
            "deposit_id", "asset", "amount")
 INT_COLUMNS = frozenset(("journal_seq", "event_seq", "ts_ns", "qty", "filled_qty", "trade_id"))
-NOT_RECORDED = ("The operator socket records no operator name: operator actions (eod, status, "
-                "deposit, instrument) show source=operator and the operator the command held "
-                "(a deposit's owner, when given), else an empty operator. The journal does not "
-                "tell a close or status change made by the trading calendar from one made at "
-                "the operator socket.")
+NOT_RECORDED = ("The journal records no operator name: operator actions (eod, status, deposit, "
+                "instrument) show source=operator and the operator the command held (a "
+                "deposit's owner), or console:<name> for actions taken in the operator console "
+                "(from its action log); actions at the control socket (ccerx operator) have no "
+                "name on record and show an empty operator. The journal does not tell a close "
+                "or status change made by the trading calendar from one made at the socket.")
 
 
 def add_parser(sub) -> None:
@@ -188,6 +192,23 @@ class RowMaker:
             row["member"] = (sent[1] if sent else None) or self.registered_member(row["account"])
 
 
+def console_actions(data_dir: Path, notes: list) -> dict[int, str]:
+    """event seq -> "console:<operator>" from the operator console's action log
+    (DATA_DIR/console-actions.ndjson, written by `ccerx serve --console`), if there is one."""
+    path = data_dir / "console-actions.ndjson"
+    if not path.is_file():
+        return {}
+    out: dict[int, str] = {}
+    for number, line in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            record = orjson.loads(line)
+            for seq in record.get("event_seqs") or ():
+                out[int(seq)] = f"console:{record['operator']}"
+        except (ValueError, TypeError, KeyError, AttributeError):
+            notes.append(f"{path.name} line {number} is not an action record; skipped")
+    return out
+
+
 # ---------------------------------------------------------------------------- files
 def csv_bytes(rows: list[dict]) -> bytes:
     buffer = io.StringIO(newline="")
@@ -253,6 +274,7 @@ def run_export(args) -> int:
     except ValueError as err:
         return fail(str(err))
     maker = RowMaker(exchange)
+    console_operators = console_actions(data_dir, notes)
     rows: list[dict] = []
     seen_after = False
     last_journal = 0
@@ -262,6 +284,9 @@ def run_export(args) -> int:
         for row in made:
             date = trade_date(row["ts_ns"])
             if date == day:
+                who = console_operators.get(row["event_seq"])
+                if who is not None and not row["operator"]:
+                    row["operator"] = who
                 rows.append(row)
             elif date > day:
                 seen_after = True

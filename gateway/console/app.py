@@ -35,7 +35,7 @@ LOGIN_COOKIE = "ccerx_login"
 FAILED_LOGIN_DELAY_S = 1.0
 MAX_BODY = 64 * 1024
 HEARTBEAT_S = 15.0
-ACTION_LOG = "console-actions.ndjson"
+ACTION_LOG = "console-actions.ndjson"     # in the data directory; read by `ccerx audit export`
 
 
 class Console:
@@ -287,9 +287,13 @@ class Console:
     def _record(self, operator: str, request: dict, response: dict) -> None:
         """Who did what, when, and how it ended: the console's action log (0600, appended,
         fsynced), since the journal's operator commands carry no operator name."""
+        # event_seqs: the engine events the action made (`ccerx audit export` names the
+        # operator on those rows)
         line = orjson.dumps({"ts": time.time_ns(), "operator": operator, "request": request,
                              "ok": response.get("ok"), "applied": response.get("applied"),
-                             "error": response.get("error")}) + b"\n"
+                             "error": response.get("error"),
+                             "event_seqs": [e["seq"] for e in response.get("events", ())
+                                            if isinstance(e, dict) and "seq" in e]}) + b"\n"
         try:
             fd = open_private(self.action_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
             try:

@@ -2,7 +2,7 @@
 running `ccerx serve --console`: log in (a wrong password is refused), watch a trade made over
 FIX appear on the live tape without reloading, see the market overview, a spoofing alert raised
 live from a FIX order cancelled within seconds, halt trading from the console (brokers are told
-over FIX, the action is journaled and logged with the operator's name), and an action without
+over FIX, the action is journaled, logged with the operator's name and named in `ccerx audit export`), and an action without
 the CSRF token refused.
 
 With CCERX_REQUIRE_SERVICES=1 (CI, which installs chromium) a missing browser is a failure;
@@ -147,6 +147,17 @@ def test_alert_from_fix_orders_halt_from_the_console_and_csrf(console):
                for a in actions)
     assert any(a["operator"] == "wang" and a["request"].get("case", "").startswith("spoofing-")
                for a in actions)
+    # the audit trail names the console's operator on the halt (read from the running
+    # server's data directory, which it leaves as it is)
+    import csv
+    import datetime as dt
+    from ccerx.scripts.ccerx import main
+    today = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date().isoformat()
+    out = data.parent / "audit"
+    assert main(["audit", "export", "--date", today, "--data-dir", str(data), "--out", str(out)]) == 0
+    with (out / f"audit-{today}.csv").open(encoding="utf-8", newline="") as f:
+        halts = [r for r in csv.DictReader(f) if r["event"] == "status" and r["reason"] == "halt"]
+    assert [(r["operator"], r["text"]) for r in halts] == [("console:wang", "系统检查")]
     # an action without the session's CSRF token is refused and changes nothing
     refused = page.request.post(url + "/api/operator", data='{"op":"status","open":true}',
                                 headers={"Content-Type": "application/json"})

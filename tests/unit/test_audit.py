@@ -111,7 +111,7 @@ def test_export_round_trips_and_verifies(tmp_path, data_dir, capsys):
     schema = pq.read_schema(out / "audit-2026-03-02.parquet")
     assert str(schema.field("event_seq").type) == "int64" and schema.names == list(COLUMNS)
     manifest = orjson.loads((out / "audit-2026-03-02.json").read_bytes())
-    assert manifest["rows"] == len(rows) and "operator socket records no operator" in manifest["not_recorded"]
+    assert manifest["rows"] == len(rows) and "journal records no operator name" in manifest["not_recorded"]
     capsys.readouterr()
     assert main(["audit", "verify", str(out)]) == 0
     assert "3 files match" in capsys.readouterr().out
