@@ -74,6 +74,10 @@ class MessageRate:
         self._last_excess = now
         return False
 
+    def exceeded(self, now: float) -> bool:
+        """Over the rate within the last second (the server then reads this session slower)."""
+        return self._excess_since is not None and now - self._last_excess < REJECT_EPISODE_GAP
+
     def sustained(self, now: float) -> bool:
         """Over the rate without a second's pause for logout_after seconds."""
         return (self._excess_since is not None and now - self._last_excess < REJECT_EPISODE_GAP

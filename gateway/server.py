@@ -64,7 +64,8 @@ TICK_INTERVAL = 0.5
 WRITE_HIGH_WATER = 1 << 20          # stop reading from a client whose output backs up past this
 MAX_WRITE_BUFFER = 32 << 20         # and disconnect it past this
 STOP_GRACE = 2.0                    # seconds stop() waits for Logout answers
-READ_SLICE = 16 << 10               # bytes of one connection handled per event-loop turn
+READ_SLICE = 4 << 10                # bytes of one connection handled per event-loop turn
+OVER_RATE_PAUSE = 0.005             # and, while it is over its message rate, one slice per 5 ms
 RESEND_CHUNK = 16                   # messages of a resend produced per event-loop turn
 # (each slice or chunk costs well under a millisecond, so a broker's order waits at most about
 # that long behind another session's flood or resend: see benchmarks/README, "Under attack")
@@ -148,8 +149,19 @@ class _Connection(asyncio.Protocol):
             self.backlog += data[cut:]
             data = data[:cut]
             self.hold("backlog")
-            self.server._loop.call_soon(self._feed_backlog)
+            self._deliver(data)
+            self._next_slice()
+            return
         self._deliver(data)
+
+    def _next_slice(self) -> None:
+        """The backlog's next slice: on the next event-loop turn (after every other
+        connection's), or OVER_RATE_PAUSE later while the session is over its message rate."""
+        rate = self.server._rates.get(self.session.key) if self.session is not None else None
+        if rate is not None and rate.exceeded(time.monotonic()):
+            self.server._loop.call_later(OVER_RATE_PAUSE, self._feed_backlog)
+        else:
+            self.server._loop.call_soon(self._feed_backlog)
 
     def _feed_backlog(self) -> None:
         if self.transport.is_closing() or self.session is None:
@@ -157,11 +169,11 @@ class _Connection(asyncio.Protocol):
             return
         data = bytes(self.backlog[:READ_SLICE])
         del self.backlog[:READ_SLICE]
+        self._deliver(data)
         if self.backlog:
-            self.server._loop.call_soon(self._feed_backlog)
+            self._next_slice()
         else:
             self.release("backlog")
-        self._deliver(data)
 
     def _deliver(self, data: bytes) -> None:
         server = self.server
