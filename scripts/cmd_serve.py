@@ -98,6 +98,12 @@ def add_parser(sub) -> None:
     p.add_argument("--console-operators", metavar="FILE.toml",
                    help="with --console: who may log in, [[operator]] name = \"...\", "
                         "password = \"<hash from `ccerx hash-password`>\", display = \"王芳\"")
+    p.add_argument("--console-surveillance", metavar="FILE.toml",
+                   help="with --console: settings of the live surveillance (as `ccerx surveil "
+                        "--config`; default scenarios/surveillance.toml's values)")
+    p.add_argument("--console-related", metavar="FILE.toml",
+                   help="with --console: related accounts for the live surveillance (as "
+                        "`ccerx surveil --related`)")
     p.add_argument("--print-demo-config", action="store_true",
                    help="print the built-in demo config (a starting point for your own) and exit")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
@@ -265,7 +271,8 @@ def run(args) -> int:
             return 2
         try:
             args.console_setup = ConsoleSetup.from_args(
-                args.console, args.console_operators, args.insecure_plaintext, is_loopback)
+                args.console, args.console_operators, args.insecure_plaintext, is_loopback,
+                args.console_surveillance, args.console_related)
         except ValueError as err:     # ConfigError included
             print(f"ccerx serve: {err}", file=sys.stderr)
             return 2

@@ -335,8 +335,10 @@ class ConsoleSetup:
     operators (checked before anything starts), the engine to observe (before the FIX
     application takes its apply methods), then the application to start the web server for."""
 
-    def __init__(self, host: str, port: int, sessions: Sessions):
+    def __init__(self, host: str, port: int, sessions: Sessions, surveillance_config=None,
+                 related=None):
         self.host, self.port, self.sessions = host, port, sessions
+        self.surveillance_config, self.related = surveillance_config, related
         self.state: Optional[ConsoleState] = None
         self.engine = None
         self.data_dir: Optional[Path] = None
@@ -345,8 +347,12 @@ class ConsoleSetup:
 
     @classmethod
     def from_args(cls, address: str, operators_path: Optional[str], insecure: bool,
-                  is_loopback) -> "ConsoleSetup":
-        """Raises ValueError saying what is wrong with --console / --console-operators."""
+                  is_loopback, surveillance_path: Optional[str] = None,
+                  related_path: Optional[str] = None) -> "ConsoleSetup":
+        """Raises ValueError saying what is wrong with --console, --console-operators and the
+        live surveillance's settings and related-accounts files."""
+        from ccerx.engine.surveillance.config import load_config
+        from ccerx.engine.surveillance.relations import load_relations
         from ccerx.gateway.console.auth import load_operators
         host, sep, port_text = address.rpartition(":")
         host = host.strip("[]")
@@ -360,7 +366,8 @@ class ConsoleSetup:
         if operators_path is None:
             raise ValueError("--console needs --console-operators FILE.toml: [[operator]] "
                              "name = \"...\", password = \"<hash from `ccerx hash-password`>\"")
-        return cls(host, int(port_text), Sessions(load_operators(operators_path)))
+        return cls(host, int(port_text), Sessions(load_operators(operators_path)),
+                   load_config(surveillance_path), load_relations(related_path))
 
     def observe(self, engine, data_dir: Path) -> None:
         from ccerx.engine.durable.files import private_dir
@@ -369,7 +376,7 @@ class ConsoleSetup:
         self.engine, self.data_dir = engine, Path(data_dir)
         store = CaseStore(private_dir(self.data_dir / "surveillance") / "cases.sqlite",
                           time.time_ns)
-        self.state = ConsoleState(engine, store)
+        self.state = ConsoleState(engine, store, self.surveillance_config, self.related)
         observe(engine, self.state.publish)
 
     async def start(self, application, deliver) -> str:

@@ -67,11 +67,15 @@ class ConsoleState:
     """What the pages show beyond the exchange's own state: the tape, the last price, the
     live alerts; and the open event streams of the browsers."""
 
-    def __init__(self, exchange, case_store: Optional[CaseStore] = None):
+    def __init__(self, exchange, case_store: Optional[CaseStore] = None,
+                 surveillance_config=None, related=None):
         self.exchange = exchange
         self.tape: deque = deque(maxlen=TAPE)
         self.last_price: dict[str, int] = {}
-        self.surveillance = Surveillance(specs=list(exchange.specs.values()))
+        # live from the server's start (a restart begins afresh; `ccerx surveil DATA_DIR`
+        # goes over the whole journal)
+        self.surveillance = Surveillance(surveillance_config, related,
+                                         specs=list(exchange.specs.values()))
         self.case_store = case_store
         self.alerts: deque = deque(maxlen=1000)
         self.clients: set[asyncio.Queue] = set()

@@ -1,9 +1,10 @@
 """The operator console in a real browser (Debian's Chromium driven by Playwright) against a
 running `ccerx serve --console`: log in (a wrong password is refused), watch a trade made over
 FIX appear on the live tape without reloading, see the market overview, a spoofing alert raised
-live from a FIX order cancelled within seconds, halt trading from the console (brokers are told
-over FIX, the action is journaled, logged with the operator's name and named in `ccerx audit export`), and an action without
-the CSRF token refused.
+live from a FIX order cancelled within seconds and a wash-trade alert from related accounts
+trading with each other, halt trading from the console (brokers are told
+over FIX, the action is journaled, logged with the operator's name and named in `ccerx audit
+export`), and an action without the CSRF token refused.
 
 With CCERX_REQUIRE_SERVICES=1 (CI, which installs chromium) a missing browser is a failure;
 elsewhere a skip. CCERX_CONSOLE_SCREENSHOT=PATH saves the overview page there."""
@@ -43,9 +44,12 @@ def console(start_serve, tmp_path):
     operators = tmp_path / "operators.toml"
     operators.write_text(f'[[operator]]\nname = "wang"\ndisplay = "王芳"\n'
                          f'password = "{hash_password("op-secret")}"\n', encoding="utf-8")
+    related = tmp_path / "related.toml"
+    related.write_text('[[relation]]\nkind = "beneficial_owner"\nname = "张三"\n'
+                       'accounts = ["EMIT01", "HOLD02"]\n', encoding="utf-8")
     data = tmp_path / "data"
     server = start_serve("--data-dir", str(data), "--console", "127.0.0.1:0",
-                         "--console-operators", str(operators))
+                         "--console-operators", str(operators), "--console-related", str(related))
     url = re.search(r"console (http://[\d.]+:\d+);", server.start_line).group(1)
     from playwright.sync_api import sync_playwright
     with sync_playwright() as playwright:
@@ -131,8 +135,21 @@ def test_alert_from_fix_orders_halt_from_the_console_and_csrf(console):
     broker.expect("8", where=lambda m: s(m, 150) == "4")
     row = page.wait_for_selector("tr[data-alert^='spoofing-']")
     assert "EMIT01" in row.inner_text() and "44(4)" in row.inner_text()
+    # a constructed wash-trade flow: related accounts (one beneficial owner, two brokers)
+    # trading with each other twice, Art.44(2)
+    other = Broker("BROKER02", server.port)
+    other.logon("demo02", reset=True)
+    for n in (1, 2):
+        other.new_order(f"w-s{n}", "HOLD02", "2", 10, "62.00")
+        other.expect("8")
+        broker.new_order(f"w-b{n}", "EMIT01", "1", 10, "62.00")
+        broker.expect("8", where=lambda m: s(m, 11) == f"w-b{n}" and s(m, 150) == "F")
+    wash = page.wait_for_selector("tr[data-alert^='wash-']")
+    assert "张三" in wash.inner_text() and "44(2)" in wash.inner_text()
+    assert "EMIT01 HOLD02" in wash.inner_text()
+    other.logout()
     page.once("dialog", lambda dialog: dialog.accept("已核实 reviewed"))
-    row.query_selector("button:has-text('Close')").click()
+    page.locator("tr[data-alert^='spoofing-'] button:has-text('Close')").click()
     page.wait_for_selector("tr[data-alert^='spoofing-'] td.state:has-text('closed')")
     # halt from the console: confirmed, journaled, told to the broker over FIX
     page.goto(url + "/control")
