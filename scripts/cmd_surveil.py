@@ -228,7 +228,9 @@ def simulation_source(scenario_path: str, days):
     print(f"simulating '{scenario.name}': {scenario.days} day(s), seed {scenario.seed}",
           file=sys.stderr)
     session.run()
-    return f"simulation '{scenario.name}' ({scenario.days} days, seed {scenario.seed})", specs, collected
+    from ccerx.scripts.tables import plural
+    label = f"simulation '{scenario.name}' ({plural(scenario.days, 'day')}, seed {scenario.seed})"
+    return label, specs, collected
 
 
 def load_disclosures(path) -> list:

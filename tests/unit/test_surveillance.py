@@ -4,7 +4,6 @@ flood. Flows run through the real engine (`Exchange`), except the one thing the 
 refuses to make (a self-trade: self-trade prevention stops it), which is built as an event."""
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 from collections import Counter
 

@@ -176,3 +176,14 @@ def test_disclosures_file_and_bad_input(tmp_path, events_file, capsys):
     assert surveil(tmp_path, "--out", tmp_path / "never") == 2
     assert "not a ccerx data directory" in capsys.readouterr().err
     assert surveil("case", "list", "--out", tmp_path / "never") == 2
+
+
+def test_surveil_the_simulation_from_the_command_line(tmp_path, capsys):
+    """`ccerx surveil --simulate` (what benchmarks/README.md reports for five days), one day."""
+    assert surveil("--simulate", "--days", "1", "--out", tmp_path / "sim") == 0
+    summary = (tmp_path / "sim" / "summary.txt").read_text()
+    assert "simulation 'default' (1 day, seed 1)" in summary
+    alerts = [orjson.loads(line) for line in (tmp_path / "sim" / "alerts.ndjson").read_bytes().splitlines()]
+    assert {a["rule"] for a in alerts} <= {"spoofing"} and len(alerts) <= 15
+    assert surveil("--simulate", "--days", "1", "--out", tmp_path / "again") == 0
+    assert (tmp_path / "again" / "alerts.ndjson").read_bytes() == (tmp_path / "sim" / "alerts.ndjson").read_bytes()
