@@ -143,10 +143,10 @@ def input_source(path: Path, instruments, notes: list):
         raise ValueError(f"no such file or directory: {path}")
     from ccerx.engine.formats.config import load_instruments
     specs = load_instruments(instruments)
-    return str(path), specs, file_events(path, specs)
+    return str(path), specs, file_events(path, specs, notes)
 
 
-def file_events(path: Path, specs):
+def file_events(path: Path, specs, notes: list):
     """The events of an NDJSON events file; a bad line raises ValueError with its number."""
     from ccerx.engine.surveillance.stream import EventDecoder
     decoder = EventDecoder(specs)
@@ -160,6 +160,8 @@ def file_events(path: Path, specs):
                 raise ValueError(f"{path}: line {number}: {err}") from None
             if event is not None:
                 yield event
+    for kind, count in sorted(decoder.unknown.items()):
+        notes.append(f"skipped {count:,} events of type {kind!r}, unknown to this build")
 
 
 def replay_journal(data_dir: Path, notes: list):

@@ -4,7 +4,8 @@ event_to_dict) back to engine events, for surveillance. Pure: a dict in, an even
 Prices are decimal text on the line and integer ticks in the event, so the decoder keeps the
 instrument specs: it starts from the ones it is given (the defaults, or `--instruments`) and
 takes every `instrument` line's spec from then on. Lines surveillance has no use for
-(rejects) decode to None. A `disclosure` line (see model.Disclosure) follows the engine event
+(rejects) decode to None, and so do events of a type this build does not know that still look
+like events (a type and an integer seq: a newer engine's), counted in `unknown`. A `disclosure` line (see model.Disclosure) follows the engine event
 before it: its `seq` is that event's. A line that names an unknown instrument or carries an
 impossible value raises ValueError with the reason.
 """
@@ -28,6 +29,7 @@ class EventDecoder:
     def __init__(self, specs):
         self.specs: dict[str, InstrumentSpec] = {s.symbol: s for s in specs}
         self.last_seq = 0
+        self.unknown: dict[str, int] = {}     # event type -> lines skipped
 
     def _ticks(self, instrument: str, text) -> int:
         spec = self.specs.get(instrument)
@@ -100,6 +102,11 @@ class EventDecoder:
         if kind == "disclosure":
             return disclosure_from_dict(o, self.last_seq)
         if kind in IGNORED:
+            return None
+        if isinstance(kind, str) and type(o.get("seq")) is int:
+            # an event of a kind this build does not know (a newer engine's): not ours to
+            # judge, and not garbage either; counted, and said in the summary
+            self.unknown[kind] = self.unknown.get(kind, 0) + 1
             return None
         raise ValueError(f"unknown event type {kind!r}")
 

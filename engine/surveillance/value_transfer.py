@@ -19,6 +19,8 @@ from ccerx.engine.surveillance.config import NS, ValueTransferConfig
 from ccerx.engine.surveillance.model import VALUE_TRANSFER, draft, per_mille
 from ccerx.engine.core.types import format_fen
 
+MAX_FLOWS = 200_000     # payer-receiver pairs remembered before idle ones are forgotten
+
 
 class ValueTransferDetector:
     rule = VALUE_TRANSFER
@@ -31,10 +33,12 @@ class ValueTransferDetector:
         self.handlers = {TradeExecuted: self.on_trade, DayClosed: self.on_close}
 
     def on_close(self, e, view):
-        horizon = e.ts - self.window
+        self._forget_before(e.ts - self.window)
+        return ()
+
+    def _forget_before(self, horizon: int) -> None:
         for key in [k for k, flow in self.flows.items() if flow[-1][0] < horizon]:
             del self.flows[key]
-        return ()
 
     def _reference(self, instrument: str, buyer: str, seller: str, view) -> int:
         for price, b, s in reversed(self.recent.get(instrument, ())):
@@ -61,6 +65,8 @@ class ValueTransferDetector:
         key = (e.instrument, payer, receiver)
         flow = self.flows.get(key)
         if flow is None:
+            if len(self.flows) >= MAX_FLOWS:       # no close for a long time (--hours always)
+                self._forget_before(e.ts - self.window)
             flow = self.flows[key] = deque()
         flow.append((e.ts, e.seq, fen))
         horizon = e.ts - self.window

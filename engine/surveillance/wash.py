@@ -20,6 +20,8 @@ from ccerx.engine.core.events import DayClosed, TradeExecuted
 from ccerx.engine.surveillance.config import NS, WashConfig
 from ccerx.engine.surveillance.model import WASH, draft, per_mille
 
+MAX_PAIRS = 200_000     # pairs remembered before the ones idle for a window are forgotten
+
 
 class WashDetector:
     rule = WASH
@@ -33,10 +35,12 @@ class WashDetector:
 
     def on_close(self, e, view):
         """Forget pairs whose last trade is out of the window (memory stays bounded)."""
-        horizon = e.ts - self.window
+        self._forget_before(e.ts - self.window)
+        return ()
+
+    def _forget_before(self, horizon: int) -> None:
         for key in [k for k, trades in self.pairs.items() if trades[-1][0] < horizon]:
             del self.pairs[key]
-        return ()
 
     def on_trade(self, e, view):
         config = self.config
@@ -53,6 +57,8 @@ class WashDetector:
         key = (e.instrument, a, b)
         trades = self.pairs.get(key)
         if trades is None:
+            if len(self.pairs) >= MAX_PAIRS:       # no close for a long time (--hours always)
+                self._forget_before(e.ts - self.window)
             trades = self.pairs[key] = deque()
         trades.append((e.ts, e.seq, buyer, e.qty))
         horizon = e.ts - self.window

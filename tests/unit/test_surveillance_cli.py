@@ -187,3 +187,14 @@ def test_surveil_the_simulation_from_the_command_line(tmp_path, capsys):
     assert {a["rule"] for a in alerts} <= {"spoofing"} and len(alerts) <= 15
     assert surveil("--simulate", "--days", "1", "--out", tmp_path / "again") == 0
     assert (tmp_path / "again" / "alerts.ndjson").read_bytes() == (tmp_path / "sim" / "alerts.ndjson").read_bytes()
+
+
+def test_an_event_type_of_a_newer_engine_is_skipped_and_said(tmp_path, events_file, capsys):
+    newer = tmp_path / "newer.ndjson"
+    newer.write_bytes(events_file.read_bytes() + b'{"type":"restricted","seq":999,"ts":1}\n')
+    assert surveil(newer, "--out", tmp_path / "out") == 0
+    assert "skipped 1 events of type 'restricted'" in (tmp_path / "out" / "summary.txt").read_text()
+    garbage = tmp_path / "garbage.ndjson"
+    garbage.write_bytes(events_file.read_bytes() + b'{"type":"restricted"}\n')
+    assert surveil(garbage, "--out", tmp_path / "never") == 2
+    assert "unknown event type 'restricted'" in capsys.readouterr().err
