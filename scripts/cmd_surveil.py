@@ -160,8 +160,9 @@ def file_events(path: Path, specs, notes: list):
                 raise ValueError(f"{path}: line {number}: {err}") from None
             if event is not None:
                 yield event
+    from ccerx.scripts.tables import plural
     for kind, count in sorted(decoder.unknown.items()):
-        notes.append(f"skipped {count:,} events of type {kind!r}, unknown to this build")
+        notes.append(f"skipped {plural(count, 'event')} of type {kind!r}, unknown to this build")
 
 
 def replay_journal(data_dir: Path, notes: list):

@@ -193,7 +193,7 @@ def test_an_event_type_of_a_newer_engine_is_skipped_and_said(tmp_path, events_fi
     newer = tmp_path / "newer.ndjson"
     newer.write_bytes(events_file.read_bytes() + b'{"type":"restricted","seq":999,"ts":1}\n')
     assert surveil(newer, "--out", tmp_path / "out") == 0
-    assert "skipped 1 events of type 'restricted'" in (tmp_path / "out" / "summary.txt").read_text()
+    assert "skipped 1 event of type 'restricted'" in (tmp_path / "out" / "summary.txt").read_text()
     garbage = tmp_path / "garbage.ndjson"
     garbage.write_bytes(events_file.read_bytes() + b'{"type":"restricted"}\n')
     assert surveil(garbage, "--out", tmp_path / "never") == 2
