@@ -169,6 +169,12 @@ CONTROL = """<div class="box"><p>交易状态 Trading: <b id="status">-</b></p>
 <p><label>备注 Note <input type="text" id="note" placeholder="例如 系统检查 e.g. system check"></label></p>
 <p><button id="halt">暂停交易 Halt</button> <button id="resume">恢复交易 Resume</button>
 <button id="eod">日终收市 Close the day</button></p><div class="msg" id="result"></div></div>
+<div class="box"><b>入金 / 存入减排量 Deposit cash or credits</b>
+<p><label>编号 Deposit id <input type="text" id="deposit_id" placeholder="唯一 unique, e.g. F-20260302-1"></label></p>
+<p><label>账户 Account <input type="text" id="account"></label></p>
+<p><label>资产 Asset <select id="asset"><option value="CNY">资金 CNY</option></select></label>
+<label>数量 Amount <input type="text" id="amount" placeholder="CNY 1000.00 / 吨 t 500"></label></p>
+<p><button id="deposit">存入 Deposit</button></p><div class="msg" id="deposit_result"></div></div>
 <p>每个操作都经由与控制套接字相同的日志化操作员命令执行，并通知所有会员。
 Every action is the same journaled operator command as the control socket's, and brokers are told.</p>"""
 
@@ -185,6 +191,16 @@ const note=()=>document.getElementById('note').value;
 document.getElementById('halt').onclick=()=>run({op:'status',open:false,halt:true,note:note()},'确认暂停交易？ Halt trading?');
 document.getElementById('resume').onclick=()=>run({op:'status',open:true,note:note()},'确认恢复交易？ Resume trading?');
 document.getElementById('eod').onclick=()=>run({op:'eod'},'确认日终收市？所有当日订单将失效。 Close the day? Day orders expire.');
+api('/api/state').then(s=>{document.getElementById('asset').insertAdjacentHTML('beforeend',
+  Object.keys(s.instruments).map(x=>`<option>${esc(x)}</option>`).join(''));});
+document.getElementById('deposit').onclick=async()=>{
+  const v=id=>document.getElementById(id).value.trim(), asset=v('asset'), amount=v('amount');
+  const request={op:'deposit',deposit_id:v('deposit_id'),account:v('account')};
+  if(asset==='CNY') request.cash=amount; else {request.instrument=asset; request.qty=/^[0-9]+$/.test(amount)?Number(amount):amount;}
+  if(!confirm('确认存入？ Deposit '+amount+' '+asset+' to '+request.account+'?')) return;
+  const r=await post('/api/operator',request);
+  document.getElementById('deposit_result').textContent=(r.ok?'已存入 deposited':'未执行 refused: '+
+    (r.error||(r.events||[]).map(e=>e.text).filter(Boolean).join('; ')));};
 """
 
 PAGES = {"/": ("市场概览", "Market overview", OVERVIEW, OVERVIEW_JS),

@@ -163,6 +163,18 @@ def test_alert_from_fix_orders_halt_from_the_console_and_csrf(console):
                for a in actions)
     assert any(a["operator"] == "wang" and a["request"].get("case", "").startswith("spoofing-")
                for a in actions)
+    # a deposit from the console: the same journaled command, owned by the operator
+    page.fill("#deposit_id", "入金-1")
+    page.fill("#account", "EMIT02")
+    page.fill("#amount", "1000.00")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#deposit")
+    page.wait_for_selector("#deposit_result:has-text('deposited')")
+    page.fill("#deposit_id", "入金-1")                 # the same id again: refused by the engine
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#deposit")
+    page.wait_for_selector("#deposit_result:has-text('refused')")
+    assert "already applied" in page.inner_text("#deposit_result")
     # the audit trail names the console's operator on the halt (read from the running
     # server's data directory, which it leaves as it is)
     import csv
@@ -173,7 +185,11 @@ def test_alert_from_fix_orders_halt_from_the_console_and_csrf(console):
     assert main(["audit", "export", "--date", today, "--data-dir", str(data), "--out", str(out)]) == 0
     with (out / f"audit-{today}.csv").open(encoding="utf-8", newline="") as f:
         halts = [r for r in csv.DictReader(f) if r["event"] == "status" and r["reason"] == "halt"]
+        f.seek(0)
+        deposits = [r for r in csv.DictReader(f) if r["event"] == "deposited"]
     assert [(r["operator"], r["text"]) for r in halts] == [("console:wang", "系统检查")]
+    assert [(r["operator"], r["deposit_id"], r["amount"]) for r in deposits] == [
+        ("console:wang", "入金-1", "1000.00")]
     # an action without the session's CSRF token is refused and changes nothing
     refused = page.request.post(url + "/api/operator", data='{"op":"status","open":true}',
                                 headers={"Content-Type": "application/json"})
