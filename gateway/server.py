@@ -65,7 +65,10 @@ WRITE_HIGH_WATER = 1 << 20          # stop reading from a client whose output ba
 MAX_WRITE_BUFFER = 32 << 20         # and disconnect it past this
 STOP_GRACE = 2.0                    # seconds stop() waits for Logout answers
 READ_SLICE = 4 << 10                # bytes of one connection handled per event-loop turn
-OVER_RATE_PAUSE = 0.005             # and, while it is over its message rate, one slice per 5 ms
+# While a session is over its message rate, one slice of it per OVER_RATE_PAUSE (4 KB, about
+# 25 orders, per 5 ms): its excess is still read and rejected (not just delayed), but at a
+# bounded pace instead of at full speed, and the rest waits in its own TCP buffers.
+OVER_RATE_PAUSE = 0.005
 RESEND_CHUNK = 16                   # messages of a resend produced per event-loop turn
 # (each slice or chunk costs well under a millisecond, so a broker's order waits at most about
 # that long behind another session's flood or resend: see benchmarks/README, "Under attack")
