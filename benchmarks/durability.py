@@ -235,8 +235,12 @@ def bench_mqtt(n: int, base: str | None, broker: str) -> list[dict]:
     return [{"mode": "baseline: plain aiomqtt QoS 1 publish of the same messages, window 64",
              "instructions": count, "messages": messages, "seconds": baseline_s,
              "per_s": count / baseline_s},
-            {"mode": "outbox -> MQTT QoS 1 (PUBACKed; + 2 fill notices each)",
-             "instructions": count, "seconds": publish_s, "per_s": count / publish_s},
+            {"mode": "outbox -> MQTT QoS 1 + 2 fill notices each, each batch confirmed by "
+                     "the consumer", "instructions": count, "seconds": publish_s,
+             "per_s": count / publish_s, "resends": publisher.resends,
+             "confirm_timeouts": publisher.confirm_timeouts,
+             "consumer_confirmations": consumer.confirmations,
+             "consumer_duplicates": consumer.duplicates},
             {"mode": "engine outbox -> MQTT -> consumer -> SQLite ledger (end to end)",
              "instructions": count, "seconds": end_to_end_s, "per_s": count / end_to_end_s}]
 
