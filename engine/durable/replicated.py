@@ -90,7 +90,7 @@ class ClusterSettings(NamedTuple):
     poll_s: float = 0.2
     checkpoint_every: int = 1000
     idle_checkpoint_s: float = 0.5
-    publish_timeout_s: float = 5.0
+    publish_timeout_s: float = 12.0   # rides out a stream's Raft election (nats-server 2.9)
 
 
 class NotLeader(RuntimeError):
@@ -311,7 +311,7 @@ class ClusterNode:
     async def _publish(self, kind: str, data: bytes, headers: dict) -> int:
         """Publish with the stream tail as the expected last sequence; retried (same msg id)
         until acknowledged or `publish_timeout_s`; ReplicationFailed when refused."""
-        from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+        from nats.errors import Error as NatsError
         from nats.js.errors import APIError
         headers = {H_KIND: kind, H_TERM: str(self.term),
                    "Nats-Expected-Last-Sequence": str(self.applied_stream_seq), **headers}
@@ -320,10 +320,12 @@ class ClusterNode:
         while True:
             try:
                 ack = await self._js.publish(SUBJECT, data, timeout=1.0, headers=headers)
-            except APIError as err:
-                raise ReplicationFailed(f"JetStream refused the {kind} publish: {err}") from None
-            except (NatsTimeout, NoRespondersError, asyncio.TimeoutError, ConnectionError,
-                    OSError) as err:
+            except (NatsError, asyncio.TimeoutError, OSError) as err:
+                # refused: another node appended (wrong last sequence) or the stream is gone;
+                # anything else (no responders, timeouts, 503 while the stream's Raft group
+                # elects a leader after a server died) is retried with the same Nats-Msg-Id
+                if isinstance(err, APIError) and err.err_code in (10071, 10059):
+                    raise ReplicationFailed(f"JetStream refused the {kind} publish: {err}") from None
                 if time.monotonic() > deadline:
                     raise ReplicationFailed(f"no acknowledgement for the {kind} publish within "
                                             f"{self.settings.publish_timeout_s} s ({err!r})") from None
@@ -352,7 +354,7 @@ class ClusterNode:
             self.since_checkpoint += len(rows)
             if self.since_checkpoint >= self.settings.checkpoint_every:
                 self._call(self._publish_checkpoint(CHECKPOINT, first_seq + len(rows) - 1))
-        except ReplicationFailed as err:
+        except Exception as err:     # ReplicationFailed, or anything unforeseen: stop
             self.fence(f"{err}; the commands since stream seq {self.applied_stream_seq} were "
                        f"never acknowledged")
 
@@ -385,6 +387,7 @@ class ClusterNode:
     async def _follow(self) -> None:
         from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
         await self._subscribe(1)      # the local journal's prefix is skipped message by message
+        watchdog = asyncio.ensure_future(self._watch_subscription())
         value = orjson.dumps({"node": self.settings.node, "fix": self.fix_address})
         while not self._closed:
             try:
@@ -402,8 +405,35 @@ class ClusterNode:
             except Exception:
                 await asyncio.sleep(self.settings.poll_s)
                 continue
+            watchdog.cancel()
             await self._promote(revision, value)
             return
+
+    async def _watch_subscription(self) -> None:
+        """A standby that lags the stream without progress for 2 s subscribes again from
+        where it is (the client's ordered consumer does not always survive the loss of the
+        server it was attached to)."""
+        seen, since = self.applied_stream_seq, time.monotonic()
+        while not self._closed and not self.leading:
+            await asyncio.sleep(0.5)
+            if self.applied_stream_seq != seen:
+                seen, since = self.applied_stream_seq, time.monotonic()
+                continue
+            if time.monotonic() - since < 2:
+                continue
+            try:
+                last = (await self._js.stream_info(STREAM)).state.last_seq
+                if last > self.applied_stream_seq and not self.leading:
+                    stale, self._sub = self._sub, None
+                    if stale is not None:
+                        try:
+                            await stale.unsubscribe()
+                        except Exception:
+                            pass
+                    await self._subscribe(self.applied_stream_seq + 1)
+            except Exception:
+                pass
+            since = time.monotonic()
 
     async def _promote(self, revision: int, value: bytes) -> None:
         self._lease_rev = self.term = revision
@@ -412,24 +442,35 @@ class ClusterNode:
         if revision <= self.marker_term:
             self.fence(f"lease revision {revision} is not above the stream's term "
                        f"{self.marker_term} (was the {LEASE_BUCKET} bucket recreated?)")
+        progress, seen = time.monotonic(), self.applied_stream_seq
         while True:
-            info = await self._js.stream_info(STREAM)
-            progress, seen = time.monotonic(), self.applied_stream_seq
-            while self.applied_stream_seq < info.state.last_seq:
-                await asyncio.sleep(0.005)     # the subscription applies what is left
-                if self.applied_stream_seq != seen:
-                    progress, seen = time.monotonic(), self.applied_stream_seq
-                elif time.monotonic() - progress > 10:
-                    self.fence(f"won the lease but cannot catch up with the stream (stuck at "
-                               f"{seen} of {info.state.last_seq})")
-            await self._sub.unsubscribe()
-            self._sub = None
-            with self.exchange._lock:
-                try:
-                    await self._publish_checkpoint(TERM, self.journal.next_seq - 1)
-                    break
-                except ReplicationFailed:       # someone appended after our catch-up
+            if self.applied_stream_seq != seen:
+                progress, seen = time.monotonic(), self.applied_stream_seq
+            elif time.monotonic() - progress > 30:
+                self.fence(f"won the lease but cannot catch up with the stream (stuck at "
+                           f"stream seq {seen})")
+            try:
+                if self._sub is None:
                     await self._subscribe(self.applied_stream_seq + 1)
+                info = await self._js.stream_info(STREAM)
+                if self.applied_stream_seq < info.state.last_seq:
+                    await asyncio.sleep(0.005)     # the subscription applies what is left
+                    continue
+                if self.marker_term == self.term:  # our marker landed after all (a publish
+                    break                          # that timed out was stored)
+                await self._sub.unsubscribe()
+                self._sub = None
+                with self.exchange._lock:
+                    await self._publish_checkpoint(TERM, self.journal.next_seq - 1)
+                break
+            except Exception:     # someone appended after our catch-up, or NATS is electing
+                stale, self._sub = self._sub, None     # a stream leader: catch up again
+                if stale is not None:
+                    try:
+                        await stale.unsubscribe()
+                    except Exception:
+                        pass
+                await asyncio.sleep(0.05)
         self.marker_term = self.term
         self.journal.publishing = True
         self.leading = True
@@ -474,8 +515,8 @@ class ClusterNode:
                     >= self.settings.idle_checkpoint_s):
                 try:
                     await self._idle_checkpoint()
-                except ReplicationFailed as err:
-                    self.fence(str(err))
+                except Exception as err:
+                    self.fence(f"checkpoint: {err!r}")
 
     # ------------------------------------------------------------------ standby: applying
     async def _subscribe(self, start: int) -> None:
