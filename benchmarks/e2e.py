@@ -65,7 +65,7 @@ DEMO_BROKERS = (Broker("BROKER01", "demo01", "EMIT01", "HOLD01"),
 def load_config_text(n: int) -> str:
     """A gateway config with n password-less brokers (loopback load test only), each with a
     well-funded emitter (buys) and holder (sells) account."""
-    parts = ['[gateway]\ncomp_id = "CCERX"\n']
+    parts = ['[gateway]\ncomp_id = "CCERX"\nmessage_rate = 0   # a load test: no per-session cap\n']
     for i in range(1, n + 1):
         parts.append(f'[[broker]]\ncomp_id = "BROKER{i:02d}"\n\n'
                      f'[[broker.account]]\naccount = "EMIT{i:02d}"\ntype = "key_emission_unit"\n'

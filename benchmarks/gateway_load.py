@@ -78,7 +78,7 @@ def password_of(broker: str) -> str:
 def config_text(n: int) -> str:
     """A gateway config with n brokers, hashed passwords, an emitter and a holder each."""
     from ccerx.gateway.config import hash_password  # the gateway's own hashing (scrypt)
-    parts = [f'[gateway]\ncomp_id = "{GATEWAY_COMP_ID}"\n']
+    parts = [f'[gateway]\ncomp_id = "{GATEWAY_COMP_ID}"\nmessage_rate = 0   # a load test: no per-session cap\n']
     credits = ", ".join(f'"{symbol}" = 1000000000' for symbol, _ in INSTRUMENTS)
     for broker in broker_ids(n):
         nn = broker[-2:]

@@ -131,11 +131,13 @@ class Client:
 
 
 # ---------------------------------------------------------------------------- the server
-def config_text(stored_rate_free: bool) -> str:
+def config_text(stored_rate_free: bool, message_rate: Optional[int] = None) -> str:
     from ccerx.gateway.config import hash_password
     lines = ['[gateway]', f'comp_id = "{GATEWAY}"']
     if stored_rate_free:
         lines.append("message_rate = 0")            # only for making the stored messages
+    elif message_rate is not None:
+        lines += [f"message_rate = {message_rate}", f"message_burst = {max(2 * message_rate, 1)}"]
     for n, (broker, password) in enumerate(PASSWORDS.items(), 1):
         lines += ["", "[[broker]]", f'comp_id = "{broker}"', f'password = "{hash_password(password)}"',
                   "", "[[broker.account]]", f'account = "EMIT{n:02d}"', 'type = "key_emission_unit"',
@@ -326,15 +328,15 @@ def run(args) -> list[tuple[str, dict]]:
             args.broker02_seq = make_stored(serve.port, args.stored)
         finally:
             serve.stop()
-        serve = Serve(workdir, config_text(stored_rate_free=False))   # the default limits
+        serve = Serve(workdir, config_text(stored_rate_free=False, message_rate=args.message_rate))
         results = []
         try:
             # A baseline before and after every attack: the machine's other load drifts, so
             # each attack is compared with the baselines measured next to it.
             runs = ["none"]
-            for name in ATTACKS:
-                if name != "none":
-                    runs += [name, "none"]
+            chosen = args.attacks.split(",") if args.attacks else list(ATTACKS)[1:]
+            for name in chosen:
+                runs += [name, "none"]
             for n, name in enumerate(runs):
                 attacker = None
                 if ATTACKS[name] is not None:
@@ -392,6 +394,9 @@ def main(argv=None) -> int:
     ap.add_argument("--flood", type=int, help="orders in the flood (default 100000; quick 20000)")
     ap.add_argument("--stored", type=int,
                     help="messages stored for the resend attacks (default 100000; quick 20000)")
+    ap.add_argument("--message-rate", type=int,
+                    help="the gateway's message_rate (burst twice it); default: the config default")
+    ap.add_argument("--attacks", help="comma-separated subset of: " + ", ".join(list(ATTACKS)[1:]))
     args = ap.parse_args(argv)
     args.orders = args.orders or (300 if args.quick else 1000)
     args.flood = args.flood or (20_000 if args.quick else 100_000)

@@ -6,9 +6,9 @@ A TOML file (see DEMO_CONFIG below for the full shape):
     comp_id = "CCERX"              # our SenderCompID
     fee_rate = "0.006"             # optional, per side
     instruments = "instruments.toml"   # optional, relative to this file; default: the CCER set
-    message_rate = 2000            # optional: application messages a second per session
+    message_rate = 500             # optional: application messages a second per session
                                    # (token bucket; 0 = unlimited); excess is rejected (35=j)
-    message_burst = 4000           # optional: messages a session may send at once
+    message_burst = 1000           # optional: messages a session may send at once
     rate_logout_after_s = 10       # optional: a session over the rate this long is logged out
     logon_backoff_ms = 1000        # optional: wait after a failed logon (per CompID and per
     logon_backoff_max_ms = 60000   #   source address), doubled per failure up to this
