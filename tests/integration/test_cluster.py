@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
-import socket
 import sqlite3
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -33,11 +30,11 @@ import pytest
 from ccerx.engine.core.commands import NewOrder
 from ccerx.engine.durable import journal as jr
 from ccerx.engine.durable.exchange import DurableExchange
+from ccerx.benchmarks.replication import NATS_SERVER, NatsCluster
 from ccerx.engine.durable.replicated import STATUS_FILE
 from tests.fixclient import Broker, s, sync
 from tests.serve_process import ServeProcess
 
-NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 pytestmark = pytest.mark.skipif(
     not os.path.exists(NATS_SERVER) and not os.environ.get("CCERX_REQUIRE_SERVICES"),
     reason="nats-server is not installed (.ci/run installs it)")
@@ -47,59 +44,6 @@ pytestmark = pytest.mark.skipif(
 # seconds), during which publishes wait, and maybe the lease.
 LIVENESS_S = 30.0
 PASSWORDS = {"BROKER01": "demo01", "BROKER02": "demo02"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class NatsCluster:
-    """Three nats-server processes with JetStream, routed to each other, on loopback."""
-
-    def __init__(self, root: Path, size: int = 3):
-        self.root = root
-        self.client_ports = [free_port() for _ in range(size)]
-        route_ports = [free_port() for _ in range(size)]
-        routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in route_ports)
-        self.procs: list = []
-        for i in range(size):
-            conf = root / f"nats-{i}.conf"
-            conf.write_text(
-                f'server_name: "s{i}"\nlisten: "127.0.0.1:{self.client_ports[i]}"\n'
-                f'jetstream {{ store_dir: "{root / f"js-{i}"}" }}\n'
-                f'cluster {{ name: "ccerx-test", listen: "127.0.0.1:{route_ports[i]}", '
-                f'routes: [{routes}] }}\n')
-            log = open(root / f"nats-{i}.log", "w")
-            self.procs.append(subprocess.Popen([NATS_SERVER, "-c", str(conf)], stdout=log,
-                                               stderr=subprocess.STDOUT))
-        for port in self.client_ports:
-            wait_port(port)
-
-    @property
-    def urls(self) -> str:
-        return ",".join(f"nats://127.0.0.1:{p}" for p in self.client_ports)
-
-    def kill(self, i: int) -> None:
-        self.procs[i].kill()
-        self.procs[i].wait(10)
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-
-
-def wait_port(port: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 class Cluster:
