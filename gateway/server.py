@@ -16,8 +16,9 @@ All protocol logic lives in the sans-IO gateway.fix.session.Session; this module
       connection only;
     * keeps one client from stalling the others (issue 12): a connection's bytes are handed
       to its session at most READ_SLICE at a time, one slice per event-loop turn; a
-      ResendRequest is answered RESEND_CHUNK messages per turn, and only while the client
-      reads (no chunk while its transport is paused for writing); application messages over
+      ResendRequest is answered RESEND_CHUNK messages at a time, at most RESEND_RATE a
+      second, and only while the client reads (no chunk while its transport is paused for
+      writing); application messages over
       the session's rate (limits.MessageRate, from the gateway config) are answered with a
       BusinessMessageReject instead of being processed, and a session that stays over it is
       logged out;
@@ -70,6 +71,9 @@ READ_SLICE = 4 << 10                # bytes of one connection handled per event-
 # bounded pace instead of at full speed, and the rest waits in its own TCP buffers.
 OVER_RATE_PAUSE = 0.005
 RESEND_CHUNK = 16                   # messages of a resend produced per event-loop turn
+RESEND_RATE = 20_000                # at most this many a second per session (100k in 5 s):
+# a resend at full speed took a whole core, and on a busy machine the other sessions' orders
+# waited for the scheduler to come back to it (benchmarks/README.md, "Under attack")
 # (each slice or chunk costs well under a millisecond, so a broker's order waits at most about
 # that long behind another session's flood or resend: see benchmarks/README, "Under attack")
 
@@ -441,10 +445,11 @@ class GatewayServer:
                 transport.abort()
 
     def _resume_resend(self, session: Session) -> None:
-        """Produce the next chunk of a resend on the next event-loop turn (others go first)."""
+        """Produce the next chunk of a resend RESEND_CHUNK / RESEND_RATE seconds from now
+        (other sessions' work goes first)."""
         if session not in self._resend_scheduled:
             self._resend_scheduled.add(session)
-            self._loop.call_soon(self._next_resend_chunk, session)
+            self._loop.call_later(RESEND_CHUNK / RESEND_RATE, self._next_resend_chunk, session)
 
     def _next_resend_chunk(self, session: Session) -> None:
         self._resend_scheduled.discard(session)
