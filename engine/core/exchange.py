@@ -54,6 +54,7 @@ class Exchange(Matching):
                  rules: RuleProfile = CONTINUOUS):
         self.rules = rules
         self._plain_rules = rules == CONTINUOUS   # the fast path applies only to these rules
+        self._holding = rules.holding_days > 0
         if accounts is not None:
             accounts.holding_days = rules.holding_days
         self.specs: dict[str, InstrumentSpec] = {}
@@ -179,7 +180,7 @@ class Exchange(Matching):
         order = Order(order_id, account, side, price, qty, owner)
         if self.accounts is not None:
             try:
-                if self.rules.holding_days:
+                if self._holding:
                     self.accounts.check_holding(order, symbol, book)
                 if order_type is TAKE and price is None:   # nothing to take: nothing to hold
                     if self.accounts.get(account) is None:

@@ -50,6 +50,10 @@ class Account:
     # trading day (closes applied before it) of the account's last buy / last sell
     last_bought: dict[str, int] = field(default_factory=dict)
     last_sold: dict[str, int] = field(default_factory=dict)
+    # derived (not part of the state: Accounts.recount_open_buys rebuilds it from the books):
+    # instrument -> open buy orders, kept only under a holding period; open sells show as
+    # credits_reserved
+    open_buys: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def cash_available(self) -> int:
@@ -133,8 +137,9 @@ class Accounts:
         """Art.29: refuse `order` (raises Refused holding_period) if its account traded the
         other side of `symbol` fewer than `holding_days` trading days ago, or has an order of
         the other side resting in `book` (both could trade today). A trade on trading day D
-        (after D closes) allows the opposite side from day D + holding_days on. Costs a scan
-        of the book's resting orders (only under a profile with a holding period)."""
+        (after D closes) allows the opposite side from day D + holding_days on. O(1): the
+        account's open sells are its credits_reserved, its open buys `open_buys` (the book
+        is scanned only to name the order in a refusal)."""
         account = self.by_id.get(order.account)
         if account is None:
             raise Refused(R.UNKNOWN_ACCOUNT, f"unknown account {order.account!r}")
@@ -148,12 +153,27 @@ class Accounts:
                     f"{last}; it may be {'bought' if buying else 'sold'} from trading day "
                     f"{last + self.holding_days} ({self.holding_days} trading days later), "
                     f"after {remaining} more close{'s' if remaining > 1 else ''}"))
+        if not (account.credits_reserved.get(symbol) if buying else account.open_buys.get(symbol)):
+            return
         for resting in book.orders.values():
             if resting.account == order.account and resting.side is not order.side:
                 raise Refused(R.HOLDING_PERIOD, (
                     f"Art.29: a {resting.side.value} order of {symbol} rests "
                     f"({resting.order_id}); buying and selling {symbol} within "
                     f"{self.holding_days} trading days is not allowed: cancel it first"))
+        raise AssertionError(f"{order.account}: open {symbol} orders miscounted")
+
+    def recount_open_buys(self, books) -> None:
+        """Rebuild every account's open_buys from the resting orders (after a restore)."""
+        for account in self.by_id.values():
+            account.open_buys.clear()
+        if not self.holding_days:
+            return
+        for symbol, book in books.items():
+            for order in book.orders.values():
+                if order.side is BUY:
+                    counts = self.by_id[order.account].open_buys
+                    counts[symbol] = counts.get(symbol, 0) + 1
 
     def totals(self) -> tuple[int, dict[str, int]]:
         """(total cash incl. fees paid, total credits per instrument): conserved by trading."""
@@ -177,6 +197,8 @@ class Accounts:
                               f"needs {format_fen(need)} CNY incl. fee, "
                               f"{format_fen(account.cash - account.cash_reserved)} CNY available")
             account.cash_reserved += need
+            if self.holding_days:
+                account.open_buys[spec.symbol] = account.open_buys.get(spec.symbol, 0) + 1
         else:
             need = order.open_qty
             if need > account.credits_sellable(spec.symbol):
@@ -212,6 +234,8 @@ class Accounts:
         account = self.by_id[order.account]
         if order.side is BUY:
             account.cash_reserved -= order.reserved
+            if self.holding_days:
+                account.open_buys[spec.symbol] -= 1
         else:
             account.credits_reserved[spec.symbol] -= order.reserved
         order.reserved = 0
@@ -243,6 +267,8 @@ class Accounts:
         seller.fees_paid += fee
         if self.holding_days:
             buyer.last_bought[symbol] = seller.last_sold[symbol] = self.closes
+            if not buy.open_qty:           # the buy is done (its reservation just went to 0)
+                buyer.open_buys[symbol] -= 1
         if excess < 0 or sell.reserved < 0:
             raise AssertionError(f"reservation overdrawn on trade {buy.order_id}/{sell.order_id}")
 
@@ -257,3 +283,8 @@ class Accounts:
                            if o.account == account.account and o.side is not BUY)
                 assert held == account.credits_reserved.get(symbol, 0), \
                     f"{account.account}: {symbol} credit reservations"
+                if self.holding_days:
+                    buys = sum(1 for o in book.orders.values()
+                               if o.account == account.account and o.side is BUY)
+                    assert buys == account.open_buys.get(symbol, 0), \
+                        f"{account.account}: {symbol} open buys miscounted"

@@ -105,6 +105,8 @@ def exchange_from_state(state: dict) -> Exchange:
     ex.deposit_ids = set(state.get("deposit_ids", ()))     # absent before deposits existed
     ex.halted = state.get("halted", False)                  # ... and before halts
     ex.day_stats = {symbol: list(stats) for symbol, stats in state["day_stats"].items()}
+    if ex.accounts is not None:
+        ex.accounts.recount_open_buys(ex.books)
     return ex
 
 
