@@ -215,11 +215,19 @@ class MqttPublisher:
         await client.__aenter__()
         self._client = client
         self.connects += 1
+        # the reader also notices a lost connection, subscribed or not
         self._reader = asyncio.create_task(self._read(client))
-        # the retained confirmation arrives as soon as we subscribe
-        await client.subscribe(confirm_topic(self.prefix), qos=1)
-        await client.subscribe(request_topic(self.prefix), qos=1)
         return client
+
+    async def _listen(self, client: aiomqtt.Client, on: bool) -> None:
+        """(Un)subscribe to confirmations and requests. Only while a batch waits: every
+        message the broker sends us while we publish slowed publishing measurably (0.54x ->
+        0.34x of a plain publish). On subscribing the retained confirmation arrives at once."""
+        topics = [confirm_topic(self.prefix), request_topic(self.prefix)]
+        if on:
+            await client.subscribe([(topic, 1) for topic in topics])
+        else:
+            await client.unsubscribe(topics)
 
     async def _disconnect(self) -> None:
         client, self._client = self._client, None
@@ -281,6 +289,9 @@ class MqttPublisher:
             self._batch_exchange, self._resend_after = exchange, None
             await self._publish(client, instructions)
             wait = self.confirm_timeout
+            listening = self.confirmed.get(exchange, 0) < last
+            if listening:
+                await self._listen(client, True)
             while self.confirmed.get(exchange, 0) < last:
                 if self._cancelled:
                     raise ConnectionAbortedError("the MQTT publisher is closing")
@@ -303,6 +314,8 @@ class MqttPublisher:
                     self._resend_after = self.confirmed.get(exchange, 0)
                     wait = min(wait * 2, self.max_confirm_timeout)
             self.published += len(instructions)
+            if listening:
+                await self._listen(client, False)
         except BaseException:
             await self._disconnect()
             raise
