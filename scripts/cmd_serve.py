@@ -407,7 +407,12 @@ def start_cluster_node(args, server, application, loop) -> Optional[asyncio.Even
         if application is not None:
             application._adopt_resting_orders()
         leading.set()
-    node.start(f"{args.host}:{server.port}", lambda: loop.call_soon_threadsafe(on_leader))
+    try:
+        node.start(f"{args.host}:{server.port}", lambda: loop.call_soon_threadsafe(on_leader))
+    except Exception as err:     # concurrent.futures.TimeoutError included
+        print(f"ccerx serve: cannot join the cluster at {', '.join(node.settings.servers)}: "
+              f"{err!r}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     print(f"ccerx serve: cluster node {node.settings.node} on {', '.join(node.settings.servers)}"
           f": following the stream, standing for leader", file=sys.stderr, flush=True)
     return leading

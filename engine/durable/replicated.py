@@ -232,7 +232,7 @@ class ClusterNode:
         return self.journal
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self, fix_address: str, on_leader: Callable[[], None], timeout: float = 20) -> None:
+    def start(self, fix_address: str, on_leader: Callable[[], None], timeout: float = 15) -> None:
         """Connect, make sure the stream and the bucket exist, follow the stream and stand for
         election. on_leader() is called (in the cluster thread) once this node leads."""
         self.fix_address, self._on_leader = fix_address, on_leader
@@ -277,8 +277,12 @@ class ClusterNode:
         from nats.js.api import KeyValueConfig, StorageType, StreamConfig
         from nats.js.errors import BucketNotFoundError, NotFoundError
 
-        async def quiet(err):         # the client reconnects by itself; say so once per error
-            self._log(f"ccerx serve: NATS: {err!r}")
+        said = [""]
+
+        async def quiet(err):         # the client reconnects by itself: say each error once
+            if repr(err) != said[0]:
+                said[0] = repr(err)
+                self._log(f"ccerx serve: NATS: {err!r}")
         s = self.settings
         self._nc = await nats.connect(list(s.servers), name=f"ccerx-{s.node}",
                                       reconnect_time_wait=0.2, max_reconnect_attempts=-1,

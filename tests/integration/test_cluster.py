@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -30,10 +32,10 @@ import pytest
 from ccerx.engine.core.commands import NewOrder
 from ccerx.engine.durable import journal as jr
 from ccerx.engine.durable.exchange import DurableExchange
-from ccerx.benchmarks.replication import NATS_SERVER, NatsCluster
+from ccerx.benchmarks.replication import NATS_SERVER, NatsCluster, free_port
 from ccerx.engine.durable.replicated import STATUS_FILE
 from tests.fixclient import Broker, s, sync
-from tests.serve_process import ServeProcess
+from tests.serve_process import REPO, ServeProcess
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(NATS_SERVER) and not os.environ.get("CCERX_REQUIRE_SERVICES"),
@@ -56,15 +58,19 @@ class Cluster:
         self.nodes: dict[str, ServeProcess] = {}
         try:
             for name in ("n1", "n2", "n3"):
-                self.nodes[name] = ServeProcess(
-                    ["--cluster", self.nats.urls, "--node", name, "--data-dir",
-                     str(self.data_dir(name)), "--ledger", str(self.ledger),
-                     "--control", "none", "--log-level", "info"],
-                    log_path=root / f"{name}.log", start_timeout=30)
+                self.start(name)
             self.leader = self.wait_leader(set(self.nodes))
         except BaseException:
             self.stop()
             raise
+
+    def start(self, name: str, log_name: str = "") -> None:
+        """(Re)start a node on its data directory."""
+        self.nodes[name] = ServeProcess(
+            ["--cluster", self.nats.urls, "--node", name, "--data-dir",
+             str(self.data_dir(name)), "--ledger", str(self.ledger),
+             "--control", "none", "--log-level", "info"],
+            log_path=self.root / f"{name}{log_name}.log", start_timeout=30)
 
     def data_dir(self, name: str) -> Path:
         return self.root / name
@@ -291,6 +297,12 @@ def test_leader_killed_at_a_random_point(cluster, seed):
     traders, takeover = run_with_a_kill(cluster, kill, seed)
     new = cluster.wait_leader(set(cluster.alive()))
     assert new != old and cluster.status(new)["term"] > cluster.status(old)["term"]
+    # the dead leader comes back on its own journal (a prefix of the stream), catches up as a
+    # standby and must agree with the others
+    cluster.start(old, log_name="-restarted")
+    trade_round(*traders, 20, "62.00", 99)
+    assert cluster.wait_leader(set(cluster.alive())) == new
+    assert cluster.status(old)["role"] == "standby"
     result = check_after(cluster, traders, cluster.alive())
     print(f"\ntakeover after kill -9 of the leader: {takeover:.2f} s; {result}")
 
@@ -306,3 +318,29 @@ def test_a_nats_server_killed(cluster):
     result = check_after(cluster, traders, cluster.alive())
     print(f"\nNATS server s{victim} killed: brokers trading again after {takeover:.2f} s; "
           f"{result}")
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--node", "n1"], "--cluster and --node go together"),
+    (["--cluster", "nats://127.0.0.1:x", "--node", "n1"], "is not nats://HOST:PORT"),
+    (["--cluster", "nats://127.0.0.1:4222", "--node", "n/1"], "letters, digits, - and _ only"),
+    (["--cluster", "nats://127.0.0.1:4222", "--node", "n1", "--replicas", "7"], "1-5"),
+])
+def test_bad_cluster_options_are_refused_and_change_nothing(tmp_path, args, text):
+    run = subprocess.run([sys.executable, "-m", "ccerx.scripts.ccerx", "serve", "--port", "0",
+                          "--data-dir", str(tmp_path / "d"), *args], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and text in run.stderr, run.stderr
+    assert not list((tmp_path / "d").glob("journal-*"))
+
+
+@pytest.mark.slow              # the node gives NATS 15 s to answer
+def test_unreachable_nats_is_a_clear_error(tmp_path):
+    port = free_port()            # nothing listens there
+    run = subprocess.run([sys.executable, "-m", "ccerx.scripts.ccerx", "serve", "--port", "0",
+                          "--data-dir", str(tmp_path / "d"), "--cluster",
+                          f"nats://127.0.0.1:{port}", "--node", "n1"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert f"cannot join the cluster at nats://127.0.0.1:{port}" in run.stderr
+    assert "listening on" not in run.stdout
