@@ -22,7 +22,9 @@ ledger:
   (`deliver(batch)`); it runs its own asyncio loop in its own thread, so neither matching nor
   the relay's thread ever runs network code. It publishes the batch (at most `window` QoS 1
   publishes in flight), then waits until a confirmation covers the batch's last `seq`; only
-  then does `deliver()` return and the relay advance its durable cursor. While waiting it
+  then does `deliver()` return and the relay advance its durable cursor. It subscribes to
+  `confirm` and `request` only while it waits (the retained confirmation arrives at once);
+  messages from the broker in between its own publishes slowed publishing. While waiting it
   re-sends: from the asked point when a request comes, from the confirmed point when no
   confirmation came for `confirm_timeout` s (the wait then doubles, up to
   `max_confirm_timeout`, so a consumer that is away for hours does not pile up copies).
@@ -151,6 +153,7 @@ class MqttPublisher:
         self.requests = 0           # tail requests received
         self.malformed = 0          # confirmations or requests we could not read
         self.confirmed: dict[str, int] = {}   # exchange -> highest seq the consumer applied
+        self.listening = False      # subscribed to confirmations and requests (while waiting)
         self._client: Optional[aiomqtt.Client] = None
         self._reader: Optional[asyncio.Task] = None
         self._wake = asyncio.Event()                 # a confirmation, request or disconnect
@@ -228,8 +231,10 @@ class MqttPublisher:
             await client.subscribe([(topic, 1) for topic in topics])
         else:
             await client.unsubscribe(topics)
+        self.listening = on
 
     async def _disconnect(self) -> None:
+        self.listening = False
         client, self._client = self._client, None
         reader, self._reader = self._reader, None
         if reader is not None:

@@ -161,3 +161,57 @@ def test_engine_restarts_while_instructions_are_unconfirmed(tmp_path):
         ledger.close()
         broker.stop()
     assert consumer.error is None
+
+
+def test_malformed_confirmations_are_ignored_and_requests_answered(tmp_path):
+    """Garbage on the confirm and request topics changes nothing; a request for an earlier
+    point is answered by sending from there again, and the copies change nothing."""
+    import asyncio
+
+    import aiomqtt
+
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    prefix = unique_prefix()
+    ledger = SqliteLedger(tmp_path / "consumer.sqlite")
+    publisher = MqttPublisher("127.0.0.1", broker.port, client_id="odd-pub", prefix=prefix)
+    ex = DurableExchange(tmp_path / "engine", accounts=accounts_table(20), ledger=None,
+                         adapters={"mqtt": publisher})
+    opening = orjson.loads((tmp_path / "engine" / "opening.json").read_bytes())["accounts"]
+    ledger.open_accounts([tuple(r) for r in opening])
+
+    def send(*messages) -> None:
+        async def run():
+            async with aiomqtt.Client("127.0.0.1", broker.port, identifier="odd-client") as c:
+                for topic, payload in messages:
+                    await c.publish(f"{prefix}/{topic}", payload, qos=1)
+        asyncio.run(run())
+
+    consumer = None
+    try:
+        ex.apply_many(list(flow(600, seed=12_020, n_accounts=20)))
+        wait_until(lambda: publisher.listening, 10, "a batch waiting for its confirmation")
+        send(("confirm", b"not json"), ("confirm", b'{"applied": {"CCERX": -5}}'),
+             ("confirm", b'{"applied": {"CCERX": "99999"}}'), ("request", b"[1, 2]"),
+             ("confirm", "确认".encode()))
+        wait_until(lambda: publisher.malformed >= 5, 10, "the publisher to read them")
+        assert ex.relays["mqtt"].cursor.value == 0 and publisher.confirmed == {}
+        assert publisher.resends == 0
+        send(("request", orjson.dumps({"after": {"CCERX": 0}})))     # send it all again
+        wait_until(lambda: publisher.resends >= 1, 10, "the publisher to send it again")
+        assert ex.relays["mqtt"].cursor.value == 0
+        consumer = ConsumerThread(SettlementConsumer(
+            ledger, "127.0.0.1", broker.port, client_id="odd-consumer", prefix=prefix,
+            log=lambda text: None)).start()
+        ex.apply_many(list(flow(1200, seed=12_021, n_accounts=20))[600:])
+        assert ex.wait_settled(30)
+        instructions = ex.outbox.last_seq
+        wait_until(lambda: ledger.applied_seq() >= instructions, 20, "the consumer")
+        assert_ledger_matches(ledger, ex.accounts, instructions)
+    finally:
+        if consumer is not None:
+            consumer.stop()
+        ex.close(settle_timeout=0)
+        ledger.close()
+        broker.stop()
+    assert consumer.error is None
