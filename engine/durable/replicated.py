@@ -226,6 +226,15 @@ class ClusterNode:
         self._nc = self._js = self._kv = self._sub = None
         self._lease_rev = 0
         self._closed = False
+        self._tasks: set = set()      # asyncio keeps only weak references to running tasks
+
+    def _spawn(self, coroutine) -> asyncio.Task:
+        """A task of the cluster thread, held until it ends (a task nobody holds may be
+        garbage-collected while it waits)."""
+        task = self._loop.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def _wrap_journal(self, journal):
         self.journal = ReplicatedJournal(journal, self)
@@ -239,16 +248,25 @@ class ClusterNode:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._connect(), self._loop).result(timeout)
         self._write_status()
-        asyncio.run_coroutine_threadsafe(self._run(), self._loop)
+        self._loop.call_soon_threadsafe(self._spawn, self._run())
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        # the leader's last deferred commands are published (NATS still connected); a standby
-        # delivers nothing to the ledger
-        self.exchange.close(settle_timeout=5.0 if self.leading else 0.0)
-        self.leading = False
+        was_leading = self.leading
+        if was_leading:
+            # a planned stop hands over at once: publish what was applied, refuse anything
+            # after it, then give the lease up (a standby takes it within a poll, not a TTL)
+            with self.exchange._lock:
+                self.exchange.commit()
+                self.leading = False
+            try:
+                asyncio.run_coroutine_threadsafe(self._resign(), self._loop).result(5)
+            except Exception:
+                pass
+        # the relays get time to deliver what is published; a standby delivers nothing
+        self.exchange.close(settle_timeout=5.0 if was_leading else 0.0)
         if self._thread.is_alive():
             try:
                 asyncio.run_coroutine_threadsafe(self._disconnect(), self._loop).result(5)
@@ -307,6 +325,10 @@ class ClusterNode:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.25)
+
+    async def _resign(self) -> None:
+        await self._kv.delete(LEASE_KEY, last=self._lease_rev)
+        self._log(f"ccerx serve: cluster node {self.settings.node} gave up the lead")
 
     async def _disconnect(self) -> None:
         if self._nc is not None:
@@ -391,12 +413,14 @@ class ClusterNode:
     async def _follow(self) -> None:
         from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
         await self._subscribe(1)      # the local journal's prefix is skipped message by message
-        watchdog = asyncio.ensure_future(self._watch_subscription())
+        watchdog = self._spawn(self._watch_subscription())
         value = orjson.dumps({"node": self.settings.node, "fix": self.fix_address})
         while not self._closed:
             try:
                 revision = await self._kv.create(LEASE_KEY, value)
             except KeyWrongLastSequenceError:
+                if self._closed:
+                    return                   # we resigned meanwhile
                 try:
                     entry = await self._kv.get(LEASE_KEY)
                     self.leader_info = orjson.loads(entry.value)
@@ -442,7 +466,7 @@ class ClusterNode:
     async def _promote(self, revision: int, value: bytes) -> None:
         self._lease_rev = self.term = revision
         self.leader_info = orjson.loads(value)
-        renewing = asyncio.ensure_future(self._renew(value))
+        self._spawn(self._renew(value))
         if revision <= self.marker_term:
             self.fence(f"lease revision {revision} is not above the stream's term "
                        f"{self.marker_term} (was the {LEASE_BUCKET} bucket recreated?)")
@@ -485,17 +509,20 @@ class ClusterNode:
             relay.start()
         if self._on_leader is not None:
             self._on_leader()
-        self._renewing = renewing
-        asyncio.ensure_future(self._idle_loop())
+        self._spawn(self._idle_loop())
 
     async def _renew(self, value: bytes) -> None:
         from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
         interval = self.settings.lease_s / 4
         while not self._closed:
             await asyncio.sleep(interval)
+            if self._closed or not self.leading and self.marker_term == self.term:
+                return                       # resigned (close) after leading
             try:
                 self._lease_rev = await self._kv.update(LEASE_KEY, value, last=self._lease_rev)
             except KeyWrongLastSequenceError:
+                if self._closed:
+                    return                   # we resigned meanwhile
                 try:
                     entry = await self._kv.get(LEASE_KEY)
                 except KeyNotFoundError:
