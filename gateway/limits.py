@@ -87,9 +87,8 @@ class MessageRate:
                 and now - self._excess_since >= self.logout_after)
 
     def reset(self) -> None:
-        """A new connection starts with a full bucket."""
-        self._tokens = float(self.burst)
-        self._at = None
+        """A new logon starts a new excess episode (the tokens carry over: logging on again
+        does not buy a fresh burst)."""
         self._excess_since = None
 
 

@@ -54,7 +54,7 @@ from typing import Callable, Optional
 
 from ccerx.gateway.fix import codec
 from ccerx.gateway.fix.application import Application, FixMessage, Outbound, SessionKey
-from ccerx.gateway.fix.session import DEFAULT_HEARTBEAT_BOUNDS, LOGON_TIMEOUT, Session
+from ccerx.gateway.fix.session import DEFAULT_HEARTBEAT_BOUNDS, LOGON_TIMEOUT, Session, State
 from ccerx.gateway.fix.store import FileStore, MemoryStore
 from ccerx.gateway.limits import LogonBackoff, MessageRate, SessionLimits
 
@@ -191,7 +191,8 @@ class _Connection(asyncio.Protocol):
         try:
             session.receive_data(data, now)
             rate = server._rates.get(session.key)
-            if rate is not None and rate.sustained(time.monotonic()) and session.logged_on:
+            if (rate is not None and session.state is State.LOGGED_ON
+                    and rate.sustained(time.monotonic())):
                 text = ("logged out: over the message rate of %d a second for %d s"
                         % (rate.rate, rate.logout_after))
                 log.warning("%s: %s", session.key, text)
