@@ -36,7 +36,9 @@ def add_parser(sub) -> None:
                    help="post these opening balances first (once per account); use the same "
                         "accounts file the engine started with")
     c.add_argument("--prefix", default="ccer/v1",
-                   help="topic prefix: instructions are read from PREFIX/settle/+ (default ccer/v1)")
+                   help="topic prefix: instructions are read from PREFIX/settle/+, what the "
+                        "ledger holds is confirmed on PREFIX/confirm (retained) and missing ones "
+                        "asked for on PREFIX/request (default ccer/v1)")
     c.add_argument("--client-id", default="ccerx-ledger-consumer",
                    help="MQTT client id; the broker keeps this session's queue while away")
     c.add_argument("--report-every", type=float, default=10.0, metavar="SECONDS",
@@ -158,7 +160,8 @@ def run_consume(args) -> int:
         asyncio.run(main())
     finally:
         print(f"applied {consumer.applied}, duplicates {consumer.duplicates}, "
-              f"malformed {consumer.malformed}; ledger at instruction {ledger.applied_seq()}",
+              f"malformed {consumer.malformed}, confirmations {consumer.confirmations}, "
+              f"requests {consumer.requests}; ledger at instruction {ledger.applied_seq()}",
               file=sys.stderr)
         ledger.close()
     return 0
