@@ -45,6 +45,7 @@ pytestmark = pytest.mark.skipif(
 # NATS server's death can cost the Raft election of a stream it led (nats-server 2.9: several
 # seconds), during which publishes wait, and maybe the lease.
 LIVENESS_S = 30.0
+# more kill points: CCERX_CLUSTER_SEEDS=15,16,17 pytest tests/integration/test_cluster.py
 PASSWORDS = {"BROKER01": "demo01", "BROKER02": "demo02"}
 
 
@@ -295,7 +296,8 @@ def run_with_a_kill(cluster: Cluster, kill, seed: int, rounds: int = 12, per_rou
     return traders, takeover
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [15])
+@pytest.mark.parametrize("seed", [int(seed) for seed in
+                                  os.environ.get("CCERX_CLUSTER_SEEDS", "15").split(",")])
 def test_leader_killed_at_a_random_point(cluster, seed):
     old = cluster.leader
 
