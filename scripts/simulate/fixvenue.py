@@ -74,7 +74,9 @@ def gateway_config_text(session) -> str:
     with the opening balances of `session` (a `run.Session` not yet run); issuance arrives
     later as deposits. Brokers have no password: a closed loopback network is assumed."""
     lines = [f"# ccerx simulate --mode fix: scenario {session.scenario.name!r}, "
-             f"seed {session.scenario.seed}", "[gateway]", f'comp_id = "{GATEWAY}"', ""]
+             f"seed {session.scenario.seed}", "[gateway]", f'comp_id = "{GATEWAY}"',
+             "message_rate = 0   # all of a group's agents share one session: no per-session cap",
+             ""]
     by_broker: dict[str, list] = {}
     for agent in session.agents:
         by_broker.setdefault(broker_of(agent), []).append(agent)
