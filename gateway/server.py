@@ -33,7 +33,9 @@ Public API (stable; the exchange application and `ccerx serve` code against it):
 
     SessionSettings(key, application, heartbeat_interval=30, reset_on_logon=False, authenticate=None,
                     heartbeat_bounds=(1, 300))
-    server = GatewayServer(host, port, sessions, store_dir=None, max_message_size=...)
+    server = GatewayServer(host, port, sessions, store_dir=None, max_message_size=...,
+                           limits=SessionLimits(...))    # gateway config [gateway] limits
+    server.password_checks; server.logons_backed_off     # counters (tests, the soak)
     await server.start(); server.port; await server.serve_forever(); await server.stop()
     server.deliver([(SessionKey, FixMessage), ...])      # from the event loop's thread
     conformance_session() -> SessionSettings              # ISLD/TW44 on the echo application
