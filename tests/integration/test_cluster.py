@@ -34,7 +34,7 @@ from ccerx.engine.durable import journal as jr
 from ccerx.engine.durable.exchange import DurableExchange
 from ccerx.benchmarks.replication import NATS_SERVER, NatsCluster, free_port
 from ccerx.engine.durable.replicated import STATUS_FILE
-from tests.fixclient import Broker, s, sync
+from tests.fixclient import Broker, now, s, sync
 from tests.serve_process import REPO, ServeProcess
 
 pytestmark = pytest.mark.skipif(
@@ -248,6 +248,8 @@ def test_standby_refuses_logon_naming_the_leader_and_follows(cluster):
     assert two.connect(time.monotonic() + 5) == leader
     for n in range(3):
         trade_round(one, two, 50, "62.00", n)
+    one.broker.new_order("rest-1", "HOLD01", "2", 5, "68.00")    # nobody buys at 68: it rests
+    one.settle_reads("rest")
     # a planned stop (SIGTERM) hands the lead over: the leader gives its lease up
     assert cluster.nodes[leader].terminate() == 0
     assert "gave up the lead" in cluster.nodes[leader].log_text()
@@ -255,9 +257,17 @@ def test_standby_refuses_logon_naming_the_leader_and_follows(cluster):
     two.drain()
     new = one.connect(time.monotonic() + LIVENESS_S)
     assert two.connect(time.monotonic() + LIVENESS_S) == new != leader
+    # the new leader knows the resting order by its ClOrdID (status, cancel)
+    one.broker.send("H", (11, "rest-1"), (55, "CCER-AFF"), (54, "2"))
+    status = one.broker.expect("8", where=lambda m: s(m, 150) == "I")
+    assert (s(status, 39), s(status, 37), s(status, 151)) == ("0", "BROKER01:rest-1", "5")
+    one.broker.send("F", (41, "rest-1"), (11, "rest-1c"), (55, "CCER-AFF"), (54, "2"),
+                    (60, now()))
+    cancelled = one.broker.expect("8", "9")
+    assert (s(cancelled, 35), s(cancelled, 150), s(cancelled, 41)) == ("8", "4", "rest-1")
     trade_round(one, two, 50, "62.00", 3)
     result = check_after(cluster, [one, two], cluster.alive())
-    assert result["trades"] == 200 and result["orders"] == 400
+    assert result["trades"] == 200 and result["orders"] == 401
 
 
 def run_with_a_kill(cluster: Cluster, kill, seed: int, rounds: int = 12, per_round: int = 80):
