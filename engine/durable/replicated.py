@@ -53,11 +53,27 @@ idempotence (one settlement row per instruction id) absorbs it. The nodes share 
 
 A node's roles: standby (applies the stream; refuses FIX logons and operator commands) ->
 leader (after winning the lease and publishing its marker) -> fenced (exits). A leader never
-becomes a standby again within the same process.
+becomes a standby again within the same process. A planned stop (SIGTERM) of the leader
+publishes what it applied, refuses anything after, and deletes its lease, so a standby takes
+over within a poll instead of a TTL. A restarted node opens its own data directory (its
+journal is a prefix of the stream) and skips the stream's messages it already holds; a new
+node replays the stream from its first message (the stream keeps everything: there is no
+snapshot transfer between nodes yet). A standby keeps every settlement instruction in its
+outbox until it leads (it starts its relays then), so its memory grows with the day's trades.
+
+Losing a NATS server: the client reconnects to another; a stream whose Raft leader died is
+unavailable for its election (seconds with nats-server 2.9), and publishes are retried with the
+same Nats-Msg-Id for up to `publish_timeout_s` meanwhile (acknowledgements wait, nothing is
+lost or doubled). If the lease bucket's Raft group is the one electing, the lease may lapse
+and a standby take over; the old leader's next publish is refused and it stops.
 
 Takeover time after a leader dies: at most `lease_s` (the lease expires) + `poll_s` (a
 standby notices) + the catch-up (the standbys are hot: usually the last batch or none) + one
-publish. With the defaults, under 3.5 s.
+publish. With the defaults, under 3.5 s (measured: benchmarks/README.md, "Replication").
+
+Threads: the NATS client runs in this module's own thread and event loop; the engine thread
+(the gateway's event loop) blocks on each publish as it blocked on the journal's fsync, and
+the standby applies the stream in the NATS thread under the exchange's lock.
 """
 from __future__ import annotations
 
