@@ -318,9 +318,12 @@ class ClusterNode:
                 said[0] = repr(err)
                 self._log(f"ccerx serve: NATS: {err!r}")
         s = self.settings
+        # a few tries at start (an unreachable cluster is an error the operator must see),
+        # then reconnect for ever: a running node rides out servers coming and going
         self._nc = await nats.connect(list(s.servers), name=f"ccerx-{s.node}",
-                                      reconnect_time_wait=0.2, max_reconnect_attempts=-1,
+                                      reconnect_time_wait=0.2, max_reconnect_attempts=5,
                                       connect_timeout=2, error_cb=quiet)
+        self._nc.options["max_reconnect_attempts"] = -1
         self._js = self._nc.jetstream(timeout=2)
         deadline = time.monotonic() + 15     # a fresh cluster elects its meta leader first
         while True:

@@ -354,7 +354,6 @@ def test_bad_cluster_options_are_refused_and_change_nothing(tmp_path, args, text
     assert not list((tmp_path / "d").glob("journal-*"))
 
 
-@pytest.mark.slow              # the node gives NATS 15 s to answer
 def test_unreachable_nats_is_a_clear_error(tmp_path):
     port = free_port()            # nothing listens there
     run = subprocess.run([sys.executable, "-m", "ccerx.scripts.ccerx", "serve", "--port", "0",
@@ -364,3 +363,23 @@ def test_unreachable_nats_is_a_clear_error(tmp_path):
     assert run.returncode == 1
     assert f"cannot join the cluster at nats://127.0.0.1:{port}" in run.stderr
     assert "listening on" not in run.stdout
+
+
+def test_a_node_whose_state_differs_stops_loudly(cluster, tmp_path):
+    """A fourth node configured with other opening balances replays the same stream to a
+    different state: the leader's first checkpoint (its term marker) stops it."""
+    demo = subprocess.run([sys.executable, "-m", "ccerx.scripts.ccerx", "serve",
+                           "--print-demo-config"], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout
+    assert demo.count('cash = "100000000.00"') == 2
+    config = tmp_path / "other.toml"
+    config.write_text(demo.replace('cash = "100000000.00"', 'cash = "100000001.00"', 1))
+    odd = ServeProcess(["--cluster", cluster.nats.urls, "--node", "n4", "--data-dir",
+                        str(tmp_path / "n4"), "--config", str(config), "--control", "none"],
+                       log_path=tmp_path / "n4.log", start_timeout=30)
+    try:
+        assert odd.proc.wait(20) == 4          # EXIT_DIVERGED
+    finally:
+        odd.kill()
+    assert "STATE DIVERGED at command 0" in odd.log_text()
+    assert {cluster.status(n).get("role") for n in cluster.nodes} == {"leader", "standby"}
