@@ -4,8 +4,9 @@
    leader of a three-node `ccerx serve --cluster` (stream CCERX_CMDS with 3 replicas on a
    three-server NATS JetStream cluster on loopback, two hot standbys), both measured with the
    FIX gateway load benchmark (benchmarks/gateway_load.py, `--connect`) at the same rates;
-2. takeover time: kill -9 of the leader until another node leads (its cluster-status.json
-   says so, i.e. its term marker is in the stream), and until a broker's Logon is accepted.
+2. takeover time: a planned stop (SIGTERM) and then a kill -9 of the leader, until another
+   node leads (its cluster-status.json says so: its term marker is in the stream), and until
+   a broker's Logon is accepted.
 
     python -m ccerx.benchmarks.replication [--sessions 4] [--rates 1000,2000] [--seconds 5]
 
@@ -175,15 +176,19 @@ def main(argv=None) -> int:
             replicated = bench(nodes[leader][1], args, rates, closed, work / "bench-cluster")
             rows.append((label, local, replicated))
             if n == len(runs) - 1:
-                for _ in range(2):                 # three nodes: two leaders can die
-                    nodes[leader][0].kill()
-                    killed = time.monotonic()
+                # three nodes: a planned stop (SIGTERM: the leader gives its lease up), then a
+                # crash (kill -9: the lease must expire)
+                for how in ("SIGTERM", "kill -9"):
+                    proc = nodes[leader][0]
+                    proc.terminate() if how == "SIGTERM" else proc.kill()
+                    stopped = time.monotonic()
                     del nodes[leader]
                     leader = wait_leader(work, nodes)
-                    leads = time.monotonic() - killed
+                    leads = time.monotonic() - stopped
                     while not logon_accepted(nodes[leader][1]):
                         time.sleep(0.01)
-                    takeovers.append((leads, time.monotonic() - killed))
+                    takeovers.append((how, leads, time.monotonic() - stopped))
+                    proc.wait(30)
         finally:
             for proc, _ in nodes.values():
                 proc.kill()
@@ -196,8 +201,8 @@ def main(argv=None) -> int:
               f"{lb['p50']:>10,}/{lb['p99']:>7,}/{lb['p99.9']:>8,} "
               f"{a['sustained_per_s']:>12,}/{b['sustained_per_s']:<10,}"
               f"{'' if a['ok'] and b['ok'] else '  (NOT ALL ACKNOWLEDGED)'}")
-    for leads, logon in takeovers:
-        print(f"takeover after kill -9 of the leader: leads after {leads:.2f} s, "
+    for how, leads, logon in takeovers:
+        print(f"takeover after {how} of the leader: another node leads after {leads:.2f} s, "
               f"accepts a logon after {logon:.2f} s")
     if args.keep:
         print(f"kept {root}")
