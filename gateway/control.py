@@ -49,6 +49,7 @@ import orjson
 
 from ccerx.engine.core.commands import Deposit, EndOfDay, Malformed, SetTradingStatus
 from ccerx.engine.core.events import DepositRejected, OrderRejected
+from ccerx.engine.durable.replicated import NotLeader
 from ccerx.engine.formats.ndjson import event_to_dict, market_state, parse_command
 
 log = logging.getLogger("gateway.control")
@@ -310,6 +311,8 @@ class ControlServer:
                 response = self.execute(item)
                 log.info("operator command %r %s", item, "applied" if response["ok"] else
                          "applied, then failed" if response.get("applied") else "rejected")
+            except NotLeader as err:    # a standby of a cluster: refused before applying
+                response = refusal(f"not applied: {err}")
             except Exception as err:
                 log.exception("operator command %r failed", item)
                 response = refusal(f"internal error, the command may not have been applied: {err}")

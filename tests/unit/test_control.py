@@ -331,3 +331,21 @@ def test_a_query_makes_what_it_shows_durable_first(tmp_path):
             [answer] = await operator_request(path, [{"op": "state"}])
             assert not answer["ok"] and "journal write failed" in answer["error"]
     run(scenario())
+
+
+def test_a_standby_refuses_operator_commands_as_not_applied(tmp_path):
+    """On a standby of a cluster the engine refuses commands (NotLeader) before applying
+    anything: the operator is told it was not applied, never 'internal error, may have been'."""
+    from ccerx.engine.durable.replicated import NotLeader
+    path = tmp_path / "control.sock"
+
+    async def scenario():
+        async with Rig(path) as rig:
+            def refuse(command, events):
+                raise NotLeader("this node is a standby; the leader is n1 at 127.0.0.1:9878")
+            rig.application.run_operator_command = refuse
+            [answer] = await operator_request(path, [{"op": "eod"}])
+            assert answer["ok"] is False and "applied" not in answer
+            assert answer["error"].startswith("not applied: ") and "leader is n1" in answer["error"]
+            assert "internal error" not in answer["error"]
+    run(scenario())
