@@ -405,7 +405,7 @@ def start_cluster_node(args, server, application, loop) -> Optional[asyncio.Even
 
     def on_leader():             # in the gateway's event loop
         if application is not None:
-            application._adopt_resting_orders()
+            application.adopt_resting_orders()
         leading.set()
     try:
         node.start(f"{args.host}:{server.port}", lambda: loop.call_soon_threadsafe(on_leader))

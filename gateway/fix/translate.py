@@ -209,7 +209,7 @@ class ExchangeApplication:
         # (open, Text) of the last TradingSessionStatus broadcast: a broker logging on during a
         # halt is told "halt", not just "closed" (unknown after a restart until the next change)
         self._last_status: Optional[tuple[bool, str]] = None
-        self._adopt_resting_orders()
+        self.adopt_resting_orders()
 
     # ------------------------------------------------------------------ Application protocol
     def on_logon(self, session: SessionKey) -> list[Outbound]:
@@ -640,7 +640,7 @@ class ExchangeApplication:
         return f"G{self._boot}.{self._local_ids}"
 
     # ------------------------------------------------------------------ restart
-    def _adopt_resting_orders(self) -> None:
+    def adopt_resting_orders(self) -> None:
         """Take over the resting orders of an engine restored from its journal.
 
         Their FIX history is gone: the ClOrdID becomes the one in the engine id (a later
