@@ -79,7 +79,7 @@ def hash_password(password: str, salt: Optional[bytes] = None) -> str:
     return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
 
 
-def _parse_hash(stored: str) -> tuple:
+def parse_password_hash(stored: str) -> tuple:
     parts = stored.split("$") if isinstance(stored, str) else []
     try:
         if parts[0] == "scrypt" and len(parts) == 6:
@@ -103,7 +103,7 @@ def _parse_hash(stored: str) -> tuple:
 
 
 def verify_password(password: str, stored: str) -> bool:
-    scheme, params, salt, expected = _parse_hash(stored)
+    scheme, params, salt, expected = parse_password_hash(stored)
     data = password.encode("utf-8", "surrogateescape")
     if scheme == "scrypt":
         n, r, p = params
@@ -313,7 +313,7 @@ def _broker(row) -> BrokerConfig:
     where = f"broker {comp_id}"
     password = row.get("password")
     if password is not None:
-        _parse_hash(password)  # raises on plain text or a malformed hash
+        parse_password_hash(password)  # raises on plain text or a malformed hash
     heartbeat = row.get("heartbeat_interval", 30)
     if type(heartbeat) is not int or not 1 <= heartbeat <= 3600:
         raise ConfigError(f"{where}: heartbeat_interval must be an integer of 1-3600 seconds")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 from ccerx.engine.core.types import control_character
-from ccerx.gateway.config import ConfigError, _parse_hash, verify_password
+from ccerx.gateway.config import ConfigError, parse_password_hash, verify_password
 
 SESSION_TTL_S = 8 * 3600
 COOKIE = "ccerx_console"
@@ -63,7 +63,7 @@ def load_operators(path) -> dict[str, Operator]:
         if name in operators:
             raise ConfigError(f"{path}: operator {name} appears twice")
         try:
-            _parse_hash(row.get("password"))
+            parse_password_hash(row.get("password"))
         except ConfigError as err:
             raise ConfigError(f"{path}: operator {name}: {err}") from None
         operators[name] = Operator(name, row["password"], display)
