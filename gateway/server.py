@@ -74,6 +74,7 @@ READ_SLICE = 4 << 10                # bytes of one connection handled per event-
 # buffers. (At 5 ms the flood's accepted orders cost an fsync every 5 ms and another broker's
 # p50 doubled; at 20 ms it stays at its baseline.)
 OVER_RATE_PAUSE = 0.020
+REFUSAL_DELAY_MAX = 1.0             # a logon refused during a back-off waits wait/8, at most this
 RESEND_CHUNK = 16                   # messages of a resend produced per event-loop turn
 RESEND_RATE = 20_000                # at most this many a second per session (100k in 5 s):
 # a resend at full speed took a whole core, and on a busy machine the other sessions' orders
@@ -501,8 +502,11 @@ class GatewayServer:
         address = conn.peer[0] if conn.peer else "?"
         wait = self._backoff.wait(key.their_comp_id, address, time.monotonic())
         if wait > 0:
+            # Refused without a check, and not at once: a guesser that waits for its answer
+            # (as one connection at a time does) tries a few times a second, not thousands.
             self.logons_backed_off += 1
-            conn.refuse(session, "too many failed logons: try again in %d s" % math.ceil(wait))
+            conn.hold("check")
+            self._loop.call_later(min(wait / 8, REFUSAL_DELAY_MAX), self._refuse_later, conn, session)
             return
         if key in self._checking:
             conn.refuse(session, "another logon for %s is being checked" % key.their_comp_id)
@@ -529,6 +533,14 @@ class GatewayServer:
 
         future = self._loop.run_in_executor(self._check_pool, run_check)
         future.add_done_callback(lambda f: self._checked(conn, session, address, f))
+
+    def _refuse_later(self, conn: _Connection, session: Session) -> None:
+        if conn.transport.is_closing():
+            return
+        key = session.key
+        address = conn.peer[0] if conn.peer else "?"
+        wait = self._backoff.wait(key.their_comp_id, address, time.monotonic())
+        conn.refuse(session, "too many failed logons: try again in %d s" % max(1, math.ceil(wait)))
 
     def _checked(self, conn: _Connection, session: Session, address: str, future) -> None:
         key = session.key

@@ -112,7 +112,7 @@ class InProcess:
         self.loop.close()
 
 
-BACKOFF_MS = 2_000
+BACKOFF_MS = 4_000       # the refusals during it take up to 1/8 of it each (a tarpit)
 
 
 @pytest.fixture
