@@ -169,24 +169,24 @@ class Exchange(Matching):
                 and not price_units % spec.tick_units and cmd.target is None):
             price = price_units // spec.tick_units
         else:
+            # (the rules' checks live here, so the fast path stays as it was before profiles)
             try:
                 price = self._validate_new(cmd, spec, side, order_type, tif)
                 if not self._plain_rules:
                     self._check_self_trade(cmd, spec, side, price)
+                    if self._holding and self.accounts is not None:
+                        self.accounts.check_holding(account, side, spec.symbol,
+                                                    self.books[spec.symbol])
             except Refused as bad:
                 return self._reject(out, ts, "new", order_id, bad.reason, bad.text, owner)
+            if order_type is TAKE:
+                return self._new_take(cmd, spec, side, tif, price, ts, out)
         symbol = spec.symbol
         book = self.books[symbol]
         order = Order(order_id, account, side, price, qty, owner)
         if self.accounts is not None:
             try:
-                if self._holding:
-                    self.accounts.check_holding(order, symbol, book)
-                if order_type is TAKE and price is None:   # nothing to take: nothing to hold
-                    if self.accounts.get(account) is None:
-                        raise Refused(R.UNKNOWN_ACCOUNT, f"unknown account {account!r}")
-                else:
-                    self.accounts.reserve_new(order, spec, self.fee_ppm)
+                self.accounts.reserve_new(order, spec, self.fee_ppm)
             except Refused as bad:
                 return self._reject(out, ts, "new", order_id, bad.reason, bad.text, owner)
 
@@ -195,18 +195,6 @@ class Exchange(Matching):
                                               order_type, tif, price, qty, owner)))
         if tif is FOK and self._fillable(book, order, price) < qty:
             return self._finish(order, spec, CancelReason.FOK, out, ts)
-        if order_type is TAKE:
-            if price is not None:
-                if cmd.target is None:
-                    # priced at the best level, so the walk can never pass it
-                    self._match(book, spec, order, price, out, ts)
-                else:
-                    self._take_target(book, spec, order, book.orders[cmd.target], out, ts)
-            if order.open_qty:
-                self._finish(order, spec, CancelReason.TAKE, out, ts)
-            elif order.reserved:
-                self._release(order, spec)
-            return
         keys = book.asks.keys if side is BUY else book.bids.keys
         # call the matcher only if the order crosses (keys are signed so that best is keys[0])
         if keys and (price is None or (keys[0] <= price if side is BUY else -keys[0] >= price)):
@@ -217,6 +205,32 @@ class Exchange(Matching):
             else:
                 self._finish(order, spec, CancelReason.MARKET if order_type is MARKET
                              else (CancelReason.FOK if tif is FOK else CancelReason.IOC), out, ts)
+        elif order.reserved:
+            self._release(order, spec)
+
+    def _new_take(self, cmd: NewOrder, spec, side, tif, price, ts: int, out: list) -> None:
+        """The rest of a valid take order: priced at the best level (None: nothing to take),
+        it trades there only (or with its target only) and its rest is cancelled (take)."""
+        order = Order(cmd.order_id, cmd.account, side, price, cmd.qty, cmd.owner)
+        book = self.books[spec.symbol]
+        if self.accounts is not None:
+            try:
+                if price is not None:
+                    self.accounts.reserve_new(order, spec, self.fee_ppm)
+                elif self.accounts.get(cmd.account) is None:   # nothing to take: nothing held
+                    raise Refused(R.UNKNOWN_ACCOUNT, f"unknown account {cmd.account!r}")
+            except Refused as bad:
+                return self._reject(out, ts, "new", cmd.order_id, bad.reason, bad.text, cmd.owner)
+        self.seq += 1
+        out.append(OrderAccepted(self.seq, ts, cmd.order_id, cmd.account, spec.symbol, side,
+                                 TAKE, tif, price, cmd.qty, cmd.owner))
+        if price is not None:
+            if cmd.target is None:       # priced at the best level: the walk cannot pass it
+                self._match(book, spec, order, price, out, ts)
+            else:
+                self._take_target(book, spec, order, book.orders[cmd.target], out, ts)
+        if order.open_qty:
+            self._finish(order, spec, CancelReason.TAKE, out, ts)
         elif order.reserved:
             self._release(order, spec)
 

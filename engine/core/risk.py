@@ -133,17 +133,17 @@ class Accounts:
                     assert sold is None or abs(sold - bought) >= self.holding_days, \
                         f"{account.account}: bought and sold {symbol} within the holding period"
 
-    def check_holding(self, order: "Order", symbol: str, book) -> None:
-        """Art.29: refuse `order` (raises Refused holding_period) if its account traded the
+    def check_holding(self, account_id, side: Side, symbol: str, book) -> None:
+        """Art.29: refuse an order (raises Refused holding_period) if its account traded the
         other side of `symbol` fewer than `holding_days` trading days ago, or has an order of
         the other side resting in `book` (both could trade today). A trade on trading day D
         (after D closes) allows the opposite side from day D + holding_days on. O(1): the
         account's open sells are its credits_reserved, its open buys `open_buys` (the book
         is scanned only to name the order in a refusal)."""
-        account = self.by_id.get(order.account)
+        account = self.by_id.get(account_id)
         if account is None:
-            raise Refused(R.UNKNOWN_ACCOUNT, f"unknown account {order.account!r}")
-        buying = order.side is BUY
+            raise Refused(R.UNKNOWN_ACCOUNT, f"unknown account {account_id!r}")
+        buying = side is BUY
         last = (account.last_sold if buying else account.last_bought).get(symbol)
         if last is not None:
             remaining = last + self.holding_days - self.closes
@@ -156,12 +156,12 @@ class Accounts:
         if not (account.credits_reserved.get(symbol) if buying else account.open_buys.get(symbol)):
             return
         for resting in book.orders.values():
-            if resting.account == order.account and resting.side is not order.side:
+            if resting.account == account_id and resting.side is not side:
                 raise Refused(R.HOLDING_PERIOD, (
                     f"Art.29: a {resting.side.value} order of {symbol} rests "
                     f"({resting.order_id}); buying and selling {symbol} within "
                     f"{self.holding_days} trading days is not allowed: cancel it first"))
-        raise AssertionError(f"{order.account}: open {symbol} orders miscounted")
+        raise AssertionError(f"{account_id}: open {symbol} orders miscounted")
 
     def recount_open_buys(self, books) -> None:
         """Rebuild every account's open_buys from the resting orders (after a restore)."""
