@@ -162,8 +162,8 @@ class Exchange(Matching):
             TIFS.get(tif) if type(tif) is str else None)
         price_units, qty = cmd.price_units, cmd.qty
         # Fast path: a well-formed limit order whose fields need no explaining.
-        if (self._plain_rules and spec is not None and side is not None and order_type is LIMIT and tif is not None
-                and type(price_units) is int and type(qty) is int and type(account) is str
+        if (self._plain_rules and spec is not None and side is not None and order_type is LIMIT
+                and tif is not None and type(price_units) is int and type(qty) is int and type(account) is str
                 and 0 < qty <= spec.max_qty and not qty % spec.lot and 0 < len(account) <= MAX_ID_LEN
                 and spec.min_units <= price_units <= spec.max_units
                 and not price_units % spec.tick_units and cmd.target is None):
