@@ -74,6 +74,7 @@ READ_SLICE = 4 << 10                # bytes of one connection handled per event-
 # buffers. (At 5 ms the flood's accepted orders cost an fsync every 5 ms and another broker's
 # p50 doubled; at 20 ms it stays at its baseline.)
 OVER_RATE_PAUSE = 0.020
+OVER_RATE_FLUSH_DELAY = 0.1         # its answers wait at most this for a flush (see _deliver)
 REFUSAL_DELAY_MAX = 1.0             # a logon refused during a back-off waits wait/8, at most this
 RESEND_CHUNK = 16                   # messages of a resend produced per event-loop turn
 RESEND_RATE = 20_000                # at most this many a second per session (100k in 5 s):
@@ -205,7 +206,14 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
             return
         server._dirty.add(session)
-        if not server._flush_scheduled:
+        rate = server._rates.get(session.key)
+        if rate is not None and rate.exceeded(time.monotonic()):
+            # Over its rate: its answers go out with the next flush anyone else needs, or
+            # OVER_RATE_FLUSH_DELAY from now, so a flood does not cost a commit (an fsync) of
+            # its own every few milliseconds for the others to wait behind.
+            if not server._flush_scheduled and server._late_flush is None:
+                server._late_flush = server._loop.call_later(OVER_RATE_FLUSH_DELAY, server._flush)
+        elif not server._flush_scheduled:
             # Write at the end of this event-loop iteration, not per connection: when several
             # sessions' bytes arrive together, each session's output (its own acks plus fills
             # routed to it from the others) is stored, flushed and written once.
@@ -347,6 +355,7 @@ class GatewayServer:
         self._pending: set[_Connection] = set()
         self._dirty: set[Session] = set()
         self._flush_scheduled = False
+        self._late_flush: Optional[asyncio.TimerHandle] = None
         self._server: Optional[asyncio.AbstractServer] = None
         self._ticker: Optional[asyncio.Task] = None
         self._stopped: Optional[asyncio.Event] = None
@@ -427,6 +436,9 @@ class GatewayServer:
     # ------------------------------------------------------------------ transport
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._late_flush is not None:
+            self._late_flush.cancel()
+            self._late_flush = None
         if self._dirty and self.before_write is not None:
             try:
                 self.before_write()
