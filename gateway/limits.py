@@ -144,3 +144,10 @@ class LogonBackoff:
         if len(self._failures) >= MAX_TRACKED:       # still full: forget the oldest waits
             for key, _ in sorted(self._failures.items(), key=lambda kv: kv[1][1])[:MAX_TRACKED // 2]:
                 del self._failures[key]
+
+
+class ServiceRefusal(str):
+    """A logon refused for a reason that is not its credentials (a cluster standby naming the
+    leader, a node shutting down): the broker is told the text, and the back-off neither counts
+    it as a failed password nor clears earlier failures."""
+    __slots__ = ()

@@ -58,7 +58,7 @@ from ccerx.gateway.fix import codec
 from ccerx.gateway.fix.application import Application, FixMessage, Outbound, SessionKey
 from ccerx.gateway.fix.session import DEFAULT_HEARTBEAT_BOUNDS, LOGON_TIMEOUT, Session, State
 from ccerx.gateway.fix.store import FileStore, MemoryStore
-from ccerx.gateway.limits import LogonBackoff, MessageRate, SessionLimits
+from ccerx.gateway.limits import LogonBackoff, MessageRate, ServiceRefusal, SessionLimits
 
 log = logging.getLogger("gateway.server")
 
@@ -565,7 +565,9 @@ class GatewayServer:
         except Exception:
             log.exception("the password check for %s failed", key)
             ran, verdict = False, "logon check failed"
-        if ran:
+        if ran and isinstance(verdict, ServiceRefusal):
+            pass                               # not about credentials: no back-off either way
+        elif ran:
             self.password_checks += 1
             if verdict:
                 wait = self._backoff.failed(key.their_comp_id, address, time.monotonic())

@@ -154,12 +154,13 @@ def open_cluster_node(args, data_dir: Path, instruments, accounts, rules):
 
 def gate_logons(sessions: list, node) -> None:
     """A standby refuses every Logon, its Logout naming the leader (brokers try the next host)."""
+    from ccerx.gateway.limits import ServiceRefusal
     for settings in sessions:
         check = settings.authenticate
 
         def authenticate(key, logon, check=check):
-            if not node.leading:
-                return node.refusal()
+            if not node.leading:              # not about the password: never backs off
+                return ServiceRefusal(node.refusal())
             return None if check is None else check(key, logon)
         settings.authenticate = authenticate
 

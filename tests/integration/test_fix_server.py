@@ -279,3 +279,33 @@ def test_conformance_session_runs_beside_broker_sessions(gateway):
     echo = isld.recv()
     assert (v(echo, 35), v(echo, 11)) == ("D", "echo-me")
     isld.close()
+
+
+def test_a_refusal_that_is_not_about_credentials_never_backs_a_broker_off(tmp_path):
+    """A cluster standby refuses every Logon naming the leader (a ServiceRefusal): brokers
+    moving to the new leader try each node in turn, so those refusals must not count as failed
+    passwords (the back-off would then refuse them with 'too many failed logons')."""
+    from ccerx.gateway.limits import ServiceRefusal
+    app = AckApp()
+
+    def standby(key, logon):
+        return ServiceRefusal("this node is a standby; the leader is n2 at 127.0.0.1:9879")
+    server = GatewayServer("127.0.0.1", 0, [SessionSettings(B1, app, authenticate=standby)],
+                           store_dir=tmp_path)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
+    try:
+        for attempt in range(4):
+            client = Client(server.port)
+            client.send("A", (98, 0), (108, 30), (141, "Y"), (554, "pw-BROKER01"))
+            answer = client.recv()
+            assert v(answer, 35) == "5", attempt
+            assert "leader is n2" in v(answer, 58) and "too many" not in v(answer, 58), attempt
+            client.close()
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
