@@ -66,6 +66,7 @@ from typing import Callable, Optional
 from ccerx.gateway.fix import codec, dictionary
 from ccerx.gateway.fix.application import Application, FixMessage, Outbound, SessionKey
 from ccerx.gateway.fix.dictionary import HEADER_TAGS, TRAILER_TAGS, Reason, SessionReject
+from ccerx.gateway.fix.store import MessageStore
 
 log = logging.getLogger("gateway.fix.session")
 
@@ -155,7 +156,7 @@ def _as_int(text: Optional[str]) -> Optional[int]:
 
 
 class Session:
-    def __init__(self, key: SessionKey, application: Application, store,
+    def __init__(self, key: SessionKey, application: Application, store: MessageStore,
                  heartbeat_interval: int = 30, reset_on_logon: bool = False,
                  authenticate: Optional[Authenticator] = None, router: Optional[Router] = None,
                  max_message_size: int = codec.DEFAULT_MAX_MESSAGE_SIZE,

@@ -1,6 +1,7 @@
 """Message stores: a session's sequence numbers and the messages it sent, for resends.
 
-The interface is QuickFIX's MessageStore in miniature:
+The interface is QuickFIX's MessageStore in miniature, declared as the `MessageStore`
+Protocol below (the session holds a MessageStore, never a concrete class):
 
     next_sender / next_target      the next MsgSeqNum we send / expect
     set(seq, raw)                  keep a sent message
@@ -31,7 +32,7 @@ from __future__ import annotations
 import os
 from array import array
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional, Protocol, runtime_checkable
 
 from ccerx.engine.durable.files import private_dir, private_opener
 
@@ -41,6 +42,25 @@ SEQNUM_DIGITS = 20
 
 class StoreCorrupt(ValueError):
     """A store file cannot be read back; the message names the file and what to do."""
+
+
+@runtime_checkable
+class MessageStore(Protocol):
+    """What a session needs of its store (see the module doc for each call's contract)."""
+    next_sender: int
+    next_target: int
+
+    def set(self, seq: int, raw: bytes) -> None: ...
+
+    def get(self, begin: int, end: int) -> list[tuple[int, bytes]]: ...
+
+    def each(self, begin: int, end: int) -> Iterator[tuple[int, bytes]]: ...
+
+    def reset(self) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class MemoryStore:

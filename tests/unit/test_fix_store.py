@@ -84,3 +84,25 @@ def test_a_sequence_number_too_wide_for_the_file_is_refused_and_the_file_kept(tm
     assert (tmp_path / "S.seqnums").read_bytes() == b"%020d %020d\n" % (3, 5)
     store.next_target = 5
     store.close()
+
+
+def test_both_stores_implement_the_message_store_protocol(tmp_path):
+    from ccerx.gateway.fix.store import FileStore, MemoryStore, MessageStore
+    for store in (MemoryStore(), FileStore(tmp_path, "S")):
+        assert isinstance(store, MessageStore)
+        store.set(1, b"8=FIX.4.4\x01")
+        store.next_sender = 2
+        assert store.get(1, 1) == [(1, b"8=FIX.4.4\x01")] == list(store.each(1, 1))
+        store.close()
+
+    class Half:                      # a store missing each() and flush() is not one
+        next_sender = next_target = 1
+
+        def set(self, seq, raw): ...
+
+        def get(self, begin, end): return []
+
+        def reset(self): ...
+
+        def close(self): ...
+    assert not isinstance(Half(), MessageStore)
