@@ -18,7 +18,8 @@ ACCOUNT_ID_MAX = 64
 ACCOUNT_KEYS = {"account", "type", "member", "cash", "credits"}
 
 
-def _load(path: str | Path) -> dict:
+def load_table(path: str | Path) -> dict:
+    """A TOML (.toml) or JSON file as a dict; ValueError naming the path if unreadable."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -38,7 +39,7 @@ def load_instruments(path: str | Path | None) -> list[InstrumentSpec]:
     specs = {spec.symbol: spec for spec in DEFAULT_INSTRUMENTS}
     if path is None:
         return list(specs.values())
-    data = _load(path)
+    data = load_table(path)
     rows = data.get("instrument", data.get("instruments"))
     if not isinstance(rows, list):
         raise ValueError(f"{path}: expected an 'instrument' array of tables")
@@ -122,7 +123,7 @@ def accounts_from_json(data) -> Accounts:
 
 
 def load_accounts(path: str | Path) -> Accounts:
-    data = _load(path)            # its errors name the path already
+    data = load_table(path)            # its errors name the path already
     try:
         return accounts_from_json(data)
     except ValueError as err:

@@ -16,9 +16,8 @@ An account may be in several relations; two accounts are related when one relati
 """
 from __future__ import annotations
 
-import json
-import tomllib
-from pathlib import Path
+
+from ccerx.engine.formats.config import load_table
 
 KINDS = ("group", "beneficial_owner")
 
@@ -79,14 +78,5 @@ def load_relations(path) -> RelatedAccounts:
     """Read a relations file (.toml, else JSON); None gives no relations. Raises ValueError."""
     if path is None:
         return RelatedAccounts()
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise ValueError(f"cannot read {path}: {err.strerror}") from None
-    try:
-        data = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: "
-                         f"{err}") from None
+    data = load_table(path)
     return parse_relations(data, str(path))
