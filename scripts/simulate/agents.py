@@ -14,8 +14,14 @@ orders through it. Agents keep only what they were told by events: their live or
   heavy inventory pressure (a large batch), also hits bids.
 - MarketMaker (investment institution): two-sided quotes around the last price, skewed
   against its inventory, never beyond its inventory limit; requotes on each activation.
-- NoiseTrader (zero intelligence): random side, type and price around the mid for
-  background flow, within its cash and holdings.
+- NoiseTrader: random type and size for background flow, within its cash and holdings; its
+  side leans towards its private view of the type's value (`conviction`) and its passive
+  orders rest around a blend of the mid and that view.
+
+Valuations are relative to the session's fundamental value of each type (`m.value`,
+`m.fundamental()`: a mean-reverting random walk moved by news and issuance, see run.py), and
+every agent has its own view of it, so they disagree; market makers pull the centre of
+their quotes towards their view (`value_weight`) and skew it against their inventory.
 
 Agents use only what the exchange's rules allow (`m.rules`, engine/core/rules.py): taking
 liquidity is `m.take` (an IOC limit order under `continuous`, a take order of the best level
@@ -211,8 +217,11 @@ class MarketMaker(Agent):
     participant_type = "investment_institution"
 
     def __init__(self, agent_id, account, rate, instrument: str, opening_t: int, limit_t: int,
-                 quote_t: tuple[int, int], half_spread: int, skew_ticks: int):
+                 quote_t: tuple[int, int], half_spread: int, skew_ticks: int,
+                 value_weight: float = 0.0, valuation: float = 1.0):
         super().__init__(agent_id, account, rate)
+        self.value_weight = value_weight   # pull of its quotes' centre towards its valuation
+        self.valuation = valuation         # its view of the fundamental value (multiple)
         self.instrument = instrument
         self.opening_t = opening_t
         self.limit_t = limit_t
@@ -229,6 +238,9 @@ class MarketMaker(Agent):
         self.cancel_all(m, ts)
         position = self.position()
         fair = m.last_price[instrument]
+        if self.value_weight:
+            view = m.fundamental(instrument) * self.valuation
+            fair = int(round(fair + self.value_weight * (view - fair)))
         skew = -int(round(self.skew_ticks * position / self.limit_t))
         bid_px = fair - self.half_spread + skew
         ask_px = fair + self.half_spread + skew
@@ -256,8 +268,13 @@ class NoiseTrader(Agent):
     participant_type = "other_organisation"
 
     def __init__(self, agent_id, account, rate, instruments: list[str], order_t: tuple[int, int],
-                 take_probability: float, offset_ticks: int, max_live: int, run_alpha: float):
+                 take_probability: float, offset_ticks: int, max_live: int, run_alpha: float,
+                 valuation: dict[str, float] | None = None, conviction: float = 0.0):
         super().__init__(agent_id, account, rate)
+        # its private view of each type's value (a multiple of the fundamental) and how
+        # strongly the gap between that view and the mid tilts its side: 0 = a coin flip
+        self.valuation = valuation or {}
+        self.conviction = conviction
         self.instruments = instruments
         self.order_t = order_t
         self.take_probability = take_probability
@@ -276,7 +293,12 @@ class NoiseTrader(Agent):
         if len(self.live) >= self.max_live:
             m.cancel(self, next(iter(self.live)), ts)   # oldest first
         instrument = self.instruments[rng.randrange(len(self.instruments))]
-        side = "buy" if rng.random() < 0.5 else "sell"
+        p_buy = 0.5
+        if self.conviction:
+            view = m.fundamental(instrument) * self.valuation.get(instrument, 1.0)
+            mid = m.fair(instrument)
+            p_buy = min(0.9, max(0.1, 0.5 + self.conviction * (view - mid) / mid))
+        side = "buy" if rng.random() < p_buy else "sell"
         qty = self._size(rng)
         if side == "sell" and m.sellable(self, instrument) <= 0:
             side = "buy"
@@ -295,6 +317,9 @@ class NoiseTrader(Agent):
             return
         bid, ask = m.top(instrument)
         fair = m.fair(instrument)
+        if self.conviction:     # passive orders rest around a blend of the mid and its view
+            view = m.fundamental(instrument) * self.valuation.get(instrument, 1.0)
+            fair = int(round((fair + view) / 2))
         offset = rng.randint(-1, self.offset_ticks)
         price = fair - offset if side == "buy" else fair + offset
         m.order(self, instrument, side, price, qty, "day", ts)

@@ -99,10 +99,17 @@ class Session:
         self.settlement = settlement
         self.progress = progress
         self.last_price = {s: self.specs[s].ref_ticks for s in self.symbols}
-        # the value of each credit type drifts as news arrives: a random walk shared by the
-        # valuations of emitters and project owners (noise traders and makers ignore it)
+        # the fundamental value of each credit type, as a multiple of its opening reference
+        # price: a mean-reverting random walk in logs (see `_move_values`) moved by news,
+        # issuance supply and an optional drift; every agent's valuation is relative to it
         self.value = {s: 1.0 for s in self.symbols}
-        self.value_step = scenario.fundamental["daily_volatility"] / MINUTES_PER_DAY ** 0.5
+        self.log_value = {s: 0.0 for s in self.symbols}
+        self.anchor = {s: self.specs[s].ref_ticks for s in self.symbols}
+        f = scenario.fundamental
+        self.value_step = f["daily_volatility"] / MINUTES_PER_DAY ** 0.5
+        self.reversion = f["mean_reversion_per_day"] / MINUTES_PER_DAY
+        self.drift = f["drift_per_day"] / MINUTES_PER_DAY
+        self.news_chance = f["news_per_day"] / MINUTES_PER_DAY
         self.day = 0
         self.minute = 0
         self.commands = 0
@@ -137,7 +144,12 @@ class Session:
         for n in range(counts["emitters"]):
             verified = rng.randint(*cfg["verified_emissions_t"])
             requested = int(verified * rng.uniform(*cfg["need_share"]))
-            kinds = rng.sample(symbols, min(len(symbols), rng.randint(*cfg["types_per_emitter"])))
+            # the types it accepts: cheaper types more often (weight ~ reference price^-k)
+            pool = list(symbols)
+            kinds = []
+            for _ in range(min(len(symbols), rng.randint(*cfg["types_per_emitter"]))):
+                weights = [specs[k].ref_ticks ** -cfg["price_sensitivity"] for k in pool]
+                kinds.append(pool.pop(rng.choices(range(len(pool)), weights)[0]))
             weights = [rng.random() + 0.2 for _ in kinds]
             needs = {k: int(requested * w / sum(weights)) for k, w in zip(kinds, weights)}
             values = {k: int(specs[k].ref_ticks * rng.uniform(*cfg["valuation"])) for k in kinds}
@@ -162,13 +174,16 @@ class Session:
             inventory = rng.randint(*cfg["inventory_t"])
             agent = MarketMaker(f"M{n:03d}", f"INST{n:03d}", cfg["activity_per_day"], symbol,
                                 inventory, cfg["inventory_limit_t"], tuple(cfg["quote_t"]),
-                                rng.randint(*cfg["half_spread_ticks"]), cfg["skew_ticks"])
+                                rng.randint(*cfg["half_spread_ticks"]), cfg["skew_ticks"],
+                                cfg["value_weight"], rng.uniform(*cfg["valuation"]))
             add(agent, cfg["cash_cny"] * 100, {symbol: inventory})
         cfg = sc.noise_traders
         for n in range(counts["noise_traders"]):
             agent = NoiseTrader(f"N{n:04d}", f"NOIS{n:04d}", cfg["activity_per_day"], symbols,
                                 tuple(cfg["order_t"]), cfg["take_probability"],
-                                cfg["offset_ticks"], cfg["max_live_orders"], cfg["run_alpha"])
+                                cfg["offset_ticks"], cfg["max_live_orders"], cfg["run_alpha"],
+                                {k: rng.uniform(*cfg["valuation"]) for k in symbols},
+                                cfg["conviction"])
             add(agent, rng.randint(*cfg["cash_cny"]) * 100,
                 {k: rng.randint(*cfg["inventory_t"]) for k in symbols})
         return agents, accounts
@@ -339,12 +354,37 @@ class Session:
                 share, rest = divmod(shock["qty"], len(of_type))
                 batches += [(o, share + (1 if i < rest else 0), "batch")
                             for i, o in enumerate(of_type)]
+        impact = sc.fundamental["issuance_impact_per_mt"]
+        for shock in sc.issuance:     # supply: a batch lowers the value of its type
+            if shock["day"] - 1 == day and impact:
+                self.log_value[shock["instrument"]] -= impact * shock["qty"] / 1_000_000
+                self.value[shock["instrument"]] = math.exp(self.log_value[shock["instrument"]])
         for owner, qty, kind in batches:
             if qty > 0:
                 self.settlement.deposit(self.venue.issue(owner.account, owner.instrument, qty,
                                                          self.calendar.open_ns(day)))
                 owner.issued += qty
                 self.issuance.append((day, owner.instrument, owner.account, qty, kind))
+
+    def _move_values(self) -> None:
+        """One minute of the fundamental values: x = ln(value) reverts to ln(1 + drift *
+        elapsed days) at `mean_reversion_per_day`, diffuses at `daily_volatility` and now
+        and then jumps on news (`news_per_day`, size `news_size`, either sign)."""
+        f, rng = self.scenario.fundamental, self.rng
+        for s in self.symbols:
+            x = self.log_value[s]
+            target = self.drift * (self.day * MINUTES_PER_DAY + self.minute)
+            x += self.reversion * (target - x)
+            if self.value_step:
+                x += rng.gauss(0.0, self.value_step)
+            if self.news_chance and rng.random() < self.news_chance:
+                x += f["news_size"] * (1 if rng.random() < 0.5 else -1)
+            self.log_value[s] = x
+            self.value[s] = math.exp(x)
+
+    def fundamental(self, instrument: str) -> int:
+        """The fundamental value of a credit type now, in ticks."""
+        return int(self.anchor[instrument] * self.value[instrument])
 
     def _activations(self, groups, minute: int) -> list:
         rng, weight = self.rng, _u_shape(minute)
@@ -387,9 +427,7 @@ class Session:
             self._issue(day)
             for minute in range(MINUTES_PER_DAY):
                 self.minute = minute
-                if self.value_step:
-                    for s in symbols:
-                        self.value[s] *= math.exp(self.rng.gauss(0.0, self.value_step))
+                self._move_values()
                 start = cal.minute_ns(day, minute)
                 chosen = self._activations(groups, minute)
                 woken = self.wakeups.pop(minute, None)

@@ -34,48 +34,58 @@ DEFAULTS: dict = {
     "agents": {"emitters": 400, "project_owners": 40, "market_makers": 40, "noise_traders": 520},
     "emitters": {
         "verified_emissions_t": [60_000, 600_000],  # uniform range, tonnes CO2e per year
-        "need_share": [0.004, 0.06],  # requested offsets / verified emissions (capped at 5%)
+        "need_share": [0.0003, 0.003],  # offsets bought this week / verified emissions
         "types_per_emitter": [1, 2],  # how many credit types one emitter accepts
+        "price_sensitivity": 3.0,      # accepts a type with weight ~ reference price^-k
         "deadline_day": 0,             # 1-based compliance deadline; 0 = the last day
         "activity_per_day": 10,        # decisions per day
-        "child_t": [200, 2_000],       # child order size range, tonnes
+        "child_t": [20, 300],          # child order size range, tonnes
         "cash_headroom": "1.35",       # cash = need x reference price x headroom
-        "valuation": [0.96, 1.10],     # private value / opening reference price, per type
-        "deadline_premium": 0.12,      # extra over its value it will pay at the deadline
+        "valuation": [0.96, 1.08],     # private value / fundamental value, per type
+        "deadline_premium": 0.06,      # extra over its value it will pay at the deadline
         "burst": [2, 8],               # child orders in one aggressive run
     },
     "project_owners": {
-        "initial_t": [60_000, 150_000],   # opening inventory per owner, tonnes
-        "issuance_per_day_t": [0, 1_500],  # routine batches per owner and day
-        "activity_per_day": 40,
-        "slice": [0.01, 0.04],           # share of inventory offered per order
+        "initial_t": [8_000, 30_000],     # opening inventory per owner, tonnes
+        "issuance_per_day_t": [0, 300],  # routine batches per owner and day
+        "activity_per_day": 16,
+        "slice": [0.004, 0.015],         # share of inventory offered per order
         "discount_per_log_inventory": 0.025,  # ask drop per unit of ln(inventory / normal)
-        "dump_pressure": 1.8,            # inventory/normal above which owners hit bids
-        "valuation": [0.88, 1.02],       # private value / opening reference price
+        "dump_pressure": 2.5,            # inventory/normal above which owners hit bids
+        "valuation": [0.95, 1.07],       # private value / fundamental value
         "burst": [2, 6],                 # child orders in one run of hitting bids
         "cash_cny": 100_000,
     },
     "market_makers": {
-        "inventory_t": [6_000, 12_000],  # opening inventory per maker (its own credit type)
-        "inventory_limit_t": 6_000,      # max net position away from the opening inventory
-        "quote_t": [200, 800],
+        "inventory_t": [2_000, 5_000],   # opening inventory per maker (its own credit type)
+        "inventory_limit_t": 2_000,      # max net position away from the opening inventory
+        "quote_t": [20, 150],
         "half_spread_ticks": [2, 6],
         "skew_ticks": 6,                 # quote shift at a full inventory limit
-        "activity_per_day": 120,
+        "activity_per_day": 60,
         "cash_cny": 2_000_000,
+        "value_weight": 0.3,             # quotes centre: last price moved this far to its view
+        "valuation": [0.98, 1.02],       # its view of the fundamental value
     },
     "noise_traders": {
         "cash_cny": [100_000, 600_000],
         "inventory_t": [200, 2_000],    # per credit type held at the start
-        "activity_per_day": 25,
-        "order_t": [10, 1_500],       # log-uniform
+        "activity_per_day": 3,
+        "order_t": [5, 120],          # log-uniform
         "take_probability": 0.2,          # share of orders that cross the spread (IOC)
         "offset_ticks": 12,               # passive orders rest up to this far from the mid
         "max_live_orders": 3,
         "run_alpha": 1.5,                 # split market orders: P(run >= l) ~ l^-alpha
+        "valuation": [0.95, 1.05],        # private view of each type's value / fundamental
+        "conviction": 8.0,                # P(buy) = 0.5 + conviction x (view - mid) / mid
     },
-    "fundamental": {
-        "daily_volatility": 0.03,  # random walk of the value of each credit type, per day
+    "fundamental": {       # ln(value) per credit type, a mean-reverting random walk
+        "daily_volatility": 0.015,        # diffusion per trading day
+        "mean_reversion_per_day": 0.5,    # rate: the gap to the trend shrinks by exp(-rate) a day
+        "drift_per_day": 0.0,             # built-in trend (none unless a scenario asks)
+        "news_per_day": 0.2,              # news shocks per type and day
+        "news_size": 0.03,                # log size of one shock, either sign
+        "issuance_impact_per_mt": 0.05,   # ln(value) drop per Mt of an [[issuance]] batch
     },
     "issuance": [],                       # shocks: [{day, instrument, qty}]
 }

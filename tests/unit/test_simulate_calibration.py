@@ -41,3 +41,44 @@ def test_measure_and_table_on_a_small_run():
     assert all(r.low == r.mean == r.high or r.mean != r.mean for r in rows)
     text = text_table(rows)
     assert "volume per trading day" in text and "(no target)" in text
+
+
+def test_the_default_scenario_lands_within_tolerance_of_every_target():
+    """The whole default market (5 days, 1,000 agents, seed 1, cbeex-2023): about 2 s."""
+    result = Session(load_scenario(), rules=CBEEX_2023).run()
+    rows = table([measure(result)])
+    missed = [(r.target.key, r.mean, r.target.low, r.target.high) for r in rows
+              if r.within is False]
+    assert missed == []
+    assert sum(r.within is True for r in rows) >= 8
+    # not a ramp: every type both rises and falls from one day's close to the next
+    for s in result.scenario.symbols:
+        closes = [result.specs[s].ref_ticks] + [d.closes[s].close_ticks for d in result.days]
+        changes = [b - a for a, b in zip(closes, closes[1:])]
+        assert any(c > 0 for c in changes) and any(c < 0 for c in changes), (s, closes)
+
+
+def test_the_fundamental_value_reverts_and_drifts_only_when_asked():
+    calm = Session(load_scenario(days=1, seed=2, overrides={
+        "fundamental": {"daily_volatility": 0.0, "news_per_day": 0.0}}))
+    calm.log_value["CCER-AFF"] = 0.2          # a shock: decays by exp(-0.5) a day
+    for minute in range(240):
+        calm.minute = minute
+        calm._move_values()
+    assert 0.115 < calm.log_value["CCER-AFF"] < 0.125     # 0.2 * exp(-0.5) = 0.121
+    assert calm.log_value["CCER-SOL"] == 0.0  # no noise, no news, no drift: stays put
+    trend = Session(load_scenario(days=1, seed=2, overrides={"fundamental": {
+        "daily_volatility": 0.0, "news_per_day": 0.0, "drift_per_day": 0.01}}))
+    for minute in range(240):
+        trend.minute = minute
+        trend._move_values()
+    assert 0.0 < trend.log_value["CCER-SOL"] < 0.01
+    assert trend.fundamental("CCER-SOL") > trend.anchor["CCER-SOL"]
+
+
+def test_an_issuance_batch_lowers_the_fundamental_value_of_its_type():
+    session = Session(load_scenario(days=3, seed=2, overrides={
+        "issuance": [{"day": 2, "instrument": "CCER-SOL", "qty": 2_000_000}]}))
+    session._issue(1)
+    assert session.log_value["CCER-SOL"] == -0.1       # 0.05 per Mt
+    assert session.log_value["CCER-AFF"] == 0.0
