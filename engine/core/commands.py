@@ -77,6 +77,32 @@ class Deposit(NamedTuple):
     owner: Optional[str] = None  # who asked (operator), if known
 
 
+class SetLimits(NamedTuple):
+    """Art.37/38: position limits by participant type, replacing the ones in force. `limits`
+    is a tuple of (participant type value, per-instrument limit t or None, total limit t or
+    None), sorted by type; a type not named has no limit, and an empty tuple lifts them all.
+    A buy that could take the account's holding (owned + open buys) above a limit is
+    rejected (position_limit); a holding that reaches `report_ppm` millionths of a limit is
+    reported (LargeHolderReported; 0: no reports)."""
+    limits: Any
+    report_ppm: Any = 0
+    ts: Optional[int] = None
+    owner: Optional[str] = None
+
+
+class Restrict(NamedTuple):
+    """Art.39/46: the operator restricts an account or a member (`scope` "account" or
+    "member", `target` its id): `side` "buy", "sell" or "both" refuses new orders (and amends)
+    of that side (restricted); "none" lifts the restriction. `kill` also cancels every open
+    order of the target (reason kill) and implies "both"."""
+    scope: Any
+    target: Any
+    side: Any
+    kill: bool = False
+    ts: Optional[int] = None
+    owner: Optional[str] = None
+
+
 class Malformed(NamedTuple):
     """An input line the edge codec could not turn into a command; rejected in sequence."""
     op: Optional[str]
@@ -86,4 +112,4 @@ class Malformed(NamedTuple):
 
 
 Command = (NewOrder | CancelOrder | AmendOrder | DefineInstrument | EndOfDay | SetTradingStatus
-           | Deposit | Malformed)
+           | Deposit | SetLimits | Restrict | Malformed)

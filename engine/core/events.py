@@ -124,6 +124,36 @@ class DepositRejected(NamedTuple):
     owner: Optional[str] = None
 
 
+class LimitsSet(NamedTuple):
+    """The position limits now in force (see commands.SetLimits)."""
+    seq: int
+    ts: int
+    limits: tuple          # ((participant type value, per instrument t | None, total t | None), ...)
+    report_ppm: int
+
+
+class LargeHolderReported(NamedTuple):
+    """Art.38: a trade or deposit took an account's holding of `instrument` (None: of all
+    credit types together) to at least the reporting share of its limit."""
+    seq: int
+    ts: int
+    account: str
+    instrument: Optional[str]
+    holding: int           # t owned after the trade or deposit
+    limit: int             # t, the position limit the share is of
+
+
+class RestrictionChanged(NamedTuple):
+    """The operator restricted (side buy/sell/both), killed (kill, side both) or released
+    (side none) an account or a member; a kill's cancels follow this event."""
+    seq: int
+    ts: int
+    scope: str             # "account" | "member"
+    target: str
+    side: str              # "buy" | "sell" | "both" | "none"
+    kill: bool = False
+
+
 Event = (OrderAccepted | OrderRejected | TradeExecuted | OrderCancelled | OrderAmended
          | InstrumentDefined | DayClosed | TradingStatusChanged | Deposited
-         | DepositRejected)
+         | DepositRejected | LimitsSet | LargeHolderReported | RestrictionChanged)

@@ -27,16 +27,16 @@ from typing import Iterable, Optional
 
 from ccerx.engine.core.book import Book, Order
 from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
-                       NewOrder, SetTradingStatus)
+                       NewOrder, Restrict, SetLimits, SetTradingStatus)
 from ccerx.engine.core.events import (DayClosed, Deposited, DepositRejected, InstrumentDefined,
-                                     OrderAccepted, OrderAmended, OrderRejected,
-                                     TradingStatusChanged)
+                                     LimitsSet, OrderAccepted, OrderAmended, OrderRejected,
+                                     RestrictionChanged, TradingStatusChanged)
 from ccerx.engine.core.matching import Matching
 from ccerx.engine.core.risk import DEFAULT_FEE_PPM, Accounts, Refused
 from ccerx.engine.core.rules import CONTINUOUS, RuleProfile, SelfTrade
 from ccerx.engine.core.types import (CASH_ASSET, DEFAULT_INSTRUMENTS, MAX_DEPOSIT, ORDER_TYPES, SIDES, TIFS,
-                    CancelReason, InstrumentSpec, OrderType, PriceError, RejectReason as R, Side,
-                    TimeInForce)
+                    CancelReason, InstrumentSpec, OrderType, ParticipantType, PriceError,
+                    RejectReason as R, Side, TimeInForce)
 
 BUY, SELL = Side.BUY, Side.SELL
 LIMIT, MARKET, TAKE = OrderType.LIMIT, OrderType.MARKET, OrderType.TAKE
@@ -73,11 +73,14 @@ class Exchange(Matching):
         self.halted = False           # closed by a halt rather than by the schedule
         self.last_close_ts = 0        # ts of the last EndOfDay (0: none yet)
         self.deposit_ids: set[str] = set()   # every deposit id ever applied (never reset)
+        # Art.39/46 operator restrictions: (scope "account"|"member", id) -> "buy"|"sell"|"both"
+        self.restrictions: dict[tuple[str, str], str] = {}
         # per instrument: [volume t, turnover in tick*t, trades] for the VWAP close
         self.day_stats: dict[str, list[int]] = {s: [0, 0, 0] for s in self.specs}
         self._handlers = {NewOrder: self._new, CancelOrder: self._cancel, AmendOrder: self._amend,
                           DefineInstrument: self._define, EndOfDay: self._end_of_day,
                           SetTradingStatus: self._set_trading_status, Deposit: self._deposit,
+                          SetLimits: self._set_limits, Restrict: self._restrict,
                           Malformed: self._malformed}
 
     # ------------------------------------------------------------------ entry point
@@ -152,6 +155,10 @@ class Exchange(Matching):
         if not self.trading_open:
             return self._reject(out, ts, "new", order_id, R.MARKET_CLOSED,
                                 "the market is closed", owner)
+        if self.restrictions:
+            why = self._restricted(cmd.account, owner, cmd.side)
+            if why:
+                return self._reject(out, ts, "new", order_id, R.RESTRICTED, why, owner)
         account = cmd.account
         instrument = cmd.instrument
         spec = self.specs.get(instrument) if type(instrument) is str else None
@@ -350,6 +357,11 @@ class Exchange(Matching):
         if not self.trading_open:
             return self._reject(out, ts, "amend", order_id, R.MARKET_CLOSED,
                                 "the market is closed; cancels are still accepted", owner)
+        if self.restrictions:
+            why = self._restricted(order.account, order.owner, order.side.value)
+            if why:
+                return self._reject(out, ts, "amend", order_id, R.RESTRICTED,
+                                    why + "; cancels are still accepted", owner)
         spec = self.specs[book.instrument]
         try:
             if cmd.price_units is None and cmd.qty is None:
@@ -443,6 +455,101 @@ class Exchange(Matching):
         self.deposit_ids.add(deposit_id)
         self.seq += 1
         out.append(Deposited(self.seq, ts, deposit_id, account_id, asset, amount))
+        if asset != CASH_ASSET and self.accounts is not None and self.accounts.report_ppm:
+            self._report_large(account_id, asset, amount, out, ts)
+
+    # ------------------------------------------------------------------ risk controls
+    def _restricted(self, account, owner, side) -> str:
+        """Why an order of `side` for this account (entered by member `owner`) is refused
+        under the operator's restrictions, or "" if it is not. The member of an order is its
+        entering broker and the member its account is registered to."""
+        restrictions = self.restrictions
+        members = [owner] if owner is not None else []
+        if self.accounts is not None and type(account) is str:
+            registered = self.accounts.get(account)
+            if registered is not None and registered.member not in (None, owner):
+                members.append(registered.member)
+        for key in [("account", account), *(("member", m) for m in members)]:
+            try:
+                restricted = restrictions.get(key)
+            except TypeError:          # an unhashable raw account: no restriction names it
+                continue
+            if restricted is not None and (restricted == "both" or restricted == side):
+                sides = "new orders" if restricted == "both" else f"new {restricted} orders"
+                return (f"Art.46: {key[0]} {key[1]} is restricted by the operator "
+                        f"({sides} refused)")
+        return ""
+
+    def _set_limits(self, cmd: SetLimits, ts: int, out: list) -> None:
+        """Set (replace) the position limits; a bad command is rejected and changes nothing."""
+        limits, report_ppm = cmd.limits, cmd.report_ppm
+        parsed: dict = {}
+        text = ""
+        if self.accounts is None:
+            text = "position limits need accounts"
+        elif type(report_ppm) is not int or not 0 <= report_ppm <= 1_000_000:
+            text = "report_ppm must be a whole number of millionths from 0 to 1000000"
+        elif type(limits) is not tuple:
+            text = "limits must be a tuple of (participant type, per instrument, total)"
+        else:
+            types = {t.value: t for t in ParticipantType}
+            for row in limits:
+                if (type(row) is not tuple or len(row) != 3 or row[0] not in types
+                        or types[row[0]] in parsed
+                        or not all(v is None or (type(v) is int and 0 < v <= 10 ** 15)
+                                   for v in row[1:])):
+                    text = (f"bad limit {str(row)[:80]}: (one of {', '.join(types)}, a "
+                            f"positive whole number of tonnes or None, the same or None), "
+                            f"each type once")
+                    break
+                parsed[types[row[0]]] = (row[1], row[2])
+        if text:
+            return self._reject(out, ts, "limits", None, R.MALFORMED, text, cmd.owner)
+        self.accounts.set_limits(parsed, report_ppm, self.books)
+        self.seq += 1
+        out.append(LimitsSet(self.seq, ts, tuple(sorted(tuple(r) for r in self.accounts.limits_json())),
+                             report_ppm))
+
+    def _restrict(self, cmd: Restrict, ts: int, out: list) -> None:
+        """Restrict, release or kill an account or a member (the kill cancels its open
+        orders, in book order, after the RestrictionChanged event)."""
+        scope, target, side, kill = cmd.scope, cmd.target, cmd.side, cmd.kill
+        op = "kill" if kill is True else "restrict"
+        if scope not in ("account", "member") or type(kill) is not bool:
+            return self._reject(out, ts, op, None, R.MALFORMED,
+                                "scope must be 'account' or 'member'", cmd.owner)
+        if type(target) is not str or not target or len(target) > MAX_ID_LEN:
+            return self._reject(out, ts, op, None, R.MALFORMED,
+                                f"{scope} must be a string of 1-{MAX_ID_LEN} characters", cmd.owner)
+        if side not in ("buy", "sell", "both", "none") or (kill and side != "both"):
+            return self._reject(out, ts, op, None, R.INVALID_SIDE,
+                                "side must be 'buy', 'sell', 'both' or 'none' (a kill: 'both')",
+                                cmd.owner)
+        if scope == "account" and self.accounts is not None and self.accounts.get(target) is None:
+            return self._reject(out, ts, op, None, R.UNKNOWN_ACCOUNT,
+                                f"unknown account {target!r}", cmd.owner)
+        if side == "none":
+            self.restrictions.pop((scope, target), None)
+        else:
+            self.restrictions[(scope, target)] = side
+        self.seq += 1
+        out.append(RestrictionChanged(self.seq, ts, scope, target, side, kill))
+        if not kill:
+            return
+        accounts = self.accounts
+        for symbol, book in self.books.items():
+            spec = self.specs[symbol]
+            for book_side in (book.bids, book.asks):
+                for level in list(book_side.iter_levels()):
+                    for order in list(level.orders()):
+                        if scope == "account":
+                            hit = order.account == target
+                        else:
+                            registered = accounts.get(order.account) if accounts else None
+                            hit = order.owner == target or (registered is not None
+                                                            and registered.member == target)
+                        if hit:
+                            self._cancel_resting(book, spec, order, CancelReason.KILL, out, ts)
 
     def _malformed(self, cmd: Malformed, ts: int, out: list) -> None:
         self._reject(out, ts, cmd.op, cmd.order_id, R.MALFORMED, cmd.text)
@@ -503,6 +610,10 @@ class Exchange(Matching):
         h.update(repr(sorted(self.seen_order_ids)).encode())
         if self.deposit_ids:   # (so hashes of states without deposits stay the same)
             h.update(repr(sorted(self.deposit_ids)).encode())
+        if self.restrictions:     # (only when used, so that older hashes stay the same)
+            h.update(repr(sorted(self.restrictions.items())).encode())
+        if self.accounts is not None and (self.accounts.limits or self.accounts.report_ppm):
+            h.update(repr((self.accounts.limits_json(), self.accounts.report_ppm)).encode())
         if self.accounts is not None:
             for key in sorted(self.accounts.by_id):
                 h.update(repr(self.accounts.by_id[key].to_json()).encode())

@@ -15,7 +15,7 @@ validation and routing stay in exchange.py, and every move of cash or credits is
 from __future__ import annotations
 
 from ccerx.engine.core.book import Book, Order
-from ccerx.engine.core.events import OrderCancelled, TradeExecuted
+from ccerx.engine.core.events import LargeHolderReported, OrderCancelled, TradeExecuted
 from ccerx.engine.core.risk import fee_fen
 from ccerx.engine.core.types import CancelReason, InstrumentSpec, Side
 
@@ -35,8 +35,8 @@ class Matching:
         self.seq += 1
         out.append(OrderCancelled(self.seq, ts, order.order_id, order.account, spec.symbol,
                                   order.side, reason, order.open_qty, order.filled_qty))
+        self._release(order, spec)     # (before the open quantity goes: limits count it)
         order.open_qty = 0
-        self._release(order, spec)
 
     def _fillable(self, book: Book, taker: Order, limit) -> int:
         """Quantity the taker could trade now, not counting its own account's orders."""
@@ -65,6 +65,7 @@ class Matching:
         fee_ppm = self.fee_ppm
         tick_fen = spec.tick_fen
         aggressor = taker.side
+        watch = accounts is not None and accounts.report_ppm and accounts.limits
         while taker.open_qty and keys:
             price = keys[0] * sign
             if limit is not None and (price > limit if buying else price < limit):
@@ -100,6 +101,8 @@ class Matching:
                     sell.order_id, aggressor, buy.account, sell.account, fee, fee, buy.open_qty,
                     sell.open_qty)))
                 self.next_trade_id += 1
+                if watch:
+                    self._report_large(buy.account, instrument, qty, out, ts)
                 if not maker.open_qty and maker.reserved:
                     self._release(maker, spec)
                 maker = following
@@ -137,14 +140,25 @@ class Matching:
                                  buy.order_id, sell.order_id, taker.side, buy.account,
                                  sell.account, fee, fee, buy.open_qty, sell.open_qty))
         self.next_trade_id += 1
+        if self.accounts is not None and self.accounts.report_ppm and self.accounts.limits:
+            self._report_large(buy.account, spec.symbol, qty, out, ts)
         if not maker.open_qty and maker.reserved:
             self._release(maker, spec)
+
+    def _report_large(self, account: str, symbol: str, gained: int, out, ts) -> None:
+        """Art.38: report the holdings that `gained` t of `symbol` took to the reporting share
+        of their limit (after the trade or deposit that moved them)."""
+        current = self.accounts.by_id[account].credits.get(symbol, 0)
+        for instrument, holding, limit in self.accounts.large_holdings(account, symbol,
+                                                                       current - gained):
+            self.seq += 1
+            out.append(LargeHolderReported(self.seq, ts, account, instrument, holding, limit))
 
     def _cancel_resting(self, book, spec, order: Order, reason, out, ts) -> None:
         cancelled = order.open_qty
         book.remove(order)
+        self._release(order, spec)     # (before the open quantity goes: limits count it)
         order.open_qty = 0
-        self._release(order, spec)
         self.seq += 1
         out.append(_tuple_new(OrderCancelled, (self.seq, ts, order.order_id, order.account,
                                                spec.symbol, order.side, reason, cancelled,

@@ -54,6 +54,9 @@ class Account:
     # instrument -> open buy orders, kept only under a holding period; open sells show as
     # credits_reserved
     open_buys: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    # derived, kept only while position limits are set (Accounts.recount_open_buys): instrument
+    # -> tonnes of open buy orders, which count toward the holding a limit caps
+    open_buy_qty: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def cash_available(self) -> int:
@@ -108,6 +111,11 @@ class Accounts:
         self.fee_ppm = fee_ppm
         self.holding_days = 0     # set by the exchange from its rule profile
         self.closes = 0           # end-of-day closes applied: the current trading day number
+        # Art.37/38 position limits: participant type -> (per instrument t | None, total t |
+        # None); empty: no limits (and no open buy quantities kept). report_ppm: the share of
+        # a limit at which a holding is reported (0: never)
+        self.limits: dict[ParticipantType, tuple] = {}
+        self.report_ppm = 0
         for account in accounts:
             self.add(account)
 
@@ -164,16 +172,73 @@ class Accounts:
         raise AssertionError(f"{account_id}: open {symbol} orders miscounted")
 
     def recount_open_buys(self, books) -> None:
-        """Rebuild every account's open_buys from the resting orders (after a restore)."""
+        """Rebuild every account's open_buys (and, under limits, open_buy_qty) from the
+        resting orders (after a restore, or when limits are set)."""
         for account in self.by_id.values():
             account.open_buys.clear()
-        if not self.holding_days:
+            account.open_buy_qty.clear()
+        if not self.holding_days and not self.limits:
             return
         for symbol, book in books.items():
             for order in book.orders.values():
                 if order.side is BUY:
-                    counts = self.by_id[order.account].open_buys
-                    counts[symbol] = counts.get(symbol, 0) + 1
+                    account = self.by_id[order.account]
+                    if self.holding_days:
+                        account.open_buys[symbol] = account.open_buys.get(symbol, 0) + 1
+                    if self.limits:
+                        qty = account.open_buy_qty
+                        qty[symbol] = qty.get(symbol, 0) + order.open_qty
+
+    # ------------------------------------------------------------------ position limits
+    def set_limits(self, limits: dict, report_ppm: int, books) -> None:
+        self.limits = dict(limits)
+        self.report_ppm = report_ppm
+        self.recount_open_buys(books)
+
+    def limits_json(self) -> list:
+        """[[participant type, per instrument | None, total | None], ...] sorted by type."""
+        return sorted([t.value, per, total] for t, (per, total) in self.limits.items())
+
+    def check_limit(self, account: Account, symbol: str, more: int) -> None:
+        """Art.37: refuse (position_limit) a buy of `more` t of `symbol` if the account's
+        holding (owned + open buys) could then exceed its type's limit for the instrument or
+        for all credit types together. O(instruments)."""
+        limit = self.limits.get(account.participant_type)
+        if limit is None:
+            return
+        per, total = limit
+        if per is not None:
+            held = account.credits.get(symbol, 0) + account.open_buy_qty.get(symbol, 0)
+            if held + more > per:
+                raise Refused(R.POSITION_LIMIT, (
+                    f"Art.37: {account.account} holds {held} t of {symbol} with open buys; "
+                    f"{more} t more would exceed the position limit of {per} t for "
+                    f"{account.participant_type.value}"))
+        if total is not None:
+            held = sum(account.credits.values()) + sum(account.open_buy_qty.values())
+            if held + more > total:
+                raise Refused(R.POSITION_LIMIT, (
+                    f"Art.37: {account.account} holds {held} t of all credit types with open "
+                    f"buys; {more} t more would exceed the total position limit of {total} t "
+                    f"for {account.participant_type.value}"))
+
+    def large_holdings(self, account_id: str, symbol: str, before: int) -> list:
+        """Art.38: [(instrument or None for the total, holding, limit)] whose reporting
+        threshold the account's holding just reached (it held `before` t of `symbol` before)."""
+        account = self.by_id[account_id]
+        limit = self.limits.get(account.participant_type)
+        if limit is None or not self.report_ppm:
+            return []
+        out = []
+        per, total = limit
+        gained = account.credits.get(symbol, 0) - before
+        for name, cap, now in ((symbol, per, account.credits.get(symbol, 0)),
+                               (None, total, sum(account.credits.values()) if total is not None else 0)):
+            if cap is not None:
+                threshold = -(-cap * self.report_ppm // PPM)      # ceiling: reached at >=
+                if now - gained < threshold <= now:
+                    out.append((name, now, cap))
+        return out
 
     def totals(self) -> tuple[int, dict[str, int]]:
         """(total cash incl. fees paid, total credits per instrument): conserved by trading."""
@@ -191,6 +256,8 @@ class Accounts:
         if account is None:
             raise Refused(R.UNKNOWN_ACCOUNT, f"unknown account {order.account!r}")
         if order.side is BUY:
+            if self.limits:
+                self.check_limit(account, spec.symbol, order.open_qty)
             need = cash_needed(spec, order.price, order.open_qty, fee_ppm)
             if need > account.cash - account.cash_reserved:
                 raise Refused(R.INSUFFICIENT_FUNDS,
@@ -199,6 +266,9 @@ class Accounts:
             account.cash_reserved += need
             if self.holding_days:
                 account.open_buys[spec.symbol] = account.open_buys.get(spec.symbol, 0) + 1
+            if self.limits:
+                qty = account.open_buy_qty
+                qty[spec.symbol] = qty.get(spec.symbol, 0) + order.open_qty
         else:
             need = order.open_qty
             if need > account.credits_sellable(spec.symbol):
@@ -214,6 +284,9 @@ class Accounts:
         """Resize the order's reservation for its amended price and open quantity."""
         account = self.by_id[order.account]
         if order.side is BUY:
+            more = open_qty - order.open_qty
+            if self.limits and more > 0:
+                self.check_limit(account, spec.symbol, more)
             need = cash_needed(spec, price, open_qty, fee_ppm)
             extra = need - order.reserved
             if extra > account.cash - account.cash_reserved:
@@ -221,6 +294,8 @@ class Accounts:
                               f"amend needs {format_fen(extra)} CNY more, "
                               f"{format_fen(account.cash - account.cash_reserved)} CNY available")
             account.cash_reserved += extra
+            if self.limits:
+                account.open_buy_qty[spec.symbol] += more
         else:
             need = open_qty
             extra = need - order.reserved
@@ -230,12 +305,15 @@ class Accounts:
         order.reserved = need
 
     def release(self, order: "Order", spec: InstrumentSpec) -> None:
-        """Give back what an order that no longer rests still holds."""
+        """Give back what an order that no longer rests still holds (called before its
+        open quantity is zeroed: under limits that much stops counting as an open buy)."""
         account = self.by_id[order.account]
         if order.side is BUY:
             account.cash_reserved -= order.reserved
             if self.holding_days:
                 account.open_buys[spec.symbol] -= 1
+            if self.limits:
+                account.open_buy_qty[spec.symbol] -= order.open_qty
         else:
             account.credits_reserved[spec.symbol] -= order.reserved
         order.reserved = 0
@@ -265,6 +343,8 @@ class Accounts:
         seller.credits[symbol] -= qty
         seller.cash += gross - fee
         seller.fees_paid += fee
+        if self.limits:
+            buyer.open_buy_qty[symbol] -= qty
         if self.holding_days:
             buyer.last_bought[symbol] = seller.last_sold[symbol] = self.closes
             if not buy.open_qty:           # the buy is done (its reservation just went to 0)
@@ -283,6 +363,11 @@ class Accounts:
                            if o.account == account.account and o.side is not BUY)
                 assert held == account.credits_reserved.get(symbol, 0), \
                     f"{account.account}: {symbol} credit reservations"
+                if self.limits:
+                    tonnes = sum(o.open_qty for o in book.orders.values()
+                                 if o.account == account.account and o.side is BUY)
+                    assert tonnes == account.open_buy_qty.get(symbol, 0), \
+                        f"{account.account}: {symbol} open buy tonnes miscounted"
                 if self.holding_days:
                     buys = sum(1 for o in book.orders.values()
                                if o.account == account.account and o.side is BUY)

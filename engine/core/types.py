@@ -44,6 +44,7 @@ class CancelReason(Enum):
     STP = "stp"        # resting order removed by self-trade prevention
     EOD = "eod"        # day order expired at the close
     TAKE = "take"      # unfilled rest of a take order (it never passes the best level)
+    KILL = "kill"      # the operator's kill switch of the order's account or member (Art.46)
 
 
 class RejectReason(Enum):
@@ -72,6 +73,8 @@ class RejectReason(Enum):
     HOLDING_PERIOD = "holding_period"          # Art.29: too few trading days since the opposite trade
     TARGET_NOT_AT_BEST = "target_not_at_best"  # a take's target listing is not at the best level
     SELF_TRADE = "self_trade"                  # the order would trade with its own account's order
+    POSITION_LIMIT = "position_limit"          # Art.37: the buy could take the holding above the limit
+    RESTRICTED = "restricted"                  # Art.39/46: the operator restricted this side (or killed)
 
 
 CASH_ASSET = "CNY"          # the asset name of cash (in fen) wherever assets are named

@@ -44,7 +44,7 @@ from typing import Iterator, Optional
 import orjson
 
 from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
-                       NewOrder, SetTradingStatus)
+                       NewOrder, Restrict, SetLimits, SetTradingStatus)
 from ccerx.engine.core.types import InstrumentSpec, PriceError, RejectReason
 from ccerx.engine.durable.files import (fsync_dir as _fsync_dir, open_private, private_dir,
                                         private_opener)
@@ -58,6 +58,7 @@ SEGMENT_PREFIX, SEGMENT_SUFFIX = "journal-", ".log"
 
 # ---------------------------------------------------------------------------- command codec
 _NEW, _CANCEL, _AMEND, _DEFINE, _EOD, _MALFORMED, _PICKLED, _STATUS, _DEPOSIT = range(9)
+_LIMITS, _RESTRICT = 9, 10
 NEW_TAG = _NEW
 _REASONS = {r.value: r for r in RejectReason}
 
@@ -118,6 +119,15 @@ def encode_command(cmd) -> list:
     elif kind is Deposit:
         if all(_plain(v) for v in cmd):
             return [_DEPOSIT, *cmd]
+    elif kind is SetLimits:
+        limits = cmd.limits
+        if (type(limits) is tuple and all(type(r) is tuple and all(_plain(v) for v in r)
+                                          for r in limits)
+                and _plain(cmd.report_ppm) and _plain(cmd.ts) and _plain(cmd.owner)):
+            return [_LIMITS, [list(r) for r in limits], cmd.report_ppm, cmd.ts, cmd.owner]
+    elif kind is Restrict:
+        if all(_plain(v) for v in cmd):
+            return [_RESTRICT, *cmd]
     elif kind is Malformed:
         if all(_plain(v) for v in cmd):
             return [_MALFORMED, cmd.op, cmd.order_id, cmd.text, cmd.ts]
@@ -148,6 +158,10 @@ def decode_command(row: list):
         return SetTradingStatus(row[1], row[2], row[3], len(row) > 4 and row[4])
     if tag == _DEPOSIT:
         return Deposit(*row[1:])
+    if tag == _LIMITS:
+        return SetLimits(tuple(tuple(r) for r in row[1]), row[2], row[3], row[4])
+    if tag == _RESTRICT:
+        return Restrict(*row[1:])
     if tag == _MALFORMED:
         return Malformed(row[1], row[2], row[3], row[4])
     if tag == _PICKLED:

@@ -58,13 +58,19 @@ def exchange_state(ex: Exchange) -> dict:
             [a.account, a.participant_type.value, a.member, a.cash, a.cash_reserved, a.credits,
              a.credits_reserved, a.bought_today, a.fees_paid, a.last_bought, a.last_sold]
             for a in ex.accounts.by_id.values()]}
+        if ex.accounts.limits or ex.accounts.report_ppm:     # (absent unless set)
+            accounts["limits"] = ex.accounts.limits_json()
+            accounts["report_ppm"] = ex.accounts.report_ppm
     return {"rules": ex.rules.to_json(),"specs": [spec_to_row(s) for s in ex.specs.values()],
             "book_order": list(ex.books), "books": books,
             "seq": ex.seq, "next_trade_id": ex.next_trade_id, "last_ts": ex.last_ts,
             "fee_ppm": ex.fee_ppm, "seen": sorted(ex.seen_order_ids),
             "trading_open": ex.trading_open, "last_close_ts": ex.last_close_ts,
             "deposit_ids": sorted(ex.deposit_ids), "halted": ex.halted,
-            "day_stats": ex.day_stats, "accounts": accounts}
+            "day_stats": ex.day_stats, "accounts": accounts,
+            # (absent unless the operator restricted someone)
+            **({"restrictions": sorted([scope, target, side] for (scope, target), side
+                                       in ex.restrictions.items())} if ex.restrictions else {})}
 
 
 def exchange_from_state(state: dict) -> Exchange:
@@ -105,7 +111,12 @@ def exchange_from_state(state: dict) -> Exchange:
     ex.deposit_ids = set(state.get("deposit_ids", ()))     # absent before deposits existed
     ex.halted = state.get("halted", False)                  # ... and before halts
     ex.day_stats = {symbol: list(stats) for symbol, stats in state["day_stats"].items()}
+    ex.restrictions = {(scope, target): side
+                       for scope, target, side in state.get("restrictions", ())}
     if ex.accounts is not None:
+        ex.accounts.limits = {ParticipantType(t): (per, total)
+                              for t, per, total in state["accounts"].get("limits", ())}
+        ex.accounts.report_ppm = state["accounts"].get("report_ppm", 0)
         ex.accounts.recount_open_buys(ex.books)
     return ex
 

@@ -13,6 +13,11 @@ Command line format (one JSON object per line; see README "ccerx replay"):
   {"op":"status","open":false,"halt":true,"note":"system check"}
   {"op":"deposit","deposit_id":"ISS-1","account":"PO1","instrument":"CCER-SOL","qty":50000}
   {"op":"deposit","deposit_id":"F-1","account":"EM01","cash":"1000000.00"}
+  {"op":"limits","limits":{"key_emission_unit":{"per_instrument":500000,"total":1000000}},
+   "report_pct":"50"}                (Art.37/38; {} lifts every limit; report_pct 0: no reports)
+  {"op":"restrict","account":"EM01","side":"buy"}   (or "member":"BROKER01"; side buy|sell|both)
+  {"op":"unrestrict","member":"BROKER01"}
+  {"op":"kill","account":"EM01"}     (cancel its open orders, refuse new ones: unrestrict lifts it)
 A line that cannot become a command becomes `Malformed`, which the engine rejects in sequence.
 """
 from __future__ import annotations
@@ -20,12 +25,13 @@ from __future__ import annotations
 import orjson
 
 from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
-                       NewOrder, SetTradingStatus)
-from ccerx.engine.core.events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, OrderAccepted,
-                     OrderAmended, OrderCancelled, OrderRejected, TradeExecuted,
-                     TradingStatusChanged)
-from ccerx.engine.core.types import (CASH_ASSET, InstrumentSpec, control_character, format_fen,
-                                     parse_cny_to_fen, price_field)
+                       NewOrder, Restrict, SetLimits, SetTradingStatus)
+from ccerx.engine.core.events import (DayClosed, Deposited, DepositRejected, InstrumentDefined,
+                     LargeHolderReported, LimitsSet, OrderAccepted, OrderAmended, OrderCancelled,
+                     OrderRejected, RestrictionChanged, TradeExecuted, TradingStatusChanged)
+from ccerx.engine.core.types import (CASH_ASSET, DecimalFormatError, InstrumentSpec,
+                                     control_character, format_fen, parse_cny_to_fen,
+                                     parse_decimal_units, price_field)
 
 _loads = orjson.loads
 
@@ -77,9 +83,64 @@ def parse_command(line: bytes | str):
         return SetTradingStatus(is_open, note, ts, halt)
     if op == "deposit":
         return _deposit(obj, ts)
+    if op == "limits":
+        return _limits(obj, ts)
+    if op in ("restrict", "unrestrict", "kill"):
+        return _restrict(op, obj, ts)
     return Malformed(_str_or_none(op), _str_or_none(obj.get("order_id")),
-                     f"unknown op {op!r}; expected new, cancel, amend, instrument, eod, status "
-                     f"or deposit"[:200])
+                     f"unknown op {op!r}; expected new, cancel, amend, instrument, eod, status, "
+                     f"deposit, limits, restrict, unrestrict or kill"[:200])
+
+
+def limits_from_fields(table, report_pct) -> tuple:
+    """({participant type: {"per_instrument": t, "total": t}}, percent) -> the SetLimits
+    fields (limits tuple, report_ppm), or raise ValueError saying what is wrong. The one
+    reader of limits for the NDJSON op and the gateway config."""
+    if type(table) is not dict:
+        raise ValueError("limits must be an object: participant type -> "
+                         "{\"per_instrument\": tonnes, \"total\": tonnes}")
+    rows = []
+    for ptype, caps in sorted(table.items()):
+        if type(caps) is not dict or not set(caps) <= {"per_instrument", "total"}:
+            raise ValueError(f"limits of {str(ptype)[:40]!r} must be an object with "
+                             f"per_instrument and/or total (tonnes)")
+        rows.append((ptype, caps.get("per_instrument"), caps.get("total")))
+    if report_pct is None:
+        report_pct = 0
+    if type(report_pct) is int:
+        report_pct = str(report_pct)
+    try:
+        ppm = parse_decimal_units(report_pct, 10_000) if type(report_pct) is str else None
+    except DecimalFormatError:
+        ppm = None
+    if ppm is None or not 0 <= ppm <= 1_000_000:
+        raise ValueError("report_pct must be a percentage from 0 to 100 with at most 4 decimal "
+                         "places, e.g. \"50\"")
+    return tuple(rows), ppm
+
+
+def _limits(obj: dict, ts):
+    extra = set(obj) - {"op", "ts", "limits", "report_pct"}
+    if extra or "limits" not in obj:
+        return Malformed("limits", None, "limits takes \"limits\" and an optional "
+                                         "\"report_pct\"" + (f", not {sorted(extra)}"[:80] if extra else ""))
+    try:
+        limits, ppm = limits_from_fields(obj["limits"], obj.get("report_pct"))
+    except ValueError as bad:
+        return Malformed("limits", None, str(bad)[:200])
+    return SetLimits(limits, ppm, ts)
+
+
+def _restrict(op: str, obj: dict, ts):
+    scopes = [k for k in ("account", "member") if k in obj]
+    allowed = {"op", "ts", "account", "member"} | ({"side"} if op == "restrict" else set())
+    if len(scopes) != 1 or set(obj) - allowed:
+        return Malformed(op, None, f"{op} takes one of \"account\" or \"member\""
+                         + (" and \"side\": buy|sell|both" if op == "restrict" else ""))
+    side = {"restrict": obj.get("side", "both"), "unrestrict": "none", "kill": "both"}[op]
+    if op == "restrict" and side not in ("buy", "sell", "both"):
+        return Malformed(op, None, "side must be \"buy\", \"sell\" or \"both\"")
+    return Restrict(scopes[0], obj[scopes[0]], side, op == "kill", ts)
 
 
 def _deposit(obj: dict, ts):
@@ -162,7 +223,24 @@ def event_to_dict(event, specs: dict[str, InstrumentSpec]) -> dict:
     if kind is DepositRejected:
         return {"type": "deposit_rejected", "seq": event.seq, "ts": event.ts,
                 "deposit_id": event.deposit_id, "reason": event.reason.value, "text": event.text}
+    if kind is LimitsSet:
+        return {"type": "limits", "seq": event.seq, "ts": event.ts,
+                "limits": {t: {"per_instrument": per, "total": total}
+                           for t, per, total in event.limits},
+                "report_pct": _pct(event.report_ppm)}
+    if kind is LargeHolderReported:
+        return {"type": "large_holder", "seq": event.seq, "ts": event.ts,
+                "account": event.account, "instrument": event.instrument,
+                "holding": event.holding, "limit": event.limit}
+    if kind is RestrictionChanged:
+        return {"type": "restriction", "seq": event.seq, "ts": event.ts, event.scope: event.target,
+                "side": event.side, "kill": event.kill}
     raise TypeError(f"not an engine event: {event!r}")
+
+
+def _pct(ppm: int) -> str:
+    whole, rest = divmod(ppm, 10_000)
+    return f"{whole}.{rest:04d}".rstrip("0").rstrip(".") if rest else str(whole)
 
 
 def encode_event(event, specs) -> bytes:
