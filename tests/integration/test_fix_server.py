@@ -15,6 +15,7 @@ import simplefix
 
 from ccerx.gateway.fix import codec
 from ccerx.gateway.fix.application import FixMessage, SessionKey
+from ccerx.gateway.fix.session import State
 from ccerx.gateway.server import MAX_WRITE_BUFFER, GatewayServer, SessionSettings, conformance_session
 
 B1 = SessionKey("FIX.4.4", "CCERX", "BROKER01")
@@ -236,7 +237,11 @@ def test_missed_executions_are_recovered_after_a_gateway_restart(tmp_path):
     b1.send("5")                                            # in 2
     assert v(b1.recv(), 35) == "5"                          # out 2
     b1.close()
-    time.sleep(0.1)
+    session = running.server.sessions[B1]
+    deadline = time.monotonic() + 10
+    while running.in_loop(lambda: session.state) is not State.DISCONNECTED:   # the close noticed
+        assert time.monotonic() < deadline, "the gateway never noticed the broker leave"
+        time.sleep(0.01)
     running.in_loop(running.server.deliver, [(B1, FixMessage.of("8", (11, "while away"), (150, "F")))])
     running.stop()                                          # out 3 stored, never sent
 
