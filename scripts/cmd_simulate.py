@@ -47,6 +47,18 @@ def add_parser(sub) -> None:
                         "holding period that keeps market makers to one side; continuous: the "
                         "continuous market with IOC orders). In fix mode, start `ccerx serve` "
                         "with the same --rules")
+    p.add_argument("--seeds", metavar="LIST",
+                   help="run the scenario over several seeds, e.g. 1-10 or 1,4,9: the report "
+                        "(of the first seed) gets the calibration table as mean and range over "
+                        "the seeds and the daily closes as bands (in-process only)")
+    p.add_argument("--sweep", type=int, metavar="N",
+                   help="the same over N seeds starting at the scenario's (or --seed's) seed")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes for a sweep or comparison (default: every core)")
+    p.add_argument("--compare-rules", metavar="A,B",
+                   help="rule what-if: run the same scenario and seeds under each of these "
+                        "profiles (e.g. continuous,cbeex-2023) and compare volume, spread, "
+                        "price paths and market makers in the report (in-process only)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(run=run)
 
@@ -61,6 +73,30 @@ def run(args) -> int:
     except (ValueError, KeyError, TypeError) as err:
         print(f"ccerx simulate: {err}", file=sys.stderr)
         return 2
+    seeds, compared = [scenario.seed], []
+    try:
+        if args.seeds and args.sweep:
+            raise ValueError("--seeds and --sweep: give one of them")
+        if args.seeds:
+            from ccerx.scripts.simulate.sweep import parse_seeds
+            seeds = parse_seeds(args.seeds)
+        elif args.sweep is not None:
+            if not 1 <= args.sweep <= 1000:
+                raise ValueError("--sweep: from 1 to 1000 seeds")
+            seeds = list(range(scenario.seed, scenario.seed + args.sweep))
+        if args.compare_rules:
+            compared = [x.strip() for x in args.compare_rules.split(",") if x.strip()]
+            unknown = [x for x in compared if x not in PROFILES]
+            if unknown or len(compared) < 2 or len(set(compared)) != len(compared):
+                raise ValueError(f"--compare-rules wants two or more of {', '.join(sorted(PROFILES))}"
+                                 f", comma-separated, not {args.compare_rules!r}")
+        if (len(seeds) > 1 or compared) and (args.mode != "in-process" or args.gateway_config):
+            raise ValueError("--seeds, --sweep and --compare-rules run in process only")
+    except ValueError as err:
+        print(f"ccerx simulate: {err}", file=sys.stderr)
+        return 2
+    if seeds[0] != scenario.seed:
+        scenario = dataclasses.replace(scenario, seed=seeds[0])
     venue_factory = None
     if args.gateway_config:
         from ccerx.scripts.simulate.fixvenue import gateway_config_text
@@ -108,7 +144,32 @@ def run(args) -> int:
         print("running the same scenario without its issuance batches (the baseline for the "
               "price response)", file=sys.stderr)
         baseline = Session(dataclasses.replace(scenario, issuance=[]), rules=rules).run()
-    summary = write_report(result, out, baseline)
+    sweep_figures, comparison = None, None
+    if len(seeds) > 1 or compared:
+        from ccerx.scripts.simulate.calibration import text_table
+        from ccerx.scripts.simulate.report import calibration_table
+        from ccerx.scripts.simulate.sweep import run_seed, sweep
+        swept = time.perf_counter()
+        first = {seeds[0]: run_seed(scenario, seeds[0], rules.name, result=result)}
+        if len(seeds) > 1:
+            print(f"sweep: {len(seeds)} seeds under {rules.name}", file=sys.stderr)
+            sweep_figures = sweep(scenario, seeds, rules.name, args.workers, done=first)
+        if compared:
+            comparison = {}
+            for name in compared:
+                print(f"rule what-if: {len(seeds)} seed(s) under {name}", file=sys.stderr)
+                done = first if name == rules.name else None
+                if name == rules.name and sweep_figures is not None:
+                    comparison[name] = sweep_figures
+                else:
+                    comparison[name] = sweep(scenario, seeds, name, args.workers, done=done)
+        print(f"calibration over {len(seeds)} seed(s) ({time.perf_counter() - swept:.1f} s):")
+        print(text_table(calibration_table(sweep_figures or comparison.get(rules.name)
+                                           or [first[seeds[0]]])))
+    summary = write_report(result, out, baseline, sweep_figures, comparison)
+    if comparison:
+        from ccerx.scripts.simulate.report import comparison_text
+        print(comparison_text(summary["comparison"], compared))
     total_s = time.perf_counter() - started
     for s, rows in summary["instruments"].items():
         closes = " ".join(r["close"] for r in rows)

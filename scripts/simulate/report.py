@@ -292,11 +292,18 @@ def _trading_minute(cal: SimulatedDays, day: int, ts: int) -> float:
 
 
 # ---------------------------------------------------------------------- the report
-def write_report(result, out_dir: str | Path, baseline=None) -> dict:
+def write_report(result, out_dir: str | Path, baseline=None, seeds: list[dict] | None = None,
+                 comparison: dict[str, list[dict]] | None = None) -> dict:
     """Write the report; `baseline` is the same scenario run without its issuance batches
-    (same seed), against which the batches' price response is measured."""
+    (same seed), against which the batches' price response is measured; `seeds` the
+    per-seed figures of a sweep (sweep.run_seed) for the calibration table and the bands
+    (default: this run alone); `comparison` {rule profile: per-seed figures} of a rule
+    what-if on the same seeds."""
+    from ccerx.scripts.simulate.sweep import run_seed
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if seeds is None:
+        seeds = [run_seed(result.scenario, result.scenario.seed, result=result)]
     write_trades_csv(result, out / "trades.csv")
     stats = day_stats(result)
     facts = measure_all(result)
@@ -307,10 +314,148 @@ def write_report(result, out_dir: str | Path, baseline=None) -> dict:
     if base_stats is not None:
         charts.append(_shock_chart(result, stats, base_stats, out))
     summary = _summary(result, stats, facts, fulfilment, pnl, base_stats)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (out / "report.html").write_text(_html(result, stats, facts, fulfilment, pnl, charts, summary,
-                                           base_stats))
+    calibration = calibration_table(seeds)
+    summary["calibration"] = [{"key": r.target.key, "target": r.target.value,
+                               "low": r.target.low, "high": r.target.high, "mean": r.mean,
+                               "seed_min": r.low, "seed_max": r.high, "within": r.within}
+                              for r in calibration]
+    summary["seeds"] = [x["seed"] for x in seeds]
+    extra = [_calibration_html(calibration, seeds)]
+    if len(seeds) > 1:
+        extra.append(_band_chart({"": seeds}, out, "bands.png"))
+    if comparison:
+        summary["comparison"] = compare_rules(comparison)
+        extra.append(_comparison_html(summary["comparison"], comparison))
+        extra.append(_band_chart(comparison, out, "rules_closes.png"))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_nan_none))
+    page = _html(result, stats, facts, fulfilment, pnl, charts, summary, base_stats)
+    at = page.index("<h2>Settlement reconciliation")
+    page = page[:at] + "\n".join(extra) + "\n" + page[at:]
+    (out / "report.html").write_text(page)
     return summary
+
+
+def _nan_none(x):
+    return None
+
+
+def calibration_table(seeds: list[dict]):
+    from ccerx.scripts.simulate.calibration import table
+    return table([x["calibration"] for x in seeds])
+
+
+def _calibration_html(rows, seeds) -> str:
+    from ccerx.scripts.simulate.calibration import fmt
+    e = html.escape
+    body = []
+    for r in rows:
+        t = r.target
+        within = {None: "<small>no target</small>", True: "<span class='ok'>within</span>",
+                  False: "<span class='no'>outside</span>"}[r.within]
+        body.append((f"{e(t.label)}<br><small>{e(t.source)}</small>",
+                     "not published" if t.value is None else f"{fmt(t.value)} {e(t.unit)}",
+                     "-" if t.low is None else f"{fmt(t.low)} to {fmt(t.high)}<br>"
+                     f"<small>{e(t.tolerance)}</small>",
+                     fmt(r.mean), f"{fmt(r.low)} to {fmt(r.high)}", within))
+    n = len(seeds)
+    which = f"seed {seeds[0]['seed']}" if n == 1 else \
+        f"{n} seeds ({seeds[0]['seed']} to {seeds[-1]['seed']}): mean, and lowest to highest seed"
+    return (f"<h2>Calibration against the observed CCER market</h2><p><small>Targets, sources and "
+            f"tolerances: <code>scenarios/calibration.toml</code>. Simulated over {e(which)}; a "
+            f"target is met when the mean lies within its tolerance. Rule profile "
+            f"{e(seeds[0]['rules'])}.</small></p>"
+            + _table(("statistic", "observed", "tolerance", "simulated", "across seeds", ""),
+                     body))
+
+
+def _band_chart(runs: dict[str, list[dict]], out: Path, name: str) -> str:
+    """Daily closes per credit type: the median over seeds and the band from the lowest to
+    the highest seed, one colour per label (rule profile)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    first = next(iter(runs.values()))
+    symbols = list(first[0]["closes"])
+    fig, axes = plt.subplots(1, len(symbols), figsize=(3.4 * len(symbols), 3.2), squeeze=False)
+    for ax, s in zip(axes[0], symbols):
+        for label, seeds in runs.items():
+            tick = seeds[0]["tick_cny"][s]
+            closes = np.array([x["closes"][s] for x in seeds], dtype=float) * tick
+            days = np.arange(1, closes.shape[1] + 1)
+            line, = ax.plot(days, np.median(closes, axis=0), marker="o", ms=3,
+                            label=label or "median")
+            ax.fill_between(days, closes.min(axis=0), closes.max(axis=0), alpha=0.25,
+                            color=line.get_color())
+        ax.set_title(s, fontsize=9)
+        ax.set_xlabel("trading day", fontsize=8)
+        ax.set_xticks(days)
+    axes[0, 0].set_ylabel("daily close (VWAP), CNY/t", fontsize=8)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"Daily closes over {len(first)} seed(s): median and lowest-highest band",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=90)
+    plt.close(fig)
+    return f"<figure><img src='{name}' alt='closes across seeds'></figure>"
+
+
+COMPARED = (("volume per day, t", lambda x: x["calibration"]["daily_volume_t"], "{:,.0f}"),
+            ("trades", lambda x: x["trades"], "{:,.0f}"),
+            ("mean quoted spread, ticks", lambda x: x["spread_ticks"], "{:.2f}"),
+            ("two-sided book, share of minutes", lambda x: x["two_sided_share"], "{:.2f}"),
+            ("largest daily close move, %", lambda x: x["calibration"]["max_daily_move_pct"],
+             "{:.2f}"),
+            ("VWAP, CNY/t", lambda x: x["calibration"]["vwap_cny"], "{:.2f}"),
+            ("emitters' needs covered", lambda x: x["emitters_covered"], "{:.1%}"),
+            ("market-maker trades", lambda x: x["maker_trades"], "{:,.0f}"),
+            ("market-maker volume, t (both sides)", lambda x: x["maker_volume_t"], "{:,.0f}"),
+            ("market-maker round trips, t (bought and sold)",
+             lambda x: x["maker_round_trip_t"], "{:,.0f}"))
+
+
+def compare_rules(comparison: dict[str, list[dict]]) -> list[dict]:
+    """Per compared figure and profile: mean, lowest and highest over the seeds."""
+    rows = []
+    for label, get, form in COMPARED:
+        row = {"figure": label, "format": form}
+        for rules, seeds in comparison.items():
+            xs = np.array([get(x) for x in seeds], dtype=float)
+            row[rules] = {"mean": float(np.nanmean(xs)), "min": float(np.nanmin(xs)),
+                          "max": float(np.nanmax(xs))}
+        rows.append(row)
+    return rows
+
+
+def comparison_text(rows, profiles) -> str:
+    """The rule what-if table as plain text (mean over the seeds)."""
+    lines = ["| figure | " + " | ".join(profiles) + " |", "|---" * (len(profiles) + 1) + "|"]
+    for row in rows:
+        lines.append(f"| {row['figure']} | " + " | ".join(
+            row["format"].format(row[p]["mean"]) for p in profiles) + " |")
+    return "\n".join(lines)
+
+
+def _comparison_html(rows, comparison) -> str:
+    profiles = list(comparison)
+    seeds = [x["seed"] for x in comparison[profiles[0]]]
+    body = []
+    for row in rows:
+        form = row["format"]
+        cells = [html.escape(row["figure"])]
+        for p in profiles:
+            v = row[p]
+            spread = "" if len(seeds) == 1 else \
+                f"<br><small>{form.format(v['min'])} to {form.format(v['max'])}</small>"
+            cells.append(form.format(v["mean"]) + spread)
+        body.append(cells)
+    return ("<h2>Rule what-if: the same agents and seeds under each rule profile</h2>"
+            f"<p><small>Seeds {html.escape(', '.join(map(str, seeds)))}; mean over the seeds "
+            "(lowest to highest below). Under cbeex-2023 the 5-trading-day holding period "
+            "(Art.29) lets an account trade only one side of a type for 5 days, so a market "
+            "maker quotes one side and cannot round-trip: it absorbs flow on one side until "
+            "its inventory limit and then steps back, and the book is more often one-sided "
+            "and wider; day orders and take orders (no IOC) remove the quick "
+            "in-and-out.</small></p>" + _table(("figure", *profiles), body))
 
 
 def _shock_chart(result, stats, base_stats, out: Path) -> tuple[str, str]:
