@@ -58,7 +58,9 @@ def add_parser(sub) -> None:
     p.add_argument("--compare-rules", metavar="A,B",
                    help="rule what-if: run the same scenario and seeds under each of these "
                         "profiles (e.g. continuous,cbeex-2023) and compare volume, spread, "
-                        "price paths and market makers in the report (in-process only)")
+                        "price paths and market makers in the report (in-process only); a "
+                        "profile may change parameters: cbeex-2023:holding=1 (holding period, "
+                        "trading days), cbeex-2023:band=20 (daily band, %%)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(run=run)
 
@@ -85,11 +87,14 @@ def run(args) -> int:
                 raise ValueError("--sweep: from 1 to 1000 seeds")
             seeds = list(range(scenario.seed, scenario.seed + args.sweep))
         if args.compare_rules:
+            from ccerx.scripts.simulate.sweep import what_if
             compared = [x.strip() for x in args.compare_rules.split(",") if x.strip()]
-            unknown = [x for x in compared if x not in PROFILES]
-            if unknown or len(compared) < 2 or len(set(compared)) != len(compared):
+            if len(compared) < 2 or len(set(compared)) != len(compared):
                 raise ValueError(f"--compare-rules wants two or more of {', '.join(sorted(PROFILES))}"
-                                 f", comma-separated, not {args.compare_rules!r}")
+                                 f" (optionally with :holding=DAYS or :band=PERCENT), "
+                                 f"comma-separated, not {args.compare_rules!r}")
+            for label in compared:
+                what_if(label, scenario)
         if (len(seeds) > 1 or compared) and (args.mode != "in-process" or args.gateway_config):
             raise ValueError("--seeds, --sweep and --compare-rules run in process only")
     except ValueError as err:

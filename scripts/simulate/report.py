@@ -450,12 +450,14 @@ def _comparison_html(rows, comparison) -> str:
         body.append(cells)
     return ("<h2>Rule what-if: the same agents and seeds under each rule profile</h2>"
             f"<p><small>Seeds {html.escape(', '.join(map(str, seeds)))}; mean over the seeds "
-            "(lowest to highest below). Under cbeex-2023 the 5-trading-day holding period "
-            "(Art.29) lets an account trade only one side of a type for 5 days, so a market "
-            "maker quotes one side and cannot round-trip: it absorbs flow on one side until "
-            "its inventory limit and then steps back, and the book is more often one-sided "
-            "and wider; day orders and take orders (no IOC) remove the quick "
-            "in-and-out.</small></p>" + _table(("figure", *profiles), body))
+            "(lowest to highest below). What to look for: under cbeex-2023 the "
+            "5-trading-day holding period (Art.29) lets an account trade only one side of a "
+            "type for 5 days, so a market maker quotes one side and cannot round-trip: it "
+            "absorbs flow on one side up to its inventory limit; its round trips and the "
+            "quoted spread and two-sided share below show what that does to liquidity. "
+            "A suffix such as <code>:holding=1</code> or <code>:band=20</code> is the same "
+            "profile with that parameter changed.</small></p>"
+            + _table(("figure", *profiles), body))
 
 
 def _shock_chart(result, stats, base_stats, out: Path) -> tuple[str, str]:

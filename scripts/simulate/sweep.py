@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import replace
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from ccerx.engine.core.rules import PROFILES
+from ccerx.engine.core.rules import PROFILES, RuleProfile
+from ccerx.engine.core.types import InstrumentSpec
 
 from ccerx.scripts.simulate.calibration import measure
 from ccerx.scripts.simulate.report import emitter_fulfilment
@@ -39,12 +41,42 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def what_if(label: str, scenario: Scenario) -> tuple[RuleProfile, Scenario]:
+    """A rule profile by name, optionally with parameter changes: 'cbeex-2023:holding=1'
+    (Art.29 holding period in trading days), 'cbeex-2023:band=20' (daily price band, % of
+    the reference price, every credit type), or both ('cbeex-2023:holding=1:band=20')."""
+    name, *changes = label.split(":")
+    if name not in PROFILES:
+        raise ValueError(f"unknown rule profile {name!r} in {label!r}; known: "
+                         f"{', '.join(sorted(PROFILES))}")
+    profile = PROFILES[name]
+    for change in changes:
+        key, _, value = change.partition("=")
+        if key not in ("holding", "band") or not value.isdigit():
+            raise ValueError(f"{label!r}: a change is holding=DAYS or band=PERCENT, not {change!r}")
+        if key == "holding":
+            profile = replace(profile, holding_days=int(value))
+        else:
+            if not 1 <= int(value) <= 100:
+                raise ValueError(f"{label!r}: band must be 1 to 100 (%)")
+            specs = []
+            for spec in scenario.instruments:
+                fields = spec.to_json()
+                fields.pop("op", None)
+                fields["band_pct"] = value
+                specs.append(InstrumentSpec.from_fields(**fields))
+            scenario = dataclasses.replace(scenario, instruments=specs)
+    return (replace(profile, name=label) if changes else profile), scenario
+
+
 def run_seed(scenario: Scenario, seed: int, rules: str = "cbeex-2023",
              result=None) -> dict:
-    """One seed's figures (a plain dict: it crosses process boundaries). `result`: an
-    already finished run of this scenario and seed, measured instead of re-run."""
+    """One seed's figures (a plain dict: it crosses process boundaries) under `rules` (a
+    `what_if` label). `result`: an already finished run of this scenario and seed, measured
+    instead of re-run."""
     if result is None:
-        result = Session(dataclasses.replace(scenario, seed=seed), rules=PROFILES[rules]).run()
+        profile, scenario = what_if(rules, scenario)
+        result = Session(dataclasses.replace(scenario, seed=seed), rules=profile).run()
     symbols = result.scenario.symbols
     makers = [a for a in result.agents if a.kind == "market_maker"]
     spreads = {}

@@ -3,6 +3,8 @@ the SQLite ledger path, the report files and the command line."""
 import csv
 import json
 
+import pytest
+
 from ccerx.engine.core.events import TradeExecuted
 from ccerx.scripts.ccerx import main
 from ccerx.scripts.simulate.report import TRADE_COLUMNS, write_report, write_trades_csv
@@ -231,3 +233,19 @@ def test_bad_seed_lists_are_usage_errors(tmp_path, capsys):
                  ["--seeds", "1-2", "--mode", "fix"]):
         assert main(["simulate", "--days", "1", "--out", str(tmp_path), *args]) == 2, args
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_rule_what_ifs_change_one_parameter_of_a_profile():
+    from ccerx.scripts.simulate.sweep import run_seed, what_if
+    sc = tiny(days=1)
+    profile, same = what_if("cbeex-2023", sc)
+    assert profile.name == "cbeex-2023" and profile.holding_days == 5 and same is sc
+    profile, wider = what_if("cbeex-2023:holding=1:band=20", sc)
+    assert profile.name == "cbeex-2023:holding=1:band=20" and profile.holding_days == 1
+    assert profile.tifs == what_if("cbeex-2023", sc)[0].tifs
+    assert {spec.band_ppm for spec in wider.instruments} == {200_000}
+    assert {spec.band_ppm for spec in sc.instruments} == {100_000}
+    for bad in ("cbeex-2023:holding=x", "cbeex-2023:band=0", "nope", "continuous:tick=2"):
+        with pytest.raises(ValueError):
+            what_if(bad, sc)
+    assert run_seed(sc, 7, "cbeex-2023:holding=1")["rules"] == "cbeex-2023:holding=1"
