@@ -32,6 +32,19 @@ A TOML file (see DEMO_CONFIG below for the full shape):
     cash = "100000000.00"          # CNY, decimal string
     credits = { "CCER-AFF" = 0 }   # whole tonnes per credit type
 
+    [[broker]]                     # a drop copy session: no accounts, sends no orders, gets a
+    comp_id = "BROKER01-DC"        # copy of every ExecutionReport of BROKER01's session
+    drop_copy_for = "BROKER01"
+
+    [limits]                       # optional: Art.37 position limits by participant type
+    report_pct = "50"              # Art.38: report a holding at this share of a limit
+    [limits.key_emission_unit]     # a ParticipantType value; a type not named has no limit
+    per_instrument = 500000        # t of one credit type (owned + open buys), optional
+    total = 1000000                # t of all credit types together, optional
+
+The limits are part of the exchange's genesis (a new data directory starts with them); later
+changes go through the operator (`ccerx operator limits`), journaled.
+
 Passwords are never stored in plain text: `password` holds a salted scrypt (or
 pbkdf2_sha256) hash, checked in constant time. A broker without a password logs on with
 its CompID alone (only sensible on a closed network). Each account is registered to exactly
@@ -51,6 +64,7 @@ from ccerx.engine.core.risk import Account, Accounts, DEFAULT_FEE_PPM, PPM
 from ccerx.engine.core.rules import PROFILES, RuleProfile, profile
 from ccerx.engine.core.types import ParticipantType, parse_decimal_units
 from ccerx.engine.formats.config import account_from_row
+from ccerx.engine.formats.ndjson import limits_from_fields
 
 from ccerx.gateway.fix.application import FixMessage, SessionKey
 from ccerx.gateway.fix.session import DEFAULT_HEARTBEAT_BOUNDS
@@ -130,6 +144,7 @@ class BrokerConfig:
     accounts: tuple[AccountConfig, ...]
     heartbeat_interval: int = 30
     reset_on_logon: bool = False
+    drop_copy_for: Optional[str] = None   # a drop copy session of this member (no accounts)
 
 
 @dataclass
@@ -143,6 +158,9 @@ class GatewayConfig:
     heartbeat_bounds: tuple[int, int] = DEFAULT_HEARTBEAT_BOUNDS
     rules: Optional[str] = None            # rule profile name; None: the command's default
     max_order_qty: Optional[int] = None    # configured single-order maximum, tonnes
+    # Art.37/38 ([limits]): SetLimits fields ((type, per instrument, total), ...), report ppm
+    position_limits: tuple = ()
+    report_ppm: int = 0
 
     def rule_profile(self, name: Optional[str] = None, default: str = "cbeex-2023") -> RuleProfile:
         """The rule profile to run: `name` (a command-line choice) if given, else the
@@ -164,6 +182,10 @@ class GatewayConfig:
             for row in broker.accounts:
                 table.add(Account(row.account, row.participant_type, broker.comp_id,
                                   row.cash_fen, credits=dict(row.credits)))
+        if self.position_limits or self.report_ppm:
+            table.limits = {ParticipantType(t): (per, total)
+                            for t, per, total in self.position_limits}
+            table.report_ppm = self.report_ppm
         return table
 
     def authenticate(self, key: SessionKey, logon: FixMessage) -> Optional[str]:
@@ -262,11 +284,37 @@ class GatewayConfig:
                     raise ConfigError(f"account {acc.account!r} is registered to two brokers")
                 seen_accounts.add(acc.account)
             brokers[broker.comp_id] = broker
-        unknown = set(data) - {"gateway", "broker"}
+        for broker in brokers.values():
+            member = broker.drop_copy_for
+            if member is not None and (member not in brokers
+                                       or brokers[member].drop_copy_for is not None):
+                raise ConfigError(f"broker {broker.comp_id}: drop_copy_for must name a trading "
+                                  f"[[broker]], not {member!r}")
+        unknown = set(data) - {"gateway", "broker", "limits"}
         if unknown:
             raise ConfigError(f"unknown table(s): {sorted(unknown)}")
+        position_limits, report_ppm = _position_limits(data.get("limits", {}))
         return cls(comp_id, brokers, fee_ppm, instruments_path, source, limits,
-                   heartbeat_bounds, rules, max_order_qty)
+                   heartbeat_bounds, rules, max_order_qty, position_limits, report_ppm)
+
+
+def _position_limits(table) -> tuple[tuple, int]:
+    """[limits] -> (SetLimits rows, report ppm); ConfigError saying what is wrong."""
+    if not isinstance(table, dict):
+        raise ConfigError("[limits] must be a table")
+    caps = {k: v for k, v in table.items() if k != "report_pct"}
+    try:
+        rows, ppm = limits_from_fields(caps, table.get("report_pct"))
+    except ValueError as err:
+        raise ConfigError(f"[limits]: {err}") from None
+    types = {t.value for t in ParticipantType}
+    for ptype, per, total in rows:
+        if ptype not in types:
+            raise ConfigError(f"[limits.{ptype}]: not a participant type ({', '.join(sorted(types))})")
+        for value in (per, total):
+            if value is not None and (type(value) is not int or not 0 < value <= 10 ** 15):
+                raise ConfigError(f"[limits.{ptype}]: limits are positive whole tonnes")
+    return rows, ppm
 
 
 def _heartbeat_bounds(value) -> tuple[int, int]:
@@ -320,13 +368,19 @@ def _broker(row) -> BrokerConfig:
     reset = row.get("reset_on_logon", False)
     if type(reset) is not bool:
         raise ConfigError(f"{where}: reset_on_logon must be true or false")
-    unknown = set(row) - {"comp_id", "password", "heartbeat_interval", "reset_on_logon", "account"}
+    unknown = set(row) - {"comp_id", "password", "heartbeat_interval", "reset_on_logon", "account",
+                          "drop_copy_for"}
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
     accounts = []
     for acc in row.get("account", []):
         accounts.append(_account(acc, where))
-    return BrokerConfig(comp_id, password, tuple(accounts), heartbeat, reset)
+    drop_copy_for = row.get("drop_copy_for")
+    if drop_copy_for is not None:
+        drop_copy_for = _comp_id(drop_copy_for, f"{where}: drop_copy_for")
+        if accounts:
+            raise ConfigError(f"{where}: a drop copy session has no accounts")
+    return BrokerConfig(comp_id, password, tuple(accounts), heartbeat, reset, drop_copy_for)
 
 
 def _account(row, where: str) -> AccountConfig:

@@ -13,6 +13,11 @@ one response line, in order:
                                                   -> {"ok":true,"events":[{"type":"deposited",...}]}
     {"op":"state"}                                -> {"ok":true,"state":{"trading_open":true,...}}
     {"op":"accounts"}                             -> {"ok":true,"accounts":{"EMIT01":{"cash":...}}}
+    {"op":"restrict","account":"EMIT01","side":"buy"}   (side buy|sell|both; or "member":"BROKER01")
+    {"op":"unrestrict","member":"BROKER01"}
+    {"op":"kill","member":"BROKER01"}             -> {"ok":true,"events":[{"type":"restriction",...},
+                                                                           {"type":"cancelled","reason":"kill",...}]}
+    {"op":"limits","limits":{"key_emission_unit":{"per_instrument":500000,"total":1000000}},"report_pct":"50"}
     {"op":"new",...}                              -> {"ok":false,"error":"op 'new' is not ..."}
 
 Only operator commands and the read-only `state` query are accepted: orders come over FIX only. A refused line changes
@@ -47,7 +52,7 @@ from typing import Callable, Iterable, NamedTuple, Optional, Union
 
 import orjson
 
-from ccerx.engine.core.commands import Deposit, EndOfDay, Malformed, SetTradingStatus
+from ccerx.engine.core.commands import Deposit, EndOfDay, Malformed, Restrict, SetLimits, SetTradingStatus
 from ccerx.engine.core.events import DepositRejected, OrderRejected
 from ccerx.engine.durable.replicated import NotLeader
 from ccerx.engine.formats.ndjson import event_to_dict, market_state, parse_command
@@ -57,7 +62,9 @@ log = logging.getLogger("gateway.control")
 SOCKET_NAME = "control.sock"        # default: <data dir>/control.sock
 MAX_LINE = 64 * 1024                # a request line longer than this is refused
 READ_CHUNK = 64 * 1024
-OPERATOR_OPS = {"eod": EndOfDay, "status": SetTradingStatus, "deposit": Deposit}  # op -> type
+OPERATOR_OPS = {"eod": EndOfDay, "status": SetTradingStatus, "deposit": Deposit,  # op -> type
+                "limits": SetLimits, "restrict": Restrict, "unrestrict": Restrict,
+                "kill": Restrict}
 QUERY_OPS = ("state", "accounts")   # read-only: answered from the engine, nothing applied
 _ALLOWED = ", ".join([*OPERATOR_OPS, *QUERY_OPS][:-1]) + " or " + QUERY_OPS[-1]
 

@@ -24,8 +24,8 @@ and checks on the way that every table entry exists in FIX 4.4, so the kit can n
 a tag nor drift from the gateway: tests/integration/test_broker_kit.py compares the committed
 XML with this output and validates a live session's messages against it.
 
-Three fields keep every FIX 4.4 value although the gateway acts on only a few: Side (54),
-OrdType (40) and TimeInForce (59). A NewOrderSingle with Side 5 is refused by an
+Four fields keep every FIX 4.4 value although the gateway acts on only a few: Side (54),
+OrdType (40), TimeInForce (59) and MassCancelRequestType (530, echoed in a refused r). A NewOrderSingle with Side 5 is refused by an
 ExecutionReport that echoes Side 5; a dictionary without that value would make the broker's
 engine reject the gateway's rejection. The gateway uses no custom (user-defined) fields; its
 one extension of FIX 4.4 is the take order (OrdType Q with RefOrderID 1080, both from FIX 5.0
@@ -69,6 +69,9 @@ MESSAGES: dict[str, tuple[str, Layout]] = {
     "W": ("gateway", [262, 55, (268, [269, 270, 271, 346, 290])]),
     "X": ("gateway", [262, (268, [279, 269, 55, 270, 271, 346])]),
     "Y": ("gateway", [262, 281, 58]),
+    "q": ("broker", [11, 530, 55, 54, 60]),
+    "r": ("gateway", [11, 37, 530, 531, 532, 533, 55, 54, 60, 58]),
+    "B": ("gateway", [148, (33, [58])]),
     "y": ("gateway", [320, 322, 560, 393, 893,
                       (146, [55, 107, (870, [871, 872]), 15, (232, [233, 234]), 561, 562, 58])]),
 }
@@ -102,6 +105,9 @@ ENUM_VALUES: dict[int, tuple[str, ...] | None] = {
     560: ("0", "1", "2"),
     871: ("99",),                                             # text attribute "Name=value"
     233: ("PRICE",),                                          # the daily price band "low-high"
+    530: None,                  # echoed in the report (r) even when refused: every value
+    531: (tr.MASS_CANCEL_REFUSED, tr.MASS_CANCEL_SYMBOL, tr.MASS_CANCEL_ALL),
+    532: (tr.MASS_REJ_NOT_SUPPORTED, tr.MASS_REJ_UNKNOWN_SECURITY, tr.OTHER),
 }
 
 # QuickFIX's name for each value (the FIX 4.4 repository's), for the values above
@@ -156,6 +162,13 @@ NAMES: dict[int, dict[str, str]] = {
     560: {"0": "VALID_REQUEST", "1": "INVALID_OR_UNSUPPORTED_REQUEST", "2": "NO_INSTRUMENTS_FOUND"},
     871: {"99": "TEXT"},
     233: {"PRICE": "PRICE_RANGE"},
+    530: {"1": "CANCEL_ORDERS_FOR_A_SECURITY", "2": "CANCEL_ORDERS_FOR_AN_UNDERLYING_SECURITY",
+          "3": "CANCEL_ORDERS_FOR_A_PRODUCT", "4": "CANCEL_ORDERS_FOR_ACFI_CODE",
+          "5": "CANCEL_ORDERS_FOR_A_SECURITY_TYPE", "6": "CANCEL_ORDERS_FOR_A_TRADING_SESSION",
+          "7": "CANCEL_ALL_ORDERS"},
+    531: {"0": "CANCEL_REQUEST_REJECTED", "1": "CANCEL_ORDERS_FOR_A_SECURITY",
+          "7": "CANCEL_ALL_ORDERS"},
+    532: {"0": "MASS_CANCEL_NOT_SUPPORTED", "1": "INVALID_OR_UNKNOWN_SECURITY", "99": "OTHER"},
 }
 
 

@@ -25,7 +25,7 @@ EXTENSION_ENUM_VALUES = {40: ("Q",)}
 EXTENSION_MESSAGE_FIELDS = {"D": [(1080, False)]}
 
 SUPPORTED = ["0", "1", "2", "3", "4", "5", "A", "D", "F", "G", "H", "8", "9", "j",
-             "V", "W", "X", "Y", "x", "y", "d", "g", "h"]
+             "V", "W", "X", "Y", "x", "y", "d", "g", "h", "B", "q", "r"]
 
 
 def main(path: str) -> None:

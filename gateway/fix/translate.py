@@ -36,6 +36,21 @@ prescribes.
 
 Market data (V, x) is delegated to `gateway.marketdata.MarketData`, which also sees every
 batch of engine events. Anything else is answered with BusinessMessageReject (j).
+
+Risk controls (issue 14). OrderMassCancelRequest (q) cancels the broker's own open orders:
+MassCancelRequestType (530) 1 those of one Symbol, 7 all of them, narrowed by Side (54) if
+given (FIX 4.4's q has no Account field: a broker that must cancel one account's orders
+cancels them one by one); it is answered by an OrderMassCancelReport (r: MassCancelResponse
+531 = the request type, or 0 refused with MassCancelRejectReason 532, TotalAffectedOrders
+533) and then one ExecutionReport (150=4) per cancelled order. Each cancel is an engine
+CancelOrder of its own, journaled like any other. When the operator restricts or kills an
+account or a member, its broker is told by a News (B) message, Headline (148) "restricted" /
+"kill switch" / "restriction lifted", the why in LinesOfText (33/58), sent before the
+ExecutionReports (150=4, Text "cancelled by the exchange's kill switch") of a kill's cancels;
+News rather than TradingSessionStatus because the trading session itself stays open for
+everyone else. A drop copy session (a [[broker]] with drop_copy_for = "<member>") receives a
+copy of every ExecutionReport sent to that member's session, with the same fields, and may
+send nothing but session messages: an application message gets BusinessMessageReject (j).
 """
 from __future__ import annotations
 
@@ -44,9 +59,10 @@ import time
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Callable, Iterable, Optional
 
-from ccerx.engine.core.commands import AmendOrder, CancelOrder, Deposit, EndOfDay, NewOrder, SetTradingStatus
+from ccerx.engine.core.commands import (AmendOrder, CancelOrder, Deposit, EndOfDay, NewOrder, Restrict,
+                                       SetLimits, SetTradingStatus)
 from ccerx.engine.core.events import (DayClosed, InstrumentDefined, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected,
-                           TradeExecuted, TradingStatusChanged)
+                           RestrictionChanged, TradeExecuted, TradingStatusChanged)
 from ccerx.engine.core.types import (CancelReason, DecimalFormatError, RejectReason as R, Side, format_fen,
                           parse_decimal_units, price_field)
 
@@ -64,6 +80,13 @@ REF_MSG_TYPE, BUSINESS_REJECT_REF_ID, BUSINESS_REJECT_REASON = 372, 379, 380
 CXL_REJ_RESPONSE_TO, ORD_STATUS_REQ_ID = 434, 790
 SUBSCRIPTION_REQUEST_TYPE, TRAD_SES_REQ_ID, TRADING_SESSION_ID, TRAD_SES_STATUS = 263, 335, 336, 340
 TRAD_SES_STATUS_REJ_REASON = 567
+HEADLINE, LINES_OF_TEXT = 148, 33
+MASS_CANCEL_REQUEST_TYPE, MASS_CANCEL_RESPONSE, MASS_CANCEL_REJECT_REASON = 530, 531, 532
+TOTAL_AFFECTED_ORDERS = 533
+# MassCancelRequestType (530) we act on; MassCancelResponse (531) 0 = refused;
+# MassCancelRejectReason (532)
+MASS_CANCEL_SYMBOL, MASS_CANCEL_ALL, MASS_CANCEL_REFUSED = "1", "7", "0"
+MASS_REJ_NOT_SUPPORTED, MASS_REJ_UNKNOWN_SECURITY = "0", "1"
 CONTINUOUS = "CONTINUOUS"    # our one TradingSessionID
 # TradSesStatus (340), TradSesStatusRejReason (567), SubscriptionRequestType (263)
 TRAD_SES_HALTED, TRAD_SES_OPEN, TRAD_SES_CLOSED, TRAD_SES_REQUEST_REJECTED = "1", "2", "3", "6"
@@ -91,11 +114,11 @@ ORD_REJ_REASON_OF = {
     R.INSUFFICIENT_FUNDS: "3", R.INSUFFICIENT_CREDITS: "3", R.QTY_ABOVE_MAX: "3",
     R.PRICE_OUT_OF_BAND: "3", R.ORDER_NOT_RESTING: "5", R.DUPLICATE_ORDER_ID: "6",
     R.INVALID_SIDE: "11", R.INVALID_TYPE: "11", R.INVALID_TIF: "11", R.INVALID_QTY: "13",
-    R.UNKNOWN_ACCOUNT: "15",
+    R.UNKNOWN_ACCOUNT: "15", R.POSITION_LIMIT: "3",
 }
 OTHER = "99"
 # What the exchange itself may apply besides the brokers' orders (run_operator_command)
-OPERATOR_COMMANDS = (SetTradingStatus, EndOfDay, Deposit)
+OPERATOR_COMMANDS = (SetTradingStatus, EndOfDay, Deposit, SetLimits, Restrict)
 # CxlRejReason (102)
 CXL_TOO_LATE, CXL_UNKNOWN, CXL_EXCHANGE_OPTION, CXL_DUPLICATE = "0", "1", "2", "6"
 # BusinessRejectReason (380)
@@ -109,7 +132,8 @@ CANCEL_TEXT = {CancelReason.USER: None, CancelReason.STP: "cancelled by self-tra
                CancelReason.MARKET: "unfilled rest of a market order",
                CancelReason.EOD: "day order expired at the close",
                CancelReason.TAKE: "unfilled rest of a take order (it trades at the best level "
-                                  "only)"}
+                                  "only)",
+               CancelReason.KILL: "cancelled by the exchange's kill switch"}
 
 
 _last_second = [None, ""]
@@ -186,10 +210,12 @@ class ExchangeApplication:
 
     def __init__(self, exchange, comp_id: str, brokers: Iterable[str],
                  clock: Callable[[], int] = time.time_ns, begin_string: str = "FIX.4.4",
-                 group_commit: bool = False):
+                 group_commit: bool = False, drop_copy_for: Optional[dict] = None):
         """group_commit=True applies commands with exchange.apply_deferred (durable engine):
         the caller must call exchange.commit() before anything this application returns
-        leaves the process (GatewayServer(before_write=exchange.commit) does)."""
+        leaves the process (GatewayServer(before_write=exchange.commit) does).
+        drop_copy_for: {drop copy CompID: member CompID} (both among `brokers`); when not
+        given and `brokers` is the config's {CompID: BrokerConfig}, read from it."""
         if exchange.accounts is None:
             raise ValueError("the gateway needs an engine with accounts (pre-trade checks on)")
         self.exchange = exchange
@@ -197,6 +223,18 @@ class ExchangeApplication:
         self.clock = clock
         self.sessions: dict[str, SessionKey] = {b: SessionKey(begin_string, comp_id, b)
                                                 for b in brokers}
+        if drop_copy_for is None and isinstance(brokers, dict):
+            drop_copy_for = {b: getattr(c, "drop_copy_for", None) for b, c in brokers.items()}
+        # member session -> its drop copy sessions
+        self._drop_copies: dict[SessionKey, list[SessionKey]] = {}
+        self._drop_copy_sessions: set[str] = set()
+        for copy, member in (drop_copy_for or {}).items():
+            if member is None:
+                continue
+            if copy not in self.sessions or member not in self.sessions:
+                raise ValueError(f"drop copy {copy!r} of {member!r}: both must be brokers")
+            self._drop_copies.setdefault(self.sessions[member], []).append(self.sessions[copy])
+            self._drop_copy_sessions.add(copy)
         self.orders: dict[str, OrderState] = {}                  # engine order id -> state
         self._by_cl_ord_id: dict[tuple[str, str], OrderState] = {}  # (broker, ClOrdID) -> state
         self.market_data = MarketData(exchange)
@@ -205,7 +243,8 @@ class ExchangeApplication:
         self._boot = _base36(clock() // 1_000_000)
         self._local_ids = 0
         self._handlers = {"D": self._new_order, "F": self._cancel, "G": self._replace,
-                          "H": self._status, "g": self._session_status_request}
+                          "H": self._status, "g": self._session_status_request,
+                          "q": self._mass_cancel}
         # (open, Text) of the last TradingSessionStatus broadcast: a broker logging on during a
         # halt is told "halt", not just "closed" (unknown after a restart until the next change)
         self._last_status: Optional[tuple[bool, str]] = None
@@ -230,9 +269,13 @@ class ExchangeApplication:
         if self.sessions.get(broker) != session:
             return [(session, business_reject(message, BMR_NOT_AVAILABLE,
                                               "no exchange application on this session"))]
+        if broker in self._drop_copy_sessions:
+            return [(session, business_reject(
+                message, BMR_NOT_AVAILABLE, "a drop copy session receives execution reports "
+                                            "only: send orders on the member's own session"))]
         handler = self._handlers.get(msg_type)
         if handler is not None:
-            return handler(session, broker, message)
+            return self._copied(handler(session, broker, message))
         if msg_type in MarketData.MSG_TYPES:
             return [(session, m) for m in self.market_data.on_message(session, message)]
         return [(session, business_reject(message, BMR_UNSUPPORTED, "Unsupported Message Type"))]
@@ -436,7 +479,86 @@ class ExchangeApplication:
         engine_events = self._engine_apply(command)
         if events is not None:
             events.extend(engine_events)
-        return self._translate(engine_events, _Request("operator", None, None))
+        return self._copied(self._translate(engine_events, _Request("operator", None, None)))
+
+    def _copied(self, out: list[Outbound]) -> list[Outbound]:
+        """`out` with a copy of every ExecutionReport after the original for each drop copy
+        session of the member it goes to."""
+        copies = self._drop_copies
+        if not copies:
+            return out
+        with_copies: list[Outbound] = []
+        for session, message in out:
+            with_copies.append((session, message))
+            targets = copies.get(session)
+            if targets and message.msg_type == "8":
+                with_copies.extend((copy, message) for copy in targets)
+        return with_copies
+
+    def _restriction_news(self, event: RestrictionChanged, out) -> None:
+        """News (B) to the broker concerned: the member restricted, or the account's member."""
+        member = event.target
+        if event.scope == "account":
+            account = self.exchange.accounts.get(event.target)
+            member = account.member if account is not None else None
+        session = self.sessions.get(member) if member is not None else None
+        if session is None:
+            return
+        whom = f"{event.scope} {event.target}"
+        if event.kill:
+            headline = "kill switch"
+            text = (f"the exchange stopped {whom}: every open order is cancelled and new "
+                    f"orders are refused until the operator lifts the restriction (Art.46)")
+        elif event.side == "none":
+            headline, text = "restriction lifted", f"{whom} may trade again"
+        else:
+            headline = "restricted"
+            sides = "orders" if event.side == "both" else f"{event.side} orders"
+            text = (f"the exchange restricted {whom}: new {sides} are refused; cancels are "
+                    f"accepted (Art.39/46)")
+        fields = [(MSG_TYPE, "B"), (HEADLINE, headline), (LINES_OF_TEXT, "1"),
+                  *text_fields(TEXT, text)]
+        out.append((session, FixMessage(declare_encoding(fields))))
+
+    # ------------------------------------------------------------------ OrderMassCancelRequest (q)
+    def _mass_cancel(self, session, broker, msg) -> list[Outbound]:
+        """Cancel the broker's own open orders (all, or one Symbol's; one Side's if given)."""
+        get = first_values(msg).get
+        cl_ord_id, kind = get(CL_ORD_ID), get(MASS_CANCEL_REQUEST_TYPE)
+        symbol, side = get(SYMBOL), get(SIDE)
+        refusal = None
+        if kind not in (MASS_CANCEL_SYMBOL, MASS_CANCEL_ALL):
+            refusal = (MASS_REJ_NOT_SUPPORTED, f"MassCancelRequestType {kind!r} is not "
+                       f"supported: 1 (the orders of one Symbol) or 7 (all orders)")
+        elif kind == MASS_CANCEL_SYMBOL and symbol not in self.exchange.specs:
+            refusal = (MASS_REJ_UNKNOWN_SECURITY, f"unknown Symbol {str(symbol)[:40]!r}")
+        elif side is not None and side not in FIX_SIDES:
+            refusal = (OTHER, f"unsupported Side {side[:8]!r}: 1 (buy) or 2 (sell)")
+        out: list[Outbound] = []
+        cancelled = 0
+        if refusal is None:
+            targets = [o for o in self.orders.values()
+                       if o.broker == broker and o.is_open
+                       and (kind == MASS_CANCEL_ALL or o.symbol == symbol)
+                       and (side is None or o.side == side)]
+            for order in targets:
+                events = self._engine_apply(CancelOrder(order.order_id, self.clock(), broker))
+                cancelled += sum(1 for e in events if type(e) is OrderCancelled)
+                out += self._translate(events, _Request("mass_cancel", session, None))
+        f = [(MSG_TYPE, "r"), (CL_ORD_ID, cl_ord_id or "NONE"), (ORDER_ID, self._local_exec_id()),
+             (MASS_CANCEL_REQUEST_TYPE, kind or "0"),
+             (MASS_CANCEL_RESPONSE, MASS_CANCEL_REFUSED if refusal else kind)]
+        if refusal:
+            f.append((MASS_CANCEL_REJECT_REASON, refusal[0]))
+        f.append((TOTAL_AFFECTED_ORDERS, str(cancelled)))
+        if symbol:
+            f.append((SYMBOL, symbol))
+        if side:
+            f.append((SIDE, side))
+        f.append((TRANSACT_TIME, utc_timestamp(self.clock())))
+        if refusal:
+            f += text_fields(TEXT, refusal[1])
+        return [(session, FixMessage(declare_encoding(f))), *out]
 
     def _trading_status(self, event: TradingStatusChanged, out) -> None:
         """TradingSessionStatus (h) to every broker, logged on or not (stored for resend)."""
@@ -467,6 +589,8 @@ class ExchangeApplication:
                 self._on_day_closed()
             elif kind is TradingStatusChanged:
                 self._trading_status(event, out)
+            elif kind is RestrictionChanged:
+                self._restriction_news(event, out)
         out.extend(self.market_data.on_events(events))
         return out
 

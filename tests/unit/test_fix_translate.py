@@ -254,7 +254,7 @@ def test_unknown_order_status(app):
     assert (status.get(150), status.get(39), status.get(103), status.get(790)) == ("I", "8", "5", "q1")
 
 
-@pytest.mark.parametrize("msg_type", ["R", "AE", "E", "q"])
+@pytest.mark.parametrize("msg_type", ["R", "AE", "E", "AF"])
 def test_unsupported_message_gets_business_message_reject(app, msg_type):
     incoming = msg(msg_type, (131, "r1"))
     reject = only(app.on_message(B1, incoming), B1)
