@@ -9,7 +9,8 @@
    of unknown orders, and every command ccerx rejects (a reject changes no state, so ccerx's
    trades are the same with or without them). Every order gets its own account, so ccerx's
    self-trade prevention never acts (the peers have none, or a different one).
-2. Creates a separate virtual environment (out/peers-venv; never the project's) on demand and
+2. Creates a separate virtual environment (~/.cache/ccerx/peers-venv, --venv; never the
+   project's, and not under the repository, whose tests read every .py file in it) on demand and
    pip-installs the PyPI peers: matching-engine (pure Python; needs Python >= 3.12, so the
    venv is made with a python3.12 when one is found), cython-orderbook (Cython),
    limit-order-book (C++ through ctypes), plus sortedcontainers and orjson for the lean book
@@ -51,6 +52,7 @@ PEERS = {   # engine -> (pip requirement, what it is)
 IMPORTS = {"matching-engine": "matching_engine.engine", "cython-orderbook": "cython_orderbook",
            "limit-order-book": "limit_order_book"}
 HELPERS = ["sortedcontainers", "orjson"]
+DEFAULT_VENV = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ccerx" / "peers-venv"
 
 
 def clean_flow(lines) -> tuple[list[bytes], collections.Counter]:
@@ -147,7 +149,7 @@ def agreement(reference: dict, result: dict) -> str:
 def run_driver(python: str, engine: str, flow: Path, mode: str) -> tuple[dict, float]:
     """One driver process: its JSON line and the process's CPU seconds (children's rusage)."""
     before = os.times()
-    done = subprocess.run([python, str(DRIVER), engine, str(flow), mode],
+    done = subprocess.run([python, str(DRIVER), engine, str(flow.resolve()), mode],
                           capture_output=True, text=True, cwd=DRIVER.parent)
     after = os.times()
     if done.returncode != 0:
@@ -199,7 +201,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--python", help="interpreter for the peers' venv (default: a python3.12 "
                                     "if one is found, for matching-engine; else this one)")
-    p.add_argument("--out", default="out/peers")
+    p.add_argument("--out", default="out/peers", help="flows (default out/peers)")
+    p.add_argument("--venv", default=str(DEFAULT_VENV),
+                   help=f"the peers' virtual environment (default {DEFAULT_VENV}: outside the "
+                        "repository, whose tests read every .py file under it)")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -215,7 +220,7 @@ def main() -> None:
     print(f"flow: {raw} ({args.commands:,} commands) -> {flow}: {len(kept):,} kept; dropped "
           + ", ".join(f"{reason} {count:,}" for reason, count in dropped.most_common()))
     print(f"ccerx: {reference['trades']:,} trades, {reference['volume']:,} t")
-    venv_python, status = peers_venv(out.parent / "peers-venv", find_python312(args.python))
+    venv_python, status = peers_venv(Path(args.venv), find_python312(args.python))
     engines = {"ccerx": sys.executable, "lean": venv_python}
     notes = {"ccerx": "full validation, events (continuous, no accounts)",
              "lean": "SortedDict + deque book, no validation (in the harness)"}
