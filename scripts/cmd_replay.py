@@ -10,8 +10,9 @@ from ccerx.engine.formats.config import load_accounts, load_instruments
 from ccerx.engine.core.exchange import Exchange
 from ccerx.engine.core.rules import PROFILES
 from ccerx.engine.core.commands import Malformed
-from ccerx.engine.formats.ndjson import books_to_json, encode_event, parse_command
-from ccerx.engine.replay import replay
+from ccerx.engine.formats.ndjson import books_to_json, parse_command
+from ccerx.engine.formats.ndjson_events import EventLines
+from ccerx.engine.replay import replay, replay_batches
 from ccerx.engine.formats.binary import flow_length, is_binary_path, iter_flow_commands
 from ccerx.scripts.paths import input_file_problem, output_file_problem
 from ccerx.scripts.progress import Progress
@@ -36,12 +37,13 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def events_sink(write, specs):
-    """A replay sink that writes each event as one NDJSON line."""
-    def sink(events):
-        for event in events:
-            write(encode_event(event, specs))
-            write(b"\n")
+def events_batch_sink(write, specs):
+    """A replay batch sink that writes each event as one NDJSON line (the lines
+    `encode_event` gives, built without a dict per event: engine/formats/ndjson_events.py)."""
+    encode_batches = EventLines(specs).encode_batches
+
+    def sink(batches):
+        write(encode_batches(batches))
     return sink
 
 
@@ -64,6 +66,25 @@ def iter_ndjson(path: Path, malformed: list | None = None):
                 if malformed is not None and type(command) is Malformed:
                     malformed.append((number, command.text))
                 yield command
+
+
+def iter_ndjson_batches(path: Path, malformed: list | None = None, chunk_bytes: int = 1 << 20):
+    """`iter_ndjson` a list at a time (about `chunk_bytes` of lines each): one list
+    comprehension per chunk instead of a generator step per line; the line numbers of
+    malformed lines are worked out only for a chunk that holds one."""
+    parse = parse_command
+    first_number = 1
+    with path.open("rb") as f:
+        while lines := f.readlines(chunk_bytes):
+            commands = [parse(line) for line in lines if not line.isspace()]
+            if malformed is not None and Malformed in set(map(type, commands)):
+                nonblank = (number for number, line in enumerate(lines, first_number)
+                            if not line.isspace())
+                malformed.extend((number, command.text) for number, command in zip(nonblank, commands)
+                                 if type(command) is Malformed)
+            first_number += len(lines)
+            if commands:
+                yield commands
 
 
 def report_malformed(command: str, path: Path, malformed: list, shown: int = 5) -> None:
@@ -102,13 +123,16 @@ def run(args) -> int:
     events_file = open(args.events_out, "wb", buffering=1 << 20) if args.events_out else None
     sink = None
     if events_file is not None:
-        sink = events_sink(events_file.write, exchange.specs)
+        sink = events_batch_sink(events_file.write, exchange.specs)
     progress = Progress("replay", total)
     malformed: list = []
     try:
-        stats = replay(exchange, iter_flow_commands(path) if binary else iter_ndjson(path, malformed),
-                       total=total, sink=sink,
-                       progress=progress if total > 200_000 else None)
+        if binary:
+            stats = replay(exchange, iter_flow_commands(path), total=total, batch_sink=sink,
+                           progress=progress if total > 200_000 else None)
+        else:
+            stats = replay_batches(exchange, iter_ndjson_batches(path, malformed), total=total,
+                                   batch_sink=sink, progress=progress if total > 200_000 else None)
     finally:
         progress.close()
         if events_file is not None:
@@ -130,7 +154,9 @@ def run(args) -> int:
               f"events {stats.events:,}")
         print(f"wall {stats.wall_ns / 1e9:.3f} s ({stats.commands / max(stats.wall_ns / 1e9, 1e-9):,.0f} cmd/s)  "
               f"engine-only {stats.engine_ns / 1e9:.3f} s ({stats.engine_throughput:,.0f} cmd/s)")
-        print("latency per command (us): " + "  ".join(
+        sampled = (f" (sampled: 1 command in {stats.latency_every})"
+                   if stats.latency_every > 1 else "")
+        print(f"latency per command{sampled} (us): " + "  ".join(
             f"{k} {v / 1000:.2f}" for k, v in lat.items()))
         print(f"state hash {summary['state_hash']}  (rules {exchange.rules.name})")
     return 0
