@@ -5,6 +5,13 @@
     ccerx operator resume ["note"]             # open it again
     ccerx operator deposit HOLD01 CCER-SOL 50000 --id ISS-2026-001    # credits, whole tonnes
     ccerx operator deposit EMIT01 CNY 1000000.00 --id F-2026-001      # cash, decimal CNY
+    ccerx operator restrict EMIT01 [--side buy|sell|both]   # Art.39/46: refuse new orders
+    ccerx operator restrict --member BROKER01 --side buy     #   of an account or a member
+    ccerx operator unrestrict EMIT01 | --member BROKER01     # lift it (and a kill)
+    ccerx operator kill EMIT01 | --member BROKER01           # cancel every open order, refuse new
+    ccerx operator limits key_emission_unit=500000/1000000 [--report-pct 50]
+                                               # Art.37/38 position limits (t per credit type /
+                                               # total; "-" for none); no TYPE=...: lift them all
     ccerx operator send REQUESTS.ndjson        # raw request lines (- for stdin)
 
     ccerx operator state [--json]              # the market: a table (--json: one JSON line)
@@ -63,6 +70,27 @@ def add_parser(sub) -> None:
                          help="your reference, unique for ever: a repeated id is rejected, so "
                               "a retried deposit never credits twice (default DEP-<time ns>; "
                               "give your own to retry safely)")
+    for name, help_text in (
+            ("restrict", "refuse new orders of an account or a member (Art.39/46): --side buy, "
+                         "sell or both (default); cancels still work"),
+            ("unrestrict", "lift a restriction or a kill of an account or a member"),
+            ("kill", "kill switch: cancel every open order of an account or a member (its "
+                     "broker is told over FIX) and refuse new ones until unrestrict")):
+        action = add_action(name, help=help_text)
+        action.add_argument("account", metavar="ACCOUNT", nargs="?",
+                            help="the account (or give --member)")
+        action.add_argument("--member", metavar="COMPID", help="a member (broker CompID): its "
+                            "orders and those of the accounts registered to it")
+        if name == "restrict":
+            action.add_argument("--side", choices=("buy", "sell", "both"), default="both")
+    limits = add_action("limits", help="set the position limits (Art.37) by participant type, "
+                                       "replacing those in force, and the large-holder "
+                                       "reporting share (Art.38)")
+    limits.add_argument("caps", metavar="TYPE=PER/TOTAL", nargs="*",
+                        help="e.g. key_emission_unit=500000/1000000: tonnes of one credit type "
+                             "/ of all together (owned + open buys); '-' for no limit")
+    limits.add_argument("--report-pct", default="0", metavar="PCT",
+                        help="report a holding at this percentage of its limit (0: never)")
     add_action("state", help="show the market's state: trading open or not, the last close, "
                              "per credit type the reference price and band, best bid and ask, "
                              "resting orders, today's volume (read-only)")
@@ -115,6 +143,26 @@ def requests_for(args) -> list:
             raise _Usage(f"deposit: AMOUNT of {args.asset} must be whole tonnes, not "
                          f"{args.amount!r}")
         return [request]
+    if args.action in ("restrict", "unrestrict", "kill"):
+        if (args.account is None) == (args.member is None):
+            raise _Usage(f"{args.action}: give an ACCOUNT or --member COMPID (one of them)")
+        request = {"op": args.action, **({"member": args.member} if args.member
+                                         else {"account": args.account})}
+        if args.action == "restrict":
+            request["side"] = args.side
+        return [request]
+    if args.action == "limits":
+        table = {}
+        for cap in args.caps:
+            ptype, _, values = cap.partition("=")
+            per, _, total = values.partition("/")
+            try:
+                table[ptype] = {k: int(v) for k, v in (("per_instrument", per), ("total", total))
+                                if v not in ("", "-")}
+            except ValueError:
+                raise _Usage(f"limits: {cap!r} is not TYPE=PER/TOTAL in whole tonnes "
+                             f"(e.g. key_emission_unit=500000/1000000)") from None
+        return [{"op": "limits", "limits": table, "report_pct": args.report_pct}]
     if args.action == "send":
         data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
         return [line for line in data.splitlines() if line.strip()]
