@@ -40,6 +40,19 @@ def _str_or_none(value):
     return value if type(value) is str else None
 
 
+_PRICE_UNITS: dict = {}   # price text -> price units: a flow repeats a few thousand texts
+
+
+def _price_field(value):
+    """`price_field`, with the units of a valid price text remembered (up to 65,536 texts)."""
+    units = _PRICE_UNITS.get(value) if type(value) is str else None
+    if units is None:
+        units = price_field(value)
+        if type(units) is int and len(_PRICE_UNITS) < 65_536:
+            _PRICE_UNITS[value] = units
+    return units
+
+
 def parse_command(line: bytes | str):
     """One NDJSON line -> one command (never raises)."""
     try:
@@ -56,7 +69,7 @@ def parse_command(line: bytes | str):
     get = obj.get
     if op == "new":
         return NewOrder(get("order_id"), get("account"), get("instrument"), get("side"),
-                        get("type", "limit"), get("tif"), price_field(get("price")), get("qty"),
+                        get("type", "limit"), get("tif"), _price_field(get("price")), get("qty"),
                         ts, None, get("target"))
     if op == "cancel":
         return CancelOrder(get("order_id"), ts)
