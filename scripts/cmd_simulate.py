@@ -149,7 +149,7 @@ def run(args) -> int:
         print("running the same scenario without its issuance batches (the baseline for the "
               "price response)", file=sys.stderr)
         baseline = Session(dataclasses.replace(scenario, issuance=[]), rules=rules).run()
-    sweep_figures, comparison = None, None
+    sweep_figures, comparison, sweep_s = None, None, 0.0
     if len(seeds) > 1 or compared:
         from ccerx.scripts.simulate.calibration import text_table
         from ccerx.scripts.simulate.report import calibration_table
@@ -168,7 +168,8 @@ def run(args) -> int:
                     comparison[name] = sweep_figures
                 else:
                     comparison[name] = sweep(scenario, seeds, name, args.workers, done=done)
-        print(f"calibration over {len(seeds)} seed(s) ({time.perf_counter() - swept:.1f} s):")
+        sweep_s = time.perf_counter() - swept
+        print(f"calibration over {len(seeds)} seed(s) ({sweep_s:.1f} s):")
         print(text_table(calibration_table(sweep_figures or comparison.get(rules.name)
                                            or [first[seeds[0]]])))
     summary = write_report(result, out, baseline, sweep_figures, comparison)
@@ -185,6 +186,7 @@ def run(args) -> int:
           f"{summary['trades']:,} trades from {summary['commands']:,} commands")
     print(f"reconciliation: {'OK' if result.reconciled else 'FAILED'} "
           f"({summary['reconciliation'][-1]})")
-    print(f"simulated in {simulated:.1f} s, report in {total_s - simulated:.1f} s: "
+    sweeps = f"other seeds and profiles in {sweep_s:.1f} s, " if sweep_s else ""
+    print(f"simulated in {simulated:.1f} s, {sweeps}report in {total_s - simulated - sweep_s:.1f} s: "
           f"{(out / 'report.html').resolve()}")
     return 0 if result.reconciled else 1
