@@ -5,7 +5,8 @@ Routes (every one but /login needs a session; every POST its CSRF token):
     GET  / /book[/SYMBOL] /tape /alerts /accounts /control        pages (pages.py)
     GET  /events                                                  server-sent events
     GET  /api/state /api/book/SYMBOL[?levels=all] /api/tape /api/accounts /api/cases
-    POST /api/operator      one control-socket request: {"op":"status"|"eod"|"deposit",...}
+    POST /api/operator      one control-socket request: {"op":"status"|"eod"|"deposit"|
+                            "restrict"|"unrestrict"|"kill"|"limits",...}
     POST /api/cases/ID      {"action":"review"|"close"|"reopen","note":...}
 """
 from __future__ import annotations
@@ -215,6 +216,12 @@ class Console:
                               key=lambda a: (a.member or "", a.account)):
             row = account.to_json()
             row["cash_available"] = format_fen(account.cash_available)
+            restrictions = self.exchange.restrictions
+            row["restricted"] = restrictions.get(("account", account.account))
+            row["member_restricted"] = restrictions.get(("member", account.member))
+            per, total = accounts.limits.get(account.participant_type, (None, None))
+            row["limit"] = ({"per_instrument": per, "total": total}
+                            if per is not None or total is not None else None)
             rows.append(row)
         return _json(rows)
 
@@ -238,7 +245,8 @@ class Console:
         if type(item) is Refused:
             response = {"ok": False, "error": item.error}
         else:
-            if type(item).__name__ == "Deposit" and item.owner is None:
+            if (type(item).__name__ in ("Deposit", "Restrict", "SetLimits")
+                    and item.owner is None):
                 item = item._replace(owner=f"console:{operator}")
             response = orjson.loads(self._respond(item))
         self._record(operator, orjson.loads(body) if _is_json(body) else {"raw": body[:200].decode(

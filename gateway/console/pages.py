@@ -156,13 +156,38 @@ load(); live(m=>{ if(m.type==='alert') load(); });
 
 ACCOUNTS = """<table><thead><tr><th class="l">会员 Member</th><th class="l">账户 Account</th><th class="l">类型 Type</th>
 <th>资金 Cash (CNY)</th><th>可用 Available</th><th>冻结 Reserved</th><th>手续费 Fees</th>
-<th class="l">持仓 Holdings (t)</th></tr></thead><tbody id="accounts"></tbody></table>
-<p>限仓、限制交易与一键撤单 Position limits, restrictions and the kill switch are not part of this build.</p>"""
+<th class="l">持仓 Holdings (t)</th><th class="l">限仓 Limit (t)</th><th class="l">限制 Restriction</th>
+<th class="l">操作 Actions</th></tr></thead><tbody id="accounts"></tbody></table>
+<h3>会员 Members</h3>
+<table><thead><tr><th class="l">会员 Member</th><th class="l">限制 Restriction</th><th class="l">操作 Actions</th></tr></thead>
+<tbody id="members"></tbody></table><div class="msg" id="risk_result"></div>
+<p>限制交易与一键撤单（第39、46条）经由与控制套接字相同的日志化操作员命令执行，并通过 FIX 通知会员。
+Restrictions and the kill switch (Art.39, 46) are the same journaled operator commands as the control socket's; the member is told over FIX.</p>"""
 
 ACCOUNTS_JS = """
-api('/api/accounts').then(list=>rows('accounts',list.map(a=>`<tr><td class="l">${esc(a.member)}</td><td class="l">${esc(a.account)}</td>
+const RESTRICTED={buy:'限买 no buys',sell:'限卖 no sells',both:'禁止交易 no orders'};
+const restriction=x=>x?`<span class="halted">${esc(RESTRICTED[x]||x)}</span>`:'';
+const limit=l=>l?`${esc(l.per_instrument)} / ${esc(l.total)}`:'';
+const btn=(op,scope,id,label,side)=>`<button data-op="${op}" data-scope="${scope}" data-id="${esc(id)}"${side?` data-side="${side}"`:''}>${label}</button>`;
+const actions=(scope,id)=>btn('restrict',scope,id,'限买 Restrict buys','buy')+btn('restrict',scope,id,'限卖 Restrict sells','sell')
+  +btn('kill',scope,id,'一键撤单 Kill')+btn('unrestrict',scope,id,'解除 Release');
+function load(){api('/api/accounts').then(list=>{
+ rows('accounts',list.map(a=>`<tr data-account="${esc(a.account)}"><td class="l">${esc(a.member)}</td><td class="l">${esc(a.account)}</td>
  <td class="l">${esc(a.type)}</td><td>${esc(a.cash)}</td><td>${esc(a.cash_available)}</td><td>${esc(a.cash_reserved)}</td><td>${esc(a.fees_paid)}</td>
- <td class="l">${esc(Object.entries(a.credits||{}).map(([k,v])=>k+' '+v).join(', '))}</td></tr>`)));
+ <td class="l">${esc(Object.entries(a.credits||{}).map(([k,v])=>k+' '+v).join(', '))}</td><td class="l">${limit(a.limit)}</td>
+ <td class="l restriction">${restriction(a.restricted)}</td><td class="l">${actions('account',a.account)}</td></tr>`));
+ const members=[...new Map(list.filter(a=>a.member).map(a=>[a.member,a.member_restricted])).entries()];
+ rows('members',members.map(([m,r])=>`<tr data-member="${esc(m)}"><td class="l">${esc(m)}</td>
+ <td class="l restriction">${restriction(r)}</td><td class="l">${actions('member',m)}</td></tr>`));});}
+const QUESTION={restrict:'确认限制交易？ Restrict',kill:'确认一键撤单？将撤销全部挂单并禁止新订单。 Kill switch: cancel every open order of',
+  unrestrict:'确认解除限制？ Release'};
+document.addEventListener('click',async e=>{const b=e.target.closest('button[data-op]'); if(!b) return;
+  const d=b.dataset, request={op:d.op,[d.scope]:d.id}; if(d.side) request.side=d.side;
+  if(!confirm(`${QUESTION[d.op]} ${d.scope} ${d.id}${d.side?' ('+d.side+')':''}?`)) return;
+  const r=await post('/api/operator',request);
+  document.getElementById('risk_result').textContent=(r.ok?'已执行 done':'未执行 refused')+'\\n'+JSON.stringify(r.error||r.events,null,1);
+  load();});
+load();
 """
 
 CONTROL = """<div class="box"><p>交易状态 Trading: <b id="status">-</b></p>

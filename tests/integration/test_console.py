@@ -4,7 +4,8 @@ FIX appear on the live tape without reloading, see the market overview, a spoofi
 live from a FIX order cancelled within seconds and a wash-trade alert from related accounts
 trading with each other, halt trading from the console (brokers are told
 over FIX, the action is journaled, logged with the operator's name and named in `ccerx audit
-export`), and an action without the CSRF token refused.
+export`), an action without the CSRF token refused, and a member's kill switch pressed
+(with a confirmation) cancelling its orders over FIX.
 
 With CCERX_REQUIRE_SERVICES=1 (CI, which installs chromium) a missing browser is a failure;
 elsewhere a skip. CCERX_CONSOLE_SCREENSHOT=PATH saves the overview page there."""
@@ -199,4 +200,42 @@ def test_alert_from_fix_orders_halt_from_the_console_and_csrf(console):
     # and without a session nothing is served
     page.context.clear_cookies()
     assert page.request.get(url + "/api/state").status == 401
+    broker.logout()
+
+
+def test_a_members_kill_switch_from_the_console_cancels_its_orders_over_fix(console):
+    server, url, page, data = console
+    _log_in(page, url)
+    broker = Broker("BROKER01", server.port)
+    broker.logon("demo01", reset=True)
+    for cl in ("k1", "k2"):
+        broker.new_order(cl, "EMIT01", "1", 10, "61.00")
+        assert s(broker.expect("8"), 150) == "0"
+    page.goto(url + "/accounts")
+    page.wait_for_selector("tr[data-member='BROKER01']")
+    questions = []
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.dismiss()))
+    page.click("tr[data-member='BROKER01'] button[data-op='kill']")
+    assert questions and "BROKER01" in questions[0]          # dismissed: nothing happened
+    broker.new_order("k3", "EMIT01", "1", 10, "61.00")
+    assert s(broker.expect("8"), 150) == "0"
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("tr[data-member='BROKER01'] button[data-op='kill']")
+    page.wait_for_selector("tr[data-member='BROKER01'] td.restriction:has-text('no orders')")
+    news = broker.expect("B")
+    assert s(news, 148) == "kill switch"
+    cancelled = [broker.expect("8") for _ in range(3)]
+    assert sorted((s(m, 11), s(m, 150)) for m in cancelled) == [("k1", "4"), ("k2", "4"),
+                                                                 ("k3", "4")]
+    broker.new_order("k4", "EMIT01", "1", 10, "61.00")
+    assert "restricted" in s(broker.expect("8"), 58)
+    actions = [orjson.loads(line) for line in (data / "console-actions.ndjson").read_bytes().splitlines()]
+    assert any(a["operator"] == "wang" and a["request"] == {"op": "kill", "member": "BROKER01"}
+               and a["ok"] for a in actions)
+    # release it: new orders are accepted again
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("tr[data-member='BROKER01'] button[data-op='unrestrict']")
+    assert s(broker.expect("B"), 148) == "restriction lifted"
+    broker.new_order("k5", "EMIT01", "1", 10, "61.00")
+    assert s(broker.expect("8"), 150) == "0"
     broker.logout()
