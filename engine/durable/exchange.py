@@ -58,7 +58,7 @@ from ccerx.engine.core.exchange import Exchange
 from ccerx.engine.core.risk import Accounts
 from ccerx.engine.core.rules import CONTINUOUS, RuleProfile
 from ccerx.engine.durable.settlement import (Cursor, InstructionMaker, Outbox, Relay, SettlementConfig,
-                         instruction_from_row, trade_date)
+                         clears_at_close, instruction_from_row, trade_date)
 from ccerx.engine.core.types import DEFAULT_INSTRUMENTS, InstrumentSpec
 
 OPENING = "opening.json"
@@ -130,7 +130,7 @@ class DurableExchange:
         if fresh:
             report.created = True
             self.exchange = genesis
-            self.maker = InstructionMaker(self.settlement)
+            self.maker = InstructionMaker(self.settlement, batch_clearing=clears_at_close(rules))
             write_atomic(self.data_dir / OPENING, orjson.dumps(
                 {"genesis_hash": genesis.state_hash(), "accounts": opening_balances(accounts),
                  "settlement": self.settlement._asdict(), "rules": rules.to_json()}))
@@ -276,13 +276,15 @@ class DurableExchange:
                 for command in commands:
                     events = apply(command)
                     rows.append(encode(command))
-                    if type(command) is EndOfDay:
-                        marks.append((maker.next_seq - 1, trade_date(exchange.last_ts)))
                     for event in events:
                         if type(event) is trade:
                             made.append(maker.make(event, specs[event.instrument], accounts))
                         elif type(event) is Deposited:
                             made.append(maker.make_deposit(event, accounts))
+                    if type(command) is EndOfDay:
+                        if maker.batch_clearing:     # day-end DvP clearing (settlement.py)
+                            made.append(maker.make_batch(exchange.last_ts))
+                        marks.append((maker.next_seq - 1, trade_date(exchange.last_ts)))
                     out.append(events)
                     if len(rows) >= batch_size:
                         journal.append(rows, [tuple(i) for i in made], maker.stream_seqs)

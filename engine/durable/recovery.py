@@ -23,7 +23,8 @@ from ccerx.engine.core.commands import EndOfDay, NewOrder
 from ccerx.engine.core.exchange import Exchange
 from ccerx.engine.durable import journal as jr
 from ccerx.engine.durable import snapshot as snap
-from ccerx.engine.durable.settlement import InstructionMaker, SettlementConfig, trade_date
+from ccerx.engine.durable.settlement import (InstructionMaker, SettlementConfig,
+                                              clears_at_close, trade_date)
 
 
 class RecoveryRefused(RuntimeError):
@@ -100,7 +101,12 @@ def replay_directory(data_dir: Path, settlement: SettlementConfig, floor: int,
         if restored is None:
             raise RecoveryRefused(f"{data_dir}: no usable snapshot ({skipped})")
         snap_seq, exchange, extra = restored
-        scanned = jr.scan(data_dir, decode_after=snap_seq, instructions_after=floor)
+        batch_clearing = clears_at_close(exchange.rules)
+        snap_instruction = extra["settlement"]["next_seq"] - 1
+        # day-end clearing: the maker follows the instructions after the snapshot (what the
+        # next clearing batch covers), so those are parsed too
+        scanned = jr.scan(data_dir, decode_after=snap_seq, instructions_after=min(
+            floor, snap_instruction) if batch_clearing else floor)
         if scanned.last_seq >= snap_seq:
             break
         # the journal ends before this snapshot (lost segment): take an older one
@@ -122,24 +128,31 @@ def replay_directory(data_dir: Path, settlement: SettlementConfig, floor: int,
     # closes before the snapshot whose statements were not written yet
     eod_marks = [tuple(mark) for mark in extra.get("eod_marks", ())]
     maker = InstructionMaker(settlement, maker_state["next_seq"],
-                             maker_state["stream_seqs"])
+                             maker_state["stream_seqs"], batch_clearing=batch_clearing,
+                             clearing=maker_state.get("clearing"))
     apply = exchange.apply
     decode = jr.decode_command
     make_tuple, new_order, new_tag = tuple.__new__, NewOrder, jr.NEW_TAG
     trade_ids_before = exchange.next_trade_id
     deposits_before = len(exchange.deposit_ids)
 
+    closes = 0         # EndOfDay commands replayed: each made a clearing batch if batch_clearing
+
     def made() -> int:
-        """Instructions the replay has made so far: one per trade and per deposit."""
+        """Instructions the replay has made so far: one per trade and per deposit (and one per
+        close under day-end clearing)."""
         return (exchange.next_trade_id - trade_ids_before
-                + len(exchange.deposit_ids) - deposits_before)
+                + len(exchange.deposit_ids) - deposits_before + closes)
     replayed = expected = 0
     pending_rows = []
-    snap_instruction = maker.next_seq - 1
     next_needed = snap_seq + 1
     for record in scanned.records:
         if record.instructions:
             pending_rows.extend(row for row in record.instructions if row[1] > floor)
+            if batch_clearing:
+                for row in record.instructions:
+                    if row[1] > snap_instruction:
+                        maker.observe(row)
         if record.n_instructions and record.last_instruction > snap_instruction:
             expected += record.last_instruction - max(record.first_instruction - 1,
                                                       snap_instruction)
@@ -164,6 +177,8 @@ def replay_directory(data_dir: Path, settlement: SettlementConfig, floor: int,
                 command = decode(row)
                 apply(command)
                 if type(command) is EndOfDay:   # its statements may not be written yet
+                    if batch_clearing:
+                        closes += 1
                     # the close's exact place in the instruction stream: what the replay
                     # has made so far (a record may hold trades after the close)
                     eod_marks.append((snap_instruction + made(),

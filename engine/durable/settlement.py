@@ -11,6 +11,22 @@ Every `Deposited` becomes one `DepositInstruction` (id `<exchange id>-D<event se
 asset moves from outside into the account, credits from the registry, cash from the bank. Both
 kinds share the one numbered stream, so a ledger applies them in the engine's order.
 
+Day-end DvP clearing (rule profile `cbeex-2023`, Art.27-28 of the CCER trading and settlement
+rules; `clears_at_close`). A trade's instruction is then a `BatchTradeInstruction`: the same
+fields plus `delivery = "batch"`, which tells the ledger to record it *pending* (nothing moves
+in the ledger yet; the engine's own accounts moved at the trade, and full pre-funding is what
+guarantees the delivery). Every close (EndOfDay) then makes one `ClearingBatch` instruction
+(id `<exchange id>-C<yyyymmdd>-<n>`, the n-th close of that trade date, from 1) in the same
+numbered stream, right after the close's command: the trades it clears (every batch trade
+after the previous batch, trade by trade and gross), their count, per participant the gross
+cash paid and received, fees and tonnes bought and sold per instrument, and the totals. The
+ledger confirms the batch by delivering all its pending trades in one transaction (credits
+from the seller via the registry, cash via the exchange), idempotently by batch id, after
+checking that what it holds pending matches the batch's count and totals. The batch travels
+on its own stream, `CLEARING` (the MQTT topic `settle/CLEARING`). What the batch covers is
+part of the maker's durable state (snapshot "settlement" -> "clearing"; recovery re-reads
+the instructions journaled after the snapshot), so a replay makes the identical batch.
+
 The outbox is the journal itself (see journal.py): instructions are written in the same
 checksummed record as the command that caused them. `Outbox` is the in-memory queue of the
 instructions not yet confirmed by every relay; `Relay` delivers them to one ledger adapter in
@@ -155,26 +171,134 @@ class DepositInstruction(NamedTuple):
         return orjson.dumps(self.to_json())
 
 
-Instruction = SettlementInstruction | DepositInstruction
+_BatchTradeFields = NamedTuple("_BatchTradeFields", [
+    *((name, SettlementInstruction.__annotations__[name])
+      for name in SettlementInstruction._fields), ("delivery", str)])
+
+
+class BatchTradeInstruction(_BatchTradeFields):
+    """A trade cleared at the close (cbeex-2023): a SettlementInstruction's fields plus
+    `delivery` ("batch"); the ledger records it pending until its ClearingBatch."""
+    __slots__ = ()
+    kind = "trade"
+
+    def to_json(self) -> dict:
+        out = SettlementInstruction.to_json(self)
+        out["delivery"] = self.delivery
+        return out
+
+    def check(self) -> None:
+        SettlementInstruction.check(self)
+        if self.delivery != "batch":
+            raise ValueError(f"unknown delivery {self.delivery!r}")
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.to_json())
+
+
+CLEARING_STREAM = "CLEARING"      # the batches' own stream (MQTT topic settle/CLEARING)
+BATCH_CLEARING_PROFILES = frozenset(("cbeex-2023",))
+
+
+def clears_at_close(rules) -> bool:
+    """Whether a rule profile clears the day's trades in one batch after the close (Art.27-28)
+    instead of settling each trade at once."""
+    return rules.name in BATCH_CLEARING_PROFILES
+
+
+def _fen_map(values: dict, fmt) -> dict:
+    return {k: (fmt(v) if k in _CASH_KEYS else v) for k, v in values.items()}
+
+
+_CASH_KEYS = frozenset(("paid", "received", "fees", "gross"))
+
+
+class ClearingBatch(NamedTuple):
+    """The day's clearing result, sent at the close: the ledger confirms it by delivering every
+    trade it covers (all batch trades with seq in (after_seq, seq)) in one transaction."""
+    id: str                 # the batch id: "<exchange>-C<yyyymmdd>-<n>"
+    seq: int
+    stream_seq: int         # in the CLEARING stream
+    trade_date: str
+    settle_date: str
+    number: int             # n: the n-th batch of this trade date
+    after_seq: int          # the previous batch's seq (0: none)
+    trades: int             # trades cleared
+    participants: dict      # account -> {member, trades, bought {instr: t}, sold {instr: t},
+                            #             paid, received, fees (fen)}
+    totals: dict            # {gross (fen), fees (fen), qty {instr: t}}
+    ts: int
+
+    kind = "clearing"
+
+    @property
+    def instrument(self) -> str:    # the stream (MQTT topic) it travels on
+        return CLEARING_STREAM
+
+    def to_json(self) -> dict:
+        return {"kind": "clearing", "id": self.id, "batch_id": self.id, "seq": self.seq,
+                "stream": CLEARING_STREAM, "stream_seq": self.stream_seq,
+                "trade_date": self.trade_date, "settle_date": self.settle_date,
+                "number": self.number, "after_seq": self.after_seq, "trades": self.trades,
+                "participants": {a: _fen_map(p, format_fen)
+                                 for a, p in self.participants.items()},
+                "totals": _fen_map(self.totals, format_fen), "ts": self.ts}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "ClearingBatch":
+        try:
+            batch = cls(obj["id"], obj["seq"], obj["stream_seq"], obj["trade_date"],
+                        obj["settle_date"], obj["number"], obj["after_seq"], obj["trades"],
+                        {a: _fen_map(p, parse_cny_to_fen)
+                         for a, p in obj["participants"].items()},
+                        _fen_map(obj["totals"], parse_cny_to_fen), obj["ts"])
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"not a clearing batch: {err}") from None
+        batch.check()
+        return batch
+
+    def check(self) -> None:
+        for name in ("seq", "stream_seq", "number", "after_seq", "trades", "ts"):
+            if type(getattr(self, name)) is not int:
+                raise ValueError(f"batch {name} must be an integer")
+        if self.trades < 0 or self.after_seq >= self.seq:
+            raise ValueError("a batch covers a non-negative number of earlier trades")
+        if sum(p["trades"] for p in self.participants.values()) != 2 * self.trades:
+            raise ValueError("a batch's participants do not add up to its trades")
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.to_json())
+
+
+Instruction = SettlementInstruction | BatchTradeInstruction | DepositInstruction | ClearingBatch
 
 
 def instruction_from_json(obj: dict) -> Instruction:
-    """Either kind from its edge form (trades carry no "kind": older consumers' format)."""
+    """Any kind from its edge form (trades carry no "kind": older consumers' format)."""
     if not isinstance(obj, dict):
         raise ValueError("an instruction is a JSON object")
     kind = obj.get("kind", "trade")
     if kind == "deposit":
         return DepositInstruction.from_json(obj)
+    if kind == "clearing":
+        return ClearingBatch.from_json(obj)
     if kind == "trade":
-        return SettlementInstruction.from_json(obj)
+        inst = SettlementInstruction.from_json(obj)
+        if "delivery" in obj:
+            inst = BatchTradeInstruction(*inst, obj["delivery"])
+            inst.check()
+        return inst
     raise ValueError(f"unknown instruction kind {kind!r}")
 
 
+_ROW_KINDS = {len(k._fields): k for k in (SettlementInstruction, BatchTradeInstruction,
+                                          DepositInstruction, ClearingBatch)}
+assert len(_ROW_KINDS) == 4, "instruction kinds are told apart by their row lengths"
+
+
 def instruction_from_row(row) -> Instruction:
-    """Either kind from its journal row (the tuple of its fields; the lengths differ)."""
-    if len(row) == len(DepositInstruction._fields):
-        return DepositInstruction(*row)
-    return SettlementInstruction(*row)
+    """Any kind from its journal row (the tuple of its fields; the lengths differ)."""
+    return _ROW_KINDS[len(row)](*row)
 
 
 
@@ -198,12 +322,22 @@ class InstructionMaker:
     durable state (snapshotted alongside the exchange)."""
 
     def __init__(self, config: SettlementConfig = SettlementConfig(), next_seq: int = 1,
-                 stream_seqs: Optional[dict[str, int]] = None):
+                 stream_seqs: Optional[dict[str, int]] = None, *, batch_clearing: bool = False,
+                 clearing: Optional[dict] = None):
+        """`batch_clearing` (see clears_at_close): trades become BatchTradeInstructions and
+        make_batch() clears them; `clearing` is that state as state() wrote it."""
         self.config = config
         self.next_seq = next_seq
         self.stream_seqs: dict[str, int] = dict(stream_seqs or {})
         self._dates: dict[int, tuple[str, str]] = {}   # day number -> (trade, settle) dates
         self._calendar = config.calendar()
+        self.batch_clearing = batch_clearing
+        clearing = clearing or {}
+        self._batch_after = clearing.get("after_seq", 0)     # the last batch's seq
+        self._batch_last = tuple(clearing.get("last", ("", 0)))   # (trade date, number)
+        self._batch_trades = clearing.get("trades", 0)       # trades since the last batch
+        self._batch_participants: dict = clearing.get("participants", {})
+        self._batch_totals: dict = clearing.get("totals", {"gross": 0, "fees": 0, "qty": {}})
 
     def _dates_for(self, ts: int) -> tuple[str, str]:
         day_key = (ts + 8 * 3600 * 10 ** 9) // (86400 * 10 ** 9)
@@ -236,12 +370,72 @@ class InstructionMaker:
         buyer_member = self._member(accounts, trade.buy_account)
         seller_member = self._member(accounts, trade.sell_account)
         trade_date, settle_date = self._dates_for(trade.ts)
-        return SettlementInstruction(
+        inst = SettlementInstruction(
             f"{self.config.exchange_id}-T{trade.trade_id}", seq, stream_seq, trade.trade_id,
             instrument, trade.qty, trade.price * spec.tick_units,
             trade.price * spec.tick_fen * trade.qty, trade.buy_fee, trade.sell_fee,
             trade.buy_account, trade.sell_account, buyer_member, seller_member, trade_date,
             settle_date, trade.ts)
+        if self.batch_clearing:
+            inst = BatchTradeInstruction(*inst, "batch")
+            self._clear_later(inst)
+        return inst
+
+    # ---------------------------------------------------------------- day-end clearing
+    def _clear_later(self, inst) -> None:
+        """Add a batch trade to what the next batch clears (gross, per participant)."""
+        self._batch_trades += 1
+        totals = self._batch_totals
+        totals["gross"] += inst.gross_fen
+        totals["fees"] += inst.buy_fee + inst.sell_fee
+        totals["qty"][inst.instrument] = totals["qty"].get(inst.instrument, 0) + inst.qty
+        for account, member, side, cash_key, cash, fee in (
+                (inst.buyer, inst.buyer_member, "bought", "paid", inst.gross_fen, inst.buy_fee),
+                (inst.seller, inst.seller_member, "sold", "received", inst.gross_fen,
+                 inst.sell_fee)):
+            entry = self._batch_participants.get(account)
+            if entry is None:
+                entry = self._batch_participants[account] = {
+                    "member": member, "trades": 0, "bought": {}, "sold": {}, "paid": 0,
+                    "received": 0, "fees": 0}
+            entry["trades"] += 1
+            entry[side][inst.instrument] = entry[side].get(inst.instrument, 0) + inst.qty
+            entry[cash_key] += cash
+            entry["fees"] += fee
+
+    def make_batch(self, ts: int) -> ClearingBatch:
+        """The close's clearing batch: every batch trade since the previous batch."""
+        trade_date, settle_date = self._dates_for(ts)
+        number = self._batch_last[1] + 1 if self._batch_last[0] == trade_date else 1
+        seq, stream_seq = self._number(CLEARING_STREAM)
+        participants = {a: self._batch_participants[a]
+                        for a in sorted(self._batch_participants)}
+        totals = self._batch_totals
+        totals["qty"] = dict(sorted(totals["qty"].items()))
+        batch = ClearingBatch(
+            f"{self.config.exchange_id}-C{trade_date.replace('-', '')}-{number}", seq,
+            stream_seq, trade_date, settle_date, number, self._batch_after, self._batch_trades,
+            participants, totals, ts)
+        self._batch_closed(batch)
+        return batch
+
+    def _batch_closed(self, batch: ClearingBatch) -> None:
+        self._batch_after = batch.seq
+        self._batch_last = (batch.trade_date, batch.number)
+        self._batch_trades = 0
+        self._batch_participants = {}
+        self._batch_totals = {"gross": 0, "fees": 0, "qty": {}}
+
+    def observe(self, row) -> None:
+        """Recovery: follow an instruction row journaled after the snapshot this maker was
+        restored from (its numbering is restored from the journal's records)."""
+        if not self.batch_clearing:
+            return
+        inst = instruction_from_row(row)
+        if type(inst) is BatchTradeInstruction:
+            self._clear_later(inst)
+        elif type(inst) is ClearingBatch:
+            self._batch_closed(inst)
 
     def make_deposit(self, event: Deposited, accounts) -> DepositInstruction:
         seq, stream_seq = self._number(event.asset)
@@ -251,7 +445,13 @@ class InstructionMaker:
                                   event.amount, self._dates_for(event.ts)[0], event.ts)
 
     def state(self) -> dict:
-        return {"next_seq": self.next_seq, "stream_seqs": dict(sorted(self.stream_seqs.items()))}
+        out = {"next_seq": self.next_seq, "stream_seqs": dict(sorted(self.stream_seqs.items()))}
+        if self.batch_clearing:
+            out["clearing"] = {"after_seq": self._batch_after, "last": list(self._batch_last),
+                               "trades": self._batch_trades,
+                               "participants": self._batch_participants,
+                               "totals": self._batch_totals}
+        return out
 
 
 # ---------------------------------------------------------------------------- outbox

@@ -17,6 +17,14 @@ A deposit instruction moves the asset in from outside: credits `@registry -> acc
 `@bank -> account` (one posting; it shares the stream's numbering with trades). Its
 `settlements` row (kind 'deposit') keeps the account in `buyer`, the asset in `instrument`,
 tonnes in `qty` or fen in `gross_fen`, and the whole instruction in `body`.
+Day-end clearing (cbeex-2023, see settlement.py): a trade instruction with `delivery` "batch"
+gets its `settlements` row and a `deliveries` row (batch_id NULL: *pending*) but no postings,
+so no balance moves. Its exchange's `ClearingBatch` (a `settlements` row of kind 'clearing',
+id = the batch id, `qty` = trades, `gross_fen` = the gross total) is the registry side's
+confirmation: in one transaction the ledger checks that the pending trades it covers (seq
+between the previous batch and the batch) match the batch's count, totals and per-participant
+figures, posts each of them as above, trade by trade in stream order, and marks them
+delivered by that batch. A mismatch is refused (LedgerRejected): nothing is delivered.
 The insert of the settlement row is the idempotency check: if the id is already there, the
 instruction was applied before and nothing happens (its body must be identical, else it is a
 conflict and raises). No non-external balance may go negative: the debit is a conditional
@@ -31,7 +39,9 @@ from typing import Iterable, Optional, Sequence
 import orjson
 
 from ccerx.engine.core.types import format_price_units
-from ccerx.engine.durable.settlement import DepositInstruction, Instruction
+from ccerx.engine.durable.settlement import (BatchTradeInstruction, ClearingBatch,
+                                             DepositInstruction, Instruction,
+                                             SettlementInstruction)
 from ccerx.engine.core.types import CASH_ASSET, format_fen
 from ccerx.engine.ledger.base import LedgerRejected
 
@@ -86,6 +96,17 @@ CREATE TABLE IF NOT EXISTS {p}closes (
     trade_date  TEXT   NOT NULL,
     PRIMARY KEY (upto_seq, trade_date)
 );
+CREATE TABLE IF NOT EXISTS {p}deliveries (
+    settlement_id TEXT NOT NULL PRIMARY KEY REFERENCES {p}settlements (id),
+    batch_id      TEXT
+);
+CREATE TABLE IF NOT EXISTS {p}disputes (
+    exchange    TEXT   NOT NULL,
+    trade_id    BIGINT NOT NULL,
+    note        TEXT   NOT NULL,
+    ts          BIGINT NOT NULL,
+    PRIMARY KEY (exchange, trade_id)
+);
 CREATE TABLE IF NOT EXISTS {p}streams (
     exchange    TEXT   NOT NULL PRIMARY KEY,
     applied_seq BIGINT NOT NULL
@@ -94,8 +115,12 @@ CREATE TABLE IF NOT EXISTS {p}streams (
 
 
 def exchange_of(instruction_id: str) -> str:
-    """"CCERX-T17" and "CCERX-D5" -> "CCERX" (the suffix never holds a dash)."""
-    return instruction_id.rsplit("-", 1)[0]
+    """"CCERX-T17", "CCERX-D5" and the clearing batch "CCERX-C20261204-1" -> "CCERX" (a
+    trade's or deposit's suffix never holds a dash; a batch's is C<yyyymmdd>-<n>)."""
+    head, tail = instruction_id.rsplit("-", 1)
+    if tail.isdigit():                  # only a batch id ends in a bare number
+        head = head.rsplit("-", 1)[0]
+    return head
 
 
 class SqlLedger:
@@ -204,8 +229,14 @@ class SqlLedger:
                                            "WHERE exchange = ?"), (exchange,)).fetchone()
                 last = row[0] if row else 0
             body = orjson.dumps(inst.to_json()).decode()
-            deposit = type(inst) is DepositInstruction
-            if deposit:
+            kind = type(inst)
+            deposit = kind is DepositInstruction
+            if kind is ClearingBatch:
+                settlement = (inst.id, "clearing", exchange, inst.seq, inst.stream_seq, None,
+                              inst.instrument, inst.trades, None, inst.totals["gross"], None,
+                              None, None, None, inst.trade_date, inst.settle_date, inst.ts,
+                              body)
+            elif deposit:
                 cash = inst.asset == CASH
                 settlement = (inst.id, "deposit", exchange, inst.seq, inst.stream_seq, None,
                               inst.asset, None if cash else inst.amount, None,
@@ -225,6 +256,11 @@ class SqlLedger:
             inst.check()
             if not self._insert_settlement(settlement):
                 raise LedgerRejected(f"{inst.id}: applied before but the stream is at {last}")
+            if kind is ClearingBatch:
+                self._deliver_batch(inst, exchange)
+                streams[exchange] = last = inst.seq
+                applied += 1
+                continue
             if deposit:
                 source = BANK if cash else REGISTRY
                 self._ensure(source, inst.asset, 1)
@@ -238,10 +274,11 @@ class SqlLedger:
                 self._ensure(owner, CASH)
                 self._ensure(owner, symbol)
             self._ensure(FEES, CASH)
-            self._post(sid, 1, symbol, inst.seller, inst.buyer, inst.qty)
-            self._post(sid, 2, CASH, inst.buyer, inst.seller, inst.gross_fen)
-            self._post(sid, 3, CASH, inst.buyer, FEES, inst.buy_fee)
-            self._post(sid, 4, CASH, inst.seller, FEES, inst.sell_fee)
+            if kind is BatchTradeInstruction:      # pending until its clearing batch
+                self._execute(self.q("INSERT INTO {p}deliveries (settlement_id, batch_id) "
+                                     "VALUES (?, NULL)"), (sid,))
+            else:
+                self._post_trade(inst)
             streams[exchange] = last = inst.seq
             applied += 1
         for exchange, seq in streams.items():
@@ -249,6 +286,55 @@ class SqlLedger:
                                  "ON CONFLICT (exchange) DO UPDATE SET applied_seq = ?"),
                           (exchange, seq, seq))
         return applied
+
+    def _post_trade(self, inst) -> None:
+        """A trade's DvP legs (see the module doc)."""
+        sid, symbol = inst.id, inst.instrument
+        self._post(sid, 1, symbol, inst.seller, inst.buyer, inst.qty)
+        self._post(sid, 2, CASH, inst.buyer, inst.seller, inst.gross_fen)
+        self._post(sid, 3, CASH, inst.buyer, FEES, inst.buy_fee)
+        self._post(sid, 4, CASH, inst.seller, FEES, inst.sell_fee)
+
+    def _deliver_batch(self, batch: ClearingBatch, exchange: str) -> None:
+        """Confirm a clearing batch: check the pending trades it covers against it, post them
+        in stream order, mark them delivered by it (inside the caller's transaction)."""
+        rows = self._execute(self.q(
+            "SELECT s.body FROM {p}settlements s JOIN {p}deliveries d ON d.settlement_id = s.id "
+            "WHERE d.batch_id IS NULL AND s.exchange = ? AND s.seq > ? AND s.seq < ? "
+            "ORDER BY s.seq"), (exchange, batch.after_seq, batch.seq)).fetchall()
+        trades = [BatchTradeInstruction(*SettlementInstruction.from_json(orjson.loads(r[0])),
+                                        "batch") for r in rows]
+        participants: dict = {}
+        gross = fees = 0
+        qty: dict = {}
+        for t in trades:
+            gross += t.gross_fen
+            fees += t.buy_fee + t.sell_fee
+            qty[t.instrument] = qty.get(t.instrument, 0) + t.qty
+            for account, side, cash_key, fee in ((t.buyer, "bought", "paid", t.buy_fee),
+                                                 (t.seller, "sold", "received", t.sell_fee)):
+                p = participants.setdefault(account, {"trades": 0, "bought": {}, "sold": {},
+                                                      "paid": 0, "received": 0, "fees": 0})
+                p["trades"] += 1
+                p[side][t.instrument] = p[side].get(t.instrument, 0) + t.qty
+                p[cash_key] += t.gross_fen
+                p["fees"] += fee
+        expected = {a: {k: v for k, v in p.items() if k != "member"}
+                    for a, p in batch.participants.items()}
+        if (len(trades) != batch.trades or gross != batch.totals["gross"]
+                or fees != batch.totals["fees"] or qty != batch.totals["qty"]
+                or participants != expected):
+            raise LedgerRejected(
+                f"{batch.id}: the batch clears {batch.trades} trades (gross "
+                f"{format_fen(batch.totals['gross'])}) but the ledger holds {len(trades)} "
+                f"pending for it (gross {format_fen(gross)}): not confirmed")
+        for t in trades:
+            self._post_trade(t)
+        if trades:
+            self._execute(self.q(
+                "UPDATE {p}deliveries SET batch_id = ? WHERE batch_id IS NULL AND settlement_id "
+                "IN (SELECT id FROM {p}settlements WHERE exchange = ? AND seq > ? AND seq < ?)"),
+                (batch.id, exchange, batch.after_seq, batch.seq))
 
     # ---------------------------------------------------------------- queries
     def applied_seq(self, exchange: str = "CCERX") -> int:
@@ -323,21 +409,35 @@ class SqlLedger:
         trades = []
         fees = 0
         rows = self._execute(self.q(
-            "SELECT id, trade_id, instrument, qty, price_units, gross_fen, buy_fee, sell_fee, "
-            "buyer, seller, settle_date, seq FROM {p}settlements WHERE kind = 'trade' "
-            f"AND {period.within} AND (buyer = ? OR seller = ?) ORDER BY seq"),
-            (*period.args, account, account))
+            "SELECT s.id, s.trade_id, s.instrument, s.qty, s.price_units, s.gross_fen, "
+            "s.buy_fee, s.sell_fee, s.buyer, s.seller, s.settle_date, s.seq, d.settlement_id, "
+            "d.batch_id, x.note FROM {p}settlements s "
+            "LEFT JOIN {p}deliveries d ON d.settlement_id = s.id "
+            "LEFT JOIN {p}disputes x ON x.exchange = s.exchange AND x.trade_id = s.trade_id "
+            f"WHERE s.kind = 'trade' AND {period.within_s} AND (s.buyer = ? OR s.seller = ?) "
+            "ORDER BY s.seq"), (*period.args, account, account))
+        clearing: dict[Optional[str], dict] = {}
         for (sid, trade_id, instrument, qty, price_units, gross, buy_fee, sell_fee, buyer,
-             seller, settle_date, _seq) in rows:
+             seller, settle_date, _seq, batch_trade, batch_id, dispute) in rows:
             buying = buyer == account
             fee = buy_fee if buying else sell_fee
             fees += fee
-            trades.append({"settlement_id": sid, "trade_id": trade_id, "instrument": instrument,
-                           "side": "buy" if buying else "sell", "qty": qty,
-                           "price": format_price_units(price_units),
-                           "gross": format_fen(gross), "fee": format_fen(fee),
-                           "counterparty": seller if buying else buyer,
-                           "settle_date": settle_date})
+            trade = {"settlement_id": sid, "trade_id": trade_id, "instrument": instrument,
+                     "side": "buy" if buying else "sell", "qty": qty,
+                     "price": format_price_units(price_units),
+                     "gross": format_fen(gross), "fee": format_fen(fee),
+                     "counterparty": seller if buying else buyer,
+                     "settle_date": settle_date}
+            if batch_trade is not None:         # day-end clearing: pending or delivered
+                trade["delivery"] = "delivered" if batch_id else "pending"
+                trade["batch_id"] = batch_id
+                entry = clearing.setdefault(batch_id, {"batch_id": batch_id, "trades": 0,
+                                                       "delivered": 0, "pending": 0})
+                entry["trades"] += 1
+                entry["delivered" if batch_id else "pending"] += 1
+            if dispute is not None:
+                trade["disputed"] = dispute
+            trades.append(trade)
         deposits = []
         rows = self._execute(self.q(
             "SELECT id, instrument, qty, gross_fen, body FROM {p}settlements WHERE kind = "
@@ -350,6 +450,9 @@ class SqlLedger:
         out = {"account": account, "trade_date": trade_date, "trades": trades,
                "trade_count": len(trades), "deposits": deposits, "fees": format_fen(fees),
                "opening": _format_balances(opening), "closing": _format_balances(closing)}
+        if clearing:       # per clearing batch (None: still pending) the account's trades
+            out["clearing"] = [clearing[k] for k in sorted(clearing, key=lambda k: (k is None,
+                                                                                    k or ""))]
         if type(period) is _SeqPeriod:
             out["instructions"] = [period.after + 1, period.upto]   # the stream span covered
         return out
@@ -414,6 +517,7 @@ class _DatePeriod:
 
     def __init__(self, trade_date: str):
         self.within, self.args = "trade_date = ?", (trade_date,)
+        self.within_s = "s.trade_date = ?"
         self.before, self.before_args = "s.trade_date < ?", (trade_date,)
         self.through, self.through_args = "s.trade_date <= ?", (trade_date,)
 
@@ -424,6 +528,7 @@ class _SeqPeriod:
     def __init__(self, after: int, upto: int):
         self.after, self.upto = after, upto
         self.within, self.args = "seq > ? AND seq <= ?", (after, upto)
+        self.within_s = "s.seq > ? AND s.seq <= ?"
         self.before, self.before_args = "(s.seq IS NULL OR s.seq <= ?)", (after,)
         self.through, self.through_args = "(s.seq IS NULL OR s.seq <= ?)", (upto,)
 
