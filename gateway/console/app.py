@@ -5,6 +5,7 @@ Routes (every one but /login needs a session; every POST its CSRF token):
     GET  / /book[/SYMBOL] /tape /alerts /accounts /control        pages (pages.py)
     GET  /events                                                  server-sent events
     GET  /api/state /api/book/SYMBOL[?levels=all] /api/tape /api/accounts /api/cases
+         /api/notices (risk notices: large holders, limits, restrictions, since the start)
     POST /api/operator      one control-socket request: {"op":"status"|"eod"|"deposit"|
                             "restrict"|"unrestrict"|"kill"|"limits",...}
     POST /api/cases/ID      {"action":"review"|"close"|"reopen","note":...}
@@ -73,6 +74,7 @@ class Console:
         get("/api/tape", self.api_tape)
         get("/api/accounts", self.api_accounts)
         get("/api/cases", self.api_cases)
+        get("/api/notices", self.api_notices)
         post("/api/operator", self.api_operator)
         post("/api/cases/{alert_id}", self.api_case)
         return app
@@ -224,6 +226,9 @@ class Console:
                             if per is not None or total is not None else None)
             rows.append(row)
         return _json(rows)
+
+    async def api_notices(self, request: web.Request) -> web.Response:
+        return _json(list(self.state.notices))
 
     async def api_cases(self, request: web.Request) -> web.Response:
         store = self.state.case_store

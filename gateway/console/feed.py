@@ -15,7 +15,7 @@ import time
 from collections import deque
 from typing import Callable, Optional
 
-from ccerx.engine.core.events import TradeExecuted
+from ccerx.engine.core.events import LargeHolderReported, LimitsSet, RestrictionChanged, TradeExecuted
 from ccerx.engine.formats.ndjson import event_to_dict, market_state
 from ccerx.engine.surveillance.cases import CaseStore
 from ccerx.engine.surveillance.monitor import Surveillance
@@ -78,6 +78,8 @@ class ConsoleState:
                                          specs=list(exchange.specs.values()))
         self.case_store = case_store
         self.alerts: deque = deque(maxlen=1000)
+        # risk notices (Art.37-39, 46): large holders reported, limits set, restrictions
+        self.notices: deque = deque(maxlen=500)
         self.clients: set[asyncio.Queue] = set()
         self._state_due = False
 
@@ -99,6 +101,10 @@ class ConsoleState:
                 row = event_to_dict(event, specs)
                 self.tape.append(row)
                 messages.append({"type": "trade", "trade": row})
+            elif kind is LargeHolderReported or kind is RestrictionChanged or kind is LimitsSet:
+                row = event_to_dict(event, specs)
+                self.notices.append(row)
+                messages.append({"type": "notice", "notice": row})
         if new_alerts:
             self.alerts.extend(new_alerts)
             if self.case_store is not None:

@@ -136,7 +136,10 @@ ALERTS = """<p>Art.44 异常交易监控 abnormal-trading surveillance, live ove
 <table><thead><tr><th class="l">编号 Id</th><th class="l">规则 Rule</th><th class="l">品种 Credit type</th>
 <th class="l">账户 Accounts</th><th>评分 Score</th><th class="l">状态 State</th><th class="l">说明 What</th>
 <th class="l">证据序号 Evidence (seq)</th><th class="l">操作 Actions</th></tr></thead><tbody id="cases"></tbody></table>
-<div class="msg" id="result"></div>"""
+<div class="msg" id="result"></div>
+<h3>风险通知 Risk notices (Art.37-39, 46)</h3>
+<table><thead><tr><th>时间 Time</th><th>序号 Seq</th><th class="l">类型 Kind</th><th class="l">说明 What</th></tr></thead>
+<tbody id="notices"></tbody></table>"""
 
 ALERTS_JS = """
 const STATE={open:'待处理 open',under_review:'审查中 under review',closed:'已结案 closed'};
@@ -151,7 +154,13 @@ async function act(id,action){let note='';
   if(action!=='review'){note=prompt('备注 Note (必填 required):'); if(note===null) return;}
   const r=await post('/api/cases/'+encodeURIComponent(id),{action,note});
   document.getElementById('result').textContent=r.ok?('已更新 updated: '+id):('未执行 refused: '+r.error); load();}
-load(); live(m=>{ if(m.type==='alert') load(); });
+function noticeText(n){if(n.type==='large_holder') return `大户报告 large holder: ${esc(n.account)} holds ${esc(n.holding)} t of ${esc(n.instrument||'all credit types')} (limit ${esc(n.limit)} t)`;
+  if(n.type==='restriction') return `${n.kill?'一键撤单 kill':n.side==='none'?'解除 released':'限制 restricted ('+esc(n.side)+')'}: ${n.account?'account '+esc(n.account):'member '+esc(n.member)}`;
+  return `限仓 limits: ${esc(JSON.stringify(n.limits))}, report at ${esc(n.report_pct)} %`;}
+const notice=n=>`<tr data-notice="${esc(n.seq)}"><td>${fmtTime(n.ts)}</td><td>${esc(n.seq)}</td><td class="l">${esc(n.type)}</td><td class="l">${noticeText(n)}</td></tr>`;
+api('/api/notices').then(list=>rows('notices',list.slice().reverse().map(notice)));
+load(); live(m=>{ if(m.type==='alert') load();
+  if(m.type==='notice') document.getElementById('notices').insertAdjacentHTML('afterbegin',notice(m.notice)); });
 """
 
 ACCOUNTS = """<table><thead><tr><th class="l">会员 Member</th><th class="l">账户 Account</th><th class="l">类型 Type</th>

@@ -54,6 +54,7 @@ send nothing but session messages: an application message gets BusinessMessageRe
 """
 from __future__ import annotations
 
+import logging
 import re
 import time
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -61,14 +62,17 @@ from typing import Callable, Iterable, Optional
 
 from ccerx.engine.core.commands import (AmendOrder, CancelOrder, Deposit, EndOfDay, NewOrder, Restrict,
                                        SetLimits, SetTradingStatus)
-from ccerx.engine.core.events import (DayClosed, InstrumentDefined, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected,
-                           RestrictionChanged, TradeExecuted, TradingStatusChanged)
+from ccerx.engine.core.events import (DayClosed, InstrumentDefined, LargeHolderReported, OrderAccepted, OrderAmended,
+                           OrderCancelled, OrderRejected, RestrictionChanged, TradeExecuted,
+                           TradingStatusChanged)
 from ccerx.engine.core.types import (CancelReason, DecimalFormatError, RejectReason as R, Side, format_fen,
                           parse_decimal_units, price_field)
 
 from ccerx.gateway.fix.application import FixMessage, Outbound, SessionKey
 from ccerx.gateway.fix.codec import declare_encoding, text_fields
 from ccerx.gateway.marketdata import MarketData
+
+log = logging.getLogger("gateway.risk")
 
 # FIX 4.4 tags used here
 ACCOUNT, AVG_PX, CL_ORD_ID, COMMISSION, COMM_TYPE, CUM_QTY = 1, 6, 11, 12, 13, 14
@@ -591,6 +595,10 @@ class ExchangeApplication:
                 self._trading_status(event, out)
             elif kind is RestrictionChanged:
                 self._restriction_news(event, out)
+            elif kind is LargeHolderReported:     # Art.38: the operator's notice
+                log.warning("Art.38 large holder: account %s holds %d t of %s (limit %d t)",
+                            event.account, event.holding,
+                            event.instrument or "all credit types", event.limit)
         out.extend(self.market_data.on_events(events))
         return out
 

@@ -229,6 +229,11 @@ def test_a_members_kill_switch_from_the_console_cancels_its_orders_over_fix(cons
                                                                  ("k3", "4")]
     broker.new_order("k4", "EMIT01", "1", 10, "61.00")
     assert "restricted" in s(broker.expect("8"), 58)
+    page.goto(url + "/alerts")                 # the risk notices list the kill
+    page.wait_for_selector("#notices tr:has-text('member BROKER01')")
+    assert "kill" in page.inner_text("#notices")
+    page.goto(url + "/accounts")
+    page.wait_for_selector("tr[data-member='BROKER01'] td.restriction:has-text('no orders')")
     actions = [orjson.loads(line) for line in (data / "console-actions.ndjson").read_bytes().splitlines()]
     assert any(a["operator"] == "wang" and a["request"] == {"op": "kill", "member": "BROKER01"}
                and a["ok"] for a in actions)

@@ -176,3 +176,12 @@ def test_the_control_socket_takes_the_risk_ops_stamped_and_refuses_a_bad_one():
                        clock=lambda: 5) == SetLimits((("project_owner", None, 10),), 0, 5)
     refused = handle_line(b'{"op":"restrict","account":"EMIT01","side":"up"}')
     assert type(refused) is Refused and "side" in refused.error
+
+
+def test_a_large_holder_is_reported_to_the_operator(app, caplog):
+    app.on_message(B2, new_order("s", "HOLD02", "2", 600, "62.00"))
+    with caplog.at_level("WARNING", logger="gateway.risk"):
+        out = app.on_message(B1, new_order("b", "EMIT01", "1", 600, "62.00"))
+    assert [m.get(150) for m in to(out, B1, "8")] == ["0", "F"]
+    assert any("Art.38 large holder: account EMIT01 holds 600 t of CCER-AFF (limit 1000 t)"
+               in r.getMessage() for r in caplog.records)

@@ -151,3 +151,27 @@ def test_bad_operator_commands_are_rejected_and_change_nothing(line):
     assert [e["type"] for e in events] == ["rejected"]
     assert ex.restrictions == {} and ex.accounts.limits == {}
     assert ex.seq == 1 and before != ex.state_hash()   # (only the reject's seq moved)
+
+
+def test_a_durable_exchange_replays_limits_restrictions_and_kills_from_its_journal(tmp_path):
+    from ccerx.engine.durable.exchange import DurableExchange
+
+    def accounts():
+        return market().accounts
+
+    lines = [LIMITS, order("b1", "EM01", "buy", 150), order("s1", "EM02", "sell", 10,
+                                                          price="63.00"),
+             {"op": "restrict", "account": "EM01", "side": "sell"},
+             {"op": "kill", "member": "B2"}]
+    with DurableExchange(tmp_path / "d", accounts=accounts(), ledger=None,
+                         log=lambda text: None) as ex:
+        for line in lines:
+            ex.apply(parse_command(orjson.dumps(line)))
+        expected = ex.state_hash()
+        assert ex.exchange.restrictions == {("account", "EM01"): "sell", ("member", "B2"): "both"}
+    with DurableExchange(tmp_path / "d", accounts=accounts(), ledger=None,
+                         log=lambda text: None) as again:
+        assert again.state_hash() == expected
+        assert again.exchange.accounts.by_id["EM01"].open_buy_qty == {"CCER-AFF": 150}
+        events = again.apply(parse_command(orjson.dumps(order("b2", "EM01", "buy", 60))))
+        assert events[0].reason.value == "position_limit"
