@@ -85,3 +85,19 @@ def test_emitter_needs_are_capped_at_five_percent_of_verified_emissions():
     small = Emitter("E", "EMIT", 10, 100_000, {"CCER-AFF": 3_000}, 0, (1, 2), {"CCER-AFF": 6200},
                     0.1, (1, 2))
     assert small.needs == {"CCER-AFF": 3_000}
+
+
+@pytest.mark.parametrize("name", ["default", "issuance-shock", "compliance-rush", "thin-market"])
+def test_scenario_files_load(name):
+    sc = load_scenario(ROOT / "scenarios" / f"{name}.toml")
+    assert sc.days == 5 and sc.symbols == ["CCER-AFF", "CCER-SOL", "CCER-OWF", "CCER-MGV"]
+
+
+def test_the_rush_and_the_thin_market_differ_from_the_default_as_described():
+    default = load_scenario()
+    rush = load_scenario(ROOT / "scenarios" / "compliance-rush.toml")
+    thin = load_scenario(ROOT / "scenarios" / "thin-market.toml")
+    assert rush.emitters["need_share"][1] > default.emitters["need_share"][1]
+    assert rush.emitters["deadline_premium"] > default.emitters["deadline_premium"]
+    assert thin.agent_count < default.agent_count / 3
+    assert default.fundamental["drift_per_day"] == 0.0        # no built-in trend by default
