@@ -86,13 +86,14 @@ def run(args) -> int:
             if not 1 <= args.sweep <= 1000:
                 raise ValueError("--sweep: from 1 to 1000 seeds")
             seeds = list(range(scenario.seed, scenario.seed + args.sweep))
-        if args.compare_rules:
+        if args.compare_rules or scenario.compare_rules:
             from ccerx.scripts.simulate.sweep import what_if
-            compared = [x.strip() for x in args.compare_rules.split(",") if x.strip()]
+            compared = [x.strip() for x in args.compare_rules.split(",") if x.strip()] \
+                if args.compare_rules else list(scenario.compare_rules)
             if len(compared) < 2 or len(set(compared)) != len(compared):
                 raise ValueError(f"--compare-rules wants two or more of {', '.join(sorted(PROFILES))}"
                                  f" (optionally with :holding=DAYS or :band=PERCENT), "
-                                 f"comma-separated, not {args.compare_rules!r}")
+                                 f"comma-separated, not {args.compare_rules or compared!r}")
             for label in compared:
                 what_if(label, scenario)
         if (len(seeds) > 1 or compared) and (args.mode != "in-process" or args.gateway_config):

@@ -88,6 +88,7 @@ DEFAULTS: dict = {
         "issuance_impact_per_mt": 0.05,   # ln(value) drop per Mt of an [[issuance]] batch
     },
     "issuance": [],                       # shocks: [{day, instrument, qty}]
+    "compare_rules": [],                  # rule what-if: profiles run on the same seeds
 }
 
 
@@ -106,6 +107,7 @@ class Scenario:
     noise_traders: dict
     issuance: list[dict]
     fundamental: dict
+    compare_rules: tuple = ()     # e.g. ("continuous", "cbeex-2023", "cbeex-2023:holding=1")
 
     @property
     def symbols(self) -> list[str]:
@@ -225,6 +227,11 @@ def _build(data: dict) -> Scenario:
     deadline = data["emitters"]["deadline_day"]
     if type(deadline) is not int or not 0 <= deadline <= days:
         raise ValueError(f"emitters.deadline_day must be 0 (last day) or 1..{days}")
+    compare = data["compare_rules"]
+    if not isinstance(compare, list) or not all(isinstance(x, str) for x in compare) \
+            or len(compare) == 1:
+        raise ValueError("compare_rules must be a list of two or more rule profiles, e.g. "
+                         '["continuous", "cbeex-2023"]')
     return Scenario(data["name"], days, seed, start, fee_ppm, list(specs.values()), dict(agents),
                     data["emitters"], data["project_owners"], data["market_makers"],
-                    data["noise_traders"], issuance, data["fundamental"])
+                    data["noise_traders"], issuance, data["fundamental"], tuple(compare))

@@ -249,3 +249,17 @@ def test_rule_what_ifs_change_one_parameter_of_a_profile():
         with pytest.raises(ValueError):
             what_if(bad, sc)
     assert run_seed(sc, 7, "cbeex-2023:holding=1")["rules"] == "cbeex-2023:holding=1"
+
+
+def test_a_scenario_can_ask_for_the_rule_what_if(tmp_path, capsys):
+    scenario = tmp_path / "whatif.toml"
+    scenario.write_text('compare_rules = ["cbeex-2023", "cbeex-2023:holding=1"]\n[agents]\n'
+                        "emitters = 20\nproject_owners = 4\nmarket_makers = 4\nnoise_traders = 20\n")
+    out = tmp_path / "out"
+    assert main(["simulate", "--scenario", str(scenario), "--days", "1", "--ledger", "none",
+                 "--workers", "1", "--out", str(out), "--quiet"]) == 0
+    assert "| cbeex-2023 | cbeex-2023:holding=1 |" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["comparison"][0]) >= {"cbeex-2023", "cbeex-2023:holding=1"}
+    scenario.write_text('compare_rules = ["continuous"]\n')
+    assert main(["simulate", "--scenario", str(scenario), "--out", str(out)]) == 2
