@@ -3,7 +3,10 @@
 Topics (under a prefix, default `ccer/v1`) and message schema (compact JSON, orjson):
 
     PREFIX/settle/{instrument}  publisher -> consumer, QoS 1: one instruction (cash deposits
-                                travel on settle/CNY); `seq` numbers the exchange's whole stream
+                                travel on settle/CNY; day-end clearing batches, cbeex-2023,
+                                on settle/CLEARING: see settlement.py); `seq` numbers the
+                                exchange's whole stream, so the consumer applies a batch only
+                                after the trades it delivers, whatever topic each came on
     PREFIX/fills/{member}       publisher -> brokers' members, QoS 1: a fill or deposit notice
                                 for each side whose account belongs to a member (at least once)
     PREFIX/confirm              consumer -> publisher, QoS 1, RETAINED:
@@ -51,7 +54,8 @@ from typing import Optional, Sequence
 import aiomqtt
 import orjson
 
-from ccerx.engine.durable.settlement import DepositInstruction, Instruction, SettlementInstruction
+from ccerx.engine.durable.settlement import (ClearingBatch, DepositInstruction, Instruction,
+                                             SettlementInstruction)
 from ccerx.engine.core.types import format_fen, format_price_units
 from ccerx.engine.ledger.sql import exchange_of
 
@@ -79,6 +83,8 @@ def deposit_notice(inst: DepositInstruction) -> dict:
 
 def messages_for(inst: Instruction, prefix: str = TOPIC_PREFIX) -> list[tuple[str, bytes]]:
     out = [(f"{prefix}/settle/{_topic_part(inst.instrument)}", orjson.dumps(inst.to_json()))]
+    if type(inst) is ClearingBatch:     # on its own topic, settle/CLEARING; no fill notices
+        return out
     if type(inst) is DepositInstruction:
         if inst.member:
             out.append((f"{prefix}/fills/{_topic_part(inst.member)}",

@@ -201,3 +201,45 @@ def test_consumer_command_line(tmp_path):
         if ledger is not None:
             ledger.close()
         forget_session(*BROKER, client_id)
+
+
+def test_a_cbeex_day_clears_over_mqtt_with_the_batch_on_its_own_topic(tmp_path):
+    """Day-end clearing through the publisher and the consumer: the trades arrive pending, the
+    batch on settle/CLEARING delivers them in the consumer's ledger."""
+    from ccerx.engine.core.commands import EndOfDay
+    from ccerx.engine.core.rules import CBEEX_2023
+    from tests.unit.test_day_end_clearing import TS, day, table
+    prefix = unique_prefix()
+    consumer_id = f"cons-{uuid.uuid4().hex[:8]}"
+    ledger = SqliteLedger(tmp_path / "consumer.sqlite")
+    with Subscriber(prefix) as sub:
+        publisher = MqttPublisher(*BROKER, client_id=f"pub-{uuid.uuid4().hex[:8]}",
+                                  prefix=prefix)
+        ex = DurableExchange(tmp_path / "engine", accounts=table(), ledger=None,
+                             adapters={"mqtt": publisher}, rules=CBEEX_2023)
+        opening = orjson.loads((tmp_path / "engine" / "opening.json").read_bytes())["accounts"]
+        ledger.open_accounts([tuple(r) for r in opening])
+        consumer = ConsumerThread(SettlementConsumer(ledger, *BROKER, client_id=consumer_id,
+                                                     prefix=prefix, log=lambda t: None)).start()
+        try:
+            for command in day():
+                ex.apply(command)
+            assert ex.wait_settled(60)
+            wait_until(lambda: ledger.applied_seq() >= 3, 30, "the pending trades")
+            assert ledger.balance("EM1", "CCER-AFF") == 0        # pending: nothing moved
+            ex.apply(EndOfDay(TS + 10))
+            assert ex.wait_settled(60)
+            wait_until(lambda: ledger.applied_seq() >= 4, 30, "the clearing batch")
+            assert_ledger_matches(ledger, ex.accounts, 3, deposits=1)   # + the batch
+            wait_until(lambda: any(t == f"{prefix}/settle/CLEARING" for t, _ in sub.received),
+                       30, "the batch on the wire")
+        finally:
+            consumer.stop()
+            ex.close()
+            ledger.close()
+            forget_session(*BROKER, consumer_id)
+    assert consumer.error is None
+    [(_, payload)] = [(t, p) for t, p in sub.received if t == f"{prefix}/settle/CLEARING"]
+    batch = orjson.loads(payload)
+    assert batch["kind"] == "clearing" and batch["batch_id"] == "CCERX-C20261203-1"
+    assert batch["trades"] == 3 and batch["totals"]["qty"] == {"CCER-AFF": 130, "CCER-SOL": 50}
