@@ -277,9 +277,24 @@ def format_statement(st: dict) -> str:
     if st["trades"]:
         rows = [[str(t["trade_id"]), t["side"], t["instrument"], str(t["qty"]), t["price"],
                  t["gross"], t["fee"], t["settle_date"]] for t in st["trades"]]
-        table = format_table(["trade", "side", "credit type", "qty t", "price CNY",
-                              "gross CNY", "fee CNY", "settles"], rows, "rllrrrrl")
+        header, align = ["trade", "side", "credit type", "qty t", "price CNY", "gross CNY",
+                         "fee CNY", "settles"], "rllrrrrl"
+        if any("delivery" in t for t in st["trades"]):     # day-end clearing (cbeex-2023)
+            header, align = header + ["delivery"], align + "l"
+            for row, t in zip(rows, st["trades"]):
+                row.append(t.get("delivery", "") + (" (disputed)" if "disputed" in t else ""))
+        table = format_table(header, rows, align)
         lines += ["   " + line for line in table.splitlines()]
+    for c in st.get("clearing", ()):
+        if c["batch_id"] is None:
+            lines.append(f"   pending: {plural(c['pending'], 'trade')}, delivered by the "
+                         f"clearing batch after the close")
+        else:
+            lines.append(f"   clearing batch {c['batch_id']}: "
+                         f"{plural(c['delivered'], 'trade')} delivered")
+    for t in st["trades"]:
+        if "disputed" in t:
+            lines.append(f"   trade {t['trade_id']} disputed: {t['disputed']}")
     for d in st["deposits"]:
         unit = " CNY" if d["asset"] == "CNY" else f" t {d['asset']}"
         lines.append(f"   deposit {d['amount']}{unit}  ({d['deposit_id']})")
