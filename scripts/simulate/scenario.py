@@ -70,8 +70,8 @@ DEFAULTS: dict = {
     "noise_traders": {
         "cash_cny": [100_000, 600_000],
         "inventory_t": [200, 2_000],    # per credit type held at the start
-        "activity_per_day": 3,
-        "order_t": [5, 120],          # log-uniform
+        "activity_per_day": 8,
+        "order_t": [3, 50],           # log-uniform
         "take_probability": 0.2,          # share of orders that cross the spread (IOC)
         "offset_ticks": 12,               # passive orders rest up to this far from the mid
         "max_live_orders": 3,
