@@ -18,7 +18,15 @@ one response line, in order:
     {"op":"kill","member":"BROKER01"}             -> {"ok":true,"events":[{"type":"restriction",...},
                                                                            {"type":"cancelled","reason":"kill",...}]}
     {"op":"limits","limits":{"key_emission_unit":{"per_instrument":500000,"total":1000000}},"report_pct":"50"}
+    {"op":"dispute","trade_id":17,"note":"..."}   -> {"ok":true,"dispute":{"trade_id":17,
+                                                      "batch_id":"CCERX-C20261204-1",...}}
     {"op":"new",...}                              -> {"ok":false,"error":"op 'new' is not ..."}
+
+A dispute (Art.32, day-end clearing under cbeex-2023) is recorded in the ledger of record, not
+applied to the engine: a flag on a trade cleared at the close, shown in the statements, and
+logged here (the audit trail). It is accepted while the trade is pending or was delivered by
+the latest clearing batch and the next trading day has not begun (no trade or batch since);
+it does not hold the delivery back or reverse it (reversal is not built).
 
 Only operator commands and the read-only `state` query are accepted: orders come over FIX only. A refused line changes
 nothing. An accepted command without a `ts` is stamped with the server's clock (the engine
@@ -55,6 +63,7 @@ import orjson
 from ccerx.engine.core.commands import Deposit, EndOfDay, Malformed, Restrict, SetLimits, SetTradingStatus
 from ccerx.engine.core.events import DepositRejected, OrderRejected
 from ccerx.engine.durable.replicated import NotLeader
+from ccerx.engine.ledger.base import LedgerRejected
 from ccerx.engine.formats.ndjson import event_to_dict, market_state, parse_command
 
 log = logging.getLogger("gateway.control")
@@ -66,7 +75,28 @@ OPERATOR_OPS = {"eod": EndOfDay, "status": SetTradingStatus, "deposit": Deposit,
                 "limits": SetLimits, "restrict": Restrict, "unrestrict": Restrict,
                 "kill": Restrict}
 QUERY_OPS = ("state", "accounts")   # read-only: answered from the engine, nothing applied
+LEDGER_OPS = ("dispute",)           # recorded in the ledger of record, not in the engine
 _ALLOWED = ", ".join([*OPERATOR_OPS, *QUERY_OPS][:-1]) + " or " + QUERY_OPS[-1]
+MAX_NOTE = 1000                     # characters of a dispute's note
+
+
+class Dispute(NamedTuple):
+    """`{"op":"dispute","trade_id":N,"note":"..."}`: recorded in the ledger (see above)."""
+    trade_id: int
+    note: str
+    ts: int
+
+
+def _dispute(request: dict, clock: Callable[[], int]):
+    extra = sorted(set(request) - {"op", "trade_id", "note"})
+    if extra:
+        return Refused(f"dispute takes trade_id and note, not {extra}")
+    trade_id, note = request.get("trade_id"), request.get("note")
+    if type(trade_id) is not int or trade_id < 1:
+        return Refused(f"dispute: trade_id must be a positive integer, not {_short(trade_id)}")
+    if type(note) is not str or not note.strip() or len(note) > MAX_NOTE:
+        return Refused(f"dispute: note must be text of 1 to {MAX_NOTE} characters saying why")
+    return Dispute(trade_id, note, clock())
 
 
 class Query(NamedTuple):
@@ -162,6 +192,8 @@ def handle_line(line: bytes, clock: Callable[[], int] = time.time_ns):
     if op in QUERY_OPS:
         extra = sorted(set(request) - {"op"})
         return Refused(f"{op} takes no fields, not {extra}") if extra else Query(op)
+    if op == "dispute":
+        return _dispute(request, clock)
     if type(op) is not str or op not in OPERATOR_OPS:
         return Refused(f"op {_short(op)} is not an operator command: expected {_ALLOWED} "
                        "(orders come over FIX only)")
@@ -299,12 +331,34 @@ class ControlServer:
             return response
         return answer(events, self.application.exchange.specs)
 
+    def dispute(self, item: Dispute) -> dict:
+        """Record a dispute in the exchange's ledger of record (see the module doc)."""
+        exchange = self.application.exchange
+        ledger = getattr(exchange, "ledger", None)
+        if ledger is None or not ledger.keeps_accounts or not hasattr(ledger, "record_dispute"):
+            return refusal("dispute: this exchange has no ledger of record to record it in")
+        try:
+            if self.commit is not None:
+                self.commit()
+            settlement = getattr(exchange, "settlement", None)
+            recorded = ledger.record_dispute(item.trade_id, item.note, item.ts,
+                                             getattr(settlement, "exchange_id", "CCERX"))
+        except LedgerRejected as err:
+            return refusal(f"dispute: {err}")
+        except Exception as err:
+            log.exception("operator dispute %r failed", item)
+            return refusal(f"internal error, the dispute may not have been recorded: {err}")
+        log.info("operator dispute of trade %d recorded: %s", item.trade_id, recorded)
+        return {"ok": True, "dispute": recorded}
+
     def respond(self, item: Union[bytes, Refused]) -> bytes:
         """One response line for one request line (or its refusal)."""
         if type(item) is not Refused:
             item = handle_line(item, self.clock)
         if type(item) is Refused:
             response = refusal(item.error)
+        elif type(item) is Dispute:
+            response = self.dispute(item)
         elif type(item) is Query:
             try:      # what it shows must be durable: commit what FIX applied before it
                 if self.commit is not None:

@@ -12,6 +12,9 @@
     ccerx operator limits key_emission_unit=500000/1000000 [--report-pct 50]
                                                # Art.37/38 position limits (t per credit type /
                                                # total; "-" for none); no TYPE=...: lift them all
+    ccerx operator dispute 17 --note "..."    # Art.32: flag a trade cleared at the close
+                                               # (cbeex-2023) as disputed, before the next
+                                               # trading day; shown in the statements
     ccerx operator send REQUESTS.ndjson        # raw request lines (- for stdin)
 
     ccerx operator state [--json]              # the market: a table (--json: one JSON line)
@@ -59,6 +62,12 @@ def add_parser(sub) -> None:
     resume = add_action("resume", help="open continuous trading again")
     resume.add_argument("note", nargs="?", default="resumed by the operator",
                         help="told to the brokers (TradingSessionStatus Text)")
+    dispute = add_action(
+        "dispute", help="record a dispute of a trade cleared at the close (cbeex-2023) "
+                        "before the next trading day; shown in the statements (it does not "
+                        "hold back or reverse the delivery)")
+    dispute.add_argument("trade_id", metavar="TRADE_ID", type=int)
+    dispute.add_argument("--note", required=True, help="why (any language)")
     deposit = add_action(
         "deposit", help="credit an account: credits issued to it (ASSET a credit type, AMOUNT "
                         "whole tonnes) or cash paid in (ASSET CNY, AMOUNT decimal CNY)")
@@ -128,6 +137,8 @@ def requests_for(args) -> list:
     """The request lines an action stands for (dicts, or raw lines for `send`)."""
     if args.action in ("eod", "state", "accounts"):
         return [{"op": args.action}]
+    if args.action == "dispute":
+        return [{"op": "dispute", "trade_id": args.trade_id, "note": args.note}]
     if args.action == "halt":
         return [{"op": "status", "open": False, "halt": True, "note": args.note}]
     if args.action == "resume":

@@ -336,6 +336,40 @@ class SqlLedger:
                 "IN (SELECT id FROM {p}settlements WHERE exchange = ? AND seq > ? AND seq < ?)"),
                 (batch.id, exchange, batch.after_seq, batch.seq))
 
+    def record_dispute(self, trade_id: int, note: str, ts: int, exchange: str = "CCERX") -> dict:
+        """Record an operator's dispute of a trade cleared at the close (Art.32), once. A
+        recorded flag: statements show it; the delivery is not held back or reversed (that
+        is not built). The window: while the trade is pending, or delivered by the latest
+        clearing batch with no trade or batch after it (the next trading day has not begun).
+        Raises LedgerRejected (nothing recorded) outside it."""
+        with self._lock:
+            row = self._execute(self.q(
+                "SELECT s.id, d.settlement_id, d.batch_id FROM {p}settlements s LEFT JOIN "
+                "{p}deliveries d ON d.settlement_id = s.id WHERE s.exchange = ? AND "
+                "s.kind = 'trade' AND s.trade_id = ?"), (exchange, trade_id)).fetchone()
+            if row is None:
+                raise LedgerRejected(f"no trade {trade_id} of {exchange} in the ledger")
+            sid, batch_trade, batch_id = row
+            if batch_trade is None:
+                raise LedgerRejected(f"trade {trade_id} was settled at once, not cleared at "
+                                     f"the close: there is no clearing to dispute")
+            if batch_id is not None:
+                later = self._execute(self.q(
+                    "SELECT COUNT(*) FROM {p}settlements WHERE exchange = ? AND kind IN "
+                    "('trade', 'clearing') AND seq > (SELECT seq FROM {p}settlements "
+                    "WHERE id = ?)"), (exchange, batch_id)).fetchone()[0]
+                if later:
+                    raise LedgerRejected(f"the dispute window of trade {trade_id} (delivered "
+                                         f"by {batch_id}) closed when trading began again")
+            with self._tx():
+                cur = self._execute(self.q(
+                    "INSERT INTO {p}disputes (exchange, trade_id, note, ts) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (exchange, trade_id) DO NOTHING"), (exchange, trade_id, note, ts))
+                if cur.rowcount != 1:
+                    raise LedgerRejected(f"trade {trade_id} is already disputed")
+        return {"trade_id": trade_id, "settlement_id": sid, "batch_id": batch_id,
+                "delivery": "delivered" if batch_id else "pending", "note": note}
+
     # ---------------------------------------------------------------- queries
     def applied_seq(self, exchange: str = "CCERX") -> int:
         row = self._execute(self.q("SELECT applied_seq FROM {p}streams WHERE exchange = ?"),

@@ -11,6 +11,7 @@ import orjson
 
 from ccerx.engine.durable.settlement import trade_date
 from ccerx.engine.ledger.sqlite import SqliteLedger
+from ccerx.gateway.control import operator_request_sync
 from tests.fixclient import Broker, s
 
 
@@ -85,4 +86,27 @@ def test_a_day_over_fix_clears_as_one_batch_after_the_close(tmp_path, start_serv
     assert printed.returncode == 0, printed.stderr
     assert f"clearing batch {batch_id}: 2 trades delivered" in printed.stdout
     assert printed.stdout.count("delivered") >= 3                 # the two trades' rows too
+
+    # Art.32: the operator disputes a trade before the next trading day: a recorded flag
+    [first, second] = [t["trade_id"] for t in statements["HOLD02"]["trades"]]
+    note = "价格录入有误 (price keyed wrongly)"
+    disputed = ccerx("operator", "--control", str(server.control), "dispute", str(first),
+                     "--note", note)
+    assert disputed.returncode == 0, disputed.stdout + disputed.stderr
+    answer = orjson.loads(disputed.stdout)
+    assert answer["dispute"] == {"trade_id": first, "settlement_id": f"CCERX-T{first}",
+                                 "batch_id": batch_id, "delivery": "delivered", "note": note}
+    again = ccerx("operator", "--control", str(server.control), "dispute", str(first),
+                  "--note", "twice")
+    assert again.returncode == 1 and "already disputed" in again.stdout
+    refused = operator_request_sync(server.control, [
+        {"op": "dispute", "trade_id": 999, "note": "no such trade"},
+        {"op": "dispute", "trade_id": "1", "note": "x"},
+        {"op": "dispute", "trade_id": second, "note": ""}])
+    assert [r["ok"] for r in refused] == [False] * 3
+    assert "no trade 999" in refused[0]["error"] and "trade_id" in refused[1]["error"]
+    printed = ccerx("ledger", "statement", "--db", str(data / "ledger.sqlite"), "--date", date,
+                    "--account", "HOLD02", "--json")
+    [st] = orjson.loads(printed.stdout)
+    assert [t.get("disputed") for t in st["trades"]] == [note, None]
     assert "Traceback" not in server.log_text()

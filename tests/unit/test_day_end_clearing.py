@@ -208,3 +208,49 @@ def test_continuous_settles_each_trade_at_once_as_before(tmp_path):
         assert_ledger_is_the_engine(ex.ledger, ex.accounts)
     finally:
         ex.close()
+
+
+def test_a_dispute_is_recorded_until_the_next_trading_day_begins(tmp_path):
+    ex = DurableExchange(tmp_path / "d", accounts=table(), rules=CBEEX_2023)
+    try:
+        for c in day():
+            ex.apply(c)
+        assert ex.wait_settled(10)
+        ledger = ex.ledger
+        assert ledger.record_dispute(1, "数量不符", TS)["delivery"] == "pending"
+        ex.apply(EndOfDay(TS + 10))
+        assert ex.wait_settled(10)
+        assert ledger.record_dispute(2, "late but in time", TS + 20)["batch_id"] == \
+            "CCERX-C20261203-1"
+        with pytest.raises(LedgerRejected, match="already disputed"):
+            ledger.record_dispute(2, "again", TS + 21)
+        with pytest.raises(LedgerRejected, match="no trade 99"):
+            ledger.record_dispute(99, "none", TS + 21)
+        trades = ledger.statement("EM1", "2026-12-03")["trades"]
+        assert [t.get("disputed") for t in trades] == ["数量不符", None]
+        assert [t["delivery"] for t in trades] == ["delivered"] * 2   # flagged, not held back
+        # the next day trades: the window of the first day's trades is over
+        next_day = TS + 86_400 * 10 ** 9
+        ex.apply(NewOrder("s9", "PO1", "CCER-AFF", "sell", "limit", "day", PRICE, 5, next_day))
+        ex.apply(NewOrder("b9", "EM2", "CCER-SOL", "buy", "limit", "day", 75_000_000, 1,
+                          next_day))
+        ex.apply(NewOrder("s8", "PO2", "CCER-SOL", "sell", "limit", "day", 75_000_000, 1,
+                          next_day + 1))
+        assert ex.wait_settled(10)
+        with pytest.raises(LedgerRejected, match="window"):
+            ledger.record_dispute(3, "too late", next_day + 2)
+        ledger.check()
+    finally:
+        ex.close()
+
+
+def test_a_trade_settled_at_once_cannot_be_disputed(tmp_path):
+    ex = DurableExchange(tmp_path / "d", accounts=table(), rules=CONTINUOUS)
+    try:
+        for c in day():
+            ex.apply(c)
+        assert ex.wait_settled(10)
+        with pytest.raises(LedgerRejected, match="settled at once"):
+            ex.ledger.record_dispute(1, "no", TS)
+    finally:
+        ex.close()
