@@ -31,6 +31,31 @@ class LedgerContract:
         assert ledger.open_accounts(OPENING) == 3
         return ledger
 
+    def test_day_end_clearing_pending_then_one_batch_delivers_and_disputes(self, ledger):
+        from ccerx.engine.durable.settlement import (BatchTradeInstruction, InstructionMaker,
+                                                     SettlementConfig)
+        self.funded(ledger)
+        maker = InstructionMaker(SettlementConfig(), batch_clearing=True)
+        trades = [BatchTradeInstruction(*instruction(1), "batch"),
+                  BatchTradeInstruction(*instruction(2, buyer="BOTH", qty=10), "batch")]
+        for t in trades:
+            maker._number(t.instrument)
+            maker._clear_later(t)
+        batch = maker.make_batch(trades[-1].ts)
+        assert batch.seq == 3 and batch.trades == 2
+        ledger.deliver(trades)
+        assert ledger.balance("SELL1", "CCER-AFF") == 1000 and ledger.balance("BUY1", "CCER-AFF") == 0
+        assert ledger.record_dispute(1, "数量", 5)["delivery"] == "pending"
+        ledger.deliver([batch])
+        ledger.deliver([batch])                     # confirmed once, by its id
+        ledger.check()
+        assert ledger.balance("SELL1", "CCER-AFF") == 890 and ledger.balance("BOTH", "CCER-AFF") == 60
+        st = ledger.statement("SELL1", "2024-01-26")
+        assert [(t["delivery"], t["batch_id"], t.get("disputed")) for t in st["trades"]] == [
+            ("delivered", batch.id, "数量"), ("delivered", batch.id, None)]
+        assert st["clearing"] == [{"batch_id": batch.id, "trades": 2, "delivered": 2,
+                                   "pending": 0}]
+
     def test_opening_balances_once(self, ledger):
         self.funded(ledger)
         assert ledger.open_accounts(OPENING) == 0
