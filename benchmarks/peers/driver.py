@@ -9,10 +9,11 @@ ENGINE: ccerx, lean, matching-engine, cython-orderbook, limit-order-book.
 MODE:
   verify  read the flow, apply it and count trades and traded volume (per command where the
           engine reports no trades: limit-order-book, from its resting volume before/after);
-  engine  parse the whole flow into plain tuples first, then time only the calls into the
-          engine (CPU time, time.process_time);
-  stream  read and apply line by line, as a whole process would (the harness times the
-          process from the outside).
+  engine  translate the whole flow into calls of the engine's API first (`translate`: the
+          entry point and its arguments; immutable command values are built here, as ccerx's
+          commands are parsed here), then time only those calls (CPU time, process_time);
+  stream  read, translate and call line by line, as a whole process would (the harness
+          times the process from the outside).
 It prints one JSON line: {"engine", "mode", "commands", "trades", "volume", "engine_cpu_s"}.
 
 The cleaned flow (benchmarks/peers.py, `clean_flow`) holds only what every engine expresses:
@@ -72,13 +73,8 @@ class LeanBook:
 
     def cancel(self, n):
         order = self.orders.pop(n, None)
-        if order is None:
-            return
-        side = self.bids if order[2] else self.asks
-        level = side[order[3]]
-        level.remove(order)
-        if not level:
-            del side[order[3]]
+        if order is not None:
+            order[1] = 0       # left in its queue, dropped when matching reaches it
 
     def _match(self, is_buy, qty, px):
         side = self.asks if is_buy else self.bids
@@ -88,6 +84,11 @@ class LeanBook:
             if px is not None and (key > px if is_buy else -key < px):
                 break
             maker = level[0]
+            if not maker[1]:                 # cancelled
+                level.popleft()
+                if not level:
+                    del side[key]
+                continue
             fill = maker[1] if maker[1] < qty else qty
             qty -= fill
             maker[1] -= fill
@@ -126,6 +127,15 @@ class Lean:
             else:
                 b.cancel(n)
         return apply
+
+    def translate(self, r):
+        kind, instrument, is_buy, n, px, qty = r
+        b = self.book(instrument)
+        if kind == LIMIT:
+            return b.limit, (is_buy, n, px, qty)
+        if kind == MARKET:
+            return b.market, (is_buy, n, qty)
+        return b.cancel, (n,)
 
     def counts(self):
         return (sum(b.trades for b in self.books.values()),
@@ -177,6 +187,19 @@ class LimitOrderBookCpp:
                 b.cancel(n)
         return apply_counting
 
+    def translate(self, r):
+        """The C++ entry points themselves (limit_order_book's own wrapper methods only
+        look them up and pass the book pointer)."""
+        from limit_order_book.library import Library
+        lib = Library.functions
+        kind, instrument, is_buy, n, px, qty = r
+        pointer = self.book(instrument)._book
+        if kind == LIMIT:
+            return lib.limit, (pointer, is_buy, n, qty, px)
+        if kind == MARKET:
+            return lib.market, (pointer, is_buy, n, qty)
+        return lib.cancel, (pointer, n)
+
     def counts(self):
         return (None, self.volume)
 
@@ -213,6 +236,28 @@ class CythonOrderbook:
             else:
                 b.cancel_order(ids.pop(n))
         return apply
+
+    def translate(self, r):
+        kind, instrument, is_buy, n, px, qty = r
+        b = self.book(instrument)
+        side = self.co.OrderSide.BID if is_buy else self.co.OrderSide.ASK
+        if kind == LIMIT:
+            return self._limit, (b, side, n, px, qty)
+        if kind == MARKET:
+            return self._market, (b, side, qty)
+        return self._cancel, (b, n)
+
+    def _limit(self, b, side, n, px, qty):
+        order = self.co.Order(side, qty, px)
+        b.add_limit_order(order)
+        if order.remaining_quantity:
+            self.ids[n] = order.order_id
+
+    def _market(self, b, side, qty):
+        b.add_market_order(self.co.Order(side, qty))
+
+    def _cancel(self, b, n):
+        b.cancel_order(self.ids.pop(n))
 
     def counts(self):
         trades = volume = 0
@@ -265,6 +310,21 @@ class MatchingEnginePy:
                         self.volume += event.qty
         return apply
 
+    def translate(self, r):
+        """A sequenced command, built in flow order (its commands are immutable values)."""
+        d = self.d
+        kind, instrument, is_buy, n, px, qty = r
+        b = self.book(instrument)
+        b[1] += 1
+        side = d.Side.BUY if is_buy else d.Side.SELL
+        if kind == LIMIT:
+            command = d.NewOrder(n, n, side, px, qty)
+        elif kind == MARKET:
+            command = d.NewOrder(n, n, side, 0, qty, d.OrderType.MARKET, d.TimeInForce.IOC)
+        else:
+            command = d.CancelOrder(n, n)
+        return b[0].process, (d.SequencedCommand(b[1], 0, command),)
+
     def counts(self):
         return (self.trades, self.volume)
 
@@ -296,6 +356,9 @@ class Ccerx:
                     self.volume += event.qty
         return apply_counting
 
+    def translate(self, command):
+        return self.exchange.apply, (command,)
+
     def counts(self):
         return (self.trades, self.volume)
 
@@ -312,21 +375,29 @@ def run(engine_name: str, flow: str, mode: str) -> dict:
     is_ccerx = engine_name == "ccerx"
     decode = adapter.parse if is_ccerx else (lambda line: row(orjson.loads(line)))
     gc.disable()    # every engine alike: the collector's pauses are item 3's subject, not this
-    apply = adapter.make_apply()
     commands = 0
     cpu = None
-    if mode == "engine":
-        with open(flow, "rb") as f:
-            rows = [decode(line) for line in f if line.strip()]
-        commands = len(rows)
-        started = time.process_time()
-        for r in rows:
-            apply(r)
-        cpu = time.process_time() - started
-    else:
+    if mode == "verify":
+        apply = adapter.make_apply()
         with open(flow, "rb") as f:
             for line in f:
                 apply(decode(line))
+                commands += 1
+    elif mode == "engine":
+        translate = adapter.translate
+        with open(flow, "rb") as f:
+            calls = [translate(decode(line)) for line in f if line.strip()]
+        commands = len(calls)
+        started = time.process_time()
+        for call, args in calls:
+            call(*args)
+        cpu = time.process_time() - started
+    else:
+        translate = adapter.translate
+        with open(flow, "rb") as f:
+            for line in f:
+                call, args = translate(decode(line))
+                call(*args)
                 commands += 1
     trades, volume = adapter.counts() if mode == "verify" else (None, None)
     return {"engine": engine_name, "mode": mode, "commands": commands, "trades": trades,
