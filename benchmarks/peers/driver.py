@@ -7,8 +7,11 @@ installed.
 
 ENGINE: ccerx, lean, matching-engine, cython-orderbook, limit-order-book.
 MODE:
-  verify  read the flow, apply it and count trades and traded volume (per command where the
-          engine reports no trades: limit-order-book, from its resting volume before/after);
+  verify  read the flow, apply it and count trades and traded volume: from the events each
+          call returns (ccerx, matching-engine), from the engine's own record after the
+          timed path's calls (the lean book, cython-orderbook's trade log), or per command
+          from the resting volume before and after (limit-order-book, which reports no
+          trades);
   engine  translate the whole flow into calls of the engine's API first (`translate`: the
           entry point and its arguments; immutable command values are built here, as ccerx's
           commands are parsed here), then time only those calls (CPU time, process_time);
@@ -114,20 +117,6 @@ class Lean:
             book = self.books[instrument] = LeanBook()
         return book
 
-    def make_apply(self):
-        book = self.book
-
-        def apply(r):
-            kind, instrument, is_buy, n, px, qty = r
-            b = book(instrument)
-            if kind == LIMIT:
-                b.limit(is_buy, n, px, qty)
-            elif kind == MARKET:
-                b.market(is_buy, n, qty)
-            else:
-                b.cancel(n)
-        return apply
-
     def translate(self, r):
         kind, instrument, is_buy, n, px, qty = r
         b = self.book(instrument)
@@ -218,24 +207,6 @@ class CythonOrderbook:
         if book is None:
             book = self.books[instrument] = self.co.OrderBook()
         return book
-
-    def make_apply(self):
-        book, ids = self.book, self.ids
-        Order, BID, ASK = self.co.Order, self.co.OrderSide.BID, self.co.OrderSide.ASK
-
-        def apply(r):
-            kind, instrument, is_buy, n, px, qty = r
-            b = book(instrument)
-            if kind == LIMIT:
-                order = Order(BID if is_buy else ASK, qty, px)
-                b.add_limit_order(order)
-                if order.remaining_quantity:
-                    ids[n] = order.order_id
-            elif kind == MARKET:
-                b.add_market_order(Order(BID if is_buy else ASK, qty))
-            else:
-                b.cancel_order(ids.pop(n))
-        return apply
 
     def translate(self, r):
         kind, instrument, is_buy, n, px, qty = r
@@ -377,7 +348,7 @@ def run(engine_name: str, flow: str, mode: str) -> dict:
     gc.disable()    # every engine alike: the collector's pauses are item 3's subject, not this
     commands = 0
     cpu = None
-    if mode == "verify":
+    if mode == "verify" and hasattr(adapter, "make_apply"):   # counting from the events
         apply = adapter.make_apply()
         with open(flow, "rb") as f:
             for line in f:
