@@ -316,8 +316,9 @@ def write_report(result, out_dir: str | Path, baseline=None, seeds: list[dict] |
     summary = _summary(result, stats, facts, fulfilment, pnl, base_stats)
     calibration = calibration_table(seeds)
     summary["calibration"] = [{"key": r.target.key, "target": r.target.value,
-                               "low": r.target.low, "high": r.target.high, "mean": r.mean,
-                               "seed_min": r.low, "seed_max": r.high, "within": r.within}
+                               "low": r.target.low, "high": r.target.high,
+                               "mean": _number(r.mean), "seed_min": _number(r.low),
+                               "seed_max": _number(r.high), "within": r.within}
                               for r in calibration]
     summary["seeds"] = [x["seed"] for x in seeds]
     extra = [_calibration_html(calibration, seeds)]
@@ -327,7 +328,7 @@ def write_report(result, out_dir: str | Path, baseline=None, seeds: list[dict] |
         summary["comparison"] = compare_rules(comparison)
         extra.append(_comparison_html(summary["comparison"], comparison))
         extra.append(_band_chart(comparison, out, "rules_closes.png"))
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_nan_none))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
     page = _html(result, stats, facts, fulfilment, pnl, charts, summary, base_stats)
     at = page.index("<h2>Settlement reconciliation")
     page = page[:at] + "\n".join(extra) + "\n" + page[at:]
@@ -335,8 +336,9 @@ def write_report(result, out_dir: str | Path, baseline=None, seeds: list[dict] |
     return summary
 
 
-def _nan_none(x):
-    return None
+def _number(x: float) -> float | None:
+    """NaN (no trades to measure) as null: summary.json stays valid JSON."""
+    return None if x != x else x
 
 
 def calibration_table(seeds: list[dict]):
@@ -420,10 +422,17 @@ def compare_rules(comparison: dict[str, list[dict]]) -> list[dict]:
         row = {"figure": label, "format": form}
         for rules, seeds in comparison.items():
             xs = np.array([get(x) for x in seeds], dtype=float)
-            row[rules] = {"mean": float(np.nanmean(xs)), "min": float(np.nanmin(xs)),
-                          "max": float(np.nanmax(xs))}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)     # all NaN: no trades
+                row[rules] = {"mean": _number(float(np.nanmean(xs))),
+                              "min": _number(float(np.nanmin(xs))),
+                              "max": _number(float(np.nanmax(xs)))}
         rows.append(row)
     return rows
+
+
+def _shown(form: str, x: float | None) -> str:
+    return "-" if x is None else form.format(x)
 
 
 def comparison_text(rows, profiles) -> str:
@@ -431,7 +440,7 @@ def comparison_text(rows, profiles) -> str:
     lines = ["| figure | " + " | ".join(profiles) + " |", "|---" * (len(profiles) + 1) + "|"]
     for row in rows:
         lines.append(f"| {row['figure']} | " + " | ".join(
-            row["format"].format(row[p]["mean"]) for p in profiles) + " |")
+            _shown(row["format"], row[p]["mean"]) for p in profiles) + " |")
     return "\n".join(lines)
 
 
@@ -445,8 +454,8 @@ def _comparison_html(rows, comparison) -> str:
         for p in profiles:
             v = row[p]
             spread = "" if len(seeds) == 1 else \
-                f"<br><small>{form.format(v['min'])} to {form.format(v['max'])}</small>"
-            cells.append(form.format(v["mean"]) + spread)
+                f"<br><small>{_shown(form, v['min'])} to {_shown(form, v['max'])}</small>"
+            cells.append(_shown(form, v["mean"]) + spread)
         body.append(cells)
     return ("<h2>Rule what-if: the same agents and seeds under each rule profile</h2>"
             f"<p><small>Seeds {html.escape(', '.join(map(str, seeds)))}; mean over the seeds "

@@ -91,7 +91,8 @@ def run_seed(scenario: Scenario, seed: int, rules: str = "cbeex-2023",
         "calibration": measure(result),
         "closes": {s: [d.closes[s].close_ticks for d in result.days] for s in symbols},
         "tick_cny": {s: result.specs[s].tick_fen / 100 for s in symbols},
-        "spread_ticks": float(np.nanmean(list(spreads.values()))),
+        "spread_ticks": float(np.mean([x for x in spreads.values() if x == x]))
+        if any(x == x for x in spreads.values()) else float("nan"),
         "maker_trades": sum(a.trades for a in makers),
         "maker_volume_t": sum(sum(a.bought.values()) + sum(a.sold.values()) for a in makers),
         "maker_round_trip_t": sum(min(a.bought.get(a.instrument, 0), a.sold.get(a.instrument, 0))

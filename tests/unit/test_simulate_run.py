@@ -263,3 +263,20 @@ def test_a_scenario_can_ask_for_the_rule_what_if(tmp_path, capsys):
     assert set(summary["comparison"][0]) >= {"cbeex-2023", "cbeex-2023:holding=1"}
     scenario.write_text('compare_rules = ["continuous"]\n')
     assert main(["simulate", "--scenario", str(scenario), "--out", str(out)]) == 2
+
+
+def test_a_market_without_trades_still_gets_its_tables(tmp_path, capsys):
+    """Nothing to measure (owners only offer, nobody buys): '-' and null, not a crash."""
+    scenario = tmp_path / "quiet.toml"
+    scenario.write_text("[agents]\nemitters = 0\nproject_owners = 4\nmarket_makers = 0\n"
+                        "noise_traders = 0\n")
+    out = tmp_path / "out"
+    assert main(["simulate", "--scenario", str(scenario), "--days", "1", "--seeds", "1-2",
+                 "--compare-rules", "continuous,cbeex-2023", "--workers", "1", "--ledger",
+                 "none", "--out", str(out), "--quiet"]) == 0
+    def no_nan(name):
+        raise AssertionError(f"{name} in summary.json is not JSON")
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=no_nan)
+    rows = {r["key"]: r for r in summary["calibration"]}
+    assert rows["vwap_cny"]["mean"] is None and rows["daily_volume_t"]["mean"] == 0
+    assert "Rule what-if" in (out / "report.html").read_text()
