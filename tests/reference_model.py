@@ -47,6 +47,22 @@ they switch are written here again):
     (closes since it < holding_days: holding_period), then any resting order of the account
     on the other side of the instrument (holding_period), then funds/credits. A take with
     nothing to take reserves nothing.
+
+Risk controls (issue 14, Art.37-39, 46):
+  - position limits by participant type (SetLimits replaces them; LimitsSet echoes them
+    sorted): a buy that reserves (not a take with nothing to take) is position_limit, just
+    before the funds check, if the account's credits plus the open quantity of its resting
+    buys plus the order's quantity (an amend: its increase, if any) exceed the type's limit
+    of the instrument or, summed over every instrument, its total limit;
+  - after each trade (for the buyer) and each credit deposit, a holding that went from below
+    to at least ceil(limit x report_ppm / 10^6) is reported (LargeHolderReported), the
+    instrument's limit first, then the total's (instrument None);
+  - Restrict: bad scope/kill -> malformed, bad target -> malformed, bad side (or a kill not
+    "both") -> invalid_side, unknown account (with accounts) -> unknown_account; else
+    RestrictionChanged, and a kill cancels the target's resting orders (reason kill) in the
+    order the close expires them. A new order of a restricted account and side (or "both") is
+    restricted right after its id is recorded as seen; an amend of such an order after the
+    resting check.
 """
 from __future__ import annotations
 
@@ -55,9 +71,10 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
-                             NewOrder)
-from ccerx.engine.core.events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, OrderAccepted, OrderAmended,
-                           OrderCancelled, OrderRejected, TradeExecuted)
+                             NewOrder, Restrict, SetLimits)
+from ccerx.engine.core.events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, LargeHolderReported,
+                           LimitsSet, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected,
+                           RestrictionChanged, TradeExecuted)
 from ccerx.engine.core.rules import CONTINUOUS, RuleProfile, SelfTrade
 from ccerx.engine.core.types import (CancelReason, InstrumentSpec, OrderType, PriceError, RejectReason,
                           Side, TimeInForce)
@@ -100,6 +117,7 @@ class RefAccount:
     fees_paid: int = 0
     last_bought: dict = field(default_factory=dict)   # instrument -> closes at the last buy
     last_sold: dict = field(default_factory=dict)
+    participant_type: str = "other_organisation"
 
 
 def band_limits(spec: InstrumentSpec) -> tuple[int, int]:
@@ -129,6 +147,9 @@ class ReferenceExchange:
         self.stamp = 0
         self.last_ts = 0
         self.day_trades: list[tuple[str, int, int]] = []  # (instrument, price ticks, qty)
+        self.limits: dict[str, tuple] = {}     # participant type -> (per instrument, total)
+        self.report_ppm = 0
+        self.restrictions: dict[tuple[str, str], str] = {}
 
     # ---- queries (linear scans) --------------------------------------------------------
     def find(self, order_id) -> RefOrder | None:
@@ -226,6 +247,10 @@ class ReferenceExchange:
             self._define(command, ts, out)
         elif kind is Deposit:
             self._deposit(command, ts, out)
+        elif kind is SetLimits:
+            self._set_limits(command, ts, out)
+        elif kind is Restrict:
+            self._restrict(command, ts, out)
         elif kind is Malformed:
             # engine's choice: every line the edge could not parse, unknown op included, is
             # `malformed`
@@ -263,6 +288,9 @@ class ReferenceExchange:
             if oid in self.seen_ids:
                 raise Rejected(RejectReason.DUPLICATE_ORDER_ID)
             self.seen_ids.add(oid)  # seen, whatever happens next
+            restricted = self.restrictions.get(("account", cmd.account))
+            if restricted is not None and restricted in ("both", cmd.side):
+                raise Rejected(RejectReason.RESTRICTED)
             account = cmd.account
             # engine's order of checks: id, duplicate, account shape, instrument, side, type,
             # tif, price, qty, then the account table and the funds
@@ -400,6 +428,7 @@ class ReferenceExchange:
         counting the amended order's current reservation as available to it."""
         a = self.accounts[account]
         if side is Side.BUY:
+            self._check_limit(spec, a, open_qty - (amended.open if amended is not None else 0))
             limit = price if price is not None else band_limits(spec)[1]
             available = a.cash - self.cash_reserved(account)
             if amended is not None:
@@ -413,6 +442,67 @@ class ReferenceExchange:
                 sellable += amended.open
             if open_qty > sellable:
                 raise Rejected(RejectReason.INSUFFICIENT_CREDITS)
+
+    def _open_buys(self, account: str, instrument: str | None = None) -> int:
+        return sum(o.open for o in self.resting if o.account == account and o.side is Side.BUY
+                   and (instrument is None or o.instrument == instrument))
+
+    def _check_limit(self, spec, a: RefAccount, more: int) -> None:
+        caps = self.limits.get(a.participant_type)
+        if caps is None or more <= 0:
+            return
+        per, total = caps
+        if per is not None and (a.credits.get(spec.symbol, 0)
+                                + self._open_buys(a.account, spec.symbol) + more > per):
+            raise Rejected(RejectReason.POSITION_LIMIT)
+        if total is not None and (sum(a.credits.values()) + self._open_buys(a.account)
+                                  + more > total):
+            raise Rejected(RejectReason.POSITION_LIMIT)
+
+    def _report_large(self, account: str, instrument: str, gained: int, ts, out) -> None:
+        a = self.accounts[account]
+        caps = self.limits.get(a.participant_type)
+        if caps is None or not self.report_ppm:
+            return
+        for name, cap, now in ((instrument, caps[0], a.credits.get(instrument, 0)),
+                               (None, caps[1], sum(a.credits.values()))):
+            if cap is not None:
+                threshold = math.ceil(Fraction(cap * self.report_ppm, 1_000_000))
+                if now - gained < threshold <= now:
+                    out.append(LargeHolderReported(self._next_seq(), ts, account, name, now, cap))
+
+    def _set_limits(self, cmd: SetLimits, ts, out):
+        # (the streams send only valid limits; the engine's refusals are its unit tests')
+        assert self.accounts is not None and type(cmd.limits) is tuple, cmd
+        self.limits = {ptype: (per, total) for ptype, per, total in cmd.limits}
+        self.report_ppm = cmd.report_ppm
+        out.append(LimitsSet(self._next_seq(), ts, tuple(sorted(
+            (t, per, total) for t, (per, total) in self.limits.items())), cmd.report_ppm))
+
+    def _restrict(self, cmd: Restrict, ts, out):
+        op = "kill" if cmd.kill is True else "restrict"
+        if cmd.scope not in ("account", "member") or type(cmd.kill) is not bool:
+            return self._reject(out, ts, op, None, RejectReason.MALFORMED)
+        if type(cmd.target) is not str or not 1 <= len(cmd.target) <= MAX_ORDER_ID_LEN:
+            return self._reject(out, ts, op, None, RejectReason.MALFORMED)
+        if cmd.side not in ("buy", "sell", "both", "none") or (cmd.kill and cmd.side != "both"):
+            return self._reject(out, ts, op, None, RejectReason.INVALID_SIDE)
+        if (cmd.scope == "account" and self.accounts is not None
+                and cmd.target not in self.accounts):
+            return self._reject(out, ts, op, None, RejectReason.UNKNOWN_ACCOUNT)
+        if cmd.side == "none":
+            self.restrictions.pop((cmd.scope, cmd.target), None)
+        else:
+            self.restrictions[(cmd.scope, cmd.target)] = cmd.side
+        out.append(RestrictionChanged(self._next_seq(), ts, cmd.scope, cmd.target, cmd.side,
+                                      cmd.kill))
+        if cmd.kill and cmd.scope == "account":   # (stream orders have no member)
+            for symbol in list(self.specs):
+                for side in (Side.BUY, Side.SELL):
+                    for order in self.queue(symbol, side):
+                        if order.account == cmd.target:
+                            self.resting.remove(order)
+                            self._cancelled(out, ts, order, CancelReason.KILL)
 
     @staticmethod
     def _crosses(taker: RefOrder, limit: int | None, maker_price: int) -> bool:
@@ -469,6 +559,7 @@ class ReferenceExchange:
             if self.rules.holding_days:
                 b.last_bought[spec.symbol] = self.closes
                 s.last_sold[spec.symbol] = self.closes
+            self._report_large(buy.account, spec.symbol, qty, ts, out)
 
     def _cancel(self, cmd: CancelOrder, ts, out):
         order = self.find(cmd.order_id) if type(cmd.order_id) is str else None
@@ -485,6 +576,9 @@ class ReferenceExchange:
                 raise Rejected(RejectReason.NOT_PERMITTED)
             if order is None:
                 raise Rejected(RejectReason.ORDER_NOT_RESTING)
+            restricted = self.restrictions.get(("account", order.account))
+            if restricted is not None and restricted in ("both", order.side.value):
+                raise Rejected(RejectReason.RESTRICTED)
             if cmd.price_units is None and cmd.qty is None:
                 raise Rejected(RejectReason.NOTHING_TO_AMEND)
             spec = self.specs[order.instrument]
@@ -562,6 +656,8 @@ class ReferenceExchange:
         self.deposit_ids.add(cmd.deposit_id)
         out.append(Deposited(self._next_seq(), ts, cmd.deposit_id, cmd.account, cmd.asset,
                              cmd.amount))
+        if self.accounts is not None and cmd.asset != "CNY":
+            self._report_large(cmd.account, cmd.asset, cmd.amount, ts, out)
 
     def _define(self, cmd: DefineInstrument, ts, out):
         symbol = cmd.spec.symbol

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from ccerx.engine.core.commands import AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, NewOrder
+from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, NewOrder,
+                                       Restrict, SetLimits)
 from ccerx.engine.formats.ndjson import parse_command
 from ccerx.engine.core.risk import Account, Accounts
 from ccerx.engine.core.rules import PROFILES
@@ -146,6 +147,18 @@ hostile_step = st.sampled_from(HOSTILE_LINES).map(lambda line: ("line", line))
 
 step = weighted((30, new_step), (5, cancel_step), (8, amend_step), (1, hostile_step),
                (1, eod_step), (1, define_step), (2, deposit_step))
+# risk-control streams (issue 14): position limits on the accounts' type (other_organisation),
+# large-holder reports, restrictions and kills of accounts (and of a member no order has)
+limits_step = st.tuples(
+    st.just("limits"), st.sampled_from((None, 30, 100, 600, 5_000, 60_000)),
+    st.sampled_from((None, None, 100, 1_000, 80_000)),
+    st.sampled_from((0, 500_000, 900_000, 1_000_000)), st.integers(0, 5))
+restrict_step = st.tuples(
+    st.just("restrict"), st.integers(0, 4),                   # account index (3: unknown, 4: member)
+    st.sampled_from(("buy", "sell", "both", "none", "kill", "kill", "sideways")))
+risk_step = weighted((30, new_step), (5, cancel_step), (8, amend_step), (1, hostile_step),
+                     (1, eod_step), (1, define_step), (2, deposit_step), (2, limits_step),
+                     (3, restrict_step))
 # cbeex-2023 streams: closes more often, so that Art.29 holding periods (5 closes) run out
 # within a stream, and fewer amends (all not_permitted)
 cbeex_step = weighted((30, new_step), (5, cancel_step), (2, amend_step), (1, hostile_step),
@@ -153,7 +166,7 @@ cbeex_step = weighted((30, new_step), (5, cancel_step), (2, amend_step), (1, hos
 
 
 @st.composite
-def streams(draw, with_accounts=None, min_steps=10, max_steps=60, rules=None):
+def streams(draw, with_accounts=None, min_steps=10, max_steps=60, rules=None, risk=False):
     if rules is None:
         rules = draw(st.sampled_from(("continuous", "continuous", "cbeex-2023")))
     n_instruments = draw(st.integers(1, 2))
@@ -170,8 +183,8 @@ def streams(draw, with_accounts=None, min_steps=10, max_steps=60, rules=None):
                              * spec.lot) for spec in instruments)
             rows.append((a, cash, credits))
         accounts = tuple(rows)
-    steps = tuple(draw(st.lists(step if rules == "continuous" else cbeex_step,
-                                min_size=min_steps, max_size=max_steps)))
+    mix = risk_step if risk else step if rules == "continuous" else cbeex_step
+    steps = tuple(draw(st.lists(mix, min_size=min_steps, max_size=max_steps)))
     return Stream(instruments, accounts, steps, rules)
 
 
@@ -273,6 +286,16 @@ def iter_commands(stream: Stream, current_specs, current_resting=None):
                 asset = symbols[acct % len(symbols)]
             account = (ACCOUNT_IDS + ("NOBODY",))[acct]
             yield Deposit(deposit_id, account, asset, amount, ts)
+        elif kind == "limits":
+            _, per, total, report_ppm, lift = st_
+            rows = () if lift == 0 or (per is None and total is None) else (
+                ("other_organisation", per, total),)
+            yield SetLimits(rows, report_ppm, ts)
+        elif kind == "restrict":
+            _, acct, side = st_
+            scope, target = ("member", "M1") if acct == 4 else (
+                "account", (ACCOUNT_IDS + ("NOBODY",))[acct])
+            yield Restrict(scope, target, "both" if side == "kill" else side, side == "kill", ts)
         elif kind == "line":
             yield parse_command(st_[1])
         else:

@@ -80,6 +80,13 @@ def test_engine_matches_model_with_accounts(stream):
     run_both(stream)
 
 
+# Issue 14: position limits, large-holder reports, restrictions and kills
+@settings(max_examples=scaled(300))
+@given(streams(with_accounts=True, risk=True))
+def test_engine_matches_model_with_risk_controls(stream):
+    run_both(stream)
+
+
 @settings(max_examples=scaled(60))
 @given(streams(min_steps=100, max_steps=300))
 def test_engine_matches_model_on_long_streams(stream):
