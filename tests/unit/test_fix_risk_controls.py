@@ -185,3 +185,45 @@ def test_a_large_holder_is_reported_to_the_operator(app, caplog):
     assert [m.get(150) for m in to(out, B1, "8")] == ["0", "F"]
     assert any("Art.38 large holder: account EMIT01 holds 600 t of CCER-AFF (limit 1000 t)"
                in r.getMessage() for r in caplog.records)
+
+
+def test_an_accounts_restriction_is_news_to_its_member_only(app):
+    out = app.run_operator_command(Restrict("account", "EMIT02", "buy", False, T0))
+    assert [(k, m.msg_type, m.get(148)) for k, m in out] == [(B2, "B", "restricted")]
+    assert "buy orders" in read_text(out[0][1].fields)
+    refused = to(app.on_message(B2, new_order("b", "EMIT02", "1", 10, "61.00")), B2)[0]
+    assert refused.get(150) == "8" and "restricted" in refused.get(58)
+    assert to(app.on_message(B2, new_order("s", "HOLD02", "2", 10, "63.00")), B2)[0].get(150) == "0"
+
+
+@pytest.mark.parametrize("argv, request_", [
+    (["restrict", "EMIT01", "--side", "sell"], {"op": "restrict", "account": "EMIT01", "side": "sell"}),
+    (["restrict", "--member", "BROKER01"], {"op": "restrict", "member": "BROKER01", "side": "both"}),
+    (["kill", "EMIT01"], {"op": "kill", "account": "EMIT01"}),
+    (["unrestrict", "--member", "BROKER01"], {"op": "unrestrict", "member": "BROKER01"}),
+    (["limits", "key_emission_unit=500000/1000000", "project_owner=-/9", "--report-pct", "50"],
+     {"op": "limits", "limits": {"key_emission_unit": {"per_instrument": 500000, "total": 1000000},
+                                 "project_owner": {"total": 9}}, "report_pct": "50"}),
+    (["limits"], {"op": "limits", "limits": {}, "report_pct": "0"}),
+])
+def test_ccerx_operator_builds_the_risk_requests(argv, request_):
+    import argparse
+    from ccerx.scripts import cmd_operator
+    parser = argparse.ArgumentParser()
+    cmd_operator.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["operator", *argv])
+    assert cmd_operator.requests_for(args) == [request_]
+    assert type(handle_line_of(request_)).__name__ in ("Restrict", "SetLimits")
+
+
+def handle_line_of(request):
+    import orjson
+    from ccerx.gateway.control import handle_line
+    return handle_line(orjson.dumps(request), clock=lambda: 1)
+
+
+def test_ccerx_operator_refuses_an_account_and_a_member_together(capsys):
+    from ccerx.scripts.ccerx import main
+    assert main(["operator", "kill", "EMIT01", "--member", "BROKER01", "--control",
+                 "/nonexistent.sock"]) == 2
+    assert "ACCOUNT or --member" in capsys.readouterr().err
