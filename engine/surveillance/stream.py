@@ -22,7 +22,8 @@ _SIDES = {s.value: s for s in Side}
 _TYPES = {t.value: t for t in OrderType}
 _TIFS = {t.value: t for t in TimeInForce}
 _CANCEL_REASONS = {r.value: r for r in CancelReason}
-IGNORED = frozenset(("rejected", "deposit_rejected"))
+IGNORED = frozenset(("rejected", "deposit_rejected",
+                     "limits", "large_holder", "restriction"))   # risk controls: not trading
 
 
 class EventDecoder:

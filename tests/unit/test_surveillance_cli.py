@@ -198,3 +198,15 @@ def test_an_event_type_of_a_newer_engine_is_skipped_and_said(tmp_path, events_fi
     garbage.write_bytes(events_file.read_bytes() + b'{"type":"restricted"}\n')
     assert surveil(garbage, "--out", tmp_path / "never") == 2
     assert "unknown event type 'restricted'" in capsys.readouterr().err
+
+
+def test_the_engines_own_risk_control_events_are_known_not_skipped(tmp_path, events_file):
+    """limits, large_holder and restriction are this engine's events (issue 14 item 2): not
+    trading, so nothing to judge, but not 'a newer engine's' either."""
+    with_controls = tmp_path / "controls.ndjson"
+    with_controls.write_bytes(events_file.read_bytes()
+                              + b'{"type":"restriction","seq":999,"ts":1,"account":"A1","side":"both"}\n'
+                              + b'{"type":"large_holder","seq":1000,"ts":1,"account":"A1"}\n'
+                              + b'{"type":"limits","seq":1001,"ts":1}\n')
+    assert surveil(with_controls, "--out", tmp_path / "out") == 0
+    assert "skipped" not in (tmp_path / "out" / "summary.txt").read_text()
