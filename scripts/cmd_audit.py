@@ -108,11 +108,14 @@ class RowMaker:
 
     def rows(self, journal_seq: int, command, events) -> list[dict]:
         from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit,
-                                                EndOfDay, Malformed, NewOrder, SetTradingStatus)
+                                                EndOfDay, Malformed, NewOrder, Restrict,
+                                                SetLimits, SetTradingStatus)
         kind = type(command)
         name = {NewOrder: "new", CancelOrder: "cancel", AmendOrder: "amend", EndOfDay: "eod",
                 SetTradingStatus: "status", Deposit: "deposit", DefineInstrument: "instrument",
-                Malformed: "malformed"}.get(kind, kind.__name__)
+                SetLimits: "limits", Malformed: "malformed"}.get(kind, kind.__name__)
+        if kind is Restrict:
+            name = "kill" if command.kill is True else "restrict"
         source = ("member" if kind in (NewOrder, CancelOrder, AmendOrder)
                   else "unknown" if kind is Malformed else "operator")
         owner = getattr(command, "owner", None)
@@ -137,8 +140,9 @@ class RowMaker:
 
     def _event(self, row: dict, e) -> None:
         from ccerx.engine.core.events import (DayClosed, Deposited, DepositRejected,
-                                              InstrumentDefined, OrderAccepted, OrderAmended,
-                                              OrderCancelled, OrderRejected, TradeExecuted,
+                                              InstrumentDefined, LargeHolderReported, LimitsSet,
+                                              OrderAccepted, OrderAmended, OrderCancelled,
+                                              OrderRejected, RestrictionChanged, TradeExecuted,
                                               TradingStatusChanged)
         from ccerx.engine.core.types import CASH_ASSET, format_fen
         kind = type(e)
@@ -182,6 +186,17 @@ class RowMaker:
         elif kind is DepositRejected:
             row.update(event="deposit_rejected", deposit_id=e.deposit_id,
                        reason=e.reason.value, text=e.text)
+        elif kind is RestrictionChanged:
+            row.update(event="restriction", reason=e.side, text="kill" if e.kill else None,
+                       **{"account" if e.scope == "account" else "member": e.target})
+        elif kind is LimitsSet:
+            row.update(event="limits", text="; ".join(
+                f"{ptype}: per type {per if per is not None else '-'} t, total "
+                f"{total if total is not None else '-'} t" for ptype, per, total in e.limits)
+                or "no limits")
+        elif kind is LargeHolderReported:
+            row.update(event="large_holder", account=e.account, instrument=e.instrument,
+                       qty=e.holding, text=f"limit {e.limit} t")
         elif kind is InstrumentDefined:
             row.update(event="instrument", instrument=e.spec.symbol,
                        price=e.spec.ticks_to_text(e.spec.ref_ticks), text=e.spec.name)

@@ -164,3 +164,29 @@ def test_bad_input_is_refused_and_writes_nothing(tmp_path, data_dir, capsys):
     assert main(["audit", "export", "--date", "2026-03-04", "--data-dir", str(data_dir),
                  "--out", str(tmp_path / "empty")]) == 0
     assert main(["audit", "verify", str(tmp_path / "empty")]) == 0
+
+
+def test_risk_controls_are_operator_actions_in_the_audit_trail(tmp_path):
+    """A restriction, a kill (with its cancels) and a release are operator actions with their
+    target, named as such (issue 14 item 2), not an engine class name."""
+    from ccerx.engine.core.commands import Restrict
+    path = tmp_path / "data"
+    exchange = DurableExchange(path, accounts=accounts(), ledger=None, log=lambda text: None)
+    for command in [SetTradingStatus(True, "open", DAY1),
+                    order("s1", "PROJ01", "sell", 300, 6200, DAY1 + 1 * S, "BRK-B"),
+                    Restrict("account", "EMIT01", "buy", False, DAY1 + 2 * S, "ops-李"),
+                    Restrict("member", "BRK-B", "both", True, DAY1 + 3 * S),
+                    Restrict("account", "EMIT01", "none", False, DAY1 + 4 * S)]:
+        exchange.apply(command)
+    exchange.close()
+    assert main(["audit", "export", "--date", "2026-03-02", "--data-dir", str(path),
+                 "--out", str(tmp_path / "out")]) == 0
+    [csv_path] = (tmp_path / "out").glob("*.csv")
+    rows = list(csv.DictReader(csv_path.open(encoding="utf-8")))
+    controls = [(r["command"], r["event"], r["source"], r["operator"], r["account"], r["member"],
+                 r["reason"]) for r in rows if r["event"] == "restriction"]
+    assert controls == [("restrict", "restriction", "operator", "ops-李", "EMIT01", "BRK-A", "buy"),
+                        ("kill", "restriction", "operator", "", "", "BRK-B", "both"),
+                        ("restrict", "restriction", "operator", "", "EMIT01", "BRK-A", "none")]
+    [cancel] = [r for r in rows if r["event"] == "cancelled"]
+    assert (cancel["command"], cancel["order_id"], cancel["reason"]) == ("kill", "s1", "kill")
