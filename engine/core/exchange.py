@@ -252,6 +252,12 @@ class Exchange(Matching):
             raise Refused(R.INVALID_SIDE, "side must be 'buy' or 'sell'")
         if order_type is None:
             raise Refused(R.INVALID_TYPE, "type must be 'limit', 'market' or 'take'")
+        if order_type is TAKE and cmd.tif is not None:
+            # a take is always immediate-or-cancel by nature: an explicit tif, even 'ioc', is
+            # refused (the README's take has none)
+            raise Refused(R.INVALID_TIF, f"a take order has no time in force (it trades at once "
+                                         f"at the best level and never rests): send it without "
+                                         f"a tif, not {str(cmd.tif)[:16]!r}")
         if tif is None:
             raise Refused(R.INVALID_TIF, "tif must be 'day', 'ioc' or 'fok'")
         rules = self.rules
