@@ -79,6 +79,7 @@ ACCOUNT, AVG_PX, CL_ORD_ID, COMMISSION, COMM_TYPE, CUM_QTY = 1, 6, 11, 12, 13, 1
 EXEC_ID, LAST_PX, LAST_QTY, MSG_SEQ_NUM, MSG_TYPE, ORDER_ID = 17, 31, 32, 34, 35, 37
 ORDER_QTY, ORD_STATUS, ORD_TYPE, ORIG_CL_ORD_ID, PRICE, SIDE, SYMBOL = 38, 39, 40, 41, 44, 54, 55
 TEXT, TIME_IN_FORCE, TRANSACT_TIME, REF_SEQ_NUM = 58, 59, 60, 45
+POSS_DUP_FLAG, POSS_RESEND = 43, 97
 CXL_REJ_REASON, ORD_REJ_REASON, EXEC_TYPE, LEAVES_QTY = 102, 103, 150, 151
 REF_MSG_TYPE, BUSINESS_REJECT_REF_ID, BUSINESS_REJECT_REASON = 372, 379, 380
 CXL_REJ_RESPONSE_TO, ORD_STATUS_REQ_ID = 434, 790
@@ -295,7 +296,14 @@ class ExchangeApplication:
                            get(SYMBOL), get(SIDE), get(ORD_TYPE), get(TIME_IN_FORCE), get(PRICE),
                            qty_text)
         key = (broker, cl_ord_id)
-        if key in self._by_cl_ord_id:
+        known = self._by_cl_ord_id.get(key)
+        if known is not None:
+            if get(POSS_DUP_FLAG) == "Y" or get(POSS_RESEND) == "Y":
+                # a resend (e.g. after a crash lost our store's MsgSeqNum but not the engine's
+                # journal): the order was received; it is told its true state, never refused
+                return [(session, self._status_report(
+                    known, f"status of order {cl_ord_id!r}, already received: a possible "
+                           "duplicate (PossDupFlag/PossResend) is not entered again"))]
             return self._gateway_reject(order, "6", f"duplicate ClOrdID {cl_ord_id!r}: "
                                         "ClOrdIDs are unique per broker and trading day")
         self._by_cl_ord_id[key] = order
@@ -425,11 +433,16 @@ class ExchangeApplication:
             report = self._report(unknown, STATUS, self._local_exec_id(), self.clock(),
                                   rej_reason="5", text="unknown order", order_id="NONE")
         else:
-            report = self._report(order, STATUS, self._local_exec_id(), self.clock(),
-                                  order_id=None if order.accepted else "NONE")
+            report = self._status_report(order)
         if extra:
             report.fields.insert(3, extra[0])
         return [(session, report)]
+
+    def _status_report(self, order: OrderState, text: Optional[str] = None) -> FixMessage:
+        """ExecutionReport ExecType I: the order's current state (OrderStatusRequest, and the
+        answer to a NewOrderSingle resent as a possible duplicate)."""
+        return self._report(order, STATUS, self._local_exec_id(), self.clock(), text=text,
+                            order_id=None if order.accepted else "NONE")
 
     # ------------------------------------------------------------------ TradingSessionStatusRequest (g)
     def _session_status_request(self, session, broker, msg) -> list[Outbound]:

@@ -616,3 +616,58 @@ def test_orders_finished_before_the_last_close_are_forgotten_after_a_restart_too
         for cl in names:
             assert status_of(again, key, cl) == status_of(app, key, cl), cl
     assert dict(status_of(again, B1, "b1"))[39] == "8"                   # unknown, as before
+
+
+# ------------------------------------------------------------------ a resent NewOrderSingle (43=Y / 97=Y)
+def resent(order_message, flag=43):
+    """The same NewOrderSingle sent again as a possible duplicate (PossDupFlag or PossResend)."""
+    return FixMessage([order_message.fields[0], (flag, "Y"), *order_message.fields[1:]])
+
+
+def test_a_possible_duplicate_of_a_known_order_gets_its_status_not_a_reject(app):
+    first = new_order("c1", "EMIT01", "1", 100, "61.50")
+    app.on_message(B1, first)
+    for flag in (43, 97):
+        status = only(app.on_message(B1, resent(first, flag)), B1)
+        assert (status.get(150), status.get(39), status.get(103)) == ("I", "0", None), flag
+        assert (status.get(37), status.get(11), status.get(14), status.get(151)) == (
+            "BROKER01:c1", "c1", "0", "100")
+        assert "already received" in status.get(58)
+    assert list(app.exchange.books["CCER-AFF"].orders) == ["BROKER01:c1"]   # entered once
+    # without the flag a reused ClOrdID is still refused, and the order stays as it was
+    dup = only(app.on_message(B1, new_order("c1", "EMIT01", "1", 100, "61.50")), B1)
+    assert (dup.get(150), dup.get(39), dup.get(103)) == ("8", "8", "6")
+    status = only(app.on_message(B1, msg("H", (11, "c1"), (55, "CCER-AFF"), (54, "1"))), B1)
+    assert (status.get(39), status.get(151)) == ("0", "100")
+    app.exchange.check()
+
+
+def test_a_possible_duplicate_of_a_partly_filled_order_reports_its_fills(app):
+    first = new_order("b1", "EMIT01", "1", 10, "62.00")
+    app.on_message(B1, first)
+    app.on_message(B2, new_order("s1", "HOLD02", "2", 4, "62.00"))
+    status = only(app.on_message(B1, resent(first)), B1)
+    assert (status.get(150), status.get(39), status.get(14), status.get(151), status.get(6)) == (
+        "I", "1", "4", "6", "62.00")
+    # a finished one answers with its final state; an unknown ClOrdID is a new order
+    app.on_message(B2, new_order("s2", "HOLD02", "2", 6, "62.00"))
+    status = only(app.on_message(B1, resent(first)), B1)
+    assert (status.get(150), status.get(39), status.get(14), status.get(151)) == ("I", "2", "10", "0")
+    fresh = only(app.on_message(B1, resent(new_order("n1", "EMIT01", "1", 1, "61.00"))), B1)
+    assert (fresh.get(150), fresh.get(37)) == ("0", "BROKER01:n1")
+
+
+def test_after_a_restart_a_resent_order_the_engine_holds_is_not_rejected(app):
+    """The crash case: the engine journaled the order, the FIX store lost the MsgSeqNum, the
+    broker resends the order with 43=Y. The restarted gateway knows it from the engine only."""
+    first = new_order("c1", "EMIT01", "1", 10, "62.00")
+    app.on_message(B1, first)
+    app.on_message(B2, new_order("s1", "HOLD02", "2", 3, "62.00"))
+    clock = itertools.count(T0 + 10**12, 1_000_000)
+    again = ExchangeApplication(app.exchange, "CCERX", ["BROKER01", "BROKER02"],
+                                clock=lambda: next(clock))
+    status = only(again.on_message(B1, resent(first)), B1)
+    assert (status.get(150), status.get(39), status.get(37), status.get(14), status.get(151)) == (
+        "I", "1", "BROKER01:c1", "3", "7")
+    assert list(again.exchange.books["CCER-AFF"].orders) == ["BROKER01:c1"]
+    again.exchange.check()
