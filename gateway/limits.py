@@ -8,13 +8,17 @@ them:
                   at once. A message over the rate is rejected (the server answers it with a
                   BusinessMessageReject, it is not processed); a session that stays over the
                   rate for `logout_after` seconds in a row is logged out.
-    LogonBackoff  after failed logons, the CompID and the source address each wait before
-                  their next password check: nothing after one failure (a mistyped password
-                  is retried at once), `initial` seconds after the second in a row, doubled
-                  per further failure, at most `maximum`. A logon during the wait is refused without checking the
-                  password (no scrypt run for a guesser); a good logon clears both. The wait
-                  for a CompID does not apply to the address that CompID last logged on from,
-                  so a guesser elsewhere cannot lock the broker out of its own address.
+    LogonBackoff  after failed logons, the pair (CompID, source address) waits before its next
+                  password check: nothing after one failure (a mistyped password is retried
+                  at once), `initial` seconds after the second in a row, doubled per further
+                  failure, at most `maximum`. A logon during the wait is refused without checking
+                  the password (no scrypt run for a guesser); a good logon clears its pair. An
+                  address that fails ADDRESS_FREE_FAILURES logons in a row, whatever the CompIDs
+                  (a sprayer), waits the same way, except for the CompIDs that logged on from it
+                  (brokers behind the same NAT or proxy). There is no wait per CompID across
+                  addresses: it would let a guesser anywhere lock a broker out of its own
+                  address or a new site; a guesser spread over many addresses still pays one
+                  scrypt per address per wait, on the gateway's single check thread.
 """
 from __future__ import annotations
 
@@ -33,7 +37,8 @@ DEFAULT_LOGON_BACKOFF_MS = 1_000
 DEFAULT_LOGON_BACKOFF_MAX_MS = 60_000
 
 REJECT_EPISODE_GAP = 1.0     # a second without an over-rate message ends an excess episode
-FREE_FAILURES = 1            # failed logons in a row before the first wait
+FREE_FAILURES = 1            # failed logons in a row of one CompID from one address before a wait
+ADDRESS_FREE_FAILURES = 10   # ... of one address, whatever the CompIDs, before it waits
 MAX_TRACKED = 4_096          # back-off entries kept before expired ones are swept
 
 
@@ -93,45 +98,51 @@ class MessageRate:
 
 
 class LogonBackoff:
-    """Failed-logon back-off per CompID and per source address."""
+    """Failed-logon back-off per (CompID, address) and per address (see the module doc)."""
 
     def __init__(self, initial: float, maximum: float):
         self.initial = initial
         self.maximum = max(maximum, initial)
-        # key -> (consecutive failures, time the wait ends)
-        self._failures: dict[tuple[str, str], tuple[int, float]] = {}
-        self._good_address: dict[str, str] = {}
+        # key -> (consecutive failures, time the wait ends); keys ("pair", comp_id, address)
+        # and ("address", address)
+        self._failures: dict[tuple, tuple[int, float]] = {}
+        self._good_pairs: set[tuple[str, str]] = set()   # (comp_id, address) that logged on
 
     def wait(self, comp_id: str, address: str, now: float) -> float:
         """Seconds this logon must still wait; 0 when its password may be checked."""
         if self.initial <= 0:
             return 0.0
-        wait = self._remaining(("address", address), now)
-        if self._good_address.get(comp_id) != address:
-            wait = max(wait, self._remaining(("comp_id", comp_id), now))
+        wait = self._remaining(("pair", comp_id, address), now)
+        if (comp_id, address) not in self._good_pairs:
+            wait = max(wait, self._remaining(("address", address), now))
         return wait
 
     def failed(self, comp_id: str, address: str, now: float) -> float:
-        """Record a failed logon; returns the wait it starts."""
+        """Record a failed logon; returns the wait it starts for this CompID and address."""
         if self.initial <= 0:
             return 0.0
         if len(self._failures) >= MAX_TRACKED:
             self._sweep(now)
         wait = 0.0
-        for key in (("comp_id", comp_id), ("address", address)):
+        for key, free in ((("pair", comp_id, address), FREE_FAILURES),
+                          (("address", address), ADDRESS_FREE_FAILURES)):
             count, until = self._failures.get(key, (0, now))
             if now - until > self.maximum:
                 count = 0                      # quiet for a whole maximum: start again
-            delay = (0.0 if count < FREE_FAILURES else
-                     min(self.initial * (2 ** min(count - FREE_FAILURES, 32)), self.maximum))
+            delay = (0.0 if count < free else
+                     min(self.initial * (2 ** min(count - free, 32)), self.maximum))
             self._failures[key] = (count + 1, now + delay)
-            wait = max(wait, delay)
+            if key[0] == "pair" or (comp_id, address) not in self._good_pairs:
+                wait = max(wait, delay)
         return wait
 
     def succeeded(self, comp_id: str, address: str) -> None:
-        self._failures.pop(("comp_id", comp_id), None)
-        self._failures.pop(("address", address), None)
-        self._good_address[comp_id] = address
+        """A good logon clears its pair's failures (not the address's: a sprayer there keeps
+        its count) and exempts the pair from the address's wait."""
+        self._failures.pop(("pair", comp_id, address), None)
+        if len(self._good_pairs) >= MAX_TRACKED:
+            self._good_pairs.clear()               # forgetting only costs an exemption
+        self._good_pairs.add((comp_id, address))
 
     def _remaining(self, key, now: float) -> float:
         entry = self._failures.get(key)

@@ -52,23 +52,43 @@ def test_backoff_starts_at_the_second_failure_doubles_and_is_capped():
     assert backoff.wait("B1", "10.0.0.9", 0.0) == 0.0
     waits = [backoff.failed("B1", "10.0.0.9", 0.0) for _ in range(4)]
     assert waits == [1.0, 2.0, 4.0, 4.0]
-    assert backoff.wait("B1", "10.0.0.9", 1.0) == 3.0
-    assert backoff.wait("B1", "10.0.0.7", 1.0) == 3.0                # the CompID, from elsewhere
-    assert backoff.wait("B2", "10.0.0.9", 1.0) == 3.0                # the address, another CompID
-    assert backoff.wait("B2", "10.0.0.7", 1.0) == 0.0
+    assert backoff.wait("B1", "10.0.0.9", 1.0) == 3.0                # this CompID from this address
     assert backoff.wait("B1", "10.0.0.9", 4.0) == 0.0                # over
 
 
-def test_a_good_logon_clears_the_backoff_and_its_address_is_not_locked_out_by_a_guesser():
+def test_a_guesser_cannot_lock_a_broker_out_from_another_address_or_by_another_compid():
+    """The reviewer's two lockouts: a guesser at 10.6.6.6 trying B1 must not keep B1 out at
+    its own address nor at a new one (a disaster-recovery site, after a restart: nothing known
+    about B1's good address); two wrong B2 logons from a shared address (NAT, a TLS proxy)
+    must not refuse B1 from it."""
     backoff = LogonBackoff(initial=1.0, maximum=60.0)
-    backoff.succeeded("B1", "10.0.0.1")                              # the broker's own address
-    for _ in range(5):
-        backoff.failed("B1", "10.6.6.6", 0.0)                        # a guesser elsewhere
-    assert backoff.wait("B1", "10.6.6.6", 1.0) > 0
-    assert backoff.wait("B1", "10.0.0.1", 1.0) == 0.0
+    for _ in range(30):
+        backoff.failed("B1", "10.6.6.6", 0.0)
+    assert backoff.wait("B1", "10.6.6.6", 1.0) > 0                   # the guesser waits
+    assert backoff.wait("B1", "10.0.0.1", 1.0) == 0.0                # B1 at its own address
+    assert backoff.wait("B1", "10.9.9.9", 1.0) == 0.0                # B1 from a new site
+    shared = LogonBackoff(initial=1.0, maximum=60.0)
+    shared.failed("B2", "10.0.0.5", 0.0)
+    shared.failed("B2", "10.0.0.5", 0.0)
+    assert shared.wait("B2", "10.0.0.5", 0.5) > 0
+    assert shared.wait("B1", "10.0.0.5", 0.5) == 0.0                 # another broker there
+
+
+def test_an_address_spraying_many_compids_is_backed_off_but_not_its_known_brokers():
+    backoff = LogonBackoff(initial=1.0, maximum=60.0)
+    backoff.succeeded("B1", "10.0.0.5")                              # a broker behind the NAT
+    for i in range(12):                                              # one failure per CompID
+        backoff.failed(f"X{i}", "10.0.0.5", 0.0)
+    assert backoff.wait("X99", "10.0.0.5", 0.5) > 0                  # the sprayer waits
+    assert backoff.wait("B1", "10.0.0.5", 0.5) == 0.0                # its known broker does not
+    assert backoff.wait("X99", "10.0.0.6", 0.5) == 0.0               # nor does anyone elsewhere
+
+
+def test_a_good_logon_clears_its_own_backoff():
+    backoff = LogonBackoff(initial=1.0, maximum=60.0)
     backoff.failed("B1", "10.0.0.1", 1.0)
     backoff.failed("B1", "10.0.0.1", 1.0)
-    assert backoff.wait("B1", "10.0.0.1", 1.0) > 0                   # its address's own failures count
+    assert backoff.wait("B1", "10.0.0.1", 1.0) > 0                   # its own failures count
     backoff.succeeded("B1", "10.0.0.1")
     assert backoff.wait("B1", "10.0.0.1", 1.0) == 0.0
 
