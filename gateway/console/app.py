@@ -13,11 +13,13 @@ Routes (every one but /login needs a session; every POST its CSRF token):
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import secrets
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
@@ -31,6 +33,8 @@ from ccerx.gateway.console import pages
 from ccerx.gateway.console.auth import COOKIE, Sessions, same_token
 from ccerx.gateway.console.feed import ConsoleState
 from ccerx.gateway.control import ControlServer, Query, Refused, handle_line, query, refusal
+from ccerx.gateway.limits import (DEFAULT_LOGON_BACKOFF_MAX_MS, DEFAULT_LOGON_BACKOFF_MS,
+                                  LogonBackoff)
 
 log = logging.getLogger("gateway.console")
 LOGIN_COOKIE = "ccerx_login"
@@ -44,7 +48,23 @@ class Console:
     """The web console of one exchange application (see the package docstring)."""
 
     def __init__(self, state: ConsoleState, application, deliver, sessions: Sessions,
-                 data_dir: Path, engine=None):
+                 data_dir: Path, engine=None, clock=time.monotonic,
+                 failed_login_delay: float = FAILED_LOGIN_DELAY_S, secure_cookies: bool = False):
+        self.clock = clock
+        self.failed_login_delay = failed_login_delay
+        # Cookies carry `Secure` when the console is bound off loopback (it then runs only
+        # with --insecure-plaintext, i.e. behind a TLS-terminating proxy, so browsers reach it
+        # over HTTPS) and, on loopback, for a request that came over HTTPS: directly, or via a
+        # proxy on this machine saying so in X-Forwarded-Proto (see _secure)
+        self.secure_cookies = secure_cookies
+        # the gateway's logon back-off, here per (operator name, address): a login during the
+        # wait is refused without a password check
+        self.backoff = LogonBackoff(DEFAULT_LOGON_BACKOFF_MS / 1000,
+                                    DEFAULT_LOGON_BACKOFF_MAX_MS / 1000)
+        # scrypt (~50 ms, a core while it runs) on one thread of its own: parallel guessers
+        # queue behind each other instead of taking every core from the FIX sessions
+        self.password_checker = ThreadPoolExecutor(max_workers=1,
+                                                   thread_name_prefix="console-login")
         self.state = state
         self.exchange = application.exchange
         self.engine = engine
@@ -97,6 +117,7 @@ class Console:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+        self.password_checker.shutdown(wait=False, cancel_futures=True)
 
     # ---------------------------------------------------------------- access
     @web.middleware
@@ -127,8 +148,18 @@ class Console:
         # request landing here) must not invalidate the form the first one shows
         token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
         response = _html(pages.login(token=token))
-        response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict", path="/login")
+        response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict", path="/login",
+                            secure=self._secure(request))
         return response
+
+    def _secure(self, request: web.Request) -> bool:
+        """Whether cookies set for this request carry `Secure`: always off loopback; on
+        loopback when the request came over TLS, or from a proxy on this machine that says
+        it did (X-Forwarded-Proto: https; a header from anyone else is not believed)."""
+        if self.secure_cookies or request.secure:
+            return True
+        forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        return forwarded == "https" and _is_loopback(request.remote)
 
     async def no_icon(self, request: web.Request) -> web.Response:
         return web.Response(status=204)
@@ -139,25 +170,38 @@ class Console:
         if not expected or not same_token(form.get("csrf"), expected):
             return _json({"ok": False, "error": "missing or wrong CSRF token"}, status=403)
         name, password = form.get("name", ""), form.get("password", "")
+        name_key, address = name[:64], request.remote or ""
+        if self.backoff.wait(name_key, address, self.clock()) > 0:
+            # backing off: refused after the short delay, without running scrypt
+            log.warning("console: login for %r from %s refused unchecked (backing off after "
+                        "failed logins)", name_key, address)
+            return await self._refuse_login(request, "登录失败次数过多，请稍后再试 Too many "
+                                                     "failed logins: try again later")
         loop = asyncio.get_running_loop()
-        # scrypt takes ~50 ms: off the event loop, so FIX traffic does not wait for it
-        operator = await loop.run_in_executor(None, self.sessions.check_password, name, password)
+        # scrypt takes ~50 ms: off the event loop, so FIX traffic does not wait for it, and on
+        # the console's one login thread, so parallel guessers do not take every core
+        operator = await loop.run_in_executor(self.password_checker,
+                                              self.sessions.check_password, name, password)
         if operator is None:
-            log.warning("console: failed login for %r from %s", name[:64], request.remote)
-            await asyncio.sleep(FAILED_LOGIN_DELAY_S)
-            token = secrets.token_urlsafe(24)
-            response = _html(pages.login("用户名或密码错误 Wrong name or password", token),
-                             status=401)
-            response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict",
-                                path="/login")
-            return response
+            self.backoff.failed(name_key, address, self.clock())
+            log.warning("console: failed login for %r from %s", name_key, address)
+            return await self._refuse_login(request, "用户名或密码错误 Wrong name or password")
+        self.backoff.succeeded(name_key, address)
         log.warning("console: %s logged in from %s", operator.name, request.remote)
         self._record(operator.name, {"action": "login"}, {"ok": True})
         response = web.HTTPSeeOther("/")
         response.set_cookie(COOKIE, self.sessions.open(operator), httponly=True,
-                            samesite="Strict", path="/")
+                            samesite="Strict", path="/", secure=self._secure(request))
         response.del_cookie(LOGIN_COOKIE, path="/login")
         raise response
+
+    async def _refuse_login(self, request: web.Request, text: str) -> web.Response:
+        await asyncio.sleep(self.failed_login_delay)
+        token = secrets.token_urlsafe(24)
+        response = _html(pages.login(text, token), status=401)
+        response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict",
+                            path="/login", secure=self._secure(request))
+        return response
 
     async def logout(self, request: web.Request) -> web.Response:
         self.sessions.close(request.cookies.get(COOKIE))
@@ -254,8 +298,7 @@ class Console:
                     and item.owner is None):
                 item = item._replace(owner=f"console:{operator}")
             response = orjson.loads(self._respond(item))
-        self._record(operator, orjson.loads(body) if _is_json(body) else {"raw": body[:200].decode(
-            "utf-8", "replace")}, response)
+        self._record(operator, _loggable(body, request["session"].csrf), response)
         return _json(response, status=200 if response.get("ok") or response.get("applied")
                      else 400)
 
@@ -318,6 +361,29 @@ class Console:
             log.exception("console: cannot write the action log %s", self.action_log)
 
 
+def _loggable(body: bytes, csrf: str) -> dict:
+    """A request as the action log keeps it: without the session's CSRF token (a form's or a
+    JSON object's csrf field is dropped, and the token is cut out of anything else)."""
+    if _is_json(body):
+        request = orjson.loads(body)
+        request.pop("csrf", None)
+        return request
+    text = body.decode("utf-8", "replace")
+    fields = urllib.parse.parse_qsl(text, keep_blank_values=True)
+    if fields and "=" in text:
+        text = urllib.parse.urlencode([(k, v) for k, v in fields if k != "csrf"])
+    if csrf:
+        text = text.replace(csrf, "")
+    return {"raw": text[:200]}
+
+
+def _is_loopback(host: Optional[str]) -> bool:
+    try:
+        return ipaddress.ip_address((host or "").split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
 def _is_json(body: bytes) -> bool:
     try:
         return isinstance(orjson.loads(body), dict)
@@ -349,8 +415,11 @@ class ConsoleSetup:
     application takes its apply methods), then the application to start the web server for."""
 
     def __init__(self, host: str, port: int, sessions: Sessions, surveillance_config=None,
-                 related=None):
+                 related=None, secure_cookies: bool = False):
         self.host, self.port, self.sessions = host, port, sessions
+        # off loopback (only with --insecure-plaintext, behind a TLS-terminating proxy):
+        # the cookies are always Secure
+        self.secure_cookies = secure_cookies
         self.surveillance_config, self.related = surveillance_config, related
         self.state: Optional[ConsoleState] = None
         self.engine = None
@@ -380,7 +449,8 @@ class ConsoleSetup:
             raise ValueError("--console needs --console-operators FILE.toml: [[operator]] "
                              "name = \"...\", password = \"<hash from `ccerx hash-password`>\"")
         return cls(host, int(port_text), Sessions(load_operators(operators_path)),
-                   load_config(surveillance_path), load_relations(related_path))
+                   load_config(surveillance_path), load_relations(related_path),
+                   secure_cookies=not is_loopback(host))
 
     def observe(self, engine, data_dir: Path) -> None:
         from ccerx.engine.durable.files import private_dir
@@ -394,7 +464,7 @@ class ConsoleSetup:
 
     async def start(self, application, deliver) -> str:
         self.console = Console(self.state, application, deliver, self.sessions, self.data_dir,
-                               self.engine)
+                               self.engine, secure_cookies=self.secure_cookies)
         self.url = await self.console.start(self.host, self.port)
         return self.url
 
