@@ -148,8 +148,12 @@ async function load(){const list=await api('/api/cases');
    <td class="l">${esc(c.instrument)}</td><td class="l">${esc(c.accounts.join(' '))}</td><td>${esc(c.score)}</td>
    <td class="l state">${esc(STATE[c.state]||c.state)}${c.note?'<br><small>'+esc(c.note)+'</small>':''}</td><td class="l" style="white-space:normal;max-width:380px">${esc(c.text)}</td>
    <td class="l" style="white-space:normal;max-width:200px">${esc(c.evidence.join(', '))}</td>
-   <td class="l">${c.state==='open'?`<button onclick="act('${esc(c.id)}','review')">审查 Review</button>`:''}
-   ${c.state!=='closed'?`<button onclick="act('${esc(c.id)}','close')">结案 Close</button>`:`<button onclick="act('${esc(c.id)}','reopen')">重开 Reopen</button>`}</td></tr>`));}
+   <td class="l">${c.state==='open'?caseButton(c.id,'review','审查 Review'):''}
+   ${c.state!=='closed'?caseButton(c.id,'close','结案 Close'):caseButton(c.id,'reopen','重开 Reopen')}</td></tr>`));}
+// the case id goes in a data- attribute (plain text once the attribute is decoded), never
+// into JavaScript built inside an attribute: there &#39; would decode back to a quote
+const caseButton=(id,action,label)=>`<button data-case="${esc(id)}" data-case-action="${action}">${label}</button>`;
+document.addEventListener('click',e=>{const b=e.target.closest('button[data-case]'); if(b) act(b.dataset.case,b.dataset.caseAction);});
 async function act(id,action){let note='';
   if(action!=='review'){note=prompt('备注 Note (必填 required):'); if(note===null) return;}
   const r=await post('/api/cases/'+encodeURIComponent(id),{action,note});

@@ -244,3 +244,28 @@ def test_a_members_kill_switch_from_the_console_cancels_its_orders_over_fix(cons
     broker.new_order("k5", "EMIT01", "1", 10, "61.00")
     assert s(broker.expect("8"), 150) == "0"
     broker.logout()
+
+
+def test_a_case_id_with_quotes_is_data_not_script(console):
+    """A case id is put in the page as data: a quote in it (HTML-escaped as &#39;, which an
+    attribute decodes back) must not end a JavaScript string in an onclick handler. The
+    /api/cases answer is replaced with such an id; the page's own script handles it."""
+    server, url, page, data = console
+    _log_in(page, url)
+    evil = "x');window.pwned=1;('"
+    case = {"id": evil, "rule": "spoofing", "article": "44(4)", "instrument": "CCER-AFF",
+            "accounts": ["EMIT01"], "score": 1, "state": "open", "note": "", "text": "t",
+            "evidence": []}
+    posted = []
+    page.route("**/api/cases", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=orjson.dumps([case]).decode()))
+    page.route("**/api/cases/*", lambda route: (posted.append(route.request.url),
+                                                route.fulfill(status=200,
+                                                              content_type="application/json",
+                                                              body='{"ok":true,"state":"x"}')))
+    page.goto(url + "/alerts")
+    page.locator("#cases button:has-text('Review')").click()
+    page.wait_for_function("document.getElementById('result').textContent.length > 0")
+    assert page.evaluate("window.pwned") is None
+    assert page.inner_text("#result") == "已更新 updated: " + evil
+    assert len(posted) == 1 and posted[0].endswith("/api/cases/x')%3Bwindow.pwned%3D1%3B('")
