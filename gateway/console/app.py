@@ -65,6 +65,7 @@ class Console:
         # queue behind each other instead of taking every core from the FIX sessions
         self.password_checker = ThreadPoolExecutor(max_workers=1,
                                                    thread_name_prefix="console-login")
+        self.login_turn = asyncio.Lock()
         self.state = state
         self.exchange = application.exchange
         self.engine = engine
@@ -171,22 +172,19 @@ class Console:
             return _json({"ok": False, "error": "missing or wrong CSRF token"}, status=403)
         name, password = form.get("name", ""), form.get("password", "")
         name_key, address = name[:64], request.remote or ""
-        if self.backoff.wait(name_key, address, self.clock()) > 0:
+        # one login at a time from the back-off check to the failure recorded, so guesses sent
+        # at once meet the back-off the earlier ones started (a refusal unchecked is quick)
+        async with self.login_turn:
+            operator = await self._check_login(name_key, address, name, password)
+        if operator is False:
             # backing off: refused after the short delay, without running scrypt
             log.warning("console: login for %r from %s refused unchecked (backing off after "
                         "failed logins)", name_key, address)
             return await self._refuse_login(request, "登录失败次数过多，请稍后再试 Too many "
                                                      "failed logins: try again later")
-        loop = asyncio.get_running_loop()
-        # scrypt takes ~50 ms: off the event loop, so FIX traffic does not wait for it, and on
-        # the console's one login thread, so parallel guessers do not take every core
-        operator = await loop.run_in_executor(self.password_checker,
-                                              self.sessions.check_password, name, password)
         if operator is None:
-            self.backoff.failed(name_key, address, self.clock())
             log.warning("console: failed login for %r from %s", name_key, address)
             return await self._refuse_login(request, "用户名或密码错误 Wrong name or password")
-        self.backoff.succeeded(name_key, address)
         log.warning("console: %s logged in from %s", operator.name, request.remote)
         self._record(operator.name, {"action": "login"}, {"ok": True})
         response = web.HTTPSeeOther("/")
@@ -194,6 +192,22 @@ class Console:
                             samesite="Strict", path="/", secure=self._secure(request))
         response.del_cookie(LOGIN_COOKIE, path="/login")
         raise response
+
+    async def _check_login(self, name_key: str, address: str, name: str, password: str):
+        """The operator; None for a wrong name or password; False, unchecked, while this name
+        and address back off."""
+        if self.backoff.wait(name_key, address, self.clock()) > 0:
+            return False
+        loop = asyncio.get_running_loop()
+        # scrypt takes ~50 ms: off the event loop, so FIX traffic does not wait for it, and on
+        # the console's one login thread, so parallel guessers do not take every core
+        operator = await loop.run_in_executor(self.password_checker,
+                                              self.sessions.check_password, name, password)
+        if operator is None:
+            self.backoff.failed(name_key, address, self.clock())
+        else:
+            self.backoff.succeeded(name_key, address)
+        return operator
 
     async def _refuse_login(self, request: web.Request, text: str) -> web.Response:
         await asyncio.sleep(self.failed_login_delay)

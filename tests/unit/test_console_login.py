@@ -93,6 +93,20 @@ def test_failed_logins_back_off_without_running_scrypt(tmp_path, monkeypatch):
     assert after == 303 and len(calls) == 3
 
 
+def test_parallel_guesses_back_off_too(tmp_path, monkeypatch):
+    """Guesses sent at once are checked against the back-off in turn, not all before the first
+    failure is recorded."""
+    calls = _count_checks(monkeypatch)
+    console = _console(tmp_path, Clock())
+
+    async def body(client):
+        responses = await asyncio.gather(*[_login(client, "alice", f"guess{i}")
+                                           for i in range(10)])
+        return [r.status for r in responses]
+    assert _run(console, body) == [401] * 10
+    assert len(calls) == 2, calls
+
+
 def test_password_checks_run_on_one_dedicated_thread(tmp_path, monkeypatch):
     calls = _count_checks(monkeypatch)
     clock = Clock()
