@@ -65,6 +65,9 @@ log = logging.getLogger("gateway.server")
 DEFAULT_MAX_MESSAGE_SIZE = codec.DEFAULT_MAX_MESSAGE_SIZE
 TICK_INTERVAL = 0.5
 WRITE_HIGH_WATER = 1 << 20          # stop reading from a client whose output backs up past this
+TLS_HANDSHAKE_TIMEOUT = 5.0         # s; a stalled handshake held a descriptor 60 s (asyncio's)
+MAX_PENDING_PER_ADDRESS = 64        # connections not yet logged on, per source address: one host
+                                    # cannot use up the process's descriptors (a review did)
 MAX_WRITE_BUFFER = 32 << 20         # and disconnect it past this
 STOP_GRACE = 2.0                    # seconds stop() waits for Logout answers
 READ_SLICE = 4 << 10                # bytes of one connection handled per event-loop turn
@@ -127,6 +130,18 @@ class _Connection(asyncio.Protocol):
             except OSError:
                 pass
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        address = self.peer[0] if self.peer else None
+        pending = self.server._pending_by_address
+        if address is not None and pending.get(address, 0) >= MAX_PENDING_PER_ADDRESS:
+            self.server.connections_refused += 1
+            if self.server.connections_refused % 1000 == 1:      # said, not once per connection
+                log.warning("refusing connections from %s: %d not yet logged on (refused so "
+                            "far: %d)", address, MAX_PENDING_PER_ADDRESS,
+                            self.server.connections_refused)
+            transport.abort()
+            return
+        if address is not None:
+            pending[address] = pending.get(address, 0) + 1
         self.server._pending.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -253,7 +268,7 @@ class _Connection(asyncio.Protocol):
         return session
 
     def attach(self, session: Session, now: float) -> None:
-        self.server._pending.discard(self)
+        self.server._unpend(self)
         self.server._attached[session] = self
         self.session = session
         session.connection_made(now)
@@ -277,7 +292,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         server = self.server
-        server._pending.discard(self)
+        server._unpend(self)
         session = self.session
         if session is not None:
             if server._attached.get(session) is self:
@@ -353,6 +368,8 @@ class GatewayServer:
             session.resend_chunk = RESEND_CHUNK
         self._attached: dict[Session, _Connection] = {}
         self._pending: set[_Connection] = set()
+        self._pending_by_address: dict[str, int] = {}    # source address -> len of its _pending
+        self.connections_refused = 0      # over MAX_PENDING_PER_ADDRESS
         self._dirty: set[Session] = set()
         self._flush_scheduled = False
         self._late_flush: Optional[asyncio.TimerHandle] = None
@@ -362,13 +379,25 @@ class GatewayServer:
         self._closed: asyncio.Event = asyncio.Event()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
 
+    def _unpend(self, conn: "_Connection") -> None:
+        """The connection logged on or went: no longer counted against its address."""
+        if conn in self._pending:
+            self._pending.discard(conn)
+            address = conn.peer[0] if conn.peer else None
+            left = self._pending_by_address.get(address, 0) - 1
+            if left > 0:
+                self._pending_by_address[address] = left
+            else:
+                self._pending_by_address.pop(address, None)
+
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         self._closed = asyncio.Event()
-        self._server = await self._loop.create_server(lambda: _Connection(self), self.host, self.port,
-                                                      ssl=self.ssl_context)
+        self._server = await self._loop.create_server(
+            lambda: _Connection(self), self.host, self.port, ssl=self.ssl_context,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self.ssl_context is not None else None)
         self.port = self._server.sockets[0].getsockname()[1]
         self._ticker = asyncio.create_task(self._tick_forever())
         log.info("FIX gateway listening on %s:%d (%d sessions)", self.host, self.port, len(self.sessions))
@@ -603,7 +632,7 @@ class GatewayServer:
                 for conn in list(self._pending):
                     if now - conn.opened_at > LOGON_TIMEOUT:
                         conn.transport.abort()
-                        self._pending.discard(conn)
+                        self._unpend(conn)
                 self._flush()
             except Exception:
                 log.exception("tick failed")

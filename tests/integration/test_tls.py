@@ -223,3 +223,26 @@ def test_bad_tls_options_are_refused_clearly(tmp_path, pki, args, why):
     assert done.returncode == 2, done.stderr
     assert why in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_a_stalled_handshake_is_dropped_within_seconds_not_a_minute(tmp_path, pki, start_serve):
+    """A client that opens a TCP connection to the TLS port and sends part of a ClientHello
+    held a descriptor for asyncio's default 60 s (a review ran the process out of descriptors
+    this way); the handshake now times out after TLS_HANDSHAKE_TIMEOUT (5 s)."""
+    import socket
+    import time
+    cert, key = pki["server"]
+    server = start_serve("--data-dir", str(tmp_path / "data"), "--tls-cert", str(cert),
+                         "--tls-key", str(key))
+    stalled = socket.create_connection(("127.0.0.1", server.port))
+    stalled.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")   # 11 bytes of a hello
+    stalled.settimeout(30)
+    started = time.monotonic()
+    try:
+        closed = stalled.recv(1) == b""
+    except (ConnectionResetError, TimeoutError) as err:
+        closed = isinstance(err, ConnectionResetError)
+    waited = time.monotonic() - started
+    stalled.close()
+    assert closed and waited < 30, waited        # (a bound on a wait, not a timing figure)
+    trade_once(server.port, client_context(pki), "after-stall")
