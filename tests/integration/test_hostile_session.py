@@ -236,3 +236,67 @@ def test_a_dead_connection_with_the_longest_heartbeat_is_probed_when_the_broker_
         time.sleep(1)
     assert s(_read_raw(dead), 35) == "1"                  # the dead side was tested first
     assert _read_raw(dead) is None                        # and dropped
+
+
+# ------------------------------------------------------------------ 11: orders resent after a crash
+class _ResendingBroker(Broker):
+    """A broker whose FIX engine persists its orders: a ResendRequest from the gateway is kept
+    in `resend_from` for the test to resend real messages (PossDupFlag=Y), not gap-filled."""
+    resend_from = None
+
+    def _on_message(self, message) -> None:
+        if s(message, 35) == "2":
+            self.received.append(message)
+            self.next_in = max(self.next_in, int(s(message, 34)) + 1)
+            self.resend_from = int(s(message, 7))
+            return
+        super()._on_message(message)
+
+
+def test_orders_resent_after_a_crash_lost_their_seqnums_answer_with_their_live_state(tmp_path):
+    """kill -9 between the engine's journal commit and the FIX store's flush: the engine holds
+    the orders, the store neither counted their MsgSeqNums nor kept their acknowledgements.
+    The broker resends them (43=Y); they are live, so each is answered with its status
+    (150=I, its true OrdStatus), never as a duplicate ClOrdID rejected (39=8)."""
+    data = tmp_path / "data"
+    orders = [(11, "c%d" % i) for i in (1, 2, 3)]
+    b1 = _ResendingBroker("BROKER01", 0)
+    with ServeProcess(["--data-dir", str(data)], log_path=tmp_path / "serve.log") as server:
+        b1.port = server.port
+        b2 = Broker("BROKER02", server.port)
+        _log_on(b1, "demo01", reset=True)
+        _log_on(b2, "demo02", reset=True)
+        first_seq = b1.next_out
+        for name in orders:
+            b1.new_order(name[1], "HOLD01", "2", 10, "62.00")
+        assert [s(m, 150) for m in b1.reports(3)] == ["0", "0", "0"]
+        b2.new_order("b1", "EMIT02", "1", 4, "62.00")                 # c1 partly filled
+        assert s(b1.expect("8"), 14) == "4"
+        server.kill()                                                  # kill -9
+    b1.close()
+    # what the crash leaves when the store's last flush did not happen: the 3 orders' numbers
+    # not counted in, their 3 acknowledgements and c1's fill never written out (nor sent)
+    path = data / "fix" / "FIX.4.4_CCERX_BROKER01.seqnums"
+    next_sender, next_target = (int(n) for n in path.read_bytes().split())
+    assert (next_sender, next_target) == (b1.next_in, b1.next_out)
+    path.write_bytes(b"%020d %020d\n" % (next_sender - 4, next_target - 3))
+    b1.next_in = next_sender - 4
+    with ServeProcess(["--data-dir", str(data)], log_path=tmp_path / "serve2.log") as server:
+        b1.port = server.port
+        assert s(b1.logon("demo01"), 35) == "A"
+        b1.expect("h")
+        assert b1.resend_from == first_seq
+        for seq, name in enumerate(orders, first_seq):
+            b1.send("D", name, (1, "HOLD01"), (55, "CCER-AFF"), (54, "2"), (60, now()),
+                    (38, 10), (40, "2"), (44, "62.00"), seq=seq, poss_dup=True)
+        answers = b1.reports(3)
+        assert [(s(m, 11), s(m, 150), s(m, 39), s(m, 14), s(m, 151)) for m in answers] == [
+            ("c1", "I", "1", "4", "6"), ("c2", "I", "0", "0", "10"), ("c3", "I", "0", "0", "10")]
+        assert all("already received" in s(m, 58) for m in answers)
+        assert s(answers[1], 37) == "BROKER01:c2"
+        b1.send("H", (11, "c2"), (55, "CCER-AFF"), (54, "2"), (790, "q"))
+        status = b1.expect("8", where=lambda m: s(m, 790) == "q")
+        assert (s(status, 39), s(status, 151)) == ("0", "10")
+        sync(b1, "after the resend")
+        assert not any(s(m, 39) == "8" for m in b1.received if s(m, 35) == "8")
+
