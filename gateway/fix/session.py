@@ -521,7 +521,10 @@ class Session:
         try:
             if not self._verify(msg, check_high=False, check_low=False):
                 return
-            heartbeat = int(msg.get(108))
+            raw = msg.get(108) or ""
+            # ASCII digits only (int() also reads "３０" and " 30"); anything else is refused
+            # with the bounds, as an out-of-range interval is
+            heartbeat = int(raw) if raw.isascii() and raw.isdigit() else -1
             low, high = self.heartbeat_bounds
             if not low <= heartbeat <= high:
                 text = "HeartBtInt (108) must be %d to %d seconds" % (low, high)
@@ -667,6 +670,10 @@ class Session:
                 text: Optional[str] = None) -> None:
         """The one place where a protocol problem becomes a Reject (3)."""
         if not self.logged_on:
+            if msg.msg_type == "A" and tag == 108 and self.state is S.AWAITING_LOGON:
+                low, high = self.heartbeat_bounds   # a HeartBtInt that is no number: say so
+                self._refuse_logon("HeartBtInt (108) must be %d to %d seconds" % (low, high))
+                return
             self._disconnect("rejected before logon: %s" % (text or dictionary.REASON_TEXT.get(reason)))
             return
         seq_text = msg.get(34)

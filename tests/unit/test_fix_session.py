@@ -489,3 +489,12 @@ def test_well_framed_nonsense_in_numeric_fields_is_rejected_or_ignored(clock, ta
     session.receive_data(codec.encode(sorted(header.items()), body, "1"), clock[0])
     out = peer.receive()
     assert session.wants_close or [t(m, 35) for m in out] in (["3"], ["2"], [])
+
+
+@pytest.mark.parametrize("heartbeat", ["abc", "", "-5", "３０"])
+def test_a_logon_with_a_heartbeat_that_is_not_a_number_is_refused_saying_so(clock, heartbeat):
+    """A review found HeartBtInt=abc just closed the connection, the broker told nothing."""
+    session, peer, app, _ = make(clock)
+    [bye] = peer.logon((141, "Y"), heartbeat=heartbeat)
+    assert (t(bye, 35), t(bye, 58)) == ("5", "HeartBtInt (108) must be 1 to 300 seconds")
+    assert session.wants_close and app.events == []
