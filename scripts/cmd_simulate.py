@@ -55,6 +55,10 @@ def add_parser(sub) -> None:
                    help="the same over N seeds starting at the scenario's (or --seed's) seed")
     p.add_argument("--workers", type=int, metavar="N",
                    help="processes for a sweep or comparison (default: every core)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="run a sweep's or comparison's seeds on this Dask distributed "
+                        "scheduler's workers (pip install \"ccerx[dask]\"; each worker needs "
+                        "ccerx installed) instead of local processes: the same per-seed results")
     p.add_argument("--compare-rules", metavar="A,B",
                    help="rule what-if: run the same scenario and seeds under each of these "
                         "profiles (e.g. continuous,cbeex-2023) and compare volume, spread, "
@@ -98,6 +102,12 @@ def run(args) -> int:
                 what_if(label, scenario)
         if (len(seeds) > 1 or compared) and (args.mode != "in-process" or args.gateway_config):
             raise ValueError("--seeds, --sweep and --compare-rules run in process only")
+        if args.scheduler is not None:
+            if not (len(seeds) > 1 or compared):
+                raise ValueError("--scheduler runs the seeds of --seeds, --sweep or "
+                                 "--compare-rules: give one of them")
+            from ccerx.scripts.simulate.sweep import check_scheduler
+            check_scheduler(args.scheduler)
     except ValueError as err:
         print(f"ccerx simulate: {err}", file=sys.stderr)
         return 2
@@ -159,7 +169,8 @@ def run(args) -> int:
         first = {seeds[0]: run_seed(scenario, seeds[0], rules.name, result=result)}
         if len(seeds) > 1:
             print(f"sweep: {len(seeds)} seeds under {rules.name}", file=sys.stderr)
-            sweep_figures = sweep(scenario, seeds, rules.name, args.workers, done=first)
+            sweep_figures = sweep(scenario, seeds, rules.name, args.workers, done=first,
+                                  scheduler=args.scheduler)
         if compared:
             comparison = {}
             for name in compared:
@@ -168,7 +179,8 @@ def run(args) -> int:
                 if name == rules.name and sweep_figures is not None:
                     comparison[name] = sweep_figures
                 else:
-                    comparison[name] = sweep(scenario, seeds, name, args.workers, done=done)
+                    comparison[name] = sweep(scenario, seeds, name, args.workers, done=done,
+                                             scheduler=args.scheduler)
         sweep_s = time.perf_counter() - swept
         print(f"calibration over {len(seeds)} seed(s) ({sweep_s:.1f} s):")
         print(text_table(calibration_table(sweep_figures or comparison.get(rules.name)

@@ -1,4 +1,5 @@
-"""Sweeps: the same scenario over many seeds (and rule profiles), in parallel processes.
+"""Sweeps: the same scenario over many seeds (and rule profiles), in parallel processes or on
+a Dask distributed cluster (`--scheduler tcp://HOST:PORT`).
 
 Each seed is an independent run (its own random generators, venue and accounts), so a
 sweep's per-seed results are exactly those of running the seeds one by one; a process pool
@@ -104,16 +105,41 @@ def run_seed(scenario: Scenario, seed: int, rules: str = "cbeex-2023",
     }
 
 
+def _client(scheduler: str, timeout: float = 10):
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ValueError('--scheduler needs Dask distributed: pip install "ccerx[dask]"') from None
+    try:
+        return Client(scheduler, timeout=timeout)
+    except (OSError, TimeoutError) as err:
+        raise ValueError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
+
+
+def check_scheduler(scheduler: str) -> None:
+    """Raise ValueError (said before any work) if the scheduler cannot be reached."""
+    _client(scheduler, timeout=5).close()
+
+
 def _job(job):
     return run_seed(*job)
 
 
 def sweep(scenario: Scenario, seeds: list[int], rules: str = "cbeex-2023",
-          workers: int | None = None, done: dict | None = None) -> list[dict]:
+          workers: int | None = None, done: dict | None = None,
+          scheduler: str | None = None) -> list[dict]:
     """`run_seed` for every seed, in seed order; `done` {seed: figures} already measured.
-    workers: processes (default: every core; 1 = in this process)."""
+    workers: processes (default: every core; 1 = in this process). scheduler: the address of
+    a Dask distributed scheduler (tcp://HOST:PORT) whose workers run the seeds instead, on as
+    many machines as it has (each worker needs ccerx installed, the same version); the
+    per-seed results are the same as in process, since each seed is its own run."""
     done = dict(done or {})
     todo = [(scenario, seed, rules) for seed in seeds if seed not in done]
+    if scheduler is not None and todo:
+        with _client(scheduler) as client:
+            results = client.gather(client.map(_job, todo, pure=False))
+        done.update({r["seed"]: r for r in results})
+        return [done[seed] for seed in seeds]
     workers = min(workers or os.cpu_count() or 1, len(todo)) if todo else 1
     if workers <= 1:
         results = [_job(job) for job in todo]
