@@ -99,7 +99,6 @@ class DurableExchange:
         self._log = log if log is not None else (lambda text: print(text, file=sys.stderr))
         self._lock = threading.RLock()
         self.statements: Optional[StatementWriter] = None   # with a ledger that keeps accounts
-        self._eod_marks: list = []    # closes recovered or snapshotted, before the writer exists
         self._failed: Optional[BaseException] = None
         self._deferred: list = []     # (instructions, eod marks, commands) awaiting commit()
         self._held_rows: list = []    # apply_deferred commands not yet written to the journal
@@ -137,6 +136,7 @@ class DurableExchange:
             snap.write(self.data_dir, 0, genesis, self._extra())
             scanned = jr.ScanResult()
             pending_rows: list = []
+            eod_marks: list = []
         else:
             opening = orjson.loads((self.data_dir / OPENING).read_bytes())
             stored = SettlementConfig(**{**opening["settlement"], "holidays": tuple(
@@ -158,7 +158,7 @@ class DurableExchange:
                     gc.enable()
             self.exchange, self.maker = recovered.exchange, recovered.maker
             scanned, pending_rows = recovered.scanned, recovered.pending_rows
-            self._eod_marks = recovered.eod_marks
+            eod_marks = recovered.eod_marks   # closes whose statements are not written yet
         for path in sorted(self.data_dir.glob("cursor-*.json")):   # before anything is cut
             confirmed = Cursor(path).value
             if confirmed > scanned.last_instruction:
@@ -198,10 +198,9 @@ class DurableExchange:
         if self.ledger is not None and self.ledger.keeps_accounts:
             ledger_relay = self.relays["ledger"]
             self.statements = StatementWriter(self.statements_dir, self.ledger,
-                                              lambda: ledger_relay.cursor.value, self._eod_marks)
+                                              lambda: ledger_relay.cursor.value, eod_marks)
             ledger_relay.on_confirm = self._on_confirm
             ledger_relay.on_idle = self.statements.try_write_due
-        self._eod_marks = []
         for name, relay in self.relays.items():
             report.pending[name] = max(0, report.last_instruction - relay.cursor.value)
             if relay.cursor.value > report.last_instruction:
@@ -214,7 +213,7 @@ class DurableExchange:
             self._log(str(report))
 
     def _extra(self) -> dict:
-        pending = self.statements.pending() if self.statements is not None else self._eod_marks
+        pending = self.statements.pending() if self.statements is not None else ()
         return {"settlement": self.maker.state(), "eod_marks": [list(m) for m in pending]}
 
     # ------------------------------------------------------------------ end of day
