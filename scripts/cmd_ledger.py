@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 
 from ccerx.engine.core.types import format_fen
+from ccerx.gateway.addresses import split_host_port
 from ccerx.scripts.tables import format_table, plural
 
 
@@ -111,10 +112,10 @@ def _not_a_ledger(path: str):
 
 
 def _host_port(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
+    host_port = split_host_port(text)
+    if host_port is None:
         raise ValueError(f"--broker must be HOST:PORT, not {text!r}")
-    return host, int(port)
+    return host_port
 
 
 def run_consume(args) -> int:

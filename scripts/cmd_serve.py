@@ -5,7 +5,6 @@ import argparse
 import asyncio
 import gc
 import getpass
-import ipaddress
 import logging
 import signal
 import ssl
@@ -18,6 +17,7 @@ from ccerx.engine.core.calendar import TradingCalendar, load_holidays
 from ccerx.engine.core.commands import EndOfDay, SetTradingStatus
 from ccerx.engine.durable.files import private_dir
 from ccerx.engine.formats.config import load_instruments
+from ccerx.gateway.addresses import is_loopback
 from ccerx.gateway.config import DEMO_CONFIG, GatewayConfig, hash_password
 from ccerx.engine.core.rules import CBEEX_2023, PROFILES
 from ccerx.gateway.control import SOCKET_NAME, ControlServer
@@ -273,7 +273,7 @@ def run(args) -> int:
             return 2
         try:
             args.console_setup = ConsoleSetup.from_args(
-                args.console, args.console_operators, args.insecure_plaintext, is_loopback,
+                args.console, args.console_operators, args.insecure_plaintext,
                 args.console_surveillance, args.console_related)
         except ValueError as err:     # ConfigError included
             print(f"ccerx serve: {err}", file=sys.stderr)
@@ -430,17 +430,6 @@ async def after_event(event: Optional[asyncio.Event], start):
     if event is not None:
         await event.wait()
     return await start()
-
-
-def is_loopback(host: str) -> bool:
-    """True for a loopback address or `localhost`: a listener nobody off this machine reaches.
-    Any other name counts as reachable (what it resolves to may change)."""
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def tls_context(args) -> Optional[ssl.SSLContext]:

@@ -13,7 +13,6 @@ Routes (every one but /login needs a session; every POST its CSRF token):
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import secrets
@@ -29,6 +28,7 @@ from aiohttp import web
 from ccerx.engine.core.types import format_fen
 from ccerx.engine.durable.files import open_private
 from ccerx.engine.surveillance.cases import CaseError
+from ccerx.gateway.addresses import is_loopback, split_host_port
 from ccerx.gateway.console import pages
 from ccerx.gateway.console.auth import COOKIE, Sessions, same_token
 from ccerx.gateway.console.feed import ConsoleState
@@ -160,7 +160,7 @@ class Console:
         if self.secure_cookies or request.secure:
             return True
         forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-        return forwarded == "https" and _is_loopback(request.remote)
+        return forwarded == "https" and is_loopback(request.remote)
 
     async def no_icon(self, request: web.Request) -> web.Response:
         return web.Response(status=204)
@@ -391,13 +391,6 @@ def _loggable(body: bytes, csrf: str) -> dict:
     return {"raw": text[:200]}
 
 
-def _is_loopback(host: Optional[str]) -> bool:
-    try:
-        return ipaddress.ip_address((host or "").split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
 def _is_json(body: bytes) -> bool:
     try:
         return isinstance(orjson.loads(body), dict)
@@ -443,17 +436,17 @@ class ConsoleSetup:
 
     @classmethod
     def from_args(cls, address: str, operators_path: Optional[str], insecure: bool,
-                  is_loopback, surveillance_path: Optional[str] = None,
+                  surveillance_path: Optional[str] = None,
                   related_path: Optional[str] = None) -> "ConsoleSetup":
         """Raises ValueError saying what is wrong with --console, --console-operators and the
         live surveillance's settings and related-accounts files."""
         from ccerx.engine.surveillance.config import load_config
         from ccerx.engine.surveillance.relations import load_relations
         from ccerx.gateway.console.auth import load_operators
-        host, sep, port_text = address.rpartition(":")
-        host = host.strip("[]")
-        if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        host_port = split_host_port(address)
+        if host_port is None:
             raise ValueError(f"--console {address!r}: give HOST:PORT, e.g. 127.0.0.1:8080")
+        host, port = host_port
         if not is_loopback(host) and not insecure:
             raise ValueError(f"refusing to serve the console on {host} without TLS: operator "
                              f"passwords and session cookies would cross the network in clear. "
@@ -462,7 +455,7 @@ class ConsoleSetup:
         if operators_path is None:
             raise ValueError("--console needs --console-operators FILE.toml: [[operator]] "
                              "name = \"...\", password = \"<hash from `ccerx hash-password`>\"")
-        return cls(host, int(port_text), Sessions(load_operators(operators_path)),
+        return cls(host, port, Sessions(load_operators(operators_path)),
                    load_config(surveillance_path), load_relations(related_path),
                    secure_cookies=not is_loopback(host))
 

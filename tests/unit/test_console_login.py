@@ -177,7 +177,6 @@ def test_serve_console_off_loopback_sets_secure_cookies(tmp_path):
     operators = tmp_path / "operators.toml"
     operators.write_text(f'[[operator]]\nname = "alice"\npassword = "{hash_password(PASSWORD)}"\n',
                          encoding="utf-8")
-    loopback = lambda host: host in ("127.0.0.1", "::1", "localhost")  # noqa: E731
-    off = ConsoleSetup.from_args("0.0.0.0:0", str(operators), True, loopback)
-    on = ConsoleSetup.from_args("127.0.0.1:0", str(operators), False, loopback)
+    off = ConsoleSetup.from_args("0.0.0.0:0", str(operators), True)
+    on = ConsoleSetup.from_args("127.0.0.1:0", str(operators), False)
     assert off.secure_cookies and not on.secure_cookies
