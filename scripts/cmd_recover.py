@@ -85,8 +85,14 @@ def run(args) -> int:
     adapters = {}
     if args.mqtt:
         from ccerx.engine.ledger.mqtt import MqttPublisher
-        host, _, port = args.mqtt.rpartition(":")
-        adapters["mqtt"] = MqttPublisher(host or "127.0.0.1", int(port))
+        from ccerx.gateway.addresses import split_host_port
+        # a bare port (or :PORT) means a broker on this machine, as before
+        host_port = split_host_port(args.mqtt if args.mqtt.rpartition(":")[0] else
+                                    "127.0.0.1:" + args.mqtt.lstrip(":"))
+        if host_port is None:     # was a traceback from int()
+            print(f"ccerx recover: --mqtt must be HOST:PORT, not {args.mqtt!r}", file=sys.stderr)
+            return 2
+        adapters["mqtt"] = MqttPublisher(*host_port)
     ex = DurableExchange(args.data_dir, instruments, accounts,
                          ledger=None if args.no_ledger else "sqlite", adapters=adapters,
                          snapshot_every=args.snapshot_every, log=lambda t: None)

@@ -493,3 +493,14 @@ def test_ledger_consume_says_where_it_listens_and_what_it_applied(tmp_path, caps
     assert f"connected to {BROKER[0]}:{BROKER[1]}, subscribed to {prefix}/settle/+" in err
     assert "so far " in err and f"ledger at instruction {n:,}" in err     # while running
     assert f"applied {n}," in err                                          # and at the end
+
+
+def test_recover_refuses_a_malformed_mqtt_address_before_touching_anything(tmp_path, capsys):
+    from ccerx.scripts.ccerx import main
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text('{"accounts": [{"account": "A1", "cash": "100.00"}]}')
+    for bad in ("localhost:mqtt", "host:99999", "h:"):
+        assert main(["recover", "--data-dir", str(tmp_path / "d"), "--accounts", str(accounts),
+                     "--mqtt", bad]) == 2
+        assert f"--mqtt must be HOST:PORT, not {bad!r}" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
