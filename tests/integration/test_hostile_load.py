@@ -27,6 +27,7 @@ from ccerx.gateway.fix.application import FixMessage
 from ccerx.gateway.fix.translate import ExchangeApplication
 from ccerx.gateway.limits import SessionLimits
 from ccerx.gateway.server import WRITE_HIGH_WATER, GatewayServer, SessionSettings
+from tests.integration.durable_helpers import wait_until
 from tests.fixclient import TIMEOUT, Broker, s, sync
 
 HOLD = "hold-this-check"          # a password the counting check stops on until released
@@ -127,14 +128,6 @@ def logged_on(broker: Broker, password: str, reset: bool = True) -> Broker:
     assert s(reply, 35) == "A", s(reply, 58)
     broker.expect("h")                  # the market's status follows the Logon reply
     return broker
-
-
-def wait_until(condition, what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("still waiting for " + what)
-        time.sleep(0.01)
 
 
 def refusal(broker: Broker, password: str) -> str:
@@ -327,7 +320,7 @@ def test_a_huge_resend_goes_out_complete_and_in_order_while_another_broker_trade
     recorder.start()                       # reads as fast as it can: no back-pressure
     missing.send("2", (7, 1), (16, 0))
     wait_until(lambda: gateway.in_loop(lambda: gateway.session("BROKER01").resend_pending),
-               "the resend to start")
+               20, "the resend to start")
     trader.new_order("during-resend", "EMIT02", "1", 1, "61.00")
     ack = trader.expect("8")
     assert (s(ack, 11), s(ack, 150)) == ("during-resend", "0")
@@ -350,7 +343,7 @@ def test_a_client_that_never_reads_its_resend_costs_a_bounded_buffer_and_nobody_
         session = gateway.session("BROKER01")
         conn = gateway.server._attached.get(session)
         return conn is not None and "write" in conn.held and session.resend_pending
-    wait_until(lambda: gateway.in_loop(stalled), "the resend to wait for the reader")
+    wait_until(lambda: gateway.in_loop(stalled), 20, "the resend to wait for the reader")
     buffered = gateway.in_loop(
         lambda: gateway.server._attached[gateway.session("BROKER01")].transport.get_write_buffer_size())
     assert buffered < 2 * WRITE_HIGH_WATER          # not the whole resend (~9.5 MB) in memory
