@@ -154,14 +154,17 @@ def open_cluster_node(args, data_dir: Path, instruments, accounts, rules):
 
 
 def gate_logons(sessions: list, node) -> None:
-    """A standby refuses every Logon, its Logout naming the leader (brokers try the next host)."""
-    from ccerx.gateway.limits import ServiceRefusal
+    """A standby closes the connection of every Logon unanswered (brokers try the next host;
+    a Logout would move their sequence numbers: QuietRefusal); its log names the leader."""
+    from ccerx.gateway.limits import QuietRefusal
     for settings in sessions:
         check = settings.authenticate
 
         def authenticate(key, logon, check=check):
             if not node.leading:              # not about the password: never backs off
-                return ServiceRefusal(node.refusal())
+                SESSION_LOG.info("logon for %s closed unanswered: %s", key.their_comp_id,
+                                 node.refusal())
+                return QuietRefusal(node.refusal())
             return None if check is None else check(key, logon)
         settings.authenticate = authenticate
 
@@ -173,6 +176,18 @@ def gate_logons(sessions: list, node) -> None:
 # 0.5 ms interval; lingering 20 ms per delivery cut the process's CPU per order by ~1/3.
 SWITCH_INTERVAL_S = 0.0005
 RELAY_LINGER_S = 0.02
+
+
+def gateway_durability(engine, console: bool, cluster: bool = False) -> dict:
+    """How the gateway waits for the durable engine before acknowledging (GatewayServer
+    keyword arguments). The durable engine's journal writer thread fsyncs while the event loop
+    goes on, and acknowledgements wait for it (durability=). Two cases keep the commit on the
+    loop (before_write=, the loop waits for each fsync): a cluster node (the LeaderGate: its
+    replicated journal publishes to the stream in the commit) and the console, whose feed
+    publishes events at the engine's synchronous commit."""
+    if hasattr(engine, "commit_async") and not console and not cluster:
+        return {"durability": engine}
+    return {"before_write": getattr(engine, "commit", None)}
 
 
 def tune_for_latency(engine) -> None:
@@ -324,7 +339,10 @@ def run(args) -> int:
 async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, engine=None) -> int:
     from ccerx.gateway.server import GatewayServer
     server = GatewayServer(args.host, args.port, sessions, store_dir=data_dir / "fix",
-                           store_fsync=args.fsync, before_write=getattr(engine, "commit", None),
+                           store_fsync=args.fsync,
+                           **gateway_durability(
+                               engine, console=getattr(args, "console_setup", None) is not None,
+                               cluster=getattr(args, "cluster_node", None) is not None),
                            limits=config.limits,
                            ssl_context=getattr(args, "tls_context", None))
     try:
@@ -408,11 +426,13 @@ def start_cluster_node(args, server, application, loop) -> Optional[asyncio.Even
     node = getattr(args, "cluster_node", None)
     if node is None:
         return None
+    from ccerx.gateway.cluster import replicate_sessions, take_over
     leading = asyncio.Event()
+    replicate_sessions(server, node, loop)     # FIX stores: in the stream, mirrored by standbys
 
     def on_leader():             # in the gateway's event loop
         if application is not None:
-            application.adopt_resting_orders()
+            take_over(application, server)
         leading.set()
     try:
         node.start(f"{args.host}:{server.port}", lambda: loop.call_soon_threadsafe(on_leader))

@@ -198,6 +198,7 @@ class Session:
             restored(key, store.each(1, store.next_sender - 1))
         self._resending: Optional[_Resend] = None
         self._resend_out: Optional[list[bytes]] = None    # resend output; _out is held meanwhile
+        self._app_out = False        # an application message is among what waits to be sent
 
     # ------------------------------------------------------------------ driver interface
     @property
@@ -348,12 +349,20 @@ class Session:
         if self._resending is not None:
             self._resend_chunk()
 
+    @property
+    def holds_application_messages(self) -> bool:
+        """An application message (new or resent) is among what data_to_send() returns next
+        or later: the driver makes such output wait until the engine state it reports is
+        durable; session-level messages alone (heartbeats, rejects, logouts) need not."""
+        return self._app_out
+
     def data_to_send(self) -> bytes:
         self.store.flush()
         if self._resend_out is not None:          # resending: only the resend goes out yet
             data = b"".join(self._resend_out)
             self._resend_out.clear()
             return data
+        self._app_out = False
         if not self._out:
             return b""
         data = b"".join(self._out)
@@ -736,6 +745,8 @@ class Session:
         if state in LOGGED_ON_STATES or (not app and state is S.AWAITING_LOGON):
             self._out.append(raw)
             self._last_sent = self._now
+            if app:
+                self._app_out = True
         return seq
 
     def _gap_fill(self, begin: int, new_seq: int) -> None:
@@ -762,6 +773,7 @@ class Session:
         header.sort(key=lambda f: f[0])
         self._resend_out.append(codec.encode(header, body, fields[2][1], self.key.begin_string))
         self._last_sent = self._now
+        self._app_out = True
 
     def _reset(self) -> None:
         self._end_resend()
