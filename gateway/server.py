@@ -58,7 +58,8 @@ from ccerx.gateway.fix import codec
 from ccerx.gateway.fix.application import Application, FixMessage, Outbound, SessionKey
 from ccerx.gateway.fix.session import DEFAULT_HEARTBEAT_BOUNDS, LOGON_TIMEOUT, Session, State
 from ccerx.gateway.fix.store import FileStore, MemoryStore
-from ccerx.gateway.limits import LogonBackoff, MessageRate, ServiceRefusal, SessionLimits
+from ccerx.gateway.limits import (LogonBackoff, MessageRate, QuietRefusal, ServiceRefusal,
+                                  SessionLimits)
 
 log = logging.getLogger("gateway.server")
 
@@ -685,6 +686,11 @@ class GatewayServer:
             else:
                 self._backoff.succeeded(key.their_comp_id, address)
         if conn.transport.is_closing():
+            return
+        if isinstance(verdict, QuietRefusal):     # no Logout: see QuietRefusal
+            log.info("closing a logon for %s from %s unanswered: %s", key.their_comp_id,
+                     conn.peer, verdict)
+            conn.transport.close()
             return
         if session in self._attached:
             log.info("closing connection from %s: session %s already connected", conn.peer, key)

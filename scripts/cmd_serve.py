@@ -154,14 +154,17 @@ def open_cluster_node(args, data_dir: Path, instruments, accounts, rules):
 
 
 def gate_logons(sessions: list, node) -> None:
-    """A standby refuses every Logon, its Logout naming the leader (brokers try the next host)."""
-    from ccerx.gateway.limits import ServiceRefusal
+    """A standby closes the connection of every Logon unanswered (brokers try the next host;
+    a Logout would move their sequence numbers: QuietRefusal); its log names the leader."""
+    from ccerx.gateway.limits import QuietRefusal
     for settings in sessions:
         check = settings.authenticate
 
         def authenticate(key, logon, check=check):
             if not node.leading:              # not about the password: never backs off
-                return ServiceRefusal(node.refusal())
+                SESSION_LOG.info("logon for %s closed unanswered: %s", key.their_comp_id,
+                                 node.refusal())
+                return QuietRefusal(node.refusal())
             return None if check is None else check(key, logon)
         settings.authenticate = authenticate
 
@@ -423,11 +426,13 @@ def start_cluster_node(args, server, application, loop) -> Optional[asyncio.Even
     node = getattr(args, "cluster_node", None)
     if node is None:
         return None
+    from ccerx.gateway.cluster import replicate_sessions, take_over
     leading = asyncio.Event()
+    replicate_sessions(server, node, loop)     # FIX stores: in the stream, mirrored by standbys
 
     def on_leader():             # in the gateway's event loop
         if application is not None:
-            application.adopt_resting_orders()
+            take_over(application, server)
         leading.set()
     try:
         node.start(f"{args.host}:{server.port}", lambda: loop.call_soon_threadsafe(on_leader))

@@ -92,7 +92,8 @@ from ccerx.engine.durable.files import write_atomic
 STREAM, SUBJECT = "CCERX_CMDS", "ccerx.cmds"
 LEASE_BUCKET, LEASE_KEY = "CCERX_LEADER", "leader"
 H_KIND, H_TERM, H_SEQ = "Ccerx-Kind", "Ccerx-Term", "Ccerx-Seq"
-BATCH, TERM, CHECKPOINT = "batch", "term", "checkpoint"
+H_SESSIONS = "Ccerx-Sessions"    # batch: bytes of session records after the command rows
+BATCH, TERM, CHECKPOINT, SESSIONS = "batch", "term", "checkpoint", "sessions"
 STATUS_FILE = "cluster-status.json"
 EXIT_FENCED, EXIT_DIVERGED = 3, 4
 MAX_ROWS_PER_MESSAGE = 2000      # ~200 KB; NATS refuses payloads over 1 MB by default
@@ -194,15 +195,22 @@ class LeaderGate:
 
     def apply(self, command):
         self._check()
-        return self._exchange.apply(command)
+        events = self._exchange.apply(command)
+        self._node.applied_cmds += 1
+        return events
 
     def apply_many(self, commands):
         self._check()
-        return self._exchange.apply_many(commands)
+        commands = list(commands)
+        events = self._exchange.apply_many(commands)
+        self._node.applied_cmds += len(commands)
+        return events
 
     def apply_deferred(self, command):
         self._check()
-        return self._exchange.apply_deferred(command)
+        events = self._exchange.apply_deferred(command)
+        self._node.applied_cmds += 1
+        return events
 
     def commit(self) -> None:
         if self._node.leading:       # a standby has nothing deferred (and sends Logouts)
@@ -236,6 +244,11 @@ class ClusterNode:
         self.leader_info: dict = {}
         self.fix_address = ""
         self._on_leader: Optional[Callable[[], None]] = None
+        # the FIX gateway's session records (gateway.fix.store.SessionReplicator): take() the
+        # blobs to publish with a batch, mirror(blob) on a standby; None: no gateway sessions
+        self.sessions = None
+        self.applied_cmds = 0         # leader: commands applied through the gate (journal seq)
+        self.published_cmd_seq = 0    # leader: the last command in the stream
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="cluster",
                                         daemon=True)
@@ -389,19 +402,43 @@ class ClusterNode:
     # ------------------------------------------------------------------ leader: publishing
     def publish_batch(self, first_seq: int, rows: list) -> None:
         """In the engine thread, under the exchange's lock: publish applied commands; fence on
-        failure (nothing of them has been acknowledged)."""
+        failure (nothing of them has been acknowledged). The gateway sessions' records held
+        since the last publish (the execution reports of these commands, among others) ride
+        in the batch's last message: a command and the reports it caused are replicated
+        together or not at all (what does not fit follows in `sessions` messages)."""
         try:
+            last_cmd = first_seq + len(rows) - 1
+            blobs = self.sessions.take(last_cmd) if self.sessions is not None else []
+            last = (len(rows) - 1) // MAX_ROWS_PER_MESSAGE * MAX_ROWS_PER_MESSAGE
             for start in range(0, len(rows), MAX_ROWS_PER_MESSAGE):
-                part = rows[start:start + MAX_ROWS_PER_MESSAGE]
-                self._call(self._publish(BATCH, orjson.dumps(part),
-                                         {H_SEQ: str(first_seq + start),
-                                          "Nats-Msg-Id": f"{self.term}.{first_seq + start}"}))
+                part = orjson.dumps(rows[start:start + MAX_ROWS_PER_MESSAGE])
+                headers = {H_SEQ: str(first_seq + start),
+                           "Nats-Msg-Id": f"{self.term}.{first_seq + start}"}
+                if start == last and blobs:
+                    attached = blobs.pop(0)
+                    headers[H_SESSIONS] = str(len(attached))
+                    part += attached
+                self._call(self._publish(BATCH, part, headers))
+            self.published_cmd_seq = last_cmd
+            for blob in blobs:
+                self._call(self._publish(SESSIONS, blob, {}))
             self.since_checkpoint += len(rows)
             if self.since_checkpoint >= self.settings.checkpoint_every:
                 self._call(self._publish_checkpoint(CHECKPOINT, first_seq + len(rows) - 1))
         except Exception as err:     # ReplicationFailed, or anything unforeseen: stop
             self.fence(f"{err}; the commands since stream seq {self.applied_stream_seq} were "
                        f"never acknowledged")
+
+    def publish_sessions(self, blob: bytes) -> None:
+        """In the gateway's thread: publish session records that no batch carried (before
+        the bytes they stand for are written); fence on failure."""
+        if not self.leading:
+            self.fence("a standby's FIX sessions produced output")
+        try:
+            with self.exchange._lock:
+                self._call(self._publish(SESSIONS, blob, {}))
+        except Exception as err:
+            self.fence(f"{err}; FIX session records were never acknowledged")
 
     async def _publish_checkpoint(self, kind: str, cmd_seq: int) -> None:
         state_hash = self.exchange.state_hash()
@@ -519,6 +556,7 @@ class ClusterNode:
                         pass
                 await asyncio.sleep(0.05)
         self.marker_term = self.term
+        self.applied_cmds = self.published_cmd_seq = self.journal.next_seq - 1
         self.journal.publishing = True
         self.leading = True
         self._write_status(self.journal.next_seq - 1, self.exchange.state_hash())
@@ -595,13 +633,22 @@ class ClusterNode:
         if kind == BATCH:
             if term != self.marker_term:
                 raise RuntimeError(f"a batch of term {term} in term {self.marker_term}")
-            first, rows = int(headers[H_SEQ]), orjson.loads(data)
+            attached = int(headers.get(H_SESSIONS, "0"))
+            blob = data[len(data) - attached:] if attached else b""
+            first, rows = int(headers[H_SEQ]), orjson.loads(data[:len(data) - attached])
             next_seq = journal.next_seq
             if first > next_seq:
                 raise RuntimeError(f"commands {next_seq}..{first - 1} are missing")
             rows = rows[next_seq - first:]    # a restarted node has a prefix already
             if rows:
                 self.exchange.apply_many([jr.decode_command(row) for row in rows])
+            if blob and self.sessions is not None:
+                self.sessions.mirror(blob)
+        elif kind == SESSIONS:
+            if term != self.marker_term:
+                raise RuntimeError(f"session records of term {term} in term {self.marker_term}")
+            if self.sessions is not None:
+                self.sessions.mirror(data)
         elif kind in (TERM, CHECKPOINT):
             body = orjson.loads(data)
             if kind == TERM:

@@ -807,6 +807,16 @@ class ExchangeApplication:
                 self.orders[order.order_id] = order
                 self._by_cl_ord_id[(broker, cl_ord_id)] = order
 
+    def relearn(self, restored: Iterable[tuple[SessionKey, Iterable[tuple[int, bytes]]]]) -> None:
+        """A cluster standby that takes over (gateway/cluster.py): forget what was known of
+        orders (the engine moved on since), then learn them as after a restart: the resting
+        ones from the engine, the rest from each session's sent messages."""
+        self.orders.clear()
+        self._by_cl_ord_id.clear()
+        self.adopt_resting_orders()
+        for session, sent in restored:
+            self.on_session_restored(session, sent)
+
     def on_session_restored(self, session: SessionKey, sent: Iterable[tuple[int, bytes]]) -> None:
         """After a restart: learn the broker's orders of the trading day from the execution
         reports its session sent before (its FIX store, in sequence order), so that an

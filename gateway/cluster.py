@@ -1,0 +1,58 @@
+"""The FIX gateway of a cluster node (issue 15; the node itself: engine/durable/replicated.py).
+
+A broker's FIX session must survive the loss of the leader: the new leader answers its Logon
+with the sequence numbers the broker expects, without a reset, and a ResendRequest with the
+messages the old leader sent (or stored for a broker that was logged out). So every node's
+FIX stores hold what the leader's hold:
+
+    leader   each session's store is a ReplicatedStore: what the session stores (messages,
+             sequence numbers, resets) is held by a SessionReplicator; the node attaches it
+             to the next batch of commands it publishes (a command and the execution
+             reports it caused are one JetStream message), and a store flush publishes what
+             no batch carried (heartbeats, logons, a MsgSeqNum received) before the bytes
+             go to the socket. Nothing reaches a socket before it is in the stream.
+    standby  the node hands every blob of session records to mirror(), which writes it into
+             the same stores here (on the gateway's event loop, in stream order).
+    takeover once the node leads, the exchange application forgets what it knew of orders
+             and learns them again from the engine's book and the stores, as after a
+             restart (ExchangeApplication.relearn).
+"""
+from __future__ import annotations
+
+from ccerx.gateway.fix.store import FileStore, SessionReplicator
+
+
+class _OnLoop:
+    """What the node holds as its `sessions`: take() in the engine thread (the gateway's),
+    mirror() handed over to the gateway's event loop (the stores are the loop's)."""
+
+    def __init__(self, replicator: SessionReplicator, loop):
+        self._replicator, self._loop = replicator, loop
+
+    def take(self, upto: int) -> list[bytes]:
+        return self._replicator.take(upto)
+
+    def mirror(self, blob: bytes) -> None:
+        self._loop.call_soon_threadsafe(self._replicator.mirror, blob)
+
+
+def replicate_sessions(server, node, loop) -> SessionReplicator:
+    """Put every file-backed session store of `server` (a GatewayServer) behind one
+    SessionReplicator tied to `node` (a ClusterNode), before the node starts following the
+    stream."""
+    replicator = SessionReplicator()
+    for session in server.sessions.values():
+        if isinstance(session.store, FileStore):
+            session.store = replicator.wrap(session.store)
+    replicator.publish = node.publish_sessions
+    replicator.watermark = lambda: node.applied_cmds
+    replicator.published = lambda: node.published_cmd_seq
+    node.sessions = _OnLoop(replicator, loop)
+    return replicator
+
+
+def take_over(application, server) -> None:
+    """On the gateway's event loop, once this node leads: the application learns the day's
+    orders from the engine and from the (mirrored) stores of its sessions."""
+    application.relearn((key, session.store.each(1, session.store.next_sender - 1))
+                        for key, session in server.sessions.items())
