@@ -212,6 +212,7 @@ class _Request:
 
 class ExchangeApplication:
     """The application behind every broker session: order entry, permissions, market data."""
+    fast_reports = True     # _report's template for accepted orders (False: the field list)
 
     def __init__(self, exchange, comp_id: str, brokers: Iterable[str],
                  clock: Callable[[], int] = time.time_ns, begin_string: str = "FIX.4.4",
@@ -696,6 +697,11 @@ class ExchangeApplication:
                 order_id: Optional[str] = None) -> FixMessage:
         """ExecutionReport (8), fields in the FIX 4.4 dictionary order."""
         accepted = order.accepted
+        if (self.fast_reports and accepted and orig is None and rej_reason is None and not text
+                and order_id is None
+                and order.account and order.symbol and order.side and order.ord_type
+                and order.tif is not None and type(order.qty) is int):
+            return self._accepted_report(order, exec_type, exec_id, ts, last, fee_fen)
         f = [(MSG_TYPE, "8"), (ORDER_ID, order_id or order.order_id),
              (CL_ORD_ID, order.cl_ord_id)]
         if orig is not None:
@@ -729,6 +735,25 @@ class ExchangeApplication:
             f += text_fields(TEXT, text)
             declare_encoding(f)
         return FixMessage(f)
+
+    def _accepted_report(self, order: OrderState, exec_type: str, exec_id: str, ts: int, last,
+                         fee_fen: Optional[int]) -> FixMessage:
+        """_report's fast path, for an accepted order's acknowledgement, fills and the like
+        (no OrigClOrdID, reject reason or Text): the same fields in the same order, encoded
+        straight into the body text from a template (no field list; see EncodedReport)."""
+        price = order.price
+        cum_qty = order.cum_qty
+        body = (f"37={order.order_id}\x0111={order.cl_ord_id}\x0117={exec_id}\x01"
+                f"150={exec_type}\x0139={order.ord_status}\x011={order.account}\x01"
+                f"55={order.symbol}\x0154={order.side}\x0138={order.qty}\x01"
+                f"40={order.ord_type}\x01"
+                + ("" if price is None else f"44={self._price_text(order.symbol, price)}\x01")
+                + f"59={order.tif}\x01"
+                + ("" if last is None else f"32={last[0]}\x0131={last[1]}\x01")
+                + f"151={order.leaves_qty}\x0114={cum_qty}\x01"
+                  f"6={self._avg_px(order) if cum_qty else '0'}\x0160={utc_timestamp(ts)}\x01"
+                + ("" if fee_fen is None else f"12={format_fen(fee_fen)}\x0113=3\x01"))
+        return EncodedReport(body)
 
     def _price_text(self, symbol: str, ticks: int) -> str:
         """spec.ticks_to_text, memoised: a day's prices live inside the band, a few thousand."""
@@ -903,6 +928,25 @@ def _report_fields(raw: bytes) -> dict[int, str]:
     codec.split_fields, which splits and converts all of them)."""
     return {int(tag): value.decode("latin-1")
             for tag, value in reversed(_REPORT_FIELD.findall(raw))}
+
+
+class EncodedReport(FixMessage):
+    """An ExecutionReport built as its body text (the session sends `encoded_body` as it is).
+    `fields` are parsed from that text when someone reads them (tests, drop copies), so it
+    reads like any FixMessage; it is not meant to be changed."""
+    __slots__ = ("encoded_body", "_fields")
+    msg_type = "8"
+
+    def __init__(self, body: str):
+        self.encoded_body = body
+        self._fields: Optional[list[tuple[int, str]]] = None
+
+    @property
+    def fields(self) -> list[tuple[int, str]]:
+        if self._fields is None:
+            self._fields = [(35, "8")] + [(int(tag), value) for tag, _, value in (
+                part.partition("=") for part in self.encoded_body.split("\x01")[:-1])]
+        return self._fields
 
 
 def first_values(message: FixMessage) -> dict[int, str]:
