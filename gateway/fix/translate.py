@@ -697,11 +697,11 @@ class ExchangeApplication:
                 order_id: Optional[str] = None) -> FixMessage:
         """ExecutionReport (8), fields in the FIX 4.4 dictionary order."""
         accepted = order.accepted
-        if (self.fast_reports and accepted and orig is None and rej_reason is None and not text
-                and order_id is None
+        if (self.fast_reports and accepted and rej_reason is None and order_id is None
+                and (not text or (text.isascii() and text.isprintable()))
                 and order.account and order.symbol and order.side and order.ord_type
                 and order.tif is not None and type(order.qty) is int):
-            return self._accepted_report(order, exec_type, exec_id, ts, last, fee_fen)
+            return self._accepted_report(order, exec_type, exec_id, ts, last, fee_fen, orig, text)
         f = [(MSG_TYPE, "8"), (ORDER_ID, order_id or order.order_id),
              (CL_ORD_ID, order.cl_ord_id)]
         if orig is not None:
@@ -737,13 +737,17 @@ class ExchangeApplication:
         return FixMessage(f)
 
     def _accepted_report(self, order: OrderState, exec_type: str, exec_id: str, ts: int, last,
-                         fee_fen: Optional[int]) -> FixMessage:
-        """_report's fast path, for an accepted order's acknowledgement, fills and the like
-        (no OrigClOrdID, reject reason or Text): the same fields in the same order, encoded
-        straight into the body text from a template (no field list; see EncodedReport)."""
+                         fee_fen: Optional[int], orig: Optional[str] = None,
+                         text: Optional[str] = None) -> FixMessage:
+        """_report's fast path, for an accepted order's acknowledgement, fills, cancels and
+        expiries (no reject reason; a Text, if any, in printable ASCII): the same fields in the
+        same order, encoded straight into the body text from a template (no field list; see
+        EncodedReport)."""
         price = order.price
         cum_qty = order.cum_qty
-        body = (f"37={order.order_id}\x0111={order.cl_ord_id}\x0117={exec_id}\x01"
+        body = (f"37={order.order_id}\x0111={order.cl_ord_id}\x01"
+                + ("" if orig is None else f"41={orig}\x01")
+                + f"17={exec_id}\x01"
                 f"150={exec_type}\x0139={order.ord_status}\x011={order.account}\x01"
                 f"55={order.symbol}\x0154={order.side}\x0138={order.qty}\x01"
                 f"40={order.ord_type}\x01"
@@ -752,7 +756,8 @@ class ExchangeApplication:
                 + ("" if last is None else f"32={last[0]}\x0131={last[1]}\x01")
                 + f"151={order.leaves_qty}\x0114={cum_qty}\x01"
                   f"6={self._avg_px(order) if cum_qty else '0'}\x0160={utc_timestamp(ts)}\x01"
-                + ("" if fee_fen is None else f"12={format_fen(fee_fen)}\x0113=3\x01"))
+                + ("" if fee_fen is None else f"12={format_fen(fee_fen)}\x0113=3\x01")
+                + (f"58={text}\x01" if text else ""))
         return EncodedReport(body)
 
     def _price_text(self, symbol: str, ticks: int) -> str:
