@@ -68,6 +68,7 @@ from ccerx.engine.core.events import (DayClosed, InstrumentDefined, LargeHolderR
 from ccerx.engine.core.types import (CancelReason, DecimalFormatError, RejectReason as R, Side, format_fen,
                           parse_decimal_units, price_field)
 
+from ccerx.engine.durable.history import order_history
 from ccerx.gateway.fix.application import FixMessage, Outbound, SessionKey
 from ccerx.gateway.fix.codec import declare_encoding, text_fields
 from ccerx.gateway.marketdata import MarketData
@@ -298,8 +299,11 @@ class ExchangeApplication:
                            qty_text)
         key = (broker, cl_ord_id)
         known = self._by_cl_ord_id.get(key)
+        poss_dup = get(POSS_DUP_FLAG) == "Y" or get(POSS_RESEND) == "Y"
+        if known is None and poss_dup:
+            known = self._lost_order(order)    # finished, its reports lost with a crash
         if known is not None:
-            if get(POSS_DUP_FLAG) == "Y" or get(POSS_RESEND) == "Y":
+            if poss_dup:
                 # a resend (e.g. after a crash lost our store's MsgSeqNum but not the engine's
                 # journal): the order was received; it is told its true state, never refused
                 return [(session, self._status_report(
@@ -836,6 +840,39 @@ class ExchangeApplication:
                 order.cum_cost = resting.filled_qty * resting.price
                 self.orders[order.order_id] = order
                 self._by_cl_ord_id[(broker, cl_ord_id)] = order
+
+    def _lost_order(self, order: OrderState) -> Optional[OrderState]:
+        """A NewOrderSingle resent as a possible duplicate whose order the engine has seen
+        today but this gateway does not know: it finished (the engine keeps only resting
+        orders) before a crash that lost its reports. Its history, re-derived from the
+        journal (engine/durable/history.py), makes it known again with its true state; None
+        if the engine never saw it (or keeps no journal)."""
+        data_dir = getattr(self.exchange, "data_dir", None)
+        if data_dir is None or order.order_id not in getattr(self.exchange, "seen_order_ids", ()):
+            return None
+        history = order_history(data_dir, order.order_id)
+        if history is None:
+            return None
+        accepted = history.accepted
+        if accepted is None:                  # the engine refused it
+            order.done = REJECTED
+        else:
+            order.accepted = True
+            order.account, order.symbol = accepted.account, accepted.instrument
+            order.side = ENGINE_SIDE[accepted.side]
+            order.tif = ENGINE_TIF[accepted.tif.value]
+            order.price, order.qty = accepted.price, accepted.qty
+            if history.amended is not None:
+                order.price, order.qty = history.amended.price, history.amended.qty
+            for trade in history.trades:
+                order.cum_qty += trade.qty
+                order.cum_cost += trade.price * trade.qty
+            if history.cancelled is not None:
+                order.done = (EXPIRED if history.cancelled.reason in EXPIRY_REASONS
+                              else CANCELED)
+            self.orders[order.order_id] = order
+        self._by_cl_ord_id[(order.broker, order.cl_ord_id)] = order
+        return order
 
     def relearn(self, restored: Iterable[tuple[SessionKey, Iterable[tuple[int, bytes]]]]) -> None:
         """A cluster standby that takes over (gateway/cluster.py): forget what was known of
