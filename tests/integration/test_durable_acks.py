@@ -142,3 +142,36 @@ def test_many_orders_over_a_slow_disk_are_all_acked_in_order_and_durable(gateway
     assert gateway.journal.fsynced_seq >= 50
     assert gateway.engine.durable_ticket >= 2        # at least two groups (one was held)
     one.logout()
+
+
+def test_kill_9_loses_no_acknowledged_order(tmp_path, start_serve):
+    """`ccerx serve` as shipped (the journal's writer thread), killed with SIGKILL while
+    orders stream in: every order the broker got an ExecutionReport for is in the journal."""
+    from ccerx.engine.core.commands import NewOrder
+    from ccerx.engine.durable import journal as jr
+
+    data = tmp_path / "data"
+    server = start_serve("--data-dir", str(data))
+    broker = Broker("BROKER01", server.port)
+    broker.logon("demo01", reset=True)
+    for i in range(400):
+        side, account = (1, "EMIT01") if i % 2 else (2, "HOLD01")
+        broker.new_order(f"K{i}", account, side, 1 + i % 7, price="62.00")
+        if i == 300:
+            broker.expect("8", where=lambda m: s(m, 11) == "K150")   # acks are flowing
+    server.kill()                                      # mid-stream: no shutdown, no flush
+    acked = set()
+    while True:
+        try:
+            message = broker.read(2)
+        except (TimeoutError, OSError):
+            break
+        if message is None:
+            break
+        if s(message, 35) == "8":
+            acked.add(s(message, 11))
+    acked |= {s(m, 11) for m in broker.received if s(m, 35) == "8"}
+    journaled = {c.order_id for c in jr.iter_commands(jr.scan(data).records)
+                 if type(c) is NewOrder}
+    assert len(acked) > 150
+    assert {f"BROKER01:{cl}" for cl in acked} <= journaled
