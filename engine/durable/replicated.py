@@ -9,10 +9,21 @@ exchange's own journal on each node is a local copy of a prefix of it.
 Names (fixed; see `STREAM`, `SUBJECT`, `LEASE_BUCKET` below):
     stream  CCERX_CMDS     subject ccerx.cmds, `replicas` copies (3 in a three-server cluster)
     bucket  CCERX_LEADER   key `leader`: the leader's lease (a TTL'd key-value entry)
-    message headers        Ccerx-Kind: batch | term | checkpoint, Ccerx-Term: <term>,
-                           Ccerx-Seq: <first command seq> (batch)
+    message headers        Ccerx-Kind: batch | term | checkpoint | sessions,
+                           Ccerx-Term: <term>, Ccerx-Seq: <first command seq> (batch),
+                           Ccerx-Sessions: <bytes of session records at the end> (batch)
     body                   batch: the journal's own command rows (journal.encode_command),
-                           orjson; term/checkpoint: {"cmd_seq", "hash", "node", "fix"}
+                           orjson, then the session records if any; sessions: session
+                           records only; term/checkpoint: {"cmd_seq", "hash", "node", "fix"}
+
+Session records. The leader's FIX gateway (gateway/cluster.py) hands the node what its
+sessions' stores took (messages sent, sequence numbers, resets: opaque bytes here, see
+gateway.fix.store.SessionReplicator) through `sessions`: a batch carries the records made
+after its commands were applied and not after its last command (so a command and the
+execution reports it caused are one message: both in the stream or neither), and the gateway
+publishes what no batch carried (`publish_sessions`) before its bytes reach a socket. A
+standby hands each record blob to `sessions.mirror`, in stream order; once it leads, its FIX
+stores hold what the old leader's held and the brokers' sessions continue.
 
 Which order: apply, publish, acknowledge. The leader applies a command to its engine first
 (the FIX gateway applies a whole event-loop iteration with apply_deferred), publishes the
@@ -51,7 +62,8 @@ same ids) but only the leader runs the relays; a new leader starts its relays fr
 cursor, so it re-sends what the old leader may already have delivered, and the ledger's
 idempotence (one settlement row per instruction id) absorbs it. The nodes share one ledger.
 
-A node's roles: standby (applies the stream; refuses FIX logons and operator commands) ->
+A node's roles: standby (applies the stream; closes FIX logons unanswered, refuses operator
+commands) ->
 leader (after winning the lease and publishing its marker) -> fenced (exits). A leader never
 becomes a standby again within the same process. A planned stop (SIGTERM) of the leader
 publishes what it applied, refuses anything after, and deletes its lease, so a standby takes
