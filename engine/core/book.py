@@ -22,7 +22,7 @@ from ccerx.engine.core.types import Side
 class Order:
     """A resting (or about to rest) limit order. Mutable: open/filled quantities move."""
     __slots__ = ("order_id", "account", "side", "price", "open_qty", "filled_qty",
-                 "reserved", "owner", "prev", "next", "level")
+                 "reserved", "owner", "prev", "next", "level", "lots")
 
     def __init__(self, order_id, account, side, price, open_qty, owner=None):
         self.order_id = order_id
@@ -36,6 +36,8 @@ class Order:
         self.prev = None
         self.next = None
         self.level = None
+        self.lots = None        # a contract sell's reservation per lot: [[holding key, t], ...]
+                                # in delivery order (None: all on the spec's holding key)
 
     def __repr__(self) -> str:
         return (f"Order({self.order_id!r}, {self.account!r}, {self.side.value}, {self.price}, "

@@ -45,7 +45,7 @@ from typing import Iterator, Optional
 import orjson
 
 from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
-                       NewOrder, Restrict, SetLimits, SetTradingStatus)
+                       NewOrder, Restrict, Retire, SetLimits, SetTradingStatus)
 from ccerx.engine.core.types import InstrumentSpec, PriceError, RejectReason
 from ccerx.engine.durable.files import (fsync_dir as _fsync_dir, open_private, private_dir,
                                         private_opener)
@@ -59,7 +59,7 @@ SEGMENT_PREFIX, SEGMENT_SUFFIX = "journal-", ".log"
 
 # ---------------------------------------------------------------------------- command codec
 _NEW, _CANCEL, _AMEND, _DEFINE, _EOD, _MALFORMED, _PICKLED, _STATUS, _DEPOSIT = range(9)
-_LIMITS, _RESTRICT = 9, 10
+_LIMITS, _RESTRICT, _RETIRE = 9, 10, 11
 NEW_TAG = _NEW
 _REASONS = {r.value: r for r in RejectReason}
 
@@ -119,7 +119,10 @@ def encode_command(cmd) -> list:
                 return [_STATUS, cmd.open, cmd.note, cmd.ts]   # (the row before halts existed)
     elif kind is Deposit:
         if all(_plain(v) for v in cmd):
-            return [_DEPOSIT, *cmd]
+            row = [_DEPOSIT, *cmd]
+            while len(row) > 7 and row[-1] is None:   # (rows of before lots: 7 long)
+                row.pop()
+            return row
     elif kind is SetLimits:
         limits = cmd.limits
         if (type(limits) is tuple and all(type(r) is tuple and all(_plain(v) for v in r)
@@ -129,6 +132,9 @@ def encode_command(cmd) -> list:
     elif kind is Restrict:
         if all(_plain(v) for v in cmd):
             return [_RESTRICT, *cmd]
+    elif kind is Retire:
+        if all(_plain(v) for v in cmd):
+            return [_RETIRE, *cmd]
     elif kind is Malformed:
         if all(_plain(v) for v in cmd):
             return [_MALFORMED, cmd.op, cmd.order_id, cmd.text, cmd.ts]
@@ -163,6 +169,8 @@ def decode_command(row: list):
         return SetLimits(tuple(tuple(r) for r in row[1]), row[2], row[3], row[4])
     if tag == _RESTRICT:
         return Restrict(*row[1:])
+    if tag == _RETIRE:
+        return Retire(*row[1:])
     if tag == _MALFORMED:
         return Malformed(row[1], row[2], row[3], row[4])
     if tag == _PICKLED:
@@ -174,7 +182,7 @@ def spec_to_row(spec: InstrumentSpec) -> list:
     """The spec's exact integer fields (to_json/from_fields would also round-trip, but the
     integers are the truth and need no parsing)."""
     return [spec.symbol, spec.tick_units, spec.lot, spec.max_qty, spec.ref_ticks, spec.band_ppm,
-            spec.name]
+            spec.name, *spec.lot_fields()]
 
 
 def spec_from_row(row: list) -> InstrumentSpec:
