@@ -53,7 +53,7 @@ from ccerx.engine.durable.recovery import (RecoveryRefused, RecoveryReport, curs
                                            replay_directory)
 from ccerx.engine.durable.statements import StatementWriter
 from ccerx.engine.core.commands import EndOfDay
-from ccerx.engine.core.events import Deposited, TradeExecuted
+from ccerx.engine.core.events import Deposited, Retired, TradeExecuted
 from ccerx.engine.core.exchange import Exchange
 from ccerx.engine.core.risk import Accounts
 from ccerx.engine.core.rules import CONTINUOUS, RuleProfile
@@ -316,6 +316,8 @@ class DurableExchange:
                             made.append(maker.make(event, specs[event.instrument], accounts))
                         elif type(event) is Deposited:
                             made.append(maker.make_deposit(event, accounts))
+                        elif type(event) is Retired:
+                            made.append(maker.make_retirement(event, accounts))
                     if type(command) is EndOfDay:
                         if maker.batch_clearing:     # day-end DvP clearing (settlement.py)
                             made.append(maker.make_batch(exchange.last_ts))
