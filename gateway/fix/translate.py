@@ -973,21 +973,26 @@ def _report_fields(raw: bytes) -> dict[int, str]:
 
 
 class EncodedReport(FixMessage):
-    """An ExecutionReport built as its body text (the session sends `encoded_body` as it is).
-    `fields` are parsed from that text when someone reads them (tests, drop copies), so it
-    reads like any FixMessage; it is not meant to be changed."""
-    __slots__ = ("encoded_body", "_fields")
+    """An ExecutionReport built as its body text: the session sends `encoded_body` as it is.
+    `fields` are parsed from that text when someone reads them, so it reads like any
+    FixMessage; once they have been read (and perhaps changed: _status inserts its
+    OrdStatusReqID) `encoded_body` is None and the session sends the fields."""
+    __slots__ = ("_body", "_fields")
     msg_type = "8"
 
     def __init__(self, body: str):
-        self.encoded_body = body
+        self._body = body
         self._fields: Optional[list[tuple[int, str]]] = None
+
+    @property
+    def encoded_body(self) -> Optional[str]:
+        return self._body if self._fields is None else None
 
     @property
     def fields(self) -> list[tuple[int, str]]:
         if self._fields is None:
             self._fields = [(35, "8")] + [(int(tag), value) for tag, _, value in (
-                part.partition("=") for part in self.encoded_body.split("\x01")[:-1])]
+                part.partition("=") for part in self._body.split("\x01")[:-1])]
         return self._fields
 
 
