@@ -133,7 +133,18 @@ def open_engine(data_dir: Path, instruments, accounts, rules=CBEEX_2023, ledger=
     if ledger is not None:
         from ccerx.engine.ledger.sqlite import SqliteLedger
         kwargs["ledger"] = SqliteLedger(ledger)
-    return DurableExchange(data_dir, instruments, accounts, rules=rules, **kwargs)
+    elif accounts is not None and "journal_hook" not in kwargs:
+        # the gateway's own ledger settles in a process of its own: its relay's Python work
+        # does not hold the interpreter lock the event loop needs (engine/ledger/process.py)
+        from ccerx.engine.ledger.process import LedgerProcess
+        from ccerx.engine.ledger.sqlite import SqliteLedger
+        kwargs["ledger"] = LedgerProcess(SqliteLedger, Path(data_dir) / "ledger.sqlite")
+    try:
+        return DurableExchange(data_dir, instruments, accounts, rules=rules, **kwargs)
+    except BaseException:
+        if hasattr(kwargs.get("ledger"), "close"):
+            kwargs["ledger"].close()
+        raise
 
 
 def open_cluster_node(args, data_dir: Path, instruments, accounts, rules):
