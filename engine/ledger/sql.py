@@ -1,7 +1,10 @@
 """The double-entry settlement ledger, in SQL shared by SQLite and PostgreSQL.
 
 Theory of operation. Every participant has one account per asset: `CNY` in fen and one per
-credit type (instrument symbol) in tonnes. A posting moves `amount` of one asset from a
+*holding key* in tonnes (engine/core/lots.py): a lot key "PROJECT@VINTAGE" for credits of one
+project and vintage, or an instrument's symbol for its pooled holding (every holding before
+lots; for a standard contract, its credit type's default lot), exactly as the engine keys
+them, so the two reconcile per lot to the tonne (`reconcile()`). A posting moves `amount` of one asset from a
 debited account to a credited account, so debits equal credits per asset by construction;
 three external accounts (`@bank` for cash paid in, `@registry` for credits issued into the
 exchange, both allowed to go negative) mirror the opening balances, and `@fees` collects the
@@ -13,6 +16,13 @@ its postings, in one transaction:
     cash      buyer  -> seller         gross
     cash      buyer  -> @fees          buy fee
     cash      seller -> @fees          sell fee
+(a trade that delivered lots has one credits leg per lot, in delivery order, under each lot's
+holding key: leg 1, then legs 5, 6, ...; its instruction's `lots`, settlement.py). A lot
+deposit also records the lot (credit type, project, vintage) in `lots`. A retirement (注销,
+settlement.RetireInstruction) moves its credits `account -> @retired` and records one
+`retirements` row: its certificate id is the primary key, and the exchange's retire id is
+unique too, so a second instruction with either is refused (LedgerRejected); the same
+instruction again is a duplicate like any other.
 A deposit instruction moves the asset in from outside: credits `@registry -> account`, cash
 `@bank -> account` (one posting; it shares the stream's numbering with trades). Its
 `settlements` row (kind 'deposit') keeps the account in `buyer`, the asset in `instrument`,
@@ -619,9 +629,9 @@ class SqlLedger:
         with self._lock:
             return self._retirements(account)
 
-    def _pending(self, period=None) -> list:
-        """Trades cleared at the close not delivered (by the end of `period`; None: now), as
-        instructions."""
+    def _pending(self, period=None, account: Optional[str] = None) -> list:
+        """Trades cleared at the close not delivered (by the end of `period`; None: now), of
+        `account` (None: all), as instructions."""
         if period is None:
             rows = self._execute(self.q(
                 "SELECT s.body FROM {p}settlements s JOIN {p}deliveries d ON d.settlement_id = "
@@ -631,8 +641,8 @@ class SqlLedger:
                 "SELECT s.body FROM {p}settlements s JOIN {p}deliveries d ON d.settlement_id = "
                 "s.id LEFT JOIN {p}settlements b ON b.id = d.batch_id WHERE "
                 f"{period.through} AND (d.batch_id IS NULL OR NOT "
-                f"{period.through.replace('s.', 'b.')}) ORDER BY s.seq"),
-                (*period.through_args, *period.through_args))
+                f"{period.through.replace('s.', 'b.')}) AND (s.buyer = ? OR s.seller = ?) "
+                "ORDER BY s.seq"), (*period.through_args, *period.through_args, account, account))
         return [instruction_from_json(orjson.loads(r[0])) for r in rows]
 
     def _holdings(self, account: str, closing: dict, retired: dict, period) -> list[dict]:
@@ -640,9 +650,7 @@ class SqlLedger:
         pending in and out (day-end clearing), retired."""
         pending_in: dict = {}
         pending_out: dict = {}
-        for t in self._pending(period):
-            if account not in (t.buyer, t.seller):
-                continue
+        for t in self._pending(period, account):
             side = pending_in if t.buyer == account else pending_out
             for holding, qty in trade_holdings(t):
                 side[holding] = side.get(holding, 0) + qty
