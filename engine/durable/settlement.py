@@ -27,6 +27,22 @@ on its own stream, `CLEARING` (the MQTT topic `settle/CLEARING`). What the batch
 part of the maker's durable state (snapshot "settlement" -> "clearing"; recovery re-reads
 the instructions journaled after the snapshot), so a replay makes the identical batch.
 
+Credits as lots (engine/core/lots.py, issue 11). A trade that delivered lots (a listing's
+lot, or a type contract's eligible lots in the allocation order) makes a `LotTradeInstruction`:
+the trade fields plus `delivery` ("now" or "batch") and `lots`, ((project | None, vintage |
+None, t), ...) as TradeExecuted.lots has them (None: the default lot, held under the
+contract's own symbol); the edge form adds "lots": [{"project", "vintage", "qty"}]. A trade
+of a pooled holding makes the SettlementInstruction / BatchTradeInstruction it always did,
+row and JSON unchanged. `trade_holdings()` names the holding key each tonne moves under. A
+deposit of a lot makes a `LotDepositInstruction` (asset = the lot key, plus credit type,
+project, vintage; it travels on the lot key's stream). A `Retired` event makes a
+`RetireInstruction` (id `<exchange>-R<event seq>`, stream `RETIRE`, MQTT settle/RETIRE):
+account, holding key and lot, qty, purpose, and the certificate id the ledger records once.
+A clearing batch covering lot trades is a `LotClearingBatch`: the batch plus `deliveries`,
+each lot trade's lots ([[instruction id, instrument, [[project, vintage, t], ...]], ...]),
+and in its edge form `lots`, the tonnes per holding key over all its trades. Journal rows are
+the instructions' fields; the kinds are told apart by their row lengths (instruction_from_row).
+
 The outbox is the journal itself (see journal.py): instructions are written in the same
 checksummed record as the command that caused them. `Outbox` is the in-memory queue of the
 instructions not yet confirmed by every relay; `Relay` delivers them to one ledger adapter in
@@ -509,9 +525,17 @@ Instruction = (SettlementInstruction | BatchTradeInstruction | LotTradeInstructi
 
 
 def instruction_from_json(obj: dict) -> Instruction:
-    """Any kind from its edge form (trades carry no "kind": older consumers' format)."""
+    """Any kind from its edge form (trades carry no "kind": older consumers' format); raises
+    ValueError, and only that, on anything malformed."""
     if not isinstance(obj, dict):
         raise ValueError("an instruction is a JSON object")
+    try:
+        return _instruction_from_json(obj)
+    except (KeyError, TypeError, AttributeError) as err:   # a field of the wrong shape
+        raise ValueError(f"malformed instruction {obj.get('id')!r}: {err!r}") from None
+
+
+def _instruction_from_json(obj: dict) -> Instruction:
     kind = obj.get("kind", "trade")
     if kind == "deposit":
         inst = DepositInstruction.from_json(obj)

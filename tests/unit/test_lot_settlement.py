@@ -319,3 +319,22 @@ def test_ledger_statement_and_reconcile_commands_show_lots_and_retirements(tmp_p
     assert ccerx(["ledger", "reconcile", "--db", db, "--data", str(data)]) == 1
     err = capsys.readouterr()
     assert lot_key(P2, 2023) in err.out + err.err
+
+
+def test_a_malformed_batch_or_lot_instruction_is_a_clear_value_error():
+    """What a consumer reads off the wire: anything malformed is a ValueError (it counts it
+    as malformed and goes on), never a KeyError or TypeError from deep inside."""
+    accounts = table()
+    maker = InstructionMaker(SettlementConfig(), batch_clearing=True)
+    maker.make(trade(((P1, 2022, 30), (P2, 2023, 30))), SPECS["CCER-AFF"], accounts)
+    edge = maker.make_batch(TS + 10).to_json()
+    for bad in ({**edge, "participants": {"EMIT": {}}},
+                {**edge, "participants": {"EMIT": {**edge["participants"]["EMIT"],
+                                                   "trades": None}}},
+                {**edge, "totals": {"gross": "1.00", "fees": "0.00"}},
+                {**edge, "totals": {**edge["totals"], "qty": None}},
+                {**edge, "deliveries": [{"id": [], "instrument": [], "lots": []}]},
+                {**edge, "deliveries": [{"id": "x", "instrument": "CCER-AFF", "lots": [
+                    {"project": P1, "vintage": 2022, "qty": 1}]}], "lots": {"CCER-AFF": 60}}):
+        with pytest.raises(ValueError):
+            instruction_from_json(orjson.loads(orjson.dumps(bad)))
