@@ -522,36 +522,40 @@ class Session:
                 self.log_value[shock["instrument"]] -= impact * shock["qty"] / 1_000_000
                 self.value[shock["instrument"]] = math.exp(self.log_value[shock["instrument"]])
         ts = self.calendar.open_ns(day) - NS_PER_MIN      # before the open
+        moves = []       # lots moved in, in one request to the venue
         if day == 0 and self.lots:
-            for agent, project, vintage, qty, declare in self.opening_lots:
-                self._deposit_lot(agent, project, vintage, qty, declare, ts, "opening")
+            moves += [(*x, "opening") for x in self.opening_lots]
         for owner, qty, kind in batches:
             if qty <= 0:
                 continue
             if self.lots and owner.projects:    # into its newest vintage
                 project = max(owner.projects, key=lambda p: (p.vintages[-1], p.project))
-                self._deposit_lot(owner, project, project.vintages[-1], qty, False, ts, kind)
+                moves.append((owner, project, project.vintages[-1], qty, False, kind))
                 continue
             self.dispatch([self.venue.issue(owner.account, owner.instrument, qty, ts)])
             owner.issued += qty
             self.issuance.append((day, owner.instrument, owner.account, qty, kind))
+        if moves:
+            self._deposit_lots(moves, ts)
 
-    def _deposit_lot(self, agent, project, vintage: int, qty: int, declare: bool, ts: int,
-                     kind: str) -> None:
-        """Move one lot in from the registry; the owner's first transfer in declares its
+    def _deposit_lots(self, moves: list, ts: int) -> None:
+        """Move lots in from the registry; an owner's first transfer in of a lot declares its
         listing at its value of that vintage (the listing's first benchmark, Art.17)."""
-        symbol = price = None
-        if declare:
-            symbol = project.listings[project.vintages.index(vintage)]
-            spec = self.specs_at_start[project.contract]
-            factor = max(0.5, 1 + self.vintage_premium * (vintage - self.oldest_vintage))
-            price = int(agent.value * factor) * spec.tick_units
-        events = self.venue.deposit_lot(agent.account, project.credit_type, project.project,
-                                        vintage, qty, ts, symbol, price)
-        self.dispatch(events)
-        if isinstance(agent, ProjectOwner):
-            agent.issued += qty
-        self.issuance.append((self.day, project.contract, agent.account, qty, kind))
+        requests = []
+        for agent, project, vintage, qty, declare, kind in moves:
+            symbol = price = None
+            if declare:
+                symbol = project.listings[project.vintages.index(vintage)]
+                spec = self.specs_at_start[project.contract]
+                factor = max(0.5, 1 + self.vintage_premium * (vintage - self.oldest_vintage))
+                price = int(agent.value * factor) * spec.tick_units
+            requests.append((agent.account, project.credit_type, project.project, vintage, qty,
+                             symbol, price))
+            if isinstance(agent, ProjectOwner):
+                agent.issued += qty
+            self.issuance.append((self.day, project.contract, agent.account, qty, kind))
+        self.commands += len(requests)
+        self.dispatch(self.venue.deposit_lots(requests, ts))
 
     def _retire_delivered(self, emitters, ts: int) -> None:
         """After the close (what was bought is delivered and free): every emitter retires

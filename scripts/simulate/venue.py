@@ -10,8 +10,8 @@ implements the same methods over TCP.
 Issuance is a registry operation, not a trade: `issue()` deposits the batch into the owner's
 account at the exchange (an engine `Deposit`, the operator's command for the registry's
 transfer into the trading account) and returns the `Deposited` event, which the run loop
-hands to the settlement like every trade. With lots, `deposit_lot()` moves one lot (credit
-type, project, vintage) in, optionally declaring its listing (Art.17; the events are the
+hands to the settlement like every trade. With lots, `deposit_lots()` moves lots (credit
+type, project, vintage) in, each optionally declaring its listing (Art.17; the events are the
 `Deposited` and the `InstrumentDefined` of the listing), and `retire()` retires (注销) free
 credits of one lot for good (an engine `Retire`; the event is `Retired`, or an
 `OrderRejected` with op "retire").
@@ -102,16 +102,19 @@ class InProcessVenue(AccountView):
             raise AssertionError(f"the exchange refused an issuance batch: {event}")
         return event
 
-    def deposit_lot(self, account: str, credit_type: str, project: str, vintage: int, qty: int,
-                    ts: int, list_symbol: str | None = None,
-                    list_price_units: int | None = None) -> list:
-        self.deposits += 1
-        events = self.exchange.apply(Deposit(f"ISS-{self.deposits}", account, None, qty, ts, None,
-                                             credit_type, project, vintage, list_symbol,
-                                             list_price_units))
-        if type(events[0]) is not Deposited:
-            raise AssertionError(f"the exchange refused a lot: {events[0]}")
-        return events
+    def deposit_lots(self, requests: list, ts: int) -> list:
+        """Lots moved in: [(account, credit_type, project, vintage, qty, list symbol | None,
+        declared price units | None)] -> their events (Deposited, InstrumentDefined)."""
+        out = []
+        for account, credit_type, project, vintage, qty, symbol, price in requests:
+            self.deposits += 1
+            events = self.exchange.apply(Deposit(f"ISS-{self.deposits}", account, None, qty, ts,
+                                                 None, credit_type, project, vintage, symbol,
+                                                 price))
+            if type(events[0]) is not Deposited:
+                raise AssertionError(f"the exchange refused a lot: {events[0]}")
+            out += events
+        return out
 
     def retire(self, retire_id: str, account: str, key: str, qty: int, purpose: str,
                ts: int):
