@@ -338,3 +338,15 @@ def test_a_malformed_batch_or_lot_instruction_is_a_clear_value_error():
                     {"project": P1, "vintage": 2022, "qty": 1}]}], "lots": {"CCER-AFF": 60}}):
         with pytest.raises(ValueError):
             instruction_from_json(orjson.loads(orjson.dumps(bad)))
+
+
+def test_reconcile_says_when_the_ledger_has_not_got_everything_yet(tmp_path, capsys):
+    data = tmp_path / "d"
+    ex = DurableExchange(data, accounts=table(), rules=CONTINUOUS, start_relays=False)
+    lot_day(ex)
+    ex.close(settle_timeout=0)            # nothing reached the ledger
+    capsys.readouterr()
+    assert ccerx(["ledger", "reconcile", "--db", str(data / "ledger.sqlite"),
+                  "--data", str(data)]) == 1
+    err = capsys.readouterr().err
+    assert "applied instruction 0 of the journal's 4" in err and "NOT reconciled" in err
