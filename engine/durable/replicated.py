@@ -268,6 +268,7 @@ class ClusterNode:
         self._lease_rev = 0
         self._closed = False
         self._tasks: set = set()      # asyncio keeps only weak references to running tasks
+        self._publishing: Optional[asyncio.Lock] = None   # made in the cluster loop
 
     def _spawn(self, coroutine) -> asyncio.Task:
         """A task of the cluster thread, held until it ends (a task nobody holds may be
@@ -380,7 +381,16 @@ class ClusterNode:
 
     async def _publish(self, kind: str, data: bytes, headers: dict) -> int:
         """Publish with the stream tail as the expected last sequence; retried (same msg id)
-        until acknowledged or `publish_timeout_s`; ReplicationFailed when refused."""
+        until acknowledged or `publish_timeout_s`; ReplicationFailed when refused. One at a
+        time, whichever thread asked (batches from the engine's, session records from the
+        gateway's, checkpoints from this one): two publishes expecting the same tail would
+        have one refused, which fences the node."""
+        if self._publishing is None:
+            self._publishing = asyncio.Lock()
+        async with self._publishing:
+            return await self._publish_one(kind, data, headers)
+
+    async def _publish_one(self, kind: str, data: bytes, headers: dict) -> int:
         from nats.errors import Error as NatsError
         from nats.js.errors import APIError
         headers = {H_KIND: kind, H_TERM: str(self.term),
