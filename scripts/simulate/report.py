@@ -811,19 +811,22 @@ Trades: <a href="trades.csv">trades.csv</a>; figures: <a href="summary.json">sum
                      "simulated 15:00 the simulator asked the server, through its operator "
                      "socket, to close the day: day orders expired (ExecType C) and the closes "
                      "shown are the server's VWAP closes. Issuance batches were deposited at the "
-                     "exchange the same way. Balances are reconciled against the brokers' record "
+                     "exchange the same way (with lots: each lot, declaring the owners' listings), "
+                     "and so were the emitters' retirements. Balances are reconciled against the brokers' record "
                      "built from the execution reports and deposits; the exchange's own accounts "
                      "and ledger live in the server (its data directory's ledger.sqlite).</p>")
     status = "ok" if result.reconciled else "no"
     parts.append(f"<h2>Settlement reconciliation: <span class='{status}'>"
                  f"{'every tonne and every fen accounted for' if result.reconciled else 'DIFFERENCES'}"
                  "</span></h2><p><small>After every close, the balances of all accounts in the "
-                 "exchange (cash, fees paid, credits per type) are compared with an independent "
+                 "exchange (cash, fees paid, credits per lot, retired credits) are compared with an independent "
                  "book of opening balances + issuance + trades and, unless run with --ledger none, "
                  "with the embedded settlement ledger <code>ledger.sqlite</code> that every trade "
                  "reached as a settlement instruction; totals are checked too (cash + fees "
                  "conserved, credits = opening + issued).</small></p><ul>" + "".join(f"<li>{e(x)}</li>" for x in summary["reconciliation"])
                  + "</ul>")
+    if result.settlement_note:
+        parts.append(f"<p><small>{e(result.settlement_note)}</small></p>")
     for r in result.days:
         if r.reconciliation and r.reconciliation.problems:
             parts.append("<pre>" + e("\n".join(r.reconciliation.problems[:20])) + "</pre>")

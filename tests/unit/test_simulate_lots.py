@@ -218,3 +218,28 @@ def test_the_report_shows_lots_retirements_and_the_liquidity_comparison(tmp_path
     assert summary["retirements"]["retired_t"] == sum(r.qty for r in result.retirements)
     json.loads((tmp_path / "summary.json").read_text())
     assert (tmp_path / "lots.png").exists()
+
+
+def test_the_command_line_compares_liquidity_under_both_profiles_by_default(tmp_path, capsys):
+    from ccerx.scripts.ccerx import main
+    path = tmp_path / "tiny.toml"
+    path.write_text("days = 2\nseed = 3\n[agents]\nemitters = 30\nproject_owners = 8\n"
+                    "market_makers = 8\nnoise_traders = 40\n")
+    out = tmp_path / "out"
+    assert main(["simulate", "--scenario", str(path), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "5-trading-day holding rule" in printed and "retired" in printed
+    page = (out / "report.html").read_text()
+    assert "What the 5-trading-day rule does to liquidity" in page
+    assert json.loads((out / "summary.json").read_text())["liquidity"]["seeds"] == [3]
+    alone = tmp_path / "alone"
+    assert main(["simulate", "--scenario", str(path), "--out", str(alone), "--quiet",
+                 "--no-compare"]) == 0
+    assert "5-trading-day holding rule" not in capsys.readouterr().out
+    assert "to liquidity" not in (alone / "report.html").read_text()
+
+
+def test_calibration_counts_a_credit_type_traded_on_its_listings_once(cbeex):
+    from ccerx.scripts.simulate.calibration import measure
+    _, result = cbeex
+    assert 0 <= measure(result)["no_trade_day_share"] < 1
