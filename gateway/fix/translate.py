@@ -60,8 +60,8 @@ import time
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Callable, Iterable, Optional
 
-from ccerx.engine.core.commands import (AmendOrder, CancelOrder, Deposit, EndOfDay, NewOrder, Restrict,
-                                       SetLimits, SetTradingStatus)
+from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay,
+                                       NewOrder, Restrict, Retire, SetLimits, SetTradingStatus)
 from ccerx.engine.core.events import (DayClosed, InstrumentDefined, LargeHolderReported, OrderAccepted, OrderAmended,
                            OrderCancelled, OrderRejected, RestrictionChanged, TradeExecuted,
                            TradingStatusChanged)
@@ -71,6 +71,7 @@ from ccerx.engine.core.types import (CancelReason, DecimalFormatError, RejectRea
 from ccerx.engine.durable.history import order_history
 from ccerx.gateway.fix.application import FixMessage, Outbound, SessionKey
 from ccerx.gateway.fix.codec import declare_encoding, text_fields
+from ccerx.gateway.fix.lots import delivered_lots
 from ccerx.gateway.marketdata import MarketData
 
 log = logging.getLogger("gateway.risk")
@@ -121,10 +122,13 @@ ORD_REJ_REASON_OF = {
     R.PRICE_OUT_OF_BAND: "3", R.ORDER_NOT_RESTING: "5", R.DUPLICATE_ORDER_ID: "6",
     R.INVALID_SIDE: "11", R.INVALID_TYPE: "11", R.INVALID_TIF: "11", R.INVALID_QTY: "13",
     R.UNKNOWN_ACCOUNT: "15", R.POSITION_LIMIT: "3",
+    # Art.17: a new listing's trading has not opened yet (it trades from the next trading day)
+    R.NOT_YET_TRADABLE: "2",
 }
 OTHER = "99"
 # What the exchange itself may apply besides the brokers' orders (run_operator_command)
-OPERATOR_COMMANDS = (SetTradingStatus, EndOfDay, Deposit, SetLimits, Restrict)
+OPERATOR_COMMANDS = (SetTradingStatus, EndOfDay, Deposit, SetLimits, Restrict,
+                     DefineInstrument, Retire)     # (listing a lot; retiring credits)
 # CxlRejReason (102)
 CXL_TOO_LATE, CXL_UNKNOWN, CXL_EXCHANGE_OPTION, CXL_DUPLICATE = "0", "1", "2", "6"
 # BusinessRejectReason (380)
@@ -663,7 +667,7 @@ class ExchangeApplication:
             order.cum_cost += event.price * event.qty
             out.append((order.session, self._report(
                 order, TRADE, f"T{event.trade_id}{suffix}", event.ts,
-                last=(event.qty, last_px), fee_fen=fee)))
+                last=(event.qty, last_px), fee_fen=fee, lots=event.lots)))
 
     def _on_cancelled(self, event: OrderCancelled, request: _Request, out) -> None:
         order = self.orders.get(event.order_id)
@@ -698,10 +702,12 @@ class ExchangeApplication:
     def _report(self, order: OrderState, exec_type: str, exec_id: str, ts: int, *,
                 orig: Optional[str] = None, last=None, fee_fen: Optional[int] = None,
                 rej_reason: Optional[str] = None, text: Optional[str] = None,
-                order_id: Optional[str] = None) -> FixMessage:
-        """ExecutionReport (8), fields in the FIX 4.4 dictionary order."""
+                order_id: Optional[str] = None, lots: tuple = ()) -> FixMessage:
+        """ExecutionReport (8), fields in the FIX 4.4 dictionary order; `lots`: a fill's
+        delivered lots (NoUnderlyings, gateway/fix/lots.py)."""
         accepted = order.accepted
         if (self.fast_reports and accepted and rej_reason is None and order_id is None
+                and not lots
                 and (not text or (text.isascii() and text.isprintable()))
                 and order.account and order.symbol and order.side and order.ord_type
                 and order.tif is not None and type(order.qty) is int):
@@ -715,7 +721,10 @@ class ExchangeApplication:
             f.append((ORD_REJ_REASON, rej_reason))
         if order.account:
             f.append((ACCOUNT, order.account))
-        f += [(SYMBOL, order.symbol or "NONE"), (SIDE, order.side or "1")]
+        f.append((SYMBOL, order.symbol or "NONE"))
+        if lots:
+            f += delivered_lots(order.symbol, lots)
+        f.append((SIDE, order.side or "1"))
         qty = order.qty
         if qty is not None and qty != "":
             f.append((ORDER_QTY, str(qty)))
