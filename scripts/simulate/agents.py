@@ -193,11 +193,13 @@ class Emitter(Agent):
 class Project:
     """A registered project of one credit type: its id, its vintages and the listing symbol
     its owner declares for each lot (vintage) on the first transfer in."""
-    __slots__ = ("credit_type", "contract", "project", "vintages", "listings")
+    __slots__ = ("credit_type", "contract", "project", "vintages", "listings", "issuance_t")
 
-    def __init__(self, credit_type: str, contract: str, project: str, vintages, listings):
+    def __init__(self, credit_type: str, contract: str, project: str, vintages, listings,
+                 issuance_t: int | None = None):
         self.credit_type, self.contract, self.project = credit_type, contract, project
         self.vintages, self.listings = tuple(vintages), tuple(listings)
+        self.issuance_t = issuance_t      # t moved in per vintage (None: the owner's split)
 
 
 class ProjectOwner(Agent):

@@ -167,7 +167,6 @@ def lot_rows(result) -> list[dict]:
     """Per lot (holding key): credit type, project, vintage, its listing, tonnes moved in,
     traded on its listing and delivered by contract trades, retired, held at the end."""
     rows: dict[str, dict] = {}
-    contracts = {v: k for k, v in result.contracts.items()}
 
     def row(key):
         if key not in rows:
@@ -198,7 +197,7 @@ def lot_rows(result) -> list[dict]:
         for key, qty in credits.items():
             if key in rows or "@" in key:
                 row(key)["held_t"] += qty
-    order = {kind: n for n, kind in enumerate(contracts)}
+    order = {kind: n for n, kind in enumerate(result.contracts)}
     return sorted(rows.values(), key=lambda r: (order.get(r["credit_type"], 99), r["project"],
                                                 r["vintage"] or 0))
 

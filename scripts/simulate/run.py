@@ -123,8 +123,10 @@ class Session:
         # instrument -> its credit type's contract (a contract is its own); listings join
         # as they are defined
         self.type_of = {s: s for s in self.symbols}
-        self.contracts = {spec.credit_type: spec.symbol for spec in reversed(scenario.instruments)
-                          if spec.kind == "contract"}
+        self.contracts: dict[str, str] = {}      # credit type -> its (first) contract
+        for spec in scenario.instruments:
+            if spec.kind == "contract":
+                self.contracts.setdefault(spec.credit_type, spec.symbol)
         self.listing_vintage: dict[str, int] = {}          # listing symbol -> vintage
         self.listings: dict[str, list[str]] = {s: [] for s in self.symbols}   # most recent first
         self.lot_types: dict[str, str] = {}
@@ -258,9 +260,8 @@ class Session:
         for n, row in enumerate(sc.projects):
             members = of_type.get(row["instrument"])
             if members:
-                members[n % len(members)].projects.append(self._project(row["instrument"],
-                                                                        row["id"],
-                                                                        row["vintages"]))
+                members[n % len(members)].projects.append(self._project(
+                    row["instrument"], row["id"], row["vintages"], row.get("issuance_t")))
         low, high = cfg["vintages"]
         for n, owner in enumerate(owners):
             if not owner.projects:
@@ -278,17 +279,19 @@ class Session:
             for i, ((project, vintage), w) in enumerate(zip(lots, weights)):
                 qty = left if i == len(lots) - 1 else int(owner.normal_t * w / sum(weights))
                 left -= qty
+                if project.issuance_t is not None:      # as the scenario says
+                    qty = project.issuance_t
                 self.opening_lots.append((owner, project, vintage, qty, True))
                 out.setdefault(owner.instrument, []).append((project, vintage))
         return out
 
-    def _project(self, contract: str, project_id: str, vintages) -> Project:
+    def _project(self, contract: str, project_id: str, vintages, issuance_t=None) -> Project:
         self.project_count += 1
         number = self.project_count
         code = contract[5:] if contract.startswith("CCER-") else contract[:3].upper()
         kind = self.specs_at_start[contract].credit_type
         project = Project(kind, contract, project_id, vintages,
-                          [f"{code}-{number:04d}-{v}" for v in vintages])
+                          [f"{code}-{number:04d}-{v}" for v in vintages], issuance_t)
         for v, symbol in zip(project.vintages, project.listings):
             self.lot_types[lot_key(project_id, v)] = kind
             self.listing_vintage[symbol] = v

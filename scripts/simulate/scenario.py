@@ -99,7 +99,9 @@ DEFAULTS: dict = {
         "vintage_premium": 0.02,          # value per vintage year above the oldest
         "purpose": "2026年度碳排放配额清缴抵销 (CEA compliance offset)",   # of retirements
     },
-    "projects": [],        # [[project]] id, instrument (its type's contract), vintages
+    "projects": [],        # [[project]] id, instrument (its type's contract), vintages,
+                           # optional issuance_t (t moved in per vintage; else the owner's
+                           # project_owners.initial_t split over its lots)
 }
 
 
@@ -268,9 +270,14 @@ def _projects(rows, specs) -> list[dict]:
     contract), its id and the vintages its owner moves in."""
     out, seen = [], set()
     for row in rows:
-        if not isinstance(row, dict) or set(row) != {"id", "instrument", "vintages"}:
-            raise ValueError(f"every [[project]] needs exactly id, instrument and vintages, "
-                             f"not {row!r}")
+        if (not isinstance(row, dict) or not {"id", "instrument", "vintages"} <= set(row)
+                or not set(row) <= {"id", "instrument", "vintages", "issuance_t"}):
+            raise ValueError(f"every [[project]] needs id, instrument and vintages (and may "
+                             f"give issuance_t), not {row!r}")
+        issuance = row.get("issuance_t")
+        if issuance is not None and (type(issuance) is not int or issuance <= 0):
+            raise ValueError(f"[[project]] {row['id']!r}: issuance_t must be a positive whole "
+                             f"number of tonnes (moved in per vintage)")
         symbol = row["instrument"]
         credit_type = STANDARD_CONTRACTS.get(symbol) or (
             specs[symbol].credit_type if symbol in specs and specs[symbol].kind == "contract"
@@ -289,5 +296,6 @@ def _projects(rows, specs) -> list[dict]:
             raise ValueError(f"[[project]] {row['id']!r} is given twice")
         seen.add(row["id"])
         out.append({"id": row["id"], "instrument": symbol,
-                    "vintages": sorted(set(vintages))})
+                    "vintages": sorted(set(vintages)),
+                    **({"issuance_t": issuance} if issuance is not None else {})})
     return out

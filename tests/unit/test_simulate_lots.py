@@ -40,19 +40,24 @@ def test_scenario_describes_projects_per_credit_type(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text('[agents]\nproject_owners = 4\n'
                     '[[project]]\nid = "CCER-14-2024-0101"\ninstrument = "CCER-AFF"\n'
-                    'vintages = [2022, 2024]\n')
-    sc = load_scenario(path)
+                    'vintages = [2022, 2024]\nissuance_t = 7000\n')
+    sc = load_scenario(path, days=1)
     assert sc.projects == [{"id": "CCER-14-2024-0101", "instrument": "CCER-AFF",
-                            "vintages": [2022, 2024]}]
+                            "vintages": [2022, 2024], "issuance_t": 7000}]
     session = Session(sc)
     [aff] = [a for a in session.agents if isinstance(a, ProjectOwner) and a.instrument == "CCER-AFF"]
     assert [(p.project, p.vintages) for p in aff.projects] == [("CCER-14-2024-0101", (2022, 2024))]
+    result = session.run()
+    assert {(d.asset, d.amount) for d in result.deposits if d.account == aff.account} == {
+        ("CCER-14-2024-0101@2022", 7000), ("CCER-14-2024-0101@2024", 7000)}
     for bad, message in (('[[project]]\nid = "a b"\ninstrument = "CCER-AFF"\nvintages = [2023]',
                           "project"),
                          ('[[project]]\nid = "X-1"\ninstrument = "CCER-XXX"\nvintages = [2023]',
                           "instrument"),
                          ('[[project]]\nid = "X-1"\ninstrument = "CCER-AFF"\nvintages = [1990]',
                           "vintage"),
+                         ('[[project]]\nid = "X-1"\ninstrument = "CCER-AFF"\nvintages = [2023]\n'
+                          'issuance_t = 0', "issuance_t"),
                          ('[[project]]\nid = "X-1"\ninstrument = "CCER-AFF"\nvintages = [2023]\n'
                           '[[project]]\nid = "X-1"\ninstrument = "CCER-SOL"\nvintages = [2023]',
                           "twice")):
