@@ -13,9 +13,10 @@ FIX stores hold what the leader's hold:
              go to the socket. Nothing reaches a socket before it is in the stream.
     standby  the node hands every blob of session records to mirror(), which writes it into
              the same stores here (on the gateway's event loop, in stream order).
-    takeover once the node leads, the exchange application forgets what it knew of orders
-             and learns them again from the engine's book and the stores, as after a
-             restart (ExchangeApplication.relearn).
+             The exchange application learns the day's orders from what is mirrored, as it
+             comes (ExchangeApplication.learn_sent: a restart's learning, in pieces).
+    takeover once the node leads, the resting orders take the engine's numbers; nothing is
+             read again (ExchangeApplication.take_learned_over).
 """
 from __future__ import annotations
 
@@ -36,14 +37,19 @@ class _OnLoop:
         self._loop.call_soon_threadsafe(self._replicator.mirror, blob)
 
 
-def replicate_sessions(server, node, loop) -> SessionReplicator:
+def replicate_sessions(server, node, loop, application=None) -> SessionReplicator:
     """Put every file-backed session store of `server` (a GatewayServer) behind one
     SessionReplicator tied to `node` (a ClusterNode), before the node starts following the
-    stream."""
+    stream. `application` (the exchange application) learns from what is mirrored as it
+    comes (learn_sent), so that taking over costs nothing per stored message."""
     replicator = SessionReplicator()
-    for session in server.sessions.values():
+    keys = {}
+    for key, session in server.sessions.items():
         if isinstance(session.store, FileStore):
             session.store = replicator.wrap(session.store)
+            keys[session.store.name] = key
+    if application is not None:
+        replicator.mirrored = lambda name, records: application.learn_sent(keys[name], records)
     replicator.publish = node.publish_sessions
     replicator.watermark = lambda: node.applied_cmds
     replicator.published = lambda: node.published_cmd_seq
@@ -52,7 +58,7 @@ def replicate_sessions(server, node, loop) -> SessionReplicator:
 
 
 def take_over(application, server) -> None:
-    """On the gateway's event loop, once this node leads: the application learns the day's
-    orders from the engine and from the (mirrored) stores of its sessions."""
-    application.relearn((key, session.store.each(1, session.store.next_sender - 1))
-                        for key, session in server.sessions.items())
+    """On the gateway's event loop, once this node leads (after every mirrored record, which
+    were queued before): what the application learnt from them stands, the resting orders
+    take the engine's numbers (ExchangeApplication.take_learned_over)."""
+    application.take_learned_over()

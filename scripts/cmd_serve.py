@@ -439,7 +439,7 @@ def start_cluster_node(args, server, application, loop) -> Optional[asyncio.Even
         return None
     from ccerx.gateway.cluster import replicate_sessions, take_over
     leading = asyncio.Event()
-    replicate_sessions(server, node, loop)     # FIX stores: in the stream, mirrored by standbys
+    replicate_sessions(server, node, loop, application)   # FIX stores: in the stream, mirrored
 
     def on_leader():             # in the gateway's event loop
         if application is not None:

@@ -273,6 +273,7 @@ class SessionReplicator:
         self.watermark = lambda: 0               # commands the engine has applied
         self.published = lambda: 0               # commands published (sync takes up to it)
         self._skip_below: dict[str, int] = {}    # mirror: what the local store already holds
+        self.mirrored = None                     # mirrored(name, records) after each write
 
     def wrap(self, store: "FileStore") -> "ReplicatedStore":
         wrapped = ReplicatedStore(store, self)
@@ -375,11 +376,14 @@ class SessionReplicator:
                 inner.reset()
                 self._skip_below[name] = 0
             skip_below = self._skip_below.get(name, 0)
+            if skip_below:
+                records = [(seq, raw) for seq, raw in records if seq >= skip_below]
             for seq, raw in records:
-                if seq >= skip_below:
-                    inner.set(seq, raw)
+                inner.set(seq, raw)
             inner.next_sender, inner.next_target = ns, nt
             inner.flush()
+            if self.mirrored is not None and records:
+                self.mirrored(name, records)
 
 
 _RESET = -1

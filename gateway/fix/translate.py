@@ -259,6 +259,8 @@ class ExchangeApplication:
         # (open, Text) of the last TradingSessionStatus broadcast: a broker logging on during a
         # halt is told "halt", not just "closed" (unknown after a restart until the next change)
         self._last_status: Optional[tuple[bool, str]] = None
+        self._learned_fills: dict[str, list[int]] = {}     # learn_sent (a cluster standby)
+        self._learned_close = getattr(exchange, "last_close_ts", 0)
         self.adopt_resting_orders()
 
     # ------------------------------------------------------------------ Application protocol
@@ -883,17 +885,54 @@ class ExchangeApplication:
         self._by_cl_ord_id[(order.broker, order.cl_ord_id)] = order
         return order
 
-    def relearn(self, restored: Iterable[tuple[SessionKey, Iterable[tuple[int, bytes]]]]) -> None:
-        """A cluster standby that takes over (gateway/cluster.py): forget what was known of
-        orders (the engine moved on since), then learn them as after a restart: the resting
-        ones from the engine, the rest from each session's sent messages."""
-        self.orders.clear()
-        self._by_cl_ord_id.clear()
-        self.adopt_resting_orders()
-        for session, sent in restored:
-            self.on_session_restored(session, sent)
+    def learn_sent(self, session: SessionKey, sent: Iterable[tuple[int, bytes]]) -> None:
+        """A cluster standby (gateway/cluster.py): learn from the messages its session's
+        store was just given by the leader, as they come, so that taking over costs nothing
+        per stored message (take_learned_over). The same learning as on_session_restored,
+        with no order's numbers taken from the engine yet (the engine is ahead of the stores
+        here) and fills kept across calls; a close the engine applied since the last call
+        forgets the finished orders, as it does on a leader."""
+        close = self.exchange.last_close_ts
+        if close != self._learned_close:
+            self._learned_close = close
+            self._on_day_closed()
+        self.on_session_restored(session, sent, engine_orders=(), fills=self._learned_fills)
 
-    def on_session_restored(self, session: SessionKey, sent: Iterable[tuple[int, bytes]]) -> None:
+    def take_learned_over(self) -> None:
+        """The standby leads: what learn_sent learnt stands, the resting orders take their
+        numbers from the engine (adopted as after a restart when nothing was learnt of
+        them), and the fills learnt give each order's AvgPx when they account for all of
+        its filled quantity."""
+        if self.exchange.last_close_ts != self._learned_close:
+            self._learned_close = self.exchange.last_close_ts
+            self._on_day_closed()
+        learnt = {order_id: self.orders.pop(order_id) for order_id in list(self.orders)}
+        self.adopt_resting_orders()               # fresh states of the resting orders
+        for order_id, adopted in list(self.orders.items()):
+            order = learnt.pop(order_id, None)
+            if order is None:
+                continue
+            order.accepted = True
+            order.account, order.symbol = adopted.account, adopted.symbol
+            order.price, order.qty, order.cum_qty = adopted.price, adopted.qty, adopted.cum_qty
+            order.cum_cost, order.done = adopted.cum_cost, None
+            self.orders[order_id] = order         # learnt ClOrdIDs, OrdType, TimeInForce kept
+            self._by_cl_ord_id[(order.broker, order_id.partition(":")[2])] = order
+            self._by_cl_ord_id[(order.broker, order.cl_ord_id)] = order
+        for order_id, order in learnt.items():    # finished: as their reports said
+            if order.is_open:       # its end came with a close its reports were learnt after
+                for key in [k for k, o in self._by_cl_ord_id.items() if o is order]:
+                    del self._by_cl_ord_id[key]
+                continue
+            self.orders[order_id] = order
+        for order_id, (qty, cost) in self._learned_fills.items():
+            order = self.orders.get(order_id)
+            if order is not None and qty == order.cum_qty:
+                order.cum_cost = cost
+        self._learned_fills = {}
+
+    def on_session_restored(self, session: SessionKey, sent: Iterable[tuple[int, bytes]],
+                            engine_orders=None, fills: Optional[dict] = None) -> None:
         """After a restart: learn the broker's orders of the trading day from the execution
         reports its session sent before (its FIX store, in sequence order), so that an
         OrderStatusRequest, cancel or replace naming an order filled, cancelled or rejected
@@ -915,8 +954,11 @@ class ExchangeApplication:
         closed_at = utc_timestamp(last_close) if last_close else ""
         specs = self.exchange.specs
         price_units = self._price_units
-        resting = set(self.orders)
-        fills: dict[str, list[int]] = {}              # order id -> [tonnes, ticks x tonnes]
+        # the orders whose numbers are the engine's (learn_sent: none yet)
+        resting = set(self.orders) if engine_orders is None else engine_orders
+        if fills is None:
+            fills = {}                                # order id -> [tonnes, ticks x tonnes]
+        filled_now = set()
         for _, raw in sent:
             if b"\x0135=8\x01" not in raw[:40]:
                 continue
@@ -950,6 +992,7 @@ class ExchangeApplication:
                 self._by_cl_ord_id[(broker, orig)] = order
             order.ord_type, order.tif = get(ORD_TYPE), get(TIME_IN_FORCE)
             if exec_type == TRADE and spec is not None:
+                filled_now.add(order_id)
                 done = fills.setdefault(order_id, [0, 0])
                 qty = int(get(LAST_QTY))
                 done[0] += qty
@@ -962,7 +1005,8 @@ class ExchangeApplication:
                            else price_units(price) // spec.tick_units)
             if exec_type in (CANCELED, EXPIRED, REJECTED):
                 order.done = exec_type
-        for order_id, (qty, cost) in fills.items():
+        for order_id in filled_now:
+            qty, cost = fills[order_id]
             order = self.orders[order_id]
             if qty == order.cum_qty:                  # every fill is in the store
                 order.cum_cost = cost
