@@ -44,6 +44,7 @@ from pathlib import Path
 
 import orjson
 
+from ccerx.engine.core.lots import STANDARD_CONTRACTS
 from ccerx.engine.core.types import CASH_ASSET
 from ccerx.gateway.control import SOCKET_NAME, ControlUnavailable, operator_request_sync
 from ccerx.scripts.tables import format_table, group_thousands, plural
@@ -346,13 +347,26 @@ def _print_state(responses) -> None:
         print(f"trading {'HALTED' if state['halted'] else 'open' if state['trading_open'] else 'closed'}"
               f"; last close {_time_text(closed) if closed else 'none yet'}; "
               f"{plural(state['seq'], 'event')}; {plural(state['accounts'], 'account')}")
-        head = ["credit type", "reference", "band low", "band high", "tick", "best bid",
-                "best ask", "resting", "volume t", "turnover CNY", "trades"]
-        rows = [[name, i["reference"], i["band"][0], i["band"][1], i["tick"],
+        head = ["instrument", "delivers", "reference", "band low", "band high", "tick",
+                "best bid", "best ask", "resting", "volume t", "turnover CNY", "trades"]
+        rows = [[name, _delivers(name, i), i["reference"], i["band"][0], i["band"][1], i["tick"],
                  i["best_bid"] or "-", i["best_ask"] or "-", f"{i['resting_orders']:,}",
                  f"{i['volume']:,}", group_thousands(i["turnover"]), f"{i['trades']:,}"]
                 for name, i in state["instruments"].items()]
         print(format_table(head, rows))
+
+
+def _delivers(symbol: str, instrument: dict) -> str:
+    """What an instrument of the state delivers: a listing's lot (project vintage), a
+    contract's credit type (and vintage range), or "-" for a pooled instrument."""
+    kind = instrument.get("kind")
+    if kind == "listing":
+        return f"{instrument['project']} {instrument['vintage']}"
+    credit_type = instrument.get("credit_type") or STANDARD_CONTRACTS.get(symbol)
+    if kind == "contract" and credit_type:
+        low, high = instrument.get("vintage_from"), instrument.get("vintage_to")
+        return credit_type + (f" {low or ''}-{high or ''}" if low or high else "")
+    return "-"
 
 
 def _print_accounts(responses) -> None:

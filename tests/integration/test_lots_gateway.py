@@ -228,3 +228,11 @@ def test_lot_requests_the_engine_refuses_change_nothing(tmp_path, start_serve, c
     assert sorted(state["state"]["instruments"]) == ["AFF-1", "CCER-AFF", "CCER-MGV",
                                                     "CCER-OWF", "CCER-SOL"]
     assert state["state"]["instruments"]["AFF-1"]["kind"] == "listing"
+    # the operator's table says what each instrument delivers
+    assert ccerx(["operator", "--control", str(server.control), "state"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert "delivers" in table[1]
+    [row] = [line for line in table if line.startswith("AFF-1 ")]
+    assert f"{PROJECT_1} 2023" in row
+    [row] = [line for line in table if line.startswith("CCER-AFF ")]
+    assert "afforestation" in row
