@@ -39,7 +39,8 @@ from ccerx.engine.core.rules import CONTINUOUS, RuleProfile, SelfTrade
 from ccerx.engine.core.lots import STANDARD_CONTRACTS
 from ccerx.engine.core.types import (CASH_ASSET, DEFAULT_INSTRUMENTS, MAX_DEPOSIT, ORDER_TYPES, SIDES, TIFS,
                     CancelReason, InstrumentSpec, OrderType, ParticipantType, PriceError,
-                    RejectReason as R, Side, TimeInForce, control_character)
+                    RejectReason as R, Side, TimeInForce, control_character,
+                    symbol_problem)
 
 BUY, SELL = Side.BUY, Side.SELL
 LIMIT, MARKET, TAKE = OrderType.LIMIT, OrderType.MARKET, OrderType.TAKE
@@ -65,6 +66,8 @@ class Exchange(Matching):
         for spec in instruments:
             self.specs[spec.symbol] = spec
             self.books[spec.symbol] = Book(spec.symbol)
+            if spec.project and accounts is not None:     # a listing's lot is known
+                accounts.register_lot(Lot(spec.credit_type, spec.project, spec.vintage))
         self.accounts = accounts
         self.fee_ppm = fee_ppm if fee_ppm is not None else (
             accounts.fee_ppm if accounts is not None else DEFAULT_FEE_PPM)
@@ -565,6 +568,9 @@ class Exchange(Matching):
                     if price % tick:
                         raise ValueError("the declared initial price is not a multiple of the "
                                          "tick")
+                    problem = symbol_problem(cmd.list_symbol)
+                    if problem:
+                        raise ValueError(problem)
                     listing = InstrumentSpec(
                         cmd.list_symbol, tick, ref_ticks=price // tick,
                         credit_type=credit_type, project=project, vintage=vintage)

@@ -59,6 +59,7 @@ class Account:
     # instrument -> open buy orders, kept only under a holding period; open sells show as
     # credits_reserved
     open_buys: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    open_sells: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     # derived, kept only while position limits are set (Accounts.recount_open_buys): instrument
     # -> tonnes of open buy orders, which count toward the holding a limit caps
     open_buy_qty: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
@@ -156,7 +157,7 @@ class Accounts:
         other side of `symbol` fewer than `holding_days` trading days ago, or has an order of
         the other side resting in `book` (both could trade today). A trade on trading day D
         (after D closes) allows the opposite side from day D + holding_days on. O(1): the
-        account's open sells are its credits_reserved, its open buys `open_buys` (the book
+        account's open sells and buys are counted (`open_sells`, `open_buys`; the book
         is scanned only to name the order in a refusal)."""
         account = self.by_id.get(account_id)
         if account is None:
@@ -171,7 +172,7 @@ class Accounts:
                     f"{last}; it may be {'bought' if buying else 'sold'} from trading day "
                     f"{last + self.holding_days} ({self.holding_days} trading days later), "
                     f"after {remaining} more close{'s' if remaining > 1 else ''}"))
-        if not (account.credits_reserved.get(symbol) if buying else account.open_buys.get(symbol)):
+        if not (account.open_sells if buying else account.open_buys).get(symbol):
             return
         for resting in book.orders.values():
             if resting.account == account_id and resting.side is not side:
@@ -186,11 +187,15 @@ class Accounts:
         resting orders (after a restore, or when limits are set)."""
         for account in self.by_id.values():
             account.open_buys.clear()
+            account.open_sells.clear()
             account.open_buy_qty.clear()
         if not self.holding_days and not self.limits:
             return
         for symbol, book in books.items():
             for order in book.orders.values():
+                if order.side is not BUY and self.holding_days:
+                    sells = self.by_id[order.account].open_sells
+                    sells[symbol] = sells.get(symbol, 0) + 1
                 if order.side is BUY:
                     account = self.by_id[order.account]
                     if self.holding_days:
@@ -391,6 +396,8 @@ class Accounts:
         else:
             need = order.open_qty
             self._reserve_sell(account, spec, order, need)
+            if self.holding_days:
+                account.open_sells[spec.symbol] = account.open_sells.get(spec.symbol, 0) + 1
         order.reserved = need
 
     def re_reserve(self, order: "Order", spec: InstrumentSpec, price: int, open_qty: int,
@@ -435,11 +442,15 @@ class Accounts:
                 account.open_buy_qty[spec.symbol] -= order.open_qty
         elif order.lots is None:
             account.credits_reserved[spec.holding] -= order.reserved
+            if self.holding_days:
+                account.open_sells[spec.symbol] -= 1
         else:
             reserved = account.credits_reserved
             for key, qty in order.lots:
                 reserved[key] -= qty
             order.lots = None
+            if self.holding_days:
+                account.open_sells[spec.symbol] -= 1
         order.reserved = 0
 
     def settle(self, spec: InstrumentSpec, buy: "Order", sell: "Order", qty: int, gross: int,
@@ -479,6 +490,8 @@ class Accounts:
             buyer.last_bought[symbol] = seller.last_sold[symbol] = self.closes
             if not buy.open_qty:           # the buy is done (its reservation just went to 0)
                 buyer.open_buys[symbol] -= 1
+            if not sell.open_qty:          # likewise the sell
+                seller.open_sells[symbol] -= 1
         if excess < 0 or sell.reserved < 0:
             raise AssertionError(f"reservation overdrawn on trade {buy.order_id}/{sell.order_id}")
         return lots
@@ -530,3 +543,7 @@ class Accounts:
                                if o.account == account.account and o.side is BUY)
                     assert buys == account.open_buys.get(symbol, 0), \
                         f"{account.account}: {symbol} open buys miscounted"
+                    sells = sum(1 for o in book.orders.values()
+                                if o.account == account.account and o.side is not BUY)
+                    assert sells == account.open_sells.get(symbol, 0), \
+                        f"{account.account}: {symbol} open sells miscounted"

@@ -338,13 +338,9 @@ class InstrumentSpec:
                     band_pct=10, name="", credit_type="", project="", vintage=0,
                     vintage_from=0, vintage_to=0) -> "InstrumentSpec":
         """Build a spec from edge values (decimal strings / ints); raises ValueError."""
-        if (not isinstance(symbol, str) or not (symbol.isascii() and symbol.isprintable())
-                or " " in symbol):
-            # it travels as FIX Symbol (55), which brokers send and match as plain ASCII; a
-            # Chinese name goes in `name` (sent as EncodedSecurityDesc). Checked at the edge
-            # only, so a journal written before the rule still replays.
-            raise ValueError(f"instrument symbol {str(symbol)[:32]!r} must be printable ASCII "
-                             "without spaces (put a Chinese name in `name`)")
+        problem = symbol_problem(symbol)
+        if problem:
+            raise ValueError(problem)
         tick_units = parse_price_units(_as_decimal_text(tick, "tick"))
         if ref_price is None:
             raise ValueError("ref_price is required")
@@ -366,6 +362,18 @@ class InstrumentSpec:
             raise ValueError("credit_type and project must be strings")
         return cls(symbol, tick_units, lot, max_qty, ref_units // tick_units, band, name,
                    credit_type, project, vintage, vintage_from, vintage_to)
+
+
+def symbol_problem(symbol) -> str:
+    """Why `symbol` cannot name a new instrument, or "". It travels as FIX Symbol (55), which
+    brokers send and match as plain ASCII; a Chinese name goes in `name` (sent as
+    EncodedSecurityDesc). Checked where instruments are defined from outside only, so a
+    journal written before the rule still replays."""
+    if (not isinstance(symbol, str) or not symbol or not (symbol.isascii() and symbol.isprintable())
+            or " " in symbol):
+        return (f"instrument symbol {str(symbol)[:32]!r} must be printable ASCII without "
+                "spaces (put a Chinese name in `name`)")
+    return ""
 
 
 def _as_decimal_text(value, label: str) -> str:

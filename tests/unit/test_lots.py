@@ -270,3 +270,21 @@ def test_lots_survive_snapshot_journal_and_the_ndjson_edge():
 def test_bad_lot_attributes_of_an_instrument_are_refused(fields):
     with pytest.raises(ValueError):
         InstrumentSpec.from_fields("X-1", ref_price="62.00", **fields)
+
+
+def test_art29_sees_a_resting_contract_sell_that_reserved_lots():
+    """Found by the differential test: the holding-period check counted open sells by the
+    instrument's own holding key, so a contract sell reserving lots went unseen (a buy of the
+    contract was accepted) and a buy of a listing of one of those lots found a count but no
+    order (AssertionError: a crash)."""
+    ex = exchange(CBEEX_2023)
+    ex.apply(DefineInstrument(LISTING, TS))
+    deposit(ex, "A", "HOLD", P1, 2023, 50)
+    ex.apply(Deposit("F", "HOLD", "CNY", CNY, TS))
+    ex.apply(EndOfDay(TS))
+    assert kinds(ex.apply(new("s1", "HOLD", "CCER-AFF", "sell", 20))) == ["OrderAccepted"]
+    [refused] = ex.apply(new("b1", "HOLD", "CCER-AFF", "buy", 5, price="61.00"))
+    assert refused.reason is R.HOLDING_PERIOD and "s1" in refused.text
+    assert kinds(ex.apply(new("b2", "HOLD", "AFF-0001-2023", "buy", 5, price="61.00"))) == [
+        "OrderAccepted"]
+    ex.check()
