@@ -32,7 +32,7 @@ from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrumen
 from ccerx.engine.core.events import (DayClosed, Deposited, DepositRejected, InstrumentDefined,
                                      LimitsSet, OrderAccepted, OrderAmended, OrderRejected,
                                      RestrictionChanged, Retired, TradingStatusChanged)
-from ccerx.engine.core.lots import Lot, lot_key, lot_problem
+from ccerx.engine.core.lots import LOT_SEPARATOR, Lot, lot_key, lot_problem
 from ccerx.engine.core.matching import Matching
 from ccerx.engine.core.risk import DEFAULT_FEE_PPM, Accounts, Refused
 from ccerx.engine.core.rules import CONTINUOUS, RuleProfile, SelfTrade
@@ -68,6 +68,8 @@ class Exchange(Matching):
             self.books[spec.symbol] = Book(spec.symbol)
             if spec.project and accounts is not None:     # a listing's lot is known
                 accounts.register_lot(Lot(spec.credit_type, spec.project, spec.vintage))
+        if accounts is not None:
+            self._holdings_by_lot(accounts)
         self.accounts = accounts
         self.fee_ppm = fee_ppm if fee_ppm is not None else (
             accounts.fee_ppm if accounts is not None else DEFAULT_FEE_PPM)
@@ -92,6 +94,24 @@ class Exchange(Matching):
                           SetTradingStatus: self._set_trading_status, Deposit: self._deposit,
                           SetLimits: self._set_limits, Restrict: self._restrict,
                           Retire: self._retire, Malformed: self._malformed}
+
+    def _holdings_by_lot(self, accounts: Accounts) -> None:
+        """An accounts table may name a listing's credits by its symbol: they are that
+        listing's lot. A lot key no listing or deposit made known has no credit type: lots
+        move in by deposit (ValueError)."""
+        for account in accounts.by_id.values():
+            for key in list(account.credits):
+                spec = self.specs.get(key)
+                if spec is not None and spec.project:
+                    if account.credits_reserved.get(key) or account.bought_today.get(key):
+                        raise ValueError(f"account {account.account}: {key} is reserved")
+                    held = account.credits.pop(key)
+                    account.credits[spec.holding] = account.credits.get(spec.holding, 0) + held
+                elif LOT_SEPARATOR in key and key not in accounts.lots:
+                    raise ValueError(
+                        f"account {account.account} holds {key!r}, a lot of no known credit "
+                        f"type: credits of a project and vintage move in by deposit (credit_type, "
+                        f"project, vintage), or name the instrument that lists them")
 
     # ------------------------------------------------------------------ entry point
     def apply(self, command) -> list:

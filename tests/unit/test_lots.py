@@ -288,3 +288,13 @@ def test_art29_sees_a_resting_contract_sell_that_reserved_lots():
     assert kinds(ex.apply(new("b2", "HOLD", "AFF-0001-2023", "buy", 5, price="61.00"))) == [
         "OrderAccepted"]
     ex.check()
+
+
+def test_an_accounts_table_names_a_listings_credits_by_its_symbol_and_lots_need_a_type():
+    accounts = Accounts([Account("HOLD", credits={"AFF-0001-2023": 70, "CCER-AFF": 5})])
+    ex = Exchange((*DEFAULT_INSTRUMENTS, LISTING), accounts)
+    assert ex.accounts.get("HOLD").credits == {lot_key(P1, 2023): 70, "CCER-AFF": 5}
+    assert kinds(ex.apply(new("s1", "HOLD", "CCER-AFF", "sell", 75))) == ["OrderAccepted"]
+    ex.check()
+    with pytest.raises(ValueError, match="move in by deposit"):
+        Exchange(DEFAULT_INSTRUMENTS, Accounts([Account("X", credits={f"{P2}@2023": 1})]))
