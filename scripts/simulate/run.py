@@ -679,7 +679,8 @@ class Session:
             if self.lots:
                 self._retire_delivered(emitters, cal.close_ns(day))
             record = self.days[-1]
-            record.emitter_bought = {s: sum(e.bought.get(s, 0) for e in emitters) for s in symbols}
+            record.emitter_bought = {s: sum(e.bought_type.get(s, 0) for e in emitters)
+                                     for s in symbols}   # contract and listings of the type
             accounts = getattr(venue, "accounts", None)
             if accounts is not None:
                 record.reconciliation = self.settlement.reconcile(accounts, day)

@@ -248,3 +248,12 @@ def test_calibration_counts_a_credit_type_traded_on_its_listings_once(cbeex):
     from ccerx.scripts.simulate.calibration import measure
     _, result = cbeex
     assert 0 <= measure(result)["no_trade_day_share"] < 1
+
+
+def test_the_daily_purchases_count_listings_of_the_type_too(cbeex):
+    _, result = cbeex
+    emitters = [a for a in result.agents if isinstance(a, Emitter)]
+    assert result.days[-1].emitter_bought == {
+        s: sum(e.bought_type.get(s, 0) for e in emitters) for s in result.scenario.symbols}
+    assert sum(result.days[-1].emitter_bought.values()) > sum(
+        e.bought.get(s, 0) for e in emitters for s in result.scenario.symbols)
