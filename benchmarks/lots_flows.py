@@ -128,6 +128,8 @@ class LotFlowGenerator:
         self.sellers: dict[str, list[str]] = {}   # instrument -> accounts that sell it
         self.probe_state: dict[str, list] = {}    # prober -> [instrument, day bought, tries]
         self.trades = 0
+        self._tradable_key = None
+        self._tradable_cache: tuple = ()
 
     # ------------------------------------------------------------------ writing
     def emit(self, obj: dict) -> list:
@@ -236,18 +238,27 @@ class LotFlowGenerator:
                    if key in accounts.lots and spec.eligible(accounts.lots[key]))
 
     def _tradable(self) -> list[str]:
-        closes = self.exchange.closes
-        return [s for s, spec in self.exchange.specs.items() if spec.tradable_from <= closes]
+        """The instruments that trade today (a new listing from its tradable day on), with
+        the listings, the contracts and the buyers' vintage weights (cached for the day)."""
+        key = (self.exchange.closes, len(self.exchange.specs))
+        if self._tradable_key != key:
+            closes, specs = key[0], self.exchange.specs
+            tradable = [s for s, spec in specs.items() if spec.tradable_from <= closes]
+            listings = [s for s in tradable if specs[s].kind == "listing"]
+            weights = np.array([(specs[s].vintage - 2018) ** 2 for s in listings], float)
+            self._tradable_cache = (tradable, listings,
+                                    [s for s in tradable if specs[s].kind != "listing"],
+                                    weights / weights.sum() if listings else weights)
+            self._tradable_key = key
+        return self._tradable_cache[0]
 
     def _pick_instrument(self, tradable: list[str], buying: bool) -> str:
         rng = self.rng
-        listings = [s for s in tradable if self.exchange.specs[s].kind == "listing"]
+        _, listings, contracts, weights = self._tradable_cache
         if listings and rng.random() < self.p.listing_share:
             if not buying:
                 return listings[int(rng.integers(0, len(listings)))]
-            w = np.array([(self.exchange.specs[s].vintage - 2018) ** 2 for s in listings], float)
-            return listings[int(rng.choice(len(listings), p=w / w.sum()))]   # recent first
-        contracts = [s for s in tradable if self.exchange.specs[s].kind != "listing"]
+            return listings[int(rng.choice(len(listings), p=weights))]   # recent first
         return contracts[int(rng.integers(0, len(contracts)))]
 
     def _step_mid(self, symbol: str) -> int:
