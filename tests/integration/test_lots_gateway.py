@@ -236,3 +236,32 @@ def test_lot_requests_the_engine_refuses_change_nothing(tmp_path, start_serve, c
     assert f"{PROJECT_1} 2023" in row
     [row] = [line for line in table if line.startswith("CCER-AFF ")]
     assert "afforestation" in row
+
+
+def test_a_listing_and_its_lots_survive_a_restart(tmp_path, start_serve, capsys):
+    data = str(tmp_path / "data")
+    server = start_serve("--data-dir", data)
+    code, [listed] = operator(server, capsys, "deposit", "HOLD01", "700", "--credit-type",
+                              "mangrove", "--project", "CCER-09-2025-0003", "--vintage", "2024",
+                              "--list-symbol", "MGV-0003-2024", "--list-price", "88.00",
+                              "--id", "ISS-9")
+    assert code == 0, listed
+    assert server.terminate() == 0
+    server = start_serve("--data-dir", data, log_name="serve2.log")
+    broker = Broker("BROKER01", server.port)
+    try:
+        broker.logon("demo01", reset=True)
+        broker.expect("h")
+        entry = _security_list(broker, "sl1")["MGV-0003-2024"]
+        assert (dict(entry)[455], dict(entry)[762]) == ("CCER-09-2025-0003", "mangrove")
+        assert _stipulations(entry)["PROD"] == "2024"
+        assert _attributes(entry)["TradableFrom"] == "D+1"     # still not before tomorrow
+        assert operator(server, capsys, "eod")[0] == 0
+        broker.new_order("s1", "HOLD01", "2", 700, "88.00", symbol="MGV-0003-2024")
+        assert s(broker.expect("8"), 150) == "0"
+    finally:
+        broker.close()
+    code, [accounts] = operator(server, capsys, "accounts", "--json")
+    held = accounts["accounts"]["HOLD01"]
+    assert (held["credits"]["CCER-09-2025-0003@2024"],
+            held["credits_reserved"]["CCER-09-2025-0003@2024"]) == (700, 700)
