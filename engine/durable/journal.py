@@ -48,7 +48,7 @@ from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrumen
                        NewOrder, Restrict, Retire, SetLimits, SetTradingStatus)
 from ccerx.engine.core.types import InstrumentSpec, PriceError, RejectReason
 from ccerx.engine.durable.files import (fsync_dir as _fsync_dir, open_private, private_dir,
-                                        private_opener)
+                                        private_opener, write_atomic)
 
 MAGIC = b"CCERXJ01"
 HEADER = struct.Struct("<IIQIQIII")
@@ -329,11 +329,33 @@ def read_segment(path: Path, expect_seq: Optional[int] = None,
     yield None, pos, None
 
 
+BASE_FILE = "journal-base.json"   # a journal that starts after a snapshot (a joined node)
+
+
+def write_base(directory: Path, last_seq: int, last_instruction: int) -> None:
+    """Mark `directory`'s journal as starting after command `last_seq` (and instruction
+    `last_instruction`): a cluster node that joined from a snapshot (replicated.py) holds no
+    journal before it. `scan` then counts from there."""
+    write_atomic(Path(directory) / BASE_FILE, orjson.dumps(
+        {"last_seq": last_seq, "last_instruction": last_instruction}))
+
+
+def read_base(directory: Path) -> tuple[int, int]:
+    """(last command, last instruction) the journal starts after; (0, 0) for one from genesis."""
+    path = Path(directory) / BASE_FILE
+    if not path.exists():
+        return 0, 0
+    base = orjson.loads(path.read_bytes())
+    return base["last_seq"], base["last_instruction"]
+
+
 def scan(directory: Path, decode_after: int = 0, instructions_after: int = 0) -> ScanResult:
-    """Read every segment in order; stop at the first torn or corrupt record."""
+    """Read every segment in order; stop at the first torn or corrupt record. A journal with
+    a base (`write_base`) starts after it: its first record must continue the base."""
     result = ScanResult()
-    expect_seq = None
-    expect_instr = None
+    result.last_seq, result.last_instruction = read_base(directory)
+    expect_seq = result.last_seq + 1 if result.last_seq else None
+    expect_instr = result.last_instruction + 1 if result.last_instruction else None
     for path in segment_paths(directory):
         for record, _end, torn in read_segment(path, expect_seq, expect_instr, decode_after,
                                                instructions_after):
