@@ -15,10 +15,14 @@ FIX stores hold what the leader's hold:
              the same stores here (on the gateway's event loop, in stream order).
              The exchange application learns the day's orders from what is mirrored, as it
              comes (ExchangeApplication.learn_sent: a restart's learning, in pieces).
+    joining  a standby puts its stores' whole content (stores_blob) into each join bundle
+             (replicated.py, "Snapshots"); a node that joins from it mirrors that first.
     takeover once the node leads, the resting orders take the engine's numbers; nothing is
              read again (ExchangeApplication.take_learned_over).
 """
 from __future__ import annotations
+
+import concurrent.futures
 
 from ccerx.gateway.fix.store import FileStore, SessionReplicator
 
@@ -35,6 +39,35 @@ class _OnLoop:
 
     def mirror(self, blob: bytes) -> None:
         self._loop.call_soon_threadsafe(self._replicator.mirror, blob)
+
+    def snapshot(self) -> concurrent.futures.Future:
+        """Every store's content as one session blob (a join bundle's FIX part), taken on the
+        loop after every blob mirrored before this call."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def take() -> None:
+            try:
+                future.set_result(stores_blob(self._replicator))
+            except BaseException as err:
+                future.set_exception(err)
+        self._loop.call_soon_threadsafe(take)
+        return future
+
+
+def stores_blob(replicator: SessionReplicator) -> bytes:
+    """The whole of every store as SessionReplicator blob entries with the reset flag: each
+    stored message and both sequence numbers, so that mirror() on an empty node's stores
+    makes them what these are (what a node that joins from a snapshot starts with)."""
+    parts = []
+    for name, store in sorted(replicator.stores.items()):
+        inner = store.inner
+        records = list(inner.each(1, inner.next_sender - 1))
+        parts.append(b"%s %d %d 1 %d\n" % (name.encode(), inner.next_sender,
+                                            inner.next_target, len(records)))
+        for seq, raw in records:
+            parts.append(b"%d %d\n" % (seq, len(raw)))
+            parts.append(raw)
+    return b"".join(parts)
 
 
 def replicate_sessions(server, node, loop, application=None) -> SessionReplicator:

@@ -80,6 +80,11 @@ def add_parser(sub) -> None:
     p.add_argument("--replicas", type=int, default=3, metavar="N",
                    help="with --cluster: copies of the stream, when this node creates it "
                         "(default 3: one per server of a three-server NATS cluster)")
+    p.add_argument("--cluster-snapshot-every", type=int, default=100_000, metavar="N",
+                   help="with --cluster: standbys put a join bundle (snapshot, FIX stores, "
+                        "stream position) in the object store CCERX_SNAPSHOTS every N commands; "
+                        "a node started on an empty data directory joins from the newest "
+                        "instead of replaying the stream from its start (0: none)")
     p.add_argument("--ledger", metavar="FILE",
                    help="the SQLite settlement ledger (default DIR/ledger.sqlite); the nodes of "
                         "a cluster share one, whose idempotence absorbs what a new leader re-sends")
@@ -158,10 +163,13 @@ def open_cluster_node(args, data_dir: Path, instruments, accounts, rules):
         raise ValueError(f"--node {args.node!r}: letters, digits, - and _ only")
     if not 1 <= args.replicas <= 5:
         raise ValueError("--replicas must be 1-5 (JetStream's limit)")
-    settings = ClusterSettings(parse_servers(args.cluster), args.node, replicas=args.replicas)
+    if args.cluster_snapshot_every < 0:
+        raise ValueError("--cluster-snapshot-every must be 0 (none) or more commands")
+    settings = ClusterSettings(parse_servers(args.cluster), args.node, replicas=args.replicas,
+                               snapshot_every=args.cluster_snapshot_every)
     return ClusterNode(settings, lambda hook: open_engine(
         data_dir, instruments, accounts, rules, ledger=args.ledger, journal_hook=hook,
-        start_relays=False))
+        start_relays=False), data_dir=data_dir)
 
 
 def gate_logons(sessions: list, node) -> None:

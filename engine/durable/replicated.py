@@ -69,8 +69,8 @@ becomes a standby again within the same process. A planned stop (SIGTERM) of the
 publishes what it applied, refuses anything after, and deletes its lease, so a standby takes
 over within a poll instead of a TTL. A restarted node opens its own data directory (its
 journal is a prefix of the stream) and skips the stream's messages it already holds; a new
-node replays the stream from its first message (the stream keeps everything: there is no
-snapshot transfer between nodes yet). A standby keeps every settlement instruction in its
+node (an empty data directory) joins from the newest snapshot (below) and applies the stream
+after it. A standby keeps every settlement instruction in its
 outbox until it leads (it starts its relays then), so its memory grows with the day's trades.
 
 Losing a NATS server: the client reconnects to another; a stream whose Raft leader died is
@@ -82,6 +82,26 @@ and a standby take over; the old leader's next publish is refused and it stops.
 Takeover time after a leader dies: at most `lease_s` (the lease expires) + `poll_s` (a
 standby notices) + the catch-up (the standbys are hot: usually the last batch or none) + one
 publish. With the defaults, under 3.5 s (measured: benchmarks/README.md, "Replication").
+
+Snapshots for joining. Every standby, at the first checkpoint after each `snapshot_every`
+commands, writes a local snapshot (DurableExchange.snapshot) and puts a *join bundle* into
+the JetStream object store CCERX_SNAPSHOTS, object `stream-<stream seq>` (the newest two are
+kept): the snapshot file, the data directory's opening.json, the FIX stores as one session
+blob (every stored message and both sequence numbers per session, taken on the gateway's
+loop after every record mirrored up to that stream seq), and {stream seq, command seq, last
+instruction, term, state hash, leader, relay names}. A checkpoint is the point because the
+state hash there was just compared with the leader's. A node started on an empty data
+directory loads the newest bundle before its engine opens: it writes the snapshot, the
+opening and `journal-base.json` (its journal starts after the snapshot: journal.write_base),
+cursor files at the snapshot's last instruction for each relay (the instructions before it
+were the older nodes' to deliver: a joined node that leads never re-sends them), mirrors the
+session blob into its FIX stores, and subscribes to the stream at the next stream seq
+(`joined from snapshot` in its log; `joined_at` in cluster-status.json). The next checkpoint
+compares its state hash with the leader's as for any node. No bundle (a cluster younger than
+`snapshot_every`, or a single node): it replays from stream seq 1 as before. Retention: the
+stream is not trimmed (JetStream keeps every message; a node restarted on its own directory
+reads the term markers from seq 1); an operator may purge messages below the oldest kept
+bundle's stream seq only once every node's journal has passed it (not automated).
 
 Threads: the NATS client runs in this module's own thread and event loop; the engine thread
 (the gateway's event loop) blocks on each publish as it blocked on the journal's fsync, and
@@ -98,14 +118,21 @@ from typing import Callable, NamedTuple, Optional
 
 import orjson
 
+from pathlib import Path
+
 from ccerx.engine.durable import journal as jr
-from ccerx.engine.durable.files import write_atomic
+from ccerx.engine.durable import snapshot as snap
+from ccerx.engine.durable.exchange import OPENING
+from ccerx.engine.durable.files import private_dir, write_atomic
 
 STREAM, SUBJECT = "CCERX_CMDS", "ccerx.cmds"
 LEASE_BUCKET, LEASE_KEY = "CCERX_LEADER", "leader"
 H_KIND, H_TERM, H_SEQ = "Ccerx-Kind", "Ccerx-Term", "Ccerx-Seq"
 H_SESSIONS = "Ccerx-Sessions"    # batch: bytes of session records after the command rows
 BATCH, TERM, CHECKPOINT, SESSIONS = "batch", "term", "checkpoint", "sessions"
+SNAPSHOT_BUCKET, SNAPSHOT_PREFIX = "CCERX_SNAPSHOTS", "stream-"
+BUNDLE_MAGIC = b"CCERXJOIN1\n"
+KEEP_BUNDLES = 2
 STATUS_FILE = "cluster-status.json"
 EXIT_FENCED, EXIT_DIVERGED = 3, 4
 MAX_ROWS_PER_MESSAGE = 2000      # ~200 KB; NATS refuses payloads over 1 MB by default
@@ -120,6 +147,7 @@ class ClusterSettings(NamedTuple):
     checkpoint_every: int = 1000
     idle_checkpoint_s: float = 0.5
     publish_timeout_s: float = 12.0   # rides out a stream's Raft election (nats-server 2.9)
+    snapshot_every: int = 100_000     # commands between join bundles (0: none)
 
 
 class NotLeader(RuntimeError):
@@ -239,12 +267,19 @@ class ClusterNode:
     """One node: its engine, its JetStream connection (a thread with its own event loop),
     the lease, and the stream applied in order. See the module doc."""
 
-    def __init__(self, settings: ClusterSettings, open_exchange: Callable, log=None):
+    def __init__(self, settings: ClusterSettings, open_exchange: Callable, log=None,
+                 data_dir=None):
         """open_exchange(journal_hook) opens the node's DurableExchange (start_relays=False)
-        with the given journal hook."""
+        with the given journal hook. `data_dir`, the directory it opens: if it is empty, the
+        node first loads the newest join bundle into it (module doc, "Snapshots")."""
         self.settings = settings
         self._log = log if log is not None else (lambda text: print(text, file=sys.stderr,
                                                                     flush=True))
+        self.joined: Optional[dict] = None     # the bundle's meta, if this node joined by one
+        self._joined_sessions = b""
+        started = time.monotonic()
+        if data_dir is not None and is_empty_data_dir(data_dir):
+            self._join_from_bundle(Path(data_dir))
         self.exchange = open_exchange(self._wrap_journal)
         self.engine = LeaderGate(self)
         self.leading = False
@@ -264,11 +299,27 @@ class ClusterNode:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="cluster",
                                         daemon=True)
-        self._nc = self._js = self._kv = self._sub = None
+        self._nc = self._js = self._kv = self._sub = self._snapshots = None
         self._lease_rev = 0
         self._closed = False
         self._tasks: set = set()      # asyncio keeps only weak references to running tasks
         self._publishing: Optional[asyncio.Lock] = None   # made in the cluster loop
+        self.first_stream_seq = 0     # the first stream message this process received
+        self._since_bundle = 0        # commands applied since the last join bundle
+        if self.joined is not None:
+            meta = self.joined
+            mine = self.exchange.state_hash()
+            if mine != meta["hash"] or self.journal.next_seq - 1 != meta["cmd_seq"]:
+                raise RuntimeError(f"the join bundle at stream seq {meta['stream_seq']} opened "
+                                   f"to command {self.journal.next_seq - 1} with state hash "
+                                   f"{mine}, not {meta['cmd_seq']} / {meta['hash']}")
+            self.applied_stream_seq = meta["stream_seq"]
+            self.marker_term = meta["term"]
+            self.leader_info = meta["leader"]
+            self._log(f"ccerx serve: cluster node {settings.node} joined from snapshot at "
+                      f"stream seq {meta['stream_seq']} (command {meta['cmd_seq']}, state hash "
+                      f"{mine}) in {time.monotonic() - started:.2f} s; following the stream "
+                      f"from stream seq {meta['stream_seq'] + 1}")
 
     def _spawn(self, coroutine) -> asyncio.Task:
         """A task of the cluster thread, held until it ends (a task nobody holds may be
@@ -334,7 +385,7 @@ class ClusterNode:
     # ------------------------------------------------------------------ NATS
     async def _connect(self) -> None:
         import nats
-        from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+        from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType, StreamConfig
         from nats.js.errors import BucketNotFoundError, NotFoundError
 
         said = [""]
@@ -365,6 +416,14 @@ class ClusterNode:
                 except BucketNotFoundError:
                     self._kv = await self._js.create_key_value(KeyValueConfig(
                         bucket=LEASE_BUCKET, ttl=s.lease_s, history=1, replicas=s.replicas))
+                if s.snapshot_every and self._snapshots is None:
+                    try:
+                        self._snapshots = await self._js.object_store(SNAPSHOT_BUCKET)
+                    except BucketNotFoundError:
+                        self._snapshots = await self._js.create_object_store(
+                            SNAPSHOT_BUCKET, ObjectStoreConfig(
+                                bucket=SNAPSHOT_BUCKET, replicas=s.replicas,
+                                storage=StorageType.FILE))
                 return
             except Exception:
                 if time.monotonic() > deadline:
@@ -490,7 +549,11 @@ class ClusterNode:
 
     async def _follow(self) -> None:
         from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-        await self._subscribe(1)      # the local journal's prefix is skipped message by message
+        if self._joined_sessions and self.sessions is not None:
+            self.sessions.mirror(self._joined_sessions)   # queued before any stream record
+        self._joined_sessions = b""
+        # the local journal's prefix is skipped message by message (a joined node has none)
+        await self._subscribe(self.applied_stream_seq + 1 if self.joined is not None else 1)
         watchdog = self._spawn(self._watch_subscription())
         value = orjson.dumps({"node": self.settings.node, "fix": self.fix_address})
         while not self._closed:
@@ -643,13 +706,24 @@ class ClusterNode:
         if seq != self.applied_stream_seq + 1:
             self.fence(f"stream gap: message {seq} after {self.applied_stream_seq}",
                        EXIT_DIVERGED)
+        if not self.first_stream_seq:
+            self.first_stream_seq = seq
         try:
-            self.apply_message(msg.headers or {}, msg.data)
+            checked = self.apply_message(msg.headers or {}, msg.data)
         except Exception as err:
             self.fence(f"cannot apply stream message {seq}: {err!r}", EXIT_DIVERGED)
         self.applied_stream_seq = seq
+        if (checked and self.settings.snapshot_every
+                and self._since_bundle >= self.settings.snapshot_every):
+            self._since_bundle = 0
+            try:
+                self._make_bundle(seq)
+            except Exception as err:   # a bundle is an optimisation: say so, keep following
+                self._log(f"ccerx serve: cluster node {self.settings.node}: no join bundle at "
+                          f"stream seq {seq}: {err!r}")
 
-    def apply_message(self, headers: dict, data: bytes) -> None:
+    def apply_message(self, headers: dict, data: bytes) -> bool:
+        """Apply one stream message; True if it was a checkpoint this node's state matched."""
         kind, term = headers.get(H_KIND), int(headers.get(H_TERM, "0"))
         journal = self.journal
         if kind == BATCH:
@@ -664,6 +738,7 @@ class ClusterNode:
             rows = rows[next_seq - first:]    # a restarted node has a prefix already
             if rows:
                 self.exchange.apply_many([jr.decode_command(row) for row in rows])
+                self._since_bundle += len(rows)
             if blob and self.sessions is not None:
                 self.sessions.mirror(blob)
         elif kind == SESSIONS:
@@ -685,8 +760,63 @@ class ClusterNode:
                                f"{body['node']} has state hash {body['hash']}, this node "
                                f"{mine}", EXIT_DIVERGED)
                 self._write_status(body["cmd_seq"], mine)
+                return True
         else:
             raise RuntimeError(f"unknown message kind {kind!r}")
+        return False
+
+    # ------------------------------------------------------------------ join bundles
+    def _make_bundle(self, stream_seq: int) -> None:
+        """In the cluster thread, right after checkpoint `stream_seq` matched: snapshot the
+        engine here (it only changes in this thread on a standby), the FIX stores on the
+        gateway's loop (after every record mirrored so far), and put the bundle in the object
+        store in the background."""
+        started = time.monotonic()
+        path = self.exchange.snapshot()
+        meta = {"stream_seq": stream_seq, "cmd_seq": self.journal.next_seq - 1,
+                "instruction": self.journal.next_instruction - 1, "term": self.marker_term,
+                "hash": self.exchange.state_hash(), "leader": self.leader_info,
+                "node": self.settings.node, "relays": sorted(self.exchange.relays)}
+        parts = [path.read_bytes(), (self.exchange.data_dir / OPENING).read_bytes()]
+        sessions = self.sessions.snapshot() if self.sessions is not None else None
+        self._spawn(self._put_bundle(meta, parts, sessions, started))
+
+    async def _put_bundle(self, meta: dict, parts: list, sessions, started: float) -> None:
+        try:
+            blob = await asyncio.wrap_future(sessions) if sessions is not None else b""
+            bundle = encode_bundle(meta, parts[0], parts[1], blob)
+            store = self._snapshots
+            await store.put(f"{SNAPSHOT_PREFIX}{meta['stream_seq']:016d}", bundle)
+            names = sorted(info.name for info in await store.list(ignore_deletes=True)
+                           if info.name.startswith(SNAPSHOT_PREFIX))
+            for old in names[:-KEEP_BUNDLES]:
+                try:
+                    await store.delete(old)
+                except Exception:
+                    pass              # another standby deleted it first
+            self._log(f"ccerx serve: cluster node {self.settings.node} put a join bundle at "
+                      f"stream seq {meta['stream_seq']} (command {meta['cmd_seq']}, "
+                      f"{len(bundle):,} bytes) in {time.monotonic() - started:.2f} s")
+        except Exception as err:
+            self._log(f"ccerx serve: cluster node {self.settings.node}: join bundle at stream "
+                      f"seq {meta['stream_seq']} not stored: {err!r}")
+
+    def _join_from_bundle(self, data_dir: Path) -> None:
+        """Before the engine opens an empty `data_dir`: fetch the newest join bundle and lay
+        it out as a data directory whose journal starts after its snapshot. No bundle: the
+        directory stays empty (the node replays the stream from seq 1)."""
+        found = run_in_fresh_loop(fetch_newest_bundle(self.settings), 60)
+        if found is None:
+            return
+        meta, snapshot_file, opening, sessions = decode_bundle(found)
+        private_dir(data_dir)
+        write_atomic(data_dir / OPENING, opening)
+        write_atomic(snap.snapshot_path(data_dir, meta["cmd_seq"]), snapshot_file)
+        jr.write_base(data_dir, meta["cmd_seq"], meta["instruction"])
+        for name in meta["relays"]:
+            write_atomic(data_dir / f"cursor-{name}.json",
+                         orjson.dumps({"confirmed": meta["instruction"]}))
+        self.joined, self._joined_sessions = meta, sessions
 
     # ------------------------------------------------------------------ status
     def _write_status(self, cmd_seq: Optional[int] = None, state_hash: Optional[str] = None):
@@ -695,4 +825,77 @@ class ClusterNode:
             "node": self.settings.node, "role": "leader" if self.leading else "standby",
             "term": self.term if self.leading else self.marker_term,
             "stream_seq": self.applied_stream_seq, "cmd_seq": cmd_seq,
+            "first_stream_seq": self.first_stream_seq,
+            "joined_at": self.joined["stream_seq"] if self.joined is not None else None,
             "state_hash": state_hash, "leader": self.leader_info}))
+
+
+# ---------------------------------------------------------------------- join bundles
+def is_empty_data_dir(data_dir) -> bool:
+    """No snapshot and no journal: a new node (what DurableExchange would call fresh)."""
+    data_dir = Path(data_dir)
+    return not snap.list_snapshots(data_dir) and not jr.segment_paths(data_dir) \
+        if data_dir.exists() else True
+
+
+def encode_bundle(meta: dict, snapshot_file: bytes, opening: bytes, sessions: bytes) -> bytes:
+    parts = [orjson.dumps(meta), snapshot_file, opening, sessions]
+    return BUNDLE_MAGIC + b"".join(len(part).to_bytes(8, "little") + part for part in parts)
+
+
+def decode_bundle(data: bytes) -> tuple[dict, bytes, bytes, bytes]:
+    """(meta, snapshot file, opening.json, session blob); ValueError if it is not a bundle."""
+    if not data.startswith(BUNDLE_MAGIC):
+        raise ValueError("not a ccerx join bundle")
+    parts, at = [], len(BUNDLE_MAGIC)
+    for _ in range(4):
+        length = int.from_bytes(data[at:at + 8], "little")
+        at += 8
+        if at + length > len(data):
+            raise ValueError("a join bundle cut short")
+        parts.append(data[at:at + length])
+        at += length
+    return orjson.loads(parts[0]), parts[1], parts[2], parts[3]
+
+
+async def fetch_newest_bundle(settings: ClusterSettings) -> Optional[bytes]:
+    """The newest join bundle in CCERX_SNAPSHOTS, or None if there is none."""
+    import nats
+    from nats.js.errors import BucketNotFoundError, NotFoundError
+    nc = await nats.connect(list(settings.servers), name=f"ccerx-{settings.node}-join",
+                            max_reconnect_attempts=5, connect_timeout=2)
+    try:
+        js = nc.jetstream(timeout=5)
+        try:
+            store = await js.object_store(SNAPSHOT_BUCKET)
+            infos = await store.list(ignore_deletes=True)
+        except (BucketNotFoundError, NotFoundError):
+            return None
+        names = sorted(info.name for info in infos if info.name.startswith(SNAPSHOT_PREFIX))
+        for name in reversed(names):
+            try:
+                return (await store.get(name)).data
+            except NotFoundError:
+                continue          # deleted meanwhile (a newer one was put): take the next
+        return None
+    finally:
+        await nc.close()
+
+
+def run_in_fresh_loop(coroutine, timeout: float):
+    """Run a coroutine to its end in an event loop of its own thread (the caller's thread may
+    be running one already)."""
+    result: list = []
+
+    def run():
+        try:
+            result.append((True, asyncio.run(asyncio.wait_for(coroutine, timeout))))
+        except BaseException as err:
+            result.append((False, err))
+    thread = threading.Thread(target=run, name="cluster-join")
+    thread.start()
+    thread.join()
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value

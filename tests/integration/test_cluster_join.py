@@ -70,3 +70,85 @@ def test_a_journal_that_starts_after_its_snapshot_recovers(tmp_path):
     with DurableExchange(joined, ledger=None) as ex:      # a restart of the joined node
         assert ex.state_hash() == after
         assert ex.recovery.replayed == 20
+
+
+# ------------------------------------------------------------------ a node joins by snapshot
+needs_nats = pytest.mark.skipif(
+    not os.path.exists(NATS_SERVER) and not os.environ.get("CCERX_REQUIRE_SERVICES"),
+    reason="nats-server is not installed (.ci/run installs it)")
+JOINED = re.compile(r"joined from snapshot at stream seq (\d+) \(command (\d+)")
+
+
+class JoinCluster(Cluster):
+    """Cluster whose nodes put a join bundle every SNAPSHOT_EVERY commands."""
+
+    def start(self, name: str, log_name: str = "") -> None:
+        self.nodes[name] = ServeProcess(
+            ["--cluster", self.nats.urls, "--node", name, "--data-dir",
+             str(self.data_dir(name)), "--ledger", str(self.ledger),
+             "--control", "none", "--log-level", "info",
+             "--cluster-snapshot-every", str(SNAPSHOT_EVERY)],
+            log_path=self.root / f"{name}{log_name}.log", start_timeout=30)
+
+    def log(self, name: str) -> str:
+        return self.nodes[name].log_text()
+
+
+@needs_nats
+def test_a_new_node_joins_from_a_snapshot_and_takes_over(tmp_path):
+    """Three nodes trade; standbys put join bundles; a fourth node with an empty data
+    directory joins from the newest one (its first stream message is the one after the
+    bundle's, never seq 1), reaches the others' state hash, and once it is the only node left
+    it leads and the brokers' FIX sessions continue on it (same sequence numbers, no reset)."""
+    cluster = JoinCluster(tmp_path)
+    try:
+        one, two = FixTrader("BROKER01", cluster), FixTrader("BROKER02", cluster)
+        for trader in (one, two):
+            trader.connect(time.monotonic() + 5)
+        for n in range(3):
+            trade_round(one, two, 60, "62.00", n)
+        standbys = sorted(set(cluster.nodes) - {cluster.leader})
+        wait_until(lambda: any("put a join bundle" in cluster.log(n) for n in standbys),
+                   timeout=15, what="a standby puts a join bundle")
+        trade_round(one, two, 30, "62.00", 3)       # the stream goes on after the bundle
+        started = time.monotonic()
+        cluster.start("n4")
+        statuses = cluster.wait_same_state(["n1", "n2", "n3", "n4"], timeout=30)
+        joined_s = time.monotonic() - started
+        found = JOINED.search(cluster.log("n4"))
+        assert found, cluster.log("n4")
+        joined_at = int(found.group(1))
+        assert joined_at > 1
+        status = cluster.status("n4")
+        assert status["joined_at"] == joined_at
+        assert status["first_stream_seq"] == joined_at + 1, status
+        assert not jr.segment_paths(cluster.data_dir("n4")) or \
+            jr.scan(cluster.data_dir("n4")).records[0].first_seq == int(found.group(2)) + 1
+        # the others go: n4 leads and serves the brokers' sessions where they were
+        old = cluster.leader
+        for name in standbys:
+            cluster.nodes[name].terminate(timeout=20)
+        cluster.nodes[old].kill()
+        for trader in (one, two):
+            trader.drain()
+        deadline = time.monotonic() + LIVENESS_S
+        assert cluster.wait_leader({"n4"}) == "n4"
+        assert one.connect(deadline) == two.connect(deadline) == "n4"
+        for trader, token in ((one, "one back"), (two, "two back")):
+            trader.settle_reads(token)
+        trade_round(one, two, 30, "62.00", 4)
+        for trader in (one, two):
+            trader.settle_reads("end")
+            broker = trader.broker
+            assert broker.too_low == []
+            missing = [n for n in range(1, broker.next_in) if n not in broker.delivered]
+            assert missing == [], f"{trader.comp_id} never got MsgSeqNums {missing[:10]}"
+            assert trader.logons == 2
+            assert {n: c for n, c in trader.fills.items() if c != 1} == {}
+        print(f"\njoin from the snapshot at stream seq {joined_at}: in step with the others "
+              f"{joined_s:.2f} s after its start ({statuses['n4']['cmd_seq']} commands)")
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()
