@@ -5,7 +5,12 @@ Theory of operation. `apply_many(commands)` applies each command to the in-memor
 the commands and their instructions as batch records to the journal and fsyncs once (group
 commit); only then does it return the events, publish the instructions to the outbox and
 wake the relays. Nothing is acknowledged before it is durable, and a trade's instruction is
-durable exactly when the trade is. If a write fails the in-memory state is ahead of the disk,
+durable exactly when the trade is. The journal's writes go through a GroupCommitter
+(journal.py): `apply_deferred()` applies and holds the journal rows; `commit_async()` hands
+them to its writer thread and returns a ticket at once (the FIX gateway's event loop never
+waits for the disk: its acknowledgements wait for `durable_ticket`, told by
+`add_durable_listener`); `commit()`, `apply()` and `apply_many()` wait, writing in the
+caller's thread once what is queued before them is durable. If a write fails the in-memory state is ahead of the disk,
 so the object refuses all further commands: reopen the data directory to recover.
 
 Opening a data directory recovers: the newest snapshot that restores to its recorded state

@@ -19,7 +19,9 @@ at all: there is no window in which a trade exists without its instruction.
 
 `Journal.append()` writes records; `Journal.commit()` fsyncs once for everything written
 since the previous commit (group commit). Callers acknowledge nothing before `commit()`
-returns. Recovery (`scan()`) reads segments in order and stops at the first record that is
+returns. `GroupCommitter` (below) does the appending and the fsync in a writer thread of its
+own, a group at a time, so that an event loop hands records over and goes on; it says when
+each group is durable, and only then may what depends on it leave the process. Recovery (`scan()`) reads segments in order and stops at the first record that is
 short, has an impossible length, a bad checksum or a sequence gap: that is the torn tail of
 a write interrupted by a crash. `open_for_append()` moves the torn bytes aside to
 `<segment>.torn-<offset>` (kept for inspection), truncates the segment to the last whole
