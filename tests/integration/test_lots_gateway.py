@@ -18,7 +18,8 @@ import pytest
 from ccerx.gateway.config import DEMO_CONFIG
 from ccerx.scripts.ccerx import main as ccerx
 from tests.fixclient import Broker, now, s, sync
-from tests.integration.test_broker_kit import XML, KitDictionary, wire_fields
+from tests.integration.test_broker_kit import (XML, KitDictionary, _run_quickfix, _settings,
+                                               quickfix_initiator, wire_fields)  # noqa: F401
 
 PROJECT_1, PROJECT_2 = "CCER-14-2024-0001", "CCER-14-2024-0002"
 
@@ -265,3 +266,37 @@ def test_a_listing_and_its_lots_survive_a_restart(tmp_path, start_serve, capsys)
     held = accounts["accounts"]["HOLD01"]
     assert (held["credits"]["CCER-09-2025-0003@2024"],
             held["credits_reserved"]["CCER-09-2025-0003@2024"]) == (700, 700)
+
+
+def test_a_quickfix_initiator_reads_the_lots_its_fill_delivered(tmp_path, start_serve, capsys,
+                                                               quickfix_initiator):
+    """A real FIX engine (QuickFIX C++ with the kit's settings and dictionary) buys 15 t of
+    CCER-AFF; the 10 t offered come from two lots of a holder without pooled credits, and
+    QuickFIX accepts the fill's NoUnderlyings (nested groups) without a Reject."""
+    config = tmp_path / "gateway.toml"
+    holdings = ('credits = { "CCER-AFF" = 1000000, "CCER-SOL" = 1000000, "CCER-OWF" = 1000000, '
+                '"CCER-MGV" = 1000000 }\n')
+    config.write_text(DEMO_CONFIG.replace(holdings, "", 2))
+    server = start_serve("--data-dir", str(tmp_path / "data"), "--config", str(config))
+    for n, (project, vintage, qty) in enumerate(((PROJECT_1, "2023", "4"),
+                                                 (PROJECT_2, "2021", "6"))):
+        code, [moved] = operator(server, capsys, "deposit", "HOLD02", qty, "--credit-type",
+                                 "afforestation", "--project", project, "--vintage", vintage,
+                                 "--id", f"ISS-{n}")
+        assert code == 0, moved
+    seller = Broker("BROKER02", server.port)
+    try:
+        seller.logon("demo02", reset=True)
+        seller.expect("h")
+        seller.new_order("s1", "HOLD02", "2", 10, "62.00")
+        assert s(seller.expect("8"), 150) == "0"
+        code, lines = _run_quickfix(quickfix_initiator, _settings(tmp_path, server.port, XML),
+                                    tmp_path)
+        seller.expect("8", where=lambda m: s(m, 150) == "F")
+    finally:
+        seller.close()
+    assert code == 0, lines
+    assert not [line for line in lines if line.startswith("OUT ") and "|35=3|" in line], lines
+    [fill] = [line for line in lines if line.startswith("IN ") and "|150=F|" in line]
+    assert (f"|711=2|311={PROJECT_2}@2021|457=1|458={PROJECT_2}|459=H|879=6|887=1|888=PROD|"
+            f"889=2021|311={PROJECT_1}@2023|") in fill, fill
