@@ -52,8 +52,8 @@ from ccerx.scripts.tables import format_table, group_thousands, plural
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "operator", help="send operator commands (close the day, halt, resume, deposit) to "
-                         "ccerx serve",
+        "operator", help="send operator commands (close the day, halt, resume, deposit, "
+                         "list a lot, retire) to ccerx serve",
         description="Send operator commands to a running `ccerx serve` over its control socket "
                     "(a Unix-domain socket; only its owner may use it) and print each response "
                     "as a JSON line (state and accounts: a table, unless --json). Exit status 0 "
