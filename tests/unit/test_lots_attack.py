@@ -126,3 +126,36 @@ def test_a_snapshot_restores_credits_held_under_a_later_listing_symbol():
     ex.apply(DefineInstrument(InstrumentSpec.from_fields(
         "FOO", ref_price="62.00", credit_type="afforestation", project=P1, vintage=2023), TS))
     assert round_trip(ex).state_hash() == ex.state_hash()
+
+
+@pytest.mark.xfail(strict=True, reason="before lots an instrument symbol could contain '@' (any "
+                   "printable ASCII); InstrumentSpec now raises on it, so an old journal row "
+                   "(or snapshot spec row) defining such a symbol no longer decodes: recovery fails")
+def test_an_old_journal_defining_a_symbol_with_an_at_sign_still_replays():
+    from ccerx.engine.durable.journal import decode_command
+    old_row = [3, ["AFF@OLD", 10_000, 1, 99_999, 6200, 100_000, ""], TS]   # _DEFINE, pre-lots
+    [event] = exchange().apply(decode_command(old_row))
+    assert type(event) is InstrumentDefined
+
+
+@pytest.mark.xfail(strict=True, reason="state_hash does not cover a contract sell's lot "
+                   "allocation (Order.lots): two states with the same hash deliver different "
+                   "lots on the next trade")
+def test_the_state_hash_covers_which_lots_a_resting_contract_sell_delivers():
+    from ccerx.engine.core.events import TradeExecuted
+
+    def build(first, second):
+        ex = exchange()
+        ex.apply(first)
+        ex.apply(new("s1", "HOLD", "CCER-AFF", "sell", 5))
+        ex.apply(second)
+        ex.apply(new("s2", "HOLD", "CCER-AFF", "sell", 5))
+        return ex
+
+    old, recent = lot_deposit("D-X", "HOLD", "PX", 2019, 5), lot_deposit("D-Y", "HOLD", "PY", 2023, 5)
+    a, b = build(old, recent), build(recent, old)
+    hashes = a.state_hash(), b.state_hash()
+    lots = [[e.lots for e in ex.apply(new("b1", "EMIT", "CCER-AFF", "buy", 5))
+             if type(e) is TradeExecuted] for ex in (a, b)]
+    assert lots[0] != lots[1]                      # s1 delivers PX in a, PY in b
+    assert hashes[0] != hashes[1]
