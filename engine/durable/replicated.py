@@ -84,7 +84,8 @@ standby notices) + the catch-up (the standbys are hot: usually the last batch or
 publish. With the defaults, under 3.5 s (measured: benchmarks/README.md, "Replication").
 
 Snapshots for joining. Every standby, at the first checkpoint after each `snapshot_every`
-commands, writes a local snapshot (DurableExchange.snapshot) and puts a *join bundle* into
+commands, if it is no more than BUNDLE_MAX_LAG messages behind the stream's end (a
+node catching up puts none), writes a local snapshot (DurableExchange.snapshot) and puts a *join bundle* into
 the JetStream object store CCERX_SNAPSHOTS, object `stream-<stream seq>` (the newest two are
 kept): the snapshot file, the data directory's opening.json, the FIX stores as one session
 blob (every stored message and both sequence numbers per session, taken on the gateway's
@@ -114,6 +115,7 @@ import os
 import sys
 import threading
 import time
+import zlib
 from typing import Callable, NamedTuple, Optional
 
 import orjson
@@ -131,8 +133,9 @@ H_KIND, H_TERM, H_SEQ = "Ccerx-Kind", "Ccerx-Term", "Ccerx-Seq"
 H_SESSIONS = "Ccerx-Sessions"    # batch: bytes of session records after the command rows
 BATCH, TERM, CHECKPOINT, SESSIONS = "batch", "term", "checkpoint", "sessions"
 SNAPSHOT_BUCKET, SNAPSHOT_PREFIX = "CCERX_SNAPSHOTS", "stream-"
-BUNDLE_MAGIC = b"CCERXJOIN1\n"
+BUNDLE_MAGIC = b"CCERXJOIN2\n"   # then 4 parts: u64 length + zlib (level 1)
 KEEP_BUNDLES = 2
+BUNDLE_MAX_LAG = 10               # stream messages behind: a node catching up puts no bundle
 STATUS_FILE = "cluster-status.json"
 EXIT_FENCED, EXIT_DIVERGED = 3, 4
 MAX_ROWS_PER_MESSAGE = 2000      # ~200 KB; NATS refuses payloads over 1 MB by default
@@ -714,7 +717,8 @@ class ClusterNode:
             self.fence(f"cannot apply stream message {seq}: {err!r}", EXIT_DIVERGED)
         self.applied_stream_seq = seq
         if (checked and self.settings.snapshot_every
-                and self._since_bundle >= self.settings.snapshot_every):
+                and self._since_bundle >= self.settings.snapshot_every
+                and msg.metadata.num_pending <= BUNDLE_MAX_LAG):
             self._since_bundle = 0
             try:
                 self._make_bundle(seq)
@@ -784,7 +788,8 @@ class ClusterNode:
     async def _put_bundle(self, meta: dict, parts: list, sessions, started: float) -> None:
         try:
             blob = await asyncio.wrap_future(sessions) if sessions is not None else b""
-            bundle = encode_bundle(meta, parts[0], parts[1], blob)
+            # compressing takes a while: not in this loop, which applies the stream
+            bundle = await asyncio.to_thread(encode_bundle, meta, parts[0], parts[1], blob)
             store = self._snapshots
             await store.put(f"{SNAPSHOT_PREFIX}{meta['stream_seq']:016d}", bundle)
             names = sorted(info.name for info in await store.list(ignore_deletes=True)
@@ -805,9 +810,12 @@ class ClusterNode:
         """Before the engine opens an empty `data_dir`: fetch the newest join bundle and lay
         it out as a data directory whose journal starts after its snapshot. No bundle: the
         directory stays empty (the node replays the stream from seq 1)."""
+        started = time.monotonic()
         found = run_in_fresh_loop(fetch_newest_bundle(self.settings), 60)
         if found is None:
             return
+        self._log(f"ccerx serve: cluster node {self.settings.node} fetched a join bundle "
+                  f"({len(found):,} bytes) in {time.monotonic() - started:.2f} s")
         meta, snapshot_file, opening, sessions = decode_bundle(found)
         private_dir(data_dir)
         write_atomic(data_dir / OPENING, opening)
@@ -839,7 +847,10 @@ def is_empty_data_dir(data_dir) -> bool:
 
 
 def encode_bundle(meta: dict, snapshot_file: bytes, opening: bytes, sessions: bytes) -> bytes:
-    parts = [orjson.dumps(meta), snapshot_file, opening, sessions]
+    """meta, snapshot file, opening.json, session blob: each zlib-compressed (FIX messages
+    and the snapshot's JSON shrink ~6x, and the fetch is what a joining node waits for)."""
+    parts = [zlib.compress(part, 1) for part in (orjson.dumps(meta), snapshot_file, opening,
+                                                  sessions)]
     return BUNDLE_MAGIC + b"".join(len(part).to_bytes(8, "little") + part for part in parts)
 
 
@@ -853,7 +864,10 @@ def decode_bundle(data: bytes) -> tuple[dict, bytes, bytes, bytes]:
         at += 8
         if at + length > len(data):
             raise ValueError("a join bundle cut short")
-        parts.append(data[at:at + length])
+        try:
+            parts.append(zlib.decompress(data[at:at + length]))
+        except zlib.error as err:
+            raise ValueError(f"a join bundle's part is damaged: {err}") from None
         at += length
     return orjson.loads(parts[0]), parts[1], parts[2], parts[3]
 
