@@ -159,3 +159,30 @@ def test_the_state_hash_covers_which_lots_a_resting_contract_sell_delivers():
              if type(e) is TradeExecuted] for ex in (a, b)]
     assert lots[0] != lots[1]                      # s1 delivers PX in a, PY in b
     assert hashes[0] != hashes[1]
+
+
+@pytest.mark.xfail(strict=True, reason="Art.38: a lot deposit (or a listing buy) that takes an "
+                   "account's holding of the type contract (eligible lots, Accounts.held) to the "
+                   "reporting share of its limit is not reported for the contract")
+def test_art38_a_lot_deposit_reports_the_contract_holding_it_makes_large():
+    from ccerx.engine.core.events import LargeHolderReported
+    ex = exchange()
+    ex.apply(SetLimits((("key_emission_unit", 100, None),), 500_000, TS))   # report at 50 t
+    events = ex.apply(lot_deposit("D-1", "EMIT", P1, 2023, 60))
+    assert ex.accounts.held(ex.accounts.get("EMIT"), ex.specs["CCER-AFF"]) == 60
+    assert [(e.instrument, e.holding) for e in events
+            if type(e) is LargeHolderReported] == [("CCER-AFF", 60)]
+
+
+@pytest.mark.xfail(strict=True, reason="Art.17 off by one: a lot listed after the day's close "
+                   "(EndOfDay applied, before the next open) is refused not_yet_tradable on the "
+                   "next trading day; it trades only the day after")
+def test_art17_a_lot_listed_after_the_close_trades_on_the_next_trading_day():
+    from ccerx.engine.core.commands import SetTradingStatus
+    ex = exchange(CBEEX_2023)
+    ex.apply(SetTradingStatus(False, "close", TS))
+    ex.apply(EndOfDay(TS))                                     # day 0 is over
+    ex.apply(lot_deposit("D-1", "HOLD", P1, 2023, 10, listing=("AFF-0001-2023", 62_000_000)))
+    ex.apply(SetTradingStatus(True, "morning session", TS))    # day 1: the next trading day
+    [event] = ex.apply(new("s1", "HOLD", "AFF-0001-2023", "sell", 5))
+    assert type(event) is OrderAccepted, event
