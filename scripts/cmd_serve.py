@@ -326,6 +326,9 @@ def run(args) -> int:
         except ValueError as err:
             print(f"ccerx serve: {err}", file=sys.stderr)
             return 2
+        except ConnectionError as err:    # replicated.JoinFailed: an empty node, no NATS
+            print(f"ccerx serve: {err}", file=sys.stderr)
+            return 1
         engine = args.cluster_node.engine
     else:
         engine = open_engine(data_dir, instruments, config.build_accounts(), rules,

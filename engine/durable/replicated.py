@@ -157,6 +157,10 @@ class NotLeader(RuntimeError):
     """A command reached a standby: only the leader applies commands."""
 
 
+class JoinFailed(ConnectionError):
+    """A new node could not read the join bundles (NATS unreachable): nothing was written."""
+
+
 class ReplicationFailed(RuntimeError):
     """A publish was refused or not acknowledged in time: this node must stop leading."""
 
@@ -811,7 +815,11 @@ class ClusterNode:
         it out as a data directory whose journal starts after its snapshot. No bundle: the
         directory stays empty (the node replays the stream from seq 1)."""
         started = time.monotonic()
-        found = run_in_fresh_loop(fetch_newest_bundle(self.settings), 60)
+        try:
+            found = run_in_fresh_loop(fetch_newest_bundle(self.settings), 60)
+        except Exception as err:
+            raise JoinFailed(f"cannot join the cluster at {', '.join(self.settings.servers)}: "
+                             f"reading the join bundles: {err!r}") from None
         if found is None:
             return
         self._log(f"ccerx serve: cluster node {self.settings.node} fetched a join bundle "
