@@ -81,13 +81,16 @@ class BookSide:
 
 
 class Book:
-    __slots__ = ("instrument", "bids", "asks", "orders")
+    __slots__ = ("instrument", "bids", "asks", "orders", "where")
 
-    def __init__(self, instrument: str):
+    def __init__(self, instrument: str, where: dict | None = None):
         self.instrument = instrument
         self.bids = BookSide(Side.BUY)
         self.asks = BookSide(Side.SELL)
         self.orders: dict[str, Order] = {}   # resting orders by order id
+        # order id -> book, shared by all the books of one exchange, so that a cancel finds
+        # its order without asking every book (one listing per project and vintage: many)
+        self.where: dict = {} if where is None else where
 
     def side_of(self, side: Side) -> BookSide:
         return self.bids if side is Side.BUY else self.asks
@@ -116,6 +119,7 @@ class Book:
         level.count += 1
         order.level = level
         self.orders[order.order_id] = order
+        self.where[order.order_id] = self
 
     def remove(self, order: Order) -> None:
         """Unlink a resting order (cancel or complete fill)."""
@@ -133,6 +137,7 @@ class Book:
         level.count -= 1
         order.prev = order.next = order.level = None
         del self.orders[order.order_id]
+        del self.where[order.order_id]
         if level.count == 0:
             book_side = self.bids if order.side is Side.BUY else self.asks
             del book_side.levels[level.price]

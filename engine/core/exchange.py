@@ -63,9 +63,10 @@ class Exchange(Matching):
             accounts.holding_days = rules.holding_days
         self.specs: dict[str, InstrumentSpec] = {}
         self.books: dict[str, Book] = {}
+        self.resting_in: dict[str, Book] = {}     # order id -> its book (Book.where)
         for spec in instruments:
             self.specs[spec.symbol] = spec
-            self.books[spec.symbol] = Book(spec.symbol)
+            self.books[spec.symbol] = Book(spec.symbol, self.resting_in)
             if spec.project and accounts is not None:     # a listing's lot is known
                 accounts.register_lot(Lot(spec.credit_type, spec.project, spec.vintage))
         if accounts is not None:
@@ -164,12 +165,10 @@ class Exchange(Matching):
         return qty
 
     def _find_resting(self, order_id) -> tuple[Book, Order] | tuple[None, None]:
-        if type(order_id) is str:
-            for book in self.books.values():
-                order = book.orders.get(order_id)
-                if order is not None:
-                    return book, order
-        return None, None
+        book = self.resting_in.get(order_id) if type(order_id) is str else None
+        if book is None:
+            return None, None
+        return book, book.orders[order_id]
 
     # ------------------------------------------------------------------ new order
     def _new(self, cmd: NewOrder, ts: int, out: list) -> None:
@@ -473,7 +472,7 @@ class Exchange(Matching):
                                 f"{spec.symbol} traded today; change its tick after the close")
         self.specs[spec.symbol] = spec
         if book is None:
-            self.books[spec.symbol] = Book(spec.symbol)
+            self.books[spec.symbol] = Book(spec.symbol, self.resting_in)
             self.day_stats[spec.symbol] = [0, 0, 0]
         if spec.project and self.accounts is not None:
             self.accounts.register_lot(Lot(spec.credit_type, spec.project, spec.vintage))
@@ -782,8 +781,11 @@ class Exchange(Matching):
         ids = set()
         for symbol, book in self.books.items():
             book.check()
+            assert book.where is self.resting_in, f"{symbol}: book outside the order index"
+            assert all(self.resting_in[oid] is book for oid in book.orders), "order index"
             assert not ids & book.orders.keys(), "an order id rests in two books"
             ids |= book.orders.keys()
+        assert len(ids) == len(self.resting_in), "order index holds orders that do not rest"
         assert ids <= self.seen_order_ids, "resting order whose id was never seen"
         if self.accounts is not None:
             self.accounts.check()
