@@ -200,3 +200,14 @@ def test_art29_reject_is_the_same_after_a_snapshot_restore():
     assert restored.state_hash() == ex.state_hash()
     order = new("s1", "EMIT", "CCER-AFF", "sell", 1, 63_000_000)   # crosses nothing
     assert restored.apply(order) == ex.apply(order)
+
+
+@pytest.mark.xfail(strict=True, reason="a contract limited to vintages from 2024 still delivers "
+                   "its default lot (pooled credits of unknown vintage, 'the oldest' per lots.py): "
+                   "InstrumentSpec.eligible is bypassed for the contract's own symbol")
+def test_a_contract_with_a_vintage_floor_does_not_deliver_its_default_lot():
+    ex = exchange(**{"CCER-AFF": 10})                          # pooled, vintage unknown
+    ex.apply(DefineInstrument(InstrumentSpec.from_fields(
+        "CCER-AFF", ref_price="62.00", vintage_from=2024), TS))
+    [event] = ex.apply(new("s1", "HOLD", "CCER-AFF", "sell", 10))
+    assert type(event) is OrderRejected and event.reason is R.INSUFFICIENT_CREDITS, event
