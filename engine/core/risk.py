@@ -286,7 +286,7 @@ class Accounts:
         lot = self.lots.get(key)
         return (None, None) if lot is None else (lot.project, lot.vintage)
 
-    def _allocation(self, account: Account, spec: InstrumentSpec, need: int) -> list:
+    def allocation(self, account: Account, spec: InstrumentSpec, need: int) -> list:
         """[[holding key, t], ...] of free credits a contract sell of `need` t reserves, in
         the allocation order (lots.py: default lot, then vintage, then project); raises
         Refused if the eligible lots hold less."""
@@ -322,7 +322,7 @@ class Accounts:
         """Reserve `extra` more t for a sell order (raises Refused if it cannot)."""
         key = spec.holding
         if self.lots and spec.credit_type and not spec.project:
-            more = self._allocation(account, spec, extra)
+            more = self.allocation(account, spec, extra)
             if order.lots is not None or len(more) > 1 or more[0][0] != key:
                 reserved = account.credits_reserved
                 lots = order.lots
