@@ -211,3 +211,17 @@ def test_a_contract_with_a_vintage_floor_does_not_deliver_its_default_lot():
         "CCER-AFF", ref_price="62.00", vintage_from=2024), TS))
     [event] = ex.apply(new("s1", "HOLD", "CCER-AFF", "sell", 10))
     assert type(event) is OrderRejected and event.reason is R.INSUFFICIENT_CREDITS, event
+
+
+@pytest.mark.xfail(strict=True, reason="a lot deposit naming the lot's existing listing with a "
+                   "malformed declared price ('abc') is accepted, the bad price silently ignored "
+                   "(bad input should be a clear error that changes nothing)")
+def test_a_deposit_that_relists_with_a_malformed_price_is_refused():
+    from ccerx.engine.core.events import DepositRejected
+    ex = exchange()
+    ex.apply(DefineInstrument(LISTING, TS))
+    [event] = ex.apply(parse_command(
+        b'{"op":"deposit","deposit_id":"D-1","account":"HOLD","credit_type":"afforestation",'
+        b'"project":"CCER-14-2024-0001","vintage":2023,"qty":5,'
+        b'"list":{"symbol":"AFF-0001-2023","ref_price":"abc"}}'))
+    assert type(event) is DepositRejected, event
