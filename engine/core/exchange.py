@@ -40,7 +40,7 @@ from ccerx.engine.core.lots import STANDARD_CONTRACTS
 from ccerx.engine.core.types import (CASH_ASSET, DEFAULT_INSTRUMENTS, MAX_DEPOSIT, ORDER_TYPES, SIDES, TIFS,
                     CancelReason, InstrumentSpec, OrderType, ParticipantType, PriceError,
                     RejectReason as R, Side, TimeInForce, control_character,
-                    symbol_problem)
+                    symbol_problem, MAX_PRICE_UNITS)
 
 BUY, SELL = Side.BUY, Side.SELL
 LIMIT, MARKET, TAKE = OrderType.LIMIT, OrderType.MARKET, OrderType.TAKE
@@ -435,6 +435,14 @@ class Exchange(Matching):
     # ------------------------------------------------------------------ session control
     def _define(self, cmd: DefineInstrument, ts: int, out: list) -> None:
         spec = cmd.spec
+        old = self.specs.get(spec.symbol)
+        if old is not None and (old.kind != spec.kind or old.credit_type != spec.credit_type
+                                or old.holding != spec.holding):
+            # (holdings are kept under what an instrument delivers: changing it would strand
+            # them or re-type them)
+            return self._reject(out, ts, "instrument", None, R.MALFORMED, (
+                f"{spec.symbol} delivers {old.kind} {old.credit_type or old.holding}; a "
+                f"redefinition may change its prices and limits, not what it delivers"))
         if spec.project:
             problem = self._listing_problem(spec)
             if problem:
@@ -476,6 +484,8 @@ class Exchange(Matching):
             self.day_stats[spec.symbol] = [0, 0, 0]
         if spec.project and self.accounts is not None:
             self.accounts.register_lot(Lot(spec.credit_type, spec.project, spec.vintage))
+            if book is None:   # credits a table held under the new listing's symbol: its lot
+                self._holdings_by_lot(self.accounts)
         self.seq += 1
         out.append(InstrumentDefined(self.seq, ts, spec))
 
@@ -568,17 +578,20 @@ class Exchange(Matching):
         listed = next((s for s in self.specs.values() if s.holding == key), None)
         listing = None
         if cmd.list_symbol is not None or cmd.list_price_units is not None:
+            # (checked even when the lot is listed already: bad input is refused, never
+            # ignored; an existing listing keeps its benchmark)
+            price = cmd.list_price_units
+            if type(price) is PriceError:
+                return reject(price.reason, f"declared initial price: {price.text}")
+            if type(price) is not int or not 0 < price <= MAX_PRICE_UNITS:
+                return reject(R.MALFORMED, "a listing needs a declared initial price above 0 "
+                                           "and at most 1000000.00 CNY per tonne")
             if listed is not None:
                 if cmd.list_symbol != listed.symbol:
                     return reject(R.MALFORMED, f"{project} vintage {vintage} is already "
                                                f"listed as {listed.symbol}")
             else:
-                price = cmd.list_price_units
-                if type(price) is PriceError:
-                    return reject(price.reason, f"declared initial price: {price.text}")
                 try:
-                    if type(price) is not int or price <= 0:
-                        raise ValueError("a listing needs a positive declared initial price")
                     # the tick of the type's standard contract (0.01 CNY without one)
                     base = self.specs.get(next((symbol for symbol, kind
                                                 in STANDARD_CONTRACTS.items()
@@ -815,7 +828,8 @@ class Exchange(Matching):
             for side in (book.bids, book.asks):
                 for level in side.iter_levels():
                     h.update(repr([(o.order_id, o.account, o.open_qty, o.filled_qty, o.reserved,
-                                    o.owner) for o in level.orders()]).encode())
+                                    o.owner, *(() if o.lots is None else (o.lots,)))
+                                   for o in level.orders()]).encode())
                     h.update(repr(level.price).encode())
         h.update(repr(sorted(self.seen_order_ids)).encode())
         if self.deposit_ids:   # (so hashes of states without deposits stay the same)

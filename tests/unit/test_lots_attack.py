@@ -49,8 +49,6 @@ def round_trip(ex: Exchange) -> Exchange:
     return exchange_from_state(state)
 
 
-@pytest.mark.xfail(strict=True, reason="a standard contract can be redefined to another credit "
-                   "type: CCER-AFF then delivers its afforestation default lot as mangrove")
 def test_a_standard_contract_keeps_its_credit_type():
     ex = exchange()
     ex.apply(Deposit("D-1", "HOLD", "CCER-AFF", 10, TS))        # afforestation default lot
@@ -60,9 +58,6 @@ def test_a_standard_contract_keeps_its_credit_type():
     assert type(event) is OrderRejected and event.reason is R.MALFORMED, event
 
 
-@pytest.mark.xfail(strict=True, reason="a listing can be redefined as a pooled instrument: its "
-                   "lot is stranded (the listing no longer sells it); 'a listing keeps its lot' "
-                   "is only checked when the new definition is a listing")
 def test_a_listing_cannot_be_redefined_as_a_pooled_instrument():
     ex = exchange()
     ex.apply(DefineInstrument(LISTING, TS))
@@ -73,9 +68,6 @@ def test_a_listing_cannot_be_redefined_as_a_pooled_instrument():
     assert ex.specs["AFF-0001-2023"].holding == lot_key(P1, 2023)
 
 
-@pytest.mark.xfail(strict=True, reason="a lot deposit that lists with a declared initial price "
-                   "of 18 digits is accepted; its ref_ticks exceed 64 bits and every snapshot "
-                   "write then raises TypeError (orjson), crashing the durable engine")
 def test_a_listing_declared_at_a_huge_price_is_refused_or_snapshots(tmp_path):
     ex = exchange()
     cmd = parse_command(b'{"op":"deposit","deposit_id":"D-1","account":"HOLD",'
@@ -117,10 +109,6 @@ def test_art37_open_buys_of_a_listing_count_toward_the_contract_limit():
     assert type(event) is OrderRejected and event.reason is R.POSITION_LIMIT, event
 
 
-@pytest.mark.xfail(strict=True, reason="credits an accounts table holds under a name that is "
-                   "later defined as a listing stay under that name live, but a snapshot "
-                   "restore moves them into the lot (Exchange._holdings_by_lot): the restored "
-                   "hash differs and every later snapshot is refused")
 def test_a_snapshot_restores_credits_held_under_a_later_listing_symbol():
     ex = exchange(FOO=7)
     ex.apply(DefineInstrument(InstrumentSpec.from_fields(
@@ -128,9 +116,6 @@ def test_a_snapshot_restores_credits_held_under_a_later_listing_symbol():
     assert round_trip(ex).state_hash() == ex.state_hash()
 
 
-@pytest.mark.xfail(strict=True, reason="before lots an instrument symbol could contain '@' (any "
-                   "printable ASCII); InstrumentSpec now raises on it, so an old journal row "
-                   "(or snapshot spec row) defining such a symbol no longer decodes: recovery fails")
 def test_an_old_journal_defining_a_symbol_with_an_at_sign_still_replays():
     from ccerx.engine.durable.journal import decode_command
     old_row = [3, ["AFF@OLD", 10_000, 1, 99_999, 6200, 100_000, ""], TS]   # _DEFINE, pre-lots
@@ -138,9 +123,6 @@ def test_an_old_journal_defining_a_symbol_with_an_at_sign_still_replays():
     assert type(event) is InstrumentDefined
 
 
-@pytest.mark.xfail(strict=True, reason="state_hash does not cover a contract sell's lot "
-                   "allocation (Order.lots): two states with the same hash deliver different "
-                   "lots on the next trade")
 def test_the_state_hash_covers_which_lots_a_resting_contract_sell_delivers():
     from ccerx.engine.core.events import TradeExecuted
 
@@ -188,9 +170,6 @@ def test_art17_a_lot_listed_after_the_close_trades_on_the_next_trading_day():
     assert type(event) is OrderAccepted, event
 
 
-@pytest.mark.xfail(strict=True, reason="Art.29 reject text names the first resting order of "
-                   "book.orders, whose order changes when a snapshot rebuilds the book level by "
-                   "level: a restored engine emits different events than the live one")
 def test_art29_reject_is_the_same_after_a_snapshot_restore():
     ex = exchange(CBEEX_2023)
     ex.apply(Deposit("D-1", "HOLD", "CCER-AFF", 10, TS))
@@ -202,9 +181,6 @@ def test_art29_reject_is_the_same_after_a_snapshot_restore():
     assert restored.apply(order) == ex.apply(order)
 
 
-@pytest.mark.xfail(strict=True, reason="a contract limited to vintages from 2024 still delivers "
-                   "its default lot (pooled credits of unknown vintage, 'the oldest' per lots.py): "
-                   "InstrumentSpec.eligible is bypassed for the contract's own symbol")
 def test_a_contract_with_a_vintage_floor_does_not_deliver_its_default_lot():
     ex = exchange(**{"CCER-AFF": 10})                          # pooled, vintage unknown
     ex.apply(DefineInstrument(InstrumentSpec.from_fields(
@@ -213,9 +189,6 @@ def test_a_contract_with_a_vintage_floor_does_not_deliver_its_default_lot():
     assert type(event) is OrderRejected and event.reason is R.INSUFFICIENT_CREDITS, event
 
 
-@pytest.mark.xfail(strict=True, reason="a lot deposit naming the lot's existing listing with a "
-                   "malformed declared price ('abc') is accepted, the bad price silently ignored "
-                   "(bad input should be a clear error that changes nothing)")
 def test_a_deposit_that_relists_with_a_malformed_price_is_refused():
     from ccerx.engine.core.events import DepositRejected
     ex = exchange()
@@ -227,10 +200,6 @@ def test_a_deposit_that_relists_with_a_malformed_price_is_refused():
     assert type(event) is DepositRejected, event
 
 
-@pytest.mark.xfail(strict=True, reason="a contract's default-lot delivery is named two ways: "
-                   "lots=() when the sell reserved only the default lot, (None, None, qty) when "
-                   "it also reserved a project lot; edges and the ledger see the same credits "
-                   "differently")
 def test_a_default_lot_delivery_is_named_the_same_way_whatever_else_the_sell_reserved():
     from ccerx.engine.core.events import TradeExecuted
 
