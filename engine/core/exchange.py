@@ -80,6 +80,8 @@ class Exchange(Matching):
         self.seen_order_ids: set[str] = set()
         self.trading_open = True      # continuous trading; the calendar closes it (SetTradingStatus)
         self.halted = False           # closed by a halt rather than by the schedule
+        self.after_close = False      # an end of day was applied and trading has not opened
+                                      # since (the next trading day has not begun)
         self.last_close_ts = 0        # ts of the last EndOfDay (0: none yet)
         self.deposit_ids: set[str] = set()   # every deposit id ever applied (never reset)
         self.retire_ids: set[str] = set()    # every retirement applied (never reset); its
@@ -449,8 +451,17 @@ class Exchange(Matching):
                 return self._reject(out, ts, "instrument", None, R.MALFORMED, problem)
             old = self.specs.get(spec.symbol)
             spec = spec.with_tradable_from(old.tradable_from if old is not None else
-                                           self.closes + self.rules.listing_days)
+                                           self._first_trading_day())
         self._define_spec(spec, ts, out)
+
+    def _first_trading_day(self) -> int:
+        """Art.17: the trading day a listing made now trades from: `listing_days` after the
+        day it is listed on. Listed after a close while the market is still closed, it is
+        listed on the coming day's eve, and that coming day is its next trading day."""
+        day = self.closes + self.rules.listing_days
+        if self.rules.listing_days and self.after_close and not self.trading_open:
+            day -= 1
+        return day
 
     def _listing_problem(self, spec: InstrumentSpec) -> str:
         """Why a listing of spec's lot cannot be (re)defined, or "": its lot's credit type is
@@ -495,6 +506,8 @@ class Exchange(Matching):
                             f"closed: {cmd!r}")
         self.trading_open = cmd.open
         self.halted = cmd.halted
+        if cmd.open:
+            self.after_close = False
         self.seq += 1
         out.append(TradingStatusChanged(self.seq, ts, cmd.open, cmd.note, cmd.halted))
 
@@ -617,7 +630,7 @@ class Exchange(Matching):
         out.append(Deposited(self.seq, ts, cmd.deposit_id, account_id, key, amount,
                              credit_type, project, vintage))
         if listing is not None:
-            self._define_spec(listing.with_tradable_from(self.closes + self.rules.listing_days),
+            self._define_spec(listing.with_tradable_from(self._first_trading_day()),
                               ts, out)
         if accounts.report_ppm:
             self._report_large(account_id, listed, amount, out, ts)
@@ -785,6 +798,7 @@ class Exchange(Matching):
         self.seen_order_ids.clear()
         self.last_close_ts = ts
         self.closes += 1
+        self.after_close = True
         if self.accounts is not None:
             self.accounts.end_of_day()
 
@@ -818,6 +832,8 @@ class Exchange(Matching):
             h.update(repr((self.trading_open, self.last_close_ts)).encode())
         if self.halted:
             h.update(b"halted")
+        if self.after_close and self.rules.listing_days:   # (only where it decides anything)
+            h.update(b"after close")
         if self.accounts is None and self.closes and not self._plain_rules:
             h.update(repr(self.closes).encode())
         for symbol in sorted(self.specs):

@@ -156,9 +156,6 @@ def test_art38_a_lot_deposit_reports_the_contract_holding_it_makes_large():
             if type(e) is LargeHolderReported] == [("CCER-AFF", 60)]
 
 
-@pytest.mark.xfail(strict=True, reason="Art.17 off by one: a lot listed after the day's close "
-                   "(EndOfDay applied, before the next open) is refused not_yet_tradable on the "
-                   "next trading day; it trades only the day after")
 def test_art17_a_lot_listed_after_the_close_trades_on_the_next_trading_day():
     from ccerx.engine.core.commands import SetTradingStatus
     ex = exchange(CBEEX_2023)
