@@ -182,3 +182,15 @@ def group(message, first_tag: int) -> list[dict[int, str]]:
     return entries
 
 
+class ResendingBroker(Broker):
+    """A broker whose FIX engine persists its orders: a ResendRequest from the gateway is kept
+    in `resend_from` for the test to resend real messages (PossDupFlag=Y), not gap-filled."""
+    resend_from = None
+
+    def _on_message(self, message) -> None:
+        if s(message, 35) == "2":
+            self.received.append(message)
+            self.next_in = max(self.next_in, int(s(message, 34)) + 1)
+            self.resend_from = int(s(message, 7))
+            return
+        super()._on_message(message)

@@ -12,13 +12,11 @@ import os
 import re
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
 from ccerx.engine.core.commands import NewOrder
 from ccerx.engine.durable import journal as jr
-from ccerx.engine.durable import snapshot as snap
 from ccerx.engine.durable.exchange import OPENING, DurableExchange
 from ccerx.engine.durable.recovery import RecoveryRefused
 from ccerx.engine.durable.replicated import decode_bundle, encode_bundle, is_empty_data_dir
@@ -26,8 +24,8 @@ from ccerx.gateway.cluster import stores_blob
 from ccerx.gateway.fix.store import FileStore, SessionReplicator
 from ccerx.benchmarks.replication import NATS_SERVER
 from tests.integration.durable_helpers import wait_until
-from tests.integration.test_cluster import (LIVENESS_S, Cluster, FixTrader, check_after,
-                                            trade_round)
+from tests.integration.cluster_helpers import (LIVENESS_S, Cluster, FixTrader,
+                                              assert_resumed_without_gaps, trade_round)
 from tests.serve_process import ServeProcess
 
 SNAPSHOT_EVERY = 200
@@ -173,12 +171,7 @@ def test_a_new_node_joins_from_a_snapshot_and_takes_over(tmp_path):
         trade_round(one, two, 30, "62.00", 4)
         for trader in (one, two):
             trader.settle_reads("end")
-            broker = trader.broker
-            assert broker.too_low == []
-            missing = [n for n in range(1, broker.next_in) if n not in broker.delivered]
-            assert missing == [], f"{trader.comp_id} never got MsgSeqNums {missing[:10]}"
-            assert trader.logons == 2
-            assert {n: c for n, c in trader.fills.items() if c != 1} == {}
+            assert_resumed_without_gaps(trader)
         print(f"\njoin from the snapshot at stream seq {joined_at}: in step with the others "
               f"{joined_s:.2f} s after its start ({statuses['n4']['cmd_seq']} commands)")
     except BaseException:

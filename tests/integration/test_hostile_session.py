@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.fixclient import Broker, now, s, sync
+from tests.fixclient import Broker, ResendingBroker, now, s, sync
 from tests.serve_process import ServeProcess
 
 
@@ -239,18 +239,6 @@ def test_a_dead_connection_with_the_longest_heartbeat_is_probed_when_the_broker_
 
 
 # ------------------------------------------------------------------ 11: orders resent after a crash
-class _ResendingBroker(Broker):
-    """A broker whose FIX engine persists its orders: a ResendRequest from the gateway is kept
-    in `resend_from` for the test to resend real messages (PossDupFlag=Y), not gap-filled."""
-    resend_from = None
-
-    def _on_message(self, message) -> None:
-        if s(message, 35) == "2":
-            self.received.append(message)
-            self.next_in = max(self.next_in, int(s(message, 34)) + 1)
-            self.resend_from = int(s(message, 7))
-            return
-        super()._on_message(message)
 
 
 def test_orders_resent_after_a_crash_lost_their_seqnums_answer_with_their_live_state(tmp_path):
@@ -260,7 +248,7 @@ def test_orders_resent_after_a_crash_lost_their_seqnums_answer_with_their_live_s
     (150=I, its true OrdStatus), never as a duplicate ClOrdID rejected (39=8)."""
     data = tmp_path / "data"
     orders = [(11, "c%d" % i) for i in (1, 2, 3)]
-    b1 = _ResendingBroker("BROKER01", 0)
+    b1 = ResendingBroker("BROKER01", 0)
     with ServeProcess(["--data-dir", str(data)], log_path=tmp_path / "serve.log") as server:
         b1.port = server.port
         b2 = Broker("BROKER02", server.port)

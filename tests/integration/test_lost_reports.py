@@ -12,21 +12,8 @@ gateway re-derives a lost order's history from the journal.
 commands in the replicated log, see test_cluster.py.)"""
 from __future__ import annotations
 
-from tests.fixclient import Broker, now, s, sync
+from tests.fixclient import Broker, ResendingBroker, now, s, sync
 from tests.serve_process import ServeProcess
-
-
-class _ResendingBroker(Broker):
-    """Keeps the gateway's ResendRequest (`resend_from`) for the test to resend its orders."""
-    resend_from = None
-
-    def _on_message(self, message) -> None:
-        if s(message, 35) == "2":
-            self.received.append(message)
-            self.next_in = max(self.next_in, int(s(message, 34)) + 1)
-            self.resend_from = int(s(message, 7))
-            return
-        super()._on_message(message)
 
 
 def _log_on(broker: Broker, password: str, **kw) -> None:
@@ -37,7 +24,7 @@ def _log_on(broker: Broker, password: str, **kw) -> None:
 
 def test_finished_orders_whose_reports_were_lost_answer_a_resend_with_their_status(tmp_path):
     data = tmp_path / "data"
-    b1 = _ResendingBroker("BROKER01", 0)
+    b1 = ResendingBroker("BROKER01", 0)
     with ServeProcess(["--data-dir", str(data)], log_path=tmp_path / "serve.log") as server:
         b1.port = server.port
         b2 = Broker("BROKER02", server.port)
