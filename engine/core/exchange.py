@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_left
-from typing import Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from ccerx.engine.core.book import Book, Order
 from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
@@ -77,7 +77,7 @@ class Exchange(Matching):
         self.restrictions: dict[tuple[str, str], str] = {}
         # per instrument: [volume t, turnover in tick*t, trades] for the VWAP close
         self.day_stats: dict[str, list[int]] = {s: [0, 0, 0] for s in self.specs}
-        self._handlers = {NewOrder: self._new, CancelOrder: self._cancel, AmendOrder: self._amend,
+        self._handlers: dict[type, Callable[[Any, int, list], None]] = {NewOrder: self._new, CancelOrder: self._cancel, AmendOrder: self._amend,
                           DefineInstrument: self._define, EndOfDay: self._end_of_day,
                           SetTradingStatus: self._set_trading_status, Deposit: self._deposit,
                           SetLimits: self._set_limits, Restrict: self._restrict,
@@ -168,6 +168,7 @@ class Exchange(Matching):
         tif = (DAY if order_type is LIMIT else IOC) if tif is None else (
             TIFS.get(tif) if type(tif) is str else None)
         price_units, qty = cmd.price_units, cmd.qty
+        price: Optional[int]
         # Fast path: a well-formed limit order whose fields need no explaining.
         if (self._plain_rules and spec is not None and side is not None and order_type is LIMIT
                 and tif is not None and type(price_units) is int and type(qty) is int and type(account) is str
@@ -179,6 +180,7 @@ class Exchange(Matching):
             # (the rules' checks live here, so the fast path stays as it was before profiles)
             try:
                 price = self._validate_new(cmd, spec, side, order_type, tif)
+                assert spec is not None and side is not None    # (validated)
                 if not self._plain_rules:
                     self._check_self_trade(cmd, spec, side, price)
                     if self._holding and self.accounts is not None:
@@ -188,6 +190,7 @@ class Exchange(Matching):
                 return self._reject(out, ts, "new", order_id, bad.reason, bad.text, owner)
             if order_type is TAKE:
                 return self._new_take(cmd, spec, side, tif, price, ts, out)
+        assert spec is not None and side is not None    # (both paths checked them)
         symbol = spec.symbol
         book = self.books[symbol]
         order = Order(order_id, account, side, price, qty, owner)
@@ -306,6 +309,7 @@ class Exchange(Matching):
         if listing.account == cmd.account:     # in every profile: STP would only cancel it
             raise Refused(R.SELF_TRADE, f"listing {target!r} is the account's own: a taker "
                                         f"never takes its own listing")
+        assert listing.price is not None    # (a resting order has a price)
         ahead = bisect_left(opposite.keys, listing.price * opposite.sign)
         if ahead >= self.rules.take_levels:
             best = opposite.keys[0] * opposite.sign
@@ -348,6 +352,7 @@ class Exchange(Matching):
         if cmd.owner is not None and order.owner != cmd.owner:
             return self._reject(out, ts, "cancel", cmd.order_id, R.ORDER_NOT_RESTING,
                                 "no resting order with this id for this member", cmd.owner)
+        assert book is not None
         self._cancel_resting(book, self.specs[book.instrument], order, CancelReason.USER, out, ts)
 
     def _amend(self, cmd: AmendOrder, ts: int, out: list) -> None:
@@ -368,11 +373,13 @@ class Exchange(Matching):
             if why:
                 return self._reject(out, ts, "amend", order_id, R.RESTRICTED,
                                     why + "; cancels are still accepted", owner)
+        assert book is not None
         spec = self.specs[book.instrument]
         try:
             if cmd.price_units is None and cmd.qty is None:
                 raise Refused(R.NOTHING_TO_AMEND, "amend needs a new price or quantity")
             price = order.price if cmd.price_units is None else self._limit_ticks(spec, cmd.price_units)
+            assert price is not None    # (a resting order has a price)
             qty = order.filled_qty + order.open_qty if cmd.qty is None else self._check_qty(spec, cmd.qty)
             if qty <= order.filled_qty:
                 raise Refused(R.QTY_NOT_ABOVE_FILLED,
@@ -511,9 +518,11 @@ class Exchange(Matching):
                 parsed[types[row[0]]] = (row[1], row[2])
         if text:
             return self._reject(out, ts, "limits", None, R.MALFORMED, text, cmd.owner)
-        self.accounts.set_limits(parsed, report_ppm, self.books)
+        accounts = self.accounts
+        assert accounts is not None
+        accounts.set_limits(parsed, report_ppm, self.books)
         self.seq += 1
-        out.append(LimitsSet(self.seq, ts, tuple(sorted(tuple(r) for r in self.accounts.limits_json())),
+        out.append(LimitsSet(self.seq, ts, tuple(sorted(tuple(r) for r in accounts.limits_json())),
                              report_ppm))
 
     def _restrict(self, cmd: Restrict, ts: int, out: list) -> None:
@@ -582,7 +591,7 @@ class Exchange(Matching):
     # ------------------------------------------------------------------ inspection
     def check(self) -> None:
         """Raise AssertionError if any invariant of books or accounts is broken."""
-        ids = set()
+        ids: set[str] = set()
         for symbol, book in self.books.items():
             book.check()
             assert not ids & book.orders.keys(), "an order id rests in two books"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ccerx.engine.core.book import Book, Order
 from ccerx.engine.core.events import LargeHolderReported, OrderCancelled, TradeExecuted
-from ccerx.engine.core.risk import fee_fen
+from ccerx.engine.core.risk import Accounts, fee_fen
 from ccerx.engine.core.types import CancelReason, InstrumentSpec, Side
 
 BUY = Side.BUY
@@ -24,7 +24,12 @@ _tuple_new = tuple.__new__  # builds an event NamedTuple without its Python-leve
 
 
 class Matching:
-    __slots__ = ()
+    # the exchange's state the matcher reads and advances (Exchange.__init__ sets it)
+    accounts: Accounts | None
+    seq: int
+    next_trade_id: int
+    fee_ppm: int
+    day_stats: dict[str, list[int]]
 
     def _release(self, order: Order, spec: InstrumentSpec) -> None:
         if self.accounts is not None and order.reserved:
@@ -87,8 +92,7 @@ class Matching:
                     book.remove(maker)  # subtracts maker.open_qty from the level
                     maker.open_qty = 0
                 else:
-                    maker.open_qty -= qty
-                    maker.level.total_qty -= qty
+                    book.reduce(maker, qty)
                 buy, sell = (taker, maker) if buying else (maker, taker)
                 if accounts is not None:
                     accounts.settle(spec, buy, sell, qty, gross, fee, fee_ppm)
@@ -116,6 +120,7 @@ class Matching:
             raise AssertionError(f"take {taker.order_id} of listing {maker.order_id}")
         buying = taker.side is BUY
         price = maker.price
+        assert price is not None    # (a resting order has a price)
         qty = taker.open_qty if taker.open_qty < maker.open_qty else maker.open_qty
         gross = price * spec.tick_fen * qty
         fee = fee_fen(gross, self.fee_ppm)
@@ -126,8 +131,7 @@ class Matching:
             book.remove(maker)
             maker.open_qty = 0
         else:
-            maker.open_qty -= qty
-            maker.level.total_qty -= qty
+            book.reduce(maker, qty)
         buy, sell = (taker, maker) if buying else (maker, taker)
         if self.accounts is not None:
             self.accounts.settle(spec, buy, sell, qty, gross, fee, self.fee_ppm)
@@ -148,9 +152,11 @@ class Matching:
     def _report_large(self, account: str, symbol: str, gained: int, out, ts) -> None:
         """Art.38: report the holdings that `gained` t of `symbol` took to the reporting share
         of their limit (after the trade or deposit that moved them)."""
-        current = self.accounts.by_id[account].credits.get(symbol, 0)
-        for instrument, holding, limit in self.accounts.large_holdings(account, symbol,
-                                                                       current - gained):
+        accounts = self.accounts
+        assert accounts is not None
+        current = accounts.by_id[account].credits.get(symbol, 0)
+        for instrument, holding, limit in accounts.large_holdings(account, symbol,
+                                                                  current - gained):
             self.seq += 1
             out.append(LargeHolderReported(self.seq, ts, account, instrument, holding, limit))
 
