@@ -25,6 +25,8 @@ import hashlib
 from bisect import bisect_left
 from typing import Any, Callable, Iterable, Optional
 
+from mypy_extensions import mypyc_attr
+
 from ccerx.engine.core.book import Book, Order
 from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
                        NewOrder, Restrict, SetLimits, SetTradingStatus)
@@ -45,6 +47,7 @@ MAX_ID_LEN = 64
 _tuple_new = tuple.__new__  # builds an event NamedTuple without its Python-level __new__
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)   # (compiled: a test's subclass, a user's)
 class Exchange(Matching):
     """Routes commands, validates them and sequences events; matching is `Matching`
     (matching.py), reservations and settlement of trades are `Accounts` (risk.py)."""

@@ -14,6 +14,8 @@ validation and routing stay in exchange.py, and every move of cash or credits is
 """
 from __future__ import annotations
 
+from mypy_extensions import mypyc_attr
+
 from ccerx.engine.core.book import Book, Order
 from ccerx.engine.core.events import LargeHolderReported, OrderCancelled, TradeExecuted
 from ccerx.engine.core.risk import Accounts, fee_fen
@@ -23,6 +25,7 @@ BUY = Side.BUY
 _tuple_new = tuple.__new__  # builds an event NamedTuple without its Python-level __new__
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)   # (compiled: Exchange's subclasses)
 class Matching:
     # the exchange's state the matcher reads and advances (Exchange.__init__ sets it)
     accounts: Accounts | None
