@@ -80,6 +80,16 @@ class _SourcesFirst:
         return None
 
 
+def stale_sources(record: Path, engine_dir: Path = ENGINE_DIR) -> list[str]:
+    """The compiled modules whose source differs from what the build recorded."""
+    try:
+        built = json.loads(record.read_text())["sources"]
+        return sorted(m for m, digest in source_hashes(engine_dir).items()
+                      if built.get(m) != digest)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ["(unreadable build record)"]
+
+
 def choose() -> None:
     """Run the sources instead of the compiled modules when asked to, when nothing was
     compiled, or when they are stale (see the module's docstring). Called once, by
@@ -91,11 +101,7 @@ def choose() -> None:
     elif not record.is_file():       # nothing compiled (or the build failed)
         _why_pure = "the core was not compiled at install"
     else:
-        try:
-            built = json.loads(record.read_text())["sources"]
-            stale = sorted(m for m, digest in source_hashes().items() if built.get(m) != digest)
-        except (OSError, ValueError, KeyError, TypeError):
-            stale = ["(unreadable build record)"]
+        stale = stale_sources(record)
         if not stale:
             return                   # the compiled modules load as usual
         _why_pure = (f"{', '.join(m.rpartition('.')[2] for m in stale)} changed since the "
@@ -113,9 +119,9 @@ def compiled_modules() -> list[str]:
 
 
 def status() -> str:
-    """'compiled core: mypyc, 8 modules' or 'pure Python (why)'; for `ccerx --version`."""
+    """'compiled core: mypyc, 8 modules' or 'pure Python: why'; for `ccerx --version`."""
     native = compiled_modules()
     if native:
         partial = "" if len(native) == len(COMPILED) else f" of {len(COMPILED)}"
         return f"compiled core: {COMPILER}, {len(native)}{partial} modules"
-    return f"pure Python ({_why_pure})"
+    return f"pure Python: {_why_pure}"
