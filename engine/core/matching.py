@@ -14,6 +14,8 @@ validation and routing stay in exchange.py, and every move of cash or credits is
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from mypy_extensions import mypyc_attr
 
 from ccerx.engine.core.book import Book, Order
@@ -38,7 +40,8 @@ class Matching:
         if self.accounts is not None and order.reserved:
             self.accounts.release(order, spec)
 
-    def _finish(self, order: Order, spec, reason: CancelReason, out, ts) -> None:
+    def _finish(self, order: Order, spec: InstrumentSpec, reason: CancelReason, out: list,
+                ts: int) -> None:
         """Cancel the unfilled rest of an order that is not (or no longer) resting."""
         self.seq += 1
         out.append(OrderCancelled(self.seq, ts, order.order_id, order.account, spec.symbol,
@@ -46,7 +49,7 @@ class Matching:
         self._release(order, spec)     # (before the open quantity goes: limits count it)
         order.open_qty = 0
 
-    def _fillable(self, book: Book, taker: Order, limit) -> int:
+    def _fillable(self, book: Book, taker: Order, limit: Optional[int]) -> int:
         """Quantity the taker could trade now, not counting its own account's orders."""
         need, total, account = taker.open_qty, 0, taker.account
         buying = taker.side is BUY
@@ -62,7 +65,8 @@ class Matching:
                 maker = maker.next
         return total
 
-    def _match(self, book: Book, spec: InstrumentSpec, taker: Order, limit, out, ts) -> None:
+    def _match(self, book: Book, spec: InstrumentSpec, taker: Order, limit: Optional[int],
+               out: list, ts: int) -> None:
         buying = taker.side is BUY
         opposite = book.asks if buying else book.bids
         keys, levels, sign = opposite.keys, opposite.levels, opposite.sign
@@ -115,7 +119,7 @@ class Matching:
                 maker = following
 
     def _take_target(self, book: Book, spec: InstrumentSpec, taker: Order, maker: Order,
-                     out, ts) -> None:
+                     out: list, ts: int) -> None:
         """A targeted take: one trade with that listing only (other accounts' listing, at a
         level the rules let it reach, checked by the exchange). The trade itself is the same
         as one step of `_match` (kept inline there: it is the hot loop)."""
@@ -152,7 +156,7 @@ class Matching:
         if not maker.open_qty and maker.reserved:
             self._release(maker, spec)
 
-    def _report_large(self, account: str, symbol: str, gained: int, out, ts) -> None:
+    def _report_large(self, account: str, symbol: str, gained: int, out: list, ts: int) -> None:
         """Art.38: report the holdings that `gained` t of `symbol` took to the reporting share
         of their limit (after the trade or deposit that moved them)."""
         accounts = self.accounts
@@ -163,7 +167,8 @@ class Matching:
             self.seq += 1
             out.append(LargeHolderReported(self.seq, ts, account, instrument, holding, limit))
 
-    def _cancel_resting(self, book, spec, order: Order, reason, out, ts) -> None:
+    def _cancel_resting(self, book: Book, spec: InstrumentSpec, order: Order,
+                        reason: CancelReason, out: list, ts: int) -> None:
         cancelled = order.open_qty
         book.remove(order)
         self._release(order, spec)     # (before the open quantity goes: limits count it)

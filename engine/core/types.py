@@ -5,7 +5,7 @@ Decimal text only crosses this module's parse/format helpers, never a float.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 import re
 import unicodedata
 from enum import Enum
@@ -234,6 +234,11 @@ class InstrumentSpec:
         setattr_(self, "tick_fen", self.tick_units // PRICE_UNITS_PER_FEN)
         setattr_(self, "min_units", self.min_ticks * self.tick_units)
         setattr_(self, "max_units", self.max_ticks * self.tick_units)
+
+    def __reduce__(self) -> tuple:
+        # pickle and copy rebuild a spec from its fields (compiled, a frozen dataclass has no
+        # way to set them one by one)
+        return type(self), tuple(getattr(self, f.name) for f in fields(self) if f.init)
 
     def ticks_to_text(self, ticks: int) -> str:
         return format_units(ticks * self.tick_units, PRICE_UNITS_PER_CNY, self.price_places)

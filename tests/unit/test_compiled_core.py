@@ -7,10 +7,12 @@ Python fails there instead of being tested as if it were compiled.
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.machinery
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -96,3 +98,17 @@ def test_a_source_edited_after_the_build_is_stale(tmp_path):
 def test_the_variable(monkeypatch, value, pure):
     monkeypatch.setenv(native.PURE_PYTHON_VARIABLE, value)
     assert native.pure_python_requested() is pure
+
+
+def test_engine_values_survive_pickle_and_copy():
+    """The journal pickles commands it cannot write as JSON and Dask ships specs to its
+    workers: a compiled frozen dataclass (InstrumentSpec) must still round-trip."""
+    from ccerx.engine.core.commands import DefineInstrument
+    from ccerx.engine.core.risk import Account
+    from ccerx.engine.core.types import DEFAULT_INSTRUMENTS
+    spec = DEFAULT_INSTRUMENTS[0].with_ref_ticks(6300)
+    for value in (spec, DefineInstrument(spec, ts=5),
+                  Account("A1", cash=100, credits={"CCER-AFF": 3})):
+        assert pickle.loads(pickle.dumps(value)) == value
+        assert copy.deepcopy(value) == value
+    assert pickle.loads(pickle.dumps(spec)).max_units == spec.max_units   # derived fields too
