@@ -106,7 +106,8 @@ class BuildCompiledCore(build_ext):
             for ext in self.extensions:
                 Path(self.get_ext_fullpath(ext.name)).unlink(missing_ok=True)
             RECORD.unlink(missing_ok=True)
-            _warn(f"could not compile the engine ({why}); it installs as pure Python")
+            _warn(f"could not compile the engine ({type(why).__name__}: {str(why)[:160]}); "
+                  f"it installs as pure Python")
 
 
 RECORD.unlink(missing_ok=True)   # written again only by a build that compiles
