@@ -13,11 +13,22 @@ To compare a base commit with the working tree, alternate runs of the two builds
 benchmarks/README.md, "Rule profiles"): PYTHONPATH pointing at a directory holding
 ccerx/{engine,gateway,benchmarks,scripts} of the base worktree wins over the editable
 install.
+
+Lockstep mode (`--b-pythonpath DIR` and/or `--b-flow`, `--b-accounts`, `--b-rules`): two
+worker processes, A (this environment, or `--a-pythonpath`) and B, each parse their flow and
+replay it chunk by chunk *in turn* — A's chunk i, then B's chunk i (the order swapped every
+chunk) — so both see the same moments of a busy machine; per chunk the fastest of the
+repeats counts, as above, and the ratio B/A comes from one run. Run this file by path
+(`python benchmarks/engine_ab.py ...`) or as a module: the workers run this file, importing
+whichever engine their PYTHONPATH selects.
 """
 from __future__ import annotations
 
 import argparse
 import gc
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +39,22 @@ from ccerx.engine.formats.ndjson import parse_command
 CHUNK = 2_000
 
 
+def load(flow: str, accounts, rules):
+    """(commands in chunks, a function making a fresh exchange)."""
+    commands = [parse_command(line) for line in Path(flow).read_bytes().splitlines()
+                if line.strip()]
+    chunks = [commands[i:i + CHUNK] for i in range(0, len(commands), CHUNK)]
+    extra = {}
+    if rules:
+        from ccerx.engine.core.rules import profile
+        extra["rules"] = profile(rules)
+
+    def fresh():
+        return Exchange(load_instruments(None), load_accounts(accounts) if accounts else None,
+                        **extra)
+    return commands, chunks, fresh
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("flow")
@@ -35,21 +62,31 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--rules", help="rule profile (omitted: the engine's default, so that a "
                                    "build without profiles runs too)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="lockstep mode: time chunks by wall clock (default) or by the worker "
+                        "thread's CPU time (time.thread_time_ns: the time a busy machine keeps "
+                        "it off the CPU does not count)")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    for name, text in (("pythonpath", "PYTHONPATH of its engine build"),
+                       ("flow", "flow"), ("accounts", "accounts file"), ("rules", "rule profile")):
+        if name == "pythonpath":
+            p.add_argument("--a-pythonpath", metavar="DIR",
+                           help="lockstep mode: PYTHONPATH of A's engine build (default: this one)")
+        p.add_argument(f"--b-{name}", metavar=name.upper(),
+                       help=f"lockstep mode: B's {text} (default: A's)")
     args = p.parse_args()
-    commands = [parse_command(line) for line in Path(args.flow).read_bytes().splitlines()
-                if line.strip()]
-    chunks = [commands[i:i + CHUNK] for i in range(0, len(commands), CHUNK)]
-    extra = {}
-    if args.rules:
-        from ccerx.engine.core.rules import profile
-        extra["rules"] = profile(args.rules)
+    if args.worker:
+        return worker(args)
+    if any(getattr(args, f"b_{n}") for n in ("pythonpath", "flow", "accounts", "rules")) \
+            or args.a_pythonpath:
+        return lockstep(args)
+    commands, chunks, fresh = load(args.flow, args.accounts, args.rules)
     fastest = [float("inf")] * len(chunks)
     digest = None
     clock = time.perf_counter
     gc.disable()
     for _ in range(args.repeat):
-        exchange = Exchange(load_instruments(None),
-                            load_accounts(args.accounts) if args.accounts else None, **extra)
+        exchange = fresh()
         apply = exchange.apply
         for i, chunk in enumerate(chunks):
             started = clock()
@@ -62,6 +99,84 @@ def main() -> None:
         del exchange, apply
         gc.collect()
     print(f"{len(commands) / sum(fastest):,.0f} cmd/s engine-only  state hash {digest}")
+
+
+def worker(args) -> None:
+    """Replays chunks on request: 'reset', 'chunk I' (answers the ns it took), 'hash',
+    'size'; one answer line each."""
+    commands, chunks, fresh = load(args.flow, args.accounts, args.rules)
+    exchange = None
+    clock = time.thread_time_ns if args.clock == "cpu" else time.perf_counter_ns
+    gc.disable()
+    for line in sys.stdin:
+        word, _, arg = line.strip().partition(" ")
+        if word == "reset":
+            exchange = None
+            gc.collect()
+            exchange = fresh()
+            answer = "ok"
+        elif word == "chunk":
+            apply = exchange.apply
+            chunk = chunks[int(arg)] if int(arg) < len(chunks) else ()
+            started = clock()
+            for command in chunk:
+                apply(command)
+            answer = str(clock() - started)
+        elif word == "hash":
+            answer = exchange.state_hash()
+        elif word == "size":
+            answer = f"{len(commands)} {len(chunks)}"
+        else:
+            return
+        sys.stdout.write(answer + "\n")
+        sys.stdout.flush()
+
+
+def lockstep(args) -> None:
+    sides = {}
+    for side in ("a", "b"):
+        flow = (args.b_flow if side == "b" else None) or args.flow
+        accounts = (args.b_accounts if side == "b" else None) or args.accounts
+        rules = (args.b_rules if side == "b" else None) or args.rules
+        path = getattr(args, f"{side}_pythonpath")
+        env = dict(os.environ)
+        if path:
+            env["PYTHONPATH"] = path
+        cmd = [sys.executable, str(Path(__file__).resolve()), flow, "--worker"]
+        cmd += ["--accounts", accounts] if accounts else []
+        cmd += ["--rules", rules] if rules else []
+        cmd += ["--clock", args.clock]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                env=env)
+        sides[side] = (proc, f"{flow} rules={rules or 'default'} build={path or 'this'}")
+
+    def ask(side, text):
+        proc = sides[side][0]
+        proc.stdin.write(text + "\n")
+        proc.stdin.flush()
+        return proc.stdout.readline().strip()
+
+    sizes = {side: tuple(map(int, ask(side, "size").split())) for side in sides}
+    n_chunks = max(n for _, n in sizes.values())
+    fastest = {side: [float("inf")] * n_chunks for side in sides}
+    hashes = {}
+    for r in range(args.repeat):
+        for side in sides:
+            ask(side, "reset")
+        for i in range(n_chunks):
+            for side in (("a", "b") if (i + r) % 2 == 0 else ("b", "a")):
+                took = int(ask(side, f"chunk {i}"))
+                fastest[side][i] = min(fastest[side][i], took)
+        hashes = {side: ask(side, "hash") for side in sides}
+    rate = {}
+    for side in sides:
+        ask(side, "quit")
+        sides[side][0].wait()
+        rate[side] = sizes[side][0] / (sum(fastest[side]) / 1e9)
+        print(f"{side.upper()}: {rate[side]:,.0f} cmd/s engine-only  state hash {hashes[side]}  "
+              f"({sides[side][1]})")
+    print(f"B/A {rate['b'] / rate['a']:.3f}  ({args.clock} clock, fastest of {args.repeat} "
+          f"per chunk)")
 
 
 if __name__ == "__main__":

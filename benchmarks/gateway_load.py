@@ -31,8 +31,9 @@ The order mix (seeded): four credit types; 70% resting day limit orders 1-30 tic
 the reference price on the passive side, 30% marketable immediate-or-cancel limit orders that
 take liquidity (30 ticks through the reference price, inside the band); quantities 1-500 t,
 heavy-tailed (Pareto). Buys are for EMITnn, sells for HOLDnn, so self-trade prevention never
-fires. The gateway also reports the server's own CPU time per order (from /proc), which
-holds up better than wall-clock rates when other work shares the machine.
+fires. The gateway also reports the server's own CPU time per order (from /proc: the `ccerx
+serve` process and its child processes, e.g. the ledger's), which holds up better than
+wall-clock rates when other work shares the machine.
 
 Writes result.json and latency_spectrum.png (matplotlib Agg) into --out.
 """
@@ -143,6 +144,20 @@ def encode_orders(orders, n_sessions: int, sending_time: str) -> list[list[tuple
 
 
 # ---------------------------------------------------------------------------- the server
+def _children(pid: int) -> list[int]:
+    """The live child processes of `pid` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
 class Server:
     """`ccerx serve` as a subprocess on a free loopback port, with a fresh data directory."""
 
@@ -162,10 +177,19 @@ class Server:
         self.host, self.port = match.group(1), int(match.group(2))
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process so far."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time of the server process and its child processes (the ledger's,
+        engine/ledger/process.py) so far."""
+        total = 0
+        parents = {self.proc.pid}
+        for pid in [self.proc.pid] + _children(self.proc.pid):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue                 # gone meanwhile
+            if pid in parents or int(fields[1]) in parents:
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> int:
         if self.proc.poll() is None:

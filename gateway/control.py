@@ -1,4 +1,4 @@
-"""The operator's control channel of `ccerx serve`: close the day, halt or resume, deposit.
+"""The operator's control channel of `ccerx serve`: close the day, halt, deposit, list, retire.
 
 Theory of operation. Beside the FIX gateway, `ccerx serve` listens on a Unix-domain socket
 whose file is mode 0600: whoever can open that file is the operator (there is no other
@@ -18,9 +18,29 @@ one response line, in order:
     {"op":"kill","member":"BROKER01"}             -> {"ok":true,"events":[{"type":"restriction",...},
                                                                            {"type":"cancelled","reason":"kill",...}]}
     {"op":"limits","limits":{"key_emission_unit":{"per_instrument":500000,"total":1000000}},"report_pct":"50"}
+    {"op":"deposit","deposit_id":"ISS-7","account":"HOLD01","credit_type":"afforestation",
+     "project":"CCER-14-2024-0001","vintage":2023,"qty":50000}        (a lot; optionally
+     "list":{"symbol":"AFF-0001-2023","ref_price":"62.00"} lists it on its first transfer in)
+    {"op":"list","symbol":"AFF-0001-2023","credit_type":"afforestation",
+     "project":"CCER-14-2024-0001","vintage":2023,"ref_price":"62.00"}   (optional: name,
+                                                  tick, lot, max_qty, band_pct)
+                                                  -> {"ok":true,"events":[{"type":"instrument",
+                                                      ...,"tradable_from":1}]}
+    {"op":"retire","retire_id":"R-1","account":"EMIT01","project":"CCER-14-2024-0001",
+     "vintage":2023,"qty":100,"purpose":"2024年度清缴抵销"}   (or "instrument" for a pooled
+                                                  holding) -> {"ok":true,"events":[{"type":
+                                                  "retired",...,"certificate":"CCERX-RC-00000001"}]}
     {"op":"dispute","trade_id":17,"note":"..."}   -> {"ok":true,"dispute":{"trade_id":17,
                                                       "batch_id":"CCERX-C20261204-1",...}}
     {"op":"new",...}                              -> {"ok":false,"error":"op 'new' is not ..."}
+
+`list` (Art.17) defines a listing of one lot (project and vintage) with its declared initial
+price as its first benchmark: the engine's DefineInstrument, journaled as the `instrument`
+line `ccerx replay` reads; under cbeex-2023 it trades from the next trading day (its
+`tradable_from`). A lot may also be listed on its first transfer in (`deposit` with `list`).
+`retire` (注销) retires an account's free credits of one lot for good; the answer holds the
+retirement certificate id. Neither is told to brokers over FIX (retirement stays off FIX);
+brokers see a new listing in the next SecurityList (y).
 
 A dispute (Art.32, day-end clearing under cbeex-2023) is recorded in the ledger of record, not
 applied to the engine: a flag on a trade cleared at the close, shown in the statements, and
@@ -60,10 +80,13 @@ from typing import Callable, Iterable, NamedTuple, Optional, Union
 
 import orjson
 
-from ccerx.engine.core.commands import Deposit, EndOfDay, Malformed, Restrict, SetLimits, SetTradingStatus
+from ccerx.engine.core.commands import (DefineInstrument, Deposit, EndOfDay, Malformed, Restrict,
+                                       Retire, SetLimits, SetTradingStatus)
 from ccerx.engine.core.events import DepositRejected, OrderRejected
 from ccerx.engine.durable.replicated import NotLeader
 from ccerx.engine.ledger.base import LedgerRejected
+from ccerx.engine.core.lots import lot_problem
+from ccerx.engine.core.types import InstrumentSpec
 from ccerx.engine.formats.ndjson import event_to_dict, market_state, parse_command
 
 log = logging.getLogger("gateway.control")
@@ -73,11 +96,14 @@ MAX_LINE = 64 * 1024                # a request line longer than this is refused
 READ_CHUNK = 64 * 1024
 OPERATOR_OPS = {"eod": EndOfDay, "status": SetTradingStatus, "deposit": Deposit,  # op -> type
                 "limits": SetLimits, "restrict": Restrict, "unrestrict": Restrict,
-                "kill": Restrict}
+                "kill": Restrict, "retire": Retire, "list": DefineInstrument}
 QUERY_OPS = ("state", "accounts")   # read-only: answered from the engine, nothing applied
 LEDGER_OPS = ("dispute",)           # recorded in the ledger of record, not in the engine
 _ALLOWED = ", ".join([*OPERATOR_OPS, *QUERY_OPS][:-1]) + " or " + QUERY_OPS[-1]
 MAX_NOTE = 1000                     # characters of a dispute's note
+# `list`: the lot and the declared initial price are required, the rest as `instrument` has it
+LISTING_REQUIRED = ("symbol", "credit_type", "project", "vintage", "ref_price")
+LISTING_OPTIONAL = ("name", "tick", "lot", "max_qty", "band_pct")
 
 
 class Dispute(NamedTuple):
@@ -199,12 +225,36 @@ def handle_line(line: bytes, clock: Callable[[], int] = time.time_ns):
                        "(orders come over FIX only)")
     if "ts" in request:
         return Refused("ts is set by the server's clock; leave it out")
+    if op == "list":
+        return _listing(request, clock)
     command = parse_command(line)
     if type(command) is Malformed:
         return Refused(command.text)
     if type(command) is not OPERATOR_OPS[op]:
         raise AssertionError(f"parse_command made {type(command).__name__} of op {op!r}")
     return command._replace(ts=clock())
+
+
+def _listing(request: dict, clock: Callable[[], int]):
+    """`{"op":"list",...}`: a listing of one lot (see the module docstring) -> DefineInstrument.
+    What the engine alone can judge (the lot's credit type as it was moved in, one listing
+    per lot, a symbol taken) it rejects as a value."""
+    missing = [key for key in LISTING_REQUIRED if key not in request]
+    extra = sorted(set(request) - {"op", *LISTING_REQUIRED, *LISTING_OPTIONAL})
+    if missing or extra:
+        return Refused(f"list needs {', '.join(LISTING_REQUIRED)} (optional: "
+                       f"{', '.join(LISTING_OPTIONAL)})"
+                       + (f"; missing {missing}" if missing else f"; unknown {extra}"))
+    problem = lot_problem(request["credit_type"], request["project"], request["vintage"])
+    if problem:
+        return Refused(f"list: {problem}")
+    fields = {key: request[key] for key in (*LISTING_REQUIRED, *LISTING_OPTIONAL)
+              if key in request}
+    try:
+        spec = InstrumentSpec.from_fields(**fields)
+    except (TypeError, ValueError) as bad:
+        return Refused(f"list: {bad}"[:300])
+    return DefineInstrument(spec, clock())
 
 
 def _short(value) -> str:

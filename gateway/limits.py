@@ -162,3 +162,12 @@ class ServiceRefusal(str):
     leader, a node shutting down): the broker is told the text, and the back-off neither counts
     it as a failed password nor clears earlier failures."""
     __slots__ = ()
+
+
+class QuietRefusal(ServiceRefusal):
+    """A ServiceRefusal answered by closing the connection, without a Logout: a cluster
+    standby's (gateway/cluster.py). A FIX engine counts a Logout's MsgSeqNum (QuickFIX adds
+    one to the number it expects next, whatever the Logout carried), so a Logout from a
+    node that does not hold the session would put the broker one ahead of the leader, whose
+    next message would then be 'MsgSeqNum too low'. The text is logged, not sent."""
+    __slots__ = ()

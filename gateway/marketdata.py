@@ -14,11 +14,18 @@ Each subscription remembers the view it last sent per credit type, so the increm
 exactly the difference between what the subscriber holds and the book. The cost is paid only
 for credit types with subscribers.
 
-SecurityListRequest (x) is answered with SecurityList (y): per credit type its Symbol,
+SecurityListRequest (x) is answered with SecurityList (y): per instrument its Symbol,
 SecurityDesc (name), Currency CNY, RoundLot and MinTradeVol (the lot), the daily price band as
 a PRICE stipulation ("low-high"), and tick size, reference price, band percent and maximum
 order size as text instrument attributes (InstrAttribType 99): FIX 4.4 has no dedicated tags
-for those.
+for those. Credits as lots (gateway/fix/lots.py): a listing of one lot (project and vintage)
+and a contract of one credit type (the standard CCER-AFF, ... and any with a vintage range)
+also carry their credit type (SecuritySubType 762, Product 460=2), a listing its project
+(SecurityAltID 455, source 456=H), the vintage or vintage range as a PROD (production year)
+stipulation, the kind (Kind=listing|contract) and, for a listing that trades only from a later
+trading day (Art.17), TradableFrom=D+N as text attributes. A snapshot (W) carries the credit
+type and the project too (FIX 4.4's W has no stipulations or attributes: the vintage is in
+the SecurityList).
 """
 from __future__ import annotations
 
@@ -29,6 +36,8 @@ from ccerx.engine.core.types import PRICE_UNITS_PER_CNY, Side, format_units
 
 from ccerx.gateway.fix.application import FixMessage, Outbound, SessionKey
 from ccerx.gateway.fix.codec import declare_encoding, text_fields
+from ccerx.gateway.fix.lots import (PRODUCTION_YEAR, attribute_texts, identity_fields,
+                                    vintage_text)
 
 MD_REQ_ID, SUBSCRIPTION_REQUEST_TYPE, MARKET_DEPTH, MD_UPDATE_TYPE = 262, 263, 264, 265
 AGGREGATED_BOOK, NO_MD_ENTRY_TYPES, NO_MD_ENTRIES, MD_ENTRY_TYPE = 266, 267, 268, 269
@@ -237,7 +246,7 @@ class MarketData:
             entries.append([(MD_ENTRY_TYPE, TRADE), (MD_ENTRY_PX, spec.ticks_to_text(last[0])),
                             (MD_ENTRY_SIZE, str(last[1]))])
         fields = [(35, "W"), (MD_REQ_ID, sub.req_id), (SYMBOL, symbol),
-                  (NO_MD_ENTRIES, str(len(entries)))]
+                  *identity_fields(spec), (NO_MD_ENTRIES, str(len(entries)))]
         for entry in entries:
             fields += entry
         return FixMessage(fields)
@@ -259,30 +268,52 @@ class MarketData:
             return FixMessage(head + [(SECURITY_REQUEST_RESULT, "2")])
         fields = head + [(SECURITY_REQUEST_RESULT, "0"), (TOT_NO_RELATED_SYM, str(len(symbols))),
                          (LAST_FRAGMENT, "Y"), (NO_RELATED_SYM, str(len(symbols)))]
+        trading_day = getattr(self.exchange, "closes", 0)
         for symbol in symbols:
-            fields += _security_entry(specs[symbol])
+            fields += _security_entry(specs[symbol], trading_day)
         return FixMessage(declare_encoding(fields))
 
 
-def _security_entry(spec) -> list[tuple[int, str]]:
+def _security_entry(spec, trading_day: int = 0) -> list[tuple[int, str]]:
+    """One NoRelatedSym (146) instance; `trading_day`: the exchange's count of closes, to
+    tell a listing that trades only from a later day (spec.tradable_from)."""
     low, high = spec.ticks_to_text(spec.min_ticks), spec.ticks_to_text(spec.max_ticks)
     tick = format_units(spec.tick_units, PRICE_UNITS_PER_CNY, spec.price_places)
     band_pct = spec.to_json()["band_pct"]
     ref = spec.ticks_to_text(spec.ref_ticks)
-    entry = [(SYMBOL, spec.symbol)]
+    entry = [(SYMBOL, spec.symbol), *identity_fields(spec)]
     if spec.name:
         entry += text_fields(SECURITY_DESC, spec.name)
     attributes = (f"TickSize={tick}", f"RefPrice={ref}", f"PriceBandPct={band_pct}",
-                  f"MaxOrderQty={spec.max_qty}")
+                  f"MaxOrderQty={spec.max_qty}", *attribute_texts(spec, trading_day))
     entry.append((NO_INSTR_ATTRIB, str(len(attributes))))
     for text in attributes:
         entry += [(INSTR_ATTRIB_TYPE, "99"), (INSTR_ATTRIB_VALUE, text)]
-    entry += [(CURRENCY, "CNY"), (NO_STIPULATIONS, "1"), (STIPULATION_TYPE, "PRICE"),
-              (STIPULATION_VALUE, f"{low}-{high}"), (ROUND_LOT, str(spec.lot)),
-              (MIN_TRADE_VOL, str(spec.lot)),
-              (TEXT, f"tick {tick} CNY; lot {spec.lot} t; max {spec.max_qty} t per order; "
+    stipulations = [(STIPULATION_TYPE, "PRICE"), (STIPULATION_VALUE, f"{low}-{high}")]
+    vintage = vintage_text(spec)
+    if vintage:
+        stipulations += [(STIPULATION_TYPE, PRODUCTION_YEAR), (STIPULATION_VALUE, vintage)]
+    entry += [(CURRENCY, "CNY"), (NO_STIPULATIONS, str(len(stipulations) // 2)), *stipulations,
+              (ROUND_LOT, str(spec.lot)), (MIN_TRADE_VOL, str(spec.lot)),
+              (TEXT, f"{_lot_text(spec, vintage, trading_day)}tick {tick} CNY; lot {spec.lot} t; "
+                     f"max {spec.max_qty} t per order; "
                      f"daily band {low}-{high} CNY ({band_pct}% around {ref})")]
     return entry
+
+
+def _lot_text(spec, vintage: str, trading_day: int) -> str:
+    """What the instrument delivers, in words, for Text (58); "" for a pooled instrument."""
+    if spec.kind == "pooled":
+        return ""
+    if spec.project:
+        text = f"listing of {spec.project} vintage {vintage} ({spec.credit_type})"
+        if spec.tradable_from > trading_day:
+            text += "; trades from the next trading day (Art.17)" if (
+                spec.tradable_from - trading_day == 1) else (
+                f"; trades in {spec.tradable_from - trading_day} trading days (Art.17)")
+        return text + "; "
+    return (f"contract: any {spec.credit_type} lot"
+            + (f" of vintage {vintage}" if vintage else "") + "; ")
 
 
 def _md_reject(req_id: str, reason: Optional[str], text: str) -> FixMessage:

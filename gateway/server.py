@@ -58,7 +58,8 @@ from ccerx.gateway.fix import codec
 from ccerx.gateway.fix.application import Application, FixMessage, Outbound, SessionKey
 from ccerx.gateway.fix.session import DEFAULT_HEARTBEAT_BOUNDS, LOGON_TIMEOUT, Session, State
 from ccerx.gateway.fix.store import FileStore, MemoryStore
-from ccerx.gateway.limits import LogonBackoff, MessageRate, ServiceRefusal, SessionLimits
+from ccerx.gateway.limits import (LogonBackoff, MessageRate, QuietRefusal, ServiceRefusal,
+                                  SessionLimits)
 
 log = logging.getLogger("gateway.server")
 
@@ -106,7 +107,8 @@ def _store_name(key: SessionKey) -> str:
 
 class _Connection(asyncio.Protocol):
     __slots__ = ("server", "transport", "session", "framer", "opened_at", "peer", "backlog",
-                 "held", "checking", "logon_length")
+                 "held", "checking", "logon_length", "waiting", "waiting_bytes",
+                 "close_when_sent")
 
     def __init__(self, server: "GatewayServer"):
         self.server = server
@@ -119,6 +121,9 @@ class _Connection(asyncio.Protocol):
         self.held: set[str] = set()      # why reading is paused: "write", "backlog", "check"
         self.checking = False            # its Logon's password is being checked
         self.logon_length = 0            # the Logon at the head of framer.buffer (one slice)
+        self.waiting: list[tuple[int, bytes]] = []   # (durable ticket needed, bytes), in order
+        self.waiting_bytes = 0
+        self.close_when_sent = False     # close once `waiting` is written
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -293,6 +298,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         server = self.server
         server._unpend(self)
+        self.waiting.clear()             # (in the session's store: resent on request)
+        server._waiting.discard(self)
         session = self.session
         if session is not None:
             if server._attached.get(session) is self:
@@ -320,7 +327,7 @@ class GatewayServer:
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, store_fsync: bool = False,
                  before_write: Optional[Callable[[], None]] = None,
                  ssl_context: Optional[ssl.SSLContext] = None,
-                 limits: SessionLimits = SessionLimits()):
+                 limits: SessionLimits = SessionLimits(), durability=None):
         """store_fsync=True makes every store flush an fsync (survives power loss, costs a
         disk sync per batch of outgoing messages); by default stores are flushed to the
         operating system before the bytes are written to the socket.
@@ -335,8 +342,22 @@ class GatewayServer:
         runs before any byte reaches a session; a client that fails it is dropped.
 
         limits: every session's message rate and the failed-logon back-off (the gateway
-        config's; see limits.py for the defaults)."""
+        config's; see limits.py for the defaults).
+
+        durability (instead of before_write: the durable engine, `ccerx serve` passes it) has
+        commit_async() -> ticket, durable_ticket and add_durable_listener(fn): once per
+        event-loop iteration that has output the server starts the commit of everything
+        applied so far and goes on at once; a session's output holding application messages
+        waits, per connection and in order, until the journal's writer reports that ticket
+        durable (its fsync done); session-level output (heartbeats, rejects) of a session
+        with nothing waiting goes out at once. So no acknowledgement leaves before its command
+        is on disk, and the event loop never waits for the disk. A connection with more than
+        WRITE_HIGH_WATER bytes waiting is not read from until they are written."""
         self.before_write = before_write
+        self.durability = durability
+        self._waiting: set[_Connection] = set()    # connections with output awaiting an fsync
+        if durability is not None:
+            durability.add_durable_listener(self._on_durable)
         self.limits = limits
         self._rates: dict[SessionKey, MessageRate] = {}
         self._checkers: dict[SessionKey, Authenticator] = {}   # sessions with a password check
@@ -474,21 +495,81 @@ class GatewayServer:
             except Exception:
                 log.critical("not sending: the commit before writing failed", exc_info=True)
                 return
+        durability = self.durability
+        ticket = durable = 0
+        if self._dirty and durability is not None:
+            try:
+                ticket = durability.commit_async()
+            except Exception:
+                log.critical("not sending: the journal failed", exc_info=True)
+                return
+            durable = durability.durable_ticket
         while self._dirty:
             session = self._dirty.pop()
+            needs = ticket if session.holds_application_messages else 0
             data = session.data_to_send()
             conn = self._attached.get(session)
             if conn is None:
                 continue
             transport = conn.transport
             if data:
-                transport.write(data)
+                if conn.waiting or needs > durable:
+                    self._wait_durable(conn, needs, data)
+                else:
+                    transport.write(data)
             if session.resend_pending and "write" not in conn.held:
                 self._resume_resend(session)
             if session.wants_close:
-                transport.close()
+                if conn.waiting:
+                    conn.close_when_sent = True
+                else:
+                    transport.close()
             elif transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
                 log.warning("disconnecting %s: %d bytes unread", session.key, transport.get_write_buffer_size())
+                transport.abort()
+
+    def _wait_durable(self, conn: _Connection, ticket: int, data: bytes) -> None:
+        """Hold a connection's output until `ticket` is durable (behind what already waits)."""
+        conn.waiting.append((ticket, data))
+        conn.waiting_bytes += len(data)
+        self._waiting.add(conn)
+        if conn.waiting_bytes > WRITE_HIGH_WATER:
+            conn.hold("durable")
+
+    def _on_durable(self, ticket: int, error) -> None:
+        """The journal's writer made a group durable (its thread): release output on the loop."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._release_durable, error)
+
+    def _release_durable(self, error=None) -> None:
+        if error is not None:
+            log.critical("the journal failed: acknowledgements waiting for it are not sent "
+                         "(%s)", error)
+            return
+        durable = self.durability.durable_ticket
+        for conn in list(self._waiting):
+            waiting = conn.waiting
+            ready = 0
+            while ready < len(waiting) and waiting[ready][0] <= durable:
+                ready += 1
+            if not ready:
+                continue
+            data = b"".join([chunk for _, chunk in waiting[:ready]])
+            del waiting[:ready]
+            conn.waiting_bytes -= len(data)
+            transport = conn.transport
+            if not transport.is_closing():
+                transport.write(data)
+            if waiting:
+                continue
+            self._waiting.discard(conn)
+            conn.release("durable")
+            if conn.close_when_sent:
+                transport.close()
+            elif transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+                log.warning("disconnecting %s: %d bytes unread", conn.session.key,
+                            transport.get_write_buffer_size())
                 transport.abort()
 
     def _resume_resend(self, session: Session) -> None:
@@ -605,6 +686,11 @@ class GatewayServer:
             else:
                 self._backoff.succeeded(key.their_comp_id, address)
         if conn.transport.is_closing():
+            return
+        if isinstance(verdict, QuietRefusal):     # no Logout: see QuietRefusal
+            log.info("closing a logon for %s from %s unanswered: %s", key.their_comp_id,
+                     conn.peer, verdict)
+            conn.transport.close()
             return
         if session in self._attached:
             log.info("closing connection from %s: session %s already connected", conn.peer, key)

@@ -4,6 +4,7 @@
     ccerx ledger balances --db ledger.sqlite [--account A1] [--json]
     ccerx ledger statement --db ledger.sqlite --date 2024-01-23 [--account A1] [--out FILE]
     ccerx ledger check --db ledger.sqlite
+    ccerx ledger reconcile --db ledger.sqlite --data DATA_DIR
 """
 from __future__ import annotations
 
@@ -68,6 +69,14 @@ def add_parser(sub) -> None:
                                       "balances equal postings, none negative)")
     k.add_argument("--db", metavar="FILE", default=argparse.SUPPRESS, help="the ledger (required)")
     k.set_defaults(run=_with_db(run_check))
+
+    r = lsub.add_parser("reconcile", help="compare the ledger with the engine's accounts "
+                                          "(recovered from its data directory), per lot")
+    r.add_argument("--db", metavar="FILE", default=argparse.SUPPRESS, help="the ledger (required)")
+    r.add_argument("--data", metavar="DIR", required=True,
+                   help="the engine's data directory (journal and snapshots; read only)")
+    r.add_argument("--json", action="store_true", help="print the result as JSON")
+    r.set_defaults(run=_with_db(run_reconcile))
 
 
 def _with_db(run):
@@ -286,6 +295,11 @@ def format_statement(st: dict) -> str:
                 row.append(t.get("delivery", "") + (" (disputed)" if "disputed" in t else ""))
         table = format_table(header, rows, align)
         lines += ["   " + line for line in table.splitlines()]
+    for t in st["trades"]:
+        if t.get("lots"):                               # the lots a trade delivered
+            lines.append(f"   trade {t['trade_id']} lots: " + ", ".join(
+                f"{_lot_name(lot['project'], lot['vintage'], t['instrument'])} {lot['qty']} t"
+                for lot in t["lots"]))
     for c in st.get("clearing", ()):
         if c["batch_id"] is None:
             lines.append(f"   pending: {plural(c['pending'], 'trade')}, delivered by the "
@@ -299,8 +313,26 @@ def format_statement(st: dict) -> str:
     for d in st["deposits"]:
         unit = " CNY" if d["asset"] == "CNY" else f" t {d['asset']}"
         lines.append(f"   deposit {d['amount']}{unit}  ({d['deposit_id']})")
+    if st.get("holdings"):                             # per lot: delivered, pending, retired
+        rows = [[h["holding"], h["credit_type"] or "-", h["project"] or "-",
+                 str(h["vintage"]) if h["vintage"] is not None else "-", str(h["qty"]),
+                 str(h["pending_in"]), str(h["pending_out"]), str(h["retired"])]
+                for h in st["holdings"]]
+        table = format_table(["holding", "credit type", "project", "vintage", "delivered t",
+                              "pending in t", "pending out t", "retired t"], rows, "llllrrrr")
+        lines += ["   " + line for line in table.splitlines()]
+    for r in st.get("retirements", ()):
+        lot = (f"{r['project']} {r['vintage']}" if r["project"] is not None
+               else f"{r['holding']} (pooled)")
+        lines.append(f"   retired {r['qty']} t of {lot} for {r['purpose']!r}: certificate "
+                     f"{r['certificate']} ({r['retire_id']})")
     lines.append("   " + _balance_line("closing", st["closing"]))
     return "\n".join(lines)
+
+
+def _lot_name(project, vintage, instrument: str) -> str:
+    """A delivered lot as the trade's `lots` name it: its lot key, or the default lot."""
+    return f"{project}@{vintage}" if project is not None else f"{instrument} (default lot)"
 
 
 def _balance_line(label: str, balance: dict) -> str:
@@ -321,4 +353,78 @@ def run_check(args) -> int:
     finally:
         ledger.close()
     print(f"ok: {plural(count, 'settlement')}, every asset balances, no negative balance")
+    return 0
+
+
+def run_reconcile(args) -> int:
+    """The ledger against the engine: the engine's state is recovered (read only) from its
+    data directory's snapshot and journal, then compared account by account, cash to the fen
+    and credits per holding key (lot) to the tonne, retirements per lot, fees (pending
+    deliveries of day-end clearing counted as the engine counts them)."""
+    from ccerx.engine.core.lots import STANDARD_CONTRACTS
+    from ccerx.engine.durable.exchange import OPENING
+    from ccerx.engine.durable.recovery import (RecoveryRefused, RecoveryReport,
+                                               replay_directory)
+    from ccerx.engine.durable.settlement import SettlementConfig
+    data = Path(args.data)
+    if not (data / OPENING).is_file():
+        print(f"ccerx ledger reconcile: {data}: not an engine data directory (no {OPENING})",
+              file=sys.stderr)
+        return 2
+    ledger = _open(args.db)
+    if ledger is None:
+        return 2
+    try:
+        stored = orjson.loads((data / OPENING).read_bytes())["settlement"]
+        config = SettlementConfig(**{**stored, "holidays": tuple(stored.get("holidays", ()))})
+        try:
+            recovered = replay_directory(data, config, 1 << 62, RecoveryReport(data))
+        except RecoveryRefused as err:
+            print(f"ccerx ledger reconcile: {err}", file=sys.stderr)
+            return 2
+        accounts = recovered.exchange.accounts
+        if accounts is None:
+            print(f"ccerx ledger reconcile: {data}: the engine keeps no accounts",
+                  file=sys.stderr)
+            return 2
+        journal_last = recovered.scanned.last_instruction
+        applied = ledger.applied_seq(config.exchange_id)
+        problems = ledger.reconcile(accounts)
+        if applied != journal_last:
+            problems.insert(0, f"the ledger applied instruction {applied:,} of the journal's "
+                               f"{journal_last:,}: not everything was delivered yet")
+    finally:
+        ledger.close()
+    held: dict = {}
+    for a in accounts.by_id.values():
+        for holding, qty in a.credits.items():
+            held.setdefault(holding, [0, 0])[0] += qty
+        for holding, qty in a.retired.items():
+            held.setdefault(holding, [0, 0])[1] += qty
+    lots = {k: v for k, v in sorted(held.items()) if v != [0, 0]}
+    if args.json:
+        print(orjson.dumps({"reconciled": not problems, "problems": problems,
+                            "instructions": journal_last, "accounts": len(accounts.by_id),
+                            "holdings": {k: {"held": v[0], "retired": v[1]}
+                                         for k, v in lots.items()}},
+                           option=orjson.OPT_INDENT_2).decode())
+        return 1 if problems else 0
+    for problem in problems:
+        print(f"DIFFERENCE {problem}", file=sys.stderr)
+    rows = []
+    for holding, (qty, retired) in lots.items():
+        lot = accounts.lots.get(holding)
+        rows.append([holding, lot.credit_type if lot else STANDARD_CONTRACTS.get(holding, "-"),
+                     lot.project if lot else "-",
+                     str(lot.vintage) if lot else "-", str(qty), str(retired)])
+    if rows:
+        print(format_table(["holding", "credit type", "project", "vintage", "held t",
+                            "retired t"], rows, "llllrr"))
+    if problems:
+        print(f"ccerx ledger reconcile: NOT reconciled: "
+              f"{plural(len(problems), 'difference')}", file=sys.stderr)
+        return 1
+    print(f"reconciled: {plural(len(accounts.by_id), 'account')}, "
+          f"{plural(len(lots), 'holding')}, instructions 1-{journal_last:,}: every fen and "
+          f"every tonne per lot as the engine has it")
     return 0

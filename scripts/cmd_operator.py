@@ -5,6 +5,16 @@
     ccerx operator resume ["note"]             # open it again
     ccerx operator deposit HOLD01 CCER-SOL 50000 --id ISS-2026-001    # credits, whole tonnes
     ccerx operator deposit EMIT01 CNY 1000000.00 --id F-2026-001      # cash, decimal CNY
+    ccerx operator deposit HOLD01 50000 --credit-type afforestation \
+        --project CCER-14-2024-0001 --vintage 2023 --id ISS-7        # credits of one lot
+        [--list-symbol AFF-0001-2023 --list-price 62.00]             #   (and list it, Art.17)
+    ccerx operator list AFF-0001-2023 --credit-type afforestation --project CCER-14-2024-0001 \
+        --vintage 2023 --price 62.00 [--name "..."]  # Art.17: list a project-vintage; its
+                                               # declared price is its first benchmark; under
+                                               # cbeex-2023 it trades from the next trading day
+    ccerx operator retire EMIT01 100 --project CCER-14-2024-0001 --vintage 2023 \
+        --purpose "2024年度清缴抵销" [--id R-1]   # retire (注销) free credits of a lot for good
+                                               # (or --instrument CCER-AFF: a pooled holding)
     ccerx operator restrict EMIT01 [--side buy|sell|both]   # Art.39/46: refuse new orders
     ccerx operator restrict --member BROKER01 --side buy     #   of an account or a member
     ccerx operator unrestrict EMIT01 | --member BROKER01     # lift it (and a kill)
@@ -34,6 +44,7 @@ from pathlib import Path
 
 import orjson
 
+from ccerx.engine.core.lots import STANDARD_CONTRACTS
 from ccerx.engine.core.types import CASH_ASSET
 from ccerx.gateway.control import SOCKET_NAME, ControlUnavailable, operator_request_sync
 from ccerx.scripts.tables import format_table, group_thousands, plural
@@ -41,8 +52,8 @@ from ccerx.scripts.tables import format_table, group_thousands, plural
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "operator", help="send operator commands (close the day, halt, resume, deposit) to "
-                         "ccerx serve",
+        "operator", help="send operator commands (close the day, halt, resume, deposit, "
+                         "list a lot, retire) to ccerx serve",
         description="Send operator commands to a running `ccerx serve` over its control socket "
                     "(a Unix-domain socket; only its owner may use it) and print each response "
                     "as a JSON line (state and accounts: a table, unless --json). Exit status 0 "
@@ -69,16 +80,52 @@ def add_parser(sub) -> None:
     dispute.add_argument("trade_id", metavar="TRADE_ID", type=int)
     dispute.add_argument("--note", required=True, help="why (any language)")
     deposit = add_action(
-        "deposit", help="credit an account: credits issued to it (ASSET a credit type, AMOUNT "
-                        "whole tonnes) or cash paid in (ASSET CNY, AMOUNT decimal CNY)")
+        "deposit", help="credit an account: credits of one lot moved in from the registry "
+                        "(ACCOUNT QTY with --credit-type, --project and --vintage), credits "
+                        "of an instrument (ASSET a symbol, AMOUNT whole tonnes) or cash paid "
+                        "in (ASSET CNY, AMOUNT decimal CNY)")
     deposit.add_argument("account", metavar="ACCOUNT")
-    deposit.add_argument("asset", metavar="ASSET", help="a credit type (e.g. CCER-SOL) or CNY")
-    deposit.add_argument("amount", metavar="AMOUNT",
-                         help="whole tonnes, or for CNY a decimal string such as 1000000.00")
+    deposit.add_argument("asset", metavar="ASSET|QTY",
+                         help="an instrument (e.g. CCER-SOL) or CNY; for a lot: its QTY")
+    deposit.add_argument("amount", metavar="AMOUNT", nargs="?",
+                         help="whole tonnes, or for CNY a decimal string such as 1000000.00 "
+                              "(none for a lot)")
+    _add_lot_options(deposit, "the lot moved in")
+    deposit.add_argument("--list-symbol", metavar="SYMBOL",
+                         help="list the lot on its first transfer in (Art.17) under SYMBOL")
+    deposit.add_argument("--list-price", metavar="PRICE",
+                         help="with --list-symbol: the declared initial price (decimal CNY), "
+                              "the listing's first benchmark")
     deposit.add_argument("--id", dest="deposit_id", metavar="ID",
                          help="your reference, unique for ever: a repeated id is rejected, so "
                               "a retried deposit never credits twice (default DEP-<time ns>; "
                               "give your own to retry safely)")
+    listing = add_action(
+        "list", help="list a project-vintage (Art.17): a new instrument that delivers exactly "
+                     "that lot; its declared initial price is its first benchmark; under "
+                     "cbeex-2023 it trades from the next trading day")
+    listing.add_argument("symbol", metavar="SYMBOL", help="e.g. AFF-0001-2023 (printable ASCII)")
+    _add_lot_options(listing, "the lot listed", required=True)
+    listing.add_argument("--price", required=True, metavar="PRICE",
+                         help="the declared initial price, decimal CNY (e.g. 62.00)")
+    listing.add_argument("--name", help="a name shown to brokers (any language)")
+    listing.add_argument("--tick", help="price tick, decimal CNY (default 0.01)")
+    retire = add_action(
+        "retire", help="retire (注销) free credits of an account for good (not reserved by an "
+                       "order, not bought today) for a stated purpose; the answer holds the "
+                       "retirement certificate id")
+    retire.add_argument("account", metavar="ACCOUNT")
+    retire.add_argument("qty", metavar="QTY", help="whole tonnes")
+    retire.add_argument("--project", help="the lot's registry project id (with --vintage)")
+    retire.add_argument("--vintage", help="the lot's vintage year")
+    retire.add_argument("--instrument", metavar="SYMBOL",
+                        help="instead of a lot: the pooled holding of an instrument (e.g. a "
+                             "contract's default lot)")
+    retire.add_argument("--purpose", required=True,
+                        help="why, one line of any language (e.g. 2024年度清缴抵销)")
+    retire.add_argument("--id", dest="retire_id", metavar="ID",
+                        help="your reference, unique for ever: a repeat is rejected (default "
+                             "RET-<time ns>; give your own to retry safely)")
     for name, help_text in (
             ("restrict", "refuse new orders of an account or a member (Art.39/46): --side buy, "
                          "sell or both (default); cancels still work"),
@@ -125,6 +172,15 @@ def _add_common_options(parser, default) -> None:
                              "actions but state and accounts, which print tables)")
 
 
+def _add_lot_options(parser, what: str, required: bool = False) -> None:
+    parser.add_argument("--credit-type", required=required,
+                        help=f"{what}: afforestation, solar_thermal, offshore_wind or mangrove")
+    parser.add_argument("--project", required=required,
+                        help=f"{what}: its registry project id (e.g. CCER-14-2024-0001)")
+    parser.add_argument("--vintage", required=required,
+                        help=f"{what}: the year its reductions were generated (e.g. 2023)")
+
+
 def _action_adder(actions):
     def add_action(name, **kwargs):
         action = actions.add_parser(name, **kwargs)
@@ -146,6 +202,13 @@ def requests_for(args) -> list:
     if args.action == "deposit":
         request = {"op": "deposit", "deposit_id": args.deposit_id or f"DEP-{time.time_ns()}",
                    "account": args.account}
+        names_lot = any(v is not None for v in (args.credit_type, args.project, args.vintage))
+        lists = args.list_symbol is not None or args.list_price is not None
+        if names_lot or lists:
+            return [_lot_deposit(args, request)]
+        if args.amount is None:
+            raise _Usage("deposit: give ACCOUNT ASSET AMOUNT, or ACCOUNT QTY with "
+                         "--credit-type, --project and --vintage for credits of one lot")
         if args.asset == CASH_ASSET:
             request["cash"] = args.amount
         elif args.amount.isascii() and args.amount.isdigit():
@@ -153,6 +216,27 @@ def requests_for(args) -> list:
         else:
             raise _Usage(f"deposit: AMOUNT of {args.asset} must be whole tonnes, not "
                          f"{args.amount!r}")
+        return [request]
+    if args.action == "list":
+        request = {"op": "list", "symbol": args.symbol, "credit_type": args.credit_type,
+                   "project": args.project, "vintage": _year(args.vintage),
+                   "ref_price": args.price}
+        request.update({key: value for key, value in (("name", args.name), ("tick", args.tick))
+                        if value is not None})
+        return [request]
+    if args.action == "retire":
+        request = {"op": "retire", "retire_id": args.retire_id or f"RET-{time.time_ns()}",
+                   "account": args.account}
+        if (args.instrument is None) == (args.project is None and args.vintage is None):
+            raise _Usage("retire: name the credits by --project and --vintage, or --instrument "
+                         "(one of them)")
+        if args.instrument is not None:
+            request["instrument"] = args.instrument
+        elif args.project is None or args.vintage is None:
+            raise _Usage("retire: a lot needs --project and --vintage, or --instrument")
+        else:
+            request.update(project=args.project, vintage=_year(args.vintage))
+        request.update(qty=_tonnes("retire", args.qty), purpose=args.purpose)
         return [request]
     if args.action in ("restrict", "unrestrict", "kill"):
         if (args.account is None) == (args.member is None):
@@ -178,6 +262,38 @@ def requests_for(args) -> list:
         data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
         return [line for line in data.splitlines() if line.strip()]
     raise AssertionError(args.action)
+
+
+def _lot_deposit(args, request: dict) -> dict:
+    """A deposit of credits of one lot: ACCOUNT QTY --credit-type --project --vintage
+    [--list-symbol --list-price]."""
+    if None in (args.credit_type, args.project, args.vintage):
+        raise _Usage("deposit: a deposit of a lot needs --credit-type, --project and --vintage"
+                     + (" (--list-symbol and --list-price list a lot)"
+                        if args.list_symbol or args.list_price else ""))
+    if args.amount is not None:
+        raise _Usage(f"deposit: a deposit of a lot takes ACCOUNT QTY, not an ASSET "
+                     f"({args.asset!r})")
+    if (args.list_symbol is None) != (args.list_price is None):
+        raise _Usage("deposit: --list-symbol and --list-price go together (the symbol and "
+                     "the declared initial price)")
+    request.update(credit_type=args.credit_type, project=args.project,
+                   vintage=_year(args.vintage), qty=_tonnes("deposit", args.asset))
+    if args.list_symbol is not None:
+        request["list"] = {"symbol": args.list_symbol, "ref_price": args.list_price}
+    return request
+
+
+def _year(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and len(text) == 4):
+        raise _Usage(f"--vintage must be a year such as 2023, not {text!r}")
+    return int(text)
+
+
+def _tonnes(action: str, text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise _Usage(f"{action}: QTY must be whole tonnes, not {text!r}")
+    return int(text)
 
 
 class _Usage(ValueError):
@@ -231,13 +347,26 @@ def _print_state(responses) -> None:
         print(f"trading {'HALTED' if state['halted'] else 'open' if state['trading_open'] else 'closed'}"
               f"; last close {_time_text(closed) if closed else 'none yet'}; "
               f"{plural(state['seq'], 'event')}; {plural(state['accounts'], 'account')}")
-        head = ["credit type", "reference", "band low", "band high", "tick", "best bid",
-                "best ask", "resting", "volume t", "turnover CNY", "trades"]
-        rows = [[name, i["reference"], i["band"][0], i["band"][1], i["tick"],
+        head = ["instrument", "delivers", "reference", "band low", "band high", "tick",
+                "best bid", "best ask", "resting", "volume t", "turnover CNY", "trades"]
+        rows = [[name, _delivers(name, i), i["reference"], i["band"][0], i["band"][1], i["tick"],
                  i["best_bid"] or "-", i["best_ask"] or "-", f"{i['resting_orders']:,}",
                  f"{i['volume']:,}", group_thousands(i["turnover"]), f"{i['trades']:,}"]
                 for name, i in state["instruments"].items()]
         print(format_table(head, rows))
+
+
+def _delivers(symbol: str, instrument: dict) -> str:
+    """What an instrument of the state delivers: a listing's lot (project vintage), a
+    contract's credit type (and vintage range), or "-" for a pooled instrument."""
+    kind = instrument.get("kind")
+    if kind == "listing":
+        return f"{instrument['project']} {instrument['vintage']}"
+    credit_type = instrument.get("credit_type") or STANDARD_CONTRACTS.get(symbol)
+    if kind == "contract" and credit_type:
+        low, high = instrument.get("vintage_from"), instrument.get("vintage_to")
+        return credit_type + (f" {low or ''}-{high or ''}" if low or high else "")
+    return "-"
 
 
 def _print_accounts(responses) -> None:

@@ -28,6 +28,10 @@ def add_parser(sub) -> None:
     p.add_argument("--book-out", metavar="BOOK.json", help="write the final resting book here")
     p.add_argument("--accounts", metavar="ACCOUNTS.json",
                    help="accounts file: turns on pre-trade checks (funds, credits, same-day resale)")
+    p.add_argument("--accounts-out", metavar="FINAL.json",
+                   help="with --accounts: write the accounts as the flow leaves them (cash, "
+                        "holdings per holding key, reservations, retired credits) and every "
+                        "lot moved in or listed")
     p.add_argument("--instruments", metavar="FILE.toml", help="instrument config overriding the defaults")
     p.add_argument("--rules", choices=sorted(PROFILES), default="continuous",
                    help="trading rules (default continuous: limit/market, day/IOC/FOK, amends, "
@@ -45,6 +49,14 @@ def events_batch_sink(write, specs):
     def sink(batches):
         write(encode_batches(batches))
     return sink
+
+
+def final_accounts(accounts) -> dict:
+    """{"lots": {holding key: {"credit_type", "project", "vintage"}}, "accounts": [...]}: each
+    account as the engine holds it (Account.to_json: credits, credits_reserved, bought_today
+    and retired per holding key)."""
+    return {"lots": {key: lot._asdict() for key, lot in sorted(accounts.lots.items())},
+            "accounts": [accounts.by_id[key].to_json() for key in sorted(accounts.by_id)]}
 
 
 def count_lines(path: Path) -> int:
@@ -103,7 +115,11 @@ def run(args) -> int:
     path = Path(args.commands)
     problem = (input_file_problem(path)
                or (args.events_out and output_file_problem(Path(args.events_out), "--events-out"))
-               or (args.book_out and output_file_problem(Path(args.book_out), "--book-out")))
+               or (args.book_out and output_file_problem(Path(args.book_out), "--book-out"))
+               or (args.accounts_out and output_file_problem(Path(args.accounts_out),
+                                                             "--accounts-out"))
+               or (args.accounts_out and not args.accounts
+                   and "--accounts-out needs --accounts (without accounts the engine keeps none)"))
     if problem:
         print(f"ccerx replay: {problem}", file=sys.stderr)
         return 2
@@ -139,6 +155,9 @@ def run(args) -> int:
             events_file.close()
     if args.book_out:
         Path(args.book_out).write_bytes(orjson.dumps(books_to_json(exchange), option=orjson.OPT_INDENT_2))
+    if args.accounts_out:
+        Path(args.accounts_out).write_bytes(orjson.dumps(
+            final_accounts(exchange.accounts), option=orjson.OPT_INDENT_2))
     report_malformed("replay", path, malformed)
     summary = stats.summary()
     summary["state_hash"] = exchange.state_hash()

@@ -80,6 +80,11 @@ def add_parser(sub) -> None:
     p.add_argument("--replicas", type=int, default=3, metavar="N",
                    help="with --cluster: copies of the stream, when this node creates it "
                         "(default 3: one per server of a three-server NATS cluster)")
+    p.add_argument("--cluster-snapshot-every", type=int, default=100_000, metavar="N",
+                   help="with --cluster: standbys put a join bundle (snapshot, FIX stores, "
+                        "stream position) in the object store CCERX_SNAPSHOTS every N commands; "
+                        "a node started on an empty data directory joins from the newest "
+                        "instead of replaying the stream from its start (0: none)")
     p.add_argument("--ledger", metavar="FILE",
                    help="the SQLite settlement ledger (default DIR/ledger.sqlite); the nodes of "
                         "a cluster share one, whose idempotence absorbs what a new leader re-sends")
@@ -133,7 +138,18 @@ def open_engine(data_dir: Path, instruments, accounts, rules=CBEEX_2023, ledger=
     if ledger is not None:
         from ccerx.engine.ledger.sqlite import SqliteLedger
         kwargs["ledger"] = SqliteLedger(ledger)
-    return DurableExchange(data_dir, instruments, accounts, rules=rules, **kwargs)
+    elif accounts is not None and "journal_hook" not in kwargs:
+        # the gateway's own ledger settles in a process of its own: its relay's Python work
+        # does not hold the interpreter lock the event loop needs (engine/ledger/process.py)
+        from ccerx.engine.ledger.process import LedgerProcess
+        from ccerx.engine.ledger.sqlite import SqliteLedger
+        kwargs["ledger"] = LedgerProcess(SqliteLedger, Path(data_dir) / "ledger.sqlite")
+    try:
+        return DurableExchange(data_dir, instruments, accounts, rules=rules, **kwargs)
+    except BaseException:
+        if hasattr(kwargs.get("ledger"), "close"):
+            kwargs["ledger"].close()
+        raise
 
 
 def open_cluster_node(args, data_dir: Path, instruments, accounts, rules):
@@ -147,21 +163,27 @@ def open_cluster_node(args, data_dir: Path, instruments, accounts, rules):
         raise ValueError(f"--node {args.node!r}: letters, digits, - and _ only")
     if not 1 <= args.replicas <= 5:
         raise ValueError("--replicas must be 1-5 (JetStream's limit)")
-    settings = ClusterSettings(parse_servers(args.cluster), args.node, replicas=args.replicas)
+    if args.cluster_snapshot_every < 0:
+        raise ValueError("--cluster-snapshot-every must be 0 (none) or more commands")
+    settings = ClusterSettings(parse_servers(args.cluster), args.node, replicas=args.replicas,
+                               snapshot_every=args.cluster_snapshot_every)
     return ClusterNode(settings, lambda hook: open_engine(
         data_dir, instruments, accounts, rules, ledger=args.ledger, journal_hook=hook,
-        start_relays=False))
+        start_relays=False), data_dir=data_dir)
 
 
 def gate_logons(sessions: list, node) -> None:
-    """A standby refuses every Logon, its Logout naming the leader (brokers try the next host)."""
-    from ccerx.gateway.limits import ServiceRefusal
+    """A standby closes the connection of every Logon unanswered (brokers try the next host;
+    a Logout would move their sequence numbers: QuietRefusal); its log names the leader."""
+    from ccerx.gateway.limits import QuietRefusal
     for settings in sessions:
         check = settings.authenticate
 
         def authenticate(key, logon, check=check):
             if not node.leading:              # not about the password: never backs off
-                return ServiceRefusal(node.refusal())
+                SESSION_LOG.info("logon for %s closed unanswered: %s", key.their_comp_id,
+                                 node.refusal())
+                return QuietRefusal(node.refusal())
             return None if check is None else check(key, logon)
         settings.authenticate = authenticate
 
@@ -173,6 +195,18 @@ def gate_logons(sessions: list, node) -> None:
 # 0.5 ms interval; lingering 20 ms per delivery cut the process's CPU per order by ~1/3.
 SWITCH_INTERVAL_S = 0.0005
 RELAY_LINGER_S = 0.02
+
+
+def gateway_durability(engine, console: bool, cluster: bool = False) -> dict:
+    """How the gateway waits for the durable engine before acknowledging (GatewayServer
+    keyword arguments). The durable engine's journal writer thread fsyncs while the event loop
+    goes on, and acknowledgements wait for it (durability=). Two cases keep the commit on the
+    loop (before_write=, the loop waits for each fsync): a cluster node (the LeaderGate: its
+    replicated journal publishes to the stream in the commit) and the console, whose feed
+    publishes events at the engine's synchronous commit."""
+    if hasattr(engine, "commit_async") and not console and not cluster:
+        return {"durability": engine}
+    return {"before_write": getattr(engine, "commit", None)}
 
 
 def tune_for_latency(engine) -> None:
@@ -292,6 +326,9 @@ def run(args) -> int:
         except ValueError as err:
             print(f"ccerx serve: {err}", file=sys.stderr)
             return 2
+        except ConnectionError as err:    # replicated.JoinFailed: an empty node, no NATS
+            print(f"ccerx serve: {err}", file=sys.stderr)
+            return 1
         engine = args.cluster_node.engine
     else:
         engine = open_engine(data_dir, instruments, config.build_accounts(), rules,
@@ -324,7 +361,10 @@ def run(args) -> int:
 async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, engine=None) -> int:
     from ccerx.gateway.server import GatewayServer
     server = GatewayServer(args.host, args.port, sessions, store_dir=data_dir / "fix",
-                           store_fsync=args.fsync, before_write=getattr(engine, "commit", None),
+                           store_fsync=args.fsync,
+                           **gateway_durability(
+                               engine, console=getattr(args, "console_setup", None) is not None,
+                               cluster=getattr(args, "cluster_node", None) is not None),
                            limits=config.limits,
                            ssl_context=getattr(args, "tls_context", None))
     try:
@@ -408,11 +448,13 @@ def start_cluster_node(args, server, application, loop) -> Optional[asyncio.Even
     node = getattr(args, "cluster_node", None)
     if node is None:
         return None
+    from ccerx.gateway.cluster import replicate_sessions, take_over
     leading = asyncio.Event()
+    replicate_sessions(server, node, loop, application)   # FIX stores: in the stream, mirrored
 
     def on_leader():             # in the gateway's event loop
         if application is not None:
-            application.adopt_resting_orders()
+            take_over(application, server)
         leading.set()
     try:
         node.start(f"{args.host}:{server.port}", lambda: loop.call_soon_threadsafe(on_leader))

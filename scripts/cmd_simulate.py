@@ -10,6 +10,7 @@ from ccerx.engine.core.rules import PROFILES
 from ccerx.scripts.progress import Progress
 
 MODES = ("in-process", "fix")
+LIQUIDITY_PAIR = ("cbeex-2023", "continuous")   # compared by default: the holding rule's effect
 
 
 def add_parser(sub) -> None:
@@ -65,6 +66,11 @@ def add_parser(sub) -> None:
                         "price paths and market makers in the report (in-process only); a "
                         "profile may change parameters: cbeex-2023:holding=1 (holding period, "
                         "trading days), cbeex-2023:band=20 (daily band, %%)")
+    p.add_argument("--no-compare", action="store_true",
+                   help="in process, a run under cbeex-2023 or continuous is by default run "
+                        "again on the same seed under the other profile, and the report says "
+                        "what the 5-trading-day holding rule does to liquidity (spread, depth, "
+                        "volume, market makers); this skips that second run")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(run=run)
 
@@ -100,6 +106,9 @@ def run(args) -> int:
                                  f"comma-separated, not {args.compare_rules or compared!r}")
             for label in compared:
                 what_if(label, scenario)
+        elif (args.mode == "in-process" and not args.gateway_config and not args.no_compare
+              and args.rules in LIQUIDITY_PAIR):
+            compared = [args.rules, *(x for x in LIQUIDITY_PAIR if x != args.rules)]
         if (len(seeds) > 1 or compared) and (args.mode != "in-process" or args.gateway_config):
             raise ValueError("--seeds, --sweep and --compare-rules run in process only")
         if args.scheduler is not None:
@@ -185,10 +194,20 @@ def run(args) -> int:
         print(f"calibration over {len(seeds)} seed(s) ({sweep_s:.1f} s):")
         print(text_table(calibration_table(sweep_figures or comparison.get(rules.name)
                                            or [first[seeds[0]]])))
+    if result.settlement_note:
+        print(f"note: {result.settlement_note}", file=sys.stderr)
     summary = write_report(result, out, baseline, sweep_figures, comparison)
     if comparison:
         from ccerx.scripts.simulate.report import comparison_text
         print(comparison_text(summary["comparison"], compared))
+    if "liquidity" in summary:
+        print(summary["liquidity"]["sentence"])
+    if "retirements" in summary:
+        r = summary["retirements"]
+        print(f"retired {r['retired_t']:,} of {r['need_t']:,} t needed "
+              f"({100 * r['retired_t'] / max(r['need_t'], 1):.1f}%) under "
+              f"{r['certificates']:,} certificates; {r['met']} of {r['emitters']} emitters met "
+              f"their need")
     total_s = time.perf_counter() - started
     for s, rows in summary["instruments"].items():
         closes = " ".join(r["close"] for r in rows)

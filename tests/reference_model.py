@@ -48,6 +48,32 @@ they switch are written here again):
     on the other side of the instrument (holding_period), then funds/credits. A take with
     nothing to take reserves nothing.
 
+Credits as lots (issue 11, Art.10, 17; engine/core/lots.py is the rule written down):
+  - a holding is keyed by "PROJECT@VINTAGE" for a lot, by the instrument's symbol for a
+    pooled holding (a standard contract's pooled holding is its type's default lot);
+  - a listing (spec.project set) sells its lot only; a contract (credit_type, no project)
+    sells any lot of its type within its vintage range plus its own pooled holding. A sell
+    takes, at entry, free credits (owned - bought today - held by other resting sells) in
+    the order: pooled holding first, then vintage, then project; an amend up takes more in
+    the same way (merged, re-sorted), an amend down gives back from the end; trades
+    deliver from the front. A trade names its lots: a listing's always ((project, vintage,
+    qty),); a contract sell's once its allocation named anything but its pooled holding
+    (the pooled one as (None, None, qty)); otherwise none;
+  - lot deposits: id, repeat, then the lot (type, project, vintage), "instrument too"
+    (malformed), amount, account shape, accounts, unknown account, a project's type fixed
+    by its first deposit or listing (malformed), then the optional listing (already listed
+    under another symbol, price, tick, symbol taken: malformed / the price's reason). A
+    listing declared on a first transfer in is defined right after the Deposited event;
+  - a listing is refused (malformed) if its project has another type, its lot is listed
+    under another symbol, or its symbol lists another lot; it trades from trading day
+    closes + listing_days (a redefinition keeps its day); before that a new order is
+    not_yet_tradable (after the field checks, before self-trade and the account checks);
+  - retire: id, repeat, account (unknown without accounts), instrument or lot (both:
+    malformed; unknown instrument; unknown lot), qty, purpose (1-200 characters of one
+    line), then free credits (insufficient_credits); certificates are numbered
+    CCERX-RC-00000001 on;
+  - position limits count a contract's holding as the sum over its eligible holdings.
+
 Risk controls (issue 14, Art.37-39, 46):
   - position limits by participant type (SetLimits replaces them; LimitsSet echoes them
     sorted): a buy that reserves (not a take with nothing to take) is position_limit, just
@@ -66,15 +92,18 @@ Risk controls (issue 14, Art.37-39, 46):
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import unicodedata
 from dataclasses import dataclass, field
 from fractions import Fraction
 
 from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
-                             NewOrder, Restrict, SetLimits)
+                             NewOrder, Restrict, Retire, SetLimits)
 from ccerx.engine.core.events import (DayClosed, Deposited, DepositRejected, InstrumentDefined, LargeHolderReported,
                            LimitsSet, OrderAccepted, OrderAmended, OrderCancelled, OrderRejected,
-                           RestrictionChanged, TradeExecuted)
+                           RestrictionChanged, Retired, TradeExecuted)
+from ccerx.engine.core.lots import CREDIT_TYPES, Lot
 from ccerx.engine.core.rules import CONTINUOUS, RuleProfile, SelfTrade
 from ccerx.engine.core.types import (CancelReason, InstrumentSpec, OrderType, PriceError, RejectReason,
                           Side, TimeInForce)
@@ -102,6 +131,8 @@ class RefOrder:
     qty: int           # total order quantity, filled included
     filled: int = 0
     stamp: int = 0     # time priority: lower is earlier
+    alloc: list = field(default_factory=list)   # a sell's [[holding key, t], ...]
+    itemized: bool = False                      # its trades name their lots
 
     @property
     def open(self) -> int:
@@ -118,6 +149,7 @@ class RefAccount:
     last_bought: dict = field(default_factory=dict)   # instrument -> closes at the last buy
     last_sold: dict = field(default_factory=dict)
     participant_type: str = "other_organisation"
+    retired: dict = field(default_factory=dict)
 
 
 def band_limits(spec: InstrumentSpec) -> tuple[int, int]:
@@ -136,12 +168,16 @@ class ReferenceExchange:
         included (recomputed, never stored)."""
         self.specs: dict[str, InstrumentSpec] = {s.symbol: s for s in instruments}
         self.accounts = None if accounts is None else {a.account: a for a in accounts}
+        self.lots: dict[str, Lot] = {   # every lot moved in or listed
+            self.holding_key(s): Lot(s.credit_type, s.project, s.vintage)
+            for s in instruments if s.project and accounts is not None}
         self.fee_ppm = fee_ppm
         self.rules = rules
         self.closes = 0                        # end-of-day closes: the trading day number
         self.resting: list[RefOrder] = []
         self.seen_ids: set[str] = set()
         self.deposit_ids: set[str] = set()     # never cleared: a deposit id is used once
+        self.retire_ids: set[str] = set()
         self.seq = 0
         self.trade_id = 0
         self.stamp = 0
@@ -193,24 +229,53 @@ class ReferenceExchange:
         return sum(self.held(o) for o in self.resting
                    if o.account == account and o.side is Side.BUY)
 
-    def credits_reserved(self, account: str, instrument: str) -> int:
-        return sum(o.open for o in self.resting if o.account == account and o.side is Side.SELL
-                   and o.instrument == instrument)
+    def credits_reserved(self, account: str, key: str) -> int:
+        return sum(q for o in self.resting if o.account == account and o.side is Side.SELL
+                   for k, q in o.alloc if k == key)
+
+    @staticmethod
+    def holding_key(spec: InstrumentSpec) -> str:
+        return f"{spec.project}@{spec.vintage}" if spec.project else spec.symbol
+
+    def free(self, account: str, key: str) -> int:
+        a = self.accounts[account]
+        return (a.credits.get(key, 0) - a.bought_today.get(key, 0)
+                - self.credits_reserved(account, key))
+
+    def eligible_keys(self, spec: InstrumentSpec, keys) -> list:
+        """The holding keys among `keys` a sell of `spec` may deliver, in allocation order."""
+        if spec.project or not spec.credit_type:
+            own = self.holding_key(spec)
+            return [k for k in keys if k == own]
+        out = []
+        for k in keys:
+            if k == spec.symbol:
+                out.append(((0, ""), k))
+            elif k in self.lots:
+                lot = self.lots[k]
+                if (lot.credit_type == spec.credit_type
+                        and (not spec.vintage_from or lot.vintage >= spec.vintage_from)
+                        and (not spec.vintage_to or lot.vintage <= spec.vintage_to)):
+                    out.append(((lot.vintage, lot.project), k))
+        return [k for _, k in sorted(out)]
+
+    def held_of(self, a: RefAccount, spec: InstrumentSpec) -> int:
+        return sum(a.credits.get(k, 0) for k in self.eligible_keys(spec, list(a.credits)))
 
     def account_view(self, account: str) -> dict:
         """Everything about an account, in the shape tests compare with the engine's."""
         a = self.accounts[account]
         reserved = {}
-        for instrument in self.specs:
-            r = self.credits_reserved(account, instrument)
-            if r:
-                reserved[instrument] = r
+        for o in self.resting:
+            if o.account == account and o.side is Side.SELL:
+                for k, q in o.alloc:
+                    reserved[k] = reserved.get(k, 0) + q
         return {"cash": a.cash, "cash_reserved": self.cash_reserved(account),
                 "credits": {k: v for k, v in a.credits.items() if v},
-                "credits_reserved": reserved,
+                "credits_reserved": {k: v for k, v in reserved.items() if v},
                 "bought_today": {k: v for k, v in a.bought_today.items() if v},
                 "fees_paid": a.fees_paid, "last_bought": dict(a.last_bought),
-                "last_sold": dict(a.last_sold)}
+                "last_sold": dict(a.last_sold), "retired": dict(a.retired)}
 
     # ---- events ------------------------------------------------------------------------
     def _next_seq(self) -> int:
@@ -251,6 +316,8 @@ class ReferenceExchange:
             self._set_limits(command, ts, out)
         elif kind is Restrict:
             self._restrict(command, ts, out)
+        elif kind is Retire:
+            self._retire(command, ts, out)
         elif kind is Malformed:
             # engine's choice: every line the edge could not parse, unknown op included, is
             # `malformed`
@@ -338,6 +405,8 @@ class ReferenceExchange:
                 qty = self._qty(spec, cmd.qty)
                 if cmd.target is not None:
                     raise Rejected(RejectReason.MALFORMED, "only a take order names a target")
+            if spec.tradable_from > self.closes:
+                raise Rejected(RejectReason.NOT_YET_TRADABLE)
             if (self.rules.self_trade is SelfTrade.REJECT_TAKER and target is None
                     and self._meets_own(account, spec.symbol, side, price, qty)):
                 raise Rejected(RejectReason.SELF_TRADE)
@@ -346,8 +415,9 @@ class ReferenceExchange:
                     raise Rejected(RejectReason.UNKNOWN_ACCOUNT)
                 if self.rules.holding_days:
                     self._check_holding(account, spec.symbol, side)
+                plan = []
                 if not (otype is OrderType.TAKE and price is None):
-                    self._check_funds(spec, account, side, price, qty, None)
+                    plan = self._check_funds(spec, account, side, price, qty, None)
         except Rejected as bad:
             valid_id = type(oid) is str and 0 < len(oid) <= MAX_ORDER_ID_LEN
             # engine's choice: a new order's id that is not a valid id is not echoed
@@ -356,6 +426,8 @@ class ReferenceExchange:
         out.append(OrderAccepted(self._next_seq(), ts, oid, account, spec.symbol, side, otype, tif,
                                  price, qty))
         order = RefOrder(oid, account, spec.symbol, side, price, qty)
+        if side is Side.SELL:
+            self._allocate(order, spec, plan if self.accounts is not None else [])
         if otype is OrderType.TAKE:
             if target is not None:
                 self._trade(order, target, ts, out)
@@ -436,12 +508,44 @@ class ReferenceExchange:
             if self.cash_needed(spec, limit, open_qty) > available:
                 raise Rejected(RejectReason.INSUFFICIENT_FUNDS)
         else:
-            sellable = (a.credits.get(spec.symbol, 0) - a.bought_today.get(spec.symbol, 0)
-                        - self.credits_reserved(account, spec.symbol))
-            if amended is not None:
-                sellable += amended.open
-            if open_qty > sellable:
+            # the free credits a sell of `more` t more would take, in allocation order
+            more = open_qty - (amended.open if amended is not None else 0)
+            plan = []
+            for key in self.eligible_keys(spec, list(a.credits)):
+                free = self.free(account, key)
+                if more > 0 and free > 0:
+                    plan.append([key, min(free, more)])
+                    more -= min(free, more)
+            if more > 0:
                 raise Rejected(RejectReason.INSUFFICIENT_CREDITS)
+            return plan
+        return []
+
+    def _allocate(self, order: RefOrder, spec: InstrumentSpec, plan: list) -> None:
+        """Add `plan` to a sell's allocation (without accounts: everything on its own key)."""
+        if self.accounts is None:
+            order.alloc = [[self.holding_key(spec), order.open]]
+            return
+        own = self.holding_key(spec)
+        if any(k != own for k, _ in plan):
+            order.itemized = True
+        for key, qty in plan:
+            for entry in order.alloc:
+                if entry[0] == key:
+                    entry[1] += qty
+                    break
+            else:
+                order.alloc.append([key, qty])
+        rank = {k: i for i, k in enumerate(self.eligible_keys(spec, [k for k, _ in order.alloc]))}
+        order.alloc.sort(key=lambda entry: rank[entry[0]])
+
+    def _give_back(self, order: RefOrder, qty: int) -> None:
+        while qty:
+            take = min(order.alloc[-1][1], qty)
+            order.alloc[-1][1] -= take
+            qty -= take
+            if not order.alloc[-1][1]:
+                order.alloc.pop()
 
     def _open_buys(self, account: str, instrument: str | None = None) -> int:
         return sum(o.open for o in self.resting if o.account == account and o.side is Side.BUY
@@ -452,20 +556,23 @@ class ReferenceExchange:
         if caps is None or more <= 0:
             return
         per, total = caps
-        if per is not None and (a.credits.get(spec.symbol, 0)
+        if per is not None and (self.held_of(a, spec)
                                 + self._open_buys(a.account, spec.symbol) + more > per):
             raise Rejected(RejectReason.POSITION_LIMIT)
         if total is not None and (sum(a.credits.values()) + self._open_buys(a.account)
                                   + more > total):
             raise Rejected(RejectReason.POSITION_LIMIT)
 
-    def _report_large(self, account: str, instrument: str, gained: int, ts, out) -> None:
+    def _report_large(self, account: str, instrument, gained: int, ts, out) -> None:
+        """`instrument`: the symbol whose holding gained (None: only the total counts)."""
         a = self.accounts[account]
         caps = self.limits.get(a.participant_type)
         if caps is None or not self.report_ppm:
             return
-        for name, cap, now in ((instrument, caps[0], a.credits.get(instrument, 0)),
-                               (None, caps[1], sum(a.credits.values()))):
+        rows = [(None, caps[1], sum(a.credits.values()))]
+        if instrument is not None:
+            rows.insert(0, (instrument, caps[0], self.held_of(a, self.specs[instrument])))
+        for name, cap, now in rows:
             if cap is not None:
                 threshold = math.ceil(Fraction(cap * self.report_ppm, 1_000_000))
                 if now - gained < threshold <= now:
@@ -543,19 +650,36 @@ class ReferenceExchange:
         gross = price * spec.tick_fen * qty
         fee = self.fee(gross)
         self.trade_id += 1
+        delivered, left = [], qty       # from the front of the sell's allocation
+        while left:
+            entry = sell.alloc[0]
+            take = min(entry[1], left)
+            delivered.append((entry[0], take))
+            entry[1] -= take
+            left -= take
+            if not entry[1]:
+                sell.alloc.pop(0)
+        if spec.project:
+            lots = ((spec.project, spec.vintage, qty),)
+        elif sell.itemized:
+            lots = tuple((*((self.lots[k].project, self.lots[k].vintage) if k in self.lots
+                            else (None, None)), q) for k, q in delivered)
+        else:
+            lots = ()
         out.append(TradeExecuted(self._next_seq(), ts, self.trade_id, spec.symbol, price, qty,
                                  buy.order_id, sell.order_id, taker.side, buy.account,
-                                 sell.account, fee, fee, buy.open, sell.open))
+                                 sell.account, fee, fee, buy.open, sell.open, lots))
         self.day_trades.append((spec.symbol, price, qty))
         if self.accounts is not None:
             b, s = self.accounts[buy.account], self.accounts[sell.account]
             b.cash -= gross + fee
             b.fees_paid += fee
-            b.credits[spec.symbol] = b.credits.get(spec.symbol, 0) + qty
-            b.bought_today[spec.symbol] = b.bought_today.get(spec.symbol, 0) + qty
+            for key, q in delivered:
+                b.credits[key] = b.credits.get(key, 0) + q
+                b.bought_today[key] = b.bought_today.get(key, 0) + q
+                s.credits[key] -= q
             s.cash += gross - fee
             s.fees_paid += fee
-            s.credits[spec.symbol] -= qty
             if self.rules.holding_days:
                 b.last_bought[spec.symbol] = self.closes
                 s.last_sold[spec.symbol] = self.closes
@@ -587,11 +711,19 @@ class ReferenceExchange:
             if qty <= order.filled:
                 raise Rejected(RejectReason.QTY_NOT_ABOVE_FILLED)
             open_qty = qty - order.filled
+            plan = []
             if self.accounts is not None:
-                self._check_funds(spec, order.account, order.side, price, open_qty, order)
+                plan = self._check_funds(spec, order.account, order.side, price, open_qty, order)
         except Rejected as bad:
             self._reject(out, ts, "amend", cmd.order_id, bad.reason, bad.text)
             return
+        if order.side is Side.SELL:
+            if self.accounts is None:
+                order.alloc = [[self.holding_key(spec), open_qty]]
+            elif open_qty > order.open:
+                self._allocate(order, spec, plan)
+            elif open_qty < order.open:
+                self._give_back(order, order.open - open_qty)
         keep = price == order.price and open_qty <= order.open
         out.append(OrderAmended(self._next_seq(), ts, order.order_id, order.account,
                                 order.instrument, order.side, price, qty, open_qty, keep))
@@ -639,12 +771,22 @@ class ReferenceExchange:
             return bad(RejectReason.MALFORMED)
         if cmd.deposit_id in self.deposit_ids:
             return bad(RejectReason.DUPLICATE_DEPOSIT_ID)
+        if cmd.credit_type is not None or cmd.project is not None or cmd.vintage is not None:
+            return self._deposit_lot(cmd, ts, out, bad)
+        if cmd.list_symbol is not None or cmd.list_price_units is not None:
+            return bad(RejectReason.MALFORMED)
         if cmd.asset != "CNY" and cmd.asset not in self.specs:
             return bad(RejectReason.UNKNOWN_INSTRUMENT)
         if type(cmd.amount) is not int or cmd.amount <= 0 or cmd.amount > 10 ** 15:
             return bad(RejectReason.INVALID_AMOUNT)
         if not isinstance(cmd.account, str) or cmd.account == "":
             return bad(RejectReason.MALFORMED)
+        key, lot = cmd.asset, (None, None, None)
+        if cmd.asset != "CNY":
+            spec = self.specs[cmd.asset]
+            key = self.holding_key(spec)
+            if spec.project:
+                lot = (spec.credit_type, spec.project, spec.vintage)
         if self.accounts is not None:
             if cmd.account not in self.accounts:
                 return bad(RejectReason.UNKNOWN_ACCOUNT)
@@ -652,15 +794,124 @@ class ReferenceExchange:
             if cmd.asset == "CNY":
                 account.cash += cmd.amount
             else:
-                account.credits[cmd.asset] = account.credits.get(cmd.asset, 0) + cmd.amount
+                account.credits[key] = account.credits.get(key, 0) + cmd.amount
         self.deposit_ids.add(cmd.deposit_id)
-        out.append(Deposited(self._next_seq(), ts, cmd.deposit_id, cmd.account, cmd.asset,
-                             cmd.amount))
+        out.append(Deposited(self._next_seq(), ts, cmd.deposit_id, cmd.account, key,
+                             cmd.amount, *lot))
         if self.accounts is not None and cmd.asset != "CNY":
             self._report_large(cmd.account, cmd.asset, cmd.amount, ts, out)
 
+    def _deposit_lot(self, cmd: Deposit, ts, out, bad):
+        ctype, project, vintage = cmd.credit_type, cmd.project, cmd.vintage
+        if (ctype not in CREDIT_TYPES or type(project) is not str
+                or not 1 <= len(project) <= 64 or not project.isascii()
+                or not project.isprintable() or " " in project or "@" in project
+                or type(vintage) is not int or not 2005 <= vintage <= 2100):
+            return bad(RejectReason.MALFORMED)
+        if cmd.asset is not None:
+            return bad(RejectReason.MALFORMED)
+        if type(cmd.amount) is not int or not 0 < cmd.amount <= 10 ** 15:
+            return bad(RejectReason.INVALID_AMOUNT)
+        if not isinstance(cmd.account, str) or cmd.account == "":
+            return bad(RejectReason.MALFORMED)
+        if self.accounts is None or cmd.account not in self.accounts:
+            return bad(RejectReason.UNKNOWN_ACCOUNT)
+        key = f"{project}@{vintage}"
+        if key in self.lots and self.lots[key].credit_type != ctype:
+            return bad(RejectReason.MALFORMED)
+        listed = [s for s in self.specs.values() if self.holding_key(s) == key]
+        new_listing = None
+        if cmd.list_symbol is not None or cmd.list_price_units is not None:
+            if listed:
+                if cmd.list_symbol != listed[0].symbol:
+                    return bad(RejectReason.MALFORMED)
+            else:
+                price = cmd.list_price_units
+                if isinstance(price, PriceError):
+                    return bad(price.reason)
+                standard = [s for s in self.specs.values()
+                            if s.symbol in ("CCER-AFF", "CCER-SOL", "CCER-OWF", "CCER-MGV")
+                            and s.credit_type == ctype]
+                tick = standard[0].tick_units if standard else 10_000
+                if type(price) is not int or price <= 0 or price % tick:
+                    return bad(RejectReason.MALFORMED)
+                symbol = cmd.list_symbol
+                if (type(symbol) is not str or not symbol or not symbol.isascii()
+                        or not symbol.isprintable() or " " in symbol):
+                    return bad(RejectReason.MALFORMED)
+                try:
+                    new_listing = InstrumentSpec(cmd.list_symbol, tick, ref_ticks=price // tick,
+                                                 credit_type=ctype, project=project,
+                                                 vintage=vintage)
+                except (ValueError, TypeError):
+                    return bad(RejectReason.MALFORMED)
+                if new_listing.symbol in self.specs:
+                    return bad(RejectReason.MALFORMED)
+        self.lots[key] = Lot(ctype, project, vintage)
+        account = self.accounts[cmd.account]
+        account.credits[key] = account.credits.get(key, 0) + cmd.amount
+        self.deposit_ids.add(cmd.deposit_id)
+        out.append(Deposited(self._next_seq(), ts, cmd.deposit_id, cmd.account, key,
+                             cmd.amount, ctype, project, vintage))
+        if new_listing is not None:
+            self._define(DefineInstrument(new_listing, ts), ts, out)
+        self._report_large(cmd.account, listed[0].symbol if listed else None, cmd.amount,
+                           ts, out)
+
+    def _retire(self, cmd: Retire, ts, out):
+        def bad(reason):
+            self._reject(out, ts, "retire", cmd.retire_id if type(cmd.retire_id) is str
+                         and len(cmd.retire_id) <= 64 else None, reason)
+        if type(cmd.retire_id) is not str or not 1 <= len(cmd.retire_id) <= 64:
+            return bad(RejectReason.MALFORMED)
+        if cmd.retire_id in self.retire_ids:
+            return bad(RejectReason.DUPLICATE_RETIRE_ID)
+        if self.accounts is None or cmd.account not in self.accounts:
+            return bad(RejectReason.UNKNOWN_ACCOUNT)
+        if cmd.instrument is not None:
+            if cmd.project is not None or cmd.vintage is not None:
+                return bad(RejectReason.MALFORMED)
+            if cmd.instrument not in self.specs:
+                return bad(RejectReason.UNKNOWN_INSTRUMENT)
+            key = self.holding_key(self.specs[cmd.instrument])
+        else:
+            if type(cmd.project) is not str or type(cmd.vintage) is not int:
+                return bad(RejectReason.MALFORMED)
+            key = f"{cmd.project}@{cmd.vintage}"
+            if key not in self.lots:
+                return bad(RejectReason.UNKNOWN_LOT)
+        if type(cmd.qty) is not int or not 0 < cmd.qty <= 10 ** 15:
+            return bad(RejectReason.INVALID_QTY)
+        purpose = cmd.purpose
+        if (type(purpose) is not str or not purpose.strip() or len(purpose) > 200
+                or any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs")
+                       for c in purpose)):
+            return bad(RejectReason.MALFORMED)
+        if cmd.qty > self.free(cmd.account, key):
+            return bad(RejectReason.INSUFFICIENT_CREDITS)
+        a = self.accounts[cmd.account]
+        a.credits[key] -= cmd.qty
+        a.retired[key] = a.retired.get(key, 0) + cmd.qty
+        self.retire_ids.add(cmd.retire_id)
+        lot = self.lots.get(key)
+        out.append(Retired(self._next_seq(), ts, cmd.retire_id, cmd.account, key, cmd.qty,
+                           purpose, f"CCERX-RC-{len(self.retire_ids):08d}",
+                           *(lot or (None, None, None)), cmd.owner))
+
     def _define(self, cmd: DefineInstrument, ts, out):
         symbol = cmd.spec.symbol
+        spec = cmd.spec
+        if spec.project:
+            key = self.holding_key(spec)
+            old = self.specs.get(symbol)
+            if ((key in self.lots and self.lots[key].credit_type != spec.credit_type)
+                    or any(self.holding_key(s) == key and s.symbol != symbol
+                           for s in self.specs.values())
+                    or (old is not None and self.holding_key(old) != key)):
+                self._reject(out, ts, "instrument", None, RejectReason.MALFORMED)
+                return
+            day = old.tradable_from if old is not None else self.closes + self.rules.listing_days
+            cmd = cmd._replace(spec=dataclasses.replace(spec, tradable_from=day))
         if any(o.instrument == symbol for o in self.resting):
             self._reject(out, ts, "instrument", None, RejectReason.INSTRUMENT_BUSY)
             return
@@ -670,4 +921,7 @@ class ReferenceExchange:
             self._reject(out, ts, "instrument", None, RejectReason.INSTRUMENT_BUSY)
             return
         self.specs[symbol] = cmd.spec
+        if cmd.spec.project and self.accounts is not None:
+            self.lots[self.holding_key(cmd.spec)] = Lot(cmd.spec.credit_type, cmd.spec.project,
+                                                        cmd.spec.vintage)
         out.append(InstrumentDefined(self._next_seq(), ts, cmd.spec))

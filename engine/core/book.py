@@ -23,7 +23,7 @@ from ccerx.engine.core.types import Side
 class Order:
     """A resting (or about to rest) limit order. Mutable: open/filled quantities move."""
     __slots__ = ("order_id", "account", "side", "price", "open_qty", "filled_qty",
-                 "reserved", "owner", "prev", "next", "level")
+                 "reserved", "owner", "prev", "next", "level", "lots")
 
     def __init__(self, order_id: str, account: str, side: Side, price: Optional[int],
                  open_qty: int, owner: Optional[str] = None):
@@ -38,6 +38,9 @@ class Order:
         self.prev: Optional[Order] = None
         self.next: Optional[Order] = None
         self.level: Optional[Level] = None
+        # a contract sell's reservation per lot: [[holding key, t], ...] in delivery order
+        # (None: all on the spec's holding key)
+        self.lots: Optional[list] = None
 
     def __repr__(self) -> str:
         return (f"Order({self.order_id!r}, {self.account!r}, {self.side.value}, {self.price}, "
@@ -81,13 +84,16 @@ class BookSide:
 
 
 class Book:
-    __slots__ = ("instrument", "bids", "asks", "orders")
+    __slots__ = ("instrument", "bids", "asks", "orders", "where")
 
-    def __init__(self, instrument: str):
+    def __init__(self, instrument: str, where: dict | None = None):
         self.instrument = instrument
         self.bids = BookSide(Side.BUY)
         self.asks = BookSide(Side.SELL)
         self.orders: dict[str, Order] = {}   # resting orders by order id
+        # order id -> book, shared by all the books of one exchange, so that a cancel finds
+        # its order without asking every book (one listing per project and vintage: many)
+        self.where: dict = {} if where is None else where
 
     def side_of(self, side: Side) -> BookSide:
         return self.bids if side is Side.BUY else self.asks
@@ -117,6 +123,7 @@ class Book:
         level.count += 1
         order.level = level
         self.orders[order.order_id] = order
+        self.where[order.order_id] = self
 
     def remove(self, order: Order) -> None:
         """Unlink a resting order (cancel or complete fill)."""
@@ -135,6 +142,7 @@ class Book:
         level.count -= 1
         order.prev = order.next = order.level = None
         del self.orders[order.order_id]
+        del self.where[order.order_id]
         if level.count == 0:
             book_side = self.bids if order.side is Side.BUY else self.asks
             del book_side.levels[level.price]

@@ -75,6 +75,31 @@ class Deposit(NamedTuple):
     amount: Any             # tonnes (credits) or fen (cash), a positive int
     ts: Optional[int] = None
     owner: Optional[str] = None  # who asked (operator), if known
+    # A deposit of credits of one lot (lots.py) names it; `asset` is then None. The first
+    # transfer in of a lot without a listing may list it (Art.17): `list_symbol` and
+    # `list_price_units` (the declared initial price, the listing's first benchmark).
+    credit_type: Any = None
+    project: Any = None
+    vintage: Any = None
+    list_symbol: Any = None
+    list_price_units: Any = None
+
+
+class Retire(NamedTuple):
+    """Retirement (注销): `qty` t of the account's free credits of one lot (`project`,
+    `vintage`), or of an instrument's pooled holding (`instrument`), leave the market for
+    good for the stated `purpose` (e.g. offsetting an emitter's obligation). Free: owned, not
+    reserved for an order, not bought today (pending delivery). `retire_id` is the holder's
+    reference, unique for ever."""
+    retire_id: Any
+    account: Any
+    project: Any
+    vintage: Any
+    qty: Any
+    purpose: Any
+    instrument: Any = None
+    ts: Optional[int] = None
+    owner: Optional[str] = None
 
 
 class SetLimits(NamedTuple):
@@ -112,4 +137,4 @@ class Malformed(NamedTuple):
 
 
 Command = (NewOrder | CancelOrder | AmendOrder | DefineInstrument | EndOfDay | SetTradingStatus
-           | Deposit | SetLimits | Restrict | Malformed)
+           | Deposit | SetLimits | Restrict | Retire | Malformed)

@@ -51,6 +51,10 @@ class TradeExecuted(NamedTuple):
     sell_fee: int = 0      # fen
     buy_open_qty: int = 0  # open quantity left on the buy order after this trade
     sell_open_qty: int = 0
+    # the lots delivered, in delivery order: ((project, vintage, t), ...), project and
+    # vintage None for a default lot (lots.py); () when the instrument's pooled holding is
+    # delivered (a pooled instrument, or a contract seller holding only its default lot)
+    lots: tuple = ()
 
 
 class OrderCancelled(NamedTuple):
@@ -109,8 +113,28 @@ class Deposited(NamedTuple):
     ts: int
     deposit_id: str
     account: str
-    asset: str
+    asset: str             # holding key: instrument symbol, lot key (lots.py) or CNY
     amount: int
+    credit_type: Optional[str] = None   # a lot's: credit type, project and vintage
+    project: Optional[str] = None
+    vintage: Optional[int] = None
+
+
+class Retired(NamedTuple):
+    """Credits retired (see commands.Retire); `certificate` is the exchange's retirement
+    certificate id, which the ledger records."""
+    seq: int
+    ts: int
+    retire_id: str
+    account: str
+    asset: str             # holding key retired from (lot key or pooled instrument symbol)
+    qty: int
+    purpose: str
+    certificate: str
+    credit_type: Optional[str] = None
+    project: Optional[str] = None
+    vintage: Optional[int] = None
+    owner: Optional[str] = None
 
 
 class DepositRejected(NamedTuple):
@@ -156,4 +180,4 @@ class RestrictionChanged(NamedTuple):
 
 Event = (OrderAccepted | OrderRejected | TradeExecuted | OrderCancelled | OrderAmended
          | InstrumentDefined | DayClosed | TradingStatusChanged | Deposited
-         | DepositRejected | LimitsSet | LargeHolderReported | RestrictionChanged)
+         | DepositRejected | LimitsSet | LargeHolderReported | RestrictionChanged | Retired)

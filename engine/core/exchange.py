@@ -28,17 +28,21 @@ from typing import Any, Callable, Iterable, Optional
 from mypy_extensions import mypyc_attr
 
 from ccerx.engine.core.book import Book, Order
-from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
-                       NewOrder, Restrict, SetLimits, SetTradingStatus)
+from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit,
+                                       EndOfDay, Malformed, NewOrder, Restrict, Retire,
+                                       SetLimits, SetTradingStatus)
 from ccerx.engine.core.events import (DayClosed, Deposited, DepositRejected, InstrumentDefined,
                                      LimitsSet, OrderAccepted, OrderAmended, OrderRejected,
-                                     RestrictionChanged, TradingStatusChanged)
+                                     RestrictionChanged, Retired, TradingStatusChanged)
+from ccerx.engine.core.lots import LOT_SEPARATOR, Lot, lot_key, lot_problem
 from ccerx.engine.core.matching import Matching
 from ccerx.engine.core.risk import DEFAULT_FEE_PPM, Accounts, Refused
 from ccerx.engine.core.rules import CONTINUOUS, RuleProfile, SelfTrade
+from ccerx.engine.core.lots import STANDARD_CONTRACTS
 from ccerx.engine.core.types import (CASH_ASSET, DEFAULT_INSTRUMENTS, MAX_DEPOSIT, ORDER_TYPES, SIDES, TIFS,
                     CancelReason, InstrumentSpec, OrderType, ParticipantType, PriceError,
-                    RejectReason as R, Side, TimeInForce)
+                    RejectReason as R, Side, TimeInForce, control_character,
+                    symbol_problem)
 
 BUY, SELL = Side.BUY, Side.SELL
 LIMIT, MARKET, TAKE = OrderType.LIMIT, OrderType.MARKET, OrderType.TAKE
@@ -62,9 +66,14 @@ class Exchange(Matching):
             accounts.holding_days = rules.holding_days
         self.specs: dict[str, InstrumentSpec] = {}
         self.books: dict[str, Book] = {}
+        self.resting_in: dict[str, Book] = {}     # order id -> its book (Book.where)
         for spec in instruments:
             self.specs[spec.symbol] = spec
-            self.books[spec.symbol] = Book(spec.symbol)
+            self.books[spec.symbol] = Book(spec.symbol, self.resting_in)
+            if spec.project and accounts is not None:     # a listing's lot is known
+                accounts.register_lot(Lot(spec.credit_type, spec.project, spec.vintage))
+        if accounts is not None:
+            self._holdings_by_lot(accounts)
         self.accounts = accounts
         self.fee_ppm = fee_ppm if fee_ppm is not None else (
             accounts.fee_ppm if accounts is not None else DEFAULT_FEE_PPM)
@@ -76,6 +85,10 @@ class Exchange(Matching):
         self.halted = False           # closed by a halt rather than by the schedule
         self.last_close_ts = 0        # ts of the last EndOfDay (0: none yet)
         self.deposit_ids: set[str] = set()   # every deposit id ever applied (never reset)
+        self.retire_ids: set[str] = set()    # every retirement applied (never reset); its
+                                             # count numbers the retirement certificates
+        # end-of-day closes applied: the trading day number (the accounts count it too)
+        self.closes = accounts.closes if accounts is not None else 0
         # Art.39/46 operator restrictions: (scope "account"|"member", id) -> "buy"|"sell"|"both"
         self.restrictions: dict[tuple[str, str], str] = {}
         # per instrument: [volume t, turnover in tick*t, trades] for the VWAP close
@@ -84,7 +97,25 @@ class Exchange(Matching):
                           DefineInstrument: self._define, EndOfDay: self._end_of_day,
                           SetTradingStatus: self._set_trading_status, Deposit: self._deposit,
                           SetLimits: self._set_limits, Restrict: self._restrict,
-                          Malformed: self._malformed}
+                          Retire: self._retire, Malformed: self._malformed}
+
+    def _holdings_by_lot(self, accounts: Accounts) -> None:
+        """An accounts table may name a listing's credits by its symbol: they are that
+        listing's lot. A lot key no listing or deposit made known has no credit type: lots
+        move in by deposit (ValueError)."""
+        for account in accounts.by_id.values():
+            for key in list(account.credits):
+                spec = self.specs.get(key)
+                if spec is not None and spec.project:
+                    if account.credits_reserved.get(key) or account.bought_today.get(key):
+                        raise ValueError(f"account {account.account}: {key} is reserved")
+                    held = account.credits.pop(key)
+                    account.credits[spec.holding] = account.credits.get(spec.holding, 0) + held
+                elif LOT_SEPARATOR in key and key not in accounts.lots:
+                    raise ValueError(
+                        f"account {account.account} holds {key!r}, a lot of no known credit "
+                        f"type: credits of a project and vintage move in by deposit (credit_type, "
+                        f"project, vintage), or name the instrument that lists them")
 
     # ------------------------------------------------------------------ entry point
     def apply(self, command) -> list:
@@ -137,12 +168,10 @@ class Exchange(Matching):
         return qty
 
     def _find_resting(self, order_id) -> tuple[Book, Order] | tuple[None, None]:
-        if type(order_id) is str:
-            for book in self.books.values():
-                order = book.orders.get(order_id)
-                if order is not None:
-                    return book, order
-        return None, None
+        book = self.resting_in.get(order_id) if type(order_id) is str else None
+        if book is None:
+            return None, None
+        return book, book.orders[order_id]
 
     # ------------------------------------------------------------------ new order
     def _new(self, cmd: NewOrder, ts: int, out: list) -> None:
@@ -184,6 +213,10 @@ class Exchange(Matching):
             try:
                 price = self._validate_new(cmd, spec, side, order_type, tif)
                 assert spec is not None and side is not None    # (validated)
+                if spec.tradable_from > self.closes:
+                    raise Refused(R.NOT_YET_TRADABLE, (
+                        f"Art.17: {spec.symbol} is newly listed; it trades from trading day "
+                        f"{spec.tradable_from} (the next trading day), today is day {self.closes}"))
                 if not self._plain_rules:
                     self._check_self_trade(cmd, spec, side, price)
                     if self._holding and self.accounts is not None:
@@ -412,6 +445,32 @@ class Exchange(Matching):
     # ------------------------------------------------------------------ session control
     def _define(self, cmd: DefineInstrument, ts: int, out: list) -> None:
         spec = cmd.spec
+        if spec.project:
+            problem = self._listing_problem(spec)
+            if problem:
+                return self._reject(out, ts, "instrument", None, R.MALFORMED, problem)
+            old = self.specs.get(spec.symbol)
+            spec = spec.with_tradable_from(old.tradable_from if old is not None else
+                                           self.closes + self.rules.listing_days)
+        self._define_spec(spec, ts, out)
+
+    def _listing_problem(self, spec: InstrumentSpec) -> str:
+        """Why a listing of spec's lot cannot be (re)defined, or "": its lot's credit type is
+        the one it was moved in with, and one lot has one listing."""
+        key = spec.holding
+        lot = self.accounts.lots.get(key) if self.accounts is not None else None
+        if lot is not None and lot.credit_type != spec.credit_type:
+            return (f"{spec.project} is a {lot.credit_type} project, not {spec.credit_type}")
+        for other in self.specs.values():
+            if other.holding == key and other.symbol != spec.symbol:
+                return (f"{spec.project} vintage {spec.vintage} is already listed as "
+                        f"{other.symbol}")
+        old = self.specs.get(spec.symbol)
+        if old is not None and old.holding != key:
+            return f"{spec.symbol} lists another lot ({old.holding}); a listing keeps its lot"
+        return ""
+
+    def _define_spec(self, spec: InstrumentSpec, ts: int, out: list) -> None:
         book = self.books.get(spec.symbol)
         if book is not None and book.orders:
             return self._reject(out, ts, "instrument", None, R.INSTRUMENT_BUSY,
@@ -423,8 +482,10 @@ class Exchange(Matching):
                                 f"{spec.symbol} traded today; change its tick after the close")
         self.specs[spec.symbol] = spec
         if book is None:
-            self.books[spec.symbol] = Book(spec.symbol)
+            self.books[spec.symbol] = Book(spec.symbol, self.resting_in)
             self.day_stats[spec.symbol] = [0, 0, 0]
+        if spec.project and self.accounts is not None:
+            self.accounts.register_lot(Lot(spec.credit_type, spec.project, spec.vintage))
         self.seq += 1
         out.append(InstrumentDefined(self.seq, ts, spec))
 
@@ -451,6 +512,11 @@ class Exchange(Matching):
             return reject(R.MALFORMED, f"deposit_id must be a string of 1-{MAX_ID_LEN} characters")
         if deposit_id in self.deposit_ids:
             return reject(R.DUPLICATE_DEPOSIT_ID, "deposit id already applied")
+        if cmd.project is not None or cmd.credit_type is not None or cmd.vintage is not None:
+            return self._deposit_lot(cmd, ts, out, reject)
+        if cmd.list_symbol is not None or cmd.list_price_units is not None:
+            return reject(R.MALFORMED, "only a deposit of a lot (credit_type, project, "
+                                       "vintage) can list it")
         if asset != CASH_ASSET and (type(asset) is not str or asset not in self.specs):
             return reject(R.UNKNOWN_INSTRUMENT,
                           f"asset must be {CASH_ASSET} or one of {', '.join(sorted(self.specs))}")
@@ -464,15 +530,147 @@ class Exchange(Matching):
             account = self.accounts.get(account_id)
             if account is None:
                 return reject(R.UNKNOWN_ACCOUNT, f"unknown account {account_id[:MAX_ID_LEN]!r}")
+        lot = None
+        if asset != CASH_ASSET:
+            spec = self.specs[asset]
+            if spec.project:      # credits of a listing's lot: held as that lot
+                lot = Lot(spec.credit_type, spec.project, spec.vintage)
+            asset = spec.holding
+        if self.accounts is not None:
+            assert account is not None     # (checked above)
             if asset == CASH_ASSET:
                 account.cash += amount
             else:
                 account.credits[asset] = account.credits.get(asset, 0) + amount
         self.deposit_ids.add(deposit_id)
         self.seq += 1
-        out.append(Deposited(self.seq, ts, deposit_id, account_id, asset, amount))
+        out.append(Deposited(self.seq, ts, deposit_id, account_id, asset, amount,
+                             *(lot or (None, None, None))))
         if asset != CASH_ASSET and self.accounts is not None and self.accounts.report_ppm:
-            self._report_large(account_id, asset, amount, out, ts)
+            self._report_large(account_id, self.specs[cmd.asset], amount, out, ts)
+
+    def _deposit_lot(self, cmd: Deposit, ts: int, out: list, reject) -> None:
+        """A transfer in of one lot from the registry: the lot is registered (its credit type
+        fixed for ever) and, if it has no listing yet and the deposit declares a symbol and an
+        initial price, listed (Art.17: that price is its first benchmark)."""
+        credit_type, project, vintage = cmd.credit_type, cmd.project, cmd.vintage
+        problem = lot_problem(credit_type, project, vintage)
+        if problem:
+            return reject(R.MALFORMED, problem)
+        if cmd.asset is not None:
+            return reject(R.MALFORMED, "a deposit names a lot or an instrument, not both")
+        amount, account_id = cmd.amount, cmd.account
+        if type(amount) is not int or not 0 < amount <= MAX_DEPOSIT:
+            return reject(R.INVALID_AMOUNT, f"qty must be a positive whole number of tonnes "
+                                            f"(at most {MAX_DEPOSIT})")
+        if type(account_id) is not str or not account_id:
+            return reject(R.MALFORMED, "account must be a non-empty string")
+        accounts = self.accounts
+        if accounts is None:
+            return reject(R.UNKNOWN_ACCOUNT, "deposits of lots need accounts")
+        account = accounts.get(account_id)
+        if account is None:
+            return reject(R.UNKNOWN_ACCOUNT, f"unknown account {account_id[:MAX_ID_LEN]!r}")
+        key = lot_key(project, vintage)
+        known = accounts.lots.get(key)
+        if known is not None and known.credit_type != credit_type:
+            return reject(R.MALFORMED, f"{project} is a {known.credit_type} project, "
+                                       f"not {credit_type}")
+        listed = next((s for s in self.specs.values() if s.holding == key), None)
+        listing = None
+        if cmd.list_symbol is not None or cmd.list_price_units is not None:
+            if listed is not None:
+                if cmd.list_symbol != listed.symbol:
+                    return reject(R.MALFORMED, f"{project} vintage {vintage} is already "
+                                               f"listed as {listed.symbol}")
+            else:
+                price = cmd.list_price_units
+                if type(price) is PriceError:
+                    return reject(price.reason, f"declared initial price: {price.text}")
+                try:
+                    if type(price) is not int or price <= 0:
+                        raise ValueError("a listing needs a positive declared initial price")
+                    # the tick of the type's standard contract (0.01 CNY without one)
+                    base = self.specs.get(next((symbol for symbol, kind
+                                                in STANDARD_CONTRACTS.items()
+                                                if kind == credit_type), ""))
+                    tick = base.tick_units if base is not None else 10_000
+                    if price % tick:
+                        raise ValueError("the declared initial price is not a multiple of the "
+                                         "tick")
+                    problem = symbol_problem(cmd.list_symbol)
+                    if problem:
+                        raise ValueError(problem)
+                    listing = InstrumentSpec(
+                        cmd.list_symbol, tick, ref_ticks=price // tick,
+                        credit_type=credit_type, project=project, vintage=vintage)
+                except (ValueError, TypeError) as bad:
+                    return reject(R.MALFORMED, f"cannot list the lot: {bad}")
+                if listing.symbol in self.specs:
+                    return reject(R.MALFORMED, f"symbol {listing.symbol} is taken")
+        accounts.register_lot(Lot(credit_type, project, vintage))
+        account.credits[key] = account.credits.get(key, 0) + amount
+        self.deposit_ids.add(cmd.deposit_id)
+        self.seq += 1
+        out.append(Deposited(self.seq, ts, cmd.deposit_id, account_id, key, amount,
+                             credit_type, project, vintage))
+        if listing is not None:
+            self._define_spec(listing.with_tradable_from(self.closes + self.rules.listing_days),
+                              ts, out)
+        if accounts.report_ppm:
+            self._report_large(account_id, listed, amount, out, ts)
+
+    def _retire(self, cmd: Retire, ts: int, out: list) -> None:
+        """Retire (注销) free credits of one lot or pooled holding for good."""
+        retire_id, account_id, qty, purpose = cmd.retire_id, cmd.account, cmd.qty, cmd.purpose
+
+        def reject(reason: R, text: str) -> None:
+            self._reject(out, ts, "retire", retire_id, reason, text, cmd.owner)
+
+        if type(retire_id) is not str or not retire_id or len(retire_id) > MAX_ID_LEN:
+            return reject(R.MALFORMED, f"retire_id must be a string of 1-{MAX_ID_LEN} characters")
+        if retire_id in self.retire_ids:
+            return reject(R.DUPLICATE_RETIRE_ID, "retire id already applied")
+        accounts = self.accounts
+        account = accounts.get(account_id) if (accounts is not None
+                                               and type(account_id) is str) else None
+        if account is None:
+            return reject(R.UNKNOWN_ACCOUNT, f"unknown account {str(account_id)[:MAX_ID_LEN]!r}")
+        assert accounts is not None
+        if cmd.instrument is not None:
+            if cmd.project is not None or cmd.vintage is not None:
+                return reject(R.MALFORMED, "retire names a lot (project, vintage) or an "
+                                           "instrument's holding, not both")
+            spec = self.specs.get(cmd.instrument) if type(cmd.instrument) is str else None
+            if spec is None:
+                return reject(R.UNKNOWN_INSTRUMENT,
+                              f"unknown instrument {str(cmd.instrument)[:40]!r}")
+            key = spec.holding
+        else:
+            if type(cmd.project) is not str or type(cmd.vintage) is not int:
+                return reject(R.MALFORMED, "retire needs project (string) and vintage (year), "
+                                           "or instrument")
+            key = lot_key(cmd.project, cmd.vintage)
+            if key not in accounts.lots:
+                return reject(R.UNKNOWN_LOT, f"no credits of project {cmd.project[:64]!r} "
+                                             f"vintage {cmd.vintage} were ever moved in")
+        if type(qty) is not int or not 0 < qty <= MAX_DEPOSIT:
+            return reject(R.INVALID_QTY, "qty must be a positive whole number of tonnes")
+        if (type(purpose) is not str or not purpose.strip() or len(purpose) > 200
+                or control_character(purpose) is not None):
+            return reject(R.MALFORMED, "purpose must be one line of text, 1-200 characters "
+                                       "(e.g. 2024年度碳排放配额清缴抵销)")
+        try:
+            accounts.retire(account, key, qty)
+        except Refused as bad:
+            return reject(bad.reason, bad.text)
+        self.retire_ids.add(retire_id)
+        lot = accounts.lots.get(key)
+        credit_type, project, vintage = lot if lot is not None else (None, None, None)
+        self.seq += 1
+        out.append(Retired(self.seq, ts, retire_id, account_id, key, qty, purpose,
+                           f"CCERX-RC-{len(self.retire_ids):08d}", credit_type, project, vintage,
+                           cmd.owner))
 
     # ------------------------------------------------------------------ risk controls
     def _restricted(self, account, owner, side) -> str:
@@ -588,6 +786,7 @@ class Exchange(Matching):
                                  turnover * spec.tick_fen, trades))
         self.seen_order_ids.clear()
         self.last_close_ts = ts
+        self.closes += 1
         if self.accounts is not None:
             self.accounts.end_of_day()
 
@@ -597,12 +796,16 @@ class Exchange(Matching):
         ids: set[str] = set()
         for symbol, book in self.books.items():
             book.check()
+            assert book.where is self.resting_in, f"{symbol}: book outside the order index"
+            assert all(self.resting_in[oid] is book for oid in book.orders), "order index"
             assert not ids & book.orders.keys(), "an order id rests in two books"
             ids |= book.orders.keys()
+        assert len(ids) == len(self.resting_in), "order index holds orders that do not rest"
         assert ids <= self.seen_order_ids, "resting order whose id was never seen"
         if self.accounts is not None:
             self.accounts.check()
-            self.accounts.check_reservations(self.books)
+            self.accounts.check_reservations(self.books, self.specs)
+            assert self.accounts.closes == self.closes, "trading day miscounted"
 
     def snapshot_books(self) -> dict:
         return {symbol: book.snapshot() for symbol, book in self.books.items()}
@@ -617,8 +820,12 @@ class Exchange(Matching):
             h.update(repr((self.trading_open, self.last_close_ts)).encode())
         if self.halted:
             h.update(b"halted")
+        if self.accounts is None and self.closes and not self._plain_rules:
+            h.update(repr(self.closes).encode())
         for symbol in sorted(self.specs):
             h.update(repr((self.specs[symbol], self.day_stats[symbol])).encode())
+            if self.specs[symbol].lot_fields():     # (only then, so older hashes stay the same)
+                h.update(repr(self.specs[symbol].lot_fields()).encode())
             book = self.books[symbol]
             for side in (book.bids, book.asks):
                 for level in side.iter_levels():
@@ -628,6 +835,10 @@ class Exchange(Matching):
         h.update(repr(sorted(self.seen_order_ids)).encode())
         if self.deposit_ids:   # (so hashes of states without deposits stay the same)
             h.update(repr(sorted(self.deposit_ids)).encode())
+        if self.retire_ids:    # (likewise for retirements and lots)
+            h.update(repr(sorted(self.retire_ids)).encode())
+        if self.accounts is not None and self.accounts.lots:
+            h.update(repr(sorted(self.accounts.lots.items())).encode())
         if self.restrictions:     # (only when used, so that older hashes stay the same)
             h.update(repr(sorted(self.restrictions.items())).encode())
         if self.accounts is not None and (self.accounts.limits or self.accounts.report_ppm):

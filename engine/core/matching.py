@@ -102,7 +102,9 @@ class Matching:
                     book.reduce(maker, qty)
                 buy, sell = (taker, maker) if buying else (maker, taker)
                 if accounts is not None:
-                    accounts.settle(spec, buy, sell, qty, gross, fee, fee_ppm)
+                    lots = accounts.settle(spec, buy, sell, qty, gross, fee, fee_ppm)
+                else:
+                    lots = ((spec.project, spec.vintage, qty),) if spec.project else ()
                 stats[0] += qty
                 stats[1] += price * qty
                 stats[2] += 1
@@ -110,10 +112,10 @@ class Matching:
                 out.append(_tuple_new(TradeExecuted, (
                     self.seq, ts, self.next_trade_id, instrument, price, qty, buy.order_id,
                     sell.order_id, aggressor, buy.account, sell.account, fee, fee, buy.open_qty,
-                    sell.open_qty)))
+                    sell.open_qty, lots)))
                 self.next_trade_id += 1
                 if watch:
-                    self._report_large(buy.account, instrument, qty, out, ts)
+                    self._report_large(buy.account, spec, qty, out, ts)
                 if not maker.open_qty and maker.reserved:
                     self._release(maker, spec)
                 maker = following
@@ -141,7 +143,9 @@ class Matching:
             book.reduce(maker, qty)
         buy, sell = (taker, maker) if buying else (maker, taker)
         if self.accounts is not None:
-            self.accounts.settle(spec, buy, sell, qty, gross, fee, self.fee_ppm)
+            lots = self.accounts.settle(spec, buy, sell, qty, gross, fee, self.fee_ppm)
+        else:
+            lots = ((spec.project, spec.vintage, qty),) if spec.project else ()
         stats = self.day_stats[spec.symbol]
         stats[0] += qty
         stats[1] += price * qty
@@ -149,21 +153,21 @@ class Matching:
         self.seq += 1
         out.append(TradeExecuted(self.seq, ts, self.next_trade_id, spec.symbol, price, qty,
                                  buy.order_id, sell.order_id, taker.side, buy.account,
-                                 sell.account, fee, fee, buy.open_qty, sell.open_qty))
+                                 sell.account, fee, fee, buy.open_qty, sell.open_qty, lots))
         self.next_trade_id += 1
         if self.accounts is not None and self.accounts.report_ppm and self.accounts.limits:
-            self._report_large(buy.account, spec.symbol, qty, out, ts)
+            self._report_large(buy.account, spec, qty, out, ts)
         if not maker.open_qty and maker.reserved:
             self._release(maker, spec)
 
-    def _report_large(self, account: str, symbol: str, gained: int, out: list, ts: int) -> None:
-        """Art.38: report the holdings that `gained` t of `symbol` took to the reporting share
-        of their limit (after the trade or deposit that moved them)."""
+    def _report_large(self, account: str, spec: Optional[InstrumentSpec], gained: int,
+                      out: list, ts: int) -> None:
+        """Art.38: report the holdings that `gained` t of what `spec` trades (None: of credits
+        no instrument trades) took to the reporting share of their limit (after the trade or
+        deposit that moved them)."""
         accounts = self.accounts
         assert accounts is not None
-        current = accounts.by_id[account].credits.get(symbol, 0)
-        for instrument, holding, limit in accounts.large_holdings(account, symbol,
-                                                                  current - gained):
+        for instrument, holding, limit in accounts.large_holdings(account, spec, gained):
             self.seq += 1
             out.append(LargeHolderReported(self.seq, ts, account, instrument, holding, limit))
 

@@ -1,7 +1,10 @@
 """Participants, balances and pre-trade reservations (fully pre-funded market).
 
 A buy reserves cash for price x quantity plus the buyer's fee at its limit (market buys
-at the band's upper limit); a sell reserves credits of that type. Credits bought today
+at the band's upper limit); a sell reserves the credits it delivers: of its listing's lot, of
+a pooled instrument's holding, or, for a contract, of eligible lots chosen at entry in the
+allocation order of lots.py (kept on the order as `Order.lots`, delivered in that order).
+Holdings are keyed by holding key (lots.py): a lot key or an instrument's own symbol. Credits bought today
 cannot be sold again until the day closes. Under a rule profile with a holding period
 (rules.py, Art.29) the accounts also remember, per instrument, the trading day of the
 account's last buy and last sell (`closes`: the number of end-of-day closes applied so far
@@ -17,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
+from ccerx.engine.core.lots import Lot
 from ccerx.engine.core.types import (InstrumentSpec, ParticipantType, RejectReason as R, Side,
                                      format_fen)
 
@@ -42,7 +46,7 @@ class Account:
     member: str | None = None             # broker member the account is registered to
     cash: int = 0                         # fen, total owned
     cash_reserved: int = 0                # fen held for open buy orders
-    credits: dict[str, int] = field(default_factory=dict)           # t owned per instrument
+    credits: dict[str, int] = field(default_factory=dict)           # t owned per holding key
     credits_reserved: dict[str, int] = field(default_factory=dict)  # t held for open sells
     bought_today: dict[str, int] = field(default_factory=dict)      # t not sellable until EOD
     fees_paid: int = 0                    # fen, cumulative
@@ -50,10 +54,12 @@ class Account:
     # trading day (closes applied before it) of the account's last buy / last sell
     last_bought: dict[str, int] = field(default_factory=dict)
     last_sold: dict[str, int] = field(default_factory=dict)
+    retired: dict[str, int] = field(default_factory=dict)    # t retired (注销) per holding key
     # derived (not part of the state: Accounts.recount_open_buys rebuilds it from the books):
     # instrument -> open buy orders, kept only under a holding period; open sells show as
     # credits_reserved
     open_buys: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    open_sells: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     # derived, kept only while position limits are set (Accounts.recount_open_buys): instrument
     # -> tonnes of open buy orders, which count toward the holding a limit caps
     open_buy_qty: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
@@ -62,9 +68,10 @@ class Account:
     def cash_available(self) -> int:
         return self.cash - self.cash_reserved
 
-    def credits_sellable(self, instrument: str) -> int:
-        return (self.credits.get(instrument, 0) - self.credits_reserved.get(instrument, 0)
-                - self.bought_today.get(instrument, 0))
+    def credits_sellable(self, key: str) -> int:
+        """Free credits of one holding key: owned, not reserved, not bought today."""
+        return (self.credits.get(key, 0) - self.credits_reserved.get(key, 0)
+                - self.bought_today.get(key, 0))
 
     def check(self) -> None:
         assert 0 <= self.cash_reserved <= self.cash, f"{self.account}: cash reservation broken"
@@ -85,7 +92,8 @@ class Account:
                 # (only when set, so that states without a holding period hash as before)
                 **({"last_bought": dict(sorted(self.last_bought.items()))}
                    if self.last_bought else {}),
-                **({"last_sold": dict(sorted(self.last_sold.items()))} if self.last_sold else {})}
+                **({"last_sold": dict(sorted(self.last_sold.items()))} if self.last_sold else {}),
+                **({"retired": dict(sorted(self.retired.items()))} if self.retired else {})}
 
 
 class Refused(Exception):
@@ -116,6 +124,9 @@ class Accounts:
         # a limit at which a holding is reported (0: never)
         self.limits: dict[ParticipantType, tuple] = {}
         self.report_ppm = 0
+        # every lot ever moved in or listed: lot key -> Lot (lots.py); empty: no lots, and
+        # contracts deliver their pooled (default lot) holding exactly as before lots existed
+        self.lots: dict[str, Lot] = {}
         for account in accounts:
             self.add(account)
 
@@ -146,7 +157,7 @@ class Accounts:
         other side of `symbol` fewer than `holding_days` trading days ago, or has an order of
         the other side resting in `book` (both could trade today). A trade on trading day D
         (after D closes) allows the opposite side from day D + holding_days on. O(1): the
-        account's open sells are its credits_reserved, its open buys `open_buys` (the book
+        account's open sells and buys are counted (`open_sells`, `open_buys`; the book
         is scanned only to name the order in a refusal)."""
         account = self.by_id.get(account_id)
         if account is None:
@@ -161,7 +172,7 @@ class Accounts:
                     f"{last}; it may be {'bought' if buying else 'sold'} from trading day "
                     f"{last + self.holding_days} ({self.holding_days} trading days later), "
                     f"after {remaining} more close{'s' if remaining > 1 else ''}"))
-        if not (account.credits_reserved.get(symbol) if buying else account.open_buys.get(symbol)):
+        if not (account.open_sells if buying else account.open_buys).get(symbol):
             return
         for resting in book.orders.values():
             if resting.account == account_id and resting.side is not side:
@@ -176,11 +187,15 @@ class Accounts:
         resting orders (after a restore, or when limits are set)."""
         for account in self.by_id.values():
             account.open_buys.clear()
+            account.open_sells.clear()
             account.open_buy_qty.clear()
         if not self.holding_days and not self.limits:
             return
         for symbol, book in books.items():
             for order in book.orders.values():
+                if order.side is not BUY and self.holding_days:
+                    sells = self.by_id[order.account].open_sells
+                    sells[symbol] = sells.get(symbol, 0) + 1
                 if order.side is BUY:
                     account = self.by_id[order.account]
                     if self.holding_days:
@@ -199,16 +214,17 @@ class Accounts:
         """[[participant type, per instrument | None, total | None], ...] sorted by type."""
         return sorted([t.value, per, total] for t, (per, total) in self.limits.items())
 
-    def check_limit(self, account: Account, symbol: str, more: int) -> None:
+    def check_limit(self, account: Account, spec: InstrumentSpec, more: int) -> None:
         """Art.37: refuse (position_limit) a buy of `more` t of `symbol` if the account's
         holding (owned + open buys) could then exceed its type's limit for the instrument or
         for all credit types together. O(instruments)."""
         limit = self.limits.get(account.participant_type)
         if limit is None:
             return
+        symbol = spec.symbol
         per, total = limit
         if per is not None:
-            held = account.credits.get(symbol, 0) + account.open_buy_qty.get(symbol, 0)
+            held = self.held(account, spec) + account.open_buy_qty.get(symbol, 0)
             if held + more > per:
                 raise Refused(R.POSITION_LIMIT, (
                     f"Art.37: {account.account} holds {held} t of {symbol} with open buys; "
@@ -222,18 +238,29 @@ class Accounts:
                     f"buys; {more} t more would exceed the total position limit of {total} t "
                     f"for {account.participant_type.value}"))
 
-    def large_holdings(self, account_id: str, symbol: str, before: int) -> list:
+    def held(self, account: Account, spec: InstrumentSpec) -> int:
+        """Tonnes the account owns of what `spec` trades (a contract: every eligible lot)."""
+        if self.lots and spec.credit_type and not spec.project:
+            lots = self.lots
+            return sum(qty for key, qty in account.credits.items()
+                       if key == spec.symbol or (key in lots and spec.eligible(lots[key])))
+        return account.credits.get(spec.holding, 0)
+
+    def large_holdings(self, account_id: str, spec: InstrumentSpec | None, gained: int) -> list:
         """Art.38: [(instrument or None for the total, holding, limit)] whose reporting
-        threshold the account's holding just reached (it held `before` t of `symbol` before)."""
+        threshold the account's holding just reached by gaining `gained` t (of what `spec`
+        trades; spec None: credits that no instrument names, counted in the total only)."""
         account = self.by_id[account_id]
         limit = self.limits.get(account.participant_type)
         if limit is None or not self.report_ppm:
             return []
         out = []
         per, total = limit
-        gained = account.credits.get(symbol, 0) - before
-        for name, cap, now in ((symbol, per, account.credits.get(symbol, 0)),
-                               (None, total, sum(account.credits.values()) if total is not None else 0)):
+        rows: list[tuple[str | None, int | None, int]] = [
+            (None, total, sum(account.credits.values()) if total is not None else 0)]
+        if spec is not None:
+            rows.insert(0, (spec.symbol, per, self.held(account, spec)))
+        for name, cap, now in rows:
             if cap is not None:
                 threshold = -(-cap * self.report_ppm // PPM)      # ceiling: reached at >=
                 if now - gained < threshold <= now:
@@ -241,13 +268,111 @@ class Accounts:
         return out
 
     def totals(self) -> tuple[int, dict[str, int]]:
-        """(total cash incl. fees paid, total credits per instrument): conserved by trading."""
+        """(total cash incl. fees paid, total credits per holding key incl. retired ones):
+        conserved by trading and retiring."""
         cash = sum(a.cash + a.fees_paid for a in self.by_id.values())
         credits: dict[str, int] = {}
         for a in self.by_id.values():
-            for k, v in a.credits.items():
-                credits[k] = credits.get(k, 0) + v
+            for holdings in (a.credits, a.retired):
+                for k, v in holdings.items():
+                    credits[k] = credits.get(k, 0) + v
         return cash, credits
+
+    # ------------------------------------------------------------------ lots
+    def register_lot(self, lot: Lot) -> None:
+        self.lots[lot.key] = lot
+
+    def lot_of(self, key: str) -> tuple:
+        """(project, vintage) of a holding key; (None, None) for a pooled/default holding."""
+        lot = self.lots.get(key)
+        return (None, None) if lot is None else (lot.project, lot.vintage)
+
+    def _allocation(self, account: Account, spec: InstrumentSpec, need: int) -> list:
+        """[[holding key, t], ...] of free credits a contract sell of `need` t reserves, in
+        the allocation order (lots.py: default lot, then vintage, then project); raises
+        Refused if the eligible lots hold less."""
+        lots = self.lots
+        candidates = []
+        for key in account.credits:
+            if key == spec.symbol:
+                candidates.append((0, "", key))
+            else:
+                lot = lots.get(key)
+                if lot is not None and spec.eligible(lot):
+                    candidates.append((lot.vintage, lot.project, key))
+        candidates.sort()
+        out, left = [], need
+        for _, _, key in candidates:
+            free = account.credits_sellable(key)
+            if free > 0:
+                take = free if free < left else left
+                out.append([key, take])
+                left -= take
+                if not left:
+                    return out
+        raise Refused(R.INSUFFICIENT_CREDITS,
+                      f"needs {need} t of {spec.symbol} (any eligible lot), "
+                      f"{need - left} t sellable")
+
+    def _allocation_key(self, key: str) -> tuple:
+        lot = self.lots.get(key)
+        return (0, "") if lot is None else (lot.vintage, lot.project)
+
+    def _reserve_sell(self, account: Account, spec: InstrumentSpec, order: "Order",
+                      extra: int) -> None:
+        """Reserve `extra` more t for a sell order (raises Refused if it cannot)."""
+        key = spec.holding
+        if self.lots and spec.credit_type and not spec.project:
+            more = self._allocation(account, spec, extra)
+            if order.lots is not None or len(more) > 1 or more[0][0] != key:
+                reserved = account.credits_reserved
+                lots = order.lots
+                if lots is None:
+                    lots = order.lots = [[key, order.reserved]] if order.reserved else []
+                for lot_key, qty in more:
+                    reserved[lot_key] = reserved.get(lot_key, 0) + qty
+                    for entry in lots:
+                        if entry[0] == lot_key:
+                            entry[1] += qty
+                            break
+                    else:
+                        lots.append([lot_key, qty])
+                lots.sort(key=lambda entry: self._allocation_key(entry[0]))
+                return
+        if extra > account.credits_sellable(key):
+            raise Refused(R.INSUFFICIENT_CREDITS,
+                          f"needs {extra} t of {spec.symbol}, "
+                          f"{account.credits_sellable(key)} t sellable")
+        reserved = account.credits_reserved
+        reserved[key] = reserved.get(key, 0) + extra
+
+    def _unreserve_sell(self, account: Account, spec: InstrumentSpec, order: "Order",
+                        less: int) -> None:
+        """Give back `less` t of a sell's reservation (the last allocated lots first)."""
+        reserved = account.credits_reserved
+        lots = order.lots
+        if lots is None:
+            reserved[spec.holding] -= less
+            return
+        while less:
+            entry = lots[-1]
+            qty = entry[1] if entry[1] < less else less
+            reserved[entry[0]] -= qty
+            entry[1] -= qty
+            less -= qty
+            if not entry[1]:
+                lots.pop()
+
+    def retire(self, account: Account, key: str, qty: int) -> None:
+        """Move `qty` t of free credits of holding `key` out of the market (Refused if the
+        account cannot)."""
+        free = account.credits_sellable(key)
+        if qty > free:
+            raise Refused(R.INSUFFICIENT_CREDITS,
+                          f"needs {qty} free t of {key} (owned, not reserved for an order, "
+                          f"not bought today), {max(free, 0)} t free")
+        account.credits[key] -= qty
+        account.retired[key] = account.retired.get(key, 0) + qty
 
     # ------------------------------------------------------------------ reservations
     def reserve_new(self, order: "Order", spec: InstrumentSpec, fee_ppm: int) -> None:
@@ -257,7 +382,7 @@ class Accounts:
             raise Refused(R.UNKNOWN_ACCOUNT, f"unknown account {order.account!r}")
         if order.side is BUY:
             if self.limits:
-                self.check_limit(account, spec.symbol, order.open_qty)
+                self.check_limit(account, spec, order.open_qty)
             need = cash_needed(spec, order.price, order.open_qty, fee_ppm)
             if need > account.cash - account.cash_reserved:
                 raise Refused(R.INSUFFICIENT_FUNDS,
@@ -271,12 +396,9 @@ class Accounts:
                 qty[spec.symbol] = qty.get(spec.symbol, 0) + order.open_qty
         else:
             need = order.open_qty
-            if need > account.credits_sellable(spec.symbol):
-                raise Refused(R.INSUFFICIENT_CREDITS,
-                              f"needs {need} t of {spec.symbol}, "
-                              f"{account.credits_sellable(spec.symbol)} t sellable")
-            reserved = account.credits_reserved
-            reserved[spec.symbol] = reserved.get(spec.symbol, 0) + need
+            self._reserve_sell(account, spec, order, need)
+            if self.holding_days:
+                account.open_sells[spec.symbol] = account.open_sells.get(spec.symbol, 0) + 1
         order.reserved = need
 
     def re_reserve(self, order: "Order", spec: InstrumentSpec, price: int, open_qty: int,
@@ -286,7 +408,7 @@ class Accounts:
         if order.side is BUY:
             more = open_qty - order.open_qty
             if self.limits and more > 0:
-                self.check_limit(account, spec.symbol, more)
+                self.check_limit(account, spec, more)
             need = cash_needed(spec, price, open_qty, fee_ppm)
             extra = need - order.reserved
             if extra > account.cash - account.cash_reserved:
@@ -299,9 +421,14 @@ class Accounts:
         else:
             need = open_qty
             extra = need - order.reserved
-            if extra > account.credits_sellable(spec.symbol):
-                raise Refused(R.INSUFFICIENT_CREDITS, "amend needs more sellable credits")
-            account.credits_reserved[spec.symbol] += extra
+            if extra > 0:
+                try:
+                    self._reserve_sell(account, spec, order, extra)
+                except Refused as short:
+                    raise Refused(R.INSUFFICIENT_CREDITS,
+                                  f"amend needs more sellable credits: {short.text}") from None
+            elif extra < 0:
+                self._unreserve_sell(account, spec, order, -extra)
         order.reserved = need
 
     def release(self, order: "Order", spec: InstrumentSpec) -> None:
@@ -314,13 +441,23 @@ class Accounts:
                 account.open_buys[spec.symbol] -= 1
             if self.limits:
                 account.open_buy_qty[spec.symbol] -= order.open_qty
+        elif order.lots is None:
+            account.credits_reserved[spec.holding] -= order.reserved
+            if self.holding_days:
+                account.open_sells[spec.symbol] -= 1
         else:
-            account.credits_reserved[spec.symbol] -= order.reserved
+            reserved = account.credits_reserved
+            for key, qty in order.lots:
+                reserved[key] -= qty
+            order.lots = None
+            if self.holding_days:
+                account.open_sells[spec.symbol] -= 1
         order.reserved = 0
 
     def settle(self, spec: InstrumentSpec, buy: "Order", sell: "Order", qty: int, gross: int,
-               fee: int, fee_ppm: int) -> None:
-        """Move cash and credits of one trade between the two accounts; charge both fees."""
+               fee: int, fee_ppm: int) -> tuple:
+        """Move cash and credits of one trade between the two accounts; charge both fees.
+        Returns the lots delivered (TradeExecuted.lots)."""
         symbol = spec.symbol
         buyer, seller = self.by_id[buy.account], self.by_id[sell.account]
         charge = gross + fee
@@ -328,8 +465,6 @@ class Accounts:
         buyer.cash_reserved -= charge
         buyer.cash -= charge
         buyer.fees_paid += fee
-        buyer.credits[symbol] = buyer.credits.get(symbol, 0) + qty
-        buyer.bought_today[symbol] = buyer.bought_today.get(symbol, 0) + qty
         # Re-size the buy's reservation to what its open quantity needs at its limit: a fill
         # below the limit (or a fee rounded down) must not keep the saving locked. The need
         # shrinks by at least the charge (floor fees are superadditive), so this never grows.
@@ -339,8 +474,15 @@ class Accounts:
             buy.reserved = need
             buyer.cash_reserved -= excess
         sell.reserved -= qty
-        seller.credits_reserved[symbol] -= qty
-        seller.credits[symbol] -= qty
+        if sell.lots is None:
+            key = spec.holding
+            seller.credits_reserved[key] -= qty
+            seller.credits[key] -= qty
+            buyer.credits[key] = buyer.credits.get(key, 0) + qty
+            buyer.bought_today[key] = buyer.bought_today.get(key, 0) + qty
+            lots: tuple = ((spec.project, spec.vintage, qty),) if spec.project else ()
+        else:
+            lots = self._deliver_lots(seller, buyer, sell.lots, qty)
         seller.cash += gross - fee
         seller.fees_paid += fee
         if self.limits:
@@ -349,20 +491,49 @@ class Accounts:
             buyer.last_bought[symbol] = seller.last_sold[symbol] = self.closes
             if not buy.open_qty:           # the buy is done (its reservation just went to 0)
                 buyer.open_buys[symbol] -= 1
+            if not sell.open_qty:          # likewise the sell
+                seller.open_sells[symbol] -= 1
         if excess < 0 or sell.reserved < 0:
             raise AssertionError(f"reservation overdrawn on trade {buy.order_id}/{sell.order_id}")
+        return lots
 
-    def check_reservations(self, books) -> None:
+    def _deliver_lots(self, seller: Account, buyer: Account, allocation: list, qty: int) -> tuple:
+        """Deliver `qty` t of a contract sell's reserved lots, first allocated first."""
+        delivered = []
+        while qty:
+            entry = allocation[0]
+            key, take = entry[0], (entry[1] if entry[1] < qty else qty)
+            seller.credits_reserved[key] -= take
+            seller.credits[key] -= take
+            buyer.credits[key] = buyer.credits.get(key, 0) + take
+            buyer.bought_today[key] = buyer.bought_today.get(key, 0) + take
+            delivered.append((*self.lot_of(key), take))
+            entry[1] -= take
+            qty -= take
+            if not entry[1]:
+                allocation.pop(0)
+        return tuple(delivered)
+
+    def check_reservations(self, books, specs) -> None:
         """Every account's reservations equal what its resting orders hold."""
+        book_keys = {symbol: specs[symbol].holding for symbol in books}
         for account in self.by_id.values():
             held_cash = sum(o.reserved for b in books.values() for o in b.orders.values()
                             if o.account == account.account and o.side is BUY)
             assert held_cash == account.cash_reserved, f"{account.account}: cash reservations"
+            held_credits: dict[str, int] = {}
             for symbol, book in books.items():
-                held = sum(o.reserved for o in book.orders.values()
-                           if o.account == account.account and o.side is not BUY)
-                assert held == account.credits_reserved.get(symbol, 0), \
-                    f"{account.account}: {symbol} credit reservations"
+                key = book_keys[symbol]
+                for o in book.orders.values():
+                    if o.account == account.account and o.side is not BUY:
+                        for lot_key, qty in (o.lots if o.lots is not None else ((key, o.reserved),)):
+                            held_credits[lot_key] = held_credits.get(lot_key, 0) + qty
+                        assert o.lots is None or sum(q for _, q in o.lots) == o.reserved, \
+                            f"{o.order_id}: lot reservations do not add up"
+            assert ({k: v for k, v in held_credits.items() if v}
+                    == {k: v for k, v in account.credits_reserved.items() if v}), \
+                f"{account.account}: credit reservations"
+            for symbol, book in books.items():
                 if self.limits:
                     tonnes = sum(o.open_qty for o in book.orders.values()
                                  if o.account == account.account and o.side is BUY)
@@ -373,3 +544,7 @@ class Accounts:
                                if o.account == account.account and o.side is BUY)
                     assert buys == account.open_buys.get(symbol, 0), \
                         f"{account.account}: {symbol} open buys miscounted"
+                    sells = sum(1 for o in book.orders.values()
+                                if o.account == account.account and o.side is not BUY)
+                    assert sells == account.open_sells.get(symbol, 0), \
+                        f"{account.account}: {symbol} open sells miscounted"

@@ -26,7 +26,9 @@ numbers in the research notes):
     account may also not enter an order while it has an order of the opposite side resting
     in X, because the two could both trade on the same day;
   - a taker never takes its own listing: an order that would trade with an order of its own
-    account is rejected `self_trade` and the resting order stays.
+    account is rejected `self_trade` and the resting order stays;
+  - Art.17: a new project-vintage listing (lots.py) trades from the next trading day
+    (`listing_days` = 1), its declared initial price its first benchmark.
 
 The take order is allowed in both profiles (in `continuous` it is a new order type that no
 existing flow sends, so nothing that replays today changes): it is an immediate limit order
@@ -60,10 +62,12 @@ class RuleProfile:
     max_qty: Optional[int]          # single-order cap replacing every instrument's max_qty;
                                     # None: each instrument's own max_qty applies
     take_levels: int                # a targeted take may reach this many best levels
+    listing_days: int = 0           # Art.17: a new listing trades this many trading days
+                                    # after it is listed (0: at once)
 
     def __post_init__(self) -> None:
-        if self.holding_days < 0 or self.take_levels < 1:
-            raise ValueError("holding_days must be >= 0 and take_levels >= 1")
+        if self.holding_days < 0 or self.take_levels < 1 or self.listing_days < 0:
+            raise ValueError("holding_days and listing_days must be >= 0, take_levels >= 1")
         if self.max_qty is not None and (type(self.max_qty) is not int or self.max_qty < 1):
             raise ValueError("max_qty must be a positive integer or None")
 
@@ -73,6 +77,8 @@ class RuleProfile:
         out["order_types"] = sorted(t.value for t in self.order_types)
         out["tifs"] = sorted(t.value for t in self.tifs)
         out["self_trade"] = self.self_trade.value
+        if not self.listing_days:
+            del out["listing_days"]     # (profiles recorded before listings existed)
         return out
 
     @classmethod
@@ -80,7 +86,7 @@ class RuleProfile:
         return cls(doc["name"], frozenset(OrderType(t) for t in doc["order_types"]),
                    frozenset(TimeInForce(t) for t in doc["tifs"]), doc["amend"],
                    doc["holding_days"], SelfTrade(doc["self_trade"]), doc["max_qty"],
-                   doc["take_levels"])
+                   doc["take_levels"], doc.get("listing_days", 0))
 
     def with_max_qty(self, max_qty: Optional[int]) -> "RuleProfile":
         """The profile with a configured single-order maximum (None: the instruments')."""
@@ -97,7 +103,7 @@ CONTINUOUS = RuleProfile(
 CBEEX_2023 = RuleProfile(
     "cbeex-2023", frozenset((OrderType.LIMIT, OrderType.TAKE)),
     frozenset((TimeInForce.DAY,)), amend=False, holding_days=5,
-    self_trade=SelfTrade.REJECT_TAKER, max_qty=NO_ORDER_MAXIMUM, take_levels=1)
+    self_trade=SelfTrade.REJECT_TAKER, max_qty=NO_ORDER_MAXIMUM, take_levels=1, listing_days=1)
 
 PROFILES: dict[str, RuleProfile] = {p.name: p for p in (CONTINUOUS, CBEEX_2023)}
 

@@ -5,11 +5,14 @@ Decimal text only crosses this module's parse/format helpers, never a float.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields as dataclass_fields, replace
 import re
 import unicodedata
 from enum import Enum
 from typing import NamedTuple
+
+from ccerx.engine.core.lots import (CREDIT_TYPES, LOT_SEPARATOR, STANDARD_CONTRACTS, lot_key,
+                                    lot_problem)
 
 # Command prices travel as an exact fixed-point integer in millionths of a CNY, so
 # an off-tick price is still representable (and rejectable) without Decimal on the
@@ -75,6 +78,9 @@ class RejectReason(Enum):
     SELF_TRADE = "self_trade"                  # the order would trade with its own account's order
     POSITION_LIMIT = "position_limit"          # Art.37: the buy could take the holding above the limit
     RESTRICTED = "restricted"                  # Art.39/46: the operator restricted this side (or killed)
+    UNKNOWN_LOT = "unknown_lot"                # no credits of this project and vintage were ever moved in
+    NOT_YET_TRADABLE = "not_yet_tradable"      # Art.17: a new listing trades from the next trading day
+    DUPLICATE_RETIRE_ID = "duplicate_retire_id"
 
 
 CASH_ASSET = "CNY"          # the asset name of cash (in fen) wherever assets are named
@@ -209,12 +215,23 @@ class InstrumentSpec:
     ref_ticks: int = 6200
     band_ppm: int = 100_000  # 10% as parts per million of the reference price
     name: str = ""
+    # What the instrument delivers (lots.py). Not in repr: state hashes of instruments without
+    # them stay as they were (Exchange.state_hash adds `lot_fields()` when any is set).
+    credit_type: str = field(default="", repr=False)  # contract or listing; "": pooled. The
+                                                      # standard symbols default to their type
+    project: str = field(default="", repr=False)      # a listing's lot: project id ...
+    vintage: int = field(default=0, repr=False)       # ... and vintage year
+    vintage_from: int = field(default=0, repr=False)  # a contract's eligible vintages; 0: open
+    vintage_to: int = field(default=0, repr=False)
+    tradable_from: int = field(default=0, repr=False)  # first trading day (Art.17: a new
+                                                       # listing trades from the next day)
     # derived, precomputed because the hot path reads them on every order
     min_ticks: int = field(init=False, repr=False, compare=False)
     max_ticks: int = field(init=False, repr=False, compare=False)
     tick_fen: int = field(init=False, repr=False, compare=False)
     min_units: int = field(init=False, repr=False, compare=False)  # band limits in price units
     max_units: int = field(init=False, repr=False, compare=False)
+    holding: str = field(init=False, repr=False, compare=False)    # the holding key it trades
 
     def __post_init__(self) -> None:
         if not self.symbol or not isinstance(self.symbol, str):
@@ -234,11 +251,54 @@ class InstrumentSpec:
         setattr_(self, "tick_fen", self.tick_units // PRICE_UNITS_PER_FEN)
         setattr_(self, "min_units", self.min_ticks * self.tick_units)
         setattr_(self, "max_units", self.max_ticks * self.tick_units)
+        if not self.credit_type and self.symbol in STANDARD_CONTRACTS:
+            setattr_(self, "credit_type", STANDARD_CONTRACTS[self.symbol])
+        problem = ""
+        if self.project:
+            problem = lot_problem(self.credit_type, self.project, self.vintage)
+            if self.vintage_from or self.vintage_to:
+                problem = problem or "a listing has one vintage, not a vintage range"
+        elif self.credit_type:
+            if self.credit_type not in CREDIT_TYPES:
+                problem = f"credit_type must be one of {', '.join(CREDIT_TYPES)}"
+            elif self.vintage:
+                problem = "a contract names no vintage (give vintage_from/vintage_to)"
+            elif (self.vintage_from and self.vintage_to and self.vintage_from > self.vintage_to):
+                problem = "vintage_from must not be after vintage_to"
+        elif self.vintage or self.vintage_from or self.vintage_to:
+            problem = "vintages need a credit_type"
+        if problem:
+            raise ValueError(problem)
+        if LOT_SEPARATOR in self.symbol:
+            raise ValueError(f"instrument symbol may not contain {LOT_SEPARATOR!r}")
+        setattr_(self, "holding", lot_key(self.project, self.vintage) if self.project
+                 else self.symbol)
+
+    @property
+    def kind(self) -> str:
+        """"listing" (one lot), "contract" (any eligible lot of a type) or "pooled"."""
+        return "listing" if self.project else ("contract" if self.credit_type else "pooled")
+
+    def lot_fields(self) -> tuple:
+        """The lot attributes in constructor order after `name`, or () when none is set
+        beyond what the symbol implies (so rows and hashes of older instruments stay as
+        they were)."""
+        fields = (self.credit_type, self.project, self.vintage, self.vintage_from,
+                  self.vintage_to, self.tradable_from)
+        if fields == (STANDARD_CONTRACTS.get(self.symbol, ""), "", 0, 0, 0, 0):
+            return ()
+        return fields
+
+    def eligible(self, lot) -> bool:
+        """Whether a contract may deliver `lot` (a lots.Lot)."""
+        return (lot.credit_type == self.credit_type
+                and (not self.vintage_from or lot.vintage >= self.vintage_from)
+                and (not self.vintage_to or lot.vintage <= self.vintage_to))
 
     def __reduce__(self) -> tuple:
         # pickle and copy rebuild a spec from its fields (compiled, a frozen dataclass has no
         # way to set them one by one)
-        return type(self), tuple(getattr(self, f.name) for f in fields(self) if f.init)
+        return type(self), tuple(getattr(self, f.name) for f in dataclass_fields(self) if f.init)
 
     def ticks_to_text(self, ticks: int) -> str:
         return format_units(ticks * self.tick_units, PRICE_UNITS_PER_CNY, self.price_places)
@@ -253,26 +313,39 @@ class InstrumentSpec:
 
     def with_ref_ticks(self, ref_ticks: int) -> "InstrumentSpec":
         return InstrumentSpec(self.symbol, self.tick_units, self.lot, self.max_qty, ref_ticks,
-                              self.band_ppm, self.name)
+                              self.band_ppm, self.name, *self.lot_fields())
+
+    def with_tradable_from(self, day: int) -> "InstrumentSpec":
+        return replace(self, tradable_from=day)
 
     def to_json(self) -> dict:
         return {"op": "instrument", "symbol": self.symbol,
                 "tick": format_units(self.tick_units, PRICE_UNITS_PER_CNY, self.price_places),
                 "lot": self.lot, "max_qty": self.max_qty,
                 "ref_price": self.ticks_to_text(self.ref_ticks),
-                "band_pct": _ppm_to_pct_text(self.band_ppm), "name": self.name}
+                "band_pct": _ppm_to_pct_text(self.band_ppm), "name": self.name,
+                **self.lot_json()}
+
+    def lot_json(self) -> dict:
+        """The lot attributes set beyond what the symbol implies (none for older instruments)."""
+        if not self.lot_fields():
+            return {}
+        out: dict = {"credit_type": self.credit_type}
+        if self.project:
+            out.update(project=self.project, vintage=self.vintage)
+        for key in ("vintage_from", "vintage_to", "tradable_from"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        return out
 
     @classmethod
     def from_fields(cls, symbol, tick="0.01", lot=1, max_qty=99_999, ref_price=None,
-                    band_pct=10, name="") -> "InstrumentSpec":
+                    band_pct=10, name="", credit_type="", project="", vintage=0,
+                    vintage_from=0, vintage_to=0) -> "InstrumentSpec":
         """Build a spec from edge values (decimal strings / ints); raises ValueError."""
-        if (not isinstance(symbol, str) or not (symbol.isascii() and symbol.isprintable())
-                or " " in symbol):
-            # it travels as FIX Symbol (55), which brokers send and match as plain ASCII; a
-            # Chinese name goes in `name` (sent as EncodedSecurityDesc). Checked at the edge
-            # only, so a journal written before the rule still replays.
-            raise ValueError(f"instrument symbol {str(symbol)[:32]!r} must be printable ASCII "
-                             "without spaces (put a Chinese name in `name`)")
+        problem = symbol_problem(symbol)
+        if problem:
+            raise ValueError(problem)
         tick_units = parse_price_units(_as_decimal_text(tick, "tick"))
         if ref_price is None:
             raise ValueError("ref_price is required")
@@ -286,7 +359,26 @@ class InstrumentSpec:
         if not isinstance(name, str) or control_character(name) is not None:
             raise ValueError("name must be one line of plain text (no control characters): "
                              "brokers are sent it")
-        return cls(symbol, tick_units, lot, max_qty, ref_units // tick_units, band, name)
+        for value, label in ((vintage, "vintage"), (vintage_from, "vintage_from"),
+                             (vintage_to, "vintage_to")):
+            if type(value) is not int:
+                raise ValueError(f"{label} must be an integer year")
+        if not isinstance(credit_type, str) or not isinstance(project, str):
+            raise ValueError("credit_type and project must be strings")
+        return cls(symbol, tick_units, lot, max_qty, ref_units // tick_units, band, name,
+                   credit_type, project, vintage, vintage_from, vintage_to)
+
+
+def symbol_problem(symbol) -> str:
+    """Why `symbol` cannot name a new instrument, or "". It travels as FIX Symbol (55), which
+    brokers send and match as plain ASCII; a Chinese name goes in `name` (sent as
+    EncodedSecurityDesc). Checked where instruments are defined from outside only, so a
+    journal written before the rule still replays."""
+    if (not isinstance(symbol, str) or not symbol or not (symbol.isascii() and symbol.isprintable())
+            or " " in symbol):
+        return (f"instrument symbol {str(symbol)[:32]!r} must be printable ASCII without "
+                "spaces (put a Chinese name in `name`)")
+    return ""
 
 
 def _as_decimal_text(value, label: str) -> str:

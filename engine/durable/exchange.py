@@ -5,7 +5,12 @@ Theory of operation. `apply_many(commands)` applies each command to the in-memor
 the commands and their instructions as batch records to the journal and fsyncs once (group
 commit); only then does it return the events, publish the instructions to the outbox and
 wake the relays. Nothing is acknowledged before it is durable, and a trade's instruction is
-durable exactly when the trade is. If a write fails the in-memory state is ahead of the disk,
+durable exactly when the trade is. The journal's writes go through a GroupCommitter
+(journal.py): `apply_deferred()` applies and holds the journal rows; `commit_async()` hands
+them to its writer thread and returns a ticket at once (the FIX gateway's event loop never
+waits for the disk: its acknowledgements wait for `durable_ticket`, told by
+`add_durable_listener`); `commit()`, `apply()` and `apply_many()` wait, writing in the
+caller's thread once what is queued before them is durable. If a write fails the in-memory state is ahead of the disk,
 so the object refuses all further commands: reopen the data directory to recover.
 
 Opening a data directory recovers: the newest snapshot that restores to its recorded state
@@ -53,7 +58,7 @@ from ccerx.engine.durable.recovery import (RecoveryRefused, RecoveryReport, curs
                                            replay_directory)
 from ccerx.engine.durable.statements import StatementWriter
 from ccerx.engine.core.commands import EndOfDay
-from ccerx.engine.core.events import Deposited, TradeExecuted
+from ccerx.engine.core.events import Deposited, Retired, TradeExecuted
 from ccerx.engine.core.exchange import Exchange
 from ccerx.engine.core.risk import Accounts
 from ccerx.engine.core.rules import CONTINUOUS, RuleProfile
@@ -100,9 +105,13 @@ class DurableExchange:
         self._lock = threading.RLock()
         self.statements: Optional[StatementWriter] = None   # with a ledger that keeps accounts
         self._failed: Optional[BaseException] = None
-        self._deferred: list = []     # (instructions, eod marks, commands) awaiting commit()
-        self._held_rows: list = []    # apply_deferred commands not yet written to the journal
-        self._held_made: list = []    # and their settlement instructions
+        # held since the last commit (apply_deferred), not yet handed to the journal's writer:
+        self._deferred = 0            # commands applied
+        self._held_records: list = [] # whole journal records of them (record_batch rows each)
+        self._held_rows: list = []    # the rows of the record being filled
+        self._held_made: list = []    # and its settlement instructions
+        self._held_published: list = []   # the instructions of _held_records, in order
+        self._held_marks: list = []   # end-of-day marks (statements due)
         self._lock_fd = open_private(self.data_dir / "LOCK", os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -170,6 +179,7 @@ class DurableExchange:
         self.journal = jr.Journal.open_for_append(self.data_dir, scanned, self.fsync)
         if self._journal_hook is not None:
             self.journal = self._journal_hook(self.journal)
+        self._writer = jr.GroupCommitter(self.journal)
         self._since_snapshot = self.journal.next_seq - 1 - (report.snapshot_seq or 0)
         report.last_seq = self.journal.next_seq - 1
         report.last_instruction = self.journal.next_instruction - 1
@@ -236,41 +246,72 @@ class DurableExchange:
     def apply_deferred(self, command) -> list:
         """Caller-driven group commit: apply the command, hold its journal row in memory (written
         with the others in one record, one write and one fsync, at commit). It becomes
-        durable, and its settlement instructions are published, at the next
-        commit() (or apply/apply_many, which commit everything before them). The caller must
-        let nothing that depends on the events leave the process before then: the FIX
-        gateway applies the orders of one event-loop iteration this way and commits once
-        before it writes to any socket."""
+        durable, and its settlement instructions are published, at the next commit(),
+        commit_async() (or apply/apply_many, which commit everything before them). The caller
+        must let nothing that depends on the events leave the process before then: the FIX
+        gateway applies the orders of one event-loop iteration this way, then calls
+        commit_async() and writes their acknowledgements once the writer says they are durable."""
         return self.apply_many((command,), _commit=False)[0]
 
     def commit(self) -> None:
-        """Make every command applied with apply_deferred() durable (one fsync) and publish
-        its settlement instructions."""
+        """Make every command applied so far durable (one fsync for everything held) and publish
+        its settlement instructions; returns when that is done."""
         with self._lock:
             if self._deferred:
                 self.apply_many(())
+            else:
+                self._wait(self._writer.issued)
 
-    @property
-    def uncommitted(self) -> bool:
-        """True while commands applied with apply_deferred() wait for commit()."""
-        return bool(self._deferred or self._held_rows)
-
-    def apply_many(self, commands, _commit: bool = True) -> list[list]:
-        """Apply commands in order, group-commit them (one fsync), return their events."""
+    def commit_async(self) -> int:
+        """Start making every command applied so far durable, without waiting for the disk: the
+        journal's writer thread writes and fsyncs them with whatever else is queued (group
+        commit) and then publishes their settlement instructions. Returns the ticket that
+        covers them (0: nothing was ever written); they are durable once `durable_ticket`
+        reaches it, and every listener added with add_durable_listener is told."""
         with self._lock:
             if self._failed is not None:
                 raise JournalFailed(f"journal failed earlier ({self._failed}); reopen "
                                     f"{self.data_dir} to recover")
-            exchange, maker, journal = self.exchange, self.maker, self.journal
+            if self._deferred:
+                self._submit(wait=False)
+            return self._writer.issued
+
+    @property
+    def durable_ticket(self) -> int:
+        """The last commit_async() ticket that is durable (tickets are durable in order)."""
+        return self._writer.durable
+
+    def add_durable_listener(self, listener) -> None:
+        """listener(durable ticket, error or None) after each group the writer makes durable,
+        in the writer's thread (hand over, do not block); an error means nothing after the
+        last durable ticket will ever be: the engine refuses further commands."""
+        self._writer.add_listener(listener)
+
+    @property
+    def uncommitted(self) -> bool:
+        """True while commands applied with apply_deferred() wait for a commit, or a commit of
+        commit_async() waits for the disk."""
+        return bool(self._deferred) or not self._writer.idle
+
+    def apply_many(self, commands, _commit: bool = True) -> list[list]:
+        """Apply commands in order, group-commit them (one fsync), return their events."""
+        with self._lock:
+            if self._failed is None and self._writer.failed is not None:
+                self._failed = self._writer.failed      # an asynchronous commit failed
+            if self._failed is not None:
+                raise JournalFailed(f"journal failed earlier ({self._failed}); reopen "
+                                    f"{self.data_dir} to recover")
+            exchange, maker = self.exchange, self.maker
             apply, encode = exchange.apply, jr.encode_command
             specs, accounts = exchange.specs, exchange.accounts
             batch_size = self.record_batch
             trade = TradeExecuted
             out: list[list] = []
-            marks: list = []
+            records = self._held_records      # whole records held since the last submit
             rows: list = self._held_rows      # rows held by apply_deferred come first
             made: list = self._held_made
-            published: list = []
+            published = self._held_published  # their instructions, in order
+            marks = self._held_marks
             try:
                 for command in commands:
                     events = apply(command)
@@ -280,43 +321,68 @@ class DurableExchange:
                             made.append(maker.make(event, specs[event.instrument], accounts))
                         elif type(event) is Deposited:
                             made.append(maker.make_deposit(event, accounts))
+                        elif type(event) is Retired:
+                            made.append(maker.make_retirement(event, accounts))
                     if type(command) is EndOfDay:
                         if maker.batch_clearing:     # day-end DvP clearing (settlement.py)
                             made.append(maker.make_batch(exchange.last_ts))
                         marks.append((maker.next_seq - 1, trade_date(exchange.last_ts)))
                     out.append(events)
                     if len(rows) >= batch_size:
-                        journal.append(rows, [tuple(i) for i in made], maker.stream_seqs)
+                        records.append(self._record(rows, made))
                         published += made
                         rows, made = [], []
-                if not _commit:               # apply_deferred: held until commit()
-                    self._held_rows, self._held_made = rows, made
-                    self._deferred.append((published, marks, len(out)))
-                    return out
-                if rows:
-                    journal.append(rows, [tuple(i) for i in made], maker.stream_seqs)
-                    published += made
-                self._held_rows, self._held_made = [], []
-                journal.commit()
             except BaseException as err:
                 self._failed = err
                 raise JournalFailed(f"journal write failed: {err}") from err
-            if self._deferred:                # now durable too, and before these
-                held, self._deferred = self._deferred, []
-                published = [i for p, _, _ in held for i in p] + published
-                marks = [m for _, ms, _ in held for m in ms] + marks
-                out_count = sum(n for _, _, n in held)
-            else:
-                out_count = 0
+            self._held_rows, self._held_made = rows, made
+            self._deferred += len(out)
+            if not _commit:               # apply_deferred: held until a commit
+                return out
+            if self._deferred:
+                self._submit(wait=True)
+            return out
+
+    def _record(self, rows: list, made: list) -> tuple:
+        """A journal record: the rows, their instructions, the stream counters after them (a
+        copy: the writer frames it later, when the maker has moved on)."""
+        return (rows, [tuple(i) for i in made], dict(self.maker.stream_seqs) if made else None)
+
+    def _submit(self, wait: bool) -> None:
+        """Hand everything held to the journal's writer (caller holds the lock): written in this
+        thread when `wait` (once what is queued is durable), else by the writer thread."""
+        if self._held_rows:
+            self._held_records.append(self._record(self._held_rows, self._held_made))
+            self._held_published += self._held_made
+        records, published, marks = self._held_records, self._held_published, self._held_marks
+        count = self._deferred
+        self._held_records, self._held_rows, self._held_made = [], [], []
+        self._held_published, self._held_marks, self._deferred = [], [], 0
+
+        def durable() -> None:            # in the writing thread, once the records are on disk
             self.outbox.publish(published)
             if marks and self.statements is not None:
                 self.statements.add(marks)
             if not self.relays:
                 self.outbox.trim(self.outbox.last_seq)
-            self._since_snapshot += len(out) + out_count
-            if self._since_snapshot >= self.snapshot_every:
-                self.snapshot()
-            return out
+        try:
+            if wait:
+                self._writer.write_now(records, durable)
+            else:
+                self._writer.submit(records, durable)
+        except BaseException as err:
+            self._failed = err
+            raise JournalFailed(f"journal write failed: {err}") from err
+        self._since_snapshot += count
+        if self._since_snapshot >= self.snapshot_every:
+            self.snapshot()
+
+    def _wait(self, ticket: int) -> None:
+        try:
+            self._writer.wait(ticket)
+        except BaseException as err:
+            self._failed = self._failed or err
+            raise JournalFailed(f"journal write failed: {err}") from err
 
     # ------------------------------------------------------------------ snapshots
     def snapshot(self) -> Optional[Path]:
@@ -324,7 +390,8 @@ class DurableExchange:
         Keeps the genesis snapshot and the two newest ones."""
         with self._lock:
             if self._deferred:
-                self.commit()                 # the journal must hold what the state holds
+                self._submit(wait=True)       # the journal must hold what the state holds
+            self._writer.drain()              # and the writer hands the journal back
             self.journal.commit()
             seq = self.journal.next_seq - 1
             path = snap.write(self.data_dir, seq, self.exchange, self._extra())
@@ -362,7 +429,15 @@ class DurableExchange:
             if self._failed is None:
                 if self._deferred:
                     self.commit()
-                self.journal.close()
+                try:
+                    self._writer.drain()
+                except BaseException:         # failed: what is on disk is what recovery gets
+                    pass
+                self._writer.close()
+                if self._writer.failed is None:
+                    self.journal.close()
+            else:
+                self._writer.close()
             self._failed = self._failed or RuntimeError("closed")
         if settle_timeout > 0:
             try:

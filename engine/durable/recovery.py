@@ -135,14 +135,16 @@ def replay_directory(data_dir: Path, settlement: SettlementConfig, floor: int,
     make_tuple, new_order, new_tag = tuple.__new__, NewOrder, jr.NEW_TAG
     trade_ids_before = exchange.next_trade_id
     deposits_before = len(exchange.deposit_ids)
+    retirements_before = len(exchange.retire_ids)
 
     closes = 0         # EndOfDay commands replayed: each made a clearing batch if batch_clearing
 
     def made() -> int:
-        """Instructions the replay has made so far: one per trade and per deposit (and one per
-        close under day-end clearing)."""
+        """Instructions the replay has made so far: one per trade, deposit and retirement
+        (and one per close under day-end clearing)."""
         return (exchange.next_trade_id - trade_ids_before
-                + len(exchange.deposit_ids) - deposits_before + closes)
+                + len(exchange.deposit_ids) - deposits_before
+                + len(exchange.retire_ids) - retirements_before + closes)
     replayed = expected = 0
     pending_rows = []
     next_needed = snap_seq + 1

@@ -9,10 +9,21 @@ exchange's own journal on each node is a local copy of a prefix of it.
 Names (fixed; see `STREAM`, `SUBJECT`, `LEASE_BUCKET` below):
     stream  CCERX_CMDS     subject ccerx.cmds, `replicas` copies (3 in a three-server cluster)
     bucket  CCERX_LEADER   key `leader`: the leader's lease (a TTL'd key-value entry)
-    message headers        Ccerx-Kind: batch | term | checkpoint, Ccerx-Term: <term>,
-                           Ccerx-Seq: <first command seq> (batch)
+    message headers        Ccerx-Kind: batch | term | checkpoint | sessions,
+                           Ccerx-Term: <term>, Ccerx-Seq: <first command seq> (batch),
+                           Ccerx-Sessions: <bytes of session records at the end> (batch)
     body                   batch: the journal's own command rows (journal.encode_command),
-                           orjson; term/checkpoint: {"cmd_seq", "hash", "node", "fix"}
+                           orjson, then the session records if any; sessions: session
+                           records only; term/checkpoint: {"cmd_seq", "hash", "node", "fix"}
+
+Session records. The leader's FIX gateway (gateway/cluster.py) hands the node what its
+sessions' stores took (messages sent, sequence numbers, resets: opaque bytes here, see
+gateway.fix.store.SessionReplicator) through `sessions`: a batch carries the records made
+after its commands were applied and not after its last command (so a command and the
+execution reports it caused are one message: both in the stream or neither), and the gateway
+publishes what no batch carried (`publish_sessions`) before its bytes reach a socket. A
+standby hands each record blob to `sessions.mirror`, in stream order; once it leads, its FIX
+stores hold what the old leader's held and the brokers' sessions continue.
 
 Which order: apply, publish, acknowledge. The leader applies a command to its engine first
 (the FIX gateway applies a whole event-loop iteration with apply_deferred), publishes the
@@ -51,14 +62,15 @@ same ids) but only the leader runs the relays; a new leader starts its relays fr
 cursor, so it re-sends what the old leader may already have delivered, and the ledger's
 idempotence (one settlement row per instruction id) absorbs it. The nodes share one ledger.
 
-A node's roles: standby (applies the stream; refuses FIX logons and operator commands) ->
+A node's roles: standby (applies the stream; closes FIX logons unanswered, refuses operator
+commands) ->
 leader (after winning the lease and publishing its marker) -> fenced (exits). A leader never
 becomes a standby again within the same process. A planned stop (SIGTERM) of the leader
 publishes what it applied, refuses anything after, and deletes its lease, so a standby takes
 over within a poll instead of a TTL. A restarted node opens its own data directory (its
 journal is a prefix of the stream) and skips the stream's messages it already holds; a new
-node replays the stream from its first message (the stream keeps everything: there is no
-snapshot transfer between nodes yet). A standby keeps every settlement instruction in its
+node (an empty data directory) joins from the newest snapshot (below) and applies the stream
+after it. A standby keeps every settlement instruction in its
 outbox until it leads (it starts its relays then), so its memory grows with the day's trades.
 
 Losing a NATS server: the client reconnects to another; a stream whose Raft leader died is
@@ -71,6 +83,27 @@ Takeover time after a leader dies: at most `lease_s` (the lease expires) + `poll
 standby notices) + the catch-up (the standbys are hot: usually the last batch or none) + one
 publish. With the defaults, under 3.5 s (measured: benchmarks/README.md, "Replication").
 
+Snapshots for joining. Every standby, at the first checkpoint after each `snapshot_every`
+commands, if it is no more than BUNDLE_MAX_LAG messages behind the stream's end (a
+node catching up puts none), writes a local snapshot (DurableExchange.snapshot) and puts a *join bundle* into
+the JetStream object store CCERX_SNAPSHOTS, object `stream-<stream seq>` (the newest two are
+kept): the snapshot file, the data directory's opening.json, the FIX stores as one session
+blob (every stored message and both sequence numbers per session, taken on the gateway's
+loop after every record mirrored up to that stream seq), and {stream seq, command seq, last
+instruction, term, state hash, leader, relay names}. A checkpoint is the point because the
+state hash there was just compared with the leader's. A node started on an empty data
+directory loads the newest bundle before its engine opens: it writes the snapshot, the
+opening and `journal-base.json` (its journal starts after the snapshot: journal.write_base),
+cursor files at the snapshot's last instruction for each relay (the instructions before it
+were the older nodes' to deliver: a joined node that leads never re-sends them), mirrors the
+session blob into its FIX stores, and subscribes to the stream at the next stream seq
+(`joined from snapshot` in its log; `joined_at` in cluster-status.json). The next checkpoint
+compares its state hash with the leader's as for any node. No bundle (a cluster younger than
+`snapshot_every`, or a single node): it replays from stream seq 1 as before. Retention: the
+stream is not trimmed (JetStream keeps every message; a node restarted on its own directory
+reads the term markers from seq 1); an operator may purge messages below the oldest kept
+bundle's stream seq only once every node's journal has passed it (not automated).
+
 Threads: the NATS client runs in this module's own thread and event loop; the engine thread
 (the gateway's event loop) blocks on each publish as it blocked on the journal's fsync, and
 the standby applies the stream in the NATS thread under the exchange's lock.
@@ -82,17 +115,27 @@ import os
 import sys
 import threading
 import time
+import zlib
 from typing import Callable, NamedTuple, Optional
 
 import orjson
 
+from pathlib import Path
+
 from ccerx.engine.durable import journal as jr
-from ccerx.engine.durable.files import write_atomic
+from ccerx.engine.durable import snapshot as snap
+from ccerx.engine.durable.exchange import OPENING
+from ccerx.engine.durable.files import private_dir, write_atomic
 
 STREAM, SUBJECT = "CCERX_CMDS", "ccerx.cmds"
 LEASE_BUCKET, LEASE_KEY = "CCERX_LEADER", "leader"
 H_KIND, H_TERM, H_SEQ = "Ccerx-Kind", "Ccerx-Term", "Ccerx-Seq"
-BATCH, TERM, CHECKPOINT = "batch", "term", "checkpoint"
+H_SESSIONS = "Ccerx-Sessions"    # batch: bytes of session records after the command rows
+BATCH, TERM, CHECKPOINT, SESSIONS = "batch", "term", "checkpoint", "sessions"
+SNAPSHOT_BUCKET, SNAPSHOT_PREFIX = "CCERX_SNAPSHOTS", "stream-"
+BUNDLE_MAGIC = b"CCERXJOIN2\n"   # then 4 parts: u64 length + zlib (level 1)
+KEEP_BUNDLES = 2
+BUNDLE_MAX_LAG = 10               # stream messages behind: a node catching up puts no bundle
 STATUS_FILE = "cluster-status.json"
 EXIT_FENCED, EXIT_DIVERGED = 3, 4
 MAX_ROWS_PER_MESSAGE = 2000      # ~200 KB; NATS refuses payloads over 1 MB by default
@@ -107,10 +150,15 @@ class ClusterSettings(NamedTuple):
     checkpoint_every: int = 1000
     idle_checkpoint_s: float = 0.5
     publish_timeout_s: float = 12.0   # rides out a stream's Raft election (nats-server 2.9)
+    snapshot_every: int = 100_000     # commands between join bundles (0: none)
 
 
 class NotLeader(RuntimeError):
     """A command reached a standby: only the leader applies commands."""
+
+
+class JoinFailed(ConnectionError):
+    """A new node could not read the join bundles (NATS unreachable): nothing was written."""
 
 
 class ReplicationFailed(RuntimeError):
@@ -194,15 +242,22 @@ class LeaderGate:
 
     def apply(self, command):
         self._check()
-        return self._exchange.apply(command)
+        events = self._exchange.apply(command)
+        self._node.applied_cmds += 1
+        return events
 
     def apply_many(self, commands):
         self._check()
-        return self._exchange.apply_many(commands)
+        commands = list(commands)
+        events = self._exchange.apply_many(commands)
+        self._node.applied_cmds += len(commands)
+        return events
 
     def apply_deferred(self, command):
         self._check()
-        return self._exchange.apply_deferred(command)
+        events = self._exchange.apply_deferred(command)
+        self._node.applied_cmds += 1
+        return events
 
     def commit(self) -> None:
         if self._node.leading:       # a standby has nothing deferred (and sends Logouts)
@@ -219,12 +274,19 @@ class ClusterNode:
     """One node: its engine, its JetStream connection (a thread with its own event loop),
     the lease, and the stream applied in order. See the module doc."""
 
-    def __init__(self, settings: ClusterSettings, open_exchange: Callable, log=None):
+    def __init__(self, settings: ClusterSettings, open_exchange: Callable, log=None,
+                 data_dir=None):
         """open_exchange(journal_hook) opens the node's DurableExchange (start_relays=False)
-        with the given journal hook."""
+        with the given journal hook. `data_dir`, the directory it opens: if it is empty, the
+        node first loads the newest join bundle into it (module doc, "Snapshots")."""
         self.settings = settings
         self._log = log if log is not None else (lambda text: print(text, file=sys.stderr,
                                                                     flush=True))
+        self.joined: Optional[dict] = None     # the bundle's meta, if this node joined by one
+        self._joined_sessions = b""
+        started = time.monotonic()
+        if data_dir is not None and is_empty_data_dir(data_dir):
+            self._join_from_bundle(Path(data_dir))
         self.exchange = open_exchange(self._wrap_journal)
         self.engine = LeaderGate(self)
         self.leading = False
@@ -236,13 +298,35 @@ class ClusterNode:
         self.leader_info: dict = {}
         self.fix_address = ""
         self._on_leader: Optional[Callable[[], None]] = None
+        # the FIX gateway's session records (gateway.fix.store.SessionReplicator): take() the
+        # blobs to publish with a batch, mirror(blob) on a standby; None: no gateway sessions
+        self.sessions = None
+        self.applied_cmds = 0         # leader: commands applied through the gate (journal seq)
+        self.published_cmd_seq = 0    # leader: the last command in the stream
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="cluster",
                                         daemon=True)
-        self._nc = self._js = self._kv = self._sub = None
+        self._nc = self._js = self._kv = self._sub = self._snapshots = None
         self._lease_rev = 0
         self._closed = False
         self._tasks: set = set()      # asyncio keeps only weak references to running tasks
+        self._publishing: Optional[asyncio.Lock] = None   # made in the cluster loop
+        self.first_stream_seq = 0     # the first stream message this process received
+        self._since_bundle = 0        # commands applied since the last join bundle
+        if self.joined is not None:
+            meta = self.joined
+            mine = self.exchange.state_hash()
+            if mine != meta["hash"] or self.journal.next_seq - 1 != meta["cmd_seq"]:
+                raise RuntimeError(f"the join bundle at stream seq {meta['stream_seq']} opened "
+                                   f"to command {self.journal.next_seq - 1} with state hash "
+                                   f"{mine}, not {meta['cmd_seq']} / {meta['hash']}")
+            self.applied_stream_seq = meta["stream_seq"]
+            self.marker_term = meta["term"]
+            self.leader_info = meta["leader"]
+            self._log(f"ccerx serve: cluster node {settings.node} joined from snapshot at "
+                      f"stream seq {meta['stream_seq']} (command {meta['cmd_seq']}, state hash "
+                      f"{mine}) in {time.monotonic() - started:.2f} s; following the stream "
+                      f"from stream seq {meta['stream_seq'] + 1}")
 
     def _spawn(self, coroutine) -> asyncio.Task:
         """A task of the cluster thread, held until it ends (a task nobody holds may be
@@ -308,7 +392,7 @@ class ClusterNode:
     # ------------------------------------------------------------------ NATS
     async def _connect(self) -> None:
         import nats
-        from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+        from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType, StreamConfig
         from nats.js.errors import BucketNotFoundError, NotFoundError
 
         said = [""]
@@ -339,6 +423,14 @@ class ClusterNode:
                 except BucketNotFoundError:
                     self._kv = await self._js.create_key_value(KeyValueConfig(
                         bucket=LEASE_BUCKET, ttl=s.lease_s, history=1, replicas=s.replicas))
+                if s.snapshot_every and self._snapshots is None:
+                    try:
+                        self._snapshots = await self._js.object_store(SNAPSHOT_BUCKET)
+                    except BucketNotFoundError:
+                        self._snapshots = await self._js.create_object_store(
+                            SNAPSHOT_BUCKET, ObjectStoreConfig(
+                                bucket=SNAPSHOT_BUCKET, replicas=s.replicas,
+                                storage=StorageType.FILE))
                 return
             except Exception:
                 if time.monotonic() > deadline:
@@ -355,7 +447,16 @@ class ClusterNode:
 
     async def _publish(self, kind: str, data: bytes, headers: dict) -> int:
         """Publish with the stream tail as the expected last sequence; retried (same msg id)
-        until acknowledged or `publish_timeout_s`; ReplicationFailed when refused."""
+        until acknowledged or `publish_timeout_s`; ReplicationFailed when refused. One at a
+        time, whichever thread asked (batches from the engine's, session records from the
+        gateway's, checkpoints from this one): two publishes expecting the same tail would
+        have one refused, which fences the node."""
+        if self._publishing is None:
+            self._publishing = asyncio.Lock()
+        async with self._publishing:
+            return await self._publish_one(kind, data, headers)
+
+    async def _publish_one(self, kind: str, data: bytes, headers: dict) -> int:
         from nats.errors import Error as NatsError
         from nats.js.errors import APIError
         headers = {H_KIND: kind, H_TERM: str(self.term),
@@ -389,19 +490,43 @@ class ClusterNode:
     # ------------------------------------------------------------------ leader: publishing
     def publish_batch(self, first_seq: int, rows: list) -> None:
         """In the engine thread, under the exchange's lock: publish applied commands; fence on
-        failure (nothing of them has been acknowledged)."""
+        failure (nothing of them has been acknowledged). The gateway sessions' records held
+        since the last publish (the execution reports of these commands, among others) ride
+        in the batch's last message: a command and the reports it caused are replicated
+        together or not at all (what does not fit follows in `sessions` messages)."""
         try:
+            last_cmd = first_seq + len(rows) - 1
+            blobs = self.sessions.take(last_cmd) if self.sessions is not None else []
+            last = (len(rows) - 1) // MAX_ROWS_PER_MESSAGE * MAX_ROWS_PER_MESSAGE
             for start in range(0, len(rows), MAX_ROWS_PER_MESSAGE):
-                part = rows[start:start + MAX_ROWS_PER_MESSAGE]
-                self._call(self._publish(BATCH, orjson.dumps(part),
-                                         {H_SEQ: str(first_seq + start),
-                                          "Nats-Msg-Id": f"{self.term}.{first_seq + start}"}))
+                part = orjson.dumps(rows[start:start + MAX_ROWS_PER_MESSAGE])
+                headers = {H_SEQ: str(first_seq + start),
+                           "Nats-Msg-Id": f"{self.term}.{first_seq + start}"}
+                if start == last and blobs:
+                    attached = blobs.pop(0)
+                    headers[H_SESSIONS] = str(len(attached))
+                    part += attached
+                self._call(self._publish(BATCH, part, headers))
+            self.published_cmd_seq = last_cmd
+            for blob in blobs:
+                self._call(self._publish(SESSIONS, blob, {}))
             self.since_checkpoint += len(rows)
             if self.since_checkpoint >= self.settings.checkpoint_every:
                 self._call(self._publish_checkpoint(CHECKPOINT, first_seq + len(rows) - 1))
         except Exception as err:     # ReplicationFailed, or anything unforeseen: stop
             self.fence(f"{err}; the commands since stream seq {self.applied_stream_seq} were "
                        f"never acknowledged")
+
+    def publish_sessions(self, blob: bytes) -> None:
+        """In the gateway's thread: publish session records that no batch carried (before
+        the bytes they stand for are written); fence on failure."""
+        if not self.leading:
+            self.fence("a standby's FIX sessions produced output")
+        try:
+            with self.exchange._lock:
+                self._call(self._publish(SESSIONS, blob, {}))
+        except Exception as err:
+            self.fence(f"{err}; FIX session records were never acknowledged")
 
     async def _publish_checkpoint(self, kind: str, cmd_seq: int) -> None:
         state_hash = self.exchange.state_hash()
@@ -431,7 +556,11 @@ class ClusterNode:
 
     async def _follow(self) -> None:
         from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-        await self._subscribe(1)      # the local journal's prefix is skipped message by message
+        if self._joined_sessions and self.sessions is not None:
+            self.sessions.mirror(self._joined_sessions)   # queued before any stream record
+        self._joined_sessions = b""
+        # the local journal's prefix is skipped message by message (a joined node has none)
+        await self._subscribe(self.applied_stream_seq + 1 if self.joined is not None else 1)
         watchdog = self._spawn(self._watch_subscription())
         value = orjson.dumps({"node": self.settings.node, "fix": self.fix_address})
         while not self._closed:
@@ -519,6 +648,7 @@ class ClusterNode:
                         pass
                 await asyncio.sleep(0.05)
         self.marker_term = self.term
+        self.applied_cmds = self.published_cmd_seq = self.journal.next_seq - 1
         self.journal.publishing = True
         self.leading = True
         self._write_status(self.journal.next_seq - 1, self.exchange.state_hash())
@@ -583,25 +713,47 @@ class ClusterNode:
         if seq != self.applied_stream_seq + 1:
             self.fence(f"stream gap: message {seq} after {self.applied_stream_seq}",
                        EXIT_DIVERGED)
+        if not self.first_stream_seq:
+            self.first_stream_seq = seq
         try:
-            self.apply_message(msg.headers or {}, msg.data)
+            checked = self.apply_message(msg.headers or {}, msg.data)
         except Exception as err:
             self.fence(f"cannot apply stream message {seq}: {err!r}", EXIT_DIVERGED)
         self.applied_stream_seq = seq
+        if (checked and self.settings.snapshot_every
+                and self._since_bundle >= self.settings.snapshot_every
+                and msg.metadata.num_pending <= BUNDLE_MAX_LAG):
+            self._since_bundle = 0
+            try:
+                self._make_bundle(seq)
+            except Exception as err:   # a bundle is an optimisation: say so, keep following
+                self._log(f"ccerx serve: cluster node {self.settings.node}: no join bundle at "
+                          f"stream seq {seq}: {err!r}")
 
-    def apply_message(self, headers: dict, data: bytes) -> None:
+    def apply_message(self, headers: dict, data: bytes) -> bool:
+        """Apply one stream message; True if it was a checkpoint this node's state matched."""
         kind, term = headers.get(H_KIND), int(headers.get(H_TERM, "0"))
         journal = self.journal
         if kind == BATCH:
             if term != self.marker_term:
                 raise RuntimeError(f"a batch of term {term} in term {self.marker_term}")
-            first, rows = int(headers[H_SEQ]), orjson.loads(data)
+            attached = int(headers.get(H_SESSIONS, "0"))
+            blob = data[len(data) - attached:] if attached else b""
+            first, rows = int(headers[H_SEQ]), orjson.loads(data[:len(data) - attached])
             next_seq = journal.next_seq
             if first > next_seq:
                 raise RuntimeError(f"commands {next_seq}..{first - 1} are missing")
             rows = rows[next_seq - first:]    # a restarted node has a prefix already
             if rows:
                 self.exchange.apply_many([jr.decode_command(row) for row in rows])
+                self._since_bundle += len(rows)
+            if blob and self.sessions is not None:
+                self.sessions.mirror(blob)
+        elif kind == SESSIONS:
+            if term != self.marker_term:
+                raise RuntimeError(f"session records of term {term} in term {self.marker_term}")
+            if self.sessions is not None:
+                self.sessions.mirror(data)
         elif kind in (TERM, CHECKPOINT):
             body = orjson.loads(data)
             if kind == TERM:
@@ -616,8 +768,71 @@ class ClusterNode:
                                f"{body['node']} has state hash {body['hash']}, this node "
                                f"{mine}", EXIT_DIVERGED)
                 self._write_status(body["cmd_seq"], mine)
+                return True
         else:
             raise RuntimeError(f"unknown message kind {kind!r}")
+        return False
+
+    # ------------------------------------------------------------------ join bundles
+    def _make_bundle(self, stream_seq: int) -> None:
+        """In the cluster thread, right after checkpoint `stream_seq` matched: snapshot the
+        engine here (it only changes in this thread on a standby), the FIX stores on the
+        gateway's loop (after every record mirrored so far), and put the bundle in the object
+        store in the background."""
+        started = time.monotonic()
+        path = self.exchange.snapshot()
+        meta = {"stream_seq": stream_seq, "cmd_seq": self.journal.next_seq - 1,
+                "instruction": self.journal.next_instruction - 1, "term": self.marker_term,
+                "hash": self.exchange.state_hash(), "leader": self.leader_info,
+                "node": self.settings.node, "relays": sorted(self.exchange.relays)}
+        parts = [path.read_bytes(), (self.exchange.data_dir / OPENING).read_bytes()]
+        sessions = self.sessions.snapshot() if self.sessions is not None else None
+        self._spawn(self._put_bundle(meta, parts, sessions, started))
+
+    async def _put_bundle(self, meta: dict, parts: list, sessions, started: float) -> None:
+        try:
+            blob = await asyncio.wrap_future(sessions) if sessions is not None else b""
+            # compressing takes a while: not in this loop, which applies the stream
+            bundle = await asyncio.to_thread(encode_bundle, meta, parts[0], parts[1], blob)
+            store = self._snapshots
+            await store.put(f"{SNAPSHOT_PREFIX}{meta['stream_seq']:016d}", bundle)
+            names = sorted(info.name for info in await store.list(ignore_deletes=True)
+                           if info.name.startswith(SNAPSHOT_PREFIX))
+            for old in names[:-KEEP_BUNDLES]:
+                try:
+                    await store.delete(old)
+                except Exception:
+                    pass              # another standby deleted it first
+            self._log(f"ccerx serve: cluster node {self.settings.node} put a join bundle at "
+                      f"stream seq {meta['stream_seq']} (command {meta['cmd_seq']}, "
+                      f"{len(bundle):,} bytes) in {time.monotonic() - started:.2f} s")
+        except Exception as err:
+            self._log(f"ccerx serve: cluster node {self.settings.node}: join bundle at stream "
+                      f"seq {meta['stream_seq']} not stored: {err!r}")
+
+    def _join_from_bundle(self, data_dir: Path) -> None:
+        """Before the engine opens an empty `data_dir`: fetch the newest join bundle and lay
+        it out as a data directory whose journal starts after its snapshot. No bundle: the
+        directory stays empty (the node replays the stream from seq 1)."""
+        started = time.monotonic()
+        try:
+            found = run_in_fresh_loop(fetch_newest_bundle(self.settings), 60)
+        except Exception as err:
+            raise JoinFailed(f"cannot join the cluster at {', '.join(self.settings.servers)}: "
+                             f"reading the join bundles: {err!r}") from None
+        if found is None:
+            return
+        self._log(f"ccerx serve: cluster node {self.settings.node} fetched a join bundle "
+                  f"({len(found):,} bytes) in {time.monotonic() - started:.2f} s")
+        meta, snapshot_file, opening, sessions = decode_bundle(found)
+        private_dir(data_dir)
+        write_atomic(data_dir / OPENING, opening)
+        write_atomic(snap.snapshot_path(data_dir, meta["cmd_seq"]), snapshot_file)
+        jr.write_base(data_dir, meta["cmd_seq"], meta["instruction"])
+        for name in meta["relays"]:
+            write_atomic(data_dir / f"cursor-{name}.json",
+                         orjson.dumps({"confirmed": meta["instruction"]}))
+        self.joined, self._joined_sessions = meta, sessions
 
     # ------------------------------------------------------------------ status
     def _write_status(self, cmd_seq: Optional[int] = None, state_hash: Optional[str] = None):
@@ -626,4 +841,83 @@ class ClusterNode:
             "node": self.settings.node, "role": "leader" if self.leading else "standby",
             "term": self.term if self.leading else self.marker_term,
             "stream_seq": self.applied_stream_seq, "cmd_seq": cmd_seq,
+            "first_stream_seq": self.first_stream_seq,
+            "joined_at": self.joined["stream_seq"] if self.joined is not None else None,
             "state_hash": state_hash, "leader": self.leader_info}))
+
+
+# ---------------------------------------------------------------------- join bundles
+def is_empty_data_dir(data_dir) -> bool:
+    """No snapshot and no journal: a new node (what DurableExchange would call fresh)."""
+    data_dir = Path(data_dir)
+    return not snap.list_snapshots(data_dir) and not jr.segment_paths(data_dir) \
+        if data_dir.exists() else True
+
+
+def encode_bundle(meta: dict, snapshot_file: bytes, opening: bytes, sessions: bytes) -> bytes:
+    """meta, snapshot file, opening.json, session blob: each zlib-compressed (FIX messages
+    and the snapshot's JSON shrink ~6x, and the fetch is what a joining node waits for)."""
+    parts = [zlib.compress(part, 1) for part in (orjson.dumps(meta), snapshot_file, opening,
+                                                  sessions)]
+    return BUNDLE_MAGIC + b"".join(len(part).to_bytes(8, "little") + part for part in parts)
+
+
+def decode_bundle(data: bytes) -> tuple[dict, bytes, bytes, bytes]:
+    """(meta, snapshot file, opening.json, session blob); ValueError if it is not a bundle."""
+    if not data.startswith(BUNDLE_MAGIC):
+        raise ValueError("not a ccerx join bundle")
+    parts, at = [], len(BUNDLE_MAGIC)
+    for _ in range(4):
+        length = int.from_bytes(data[at:at + 8], "little")
+        at += 8
+        if at + length > len(data):
+            raise ValueError("a join bundle cut short")
+        try:
+            parts.append(zlib.decompress(data[at:at + length]))
+        except zlib.error as err:
+            raise ValueError(f"a join bundle's part is damaged: {err}") from None
+        at += length
+    return orjson.loads(parts[0]), parts[1], parts[2], parts[3]
+
+
+async def fetch_newest_bundle(settings: ClusterSettings) -> Optional[bytes]:
+    """The newest join bundle in CCERX_SNAPSHOTS, or None if there is none."""
+    import nats
+    from nats.js.errors import BucketNotFoundError, NotFoundError
+    nc = await nats.connect(list(settings.servers), name=f"ccerx-{settings.node}-join",
+                            max_reconnect_attempts=5, connect_timeout=2)
+    try:
+        js = nc.jetstream(timeout=5)
+        try:
+            store = await js.object_store(SNAPSHOT_BUCKET)
+            infos = await store.list(ignore_deletes=True)
+        except (BucketNotFoundError, NotFoundError):
+            return None
+        names = sorted(info.name for info in infos if info.name.startswith(SNAPSHOT_PREFIX))
+        for name in reversed(names):
+            try:
+                return (await store.get(name)).data
+            except NotFoundError:
+                continue          # deleted meanwhile (a newer one was put): take the next
+        return None
+    finally:
+        await nc.close()
+
+
+def run_in_fresh_loop(coroutine, timeout: float):
+    """Run a coroutine to its end in an event loop of its own thread (the caller's thread may
+    be running one already)."""
+    result: list = []
+
+    def run():
+        try:
+            result.append((True, asyncio.run(asyncio.wait_for(coroutine, timeout))))
+        except BaseException as err:
+            result.append((False, err))
+    thread = threading.Thread(target=run, name="cluster-join")
+    thread.start()
+    thread.join()
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value

@@ -27,6 +27,22 @@ on its own stream, `CLEARING` (the MQTT topic `settle/CLEARING`). What the batch
 part of the maker's durable state (snapshot "settlement" -> "clearing"; recovery re-reads
 the instructions journaled after the snapshot), so a replay makes the identical batch.
 
+Credits as lots (engine/core/lots.py, issue 11). A trade that delivered lots (a listing's
+lot, or a type contract's eligible lots in the allocation order) makes a `LotTradeInstruction`:
+the trade fields plus `delivery` ("now" or "batch") and `lots`, ((project | None, vintage |
+None, t), ...) as TradeExecuted.lots has them (None: the default lot, held under the
+contract's own symbol); the edge form adds "lots": [{"project", "vintage", "qty"}]. A trade
+of a pooled holding makes the SettlementInstruction / BatchTradeInstruction it always did,
+row and JSON unchanged. `trade_holdings()` names the holding key each tonne moves under. A
+deposit of a lot makes a `LotDepositInstruction` (asset = the lot key, plus credit type,
+project, vintage; it travels on the lot key's stream). A `Retired` event makes a
+`RetireInstruction` (id `<exchange>-R<event seq>`, stream `RETIRE`, MQTT settle/RETIRE):
+account, holding key and lot, qty, purpose, and the certificate id the ledger records once.
+A clearing batch covering lot trades is a `LotClearingBatch`: the batch plus `deliveries`,
+each lot trade's lots ([[instruction id, instrument, [[project, vintage, t], ...]], ...]),
+and in its edge form `lots`, the tonnes per holding key over all its trades. Journal rows are
+the instructions' fields; the kinds are told apart by their row lengths (instruction_from_row).
+
 The outbox is the journal itself (see journal.py): instructions are written in the same
 checksummed record as the command that caused them. `Outbox` is the in-memory queue of the
 instructions not yet confirmed by every relay; `Relay` delivers them to one ledger adapter in
@@ -45,7 +61,8 @@ from typing import Iterable, NamedTuple, Optional
 import orjson
 
 from ccerx.engine.core.calendar import TradingCalendar
-from ccerx.engine.core.events import Deposited, TradeExecuted
+from ccerx.engine.core.events import Deposited, Retired, TradeExecuted
+from ccerx.engine.core.lots import lot_key, lot_problem, lots_json
 from ccerx.engine.durable.files import write_atomic
 from ccerx.engine.core.types import (CASH_ASSET, PRICE_UNITS_PER_CNY, InstrumentSpec, format_fen, format_price_units,
                     parse_cny_to_fen, parse_price_units)
@@ -73,6 +90,8 @@ class SettlementInstruction(NamedTuple):
     ts: int
 
     kind = "trade"
+    delivery = "now"        # settled at once (BatchTradeInstruction: "batch")
+    lots = ()               # a pooled delivery (LotTradeInstruction: the lots delivered)
 
     def to_json(self) -> dict:
         """Edge form: decimal strings for money and price, never floats."""
@@ -131,6 +150,7 @@ class DepositInstruction(NamedTuple):
     ts: int
 
     kind = "deposit"
+    credit_type = project = vintage = None     # a pooled asset (LotDepositInstruction: a lot)
 
     @property
     def instrument(self) -> str:    # the stream (MQTT topic) it travels on
@@ -181,6 +201,7 @@ class BatchTradeInstruction(_BatchTradeFields):
     `delivery` ("batch"); the ledger records it pending until its ClearingBatch."""
     __slots__ = ()
     kind = "trade"
+    lots = ()
 
     def to_json(self) -> dict:
         out = SettlementInstruction.to_json(self)
@@ -191,6 +212,186 @@ class BatchTradeInstruction(_BatchTradeFields):
         SettlementInstruction.check(self)
         if self.delivery != "batch":
             raise ValueError(f"unknown delivery {self.delivery!r}")
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.to_json())
+
+
+# ---------------------------------------------------------------------------- lots
+def trade_holdings(inst) -> list[tuple[str, int]]:
+    """[(holding key, t)] a trade instruction delivers, in delivery order: each lot under its
+    lot key, the default lot (project None) and a pooled delivery under the instrument's own
+    symbol (lots.py)."""
+    if not inst.lots:
+        return [(inst.instrument, inst.qty)]
+    return [(inst.instrument if project is None else lot_key(project, vintage), qty)
+            for project, vintage, qty in inst.lots]
+
+
+def _lots_problem(lots, qty: int) -> str:
+    """Why `lots` ((project | None, vintage | None, t), ...) is not a delivery of `qty` t."""
+    if type(lots) is not tuple or not lots:
+        return "lots must be a non-empty list"
+    total = 0
+    for entry in lots:
+        if type(entry) is not tuple or len(entry) != 3:
+            return "a lot is (project, vintage, qty)"
+        project, vintage, t = entry
+        if type(t) is not int or t <= 0:
+            return "a lot's qty must be a positive integer"
+        if project is None and vintage is None:
+            pass                           # the default lot (lots.py)
+        elif lot_problem("afforestation", project, vintage):   # (checks project and
+            return lot_problem("afforestation", project, vintage)   # vintage; any type)
+        total += t
+    if total != qty:
+        return f"the lots add up to {total} t, not the trade's {qty} t"
+    return ""
+
+
+def _lots_from_json(value) -> tuple:
+    """The edge's `lots` list -> ((project, vintage, qty), ...) (checked by the caller)."""
+    if not isinstance(value, list):
+        raise ValueError("lots must be a list of {project, vintage, qty}")
+    try:
+        return tuple((e["project"], e["vintage"], e["qty"]) for e in value)
+    except (KeyError, TypeError):
+        raise ValueError("a lot is {project, vintage, qty}") from None
+
+
+def _lots_from_row(value) -> tuple:
+    return tuple(tuple(e) for e in value)
+
+
+_LotTradeFields = NamedTuple("_LotTradeFields", [
+    *((name, SettlementInstruction.__annotations__[name])
+      for name in SettlementInstruction._fields), ("delivery", str), ("lots", tuple)])
+
+
+class LotTradeInstruction(_LotTradeFields):
+    """A trade that delivered lots (a listing's lot, or a contract's eligible lots in the
+    allocation order of lots.py): a SettlementInstruction's fields plus `delivery` ("now", or
+    "batch" under day-end clearing) and `lots` ((project | None, vintage | None, t), ...) as
+    TradeExecuted.lots has them. The edge form adds `"lots": [{"project", "vintage", "qty"}]`
+    (and `"delivery": "batch"` when cleared at the close)."""
+    __slots__ = ()
+    kind = "trade"
+
+    def to_json(self) -> dict:
+        out = SettlementInstruction.to_json(self)
+        if self.delivery == "batch":
+            out["delivery"] = "batch"
+        out["lots"] = lots_json(self.lots)
+        return out
+
+    def check(self) -> None:
+        SettlementInstruction.check(self)
+        if self.delivery not in ("now", "batch"):
+            raise ValueError(f"unknown delivery {self.delivery!r}")
+        problem = _lots_problem(self.lots, self.qty)
+        if problem:
+            raise ValueError(f"instruction {self.id}: {problem}")
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.to_json())
+
+
+_LotDepositFields = NamedTuple("_LotDepositFields", [
+    *((name, DepositInstruction.__annotations__[name]) for name in DepositInstruction._fields),
+    ("credit_type", str), ("project", str), ("vintage", int)])
+
+
+class LotDepositInstruction(_LotDepositFields):
+    """Credits of one lot moved in from the registry: a DepositInstruction (its `asset` the lot
+    key) plus the lot's credit type, project and vintage."""
+    __slots__ = ()
+    kind = "deposit"
+
+    @property
+    def instrument(self) -> str:
+        return self.asset
+
+    def to_json(self) -> dict:
+        out = DepositInstruction.to_json(self)
+        out.update(credit_type=self.credit_type, project=self.project, vintage=self.vintage)
+        return out
+
+    def check(self) -> None:
+        DepositInstruction.check(self)
+        problem = lot_problem(self.credit_type, self.project, self.vintage)
+        if problem:
+            raise ValueError(f"deposit {self.id}: {problem}")
+        if self.asset != lot_key(self.project, self.vintage):
+            raise ValueError(f"deposit {self.id}: asset {self.asset!r} is not its lot's key")
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.to_json())
+
+
+RETIRE_STREAM = "RETIRE"          # retirements' own stream (MQTT topic settle/RETIRE)
+
+
+class RetireInstruction(NamedTuple):
+    """Credits retired (注销) from the market for good: `qty` t of holding `asset` (a lot key,
+    or an instrument's pooled holding) leave `account` for the stated `purpose`; the ledger
+    records the exchange's `certificate` (once) and moves them to `@retired`."""
+    id: str                 # stable: "<exchange>-R<event seq>"
+    seq: int
+    stream_seq: int         # in the RETIRE stream
+    retire_id: str          # the holder's reference
+    account: str
+    member: Optional[str]
+    asset: str              # holding key
+    qty: int
+    purpose: str
+    certificate: str        # "CCERX-RC-00000001"
+    credit_type: Optional[str]
+    project: Optional[str]
+    vintage: Optional[int]
+    trade_date: str
+    ts: int
+
+    kind = "retire"
+
+    @property
+    def instrument(self) -> str:    # the stream (MQTT topic) it travels on
+        return RETIRE_STREAM
+
+    def to_json(self) -> dict:
+        return {"kind": "retire", "id": self.id, "seq": self.seq, "stream": RETIRE_STREAM,
+                "stream_seq": self.stream_seq, "retire_id": self.retire_id,
+                "account": self.account, "member": self.member, "asset": self.asset,
+                "qty": self.qty, "purpose": self.purpose, "certificate": self.certificate,
+                "credit_type": self.credit_type, "project": self.project,
+                "vintage": self.vintage, "trade_date": self.trade_date, "ts": self.ts}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "RetireInstruction":
+        try:
+            inst = cls(obj["id"], obj["seq"], obj["stream_seq"], obj["retire_id"],
+                       obj["account"], obj.get("member"), obj["asset"], obj["qty"],
+                       obj["purpose"], obj["certificate"], obj.get("credit_type"),
+                       obj.get("project"), obj.get("vintage"), obj["trade_date"], obj["ts"])
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"not a retirement instruction: {err}") from None
+        inst.check()
+        return inst
+
+    def check(self) -> None:
+        for name in ("seq", "stream_seq", "qty", "ts"):
+            if type(getattr(self, name)) is not int:
+                raise ValueError(f"instruction {name} must be an integer")
+        if self.qty <= 0:
+            raise ValueError("a retirement's qty must be positive")
+        for name in ("retire_id", "account", "asset", "certificate"):
+            if type(getattr(self, name)) is not str or not getattr(self, name):
+                raise ValueError(f"a retirement needs a {name}")
+        if type(self.purpose) is not str:
+            raise ValueError("a retirement's purpose is text")
+        if self.project is not None:
+            problem = lot_problem(self.credit_type, self.project, self.vintage)
+            if problem or self.asset != lot_key(self.project, self.vintage):
+                raise ValueError(f"retirement {self.id}: {problem or 'asset is not the lot key'}")
 
     def encode(self) -> bytes:
         return orjson.dumps(self.to_json())
@@ -270,21 +471,102 @@ class ClearingBatch(NamedTuple):
         return orjson.dumps(self.to_json())
 
 
-Instruction = SettlementInstruction | BatchTradeInstruction | DepositInstruction | ClearingBatch
+_LotBatchFields = NamedTuple("_LotBatchFields", [
+    *((name, ClearingBatch.__annotations__[name]) for name in ClearingBatch._fields),
+    ("deliveries", list)])
+
+
+class LotClearingBatch(_LotBatchFields):
+    """A clearing batch covering trades that delivered lots: a ClearingBatch plus
+    `deliveries`, each lot trade's lots in stream order: [[instruction id, instrument,
+    [[project, vintage, t], ...]], ...]; and (derived, in the edge form) `lots`, the tonnes
+    delivered per holding key (lot key; the instrument's symbol for its pooled holding or
+    default lot) over all its trades."""
+    __slots__ = ()
+    kind = "clearing"
+
+    @property
+    def instrument(self) -> str:
+        return CLEARING_STREAM
+
+    @property
+    def lots(self) -> dict:
+        return batch_lot_totals(self.totals["qty"], self.deliveries)
+
+    def to_json(self) -> dict:
+        out = ClearingBatch.to_json(self)
+        out["lots"] = self.lots
+        out["deliveries"] = [{"id": i, "instrument": instrument, "lots": lots_json(lots)}
+                             for i, instrument, lots in self.deliveries]
+        return out
+
+    def check(self) -> None:
+        ClearingBatch.check(self)
+        if not isinstance(self.deliveries, list) or not self.deliveries:
+            raise ValueError("a lot batch lists its deliveries")
+        for entry in self.deliveries:
+            if (not isinstance(entry, list) or len(entry) != 3
+                    or entry[1] not in self.totals["qty"]):
+                raise ValueError("a batch delivery is [id, instrument of the batch, lots]")
+            lots = _lots_from_row(entry[2])
+            problem = _lots_problem(lots, sum(t for _, _, t in lots) if lots else 0)
+            if problem:
+                raise ValueError(f"batch {self.id}: {entry[0]}: {problem}")
+        if any(v < 0 for v in self.lots.values()):
+            raise ValueError("a batch delivers more lots of an instrument than its tonnes")
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.to_json())
+
+
+Instruction = (SettlementInstruction | BatchTradeInstruction | LotTradeInstruction
+               | DepositInstruction | LotDepositInstruction | ClearingBatch | LotClearingBatch
+               | RetireInstruction)
 
 
 def instruction_from_json(obj: dict) -> Instruction:
-    """Any kind from its edge form (trades carry no "kind": older consumers' format)."""
+    """Any kind from its edge form (trades carry no "kind": older consumers' format); raises
+    ValueError, and only that, on anything malformed."""
     if not isinstance(obj, dict):
         raise ValueError("an instruction is a JSON object")
+    try:
+        return _instruction_from_json(obj)
+    except (KeyError, TypeError, AttributeError) as err:   # a field of the wrong shape
+        raise ValueError(f"malformed instruction {obj.get('id')!r}: {err!r}") from None
+
+
+def _instruction_from_json(obj: dict) -> Instruction:
     kind = obj.get("kind", "trade")
     if kind == "deposit":
-        return DepositInstruction.from_json(obj)
+        inst = DepositInstruction.from_json(obj)
+        if "project" in obj:
+            inst = LotDepositInstruction(*inst, obj.get("credit_type"), obj["project"],
+                                         obj.get("vintage"))
+            inst.check()
+        return inst
     if kind == "clearing":
-        return ClearingBatch.from_json(obj)
+        batch = ClearingBatch.from_json(obj)
+        if "deliveries" in obj:
+            try:
+                deliveries = [[d["id"], d["instrument"], _lots_from_json(d["lots"])]
+                              for d in obj["deliveries"]]
+            except (KeyError, TypeError):
+                raise ValueError("a batch delivery is {id, instrument, lots}") from None
+            batch = LotClearingBatch(*batch, [
+                [i, instrument, [list(lot) for lot in lots]] for i, instrument, lots in deliveries])
+            batch.check()
+            if "lots" in obj and obj["lots"] != batch.lots:
+                raise ValueError(f"batch {batch.id}: its tonnes per lot are not its deliveries'")
+        return batch
+    if kind == "retire":
+        return RetireInstruction.from_json(obj)
     if kind == "trade":
         inst = SettlementInstruction.from_json(obj)
-        if "delivery" in obj:
+        if "lots" in obj:
+            inst = LotTradeInstruction(*inst, obj.get("delivery", "now"),
+                                       _lots_from_json(obj["lots"]))
+            inst.check()
+        elif "delivery" in obj:
             inst = BatchTradeInstruction(*inst, obj["delivery"])
             inst.check()
         return inst
@@ -292,13 +574,19 @@ def instruction_from_json(obj: dict) -> Instruction:
 
 
 _ROW_KINDS = {len(k._fields): k for k in (SettlementInstruction, BatchTradeInstruction,
-                                          DepositInstruction, ClearingBatch)}
-assert len(_ROW_KINDS) == 4, "instruction kinds are told apart by their row lengths"
+                                          LotTradeInstruction, DepositInstruction,
+                                          LotDepositInstruction, ClearingBatch, LotClearingBatch,
+                                          RetireInstruction)}
+assert len(_ROW_KINDS) == 8, "instruction kinds are told apart by their row lengths"
 
 
 def instruction_from_row(row) -> Instruction:
-    """Any kind from its journal row (the tuple of its fields; the lengths differ)."""
-    return _ROW_KINDS[len(row)](*row)
+    """Any kind from its journal row (the tuple of its fields; the lengths differ: a pooled
+    trade's or deposit's row is the row it always was)."""
+    kind = _ROW_KINDS[len(row)]
+    if kind is LotTradeInstruction:
+        row = (*row[:-1], _lots_from_row(row[-1]))
+    return kind(*row)
 
 
 
@@ -338,6 +626,8 @@ class InstructionMaker:
         self._batch_trades = clearing.get("trades", 0)       # trades since the last batch
         self._batch_participants: dict = clearing.get("participants", {})
         self._batch_totals: dict = clearing.get("totals", {"gross": 0, "fees": 0, "qty": {}})
+        # the lot trades since the last batch: [[instruction id, instrument, lots], ...]
+        self._batch_deliveries: list = clearing.get("deliveries", [])
 
     def _dates_for(self, ts: int) -> tuple[str, str]:
         day_key = (ts + 8 * 3600 * 10 ** 9) // (86400 * 10 ** 9)
@@ -376,7 +666,12 @@ class InstructionMaker:
             trade.price * spec.tick_fen * trade.qty, trade.buy_fee, trade.sell_fee,
             trade.buy_account, trade.sell_account, buyer_member, seller_member, trade_date,
             settle_date, trade.ts)
-        if self.batch_clearing:
+        if trade.lots:
+            inst = LotTradeInstruction(*inst, "batch" if self.batch_clearing else "now",
+                                       trade.lots)
+            if self.batch_clearing:
+                self._clear_later(inst)
+        elif self.batch_clearing:
             inst = BatchTradeInstruction(*inst, "batch")
             self._clear_later(inst)
         return inst
@@ -389,6 +684,9 @@ class InstructionMaker:
         totals["gross"] += inst.gross_fen
         totals["fees"] += inst.buy_fee + inst.sell_fee
         totals["qty"][inst.instrument] = totals["qty"].get(inst.instrument, 0) + inst.qty
+        if inst.lots:
+            self._batch_deliveries.append([inst.id, inst.instrument,
+                                           [list(lot) for lot in inst.lots]])
         for account, member, side, cash_key, cash, fee in (
                 (inst.buyer, inst.buyer_member, "bought", "paid", inst.gross_fen, inst.buy_fee),
                 (inst.seller, inst.seller_member, "sold", "received", inst.gross_fen,
@@ -416,6 +714,8 @@ class InstructionMaker:
             f"{self.config.exchange_id}-C{trade_date.replace('-', '')}-{number}", seq,
             stream_seq, trade_date, settle_date, number, self._batch_after, self._batch_trades,
             participants, totals, ts)
+        if self._batch_deliveries:
+            batch = LotClearingBatch(*batch, self._batch_deliveries)
         self._batch_closed(batch)
         return batch
 
@@ -425,6 +725,7 @@ class InstructionMaker:
         self._batch_trades = 0
         self._batch_participants = {}
         self._batch_totals = {"gross": 0, "fees": 0, "qty": {}}
+        self._batch_deliveries = []
 
     def observe(self, row) -> None:
         """Recovery: follow an instruction row journaled after the snapshot this maker was
@@ -432,17 +733,32 @@ class InstructionMaker:
         if not self.batch_clearing:
             return
         inst = instruction_from_row(row)
-        if type(inst) is BatchTradeInstruction:
+        kind = type(inst)
+        if kind is BatchTradeInstruction or (kind is LotTradeInstruction
+                                             and inst.delivery == "batch"):
             self._clear_later(inst)
-        elif type(inst) is ClearingBatch:
+        elif kind is ClearingBatch or kind is LotClearingBatch:
             self._batch_closed(inst)
 
     def make_deposit(self, event: Deposited, accounts) -> DepositInstruction:
         seq, stream_seq = self._number(event.asset)
-        return DepositInstruction(f"{self.config.exchange_id}-D{event.seq}", seq, stream_seq,
+        inst = DepositInstruction(f"{self.config.exchange_id}-D{event.seq}", seq, stream_seq,
                                   event.deposit_id, event.account,
                                   self._member(accounts, event.account), event.asset,
                                   event.amount, self._dates_for(event.ts)[0], event.ts)
+        if event.project is not None:
+            inst = LotDepositInstruction(*inst, event.credit_type, event.project, event.vintage)
+        return inst
+
+    def make_retirement(self, event: Retired, accounts) -> RetireInstruction:
+        """A retirement's instruction (id `<exchange>-R<event seq>`, stream RETIRE)."""
+        seq, stream_seq = self._number(RETIRE_STREAM)
+        return RetireInstruction(f"{self.config.exchange_id}-R{event.seq}", seq, stream_seq,
+                                 event.retire_id, event.account,
+                                 self._member(accounts, event.account), event.asset, event.qty,
+                                 event.purpose, event.certificate, event.credit_type,
+                                 event.project, event.vintage, self._dates_for(event.ts)[0],
+                                 event.ts)
 
     def state(self) -> dict:
         out = {"next_seq": self.next_seq, "stream_seqs": dict(sorted(self.stream_seqs.items()))}
@@ -451,7 +767,22 @@ class InstructionMaker:
                                "trades": self._batch_trades,
                                "participants": self._batch_participants,
                                "totals": self._batch_totals}
+            if self._batch_deliveries:          # (absent without lots: as before lots)
+                out["clearing"]["deliveries"] = self._batch_deliveries
         return out
+
+
+def batch_lot_totals(qty: dict, deliveries: list) -> dict:
+    """Tonnes per holding key a batch delivers: its tonnes per instrument, of which the lot
+    trades' (`deliveries`) go to their lots' keys (a default lot stays under the instrument's
+    symbol); sorted, zeros left out."""
+    out = dict(qty)
+    for _, instrument, lots in deliveries:
+        for project, vintage, t in lots:
+            out[instrument] -= t
+            key = instrument if project is None else lot_key(project, vintage)
+            out[key] = out.get(key, 0) + t
+    return {k: v for k, v in sorted(out.items()) if v}
 
 
 # ---------------------------------------------------------------------------- outbox

@@ -26,6 +26,7 @@ from ccerx.engine.core.book import Order
 from ccerx.engine.core.exchange import Exchange
 from ccerx.engine.durable.journal import spec_from_row, spec_to_row
 from ccerx.engine.durable.files import write_atomic
+from ccerx.engine.core.lots import Lot
 from ccerx.engine.core.risk import Account, Accounts
 from ccerx.engine.core.rules import CONTINUOUS, RuleProfile
 from ccerx.engine.core.types import ParticipantType, Side
@@ -48,16 +49,22 @@ def exchange_state(ex: Exchange) -> dict:
         for book_side in (book.bids, book.asks):
             levels = []
             for level in book_side.iter_levels():
+                # (a contract sell's lot reservation, when it has one, as a 7th field)
                 levels.append([level.price, [[o.order_id, o.account, o.open_qty, o.filled_qty,
-                                              o.reserved, o.owner] for o in level.orders()]])
+                                              o.reserved, o.owner,
+                                              *([o.lots] if o.lots is not None else [])]
+                                             for o in level.orders()]])
             sides.append(levels)
         books[symbol] = sides
     accounts = None
     if ex.accounts is not None:
         accounts = {"fee_ppm": ex.accounts.fee_ppm, "closes": ex.accounts.closes, "rows": [
             [a.account, a.participant_type.value, a.member, a.cash, a.cash_reserved, a.credits,
-             a.credits_reserved, a.bought_today, a.fees_paid, a.last_bought, a.last_sold]
+             a.credits_reserved, a.bought_today, a.fees_paid, a.last_bought, a.last_sold,
+             *([a.retired] if a.retired else [])]
             for a in ex.accounts.by_id.values()]}
+        if ex.accounts.lots:                                 # (absent without lots)
+            accounts["lots"] = [list(lot) for lot in ex.accounts.lots.values()]
         if ex.accounts.limits or ex.accounts.report_ppm:     # (absent unless set)
             accounts["limits"] = ex.accounts.limits_json()
             accounts["report_ppm"] = ex.accounts.report_ppm
@@ -67,6 +74,8 @@ def exchange_state(ex: Exchange) -> dict:
             "fee_ppm": ex.fee_ppm, "seen": sorted(ex.seen_order_ids),
             "trading_open": ex.trading_open, "last_close_ts": ex.last_close_ts,
             "deposit_ids": sorted(ex.deposit_ids), "halted": ex.halted,
+            **({"retire_ids": sorted(ex.retire_ids)} if ex.retire_ids else {}),
+            **({"closes": ex.closes} if ex.closes else {}),
             "day_stats": ex.day_stats, "accounts": accounts,
             # (absent unless the operator restricted someone)
             **({"restrictions": sorted([scope, target, side] for (scope, target), side
@@ -81,10 +90,13 @@ def exchange_from_state(state: dict) -> Exchange:
         for row in state["accounts"]["rows"]:
             (name, ptype, member, cash, cash_reserved, credits, credits_reserved, bought_today,
              fees_paid) = row[:9]
-            last_bought, last_sold = row[9:] if len(row) > 9 else ({}, {})
+            last_bought, last_sold = row[9:11] if len(row) > 9 else ({}, {})
+            retired = row[11] if len(row) > 11 else {}
             accounts.add(Account(name, ParticipantType(ptype), member, cash, cash_reserved,
                                  credits, credits_reserved, bought_today, fees_paid,
-                                 last_bought, last_sold))
+                                 last_bought, last_sold, retired))
+        for credit_type, project, vintage in state["accounts"].get("lots", []):
+            accounts.register_lot(Lot(credit_type, project, vintage))
     specs = [spec_from_row(row) for row in state["specs"]]
     # the rule profile: absent in snapshots written before profiles existed (continuous)
     rules = RuleProfile.from_json(state["rules"]) if "rules" in state else CONTINUOUS
@@ -97,10 +109,12 @@ def exchange_from_state(state: dict) -> Exchange:
         book = ex.books[symbol]
         for side, levels in ((Side.BUY, bids), (Side.SELL, asks)):
             for price, orders in levels:
-                for order_id, account, open_qty, filled_qty, reserved, owner in orders:
+                for order_id, account, open_qty, filled_qty, reserved, owner, *lots in orders:
                     order = Order(order_id, account, side, price, open_qty, owner)
                     order.filled_qty = filled_qty
                     order.reserved = reserved
+                    if lots:
+                        order.lots = [list(entry) for entry in lots[0]]
                     book.add(order)
     ex.seq = state["seq"]
     ex.next_trade_id = state["next_trade_id"]
@@ -109,6 +123,8 @@ def exchange_from_state(state: dict) -> Exchange:
     ex.trading_open = state.get("trading_open", True)      # absent in snapshots before v0.1 status
     ex.last_close_ts = state.get("last_close_ts", 0)
     ex.deposit_ids = set(state.get("deposit_ids", ()))     # absent before deposits existed
+    ex.retire_ids = set(state.get("retire_ids", ()))       # ... before retirements
+    ex.closes = state.get("closes", 0)                      # ... and when no day has closed
     ex.halted = state.get("halted", False)                  # ... and before halts
     ex.day_stats = {symbol: list(stats) for symbol, stats in state["day_stats"].items()}
     ex.restrictions = {(scope, target): side

@@ -3,6 +3,13 @@ per-account statements (everything settled since the previous close) go to
 statements/<trade date>.json (<trade date>-<seq>.json for a later close of the same date, as
 in round-the-clock demos).
 
+What a statement holds is the ledger's (SqlLedger.close_statements): the account's trades
+(with the lots each delivered), deposits, fees, opening and closing balances per holding key;
+under day-end clearing (cbeex-2023) each trade's delivery, pending or delivered by its
+clearing batch; and once the ledger knows lots or retirements, `holdings` (per holding key:
+credit type, project, vintage, delivered t, pending in and out, retired t), `retirements`
+(with their certificates and purposes) and `retired` per holding key.
+
 A close is a *mark*: (last instruction before the close, trade date). Marks are added when a
 close is journaled, travel in snapshots until their statements are written, and are dropped
 only once the file is on disk, so a failed write is retried (by the relay's thread and by

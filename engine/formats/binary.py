@@ -13,6 +13,10 @@ fields the columns can hold *and* its canonical rendering is byte-identical to t
 line; any other line (malformed JSON, a float qty, an unknown side, extra keys, other
 spacing, an instrument definition, a blank line) is stored verbatim in the `raw` side table
 and parsed by `engine.ndjson.parse_command` at replay time, exactly as `ccerx replay` would.
+Of the commands of credits as lots, the take order (frequent in a lots flow) has a type code;
+the rare ones (lot deposits, listing definitions, retirements, a take with a target) are
+raw lines. A file with take rows is version 2 (older readers refuse it rather than read
+a take as a limit order); any other file is written as version 1.
 So NDJSON -> binary -> NDJSON gives the same bytes, and binary -> NDJSON -> binary the same
 arrays for a file this module wrote (a file written by the generator comes back with its
 string tables renumbered in first-appearance order: same NDJSON, same commands).
@@ -41,7 +45,8 @@ from ccerx.engine.core.types import (DecimalFormatError, format_price_units,
                                      parse_price_units)
 
 FORMAT_NAME = "ccerx-flow"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # 2: type code 2 (take); a file without take rows is written as 1,
+READABLE_VERSIONS = (1, 2)  # so a reader of version 1 reads it, and refuses one with takes
 BINARY_SUFFIXES = (".npz", ".ccxb")
 
 # ops
@@ -52,7 +57,8 @@ F_TS, F_OID, F_ACCOUNT, F_INSTRUMENT, F_SIDE, F_TYPE, F_TIF, F_PRICE, F_QTY = (
     1 << i for i in range(9))
 # enum codes (index into these tuples); ABSENT marks a missing field
 SIDE_NAMES = ("buy", "sell")
-TYPE_NAMES = ("limit", "market")
+TYPE_NAMES = ("limit", "market", "take")
+TAKE = 2
 TIF_NAMES = ("day", "ioc", "fok")
 ABSENT = 255
 
@@ -358,6 +364,7 @@ class FlowWriter:
         self.path = Path(path)
         self.n_rows = n_rows
         self.written = 0
+        self.version = 1            # 2 once a take row is written
         self.zip = zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_STORED,
                                    allowZip64=True)
         self.stream = self.zip.open("rows.npy", "w", force_zip64=True)
@@ -371,6 +378,8 @@ class FlowWriter:
         self.written += len(rows)
         if self.written > self.n_rows:
             raise ValueError("more rows than announced")
+        if self.version == 1 and ((rows["otype"] == TAKE) & (rows["op"] == NEW)).any():
+            self.version = FORMAT_VERSION
         self.stream.write(rows.tobytes())
 
     def close(self, tables: dict[str, tuple[np.ndarray, np.ndarray]], meta: dict) -> None:
@@ -378,7 +387,7 @@ class FlowWriter:
         if self.written != self.n_rows:
             self.zip.close()
             raise ValueError(f"announced {self.n_rows} rows, wrote {self.written}")
-        meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "rows": self.n_rows,
+        meta = {"format": FORMAT_NAME, "version": self.version, "rows": self.n_rows,
                 "trailing_newline": True} | meta
         for name in TABLES:
             blob, offsets = tables[name]
@@ -406,7 +415,8 @@ class FlowFile:
         if "rows.npy" not in names or "meta.npy" not in names:
             raise ValueError(f"{self.path}: not a {FORMAT_NAME} file (rows.npy/meta.npy missing)")
         self.meta = json.loads(self._array("meta.npy").tobytes())
-        if self.meta.get("format") != FORMAT_NAME or self.meta.get("version") != FORMAT_VERSION:
+        if (self.meta.get("format") != FORMAT_NAME
+                or self.meta.get("version") not in READABLE_VERSIONS):
             raise ValueError(f"{self.path}: unsupported flow format {self.meta.get('format')} "
                              f"v{self.meta.get('version')}")
         self.tables = {name: LoadedStrings(self._array(f"{name}_blob.npy"),

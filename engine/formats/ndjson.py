@@ -13,6 +13,13 @@ Command line format (one JSON object per line; see README "ccerx replay"):
   {"op":"status","open":false,"halt":true,"note":"system check"}
   {"op":"deposit","deposit_id":"ISS-1","account":"PO1","instrument":"CCER-SOL","qty":50000}
   {"op":"deposit","deposit_id":"F-1","account":"EM01","cash":"1000000.00"}
+  {"op":"instrument","symbol":"AFF-0001-2023","credit_type":"afforestation",
+   "project":"CCER-14-2024-0001","vintage":2023,"ref_price":"62.00"}   (a listing of one lot)
+  {"op":"deposit","deposit_id":"ISS-7","account":"HOLD01","credit_type":"afforestation",
+   "project":"CCER-14-2024-0001","vintage":2023,"qty":50000}           (credits of one lot;
+   "list":{"symbol":"AFF-0001-2023","ref_price":"62.00"} lists it on its first transfer in)
+  {"op":"retire","retire_id":"R-1","account":"EM01","project":"CCER-14-2024-0001",
+   "vintage":2023,"qty":100,"purpose":"2024年度清缴抵销"}   (or "instrument" for a pooled holding)
   {"op":"limits","limits":{"key_emission_unit":{"per_instrument":500000,"total":1000000}},
    "report_pct":"50"}                (Art.37/38; {} lifts every limit; report_pct 0: no reports)
   {"op":"restrict","account":"EM01","side":"buy"}   (or "member":"BROKER01"; side buy|sell|both)
@@ -25,10 +32,12 @@ from __future__ import annotations
 import orjson
 
 from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, Malformed,
-                       NewOrder, Restrict, SetLimits, SetTradingStatus)
+                       NewOrder, Restrict, Retire, SetLimits, SetTradingStatus)
 from ccerx.engine.core.events import (DayClosed, Deposited, DepositRejected, InstrumentDefined,
                      LargeHolderReported, LimitsSet, OrderAccepted, OrderAmended, OrderCancelled,
-                     OrderRejected, RestrictionChanged, TradeExecuted, TradingStatusChanged)
+                     OrderRejected, RestrictionChanged, Retired, TradeExecuted,
+                     TradingStatusChanged)
+from ccerx.engine.core.lots import lots_json
 from ccerx.engine.core.types import (CASH_ASSET, DecimalFormatError, InstrumentSpec,
                                      control_character, format_fen, parse_cny_to_fen,
                                      parse_decimal_units, price_field)
@@ -100,9 +109,12 @@ def parse_command(line: bytes | str):
         return _limits(obj, ts)
     if op in ("restrict", "unrestrict", "kill"):
         return _restrict(op, obj, ts)
+    if op == "retire":
+        return Retire(get("retire_id"), get("account"), get("project"), get("vintage"),
+                      get("qty"), get("purpose"), get("instrument"), ts)
     return Malformed(_str_or_none(op), _str_or_none(obj.get("order_id")),
                      f"unknown op {op!r}; expected new, cancel, amend, instrument, eod, status, "
-                     f"deposit, limits, restrict, unrestrict or kill"[:200])
+                     f"deposit, limits, restrict, unrestrict, kill or retire"[:200])
 
 
 def limits_from_fields(table, report_pct) -> tuple:
@@ -157,8 +169,24 @@ def _restrict(op: str, obj: dict, ts):
 
 
 def _deposit(obj: dict, ts):
-    """Credits: "instrument" + "qty" (whole tonnes); cash: "cash" (decimal CNY string)."""
+    """Credits: "instrument" + "qty" (whole tonnes), or a lot ("credit_type", "project",
+    "vintage") + "qty", optionally "list": {"symbol", "ref_price"}; cash: "cash" (decimal
+    CNY string)."""
     deposit_id = obj.get("deposit_id")
+    if any(key in obj for key in ("credit_type", "project", "vintage", "list")):
+        if "instrument" in obj or "cash" in obj:
+            return Malformed("deposit", _str_or_none(deposit_id), "a deposit of a lot names "
+                             "credit_type, project and vintage, not an instrument or cash")
+        listing = obj.get("list")
+        symbol = price = None
+        if listing is not None:
+            if type(listing) is not dict or set(listing) != {"symbol", "ref_price"}:
+                return Malformed("deposit", _str_or_none(deposit_id), "\"list\" must be "
+                                 "{\"symbol\": ..., \"ref_price\": \"62.00\"}")
+            symbol, price = listing["symbol"], price_field(listing["ref_price"])
+        return Deposit(deposit_id, obj.get("account"), None, obj.get("qty"), ts, None,
+                       obj.get("credit_type"), obj.get("project"), obj.get("vintage"),
+                       symbol, price)
     has_credits, has_cash = "instrument" in obj or "qty" in obj, "cash" in obj
     if has_credits == has_cash:
         return Malformed("deposit", _str_or_none(deposit_id), "a deposit needs either "
@@ -191,7 +219,8 @@ def event_to_dict(event, specs: dict[str, InstrumentSpec]) -> dict:
                 "qty": event.qty, "buy_order_id": event.buy_order_id,
                 "sell_order_id": event.sell_order_id, "aggressor": event.aggressor.value,
                 "buy_account": event.buy_account, "sell_account": event.sell_account,
-                "buy_fee": format_fen(event.buy_fee), "sell_fee": format_fen(event.sell_fee)}
+                "buy_fee": format_fen(event.buy_fee), "sell_fee": format_fen(event.sell_fee),
+                **({"lots": lots_json(event.lots)} if event.lots else {})}
     if kind is OrderAccepted:
         spec = specs[event.instrument]
         return {"type": "accepted", "seq": event.seq, "ts": event.ts, "order_id": event.order_id,
@@ -232,7 +261,15 @@ def event_to_dict(event, specs: dict[str, InstrumentSpec]) -> dict:
     if kind is Deposited:
         return {"type": "deposited", "seq": event.seq, "ts": event.ts,
                 "deposit_id": event.deposit_id, "account": event.account, "asset": event.asset,
-                "amount": format_fen(event.amount) if event.asset == CASH_ASSET else event.amount}
+                "amount": format_fen(event.amount) if event.asset == CASH_ASSET else event.amount,
+                **({"credit_type": event.credit_type, "project": event.project,
+                    "vintage": event.vintage} if event.project is not None else {})}
+    if kind is Retired:
+        return {"type": "retired", "seq": event.seq, "ts": event.ts,
+                "retire_id": event.retire_id, "account": event.account, "asset": event.asset,
+                "qty": event.qty, "purpose": event.purpose, "certificate": event.certificate,
+                **({"credit_type": event.credit_type, "project": event.project,
+                    "vintage": event.vintage} if event.project is not None else {})}
     if kind is DepositRejected:
         return {"type": "deposit_rejected", "seq": event.seq, "ts": event.ts,
                 "deposit_id": event.deposit_id, "reason": event.reason.value, "text": event.text}
@@ -274,7 +311,8 @@ def market_state(exchange) -> dict:
             "reference": text(spec.ref_ticks), "band": [text(spec.min_ticks), text(spec.max_ticks)],
             "tick": text(1), "best_bid": None if bid is None else text(bid),
             "best_ask": None if ask is None else text(ask), "resting_orders": len(book.orders),
-            "volume": volume, "turnover": format_fen(turnover * spec.tick_fen), "trades": trades}
+            "volume": volume, "turnover": format_fen(turnover * spec.tick_fen), "trades": trades,
+            **({"kind": spec.kind, **spec.lot_json()} if spec.kind != "pooled" else {})}
     accounts = exchange.accounts
     return {"trading_open": exchange.trading_open, "halted": exchange.halted, "last_close_ts": exchange.last_close_ts or None,
             "seq": exchange.seq, "accounts": None if accounts is None else len(accounts.by_id),

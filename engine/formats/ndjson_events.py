@@ -87,7 +87,7 @@ class EventLines:
 
     # one template per type; None sends the event to the reference path
     def _trade(self, e) -> str | None:
-        if e.ts is None or not _plain(f"{e.instrument}{e.buy_order_id}{e.sell_order_id}"
+        if e.lots or e.ts is None or not _plain(f"{e.instrument}{e.buy_order_id}{e.sell_order_id}"
                                       f"{e.buy_account}{e.sell_account}"):
             return None
         return (f'{{"type":"trade","seq":{e.seq},"ts":{e.ts},"trade_id":{e.trade_id},'

@@ -3,12 +3,16 @@
 Topics (under a prefix, default `ccer/v1`) and message schema (compact JSON, orjson):
 
     PREFIX/settle/{instrument}  publisher -> consumer, QoS 1: one instruction (cash deposits
-                                travel on settle/CNY; day-end clearing batches, cbeex-2023,
-                                on settle/CLEARING: see settlement.py); `seq` numbers the
+                                travel on settle/CNY, a lot's deposits on settle/{lot key},
+                                e.g. settle/CCER-14-2024-0001@2023; day-end clearing batches,
+                                cbeex-2023, on settle/CLEARING; retirements (注销) on
+                                settle/RETIRE: see settlement.py); `seq` numbers the
                                 exchange's whole stream, so the consumer applies a batch only
                                 after the trades it delivers, whatever topic each came on
-    PREFIX/fills/{member}       publisher -> brokers' members, QoS 1: a fill or deposit notice
-                                for each side whose account belongs to a member (at least once)
+    PREFIX/fills/{member}       publisher -> brokers' members, QoS 1: a fill, deposit or
+                                retirement notice for each side whose account belongs to a
+                                member (at least once); a fill of a trade that delivered lots
+                                carries them as "lots": [{"project", "vintage", "qty"}]
     PREFIX/confirm              consumer -> publisher, QoS 1, RETAINED:
                                 {"applied": {"CCERX": 1234}, "consumer": "<client id>"}, the
                                 highest seq per exchange committed to the consumer's ledger
@@ -54,8 +58,9 @@ from typing import Optional, Sequence
 import aiomqtt
 import orjson
 
-from ccerx.engine.durable.settlement import (ClearingBatch, DepositInstruction, Instruction,
-                                             SettlementInstruction)
+from ccerx.engine.core.lots import lots_json
+from ccerx.engine.durable.settlement import (DepositInstruction, Instruction,
+                                             RetireInstruction, SettlementInstruction)
 from ccerx.engine.core.types import format_fen, format_price_units
 from ccerx.engine.ledger.sql import exchange_of
 
@@ -69,26 +74,34 @@ def _topic_part(text: str) -> str:
 
 def fill_notice(inst: SettlementInstruction, buying: bool) -> dict:
     fee = inst.buy_fee if buying else inst.sell_fee
-    return {"type": "fill", "settlement_id": inst.id, "trade_id": inst.trade_id,
-            "instrument": inst.instrument, "account": inst.buyer if buying else inst.seller,
-            "side": "buy" if buying else "sell", "qty": inst.qty,
-            "price": format_price_units(inst.price_units), "gross": format_fen(inst.gross_fen),
-            "fee": format_fen(fee), "trade_date": inst.trade_date,
-            "settle_date": inst.settle_date, "ts": inst.ts}
+    out = {"type": "fill", "settlement_id": inst.id, "trade_id": inst.trade_id,
+           "instrument": inst.instrument, "account": inst.buyer if buying else inst.seller,
+           "side": "buy" if buying else "sell", "qty": inst.qty,
+           "price": format_price_units(inst.price_units), "gross": format_fen(inst.gross_fen),
+           "fee": format_fen(fee), "trade_date": inst.trade_date,
+           "settle_date": inst.settle_date, "ts": inst.ts}
+    if inst.lots:                        # (a pooled delivery's notice is as it always was)
+        out["lots"] = lots_json(inst.lots)
+    return out
 
 
 def deposit_notice(inst: DepositInstruction) -> dict:
     return {"type": "deposit", **inst.to_json()}
 
 
+def retirement_notice(inst: RetireInstruction) -> dict:
+    return {"type": "retirement", **inst.to_json()}
+
+
 def messages_for(inst: Instruction, prefix: str = TOPIC_PREFIX) -> list[tuple[str, bytes]]:
     out = [(f"{prefix}/settle/{_topic_part(inst.instrument)}", orjson.dumps(inst.to_json()))]
-    if type(inst) is ClearingBatch:     # on its own topic, settle/CLEARING; no fill notices
+    kind = inst.kind
+    if kind == "clearing":              # on its own topic, settle/CLEARING; no fill notices
         return out
-    if type(inst) is DepositInstruction:
+    if kind == "deposit" or kind == "retire":
         if inst.member:
-            out.append((f"{prefix}/fills/{_topic_part(inst.member)}",
-                        orjson.dumps(deposit_notice(inst))))
+            notice = deposit_notice(inst) if kind == "deposit" else retirement_notice(inst)
+            out.append((f"{prefix}/fills/{_topic_part(inst.member)}", orjson.dumps(notice)))
         return out
     if inst.buyer_member:
         out.append((f"{prefix}/fills/{_topic_part(inst.buyer_member)}",

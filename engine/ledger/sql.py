@@ -1,7 +1,10 @@
 """The double-entry settlement ledger, in SQL shared by SQLite and PostgreSQL.
 
 Theory of operation. Every participant has one account per asset: `CNY` in fen and one per
-credit type (instrument symbol) in tonnes. A posting moves `amount` of one asset from a
+*holding key* in tonnes (engine/core/lots.py): a lot key "PROJECT@VINTAGE" for credits of one
+project and vintage, or an instrument's symbol for its pooled holding (every holding before
+lots; for a standard contract, its credit type's default lot), exactly as the engine keys
+them, so the two reconcile per lot to the tonne (`reconcile()`). A posting moves `amount` of one asset from a
 debited account to a credited account, so debits equal credits per asset by construction;
 three external accounts (`@bank` for cash paid in, `@registry` for credits issued into the
 exchange, both allowed to go negative) mirror the opening balances, and `@fees` collects the
@@ -13,6 +16,13 @@ its postings, in one transaction:
     cash      buyer  -> seller         gross
     cash      buyer  -> @fees          buy fee
     cash      seller -> @fees          sell fee
+(a trade that delivered lots has one credits leg per lot, in delivery order, under each lot's
+holding key: leg 1, then legs 5, 6, ...; its instruction's `lots`, settlement.py). A lot
+deposit also records the lot (credit type, project, vintage) in `lots`. A retirement (注销,
+settlement.RetireInstruction) moves its credits `account -> @retired` and records one
+`retirements` row: its certificate id is the primary key, and the exchange's retire id is
+unique too, so a second instruction with either is refused (LedgerRejected); the same
+instruction again is a duplicate like any other.
 A deposit instruction moves the asset in from outside: credits `@registry -> account`, cash
 `@bank -> account` (one posting; it shares the stream's numbering with trades). Its
 `settlements` row (kind 'deposit') keeps the account in `buyer`, the asset in `instrument`,
@@ -39,14 +49,17 @@ from typing import Iterable, Optional, Sequence
 import orjson
 
 from ccerx.engine.core.types import format_price_units
-from ccerx.engine.durable.settlement import (BatchTradeInstruction, ClearingBatch,
-                                             DepositInstruction, Instruction,
-                                             SettlementInstruction)
+from ccerx.engine.core.lots import LOT_SEPARATOR, STANDARD_CONTRACTS, lots_json
+from ccerx.engine.durable.settlement import (ClearingBatch, DepositInstruction, Instruction,
+                                             LotClearingBatch, LotDepositInstruction,
+                                             RetireInstruction, batch_lot_totals,
+                                             instruction_from_json, trade_holdings)
 from ccerx.engine.core.types import CASH_ASSET, format_fen
 from ccerx.engine.ledger.base import LedgerRejected
 
 CASH = CASH_ASSET
 BANK, REGISTRY, FEES = "@bank", "@registry", "@fees"
+RETIRED = "@retired"          # credits retired (注销): out of the market for good
 OPENING_DATE = "0000-00-00"   # sorts before every trade date
 
 SCHEMA = """
@@ -110,6 +123,27 @@ CREATE TABLE IF NOT EXISTS {p}disputes (
 CREATE TABLE IF NOT EXISTS {p}streams (
     exchange    TEXT   NOT NULL PRIMARY KEY,
     applied_seq BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {p}lots (
+    holding     TEXT   NOT NULL PRIMARY KEY,
+    credit_type TEXT   NOT NULL,
+    project     TEXT   NOT NULL,
+    vintage     INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {p}retirements (
+    certificate   TEXT   NOT NULL PRIMARY KEY,
+    settlement_id TEXT   NOT NULL UNIQUE REFERENCES {p}settlements (id),
+    exchange      TEXT   NOT NULL,
+    retire_id     TEXT   NOT NULL,
+    account       TEXT   NOT NULL,
+    holding       TEXT   NOT NULL,
+    credit_type   TEXT,
+    project       TEXT,
+    vintage       INTEGER,
+    qty           BIGINT NOT NULL CHECK (qty > 0),
+    purpose       TEXT   NOT NULL,
+    trade_date    TEXT   NOT NULL,
+    UNIQUE (exchange, retire_id)
 );
 """
 
@@ -230,8 +264,9 @@ class SqlLedger:
                 last = row[0] if row else 0
             body = orjson.dumps(inst.to_json()).decode()
             kind = type(inst)
-            deposit = kind is DepositInstruction
-            if kind is ClearingBatch:
+            deposit = kind is DepositInstruction or kind is LotDepositInstruction
+            if kind is ClearingBatch or kind is LotClearingBatch:
+                kind = ClearingBatch
                 settlement = (inst.id, "clearing", exchange, inst.seq, inst.stream_seq, None,
                               inst.instrument, inst.trades, None, inst.totals["gross"], None,
                               None, None, None, inst.trade_date, inst.settle_date, inst.ts,
@@ -241,6 +276,10 @@ class SqlLedger:
                 settlement = (inst.id, "deposit", exchange, inst.seq, inst.stream_seq, None,
                               inst.asset, None if cash else inst.amount, None,
                               inst.amount if cash else None, None, None, inst.account, None,
+                              inst.trade_date, inst.trade_date, inst.ts, body)
+            elif kind is RetireInstruction:
+                settlement = (inst.id, "retire", exchange, inst.seq, inst.stream_seq, None,
+                              inst.asset, inst.qty, None, None, None, None, inst.account, None,
                               inst.trade_date, inst.trade_date, inst.ts, body)
             else:
                 settlement = (inst.id, "trade", exchange, inst.seq, inst.stream_seq,
@@ -266,15 +305,23 @@ class SqlLedger:
                 self._ensure(source, inst.asset, 1)
                 self._ensure(inst.account, inst.asset)
                 self._post(inst.id, 0, inst.asset, source, inst.account, inst.amount)
+                if inst.project is not None:
+                    self._register_lot(inst.asset, inst.credit_type, inst.project, inst.vintage)
                 streams[exchange] = last = inst.seq
                 applied += 1
                 continue
-            sid, symbol = inst.id, inst.instrument
+            if kind is RetireInstruction:
+                self._retire(inst, exchange)
+                streams[exchange] = last = inst.seq
+                applied += 1
+                continue
+            sid = inst.id
             for owner in (inst.buyer, inst.seller):
                 self._ensure(owner, CASH)
-                self._ensure(owner, symbol)
+                for holding, _ in trade_holdings(inst):
+                    self._ensure(owner, holding)
             self._ensure(FEES, CASH)
-            if kind is BatchTradeInstruction:      # pending until its clearing batch
+            if inst.delivery == "batch":           # pending until its clearing batch
                 self._execute(self.q("INSERT INTO {p}deliveries (settlement_id, batch_id) "
                                      "VALUES (?, NULL)"), (sid,))
             else:
@@ -288,12 +335,40 @@ class SqlLedger:
         return applied
 
     def _post_trade(self, inst) -> None:
-        """A trade's DvP legs (see the module doc)."""
-        sid, symbol = inst.id, inst.instrument
-        self._post(sid, 1, symbol, inst.seller, inst.buyer, inst.qty)
+        """A trade's DvP legs (see the module doc): the credits per holding it delivers (leg
+        1, further lots legs 5, 6, ...), then the cash."""
+        sid = inst.id
+        for n, (holding, qty) in enumerate(trade_holdings(inst)):
+            self._post(sid, 1 if n == 0 else 4 + n, holding, inst.seller, inst.buyer, qty)
         self._post(sid, 2, CASH, inst.buyer, inst.seller, inst.gross_fen)
         self._post(sid, 3, CASH, inst.buyer, FEES, inst.buy_fee)
         self._post(sid, 4, CASH, inst.seller, FEES, inst.sell_fee)
+
+    def _register_lot(self, holding: str, credit_type: str, project: str, vintage: int) -> None:
+        self._execute(self.q("INSERT INTO {p}lots (holding, credit_type, project, vintage) "
+                             "VALUES (?, ?, ?, ?) ON CONFLICT (holding) DO NOTHING"),
+                      (holding, credit_type, project, vintage))
+
+    def _retire(self, inst: RetireInstruction, exchange: str) -> None:
+        """Record a retirement once by its certificate and move its credits to @retired."""
+        row = self._execute(self.q("SELECT settlement_id FROM {p}retirements WHERE "
+                                   "certificate = ? OR (exchange = ? AND retire_id = ?)"),
+                            (inst.certificate, exchange, inst.retire_id)).fetchone()
+        if row is not None:
+            raise LedgerRejected(f"{inst.id}: certificate {inst.certificate} or retire id "
+                                 f"{inst.retire_id} already recorded by {row[0]}")
+        self._ensure(inst.account, inst.asset)
+        self._ensure(RETIRED, inst.asset)
+        self._post(inst.id, 0, inst.asset, inst.account, RETIRED, inst.qty)
+        if inst.project is not None:
+            self._register_lot(inst.asset, inst.credit_type, inst.project, inst.vintage)
+        self._execute(self.q(
+            "INSERT INTO {p}retirements (certificate, settlement_id, exchange, retire_id, "
+            "account, holding, credit_type, project, vintage, qty, purpose, trade_date) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            (inst.certificate, inst.id, exchange, inst.retire_id, inst.account, inst.asset,
+             inst.credit_type, inst.project, inst.vintage, inst.qty, inst.purpose,
+             inst.trade_date))
 
     def _deliver_batch(self, batch: ClearingBatch, exchange: str) -> None:
         """Confirm a clearing batch: check the pending trades it covers against it, post them
@@ -302,15 +377,17 @@ class SqlLedger:
             "SELECT s.body FROM {p}settlements s JOIN {p}deliveries d ON d.settlement_id = s.id "
             "WHERE d.batch_id IS NULL AND s.exchange = ? AND s.seq > ? AND s.seq < ? "
             "ORDER BY s.seq"), (exchange, batch.after_seq, batch.seq)).fetchall()
-        trades = [BatchTradeInstruction(*SettlementInstruction.from_json(orjson.loads(r[0])),
-                                        "batch") for r in rows]
+        trades = [instruction_from_json(orjson.loads(r[0])) for r in rows]
         participants: dict = {}
         gross = fees = 0
         qty: dict = {}
+        deliveries = []
         for t in trades:
             gross += t.gross_fen
             fees += t.buy_fee + t.sell_fee
             qty[t.instrument] = qty.get(t.instrument, 0) + t.qty
+            if t.lots:
+                deliveries.append([t.id, t.instrument, [list(lot) for lot in t.lots]])
             for account, side, cash_key, fee in ((t.buyer, "bought", "paid", t.buy_fee),
                                                  (t.seller, "sold", "received", t.sell_fee)):
                 p = participants.setdefault(account, {"trades": 0, "bought": {}, "sold": {},
@@ -323,7 +400,8 @@ class SqlLedger:
                     for a, p in batch.participants.items()}
         if (len(trades) != batch.trades or gross != batch.totals["gross"]
                 or fees != batch.totals["fees"] or qty != batch.totals["qty"]
-                or participants != expected):
+                or participants != expected
+                or deliveries != getattr(batch, "deliveries", [])):
             raise LedgerRejected(
                 f"{batch.id}: the batch clears {batch.trades} trades (gross "
                 f"{format_fen(batch.totals['gross'])}) but the ledger holds {len(trades)} "
@@ -444,7 +522,7 @@ class SqlLedger:
         fees = 0
         rows = self._execute(self.q(
             "SELECT s.id, s.trade_id, s.instrument, s.qty, s.price_units, s.gross_fen, "
-            "s.buy_fee, s.sell_fee, s.buyer, s.seller, s.settle_date, s.seq, d.settlement_id, "
+            "s.buy_fee, s.sell_fee, s.buyer, s.seller, s.settle_date, s.body, d.settlement_id, "
             "d.batch_id, x.note FROM {p}settlements s "
             "LEFT JOIN {p}deliveries d ON d.settlement_id = s.id "
             "LEFT JOIN {p}disputes x ON x.exchange = s.exchange AND x.trade_id = s.trade_id "
@@ -452,7 +530,7 @@ class SqlLedger:
             "ORDER BY s.seq"), (*period.args, account, account))
         clearing: dict[Optional[str], dict] = {}
         for (sid, trade_id, instrument, qty, price_units, gross, buy_fee, sell_fee, buyer,
-             seller, settle_date, _seq, batch_trade, batch_id, dispute) in rows:
+             seller, settle_date, body, batch_trade, batch_id, dispute) in rows:
             buying = buyer == account
             fee = buy_fee if buying else sell_fee
             fees += fee
@@ -462,6 +540,8 @@ class SqlLedger:
                      "gross": format_fen(gross), "fee": format_fen(fee),
                      "counterparty": seller if buying else buyer,
                      "settle_date": settle_date}
+            if '"lots":' in body:               # the lots it delivered (lots.py)
+                trade["lots"] = orjson.loads(body)["lots"]
             if batch_trade is not None:         # day-end clearing: pending or delivered
                 trade["delivery"] = "delivered" if batch_id else "pending"
                 trade["batch_id"] = batch_id
@@ -477,19 +557,169 @@ class SqlLedger:
             "SELECT id, instrument, qty, gross_fen, body FROM {p}settlements WHERE kind = "
             f"'deposit' AND {period.within} AND buyer = ? ORDER BY seq"), (*period.args, account))
         for sid, asset, qty, cash, body in rows:
-            deposits.append({"settlement_id": sid, "deposit_id": orjson.loads(body)["deposit_id"],
-                             "asset": asset, "amount": format_fen(cash) if asset == CASH else qty})
+            edge = orjson.loads(body)
+            entry = {"settlement_id": sid, "deposit_id": edge["deposit_id"],
+                     "asset": asset, "amount": format_fen(cash) if asset == CASH else qty}
+            if "project" in edge:                   # a lot moved in from the registry
+                entry.update(credit_type=edge["credit_type"], project=edge["project"],
+                             vintage=edge["vintage"])
+            deposits.append(entry)
         opening = self._balances_through(account, period.before, period.before_args)
         closing = self._balances_through(account, period.through, period.through_args)
         out = {"account": account, "trade_date": trade_date, "trades": trades,
                "trade_count": len(trades), "deposits": deposits, "fees": format_fen(fees),
                "opening": _format_balances(opening), "closing": _format_balances(closing)}
+        if self._knows_lots():      # (a ledger before lots: statements as they were)
+            retired = self._retired_through(account, period)
+            out["holdings"] = self._holdings(account, closing, retired, period)
+            out["retirements"] = self._retirements(account, period)
+            out["retired"] = retired
         if clearing:       # per clearing batch (None: still pending) the account's trades
             out["clearing"] = [clearing[k] for k in sorted(clearing, key=lambda k: (k is None,
                                                                                     k or ""))]
         if type(period) is _SeqPeriod:
             out["instructions"] = [period.after + 1, period.upto]   # the stream span covered
         return out
+
+    # ---------------------------------------------------------------- lots and retirements
+    def _knows_lots(self) -> bool:
+        """Whether any lot or retirement ever reached this ledger."""
+        return any(self._execute(self.q(f"SELECT 1 FROM {{p}}{table} LIMIT 1")).fetchone()
+                   for table in ("lots", "retirements"))
+
+    def _lot_of(self, holding: str) -> tuple:
+        """(credit type, project, vintage) of a holding key; a pooled holding's project and
+        vintage are None (its credit type too, unless it is a standard contract's)."""
+        row = self._execute(self.q("SELECT credit_type, project, vintage FROM {p}lots "
+                                   "WHERE holding = ?"), (holding,)).fetchone()
+        if row is not None:
+            return tuple(row)
+        if LOT_SEPARATOR in holding:            # a lot that came in by trade only
+            project, vintage = holding.rsplit(LOT_SEPARATOR, 1)
+            return None, project, int(vintage) if vintage.isdigit() else None
+        return STANDARD_CONTRACTS.get(holding), None, None
+
+    def _retired_through(self, account: str, period) -> dict:
+        rows = self._execute(self.q(
+            "SELECT r.holding, SUM(r.qty) FROM {p}retirements r JOIN {p}settlements s ON "
+            f"s.id = r.settlement_id WHERE r.account = ? AND {period.through} "
+            "GROUP BY r.holding"), (account, *period.through_args))
+        return {holding: int(qty) for holding, qty in sorted(rows)}
+
+    def _retirements(self, account: Optional[str], period=None) -> list[dict]:
+        where, args = [], []
+        if account is not None:
+            where.append("r.account = ?")
+            args.append(account)
+        if period is not None:
+            where.append(period.within_s)
+            args += period.args
+        rows = self._execute(self.q(
+            "SELECT r.certificate, r.retire_id, r.settlement_id, r.account, r.holding, "
+            "r.credit_type, r.project, r.vintage, r.qty, r.purpose, r.trade_date FROM "
+            "{p}retirements r JOIN {p}settlements s ON s.id = r.settlement_id"
+            + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY s.seq"),
+            tuple(args))
+        keys = ("certificate", "retire_id", "settlement_id", "account", "holding",
+                "credit_type", "project", "vintage", "qty", "purpose", "trade_date")
+        return [dict(zip(keys, row)) for row in rows]
+
+    def retirements(self, account: Optional[str] = None) -> list[dict]:
+        """Every retirement recorded (of one account), in stream order, with its certificate."""
+        with self._lock:
+            return self._retirements(account)
+
+    def _pending(self, period=None, account: Optional[str] = None) -> list:
+        """Trades cleared at the close not delivered (by the end of `period`; None: now), of
+        `account` (None: all), as instructions."""
+        if period is None:
+            rows = self._execute(self.q(
+                "SELECT s.body FROM {p}settlements s JOIN {p}deliveries d ON d.settlement_id = "
+                "s.id WHERE d.batch_id IS NULL ORDER BY s.seq"))
+        else:
+            rows = self._execute(self.q(
+                "SELECT s.body FROM {p}settlements s JOIN {p}deliveries d ON d.settlement_id = "
+                "s.id LEFT JOIN {p}settlements b ON b.id = d.batch_id WHERE "
+                f"{period.through} AND (d.batch_id IS NULL OR NOT "
+                f"{period.through.replace('s.', 'b.')}) AND (s.buyer = ? OR s.seller = ?) "
+                "ORDER BY s.seq"), (*period.through_args, *period.through_args, account, account))
+        return [instruction_from_json(orjson.loads(r[0])) for r in rows]
+
+    def _holdings(self, account: str, closing: dict, retired: dict, period) -> list[dict]:
+        """Per holding key (lot) at the end of `period`: delivered (the ledger balance),
+        pending in and out (day-end clearing), retired."""
+        pending_in: dict = {}
+        pending_out: dict = {}
+        for t in self._pending(period, account):
+            side = pending_in if t.buyer == account else pending_out
+            for holding, qty in trade_holdings(t):
+                side[holding] = side.get(holding, 0) + qty
+        keys = sorted({k for k, v in closing.items() if k != CASH and v}
+                      | set(pending_in) | set(pending_out) | set(retired))
+        out = []
+        for holding in keys:
+            credit_type, project, vintage = self._lot_of(holding)
+            out.append({"holding": holding, "credit_type": credit_type, "project": project,
+                        "vintage": vintage, "qty": closing.get(holding, 0),
+                        "pending_in": pending_in.get(holding, 0),
+                        "pending_out": pending_out.get(holding, 0),
+                        "retired": retired.get(holding, 0)})
+        return out
+
+    def reconcile(self, accounts) -> list[str]:
+        """Differences between this ledger and the engine's accounts (core risk.Accounts), as
+        text; empty when they agree: every account's cash to the fen and credits per holding
+        key (lot) to the tonne, counting trades still pending delivery (day-end clearing: the
+        engine moved them at the trade) as moved; credits retired per holding key; fees; and
+        the ledger's own invariants (problems()). Meaningful once the ledger has applied every
+        instruction the engine made (compare applied_seq() with the journal's last)."""
+        with self._lock:
+            problems = [f"ledger: {p}" for p in self.problems()]
+            balances = self._balances(None)
+            pending = self._pending()
+            retirements = self._retirements(None)
+        cash: dict = {}
+        credits: dict = {}
+        fees = balances.get(FEES, {}).get(CASH, 0)
+        for owner, assets in balances.items():
+            if owner.startswith("@"):
+                continue
+            cash[owner] = assets.get(CASH, 0)
+            credits[owner] = {k: v for k, v in assets.items() if k != CASH}
+        for t in pending:
+            cash[t.buyer] = cash.get(t.buyer, 0) - t.gross_fen - t.buy_fee
+            cash[t.seller] = cash.get(t.seller, 0) + t.gross_fen - t.sell_fee
+            fees += t.buy_fee + t.sell_fee
+            for holding, qty in trade_holdings(t):
+                bought, sold = credits.setdefault(t.buyer, {}), credits.setdefault(t.seller, {})
+                bought[holding] = bought.get(holding, 0) + qty
+                sold[holding] = sold.get(holding, 0) - qty
+        retired: dict = {}
+        for r in retirements:
+            mine = retired.setdefault(r["account"], {})
+            mine[r["holding"]] = mine.get(r["holding"], 0) + r["qty"]
+        for account_id in sorted(set(accounts.by_id) | set(cash)):
+            a = accounts.by_id.get(account_id)
+            if a is None:
+                if cash.get(account_id) or any(credits.get(account_id, {}).values()):
+                    problems.append(f"{account_id}: in the ledger, not in the engine")
+                continue
+            if cash.get(account_id, 0) != a.cash:
+                problems.append(f"{account_id} cash: engine {format_fen(a.cash)} CNY, ledger "
+                                f"{format_fen(cash.get(account_id, 0))} CNY")
+            for label, engine, ledger in (
+                    ("", a.credits, credits.get(account_id, {})),
+                    (" retired", a.retired, retired.get(account_id, {}))):
+                for holding in sorted(set(engine) | set(ledger)):
+                    e, l_ = engine.get(holding, 0), ledger.get(holding, 0)
+                    if e != l_:
+                        problems.append(f"{account_id} {holding}{label}: engine {e} t, "
+                                        f"ledger {l_} t")
+        engine_fees = sum(a.fees_paid for a in accounts.by_id.values())
+        if fees != engine_fees:
+            problems.append(f"fees: engine charged {format_fen(engine_fees)} CNY, ledger "
+                            f"{format_fen(fees)} CNY")
+        return problems
 
     def _balances_through(self, account: str, condition: str, args: tuple) -> dict:
         out: dict[str, int] = {}
@@ -504,7 +734,7 @@ class SqlLedger:
 
     def _accounts_within(self, period: "_DatePeriod | _SeqPeriod") -> list[str]:
         rows = self._execute(self.q(
-            f"SELECT buyer FROM {{p}}settlements WHERE kind IN ('trade', 'deposit') "
+            f"SELECT buyer FROM {{p}}settlements WHERE kind IN ('trade', 'deposit', 'retire') "
             f"AND {period.within} UNION "
             f"SELECT seller FROM {{p}}settlements WHERE kind = 'trade' AND {period.within}"),
             period.args * 2)
@@ -516,7 +746,8 @@ class SqlLedger:
 
     def trade_dates(self) -> list[str]:
         rows = self._execute(self.q("SELECT DISTINCT trade_date FROM {p}settlements "
-                                    "WHERE kind IN ('trade', 'deposit') ORDER BY trade_date"))
+                                    "WHERE kind IN ('trade', 'deposit', 'retire') "
+                                    "ORDER BY trade_date"))
         return [r[0] for r in rows]
 
     def end_of_day_statements(self, trade_date: str, accounts: Optional[Iterable[str]] = None):

@@ -160,6 +160,9 @@ class ConsoleState:
             volume, turnover, _ = self.exchange.day_stats[symbol]
             last = self.last_price.get(symbol)
             row["name"] = spec.name
+            if spec.kind != "pooled":     # credits as lots: what it delivers, and whether
+                row["credit_type"] = spec.credit_type     # it trades yet (Art.17)
+                row["tradable"] = spec.tradable_from <= getattr(self.exchange, "closes", 0)
             row["last"] = None if last is None else spec.ticks_to_text(last)
             row["vwap"] = (spec.ticks_to_text((2 * turnover + volume) // (2 * volume))
                            if volume else None)

@@ -75,13 +75,18 @@ def login(error: str = "", token: str = "") -> str:
 
 OVERVIEW = """<p>交易状态 Trading: <span id="status">-</span> · 序号 Seq <span id="seq">-</span>
  · 上次日终 Last close <span id="last_close">-</span></p>
-<table><thead><tr><th class="l">品种 Credit type</th><th class="l">名称 Name</th><th>基准价 Benchmark</th>
+<table><thead><tr><th class="l">品种 Instrument</th><th class="l">名称 Name</th><th class="l">交割 Delivers</th><th>基准价 Benchmark</th>
 <th>涨跌幅限制 Band</th><th>买一 Best bid</th><th>卖一 Best ask</th><th>最新 Last</th><th>均价 VWAP</th>
 <th>成交量 Volume (t)</th><th>成交额 Turnover (CNY)</th><th>笔数 Trades</th><th>挂单 Resting</th></tr></thead>
 <tbody id="market"></tbody></table>
 <div class="box" id="settlement"><b>结算与账簿 Settlement &amp; ledger</b><div id="relays">-</div></div>"""
 
 OVERVIEW_JS = """
+function delivers(i){  // credits as lots (issue 11): a listing's lot, a contract's credit type
+  if(i.kind==='listing') return i.project+' '+i.vintage+(i.tradable===false?' (次日可交易 trades from the next trading day)':'');
+  if(i.kind==='contract') return (i.credit_type||'')+((i.vintage_from||i.vintage_to)?' '+(i.vintage_from||'')+'-'+(i.vintage_to||''):'');
+  return '-';
+}
 function show(s){
   const st=document.getElementById('status');
   st.textContent=s.trading_open?'开市 open':(s.halted?'暂停 halted':'闭市 closed');
@@ -89,7 +94,7 @@ function show(s){
   document.getElementById('seq').textContent=s.seq;
   document.getElementById('last_close').textContent=s.last_close_ts?fmtTime(s.last_close_ts):'-';
   rows('market',Object.entries(s.instruments).map(([sym,i])=>`<tr data-symbol="${esc(sym)}">
-   <td class="l"><a href="/book/${esc(sym)}">${esc(sym)}</a></td><td class="l">${esc(i.name)}</td>
+   <td class="l"><a href="/book/${esc(sym)}">${esc(sym)}</a></td><td class="l">${esc(i.name)}</td><td class="l">${esc(delivers(i))}</td>
    <td>${esc(i.reference)}</td><td>${esc(i.band[0])} – ${esc(i.band[1])}</td><td class="buy">${esc(i.best_bid)}</td>
    <td class="sell">${esc(i.best_ask)}</td><td class="last">${esc(i.last)}</td><td>${esc(i.vwap)}</td>
    <td>${esc(i.volume)}</td><td>${esc(i.turnover)}</td><td>${esc(i.trades)}</td><td>${esc(i.resting_orders)}</td></tr>`));

@@ -107,9 +107,21 @@ _TAG = re.compile(r"-?\d+\Z", re.ASCII)
 _tag_cache: dict[str, int] = {}
 
 
+# A frame whose every field is well formed ("tag=value<SOH>", the tag an integer as _TAG
+# reads it): split by the regular expression engine in one pass, not field by field
+_WELL_FORMED = re.compile(r"(?:-?\d+=[^\x01]*\x01)+\Z", re.ASCII)
+_FIELD = re.compile(r"(-?\d+)=([^\x01]*)\x01", re.ASCII)
+
+
 def split_fields(raw: bytes) -> list[tuple[int, str]]:
     """Split a frame into (tag, value) fields; GarbledMessage if any field is malformed."""
     text = raw.decode("latin-1")
+    if _WELL_FORMED.match(text) is not None:
+        cache = _tag_cache
+        try:
+            return [(cache[tag], value) for tag, value in _FIELD.findall(text)]
+        except KeyError:
+            pass                    # a tag not seen before: the field by field path learns it
     parts = text.split("\x01")
     if parts[-1] != "":
         raise GarbledMessage("SOH not found at end of field")
@@ -177,9 +189,24 @@ def encode(header: Iterable[tuple[int, str]], body: Iterable[tuple[int, str]],
 
 def frame(begin_string: str, text: str) -> bytes:
     """8=, 9= and 10= around `text` (35= onwards, every field SOH-terminated)."""
+    return frame_bytes(begin_bytes(begin_string), text)
+
+
+def begin_bytes(begin_string: str) -> tuple[bytes, int]:
+    """What frame_bytes needs of a BeginString: b"8=<it><SOH>9=" and its byte sum (a session
+    computes it once)."""
+    head = b"8=%s\x019=" % begin_string.encode("latin-1")
+    return head, byte_sum(head)
+
+
+def frame_bytes(begin: tuple[bytes, int], text: str) -> bytes:
+    """frame() with the BeginString prepared by begin_bytes (the session's send path)."""
     payload = text.encode("latin-1")
-    head = b"8=%s\x019=%d\x01" % (begin_string.encode("latin-1"), len(payload))
-    return b"%s%s10=%03d\x01" % (head, payload, (byte_sum(head) + byte_sum(payload)) % 256)
+    n = len(payload)
+    head, head_sum = begin
+    length_sum = _DIGIT_SUMS[n] if n < 10_000 else byte_sum(b"%d\x01" % n)
+    return b"%s%d\x01%s10=%03d\x01" % (head, n, payload,
+                                         (head_sum + length_sum + byte_sum(payload)) % 256)
 
 
 _adler32 = zlib.adler32
@@ -200,6 +227,8 @@ def byte_sum(data) -> int:
         total += (_adler32(view[i:i + 256]) & 0xFFFF) - 1
     return total
 
+
+_DIGIT_SUMS = [byte_sum(b"%d\x01" % n) for n in range(10_000)]   # of "<BodyLength><SOH>"
 
 _ts_cache = [-1, ""]
 _ms_cache = [-1, ""]

@@ -30,6 +30,9 @@ ExecutionReport that echoes Side 5; a dictionary without that value would make t
 engine reject the gateway's rejection. The gateway uses no custom (user-defined) fields; its
 one extension of FIX 4.4 is the take order (OrdType Q with RefOrderID 1080, both from FIX 5.0
 SP1 with their FIX 5.0 meaning), which fix44_spec.py holds as EXTENSION_TAGS (gen_spec.py).
+Credits as lots travel in standard FIX 4.4 tags as well (gateway/fix/lots.py): the credit
+type, project and vintage of an instrument in SecurityList (y) and snapshots (W), the lots a
+fill delivered in the ExecutionReport's NoUnderlyings (711).
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ from xml.sax.saxutils import quoteattr
 
 from ccerx.gateway import marketdata as md
 from ccerx.gateway.fix import fix44_spec as spec
+from ccerx.gateway.fix import lots
 from ccerx.gateway.fix import translate as tr
 from ccerx.gateway.fix.codec import ENCODED_FIELDS
 from ccerx.gateway.fix.dictionary import Reason
@@ -61,19 +65,21 @@ MESSAGES: dict[str, tuple[str, Layout]] = {
     "g": ("broker", [335, 336, 263]),
     "V": ("broker", [262, 263, 264, 265, 266, (267, [269]), (146, [55])]),
     "x": ("broker", [320, 559, 55]),
-    "8": ("gateway", [37, 11, 41, 790, 17, 150, 39, 103, 1, 55, 54, 38, 40, 44, 59, 32, 31,
-                      151, 14, 6, 60, 12, 13, 58]),
+    "8": ("gateway", [37, 11, 41, 790, 17, 150, 39, 103, 1, 55,
+                      (711, [311, (457, [458, 459]), 879, (887, [888, 889])]),
+                      54, 38, 40, 44, 59, 32, 31, 151, 14, 6, 60, 12, 13, 58]),
     "9": ("gateway", [37, 11, 41, 39, 1, 60, 434, 102, 58]),
     "j": ("gateway", [45, 372, 379, 380, 58]),
     "h": ("gateway", [335, 336, 340, 567, 58]),
-    "W": ("gateway", [262, 55, (268, [269, 270, 271, 346, 290])]),
+    "W": ("gateway", [262, 55, (454, [455, 456]), 460, 762, (268, [269, 270, 271, 346, 290])]),
     "X": ("gateway", [262, (268, [279, 269, 55, 270, 271, 346])]),
     "Y": ("gateway", [262, 281, 58]),
     "q": ("broker", [11, 530, 55, 54, 60]),
     "r": ("gateway", [11, 37, 530, 531, 532, 533, 55, 54, 60, 58]),
     "B": ("gateway", [148, (33, [58])]),
     "y": ("gateway", [320, 322, 560, 393, 893,
-                      (146, [55, 107, (870, [871, 872]), 15, (232, [233, 234]), 561, 562, 58])]),
+                      (146, [55, (454, [455, 456]), 460, 762, 107, (870, [871, 872]), 15,
+                             (232, [233, 234]), 561, 562, 58])]),
 }
 SENDER = {"both": "either side", "broker": "broker to gateway", "gateway": "gateway to broker"}
 
@@ -104,7 +110,9 @@ ENUM_VALUES: dict[int, tuple[str, ...] | None] = {
     559: ("0", "4"),                                         # one Symbol, or all of them
     560: ("0", "1", "2"),
     871: ("99",),                                             # text attribute "Name=value"
-    233: ("PRICE",),                                          # the daily price band "low-high"
+    233: ("PRICE", lots.PRODUCTION_YEAR),                    # the daily price band "low-high",
+                                                             # the vintage (gateway/fix/lots.py)
+    460: (lots.COMMODITY,),
     530: None,                  # echoed in the report (r) even when refused: every value
     531: (tr.MASS_CANCEL_REFUSED, tr.MASS_CANCEL_SYMBOL, tr.MASS_CANCEL_ALL),
     532: (tr.MASS_REJ_NOT_SUPPORTED, tr.MASS_REJ_UNKNOWN_SECURITY, tr.OTHER),
@@ -161,7 +169,8 @@ NAMES: dict[int, dict[str, str]] = {
     559: {"0": "SYMBOL", "4": "ALL_SECURITIES"},
     560: {"0": "VALID_REQUEST", "1": "INVALID_OR_UNSUPPORTED_REQUEST", "2": "NO_INSTRUMENTS_FOUND"},
     871: {"99": "TEXT"},
-    233: {"PRICE": "PRICE_RANGE"},
+    233: {"PRICE": "PRICE_RANGE", "PROD": "PRODUCTION_YEAR"},
+    460: {"2": "COMMODITY"},
     530: {"1": "CANCEL_ORDERS_FOR_A_SECURITY", "2": "CANCEL_ORDERS_FOR_AN_UNDERLYING_SECURITY",
           "3": "CANCEL_ORDERS_FOR_A_PRODUCT", "4": "CANCEL_ORDERS_FOR_ACFI_CODE",
           "5": "CANCEL_ORDERS_FOR_A_SECURITY_TYPE", "6": "CANCEL_ORDERS_FOR_A_TRADING_SESSION",

@@ -176,6 +176,7 @@ class Session:
         # the constant parts of our standard header: 34=<seq>|49=us|52=<time>|56=them|
         self._header_49_52 = "\x0149=%s\x0152=" % key.our_comp_id
         self._header_56 = "\x0156=%s\x01" % key.their_comp_id
+        self._begin = codec.begin_bytes(key.begin_string)
         self._framer = codec.Framer(max_message_size)
         self._out: list[bytes] = []
         self._now = 0.0
@@ -198,6 +199,7 @@ class Session:
             restored(key, store.each(1, store.next_sender - 1))
         self._resending: Optional[_Resend] = None
         self._resend_out: Optional[list[bytes]] = None    # resend output; _out is held meanwhile
+        self._app_out = False        # an application message is among what waits to be sent
 
     # ------------------------------------------------------------------ driver interface
     @property
@@ -301,8 +303,15 @@ class Session:
             self._probed_at = now
 
     def send(self, message: FixMessage, now: float) -> int:
-        """Send an application message (stored, and sent if logged on); returns its MsgSeqNum."""
+        """Send an application message (stored, and sent if logged on); returns its MsgSeqNum.
+
+        Fast path: a message with an `encoded_body` (str: its body fields, each
+        "tag=value<SOH>", after MsgType; and `msg_type`) goes out as that text, with no field
+        list to filter or join (the exchange's ExecutionReports, see translate.py)."""
         self._now = now
+        encoded = getattr(message, "encoded_body", None)
+        if encoded is not None:
+            return self._send_text(message.msg_type, encoded, True)
         fields = message.fields
         if fields and fields[0][0] == 35 and fields[0][1]:
             # The usual shape: MsgType first, then only body fields (one pass, no copies).
@@ -348,12 +357,20 @@ class Session:
         if self._resending is not None:
             self._resend_chunk()
 
+    @property
+    def holds_application_messages(self) -> bool:
+        """An application message (new or resent) is among what data_to_send() returns next
+        or later: the driver makes such output wait until the engine state it reports is
+        durable; session-level messages alone (heartbeats, rejects, logouts) need not."""
+        return self._app_out
+
     def data_to_send(self) -> bytes:
         self.store.flush()
         if self._resend_out is not None:          # resending: only the resend goes out yet
             data = b"".join(self._resend_out)
             self._resend_out.clear()
             return data
+        self._app_out = False
         if not self._out:
             return b""
         data = b"".join(self._out)
@@ -726,17 +743,32 @@ class Session:
             full_header += header
             full_header.sort(key=lambda f: f[0])
             raw = codec.encode(full_header, body, msg_type, key.begin_string)
-        else:   # the standard header alone: 34, 49, 52, 56 from precomputed parts
-            raw = codec.frame(key.begin_string, "35=%s\x0134=%d%s%s%s%s" % (
-                msg_type, seq, self._header_49_52, codec.utc_timestamp(self._now),
-                self._header_56, "".join([f"{tag}={value}\x01" for tag, value in body])))
+        else:   # the standard header alone
+            return self._send_text(msg_type, "".join([f"{tag}={value}\x01" for tag, value in body]),
+                                   app)
+        self._store_and_send(seq, raw, app)
+        return seq
+
+    def _send_text(self, msg_type: str, body: str, app: bool) -> int:
+        """A message with the standard header alone (34, 49, 52, 56 from precomputed parts) and
+        `body`, its fields already encoded."""
+        seq = self.store.next_sender
+        raw = codec.frame_bytes(self._begin, "35=%s\x0134=%d%s%s%s%s" % (
+            msg_type, seq, self._header_49_52, codec.utc_timestamp(self._now),
+            self._header_56, body))
+        self._store_and_send(seq, raw, app)
+        return seq
+
+    def _store_and_send(self, seq: int, raw: bytes, app: bool) -> None:
+        store = self.store
         store.set(seq, raw)
         store.next_sender = seq + 1
         state = self.state
         if state in LOGGED_ON_STATES or (not app and state is S.AWAITING_LOGON):
             self._out.append(raw)
             self._last_sent = self._now
-        return seq
+            if app:
+                self._app_out = True
 
     def _gap_fill(self, begin: int, new_seq: int) -> None:
         now = codec.utc_timestamp(self._now)
@@ -762,6 +794,7 @@ class Session:
         header.sort(key=lambda f: f[0])
         self._resend_out.append(codec.encode(header, body, fields[2][1], self.key.begin_string))
         self._last_sent = self._now
+        self._app_out = True
 
     def _reset(self) -> None:
         self._end_resend()

@@ -38,6 +38,7 @@ from ccerx.engine.durable.files import private_dir, private_opener
 
 
 SEQNUM_DIGITS = 20
+MAX_BLOB = 512 << 10       # a replicated blob of FIX records (NATS refuses payloads over 1 MB)
 
 
 class StoreCorrupt(ValueError):
@@ -242,3 +243,217 @@ class FileStore:
         for fh in (self._body, self._index, self._reader, self._seqfile):
             if fh is not None:
                 fh.close()
+
+
+class SessionReplicator:
+    """The FIX side of a cluster node (engine/durable/replicated.py): what every session's
+    store took since the last publish, so that it reaches the replicated log before any of it
+    reaches a socket, and so that a standby's stores hold what the leader's hold.
+
+    What a store does (a message set, its sequence numbers changed, a reset) is held per store
+    name with a *watermark*: `watermark()`, the number of commands the engine had applied then
+    (a report is made after the command it reports). `take(upto)` hands over, as blobs, what
+    was held with a watermark up to `upto`: the node attaches it to the batch of commands that
+    ends at command `upto`, so a command and the execution reports it caused are one JetStream
+    message, and a report never reaches the log before its command. `sync(store)`, before a
+    store's bytes go out, publishes (`publish`, set by the node) all that store held and what
+    the others held up to the last published command: heartbeats, logons, gateway rejects, a
+    received MsgSeqNum. `mirror(blob)` writes a blob into the stores it names (a standby).
+
+    Blob: for each session, b"<name> <next_sender> <next_target> <reset 0|1> <count>\\n"
+    then count times b"<seq> <length>\\n" + the message's bytes."""
+
+    def __init__(self):
+        import threading
+        self._lock = threading.Lock()
+        # name -> [store, [(watermark, seq or RESET or None, raw, next_sender, next_target)]]
+        self._pending: dict[str, list] = {}
+        self.stores: dict[str, "ReplicatedStore"] = {}
+        self.publish = None                      # publish(blob), raises on failure
+        self.watermark = lambda: 0               # commands the engine has applied
+        self.published = lambda: 0               # commands published (sync takes up to it)
+        self._skip_below: dict[str, int] = {}    # mirror: what the local store already holds
+        self.mirrored = None                     # mirrored(name, records) after each write
+
+    def wrap(self, store: "FileStore") -> "ReplicatedStore":
+        wrapped = ReplicatedStore(store, self)
+        self.stores[store.name] = wrapped
+        self._skip_below[store.name] = store.next_sender
+        return wrapped
+
+    def _hold(self, store, seq, raw, next_sender: int) -> None:
+        mark = self.watermark()
+        item = (mark, seq, raw, next_sender, store.inner.next_target)
+        with self._lock:
+            entry = self._pending.get(store.name)
+            if entry is None:
+                self._pending[store.name] = [store, [item]]
+                return
+            items = entry[1]
+            last = items[-1]
+            if seq is None and last[0] == mark and last[1] != _RESET:
+                items[-1] = last[:3] + item[3:]      # numbers only: update the last one
+            else:
+                items.append(item)
+
+    def held(self, store, seq: int, raw: bytes) -> None:
+        self._hold(store, seq, raw, seq + 1)
+
+    def touched(self, store) -> None:
+        self._hold(store, None, None, store.inner.next_sender)
+
+    def was_reset(self, store) -> None:
+        self._hold(store, _RESET, None, 1)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
+
+    def take(self, upto: Optional[int] = None, whole: Optional[str] = None,
+             limit: int = MAX_BLOB) -> list[bytes]:
+        """What was held with a watermark up to `upto` (None: everything), and everything of
+        the store named `whole`, as blobs of about `limit` bytes at most (a single larger
+        message makes a larger one), in order; [] if nothing. A session with more records
+        than fit is split over entries of the same name (the reset flag on the first)."""
+        taken = []
+        with self._lock:
+            for name, entry in list(self._pending.items()):
+                items = entry[1]
+                cut = len(items)
+                if upto is not None and name != whole:
+                    cut = next((i for i, item in enumerate(items) if item[0] > upto), cut)
+                if cut == 0:
+                    continue
+                if cut == len(items):
+                    del self._pending[name]
+                else:
+                    entry[1] = items[cut:]
+                taken.append((name, items[:cut]))
+        blobs, parts, size = [], [], 0
+        for name, items in taken:
+            reset = False
+            for i in range(len(items) - 1, -1, -1):
+                if items[i][1] == _RESET:
+                    reset, items = True, items[i:]
+                    break
+            _, _, _, next_sender, next_target = items[-1]
+            head = b"%s %d %d " % (name.encode(), next_sender, next_target)
+            records = [(seq, raw) for _, seq, raw, _, _ in items if raw is not None]
+            chunk: list = []
+            last = len(records) - 1
+            for i, (seq, raw) in enumerate(records):
+                chunk.append(b"%d %d\n" % (seq, len(raw)))
+                chunk.append(raw)
+                size += len(raw) + 24
+                if size >= limit and i < last:
+                    parts.append(head + b"%d %d\n" % (reset, len(chunk) // 2))
+                    parts.extend(chunk)
+                    blobs.append(b"".join(parts))
+                    reset, chunk, parts, size = False, [], [], 0
+            parts.append(head + b"%d %d\n" % (reset, len(chunk) // 2))
+            parts.extend(chunk)
+            size += len(head) + 8
+        if parts:
+            blobs.append(b"".join(parts))
+        return blobs
+
+    def sync(self, store: "ReplicatedStore") -> None:
+        """Before `store`'s bytes go out: publish what no batch of commands carried."""
+        if self._pending and self.publish is not None:
+            for blob in self.take(self.published(), store.name):
+                self.publish(blob)
+
+    def mirror(self, blob: bytes) -> None:
+        """A standby: write what the leader's stores took into the same stores here. A store
+        it does not know (another config) is skipped; a message the local store holds from
+        before this process started is not written again."""
+        for name, ns, nt, reset, records in decode_sessions(blob):
+            store = self.stores.get(name)
+            if store is None:
+                continue
+            inner = store.inner
+            if reset:
+                inner.reset()
+                self._skip_below[name] = 0
+            skip_below = self._skip_below.get(name, 0)
+            if skip_below:
+                records = [(seq, raw) for seq, raw in records if seq >= skip_below]
+            for seq, raw in records:
+                inner.set(seq, raw)
+            inner.next_sender, inner.next_target = ns, nt
+            inner.flush()
+            if self.mirrored is not None and records:
+                self.mirrored(name, records)
+
+
+_RESET = -1
+
+
+def decode_sessions(blob: bytes) -> Iterator[tuple[str, int, int, bool, list]]:
+    """SessionReplicator's blob back into (name, next_sender, next_target, reset, records);
+    ValueError if it is not one."""
+    view, at, end = memoryview(blob), 0, len(blob)
+    while at < end:
+        eol = blob.index(b"\n", at)
+        name, ns, nt, reset, count = blob[at:eol].split(b" ")
+        at = eol + 1
+        records = []
+        for _ in range(int(count)):
+            eol = blob.index(b"\n", at)
+            seq, length = (int(x) for x in blob[at:eol].split(b" "))
+            at = eol + 1 + length
+            if at > end:
+                raise ValueError("a session blob cut short")
+            records.append((seq, bytes(view[eol + 1:at])))
+        yield name.decode(), int(ns), int(nt), reset == b"1", records
+
+
+class ReplicatedStore:
+    """A FileStore whose every change is also handed to the SessionReplicator (a cluster
+    node's FIX store): set/reset and the sequence numbers are recorded for the next publish,
+    and flush() publishes what is left before the local flush (so the bytes that follow on
+    the socket are in the replicated log first)."""
+
+    def __init__(self, inner: "FileStore", replicator: SessionReplicator):
+        self.inner = inner
+        self.name = inner.name
+        self._replicator = replicator
+
+    @property
+    def next_sender(self) -> int:
+        return self.inner.next_sender
+
+    @next_sender.setter
+    def next_sender(self, value: int) -> None:
+        self.inner.next_sender = value
+        self._replicator.touched(self)
+
+    @property
+    def next_target(self) -> int:
+        return self.inner.next_target
+
+    @next_target.setter
+    def next_target(self, value: int) -> None:
+        self.inner.next_target = value
+        self._replicator.touched(self)
+
+    def set(self, seq: int, raw: bytes) -> None:
+        self.inner.set(seq, raw)
+        self._replicator.held(self, seq, raw)
+
+    def get(self, begin: int, end: int) -> list[tuple[int, bytes]]:
+        return self.inner.get(begin, end)
+
+    def each(self, begin: int, end: int):
+        return self.inner.each(begin, end)
+
+    def reset(self) -> None:
+        self.inner.reset()
+        self._replicator.was_reset(self)
+
+    def flush(self) -> None:
+        self._replicator.sync(self)
+        self.inner.flush()
+
+    def close(self) -> None:
+        self.inner.close()

@@ -60,16 +60,18 @@ import time
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Callable, Iterable, Optional
 
-from ccerx.engine.core.commands import (AmendOrder, CancelOrder, Deposit, EndOfDay, NewOrder, Restrict,
-                                       SetLimits, SetTradingStatus)
+from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay,
+                                       NewOrder, Restrict, Retire, SetLimits, SetTradingStatus)
 from ccerx.engine.core.events import (DayClosed, InstrumentDefined, LargeHolderReported, OrderAccepted, OrderAmended,
                            OrderCancelled, OrderRejected, RestrictionChanged, TradeExecuted,
                            TradingStatusChanged)
 from ccerx.engine.core.types import (CancelReason, DecimalFormatError, RejectReason as R, Side, format_fen,
                           parse_decimal_units, price_field)
 
+from ccerx.engine.durable.history import order_history
 from ccerx.gateway.fix.application import FixMessage, Outbound, SessionKey
 from ccerx.gateway.fix.codec import declare_encoding, text_fields
+from ccerx.gateway.fix.lots import delivered_lots
 from ccerx.gateway.marketdata import MarketData
 
 log = logging.getLogger("gateway.risk")
@@ -120,10 +122,13 @@ ORD_REJ_REASON_OF = {
     R.PRICE_OUT_OF_BAND: "3", R.ORDER_NOT_RESTING: "5", R.DUPLICATE_ORDER_ID: "6",
     R.INVALID_SIDE: "11", R.INVALID_TYPE: "11", R.INVALID_TIF: "11", R.INVALID_QTY: "13",
     R.UNKNOWN_ACCOUNT: "15", R.POSITION_LIMIT: "3",
+    # Art.17: a new listing's trading has not opened yet (it trades from the next trading day)
+    R.NOT_YET_TRADABLE: "2",
 }
 OTHER = "99"
 # What the exchange itself may apply besides the brokers' orders (run_operator_command)
-OPERATOR_COMMANDS = (SetTradingStatus, EndOfDay, Deposit, SetLimits, Restrict)
+OPERATOR_COMMANDS = (SetTradingStatus, EndOfDay, Deposit, SetLimits, Restrict,
+                     DefineInstrument, Retire)     # (listing a lot; retiring credits)
 # CxlRejReason (102)
 CXL_TOO_LATE, CXL_UNKNOWN, CXL_EXCHANGE_OPTION, CXL_DUPLICATE = "0", "1", "2", "6"
 # BusinessRejectReason (380)
@@ -212,6 +217,7 @@ class _Request:
 
 class ExchangeApplication:
     """The application behind every broker session: order entry, permissions, market data."""
+    fast_reports = True     # _report's template for accepted orders (False: the field list)
 
     def __init__(self, exchange, comp_id: str, brokers: Iterable[str],
                  clock: Callable[[], int] = time.time_ns, begin_string: str = "FIX.4.4",
@@ -253,6 +259,8 @@ class ExchangeApplication:
         # (open, Text) of the last TradingSessionStatus broadcast: a broker logging on during a
         # halt is told "halt", not just "closed" (unknown after a restart until the next change)
         self._last_status: Optional[tuple[bool, str]] = None
+        self._learned_fills: dict[str, list[int]] = {}     # learn_sent (a cluster standby)
+        self._learned_close = getattr(exchange, "last_close_ts", 0)
         self.adopt_resting_orders()
 
     # ------------------------------------------------------------------ Application protocol
@@ -297,8 +305,11 @@ class ExchangeApplication:
                            qty_text)
         key = (broker, cl_ord_id)
         known = self._by_cl_ord_id.get(key)
+        poss_dup = get(POSS_DUP_FLAG) == "Y" or get(POSS_RESEND) == "Y"
+        if known is None and poss_dup:
+            known = self._lost_order(order)    # finished, its reports lost with a crash
         if known is not None:
-            if get(POSS_DUP_FLAG) == "Y" or get(POSS_RESEND) == "Y":
+            if poss_dup:
                 # a resend (e.g. after a crash lost our store's MsgSeqNum but not the engine's
                 # journal): the order was received; it is told its true state, never refused
                 return [(session, self._status_report(
@@ -658,7 +669,7 @@ class ExchangeApplication:
             order.cum_cost += event.price * event.qty
             out.append((order.session, self._report(
                 order, TRADE, f"T{event.trade_id}{suffix}", event.ts,
-                last=(event.qty, last_px), fee_fen=fee)))
+                last=(event.qty, last_px), fee_fen=fee, lots=event.lots)))
 
     def _on_cancelled(self, event: OrderCancelled, request: _Request, out) -> None:
         order = self.orders.get(event.order_id)
@@ -693,9 +704,16 @@ class ExchangeApplication:
     def _report(self, order: OrderState, exec_type: str, exec_id: str, ts: int, *,
                 orig: Optional[str] = None, last=None, fee_fen: Optional[int] = None,
                 rej_reason: Optional[str] = None, text: Optional[str] = None,
-                order_id: Optional[str] = None) -> FixMessage:
-        """ExecutionReport (8), fields in the FIX 4.4 dictionary order."""
+                order_id: Optional[str] = None, lots: tuple = ()) -> FixMessage:
+        """ExecutionReport (8), fields in the FIX 4.4 dictionary order; `lots`: a fill's
+        delivered lots (NoUnderlyings, gateway/fix/lots.py)."""
         accepted = order.accepted
+        if (self.fast_reports and accepted and rej_reason is None and order_id is None
+                and not lots
+                and (not text or (text.isascii() and text.isprintable()))
+                and order.account and order.symbol and order.side and order.ord_type
+                and order.tif is not None and type(order.qty) is int):
+            return self._accepted_report(order, exec_type, exec_id, ts, last, fee_fen, orig, text)
         f = [(MSG_TYPE, "8"), (ORDER_ID, order_id or order.order_id),
              (CL_ORD_ID, order.cl_ord_id)]
         if orig is not None:
@@ -705,7 +723,10 @@ class ExchangeApplication:
             f.append((ORD_REJ_REASON, rej_reason))
         if order.account:
             f.append((ACCOUNT, order.account))
-        f += [(SYMBOL, order.symbol or "NONE"), (SIDE, order.side or "1")]
+        f.append((SYMBOL, order.symbol or "NONE"))
+        if lots:
+            f += delivered_lots(order.symbol, lots)
+        f.append((SIDE, order.side or "1"))
         qty = order.qty
         if qty is not None and qty != "":
             f.append((ORDER_QTY, str(qty)))
@@ -729,6 +750,30 @@ class ExchangeApplication:
             f += text_fields(TEXT, text)
             declare_encoding(f)
         return FixMessage(f)
+
+    def _accepted_report(self, order: OrderState, exec_type: str, exec_id: str, ts: int, last,
+                         fee_fen: Optional[int], orig: Optional[str] = None,
+                         text: Optional[str] = None) -> FixMessage:
+        """_report's fast path, for an accepted order's acknowledgement, fills, cancels and
+        expiries (no reject reason; a Text, if any, in printable ASCII): the same fields in the
+        same order, encoded straight into the body text from a template (no field list; see
+        EncodedReport)."""
+        price = order.price
+        cum_qty = order.cum_qty
+        body = (f"37={order.order_id}\x0111={order.cl_ord_id}\x01"
+                + ("" if orig is None else f"41={orig}\x01")
+                + f"17={exec_id}\x01"
+                f"150={exec_type}\x0139={order.ord_status}\x011={order.account}\x01"
+                f"55={order.symbol}\x0154={order.side}\x0138={order.qty}\x01"
+                f"40={order.ord_type}\x01"
+                + ("" if price is None else f"44={self._price_text(order.symbol, price)}\x01")
+                + f"59={order.tif}\x01"
+                + ("" if last is None else f"32={last[0]}\x0131={last[1]}\x01")
+                + f"151={order.leaves_qty}\x0114={cum_qty}\x01"
+                  f"6={self._avg_px(order) if cum_qty else '0'}\x0160={utc_timestamp(ts)}\x01"
+                + ("" if fee_fen is None else f"12={format_fen(fee_fen)}\x0113=3\x01")
+                + (f"58={text}\x01" if text else ""))
+        return EncodedReport(body)
 
     def _price_text(self, symbol: str, ticks: int) -> str:
         """spec.ticks_to_text, memoised: a day's prices live inside the band, a few thousand."""
@@ -807,7 +852,87 @@ class ExchangeApplication:
                 self.orders[order.order_id] = order
                 self._by_cl_ord_id[(broker, cl_ord_id)] = order
 
-    def on_session_restored(self, session: SessionKey, sent: Iterable[tuple[int, bytes]]) -> None:
+    def _lost_order(self, order: OrderState) -> Optional[OrderState]:
+        """A NewOrderSingle resent as a possible duplicate whose order the engine has seen
+        today but this gateway does not know: it finished (the engine keeps only resting
+        orders) before a crash that lost its reports. Its history, re-derived from the
+        journal (engine/durable/history.py), makes it known again with its true state; None
+        if the engine never saw it (or keeps no journal)."""
+        data_dir = getattr(self.exchange, "data_dir", None)
+        if data_dir is None or order.order_id not in getattr(self.exchange, "seen_order_ids", ()):
+            return None
+        history = order_history(data_dir, order.order_id)
+        if history is None:
+            return None
+        accepted = history.accepted
+        if accepted is None:                  # the engine refused it
+            order.done = REJECTED
+        else:
+            order.accepted = True
+            order.account, order.symbol = accepted.account, accepted.instrument
+            order.side = ENGINE_SIDE[accepted.side]
+            order.tif = ENGINE_TIF[accepted.tif.value]
+            order.price, order.qty = accepted.price, accepted.qty
+            if history.amended is not None:
+                order.price, order.qty = history.amended.price, history.amended.qty
+            for trade in history.trades:
+                order.cum_qty += trade.qty
+                order.cum_cost += trade.price * trade.qty
+            if history.cancelled is not None:
+                order.done = (EXPIRED if history.cancelled.reason in EXPIRY_REASONS
+                              else CANCELED)
+            self.orders[order.order_id] = order
+        self._by_cl_ord_id[(order.broker, order.cl_ord_id)] = order
+        return order
+
+    def learn_sent(self, session: SessionKey, sent: Iterable[tuple[int, bytes]]) -> None:
+        """A cluster standby (gateway/cluster.py): learn from the messages its session's
+        store was just given by the leader, as they come, so that taking over costs nothing
+        per stored message (take_learned_over). The same learning as on_session_restored,
+        with no order's numbers taken from the engine yet (the engine is ahead of the stores
+        here) and fills kept across calls; a close the engine applied since the last call
+        forgets the finished orders, as it does on a leader."""
+        close = self.exchange.last_close_ts
+        if close != self._learned_close:
+            self._learned_close = close
+            self._on_day_closed()
+        self.on_session_restored(session, sent, engine_orders=(), fills=self._learned_fills)
+
+    def take_learned_over(self) -> None:
+        """The standby leads: what learn_sent learnt stands, the resting orders take their
+        numbers from the engine (adopted as after a restart when nothing was learnt of
+        them), and the fills learnt give each order's AvgPx when they account for all of
+        its filled quantity."""
+        if self.exchange.last_close_ts != self._learned_close:
+            self._learned_close = self.exchange.last_close_ts
+            self._on_day_closed()
+        learnt = {order_id: self.orders.pop(order_id) for order_id in list(self.orders)}
+        self.adopt_resting_orders()               # fresh states of the resting orders
+        for order_id, adopted in list(self.orders.items()):
+            order = learnt.pop(order_id, None)
+            if order is None:
+                continue
+            order.accepted = True
+            order.account, order.symbol = adopted.account, adopted.symbol
+            order.price, order.qty, order.cum_qty = adopted.price, adopted.qty, adopted.cum_qty
+            order.cum_cost, order.done = adopted.cum_cost, None
+            self.orders[order_id] = order         # learnt ClOrdIDs, OrdType, TimeInForce kept
+            self._by_cl_ord_id[(order.broker, order_id.partition(":")[2])] = order
+            self._by_cl_ord_id[(order.broker, order.cl_ord_id)] = order
+        for order_id, order in learnt.items():    # finished: as their reports said
+            if order.is_open:       # its end came with a close its reports were learnt after
+                for key in [k for k, o in self._by_cl_ord_id.items() if o is order]:
+                    del self._by_cl_ord_id[key]
+                continue
+            self.orders[order_id] = order
+        for order_id, (qty, cost) in self._learned_fills.items():
+            order = self.orders.get(order_id)
+            if order is not None and qty == order.cum_qty:
+                order.cum_cost = cost
+        self._learned_fills = {}
+
+    def on_session_restored(self, session: SessionKey, sent: Iterable[tuple[int, bytes]],
+                            engine_orders=None, fills: Optional[dict] = None) -> None:
         """After a restart: learn the broker's orders of the trading day from the execution
         reports its session sent before (its FIX store, in sequence order), so that an
         OrderStatusRequest, cancel or replace naming an order filled, cancelled or rejected
@@ -829,8 +954,11 @@ class ExchangeApplication:
         closed_at = utc_timestamp(last_close) if last_close else ""
         specs = self.exchange.specs
         price_units = self._price_units
-        resting = set(self.orders)
-        fills: dict[str, list[int]] = {}              # order id -> [tonnes, ticks x tonnes]
+        # the orders whose numbers are the engine's (learn_sent: none yet)
+        resting = set(self.orders) if engine_orders is None else engine_orders
+        if fills is None:
+            fills = {}                                # order id -> [tonnes, ticks x tonnes]
+        filled_now = set()
         for _, raw in sent:
             if b"\x0135=8\x01" not in raw[:40]:
                 continue
@@ -864,6 +992,7 @@ class ExchangeApplication:
                 self._by_cl_ord_id[(broker, orig)] = order
             order.ord_type, order.tif = get(ORD_TYPE), get(TIME_IN_FORCE)
             if exec_type == TRADE and spec is not None:
+                filled_now.add(order_id)
                 done = fills.setdefault(order_id, [0, 0])
                 qty = int(get(LAST_QTY))
                 done[0] += qty
@@ -876,7 +1005,8 @@ class ExchangeApplication:
                            else price_units(price) // spec.tick_units)
             if exec_type in (CANCELED, EXPIRED, REJECTED):
                 order.done = exec_type
-        for order_id, (qty, cost) in fills.items():
+        for order_id in filled_now:
+            qty, cost = fills[order_id]
             order = self.orders[order_id]
             if qty == order.cum_qty:                  # every fill is in the store
                 order.cum_cost = cost
@@ -893,6 +1023,30 @@ def _report_fields(raw: bytes) -> dict[int, str]:
     codec.split_fields, which splits and converts all of them)."""
     return {int(tag): value.decode("latin-1")
             for tag, value in reversed(_REPORT_FIELD.findall(raw))}
+
+
+class EncodedReport(FixMessage):
+    """An ExecutionReport built as its body text: the session sends `encoded_body` as it is.
+    `fields` are parsed from that text when someone reads them, so it reads like any
+    FixMessage; once they have been read (and perhaps changed: _status inserts its
+    OrdStatusReqID) `encoded_body` is None and the session sends the fields."""
+    __slots__ = ("_body", "_fields")
+    msg_type = "8"
+
+    def __init__(self, body: str):
+        self._body = body
+        self._fields: Optional[list[tuple[int, str]]] = None
+
+    @property
+    def encoded_body(self) -> Optional[str]:
+        return self._body if self._fields is None else None
+
+    @property
+    def fields(self) -> list[tuple[int, str]]:
+        if self._fields is None:
+            self._fields = [(35, "8")] + [(int(tag), value) for tag, _, value in (
+                part.partition("=") for part in self._body.split("\x01")[:-1])]
+        return self._fields
 
 
 def first_values(message: FixMessage) -> dict[int, str]:

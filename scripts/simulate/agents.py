@@ -8,10 +8,18 @@ orders through it. Agents keep only what they were told by events: their live or
 - Emitter (key emission unit): has an offset need per accepted credit type (all needs
   together capped at 5% of its verified emissions) and a deadline. It buys in child
   orders, mostly resting at the bid early on, crossing the spread more often and paying
-  up more the closer the deadline and the further it is behind schedule.
+  up more the closer the deadline and the further it is behind schedule. With lots, a
+  share of its purchases (`lots.named_share`) takes a named listing of the type instead,
+  the most recent vintage within what it will pay (recent vintages are worth more to it:
+  `lots.vintage_premium` a year); the contract delivers whatever the sellers' allocation
+  gives. After each close it retires (注销) what was delivered, up to its need (run.py).
 - ProjectOwner: holds one credit type and receives issuance batches. It offers slices of
   its inventory at an ask that drops with ln(inventory / normal inventory) and, under
-  heavy inventory pressure (a large batch), also hits bids.
+  heavy inventory pressure (a large batch), also hits bids. With lots (the default), it
+  owns projects (`projects`: id and vintages) and holds only their lots: it moves each lot
+  in from the registry declaring a listing (Art.17) and offers either on one of its own
+  listings (`lots.list_share`, once tradable) or on its type's contract, which delivers
+  its oldest vintage first (engine/core/lots.py, ALLOCATION ORDER).
 - MarketMaker (investment institution): two-sided quotes around the last price, skewed
   against its inventory, never beyond its inventory limit; requotes on each activation.
 - NoiseTrader: random type and size for background flow, within its cash and holdings; its
@@ -58,6 +66,7 @@ class Agent:
         self.trades = 0
         self.rejects = 0
         self.last_trade_day: dict[tuple[str, str], int] = {}   # (instrument, side) -> day
+        self.bought_type: dict[str, int] = {}   # tonnes bought per credit type (its contract)
 
     def act(self, m, ts: int) -> None:
         raise NotImplementedError
@@ -93,16 +102,23 @@ class Emitter(Agent):
         self.burst = burst                 # length range of an aggressive run (child orders)
         self.run_left = 0
         self.run_instrument = None
+        self.retired_type: dict[str, int] = {}   # tonnes retired per credit type (contract)
 
     def remaining(self, instrument: str) -> int:
-        return self.needs[instrument] - self.bought.get(instrument, 0)
+        """Tonnes of credit type `instrument` (its contract's symbol) still to buy."""
+        return self.needs[instrument] - self.bought_type.get(instrument, 0)
+
+    def working_type(self, m, kind: str) -> int:
+        """Tonnes of open buys of credit type `kind`: its contract and its listings."""
+        return sum(o.open_qty for o in self.live.values()
+                   if o.side == "buy" and m.type_of[o.instrument] == kind)
 
     def act(self, m, ts):
         u = m.elapsed_share(self.deadline_day)
         if u >= 1.0:
             return
         rng = m.rng
-        todo = [(self.remaining(k) - self.working(k, "buy"), k) for k in self.needs]
+        todo = [(self.remaining(k) - self.working_type(m, k), k) for k in self.needs]
         todo = [(r, k) for r, k in todo if r > 0]
         if not todo:
             self.run_left = 0
@@ -113,13 +129,16 @@ class Emitter(Agent):
             self.run_left = 0
             instrument = todo[rng.randrange(len(todo))][1] if rng.random() < 0.3 else max(todo)[1]
         need = self.needs[instrument]
-        bought = self.bought.get(instrument, 0)
+        bought = self.bought_type.get(instrument, 0)
         behind = bought < need * min(1.0, u * 1.1 + 0.05)
+        if m.lots and not self.run_left and rng.random() < m.named_share \
+                and self._take_listing(m, ts, instrument, u):
+            return
         bid, ask = m.top(instrument)
         # what it will pay: its value, plus a premium that grows towards the deadline
         cap = m.clamp(instrument, int(self.values[instrument] * m.value[instrument]
                                       * (1 + self.premium * u * u)))
-        qty = min(self.remaining(instrument) - self.working(instrument, "buy"),
+        qty = min(self.remaining(instrument) - self.working_type(m, instrument),
                   rng.randint(*self.child_t))
         if qty <= 0:
             return
@@ -153,6 +172,35 @@ class Emitter(Agent):
             price = ask - 1
         m.order(self, instrument, "buy", min(price, cap), qty, "day", ts)
 
+    def _take_listing(self, m, ts, kind: str, u: float) -> bool:
+        """Take the best offer of the most recent vintage listed for credit type `kind` that
+        is within what it will pay for that vintage; False if none is."""
+        qty = min(self.remaining(kind) - self.working_type(m, kind), m.rng.randint(*self.child_t))
+        if qty <= 0:
+            return False
+        for symbol in m.listings_by_recency(kind):
+            ask = m.top(symbol)[1]
+            if ask is None:
+                continue
+            cap = m.clamp(symbol, int(self.values[kind] * m.value[kind] * m.vintage_factor(symbol)
+                                      * (1 + self.premium * u * u)))
+            if ask <= cap:
+                m.take(self, symbol, "buy", ask, qty, ts)
+                return True
+        return False
+
+
+class Project:
+    """A registered project of one credit type: its id, its vintages and the listing symbol
+    its owner declares for each lot (vintage) on the first transfer in."""
+    __slots__ = ("credit_type", "contract", "project", "vintages", "listings", "issuance_t")
+
+    def __init__(self, credit_type: str, contract: str, project: str, vintages, listings,
+                 issuance_t: int | None = None):
+        self.credit_type, self.contract, self.project = credit_type, contract, project
+        self.vintages, self.listings = tuple(vintages), tuple(listings)
+        self.issuance_t = issuance_t      # t moved in per vintage (None: the owner's split)
+
 
 class ProjectOwner(Agent):
     kind = "project_owner"
@@ -171,19 +219,25 @@ class ProjectOwner(Agent):
         self.burst = burst
         self.run_left = 0
         self.issued = 0
+        self.projects: list[Project] = []     # with lots: the projects it owns
 
     def act(self, m, ts):
         rng, instrument = m.rng, self.instrument
-        working = self.working(instrument, "sell")
-        free = m.sellable(self, instrument)
+        if self.projects and m.lots and not self.run_left:
+            listings = [s for p in self.projects for s in p.listings if m.tradable(s)]
+            if listings and rng.random() < m.list_share:
+                instrument = listings[rng.randrange(len(listings))]
+        working = sum(o.open_qty for o in self.live.values() if o.side == "sell")
+        free = m.sellable(self, self.instrument)       # every lot of its type
         inventory = free + working
         if inventory <= 0:
             return
+        free = m.sellable(self, instrument)
         pressure = inventory / self.normal_t
         bid, ask = m.top(instrument)
         fair = m.fair(instrument)
         # reservation price: its value, lower the more inventory weighs on it
-        reserve = int(self.value * m.value[instrument]
+        reserve = int(self.value * m.value[self.instrument] * m.vintage_factor(instrument)
                       * (1 - self.discount * math.log(max(pressure, 0.25))))
         rich = max(0.0, fair / reserve - 1)          # how far the market is above it
         share = min(0.25, rng.uniform(*self.slice_share) * (1 + 12 * rich))
@@ -200,6 +254,8 @@ class ProjectOwner(Agent):
             self.run_left = 0
         target = max(reserve, fair + rng.randint(-1, 3))
         for order_id, o in list(self.live.items()):
+            if o.instrument != instrument:
+                continue
             if abs(o.price - target) <= 2 and (ask is None or o.price <= ask + 2):
                 return      # resting offer still about right
             m.cancel(self, order_id, ts)

@@ -74,7 +74,9 @@ def measure(result) -> dict[str, float]:
         closes = [result.specs[s].ref_ticks] + [r.closes[s].close_ticks for r in result.days
                                                 if s in r.closes]
         changes += [(b - a) / a * 100 for a, b in zip(closes, closes[1:])]
-    traded_pairs = {(t[1], t[3]) for t in result.trades}
+    # a credit type traded that day on its contract or on one of its lots' listings
+    type_of = {spec.symbol: spec.credit_type or spec.symbol for spec in result.final_specs.values()}
+    traded_pairs = {(t[1], type_of.get(t[3], t[3])) for t in result.trades}
     accounts = {t[6] for t in result.trades} | {t[7] for t in result.trades}
     return {
         "daily_volume_t": volume / days,

@@ -23,7 +23,13 @@ What FIX does not carry goes through the server's operator control socket (`ccer
   brokers receive ExecType C reports, as they would at 15:00) and the exchange's own VWAP
   closes come back, which become the next day's reference prices and bands here too;
 - issuance: `issue()` deposits the batch into the owner's account at the exchange (an
-  engine `Deposit`, journaled and settled to the exchange's ledger like any trade);
+  engine `Deposit`, journaled and settled to the exchange's ledger like any trade); with
+  lots, `deposit_lots()` moves lots in (one request line each, all in one exchange with the
+  socket), declaring the owners' listings, which the sessions then subscribe to;
+- retirement (注销): `retire()` is the operator's `retire` (FIX has no retirement message);
+- lots delivered: a fill's ExecutionReport names the lots its trade delivered (NoUnderlyings,
+  gateway/fix/lots.py); the brokers' books move exactly those, and reserve a contract sell's
+  lots at its acceptance by the engine's own allocation order (Accounts._allocation);
 - the exchange's accounts live in the server, so balances (cash available, sellable
   credits) are a broker-side shadow kept from the execution reports and the deposits, the
   way a broker tracks its clients' buying power; reconciliation compares the trades with
@@ -39,11 +45,13 @@ import time
 from datetime import datetime, timezone
 
 from ccerx.engine.core.commands import CancelOrder, NewOrder
-from ccerx.engine.core.events import (DayClosed, Deposited, OrderAccepted, OrderCancelled, OrderRejected,
-                           TradeExecuted)
+from ccerx.engine.core.events import (DayClosed, Deposited, InstrumentDefined, OrderAccepted,
+                                      OrderCancelled, OrderRejected, Retired, TradeExecuted)
+from ccerx.engine.core.lots import Lot
 from ccerx.engine.core.risk import PPM, Account, Accounts
-from ccerx.engine.core.types import (CancelReason, OrderType, RejectReason, Side, TimeInForce, format_fen,
-                          parse_cny_to_fen, parse_price_units)
+from ccerx.engine.core.types import (CancelReason, InstrumentSpec, OrderType, RejectReason, Side,
+                                     TimeInForce, format_fen, format_price_units,
+                                     parse_cny_to_fen, parse_price_units)
 
 from ccerx.scripts.simulate.venue import AccountView
 
@@ -93,6 +101,8 @@ def gateway_config_text(session) -> str:
 
 class FixUnavailable(RuntimeError):
     """The gateway could not be reached or refused the simulation's sessions."""
+
+
 
 
 class _Conn:
@@ -174,13 +184,18 @@ class FixVenue(AccountView):
         for c in self.conns.values():
             c.send("A", [(98, "0"), (108, "30"), (141, "Y"), (553, c.comp_id)])
         self._read_until(lambda: all(c.logged_on for c in self.conns.values()), "logon")
-        symbols = list(self.specs)
-        for n, c in enumerate(self.conns.values()):
-            fields = [(262, f"md{n}"), (263, "1"), (264, "5"), (265, "1"), (267, "2"),
-                      (269, "0"), (269, "1"), (146, str(len(symbols)))]
+        self.md_requests = 0
+        self._subscribe(list(self.specs))
+        self.sync_all()
+
+    def _subscribe(self, symbols: list[str]) -> None:
+        """Every session subscribes to the top five levels of `symbols`, incrementally."""
+        for c in self.conns.values():
+            self.md_requests += 1
+            fields = [(262, f"md{self.md_requests}"), (263, "1"), (264, "5"), (265, "1"),
+                      (267, "2"), (269, "0"), (269, "1"), (146, str(len(symbols)))]
             fields += [(55, s) for s in symbols]
             c.send("V", fields)
-        self.sync_all()
 
     # ------------------------------------------------------------------ reading
     def _read_until(self, done, what: str) -> None:
@@ -317,16 +332,21 @@ class FixVenue(AccountView):
         spec = self.specs[order[0]]
         price = parse_price_units(msg.get(31).decode()) // spec.tick_units
         qty, leaves = int(msg.get(32)), int(msg.get(151))
+        lots = _delivered(msg)
         seen = self.halves.setdefault(trade_id, {"ts": self.ts})
-        seen[half] = (order_id, order[4], fee, leaves, price, qty, order[0])
-        self._settle_half(order, spec, half, price, qty, fee)
+        seen[half] = (order_id, order[4], fee, leaves, price, qty, order[0], lots)
+        self._settle_half(order, spec, half, price, qty, fee, lots)
         if "B" in seen and "S" in seen:
             del self.halves[trade_id]
             b, s = seen["B"], seen["S"]
             aggressor = Side.BUY if b[0] == self.current else Side.SELL
+            if b[7] != s[7]:
+                raise FixUnavailable(f"trade {trade_id}: the buyer was told lots {b[7]}, the "
+                                     f"seller {s[7]}")
             self.pending_events.append(TradeExecuted(
                 0, seen["ts"], trade_id, b[6], b[4], b[5], b[0], s[0], aggressor, b[1], s[1],
-                b[2], s[2], b[3], s[3]))
+                b[2], s[2], b[3], s[3], tuple((None, None, q) if p is None else (p, v, q)
+                                              for p, v, q in b[7])))
 
     # ------------------------------------------------------------------ broker-side shadow
     def _reserve(self, order, spec) -> None:
@@ -336,9 +356,16 @@ class FixVenue(AccountView):
             order.append(gross + gross * self.fee_ppm // PPM)
             account.cash_reserved += order[5]
         else:
-            order.append(order[3])
+            # the lots it reserves: a contract's by the engine's allocation order (the
+            # engine reserved the same at entry: these books hold what the exchange holds)
+            if self.accounts.lots and spec.kind == "contract":
+                allocation = self.accounts._allocation(account, spec, order[3])
+            else:
+                allocation = [[spec.holding, order[3]]]
+            order += [order[3], allocation]
             reserved = account.credits_reserved
-            reserved[order[0]] = reserved.get(order[0], 0) + order[3]
+            for key, qty in allocation:
+                reserved[key] = reserved.get(key, 0) + qty
 
     def _release(self, order) -> None:
         if len(order) < 6 or not order[5]:
@@ -347,28 +374,40 @@ class FixVenue(AccountView):
         if order[1] == "buy":
             account.cash_reserved -= order[5]
         else:
-            account.credits_reserved[order[0]] -= order[5]
+            for key, qty in order[6]:
+                account.credits_reserved[key] -= qty
+            order[6] = []
         order[5] = 0
 
-    def _settle_half(self, order, spec, half, price, qty, fee) -> None:
+    def _settle_half(self, order, spec, half, price, qty, fee, lots) -> None:
         account = self.accounts.by_id[order[4]]
-        symbol = order[0]
         gross = price * spec.tick_fen * qty
         order[3] -= qty
+        moved = [(_key(p, v, spec), q) for p, v, q in lots] or [(spec.holding, qty)]
         if half == "B":
             account.cash -= gross + fee
-            account.credits[symbol] = account.credits.get(symbol, 0) + qty
-            account.bought_today[symbol] = account.bought_today.get(symbol, 0) + qty
+            for key, q in moved:
+                account.credits[key] = account.credits.get(key, 0) + q
+                account.bought_today[key] = account.bought_today.get(key, 0) + q
             if len(order) > 5:
                 charge = min(order[5], gross + fee)
                 order[5] -= charge
                 account.cash_reserved -= charge
         else:
             account.cash += gross - fee
-            account.credits[symbol] -= qty
+            for key, q in moved:
+                account.credits[key] -= q
             if len(order) > 5:
                 order[5] -= qty
-                account.credits_reserved[symbol] -= qty
+                allocation = order[6]
+                for key, q in moved:       # delivered from what the sell reserved
+                    entry = next((x for x in allocation if x[0] == key), None)
+                    if entry is None or entry[1] < q:
+                        raise FixUnavailable(f"{order[4]}: the exchange delivered {q} t of {key}"
+                                             f" that the brokers' books had not reserved")
+                    entry[1] -= q
+                    account.credits_reserved[key] -= q
+                order[6] = [x for x in allocation if x[1]]
         account.fees_paid += fee
         if order[3] == 0:
             self._release(order)
@@ -446,6 +485,9 @@ class FixVenue(AccountView):
                 if server[key] != mine[key]:
                     problems.append(f"{name}: {key} {server[key]} at the exchange, {mine[key]} "
                                     f"in the brokers' books")
+            if server.get("retired", {}) != mine.get("retired", {}):
+                problems.append(f"{name}: retired {server.get('retired', {})} at the exchange, "
+                                f"{mine.get('retired', {})} in the brokers' books")
             held = {k: v for k, v in server["credits"].items() if v}
             if held != {k: v for k, v in mine["credits"].items() if v}:
                 problems.append(f"{name}: credits {held} at the exchange, {mine['credits']} in "
@@ -501,6 +543,52 @@ class FixVenue(AccountView):
         credits[instrument] = credits.get(instrument, 0) + qty
         return Deposited(e["seq"], ts, e["deposit_id"], e["account"], e["asset"], e["amount"])
 
+    def deposit_lots(self, requests: list, ts: int) -> list:
+        """Lots moved in through the operator socket, in one exchange of request lines:
+        [(account, credit_type, project, vintage, qty, list symbol | None, declared price
+        units | None)] -> Deposited (and the listings' InstrumentDefined) events."""
+        lines = []
+        for account, credit_type, project, vintage, qty, symbol, price in requests:
+            self.deposits += 1
+            line = {"op": "deposit", "deposit_id": f"SIM-{self.run_id}-{self.deposits}",
+                    "account": account, "credit_type": credit_type, "project": project,
+                    "vintage": vintage, "qty": qty}
+            if symbol is not None:
+                line["list"] = {"symbol": symbol, "ref_price": format_price_units(price)}
+            lines.append(line)
+        events, listed = [], []
+        for answer in self._operator(lines):
+            for e in answer["events"]:
+                if e["type"] == "deposited":
+                    lot = Lot(e["credit_type"], e["project"], e["vintage"])
+                    self.accounts.register_lot(lot)
+                    credits = self.accounts.by_id[e["account"]].credits
+                    credits[e["asset"]] = credits.get(e["asset"], 0) + e["amount"]
+                    events.append(Deposited(e["seq"], ts, e["deposit_id"], e["account"],
+                                            e["asset"], e["amount"], *lot))
+                elif e["type"] == "instrument":
+                    spec = _spec_of(e)
+                    self.specs[spec.symbol] = spec
+                    listed.append(spec.symbol)
+                    events.append(InstrumentDefined(e["seq"], ts, spec))
+        if listed:
+            self._subscribe(listed)
+        return events
+
+    def retire(self, retire_id: str, account: str, key: str, qty: int, purpose: str, ts: int):
+        """The operator's retirement (注销) of `qty` t of holding `key` of `account`."""
+        project, vintage = self.accounts.lot_of(key)
+        line = {"op": "retire", "retire_id": f"SIM-{self.run_id}-{retire_id}",
+                "account": account, "qty": qty, "purpose": purpose}
+        line.update({"instrument": key} if project is None else
+                    {"project": project, "vintage": vintage})
+        [answer] = self._operator([line])
+        [e] = answer["events"]
+        self.accounts.retire(self.accounts.by_id[account], key, qty)
+        return Retired(e["seq"], ts, e["retire_id"], e["account"], e["asset"], e["qty"],
+                       e["purpose"], e["certificate"], e.get("credit_type"), e.get("project"),
+                       e.get("vintage"), e.get("owner"))
+
     def close(self) -> None:
         for conn in self.conns.values():
             try:
@@ -508,6 +596,32 @@ class FixVenue(AccountView):
                 conn.sock.close()
             except OSError:
                 pass
+
+
+def _key(project, vintage, spec) -> str:
+    return spec.holding if project is None else f"{project}@{vintage}"
+
+
+def _delivered(msg) -> tuple:
+    """The lots a fill's trade delivered (NoUnderlyings, gateway/fix/lots.py): ((project |
+    None, vintage | None, t), ...); a default lot's UnderlyingSymbol is the contract's."""
+    out, key = [], None
+    for tag, value in msg.pairs:
+        tag = int(tag)
+        if tag == 311:
+            key = value.decode()
+        elif tag == 879 and key is not None:
+            project, at, vintage = key.rpartition("@")
+            out.append((project, int(vintage), int(value)) if at else (None, None, int(value)))
+            key = None
+    return tuple(out)
+
+
+def _spec_of(event: dict) -> InstrumentSpec:
+    """A listing's spec from the operator socket's `instrument` event."""
+    fields = {k: v for k, v in event.items() if k not in ("type", "seq", "ts", "op")}
+    tradable_from = fields.pop("tradable_from", 0)
+    return InstrumentSpec.from_fields(**fields).with_tradable_from(tradable_from)
 
 
 def _fix_time(ts) -> str:

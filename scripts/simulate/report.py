@@ -26,7 +26,7 @@ from ccerx.scripts.tables import group_thousands
 GROUPS = ((Emitter, "emitters (key emission units)"), (ProjectOwner, "project owners"),
           (MarketMaker, "investment institutions (market makers)"), (NoiseTrader, "noise traders"))
 TRADE_COLUMNS = ("trade_id", "day", "time", "ts_ns", "instrument", "price", "qty",
-                 "buy_account", "sell_account", "aggressor", "buy_fee", "sell_fee")
+                 "buy_account", "sell_account", "aggressor", "buy_fee", "sell_fee", "lots")
 
 
 @dataclass
@@ -96,30 +96,48 @@ def day_stats(result) -> dict[str, list[DayStats]]:
     return out
 
 
+def lots_text(lots) -> str:
+    """A trade's delivered lots for trades.csv: "PROJECT@VINTAGE:t;..." ("" if pooled)."""
+    return ";".join(f"{p}@{v}:{q}" for p, v, q in lots if p is not None)
+
+
 def write_trades_csv(result, path: Path) -> None:
     specs = result.specs
     fmt = SimulatedDays.format_ts
+    lots = result.trade_lots
     with path.open("w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(TRADE_COLUMNS)
         for trade_id, day, ts, s, price, qty, buyer, seller, aggressor, bfee, sfee in result.trades:
             w.writerow((trade_id, day + 1, fmt(ts), ts, s, specs[s].ticks_to_text(price), qty,
-                        buyer, seller, aggressor, format_fen(bfee), format_fen(sfee)))
+                        buyer, seller, aggressor, format_fen(bfee), format_fen(sfee),
+                        lots_text(lots.get(trade_id, ()))))
 
 
 def agent_pnl(result) -> list[dict]:
     """P&L of every agent marked at the final closes: (closing cash + credits at close)
-    - (opening cash + credits at close) - (issued credits at close), fees included."""
+    - (opening cash + credits at close) - (issued credits at close), fees included. A lot is
+    marked at its listing's close, else at its type contract's; retired credits count at
+    that mark too (what they cost is in the cash)."""
     final = result.final_specs
     mark = {s: final[s].ref_ticks * final[s].tick_fen for s in final}
+    for s, spec in final.items():
+        if spec.kind == "listing":
+            mark[spec.holding] = mark[s]
+    for key, kind in result.lot_types.items():
+        mark.setdefault(key, mark[result.contracts[kind]])
     issued: dict[str, int] = {}
     for _, s, account, qty, _ in result.issuance:
         issued[account] = issued.get(account, 0) + qty * mark[s]
+    retired: dict[str, int] = {}
+    for x in result.retirements:
+        retired[x.account] = retired.get(x.account, 0) + x.qty * mark[x.asset]
     rows = []
     accounts = result.closing
     for agent in result.agents:
         cash0, credits0 = result.opening[agent.account]
         cash1, credits1 = accounts[agent.account]
+        cash1 += retired.get(agent.account, 0)
         value0 = cash0 + sum(q * mark[s] for s, q in credits0.items())
         value1 = cash1 + sum(q * mark[s] for s, q in credits1.items())
         rows.append({"agent": agent.agent_id, "account": agent.account, "kind": agent.kind,
@@ -133,14 +151,209 @@ def emitter_fulfilment(result) -> dict:
     emitters = [a for a in result.agents if isinstance(a, Emitter)]
     symbols = result.scenario.symbols
     need = {s: sum(e.needs.get(s, 0) for e in emitters) for s in symbols}
-    # purchases up to the deadline count; an emitter never buys past its need or deadline
-    bought = {s: sum(min(e.bought.get(s, 0), e.needs.get(s, 0)) for e in emitters) for s in symbols}
-    shares = [sum(min(e.bought.get(s, 0), q) for s, q in e.needs.items()) / sum(e.needs.values())
-              for e in emitters if e.needs]
+    # purchases (of the type's contract and its listings) up to the deadline count; an
+    # emitter never buys past its need or deadline
+    bought = {s: sum(min(e.bought_type.get(s, 0), e.needs.get(s, 0)) for e in emitters)
+              for s in symbols}
+    shares = [sum(min(e.bought_type.get(s, 0), q) for s, q in e.needs.items())
+              / sum(e.needs.values()) for e in emitters if e.needs]
     return {"emitters": len(emitters), "need_t": need, "bought_t": bought,
             "fully_covered": sum(1 for x in shares if x >= 1.0),
             "median_share": float(np.median(shares)) if shares else None,
             "shares": shares}
+
+
+def lot_rows(result) -> list[dict]:
+    """Per lot (holding key): credit type, project, vintage, its listing, tonnes moved in,
+    traded on its listing and delivered by contract trades, retired, held at the end."""
+    rows: dict[str, dict] = {}
+
+    def row(key):
+        if key not in rows:
+            project, _, vintage = key.rpartition("@")
+            kind = result.lot_types.get(key, result.specs[key].credit_type
+                                        if key in result.specs else "")
+            rows[key] = {"lot": key, "credit_type": kind, "project": project or key,
+                         "vintage": int(vintage) if project else None, "listing": None,
+                         "moved_in_t": 0, "listing_t": 0, "contract_t": 0, "traded_t": 0,
+                         "retired_t": 0, "held_t": 0}
+        return rows[key]
+    for spec in result.final_specs.values():
+        if spec.kind == "listing":
+            row(spec.holding)["listing"] = spec.symbol
+    for d in result.deposits:
+        row(d.asset)["moved_in_t"] += d.amount
+    specs = result.final_specs
+    for trade_id, _, _, s, _, qty, *_ in result.trades:
+        spec = specs[s]
+        lots = result.trade_lots.get(trade_id) or ((None, None, qty),)
+        for project, vintage, q in lots:
+            r = row(spec.holding if project is None else f"{project}@{vintage}")
+            r["listing_t" if spec.kind == "listing" else "contract_t"] += q
+            r["traded_t"] += q
+    for x in result.retirements:
+        row(x.asset)["retired_t"] += x.qty
+    for _, credits in result.closing.values():
+        for key, qty in credits.items():
+            if key in rows or "@" in key:
+                row(key)["held_t"] += qty
+    order = {kind: n for n, kind in enumerate(result.contracts)}
+    return sorted(rows.values(), key=lambda r: (order.get(r["credit_type"], 99), r["project"],
+                                                r["vintage"] or 0))
+
+
+def retirement_rows(result) -> dict:
+    """Per credit type (its contract): emitters' offset need, what they bought and retired."""
+    emitters = [a for a in result.agents if isinstance(a, Emitter)]
+    symbols = result.scenario.symbols
+    retired = {s: 0 for s in symbols}
+    for x in result.retirements:
+        kind = result.type_of_lot(x.asset)
+        retired[kind] = retired.get(kind, 0) + x.qty
+    by_emitter: dict[str, int] = {}
+    for x in result.retirements:
+        by_emitter[x.account] = by_emitter.get(x.account, 0) + x.qty
+    met = sum(1 for e in emitters if e.needs and by_emitter.get(e.account, 0) >= sum(e.needs.values()))
+    rows = [{"instrument": s, "need_t": sum(e.needs.get(s, 0) for e in emitters),
+             "bought_t": sum(e.bought_type.get(s, 0) for e in emitters),
+             "retired_t": retired.get(s, 0)} for s in symbols]
+    return {"rows": rows, "emitters": len([e for e in emitters if e.needs]), "met": met,
+            "need_t": sum(r["need_t"] for r in rows), "retired_t": sum(retired.values()),
+            "certificates": len(result.retirements)}
+
+
+LIQUIDITY = (("spread_ticks", "mean quoted spread, ticks", "{:.2f}"),
+             ("depth_t", "depth, best 5 levels both sides, t", "{:,.0f}"),
+             ("two_sided_share", "two-sided book, share of minutes", "{:.0%}"),
+             ("volume_t", "volume per day, t", "{:,.0f}"),
+             ("maker_trades", "market-maker trades", "{:,.0f}"),
+             ("maker_volume_t", "market-maker volume, t (both sides)", "{:,.0f}"),
+             ("maker_round_trip_t", "market-maker round trips, t (bought and sold)", "{:,.0f}"))
+
+
+def liquidity_means(seeds: list[dict]) -> dict:
+    out = {}
+    for key, _, _ in LIQUIDITY:
+        xs = [x[key] for x in seeds if key in x and x[key] == x[key]]
+        out[key] = float(np.mean(xs)) if xs else None
+    return out
+
+
+def _change(new: float, old: float, fewer: str = "fewer", more: str = "more") -> str:
+    if not old:
+        return "no change" if not new else "from none"
+    pct = round(100 * (new - old) / old)
+    return f"{abs(pct)}% {fewer if pct < 0 else more}" if pct else "about the same"
+
+
+def liquidity_sentence(rule: dict, free: dict) -> str:
+    """One sentence, from the numbers, on what the 5-trading-day holding rule (cbeex-2023,
+    `rule`) does to liquidity against the continuous market (`free`), same agents and seed."""
+    def t(x):
+        return f"{x:,.0f} t"
+    spread_verb = ("widened" if rule["spread_ticks"] > free["spread_ticks"] else
+                   "narrowed" if rule["spread_ticks"] < free["spread_ticks"] else "stayed")
+    depth_word = ("thinner" if rule["depth_t"] < free["depth_t"] else
+                  "deeper" if rule["depth_t"] > free["depth_t"] else "as deep")
+    return (f"Under cbeex-2023 the 5-trading-day holding rule (Art.29) lets a market maker trade "
+            f"only one side of its credit type for 5 trading days, so it cannot round-trip: "
+            f"market makers' round trips went from {t(free['maker_round_trip_t'])} to "
+            f"{t(rule['maker_round_trip_t'])} "
+            f"({_change(rule['maker_round_trip_t'], free['maker_round_trip_t'])}) and their "
+            f"volume from {t(free['maker_volume_t'])} to {t(rule['maker_volume_t'])} "
+            f"({_change(rule['maker_volume_t'], free['maker_volume_t'], 'less', 'more')}); "
+            f"the quoted spread {spread_verb} from {free['spread_ticks']:.2f} to "
+            f"{rule['spread_ticks']:.2f} ticks, the book was {depth_word} "
+            f"({t(free['depth_t'])} to {t(rule['depth_t'])} on the best five levels) and "
+            f"two-sided {rule['two_sided_share']:.0%} of the minutes instead of "
+            f"{free['two_sided_share']:.0%}, and the market traded {t(rule['volume_t'])} a day "
+            f"instead of {t(free['volume_t'])}.")
+
+
+def liquidity_summary(comparison: dict[str, list[dict]] | None) -> dict | None:
+    """cbeex-2023 against continuous, when both were run: means over the seeds and the
+    sentence saying what the holding rule does."""
+    if not comparison or "cbeex-2023" not in comparison or "continuous" not in comparison:
+        return None
+    rule, free = liquidity_means(comparison["cbeex-2023"]), liquidity_means(comparison["continuous"])
+    if any(v is None for v in (*rule.values(), *free.values())):
+        return None
+    return {"seeds": [x["seed"] for x in comparison["cbeex-2023"]], "cbeex-2023": rule,
+            "continuous": free, "sentence": liquidity_sentence(rule, free)}
+
+
+def _liquidity_html(liquidity: dict) -> str:
+    e = html.escape
+    body = [(e(label), form.format(liquidity["continuous"][key]),
+             form.format(liquidity["cbeex-2023"][key])) for key, label, form in LIQUIDITY]
+    seeds = ", ".join(map(str, liquidity["seeds"]))
+    return ("<h2>What the 5-trading-day rule does to liquidity</h2>"
+            f"<p><small>The same scenario, agents and seed ({e(seeds)}) run under both rule "
+            "profiles, in process; spread and depth are sampled each minute on the type "
+            "contracts, where the market makers quote; volume counts contracts and listings."
+            "</small></p>" + _table(("figure", "continuous", "cbeex-2023"), body)
+            + f"<p><b>{e(liquidity['sentence'])}</b></p>")
+
+
+def _lots_html(result, lots: list[dict], retirements: dict) -> str:
+    e = html.escape
+    parts = ["<h2>Credits by lot</h2><p><small>Every credit is of one lot: credit type, "
+             "project, vintage (Art.10). Project owners moved their projects' lots in from "
+             "the registry before the first open, declaring a listing per lot (Art.17: "
+             "tradable the next trading day under cbeex-2023); market makers' and noise "
+             "traders' opening inventories are lots of the same projects. <i>On its listing</i>: "
+             "traded on the lot's own listing; <i>by contract</i>: delivered by trades of the "
+             "type contract (allocation order: oldest vintage first, then project).</small></p>"]
+    parts.append(_table(
+        ("lot", "credit type", "listing", "moved in t", "on its listing t", "by contract t",
+         "retired t", "held at the end t"),
+        [(e(r["lot"]), e(r["credit_type"]), e(r["listing"] or "-"), f"{r['moved_in_t']:,}",
+          f"{r['listing_t']:,}", f"{r['contract_t']:,}", f"{r['retired_t']:,}",
+          f"{r['held_t']:,}") for r in lots]))
+    parts.append("<img src='lots.png' alt='volume and retirements per vintage'>")
+    parts.append(f"<h2>Retirements against offset needs</h2><p>{retirements['emitters']} "
+                 f"emitters retired (注销) {retirements['retired_t']:,} t under "
+                 f"{retirements['certificates']:,} certificates against a need of "
+                 f"{retirements['need_t']:,} t; {retirements['met']} met their need in full. "
+                 "<small>After each close (when the day's purchases are delivered) every "
+                 "emitter retires what it holds of the types it needs, up to its need.</small></p>")
+    parts.append(_table(("credit type", "need t", "bought t", "retired t", "retired / need"),
+                        [(r["instrument"], f"{r['need_t']:,}", f"{r['bought_t']:,}",
+                          f"{r['retired_t']:,}",
+                          f"{100 * r['retired_t'] / r['need_t']:.1f}%" if r["need_t"] else "-")
+                         for r in retirements["rows"]]))
+    return "\n".join(parts)
+
+
+def _lots_chart(result, lots: list[dict], out: Path) -> None:
+    """Per credit type: tonnes per vintage traded on listings, delivered by contract
+    trades, and retired."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    kinds = [k for k in result.contracts if any(r["credit_type"] == k for r in lots)]
+    fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(3.4 * max(1, len(kinds)), 3.2),
+                             squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        rows = [r for r in lots if r["credit_type"] == kind and r["vintage"] is not None]
+        vintages = sorted({r["vintage"] for r in rows})
+        x = np.arange(len(vintages))
+        series = [(key, label, [sum(r[key] for r in rows if r["vintage"] == v) for v in vintages])
+                  for key, label in (("listing_t", "on listings"), ("contract_t", "by contract"),
+                                     ("retired_t", "retired"))]
+        for n, (_, label, ys) in enumerate(series):
+            ax.bar(x + (n - 1) * 0.27, ys, width=0.27, label=label)
+        ax.set_xticks(x)
+        ax.set_xticklabels([str(v) for v in vintages], fontsize=8)
+        ax.set_title(f"{result.contracts[kind]} ({kind})", fontsize=9)
+        ax.set_xlabel("vintage", fontsize=8)
+    axes[0, 0].set_ylabel("tonnes", fontsize=8)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("Per vintage: traded on listings, delivered by contract trades, retired",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "lots.png", dpi=90)
+    plt.close(fig)
 
 
 # ---------------------------------------------------------------------- charts
@@ -321,7 +534,19 @@ def write_report(result, out_dir: str | Path, baseline=None, seeds: list[dict] |
                                "seed_max": _number(r.high), "within": r.within}
                               for r in calibration]
     summary["seeds"] = [x["seed"] for x in seeds]
-    extra = [_calibration_html(calibration, seeds)]
+    extra = []
+    if result.lots:
+        lots = lot_rows(result)
+        retirements = retirement_rows(result)
+        summary["lots"] = lots
+        summary["retirements"] = retirements
+        _lots_chart(result, lots, out)
+        extra.append(_lots_html(result, lots, retirements))
+    liquidity = liquidity_summary(comparison)
+    if liquidity is not None:
+        summary["liquidity"] = liquidity
+        extra.append(_liquidity_html(liquidity))
+    extra.append(_calibration_html(calibration, seeds))
     if len(seeds) > 1:
         extra.append(_band_chart({"": seeds}, out, "bands.png"))
     if comparison:
@@ -405,6 +630,8 @@ COMPARED = (("volume per day, t", lambda x: x["calibration"]["daily_volume_t"], 
             ("trades", lambda x: x["trades"], "{:,.0f}"),
             ("mean quoted spread, ticks", lambda x: x["spread_ticks"], "{:.2f}"),
             ("two-sided book, share of minutes", lambda x: x["two_sided_share"], "{:.2f}"),
+            ("depth, best 5 levels both sides, t", lambda x: x.get("depth_t", float("nan")),
+             "{:,.0f}"),
             ("largest daily close move, %", lambda x: x["calibration"]["max_daily_move_pct"],
              "{:.2f}"),
             ("VWAP, CNY/t", lambda x: x["calibration"]["vwap_cny"], "{:.2f}"),
@@ -583,19 +810,22 @@ Trades: <a href="trades.csv">trades.csv</a>; figures: <a href="summary.json">sum
                      "simulated 15:00 the simulator asked the server, through its operator "
                      "socket, to close the day: day orders expired (ExecType C) and the closes "
                      "shown are the server's VWAP closes. Issuance batches were deposited at the "
-                     "exchange the same way. Balances are reconciled against the brokers' record "
+                     "exchange the same way (with lots: each lot, declaring the owners' listings), "
+                     "and so were the emitters' retirements. Balances are reconciled against the brokers' record "
                      "built from the execution reports and deposits; the exchange's own accounts "
                      "and ledger live in the server (its data directory's ledger.sqlite).</p>")
     status = "ok" if result.reconciled else "no"
     parts.append(f"<h2>Settlement reconciliation: <span class='{status}'>"
                  f"{'every tonne and every fen accounted for' if result.reconciled else 'DIFFERENCES'}"
                  "</span></h2><p><small>After every close, the balances of all accounts in the "
-                 "exchange (cash, fees paid, credits per type) are compared with an independent "
+                 "exchange (cash, fees paid, credits per lot, retired credits) are compared with an independent "
                  "book of opening balances + issuance + trades and, unless run with --ledger none, "
                  "with the embedded settlement ledger <code>ledger.sqlite</code> that every trade "
                  "reached as a settlement instruction; totals are checked too (cash + fees "
                  "conserved, credits = opening + issued).</small></p><ul>" + "".join(f"<li>{e(x)}</li>" for x in summary["reconciliation"])
                  + "</ul>")
+    if result.settlement_note:
+        parts.append(f"<p><small>{e(result.settlement_note)}</small></p>")
     for r in result.days:
         if r.reconciliation and r.reconciliation.problems:
             parts.append("<pre>" + e("\n".join(r.reconciliation.problems[:20])) + "</pre>")

@@ -9,6 +9,18 @@ reference and band, today's purchases become sellable) and the settlement is rec
 against the exchange's accounts. Every event goes through `dispatch()`; every trade goes
 through `self.settlement.trade()` (the settlement seam, see settle.py).
 
+Lots (Art.10, scenario `[lots]`, on by default). Every credit is of one lot (credit type,
+project, vintage). Each project owner owns projects (the scenario's `[[project]]` rows of its
+type, else one generated project with consecutive vintages in `lots.vintages`); before the
+first open it moves in every lot of its projects from the registry, declaring a listing per
+lot (`<TYPE>-<nnnn>-<vintage>`, its declared price the first benchmark; under cbeex-2023 it
+trades from the next trading day, Art.17), and issuance later adds to its newest vintage.
+Market makers' and noise traders' opening inventories are lots of those projects, moved in
+the same way (no listing). Contracts deliver lots by the engine's allocation order; every
+trade's delivered lots are kept (`trade_lots`). After each close every emitter retires
+(注销, an engine `Retire` per lot) the credits delivered to it, up to its need: what it buys
+is for offsetting, not for resale.
+
 Determinism: one `random.Random(seed)` for the population and one for the run; agents and
 instruments are visited in list order, never set order; the clock is simulated. Same
 scenario and seed -> the same commands -> the same trades.
@@ -21,18 +33,24 @@ import time
 from dataclasses import dataclass, field
 
 from ccerx.engine.core.commands import CancelOrder, NewOrder
+from ccerx.engine.core.lots import lot_key
 from ccerx.engine.core.rules import CONTINUOUS, RuleProfile
-from ccerx.engine.core.events import DayClosed, OrderAccepted, OrderCancelled, OrderRejected, TradeExecuted
+from ccerx.engine.core.events import (DayClosed, Deposited, InstrumentDefined, OrderAccepted,
+                                      OrderCancelled, OrderRejected, Retired, TradeExecuted)
 from ccerx.engine.core.risk import PPM, Account, Accounts
 from ccerx.engine.core.types import CancelReason, ParticipantType, TimeInForce, parse_decimal_units
 
-from ccerx.scripts.simulate.agents import Emitter, Live, MarketMaker, NoiseTrader, ProjectOwner
+from ccerx.scripts.simulate.agents import (Emitter, Live, MarketMaker, NoiseTrader, Project,
+                                           ProjectOwner)
 from ccerx.scripts.simulate.calendar import MINUTES_PER_DAY, NS_PER_MIN, SimulatedDays
 from ccerx.scripts.simulate.scenario import Scenario
-from ccerx.scripts.simulate.settle import LedgerSettlement, Reconciliation, Settlements, TradeLedger
+from ccerx.scripts.simulate.settle import (LEDGER_WITHOUT_LOTS, LedgerSettlement, Reconciliation,
+                                           Settlements, TradeLedger, ledger_carries_lots)
 from ccerx.scripts.simulate.venue import InProcessVenue
 
 EOD = CancelReason.EOD
+# made-up registry sector numbers of the generated project ids (CCER-<sector>-2024-<nnnn>)
+SECTOR = {"afforestation": "14", "solar_thermal": "05", "offshore_wind": "07", "mangrove": "15"}
 
 
 @dataclass
@@ -64,10 +82,22 @@ class SimResult:
     rejects: dict = field(default_factory=dict)
     wall_s: float = 0.0
     mode: str = "in-process"
+    lots: bool = False                # credits traded as lots
+    trade_lots: dict = field(default_factory=dict)    # trade id -> TradeExecuted.lots
+    deposits: list = field(default_factory=list)      # Deposited events (lots and batches)
+    retirements: list = field(default_factory=list)   # Retired events
+    lot_types: dict = field(default_factory=dict)     # lot key -> credit type
+    contracts: dict = field(default_factory=dict)     # credit type -> its contract symbol
+    settlement_note: str = ""         # what the settlement check could not cover, and why
 
     @property
     def reconciled(self) -> bool:
         return all(d.reconciliation is not None and d.reconciliation.ok for d in self.days)
+
+    def type_of_lot(self, key: str) -> str | None:
+        """The contract symbol of a holding key's credit type (a pooled key is its own)."""
+        kind = self.lot_types.get(key)
+        return key if kind is None else self.contracts.get(kind)
 
 
 def _u_shape(minute: int) -> float:
@@ -85,6 +115,25 @@ class Session:
         self.build_rng = random.Random(f"population:{scenario.seed}")
         self.rng = random.Random(f"run:{scenario.seed}")
         self.symbols = scenario.symbols
+        cfg = scenario.lots
+        self.lots = cfg["enabled"]
+        self.list_share, self.named_share = cfg["list_share"], cfg["named_share"]
+        self.oldest_vintage = cfg["vintages"][0]
+        self.vintage_premium = cfg["vintage_premium"]
+        # instrument -> its credit type's contract (a contract is its own); listings join
+        # as they are defined
+        self.type_of = {s: s for s in self.symbols}
+        self.contracts: dict[str, str] = {}      # credit type -> its (first) contract
+        for spec in scenario.instruments:
+            if spec.kind == "contract":
+                self.contracts.setdefault(spec.credit_type, spec.symbol)
+        self.listing_vintage: dict[str, int] = {}          # listing symbol -> vintage
+        self.listings: dict[str, list[str]] = {s: [] for s in self.symbols}   # most recent first
+        self.lot_types: dict[str, str] = {}
+        self.opening_lots: list = []     # (agent, Project, vintage, qty, list?) moved in first
+        self.specs_at_start = {spec.symbol: spec for spec in scenario.instruments}
+        self.project_count = 0
+        self.listed_specs: dict = {}     # listing symbol -> its spec as declared
         self.agents, self.accounts = self._population()
         self.by_account = {a.account: a for a in self.agents}
         self.fee_ppm = scenario.fee_ppm
@@ -94,8 +143,11 @@ class Session:
         self.specs = venue.specs if venue is not None else {s.symbol: s for s in scenario.instruments}
         if settlement is None:
             settlement = TradeLedger(scenario.fee_ppm)
-            if ledger_path is not None:     # and the exchange's own settlement path
-                settlement = Settlements(settlement, LedgerSettlement(ledger_path, self.accounts))
+            if ledger_path is not None and self.lots and not ledger_carries_lots():
+                self.settlement_note = LEDGER_WITHOUT_LOTS
+            elif ledger_path is not None:     # and the exchange's own settlement path
+                settlement = Settlements(settlement, LedgerSettlement(ledger_path, self.accounts,
+                                                                      rules=rules))
         self.settlement = settlement
         self.progress = progress
         self.last_price = {s: self.specs[s].ref_ticks for s in self.symbols}
@@ -115,6 +167,11 @@ class Session:
         self.commands = 0
         self.rejects: dict[str, int] = {}
         self.trades: list = []
+        self.trade_lots: dict = {}
+        self.deposits: list = []
+        self.retirements: list = []
+        self.retire_count = 0
+        self.settlement_note = ""
         self.samples = {s: [] for s in self.symbols}
         self.impacts = {s: [] for s in self.symbols}
         self.issuance: list = []
@@ -159,6 +216,7 @@ class Session:
             value = sum(q * specs[k].ref_ticks * specs[k].tick_fen for k, q in agent.needs.items())
             add(agent, value * headroom // PPM + 100_00, {})
         cfg = sc.project_owners
+        owners = []
         for n in range(counts["project_owners"]):
             symbol = symbols[n % len(symbols)]
             initial = rng.randint(*cfg["initial_t"])
@@ -167,7 +225,9 @@ class Session:
                                  cfg["dump_pressure"],
                                  int(specs[symbol].ref_ticks * rng.uniform(*cfg["valuation"])),
                                  tuple(cfg["burst"]))
-            add(agent, cfg["cash_cny"] * 100, {symbol: initial})
+            owners.append(agent)
+            add(agent, cfg["cash_cny"] * 100, {} if self.lots else {symbol: initial})
+        projects = self._projects(owners) if self.lots else {}
         cfg = sc.market_makers
         for n in range(counts["market_makers"]):
             symbol = symbols[n % len(symbols)]
@@ -176,7 +236,7 @@ class Session:
                                 inventory, cfg["inventory_limit_t"], tuple(cfg["quote_t"]),
                                 rng.randint(*cfg["half_spread_ticks"]), cfg["skew_ticks"],
                                 cfg["value_weight"], rng.uniform(*cfg["valuation"]))
-            add(agent, cfg["cash_cny"] * 100, {symbol: inventory})
+            add(agent, cfg["cash_cny"] * 100, self._opening(agent, {symbol: inventory}, projects))
         cfg = sc.noise_traders
         for n in range(counts["noise_traders"]):
             agent = NoiseTrader(f"N{n:04d}", f"NOIS{n:04d}", cfg["activity_per_day"], symbols,
@@ -185,8 +245,72 @@ class Session:
                                 {k: rng.uniform(*cfg["valuation"]) for k in symbols},
                                 cfg["conviction"])
             add(agent, rng.randint(*cfg["cash_cny"]) * 100,
-                {k: rng.randint(*cfg["inventory_t"]) for k in symbols})
+                self._opening(agent, {k: rng.randint(*cfg["inventory_t"]) for k in symbols},
+                              projects))
         return agents, accounts
+
+    def _projects(self, owners) -> dict[str, list]:
+        """Give every project owner its projects (the scenario's [[project]] rows of its
+        type, round robin, else one generated project) and queue the opening transfer in of
+        every lot, with its listing; returns contract -> [(Project, vintage), ...]."""
+        sc, rng, cfg = self.scenario, self.build_rng, self.scenario.lots
+        of_type: dict[str, list] = {}
+        for owner in owners:
+            of_type.setdefault(owner.instrument, []).append(owner)
+        for n, row in enumerate(sc.projects):
+            members = of_type.get(row["instrument"])
+            if members:
+                members[n % len(members)].projects.append(self._project(
+                    row["instrument"], row["id"], row["vintages"], row.get("issuance_t")))
+        low, high = cfg["vintages"]
+        for n, owner in enumerate(owners):
+            if not owner.projects:
+                kind = self.specs_at_start[owner.instrument].credit_type
+                count = min(high - low + 1, rng.randint(*cfg["vintages_per_project"]))
+                first = rng.randint(low, high - count + 1)
+                owner.projects.append(self._project(
+                    owner.instrument, f"CCER-{SECTOR.get(kind, '99')}-2024-{n + 1:04d}",
+                    range(first, first + count)))
+        out: dict[str, list] = {}
+        for owner in owners:
+            lots = [(p, v) for p in owner.projects for v in p.vintages]
+            weights = [rng.random() + 0.5 for _ in lots]
+            left = owner.normal_t
+            for i, ((project, vintage), w) in enumerate(zip(lots, weights)):
+                qty = left if i == len(lots) - 1 else int(owner.normal_t * w / sum(weights))
+                left -= qty
+                if project.issuance_t is not None:      # as the scenario says
+                    qty = project.issuance_t
+                self.opening_lots.append((owner, project, vintage, qty, True))
+                out.setdefault(owner.instrument, []).append((project, vintage))
+        return out
+
+    def _project(self, contract: str, project_id: str, vintages, issuance_t=None) -> Project:
+        self.project_count += 1
+        number = self.project_count
+        code = contract[5:] if contract.startswith("CCER-") else contract[:3].upper()
+        kind = self.specs_at_start[contract].credit_type
+        project = Project(kind, contract, project_id, vintages,
+                          [f"{code}-{number:04d}-{v}" for v in vintages], issuance_t)
+        for v, symbol in zip(project.vintages, project.listings):
+            self.lot_types[lot_key(project_id, v)] = kind
+            self.listing_vintage[symbol] = v
+        return project
+
+    def _opening(self, agent, inventory: dict[str, int], projects: dict) -> dict[str, int]:
+        """Opening credits per type: pooled (as before lots), or with lots queued as a
+        transfer in of one lot of that type, chosen at random; returns the pooled ones."""
+        if not self.lots:
+            return inventory
+        pooled = {}
+        for symbol, qty in inventory.items():
+            choices = projects.get(symbol)
+            if not choices:              # no project of that type: a pooled holding
+                pooled[symbol] = qty
+            elif qty > 0:
+                project, vintage = choices[self.build_rng.randrange(len(choices))]
+                self.opening_lots.append((agent, project, vintage, qty, False))
+        return pooled
 
     def add_agent(self, agent, cash_fen: int, credits: dict[str, int]) -> None:
         """One more participant (before `run()`), with its account and opening balance."""
@@ -217,6 +341,23 @@ class Session:
 
     def sellable(self, agent, instrument) -> int:
         return self.venue.credits_sellable(agent.account, instrument)
+
+    def tradable(self, instrument) -> bool:
+        """Whether the instrument trades today (Art.17: a new listing from its first day)."""
+        spec = self.specs.get(instrument)
+        return spec is not None and spec.tradable_from <= self.day
+
+    def vintage_factor(self, instrument) -> float:
+        """What a listing's vintage is worth relative to its type (1.0 for a contract):
+        `lots.vintage_premium` per year above the oldest vintage."""
+        vintage = self.listing_vintage.get(instrument)
+        if vintage is None:
+            return 1.0
+        return max(0.5, 1 + self.vintage_premium * (vintage - self.oldest_vintage))
+
+    def listings_by_recency(self, contract: str) -> list[str]:
+        """The tradable listings of a credit type, most recent vintage first."""
+        return [s for s in self.listings[contract] if self.tradable(s)]
 
     def elapsed_share(self, last_day: int) -> float:
         """Share of the trading time up to the end of `last_day` already gone (0..1+)."""
@@ -301,6 +442,9 @@ class Session:
                 buyer, seller = by_account[e.buy_account], by_account[e.sell_account]
                 buyer.bought[instrument] = buyer.bought.get(instrument, 0) + qty
                 seller.sold[instrument] = seller.sold.get(instrument, 0) + qty
+                kind = self.type_of[instrument]
+                buyer.bought_type[kind] = buyer.bought_type.get(kind, 0) + qty
+                self.trade_lots[e.trade_id] = e.lots
                 buyer.fees += e.buy_fee
                 seller.fees += e.sell_fee
                 buyer.trades += 1
@@ -338,7 +482,28 @@ class Session:
                 self.days[-1].closes[e.instrument] = e
                 if not e.volume:
                     self.last_price[e.instrument] = e.close_ticks
+            elif kind is InstrumentDefined:
+                self._listed(e.spec)
+            elif kind is Deposited:
+                self.settlement.deposit(e)
+                self.deposits.append(e)
+            elif kind is Retired:
+                self.settlement.retire(e)
+                self.retirements.append(e)
         return filled
+
+    def _listed(self, spec) -> None:
+        """A listing declared on a lot's first transfer in: agents may now find it."""
+        symbol = spec.symbol
+        self.listed_specs.setdefault(symbol, spec)
+        self.last_price[symbol] = spec.ref_ticks
+        contract = self.contracts.get(spec.credit_type, symbol)
+        self.type_of[symbol] = contract
+        self.listing_vintage.setdefault(symbol, spec.vintage)
+        self.lot_types.setdefault(spec.holding, spec.credit_type)
+        listings = self.listings.setdefault(contract, [])
+        listings.append(symbol)
+        listings.sort(key=lambda s: (-self.listing_vintage[s], s))
 
     # ------------------------------------------------------------------ the days
     def _issue(self, day: int) -> None:
@@ -359,12 +524,73 @@ class Session:
             if shock["day"] - 1 == day and impact:
                 self.log_value[shock["instrument"]] -= impact * shock["qty"] / 1_000_000
                 self.value[shock["instrument"]] = math.exp(self.log_value[shock["instrument"]])
+        ts = self.calendar.open_ns(day) - NS_PER_MIN      # before the open
+        moves = []       # lots moved in, in one request to the venue
+        if day == 0 and self.lots:
+            moves += [(*x, "opening") for x in self.opening_lots]
         for owner, qty, kind in batches:
-            if qty > 0:
-                self.settlement.deposit(self.venue.issue(owner.account, owner.instrument, qty,
-                                                         self.calendar.open_ns(day)))
-                owner.issued += qty
-                self.issuance.append((day, owner.instrument, owner.account, qty, kind))
+            if qty <= 0:
+                continue
+            if self.lots and owner.projects:    # into its newest vintage
+                project = max(owner.projects, key=lambda p: (p.vintages[-1], p.project))
+                moves.append((owner, project, project.vintages[-1], qty, False, kind))
+                continue
+            self.dispatch([self.venue.issue(owner.account, owner.instrument, qty, ts)])
+            owner.issued += qty
+            self.issuance.append((day, owner.instrument, owner.account, qty, kind))
+        if moves:
+            self._deposit_lots(moves, ts)
+
+    def _deposit_lots(self, moves: list, ts: int) -> None:
+        """Move lots in from the registry; an owner's first transfer in of a lot declares its
+        listing at its value of that vintage (the listing's first benchmark, Art.17)."""
+        requests = []
+        for agent, project, vintage, qty, declare, kind in moves:
+            symbol = price = None
+            if declare:
+                symbol = project.listings[project.vintages.index(vintage)]
+                spec = self.specs_at_start[project.contract]
+                factor = max(0.5, 1 + self.vintage_premium * (vintage - self.oldest_vintage))
+                price = int(agent.value * factor) * spec.tick_units
+            requests.append((agent.account, project.credit_type, project.project, vintage, qty,
+                             symbol, price))
+            if isinstance(agent, ProjectOwner):
+                agent.issued += qty
+            self.issuance.append((self.day, project.contract, agent.account, qty, kind))
+        self.commands += len(requests)
+        self.dispatch(self.venue.deposit_lots(requests, ts))
+
+    def _retire_delivered(self, emitters, ts: int) -> None:
+        """After the close (what was bought is delivered and free): every emitter retires
+        the credits it holds of the types it needs, lot by lot, up to its need."""
+        purpose = self.scenario.lots["purpose"]
+        for emitter in emitters:
+            retired = emitter.retired_type
+            for key, qty in self._free_holdings(emitter.account):
+                kind = self.type_of_key(key)
+                left = emitter.needs.get(kind, 0) - retired.get(kind, 0)
+                qty = min(qty, left)
+                if qty <= 0:
+                    continue
+                self.retire_count += 1
+                self.commands += 1
+                event = self.venue.retire(f"RET-{self.retire_count}", emitter.account, key, qty,
+                                          purpose, ts)
+                if type(event) is not Retired:
+                    raise AssertionError(f"the exchange refused a retirement: {event}")
+                self.dispatch([event])
+                retired[kind] = retired.get(kind, 0) + qty
+
+    def _free_holdings(self, account: str) -> list[tuple[str, int]]:
+        """(holding key, free tonnes) of an account, in key order."""
+        held = self.venue.accounts.by_id[account]
+        return [(key, held.credits_sellable(key)) for key in sorted(held.credits)
+                if held.credits_sellable(key) > 0]
+
+    def type_of_key(self, key: str) -> str | None:
+        """A holding key's credit type, as its contract symbol (a pooled key is its own)."""
+        kind = self.lot_types.get(key)
+        return key if kind is None else self.contracts.get(kind)
 
     def _move_values(self) -> None:
         """One minute of the fundamental values: x = ln(value) reverts to ln(1 + drift *
@@ -448,8 +674,13 @@ class Session:
                 if books is not None else 0
             self.commands += 1
             self.dispatch(venue.end_of_day(cal.close_ns(day)))
+            if hasattr(self.settlement, "close_day"):
+                self.settlement.close_day(cal.close_ns(day))
+            if self.lots:
+                self._retire_delivered(emitters, cal.close_ns(day))
             record = self.days[-1]
-            record.emitter_bought = {s: sum(e.bought.get(s, 0) for e in emitters) for s in symbols}
+            record.emitter_bought = {s: sum(e.bought_type.get(s, 0) for e in emitters)
+                                     for s in symbols}   # contract and listings of the type
             accounts = getattr(venue, "accounts", None)
             if accounts is not None:
                 record.reconciliation = self.settlement.reconcile(accounts, day)
@@ -465,9 +696,13 @@ class Session:
         closing = {a.account: (a.cash, {k: v for k, v in a.credits.items() if v})
                    for a in accounts.by_id.values()}
         return SimResult(sc, cal, self.agents, self.trades, samples, self.impacts, self.days,
-                         self.opening, self.issuance, start_specs, dict(self.specs), closing,
+                         self.opening, self.issuance, {**start_specs, **self.listed_specs},
+                         dict(self.specs), closing,
                          self.commands, dict(sorted(self.rejects.items())),
-                         time.perf_counter() - started, venue.mode)
+                         time.perf_counter() - started, venue.mode, self.lots,
+                         dict(sorted(self.trade_lots.items())), self.deposits,
+                         self.retirements, dict(self.lot_types), dict(self.contracts),
+                         self.settlement_note)
 
 
 def simulate(scenario: Scenario, progress=None, settlement=None, ledger_path=None) -> SimResult:

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import copy
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from ccerx.engine.core.lots import MAX_VINTAGE, MIN_VINTAGE, STANDARD_CONTRACTS, lot_problem
 from ccerx.engine.core.risk import DEFAULT_FEE_PPM, PPM
 from ccerx.engine.core.types import DEFAULT_INSTRUMENTS, InstrumentSpec, parse_decimal_units
 
@@ -89,6 +90,18 @@ DEFAULTS: dict = {
     },
     "issuance": [],                       # shocks: [{day, instrument, qty}]
     "compare_rules": [],                  # rule what-if: profiles run on the same seeds
+    "lots": {              # credits as lots (project, vintage), Art.10 (see run.py)
+        "enabled": True,                  # false: pooled credits per type, as before lots
+        "vintages": [2021, 2025],         # vintage years of the generated projects
+        "vintages_per_project": [1, 3],   # a generated project's consecutive vintages
+        "list_share": 0.5,                # owners: share of their offers on their own listings
+        "named_share": 0.5,               # emitters: share of purchases taken from listings
+        "vintage_premium": 0.02,          # value per vintage year above the oldest
+        "purpose": "2026年度碳排放配额清缴抵销 (CEA compliance offset)",   # of retirements
+    },
+    "projects": [],        # [[project]] id, instrument (its type's contract), vintages,
+                           # optional issuance_t (t moved in per vintage; else the owner's
+                           # project_owners.initial_t split over its lots)
 }
 
 
@@ -108,6 +121,8 @@ class Scenario:
     issuance: list[dict]
     fundamental: dict
     compare_rules: tuple = ()     # e.g. ("continuous", "cbeex-2023", "cbeex-2023:holding=1")
+    lots: dict = field(default_factory=lambda: copy.deepcopy(DEFAULTS["lots"]))
+    projects: list = field(default_factory=list)    # [{id, instrument, vintages}]
 
     @property
     def symbols(self) -> list[str]:
@@ -173,6 +188,8 @@ def load_scenario(path: str | Path | None = None, *, days: int | None = None,
             raise ValueError(f"{path}: not valid TOML: {err}") from None
         if "instrument" in raw:
             raw["instruments"] = raw.pop("instrument")
+        if "project" in raw:
+            raw["projects"] = raw.pop("project")
         data = _merge(data, raw, "")
     if overrides:
         data = _merge(data, overrides, "")
@@ -232,6 +249,53 @@ def _build(data: dict) -> Scenario:
             or len(compare) == 1:
         raise ValueError("compare_rules must be a list of two or more rule profiles, e.g. "
                          '["continuous", "cbeex-2023"]')
+    lots = data["lots"]
+    low, high = lots["vintages"]
+    if not MIN_VINTAGE <= low <= high <= MAX_VINTAGE:
+        raise ValueError(f"lots.vintages must be years from {MIN_VINTAGE} to {MAX_VINTAGE}")
+    for key in ("list_share", "named_share"):
+        if not 0 <= lots[key] <= 1:
+            raise ValueError(f"lots.{key} must be a share from 0 to 1")
+    if not isinstance(lots["enabled"], bool):
+        raise ValueError("lots.enabled must be true or false")
+    projects = _projects(data["projects"], specs)
     return Scenario(data["name"], days, seed, start, fee_ppm, list(specs.values()), dict(agents),
                     data["emitters"], data["project_owners"], data["market_makers"],
-                    data["noise_traders"], issuance, data["fundamental"], tuple(compare))
+                    data["noise_traders"], issuance, data["fundamental"], tuple(compare),
+                    dict(lots), projects)
+
+
+def _projects(rows, specs) -> list[dict]:
+    """[[project]] rows: a registered project of one credit type (`instrument`, its type's
+    contract), its id and the vintages its owner moves in."""
+    out, seen = [], set()
+    for row in rows:
+        if (not isinstance(row, dict) or not {"id", "instrument", "vintages"} <= set(row)
+                or not set(row) <= {"id", "instrument", "vintages", "issuance_t"}):
+            raise ValueError(f"every [[project]] needs id, instrument and vintages (and may "
+                             f"give issuance_t), not {row!r}")
+        issuance = row.get("issuance_t")
+        if issuance is not None and (type(issuance) is not int or issuance <= 0):
+            raise ValueError(f"[[project]] {row['id']!r}: issuance_t must be a positive whole "
+                             f"number of tonnes (moved in per vintage)")
+        symbol = row["instrument"]
+        credit_type = STANDARD_CONTRACTS.get(symbol) or (
+            specs[symbol].credit_type if symbol in specs and specs[symbol].kind == "contract"
+            else None)
+        if symbol not in specs or credit_type is None:
+            raise ValueError(f"[[project]] {row['id']!r}: instrument must be a credit type's "
+                             f"contract ({', '.join(specs)}), not {symbol!r}")
+        vintages = row["vintages"]
+        if not isinstance(vintages, list) or not vintages:
+            raise ValueError(f"[[project]] {row['id']!r}: vintages must be a list of years")
+        for vintage in vintages:
+            problem = lot_problem(credit_type, row["id"], vintage)
+            if problem:
+                raise ValueError(f"[[project]] {row['id']!r}: {problem}")
+        if row["id"] in seen:
+            raise ValueError(f"[[project]] {row['id']!r} is given twice")
+        seen.add(row["id"])
+        out.append({"id": row["id"], "instrument": symbol,
+                    "vintages": sorted(set(vintages)),
+                    **({"issuance_t": issuance} if issuance is not None else {})})
+    return out

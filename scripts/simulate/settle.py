@@ -1,8 +1,12 @@
 """The settlement seam: every simulated trade goes through `Settlement.trade()`.
 
-The run loop calls exactly four things here: `open()` for each account's opening balance,
-`deposit()` for each `Deposited` (an issuance batch), `trade()` for each `TradeExecuted`,
-and `reconcile()` at every close. `TradeLedger` is the built-in settlement: it keeps its own books, derived
+The run loop calls these: `open()` for each account's opening balance, `deposit()` for each
+`Deposited` (an issuance batch or a lot moved in), `trade()` for each `TradeExecuted`,
+`retire()` for each `Retired`, `close_day()` after every close (the day-end clearing of
+cbeex-2023) and `reconcile()` after it. Credits are counted per holding key (lots.py): a lot
+"PROJECT@VINTAGE" or a pooled holding's symbol, so the reconciliation is per lot, to the
+tonne: a trade moves exactly the lots it delivered (`TradeExecuted.lots`; a pooled delivery,
+the instrument's holding), a retirement moves credits of one lot out of the market. `TradeLedger` is the built-in settlement: it keeps its own books, derived
 only from opening balances, issuances and trades (never from the engine's account table),
 so reconciling it against `engine.risk.Accounts` checks every tonne and every fen twice:
 per account (cash, fees, credits) and in total (cash + fees conserved, credits conserved
@@ -22,9 +26,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ccerx.engine.core.events import Deposited, TradeExecuted
+from ccerx.engine.core.events import Deposited, Retired, TradeExecuted
+from ccerx.engine.core.lots import lot_key
 from ccerx.engine.core.risk import Accounts, fee_fen
 from ccerx.engine.core.types import InstrumentSpec, format_fen
+
+
+LEDGER_WITHOUT_LOTS = ("the SQLite ledger path was not checked: its settlement instructions do "
+                       "not carry lots yet (engine/durable/settlement.py); reconciled against "
+                       "the in-memory book of trades, per lot")
+
+
+def ledger_carries_lots() -> bool:
+    """Whether the exchange's settlement path (engine/durable) settles lots and retirements."""
+    from ccerx.engine.durable.settlement import InstructionMaker
+    return hasattr(InstructionMaker, "make_retirement")
+
+
+def delivered(t: TradeExecuted, spec: InstrumentSpec):
+    """(holding key, t) of what a trade delivered: its lots, or the instrument's holding."""
+    if not t.lots:
+        return ((spec.holding, t.qty),)
+    return tuple((spec.holding if project is None else lot_key(project, vintage), qty)
+                 for project, vintage, qty in t.lots)
 
 
 @dataclass
@@ -34,8 +58,8 @@ class Reconciliation:
     trades: int
     cash_fen: int                 # total cash held, all accounts
     fees_fen: int                 # total fees charged to date
-    credits: dict[str, int]       # total tonnes held per type
-    issued: dict[str, int]        # total tonnes issued per type to date
+    credits: dict[str, int]       # total tonnes held (and retired) per holding key
+    issued: dict[str, int]        # total tonnes issued per holding key to date
     problems: list[str] = field(default_factory=list)
     checked: list[str] = field(default_factory=lambda: ["trades"])   # which books were compared
     against: str = "exchange accounts"                                # ... with what
@@ -63,12 +87,15 @@ class TradeLedger:
         self.opening_cash = 0
         self.opening_credits: dict[str, int] = {}
         self.issued: dict[str, int] = {}
+        self.retired: dict[str, dict[str, int]] = {}
         self.trades = 0
+        self.problems: list[str] = []
 
     def open(self, account: str, cash: int, credits: dict[str, int]) -> None:
         self.cash[account] = cash
         self.fees[account] = 0
         self.credits[account] = dict(credits)
+        self.retired[account] = {}
         self.opening_cash += cash
         for k, v in credits.items():
             self.opening_credits[k] = self.opening_credits.get(k, 0) + v
@@ -86,16 +113,25 @@ class TradeLedger:
         if t.buy_fee != fee or t.sell_fee != fee:
             raise AssertionError(f"trade {t.trade_id}: fees {t.buy_fee}/{t.sell_fee}, expected {fee}")
         buyer, seller = self.credits[t.buy_account], self.credits[t.sell_account]
-        buyer[t.instrument] = buyer.get(t.instrument, 0) + t.qty
-        seller[t.instrument] = seller.get(t.instrument, 0) - t.qty
+        moved = delivered(t, spec)
+        if sum(q for _, q in moved) != t.qty:
+            self.problems.append(f"trade {t.trade_id}: lots {t.lots} do not add up to {t.qty} t")
+        for key, qty in moved:
+            buyer[key] = buyer.get(key, 0) + qty
+            seller[key] = seller.get(key, 0) - qty
         self.cash[t.buy_account] -= gross + fee
         self.cash[t.sell_account] += gross - fee
         self.fees[t.buy_account] += fee
         self.fees[t.sell_account] += fee
         self.trades += 1
 
+    def retire(self, r: Retired) -> None:
+        held, gone = self.credits[r.account], self.retired[r.account]
+        held[r.asset] = held.get(r.asset, 0) - r.qty
+        gone[r.asset] = gone.get(r.asset, 0) + r.qty
+
     def reconcile(self, accounts: Accounts, day: int) -> Reconciliation:
-        problems = []
+        problems = list(self.problems)
         for account_id in sorted(self.cash):
             a = accounts.get(account_id)
             if a is None:
@@ -109,6 +145,10 @@ class TradeLedger:
             theirs = {k: v for k, v in a.credits.items() if v}
             if mine != theirs:
                 problems.append(f"{account_id}: credits {theirs}, trades say {mine}")
+            mine = {k: v for k, v in self.retired[account_id].items() if v}
+            theirs = {k: v for k, v in a.retired.items() if v}
+            if mine != theirs:
+                problems.append(f"{account_id}: retired {theirs}, retirements say {mine}")
             if a.cash_reserved or any(a.credits_reserved.values()):
                 problems.append(f"{account_id}: reservations left after the close")
         extra = sorted(set(accounts.by_id) - set(self.cash))
@@ -133,16 +173,24 @@ class LedgerSettlement:
     name = "ledger"
 
     def __init__(self, path: str | Path, accounts: Accounts, exchange_id: str = "CCERX",
-                 batch: int = 2000):
+                 batch: int = 2000, rules=None):
+        from dataclasses import replace
         from ccerx.engine.ledger.sqlite import SqliteLedger
-        from ccerx.engine.durable.settlement import InstructionMaker, Outbox, Relay, SettlementConfig
+        from ccerx.engine.durable.settlement import (InstructionMaker, Outbox, Relay,
+                                                     SettlementConfig, clears_at_close)
         self.path = Path(path)
         cursor = self.path.with_name(self.path.stem + "-cursor.json")
         for old in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"), cursor):
             old.unlink(missing_ok=True)        # a run starts a fresh ledger
         self.ledger = SqliteLedger(self.path)
         self.accounts = accounts               # for the members on the instructions
-        self.maker = InstructionMaker(SettlementConfig(exchange_id))
+        # day-end DvP clearing as the durable exchange does it (cbeex-2023: every trade is
+        # pending in the ledger until the close's clearing batch delivers it); a what-if
+        # label such as "cbeex-2023:holding=1" clears as its profile does
+        batch_clearing = rules is not None and clears_at_close(
+            replace(rules, name=rules.name.split(":")[0]))
+        self.maker = InstructionMaker(SettlementConfig(exchange_id),
+                                      batch_clearing=batch_clearing)
         self.outbox = Outbox()
         self.relay = Relay("ledger", self.outbox, self.ledger, cursor, batch)
         self.opening: list[tuple[str, int, dict]] = []
@@ -171,6 +219,14 @@ class LedgerSettlement:
         self.trades += 1
         if len(self.pending) >= 5000:
             self._flush()
+
+    def retire(self, r: Retired) -> None:
+        self.pending.append(self.maker.make_retirement(r, self.accounts))
+
+    def close_day(self, ts: int) -> None:
+        """The close's clearing batch, when the rules clear at the close (Art.27-28)."""
+        if self.maker.batch_clearing:
+            self.pending.append(self.maker.make_batch(ts))
 
     def reconcile(self, accounts: Accounts, day: int) -> Reconciliation:
         self._flush()
@@ -226,6 +282,15 @@ class Settlements:
     def trade(self, t, spec):
         for p in self.parts:
             p.trade(t, spec)
+
+    def retire(self, r):
+        for p in self.parts:
+            p.retire(r)
+
+    def close_day(self, ts):
+        for p in self.parts:
+            if hasattr(p, "close_day"):
+                p.close_day(ts)
 
     def reconcile(self, accounts, day) -> Reconciliation:
         results = [(p.name, p.reconcile(accounts, day)) for p in self.parts]

@@ -102,6 +102,9 @@ def run_seed(scenario: Scenario, seed: int, rules: str = "cbeex-2023",
         "two_sided_share": float(np.mean([b is not None and a is not None
                                           for s in symbols
                                           for _, _, b, a, _, _ in result.samples[s]])),
+        "depth_t": float(np.mean([bd + ad for s in symbols for *_, bd, ad in result.samples[s]])),
+        "volume_t": sum(t[5] for t in result.trades) / len(result.days),
+        "retired_t": sum(r.qty for r in result.retirements),
     }
 
 

@@ -10,13 +10,17 @@ implements the same methods over TCP.
 Issuance is a registry operation, not a trade: `issue()` deposits the batch into the owner's
 account at the exchange (an engine `Deposit`, the operator's command for the registry's
 transfer into the trading account) and returns the `Deposited` event, which the run loop
-hands to the settlement like every trade.
+hands to the settlement like every trade. With lots, `deposit_lots()` moves lots (credit
+type, project, vintage) in, each optionally declaring its listing (Art.17; the events are the
+`Deposited` and the `InstrumentDefined` of the listing), and `retire()` retires (注销) free
+credits of one lot for good (an engine `Retire`; the event is `Retired`, or an
+`OrderRejected` with op "retire").
 """
 from __future__ import annotations
 
 from typing import Protocol
 
-from ccerx.engine.core.commands import Deposit, EndOfDay
+from ccerx.engine.core.commands import Deposit, EndOfDay, Retire
 from ccerx.engine.core.events import Deposited
 from ccerx.engine.core.exchange import Exchange
 from ccerx.engine.core.rules import CONTINUOUS
@@ -46,7 +50,15 @@ class AccountView:
         return self.accounts.by_id[account].cash_available
 
     def credits_sellable(self, account: str, instrument: str) -> int:
-        return self.accounts.by_id[account].credits_sellable(instrument)
+        """Tonnes a sell of `instrument` may deliver now: of a listing, its lot; of a
+        contract, every eligible lot (and the type's pooled holding); else the pooled one."""
+        spec = self.specs[instrument]
+        held = self.accounts.by_id[account]
+        lots = self.accounts.lots
+        if lots and spec.kind == "contract":
+            return sum(held.credits_sellable(key) for key in held.credits
+                       if key == instrument or (key in lots and spec.eligible(lots[key])))
+        return held.credits_sellable(spec.holding)
 
 
 class InProcessVenue(AccountView):
@@ -89,4 +101,27 @@ class InProcessVenue(AccountView):
         [event] = self.send(Deposit(f"ISS-{self.deposits}", account, instrument, qty, ts))
         if type(event) is not Deposited:
             raise AssertionError(f"the exchange refused an issuance batch: {event}")
+        return event
+
+    def deposit_lots(self, requests: list, ts: int) -> list:
+        """Lots moved in: [(account, credit_type, project, vintage, qty, list symbol | None,
+        declared price units | None)] -> their events (Deposited, InstrumentDefined)."""
+        out = []
+        for account, credit_type, project, vintage, qty, symbol, price in requests:
+            self.deposits += 1
+            events = self.exchange.apply(Deposit(f"ISS-{self.deposits}", account, None, qty, ts,
+                                                 None, credit_type, project, vintage, symbol,
+                                                 price))
+            if type(events[0]) is not Deposited:
+                raise AssertionError(f"the exchange refused a lot: {events[0]}")
+            out += events
+        return out
+
+    def retire(self, retire_id: str, account: str, key: str, qty: int, purpose: str,
+               ts: int):
+        """Retire `qty` t of holding `key` (a lot, or a type's pooled holding)."""
+        project, vintage = self.accounts.lot_of(key)
+        instrument = key if project is None else None
+        [event] = self.exchange.apply(Retire(retire_id, account, project, vintage, qty, purpose,
+                                             instrument, ts))
         return event

@@ -35,6 +35,7 @@ from ccerx.engine.durable.exchange import DurableExchange
 from ccerx.benchmarks.replication import NATS_SERVER, NatsCluster, free_port
 from ccerx.engine.durable.replicated import STATUS_FILE
 from tests.fixclient import Broker, now, s, sync
+from tests.integration.durable_helpers import wait_until
 from tests.serve_process import REPO, ServeProcess
 
 pytestmark = pytest.mark.skipif(
@@ -231,18 +232,23 @@ def check_after(cluster: Cluster, traders: list[Trader], survivors: list[str]) -
     assert len(rows) == trades and set(ledger_trades.values()) == {1}
     acked_trade_ids = {int(e[1:].split("-")[0]) for e in acked_fills}
     assert acked_trade_ids <= set(ledger_trades)
-    return {"orders": len(acked_orders), "fills": len(acked_fills), "trades": trades}
+    return {"orders": len(acked_orders), "fills": len(acked_fills), "trades": trades,
+            "journal_orders": orders}
 
 
 # ------------------------------------------------------------------ tests
 def test_standby_refuses_logon_naming_the_leader_and_follows(cluster):
     leader = cluster.leader
     standby = next(n for n in cluster.nodes if n != leader)
+    # a standby closes the connection unanswered: a Logout's MsgSeqNum would count in the
+    # broker's FIX engine (one ahead of the leader's next message); its log names the leader
     refused = Broker("BROKER01", cluster.nodes[standby].port)
-    answer = refused.logon("demo01")
-    assert s(answer, 35) == "5"
-    assert f"the leader is {leader} at 127.0.0.1:{cluster.nodes[leader].port}" in s(answer, 58)
+    with pytest.raises(ConnectionError):
+        refused.logon("demo01")
+    assert refused.received == [] and refused.next_in == 1
     refused.close()
+    naming = f"the leader is {leader} at 127.0.0.1:{cluster.nodes[leader].port}"
+    wait_until(lambda: naming in cluster.nodes[standby].log_text(), 5, naming)
     one, two = Trader("BROKER01", cluster), Trader("BROKER02", cluster)
     assert one.connect(time.monotonic() + 5) == leader
     assert two.connect(time.monotonic() + 5) == leader
@@ -324,6 +330,7 @@ def test_leader_killed_at_a_random_point(cluster, seed):
     assert cluster.wait_leader(set(cluster.alive())) == new
     assert cluster.status(old)["role"] == "standby"
     result = check_after(cluster, traders, cluster.alive())
+    del result["journal_orders"]
     print(f"\ntakeover after kill -9 of the leader: {takeover:.2f} s; {result}")
 
 
@@ -336,6 +343,7 @@ def test_a_nats_server_killed(cluster):
         return None
     traders, takeover = run_with_a_kill(cluster, kill, 16)
     result = check_after(cluster, traders, cluster.alive())
+    del result["journal_orders"]
     print(f"\nNATS server s{victim} killed: brokers trading again after {takeover:.2f} s; "
           f"{result}")
 
@@ -374,12 +382,181 @@ def test_a_node_whose_state_differs_stops_loudly(cluster, tmp_path):
     assert demo.count('cash = "100000000.00"') == 2
     config = tmp_path / "other.toml"
     config.write_text(demo.replace('cash = "100000000.00"', 'cash = "100000001.00"', 1))
-    odd = ServeProcess(["--cluster", cluster.nats.urls, "--node", "n4", "--data-dir",
-                        str(tmp_path / "n4"), "--config", str(config), "--control", "none"],
-                       log_path=tmp_path / "n4.log", start_timeout=30)
     try:
-        assert odd.proc.wait(20) == 4          # EXIT_DIVERGED
-    finally:
-        odd.kill()
-    assert "STATE DIVERGED at command 0" in odd.log_text()
+        odd = ServeProcess(["--cluster", cluster.nats.urls, "--node", "n4", "--data-dir",
+                            str(tmp_path / "n4"), "--config", str(config), "--control", "none"],
+                           log_path=tmp_path / "n4.log", start_timeout=30)
+    except RuntimeError as err:                # it may stop before its start line is out
+        assert "exited 4" in str(err)          # EXIT_DIVERGED
+    else:
+        try:
+            assert odd.proc.wait(20) == 4      # EXIT_DIVERGED
+        finally:
+            odd.kill()
+    assert "STATE DIVERGED at command 0" in (tmp_path / "n4.log").read_text()
     assert {cluster.status(n).get("role") for n in cluster.nodes} == {"leader", "standby"}
+
+
+# ------------------------------------------------------------------ FIX sessions across failover
+class StockBroker(Broker):
+    """A broker's FIX engine as a stock one (QuickFIX) behaves across a failover: it keeps its
+    sequence numbers (no ResetSeqNumFlag after the first logon of the day), answers a
+    ResendRequest by resending its orders with PossDupFlag (admin messages as a gap fill),
+    asks for what it missed when a message comes in ahead of the number it expects, and
+    counts a message below that number (not PossDup) as the fatal 'MsgSeqNum too low'.
+
+    `delivered` maps every MsgSeqNum received to its message (a resend fills its place) or to
+    "gap fill"; `too_low` lists the numbers that came in too low."""
+
+    def __init__(self, comp_id: str):
+        super().__init__(comp_id, 0)
+        self.sent_orders: dict[int, tuple] = {}
+        self.delivered: dict[int, object] = {}
+        self.too_low: list[int] = []
+        self.asked: list[tuple[int, int]] = []    # ResendRequests we sent: (begin, end)
+        self.resent = 0                           # orders resent on the gateway's request
+
+    def send(self, msg_type, *fields, seq=None, poss_dup=False):
+        number = super().send(msg_type, *fields, seq=seq, poss_dup=poss_dup)
+        if msg_type in "DFG" and seq is None:
+            self.sent_orders[number] = (msg_type, fields)
+        return number
+
+    def _on_message(self, message) -> None:
+        msg_type, seq = s(message, 35), int(s(message, 34))
+        poss_dup = s(message, 43) == "Y"
+        if msg_type == "4" and s(message, 123) == "Y":
+            for n in range(seq, int(s(message, 36))):
+                self.delivered.setdefault(n, "gap fill")
+        elif poss_dup:
+            self.delivered.setdefault(seq, message)
+        else:
+            if seq < self.next_in and msg_type != "5":
+                self.too_low.append(seq)
+            self.delivered[seq] = message
+        if msg_type == "2":                      # resend our orders, gap-fill the rest
+            self.received.append(message)
+            self.next_in = max(self.next_in, seq + 1)
+            begin, end = int(s(message, 7)), int(s(message, 16)) or self.next_out - 1
+            n = begin
+            while n <= end:
+                if n in self.sent_orders:
+                    kind, fields = self.sent_orders[n]
+                    super().send(kind, *fields, seq=n, poss_dup=True)
+                    self.resent += 1
+                    n += 1
+                    continue
+                upto = next((m for m in range(n, end + 1) if m in self.sent_orders), end + 1)
+                super().send("4", (123, "Y"), (36, upto), seq=n, poss_dup=True)
+                n = upto
+            return
+        super()._on_message(message)
+
+
+class FixTrader(Trader):
+    """Trader whose broker keeps one FIX session for the whole test (see StockBroker)."""
+
+    def __init__(self, comp_id: str, cluster: Cluster):
+        super().__init__(comp_id, cluster)
+        self.broker = StockBroker(comp_id)
+        self.logons = 0
+        self.fills: Counter = Counter()       # ExecID of 150=F -> times received as new
+
+    def connect(self, deadline: float) -> str:
+        broker = self.broker
+        while time.monotonic() < deadline:
+            for name in self.cluster.alive():
+                broker.port = self.cluster.nodes[name].port
+                expected = broker.next_in
+                try:
+                    answer = broker.logon(PASSWORDS[self.comp_id], reset=self.logons == 0)
+                except (OSError, ConnectionError, TimeoutError):
+                    broker.close()             # a standby (or a dying node): the next host
+                    continue
+                assert s(answer, 35) == "A", s(answer, 58)
+                self.logons += 1
+                seq = int(s(answer, 34))
+                # the gateway's own ResendRequest, if any, comes before the trading status:
+                # answered (our logons to standbys used numbers) before anything is sent
+                broker.expect("h")
+                if seq > expected:             # it sent what we never got: ask for it
+                    broker.send("2", (7, expected), (16, 0))
+                    broker.asked.append((expected, seq))
+                return name
+            time.sleep(0.1)
+        raise AssertionError(f"{self.comp_id}: no node accepted a logon")
+
+    def drain(self) -> None:
+        broker = self.broker
+        super().drain()                        # reads to EOF and closes the connection
+        self.broker = broker                   # the FIX engine (and its numbers) stay
+
+    def _collect(self) -> None:
+        for message in self.broker.received:
+            if s(message, 35) == "8" and s(message, 150) == "F" and s(message, 43) != "Y":
+                self.fills[s(message, 17)] += 1
+        super()._collect()
+
+
+def test_fix_sessions_continue_on_the_new_leader_without_reset(cluster):
+    """kill -9 of the leader in the middle of the flow. The brokers reconnect to the new
+    leader with their own sequence numbers (no ResetSeqNumFlag), never get 'MsgSeqNum too
+    low', recover by ResendRequest every message they missed (the execution reports of a
+    broker logged out at the time included), and resend what the old leader never
+    acknowledged: afterwards each broker has every MsgSeqNum, every order it sent is in the
+    log exactly once, and each side of every trade was reported to its broker exactly once.
+    An order resent as a possible duplicate after it was filled is told its status."""
+    one, two = FixTrader("BROKER01", cluster), FixTrader("BROKER02", cluster)
+    for trader in (one, two):
+        trader.connect(time.monotonic() + 5)
+    for n in range(2):
+        trade_round(one, two, 40, "62.00", n)
+    # BROKER02 rests sells and logs out; BROKER01 fills them while it is away
+    two.send("HOLD02", "2", 30, "61.50")
+    two.settle_reads("rested")
+    two.broker.logout()
+    two.broker.close()
+    one.send("EMIT01", "1", 30, "61.50")
+    one.settle_reads("filled away")
+    # then BROKER01 keeps sending and the leader dies under it
+    old = cluster.leader
+    one.send("HOLD01", "2", 150, "63.00")
+    one.send("EMIT01", "1", 60, "63.00")
+    cluster.nodes[old].kill()                  # with orders still in flight
+    one.drain()
+    started = time.monotonic()
+    new = one.connect(started + LIVENESS_S)
+    assert two.connect(started + LIVENESS_S) == new != old
+    for trader, token in ((one, "one back"), (two, "two back")):
+        trader.settle_reads(token)
+    resumed = time.monotonic() - started       # both logged on, resends received
+    assert two.broker.asked, "BROKER02 missed its fills while away: it must have asked"
+    # a filled order resent as a possible duplicate: its status, not a rejection
+    filled = next(iter(one.broker.sent_orders))
+    kind, fields = one.broker.sent_orders[filled]
+    one.broker.send(kind, *fields, poss_dup=True)
+    status = one.broker.expect("8", where=lambda m: s(m, 150) == "I")
+    assert (s(status, 39), s(status, 11)) == ("2", "01-1")
+    for n in range(2, 4):
+        trade_round(one, two, 40, "62.00", n)
+    for trader in (one, two):
+        trader.settle_reads("end")
+        broker = trader.broker
+        assert broker.too_low == []
+        missing = [n for n in range(1, broker.next_in) if n not in broker.delivered]
+        assert missing == [], f"{trader.comp_id} never got MsgSeqNums {missing[:10]}"
+        assert trader.logons == 2
+        assert {n: c for n, c in trader.fills.items() if c != 1} == {}
+    result = check_after(cluster, [one, two], cluster.alive())
+    with sqlite3.connect(cluster.ledger) as db:
+        trades = [t for (t,) in db.execute(
+            "SELECT trade_id FROM settlements WHERE kind = 'trade'")]
+    reported = {s(m, 17) for t in (one, two) for m in t.broker.delivered.values()
+                if m != "gap fill" and s(m, 35) == "8" and s(m, 150) == "F"}
+    assert reported == {f"T{t}-{side}" for t in trades for side in "BS"}
+    sent = Counter(f"{t.comp_id}:{t.comp_id[-2:]}-{n}" for t in (one, two)
+                   for n in range(1, t.next_cl + 1))
+    assert result["journal_orders"] == sent
+    print(f"\nfailover with FIX sessions kept: both brokers resumed (no reset, resends "
+          f"done) {resumed:.2f} s after the kill; {one.broker.resent} orders resent on the new "
+          f"leader's request; {result['trades']} trades, {result['orders']} orders acknowledged")

@@ -269,3 +269,22 @@ def test_a_case_id_with_quotes_is_data_not_script(console):
     assert page.evaluate("window.pwned") is None
     assert page.inner_text("#result") == "已更新 updated: " + evil
     assert len(posted) == 1 and posted[0].endswith("/api/cases/x')%3Bwindow.pwned%3D1%3B('")
+
+
+def test_the_market_view_says_what_each_instrument_delivers(console):
+    # issue 11: a listing shows its project and vintage (and that it trades from the next
+    # trading day, Art.17), a contract its credit type
+    server, url, page, data = console
+    from concurrent.futures import ThreadPoolExecutor
+    from ccerx.gateway.control import operator_request_sync
+    with ThreadPoolExecutor(1) as pool:      # (playwright's event loop runs in this thread)
+        [listed] = pool.submit(operator_request_sync, server.control, [
+            {"op": "list", "symbol": "AFF-0001-2023", "credit_type": "afforestation",
+             "project": "CCER-14-2024-0001", "vintage": 2023, "ref_price": "62.00"}]).result()
+    assert listed["ok"] is True, listed
+    _log_in(page, url)
+    page.wait_for_selector("tr[data-symbol='AFF-0001-2023']")
+    row = page.inner_text("tr[data-symbol='AFF-0001-2023']")
+    assert "CCER-14-2024-0001 2023" in row and "次日可交易" in row
+    assert "afforestation" in page.inner_text("tr[data-symbol='CCER-AFF']")
+    assert "交割 Delivers" in page.inner_text("table")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from hypothesis import strategies as st
 
 from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit, EndOfDay, NewOrder,
-                                       Restrict, SetLimits)
+                                       Restrict, Retire, SetLimits)
 from ccerx.engine.formats.ndjson import parse_command
 from ccerx.engine.core.risk import Account, Accounts
 from ccerx.engine.core.rules import PROFILES
@@ -34,6 +34,20 @@ INSTRUMENT_POOL = (
     InstrumentSpec.from_fields("CCER-Y", ref_price="3.33", max_qty=50),
 )
 ACCOUNT_IDS = ("A", "B", "C")
+# Lots (issue 11): the afforestation contract, a listing of one lot and a contract of recent
+# vintages, over lots of three projects (one of them mangrove), plus lots that are refused
+LOT_INSTRUMENTS = (
+    InstrumentSpec.from_fields("CCER-AFF", ref_price="62.00"),
+    InstrumentSpec.from_fields("AFF-A22", ref_price="62.00", credit_type="afforestation",
+                               project="P-A", vintage=2022),
+    InstrumentSpec.from_fields("AFF-NEW", ref_price="62.00", credit_type="afforestation",
+                               vintage_from=2023),
+)
+LOTS = (("afforestation", "P-A", 2022), ("afforestation", "P-B", 2023),
+        ("afforestation", "P-A", 2024), ("mangrove", "P-M", 2023),
+        ("afforestation", "P-M", 2023), ("forest", "P-X", 2023), ("afforestation", "P-A", 1999),
+        ("afforestation", "P@B", 2023))
+PURPOSES = ("2024年度清缴抵销", "offset", "碳中和　活动", "", "bad\nline", 7)
 
 
 def scaled(examples: int) -> int:
@@ -144,6 +158,20 @@ deposit_step = st.tuples(
     st.sampled_from(("instrument",) * 3 + ("CNY", "CCER-NOPE")),
     st.sampled_from((1, 50, 5_000, 2_000_000, 0, -3, "7", 10 ** 15 + 1)))
 hostile_step = st.sampled_from(HOSTILE_LINES).map(lambda line: ("line", line))
+# (mostly good lots into known accounts, in small batches, so that contract sells spill over
+# several lots)
+lot_deposit_step = st.tuples(
+    st.just("lot_deposit"), st.sampled_from(("fresh",) * 8 + ("repeat",)),
+    st.sampled_from((0, 1, 2) * 3 + (3,)), st.sampled_from((0, 1, 2) * 4 + (3, 4, 5, 6, 7)),
+    st.sampled_from((1, 2, 2, 3, 40, 0)),
+    st.sampled_from((None,) * 5 + (("AFF-B23", "62.00"),) * 2 + (
+        ("AFF-A22", "62.00"), ("AFF-B23", "62.005"), ("AFF B", "62.00"))))
+retire_step = st.tuples(
+    st.just("retire"), st.sampled_from(("fresh",) * 5 + ("repeat",)),
+    st.sampled_from((0, 1, 2) * 3 + (3,)),
+    st.sampled_from((0, 1, 2) * 3 + (3, 6, "CCER-AFF", "AFF-A22", ("CCER-AFF", 0))),
+    st.sampled_from((1, 1, 2, 5, 0, 10 ** 16)),
+    st.sampled_from((0, 0, 1, 1, 2) + tuple(range(3, len(PURPOSES)))))
 
 step = weighted((30, new_step), (5, cancel_step), (8, amend_step), (1, hostile_step),
                (1, eod_step), (1, define_step), (2, deposit_step))
@@ -165,25 +193,37 @@ cbeex_step = weighted((30, new_step), (5, cancel_step), (2, amend_step), (1, hos
                       (6, eod_step), (1, define_step), (2, deposit_step))
 
 
+lots_step = weighted((30, new_step), (4, cancel_step), (3, amend_step), (4, eod_step),
+                     (12, lot_deposit_step), (5, retire_step), (1, deposit_step),
+                     (1, limits_step))
+
+
 @st.composite
-def streams(draw, with_accounts=None, min_steps=10, max_steps=60, rules=None, risk=False):
+def streams(draw, with_accounts=None, min_steps=10, max_steps=60, rules=None, risk=False,
+            lots=False):
     if rules is None:
         rules = draw(st.sampled_from(("continuous", "continuous", "cbeex-2023")))
-    n_instruments = draw(st.integers(1, 2))
-    picks = draw(st.permutations(range(len(INSTRUMENT_POOL))))[:n_instruments]
-    instruments = tuple(INSTRUMENT_POOL[i] for i in sorted(picks))
+    if lots:
+        instruments = LOT_INSTRUMENTS
+    else:
+        n_instruments = draw(st.integers(1, 2))
+        picks = draw(st.permutations(range(len(INSTRUMENT_POOL))))[:n_instruments]
+        instruments = tuple(INSTRUMENT_POOL[i] for i in sorted(picks))
     if with_accounts is None:
         with_accounts = draw(st.booleans())
     accounts = None
     if with_accounts:
         rows = []
         for a in ACCOUNT_IDS:
-            cash = draw(st.sampled_from((0, 40_000, 200_000, 2_000_000, 2_000_000, 1_000_000_000)))
-            credits = tuple((spec.symbol, draw(st.sampled_from((0, 3, 20, 60, 60, 5_000)))
+            cash = draw(st.sampled_from((2_000_000, 1_000_000_000) if lots else
+                                        (0, 40_000, 200_000, 2_000_000, 2_000_000, 1_000_000_000)))
+            amounts = (0, 0, 1, 3) if lots else (0, 3, 20, 60, 60, 5_000)
+            credits = tuple((spec.holding, draw(st.sampled_from(amounts))
                              * spec.lot) for spec in instruments)
             rows.append((a, cash, credits))
         accounts = tuple(rows)
-    mix = risk_step if risk else step if rules == "continuous" else cbeex_step
+    mix = (lots_step if lots else risk_step if risk else step if rules == "continuous"
+           else cbeex_step)
     steps = tuple(draw(st.lists(mix, min_size=min_steps, max_size=max_steps)))
     return Stream(instruments, accounts, steps, rules)
 
@@ -296,6 +336,27 @@ def iter_commands(stream: Stream, current_specs, current_resting=None):
             scope, target = ("member", "M1") if acct == 4 else (
                 "account", (ACCOUNT_IDS + ("NOBODY",))[acct])
             yield Restrict(scope, target, "both" if side == "kill" else side, side == "kill", ts)
+        elif kind == "lot_deposit":
+            _, id_kind, acct, which, qty, listing = st_
+            deposit_id = f"L{i}" if id_kind == "fresh" else "L-again"
+            symbol, price = listing if listing is not None else (None, None)
+            if symbol is not None and symbol not in symbols:
+                symbols.append(symbol)
+            yield Deposit(deposit_id, (ACCOUNT_IDS + ("NOBODY",))[acct], None, qty, ts, None,
+                          *LOTS[which], symbol, None if price is None else price_field(price))
+        elif kind == "retire":
+            _, id_kind, acct, which, qty, purpose = st_
+            retire_id = f"R{i}" if id_kind == "fresh" else "R-again"
+            account = (ACCOUNT_IDS + ("NOBODY",))[acct]
+            if type(which) is int:
+                _, project, vintage = LOTS[which]
+                yield Retire(retire_id, account, project, vintage, qty, PURPOSES[purpose],
+                             None, ts)
+            elif type(which) is tuple:     # both a lot and an instrument: malformed
+                yield Retire(retire_id, account, "P-A", 2022, qty, PURPOSES[purpose],
+                             which[0], ts)
+            else:
+                yield Retire(retire_id, account, None, None, qty, PURPOSES[purpose], which, ts)
         elif kind == "line":
             yield parse_command(st_[1])
         else:

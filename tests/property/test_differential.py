@@ -4,7 +4,8 @@ Every generated command goes to both; after each one the events must be equal in
 field (reject texts excepted: they are for humans, the reason is the contract), the books
 must be equal level by level and order by order, the accounts equal to the fen, and the
 engine's own invariant check (`Exchange.check`) must pass. Streams run under both rule
-profiles (about a third under cbeex-2023: takes, not_permitted, Art.29 holding periods).
+profiles (about a third under cbeex-2023: takes, not_permitted, Art.29 holding periods), and
+over lots (listings, type contracts, lot deposits, retirements).
 """
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def engine_account_view(account) -> dict:
     return {"cash": account.cash, "cash_reserved": account.cash_reserved,
             "credits": nonzero(account.credits), "credits_reserved": nonzero(account.credits_reserved),
             "bought_today": nonzero(account.bought_today), "fees_paid": account.fees_paid,
-            "last_bought": account.last_bought, "last_sold": account.last_sold}
+            "last_bought": account.last_bought, "last_sold": account.last_sold,
+            "retired": account.retired}
 
 
 def run_both(stream):
@@ -84,6 +86,14 @@ def test_engine_matches_model_with_accounts(stream):
 @settings(max_examples=scaled(300))
 @given(streams(with_accounts=True, risk=True))
 def test_engine_matches_model_with_risk_controls(stream):
+    run_both(stream)
+
+
+# Issue 11: credits as lots: listings, type contracts with vintage ranges, lot deposits that
+# list, retirements (both profiles)
+@settings(max_examples=scaled(300))
+@given(streams(with_accounts=True, lots=True, min_steps=30, max_steps=100))
+def test_engine_matches_model_with_lots(stream):
     run_both(stream)
 
 

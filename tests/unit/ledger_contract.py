@@ -26,10 +26,93 @@ def deposit(seq, account="SELL1", asset="CCER-MGV", amount=500, trade_date="2024
                               amount, trade_date, 1_706_252_400_000_000_000 + seq)
 
 
+P1, P2 = "CCER-14-2024-0001", "CCER-14-2024-0002"
+
+
+def lot_deposit(seq, account, project, vintage, amount, trade_date="2024-01-26"):
+    from ccerx.engine.durable.settlement import LotDepositInstruction
+    return LotDepositInstruction(*deposit(seq, account, f"{project}@{vintage}", amount,
+                                          trade_date), "afforestation", project, vintage)
+
+
+def lot_trade(seq, lots, delivery="now", **kw):
+    from ccerx.engine.durable.settlement import LotTradeInstruction
+    return LotTradeInstruction(*instruction(seq, qty=sum(q for _, _, q in lots), **kw),
+                               delivery, lots)
+
+
+def retirement(seq, account, holding, qty, certificate, retire_id=None, project=None,
+               vintage=None):
+    from ccerx.engine.durable.settlement import RetireInstruction
+    return RetireInstruction(f"CCERX-R{seq}", seq, seq, retire_id or f"R-{seq}", account, "M1",
+                             holding, qty, "年度清缴抵销", certificate,
+                             "afforestation" if project else None, project, vintage,
+                             "2024-01-26", 1_706_252_400_000_000_000 + seq)
+
+
 class LedgerContract:
     def funded(self, ledger):
         assert ledger.open_accounts(OPENING) == 3
         return ledger
+
+    def test_lots_settle_per_holding_and_retirements_are_recorded_once(self, ledger):
+        self.funded(ledger)
+        lots = ((None, None, 10), (P1, 2022, 30), (P2, 2023, 5))
+        ledger.deliver([lot_deposit(1, "SELL1", P1, 2022, 30), lot_deposit(2, "SELL1", P2, 2023, 50),
+                        lot_trade(3, lots),
+                        retirement(4, "BUY1", f"{P1}@2022", 20, "CCERX-RC-00000001", "R-1",
+                                   P1, 2022)])
+        ledger.deliver([retirement(4, "BUY1", f"{P1}@2022", 20, "CCERX-RC-00000001", "R-1",
+                                   P1, 2022)])                       # again: applied once
+        ledger.check()
+        assert ledger.balances("BUY1")["BUY1"] == {
+            "CNY": 10_000_000 - 45 * 620_100 // 100 - 3720, "CCER-AFF": 10,
+            f"{P1}@2022": 10, f"{P2}@2023": 5}
+        assert ledger.balance("SELL1", "CCER-AFF") == 990
+        assert ledger.balance("SELL1", f"{P2}@2023") == 45
+        assert ledger.balance("@retired", f"{P1}@2022") == 20
+        [r] = ledger.retirements()
+        assert (r["certificate"], r["retire_id"], r["holding"], r["qty"], r["purpose"],
+                r["project"], r["vintage"]) == ("CCERX-RC-00000001", "R-1", f"{P1}@2022", 20,
+                                                "年度清缴抵销", P1, 2022)
+        with pytest.raises(LedgerRejected, match="certificate"):   # the same certificate
+            ledger.deliver([retirement(5, "BUY1", "CCER-AFF", 1, "CCERX-RC-00000001")])
+        with pytest.raises(LedgerRejected, match="cannot pay"):    # more than held
+            ledger.deliver([retirement(5, "BUY1", "CCER-AFF", 11, "CCERX-RC-00000002")])
+        assert ledger.applied_seq() == 4 and len(ledger.retirements()) == 1
+        st = ledger.statement("BUY1", "2024-01-26")
+        assert st["trades"][0]["lots"][1] == {"project": P1, "vintage": 2022, "qty": 30}
+        assert st["retired"] == {f"{P1}@2022": 20}
+        assert [r["certificate"] for r in st["retirements"]] == ["CCERX-RC-00000001"]
+        assert {h["holding"]: (h["project"], h["vintage"], h["qty"], h["retired"])
+                for h in st["holdings"]} == {"CCER-AFF": (None, None, 10, 0),
+                                             f"{P1}@2022": (P1, 2022, 10, 20),
+                                             f"{P2}@2023": (P2, 2023, 5, 0)}
+
+    def test_a_batch_delivers_lots_only_as_its_trades_delivered_them(self, ledger):
+        from ccerx.engine.durable.settlement import InstructionMaker, SettlementConfig
+        self.funded(ledger)
+        ledger.deliver([lot_deposit(1, "SELL1", P1, 2022, 30)])
+        maker = InstructionMaker(SettlementConfig(), 2, batch_clearing=True)
+        trade = lot_trade(2, ((None, None, 10), (P1, 2022, 30)), "batch")
+        maker._number(trade.instrument)
+        maker._clear_later(trade)
+        batch = maker.make_batch(trade.ts)
+        ledger.deliver([trade])
+        st = ledger.statement("BUY1", "2024-01-26")
+        assert {h["holding"]: (h["qty"], h["pending_in"]) for h in st["holdings"]} == {
+            "CCER-AFF": (0, 10), f"{P1}@2022": (0, 30)}
+        wrong = batch._replace(deliveries=[[trade.id, "CCER-AFF", [[None, None, 40]]]])
+        with pytest.raises(LedgerRejected, match="not confirmed"):
+            ledger.deliver([wrong])
+        assert ledger.balance("BUY1", f"{P1}@2022") == 0
+        ledger.deliver([batch])
+        ledger.check()
+        assert ledger.balance("BUY1", f"{P1}@2022") == 30 and ledger.balance("BUY1",
+                                                                             "CCER-AFF") == 10
+        st = ledger.statement("BUY1", "2024-01-26")
+        assert {h["holding"]: (h["qty"], h["pending_in"]) for h in st["holdings"]} == {
+            "CCER-AFF": (10, 0), f"{P1}@2022": (30, 0)}
 
     def test_day_end_clearing_pending_then_one_batch_delivers_and_disputes(self, ledger):
         from ccerx.engine.durable.settlement import (BatchTradeInstruction, InstructionMaker,

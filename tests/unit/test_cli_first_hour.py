@@ -159,7 +159,7 @@ def test_operator_state_and_accounts_are_tables_json_on_request(tmp_path, start_
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("trading open")
-    assert lines[1].split()[:3] == ["credit", "type", "reference"]
+    assert lines[1].split()[:3] == ["instrument", "delivers", "reference"]
     assert {line.split()[0] for line in lines[2:]} == {"CCER-AFF", "CCER-SOL", "CCER-OWF",
                                                        "CCER-MGV"}
     code, out, _ = run(capsys, "operator", "--control", server.control, "accounts")

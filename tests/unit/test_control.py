@@ -108,7 +108,8 @@ def test_anything_else_is_refused_with_a_reason(line, text):
 
 def test_refusals_name_the_allowed_ops_and_the_fix_route():
     error = handle_line(b'{"op":"new"}').error
-    assert ("eod, status, deposit, limits, restrict, unrestrict, kill, state or accounts" in error
+    assert ("eod, status, deposit, limits, restrict, unrestrict, kill, retire, list, state or "
+            "accounts" in error
             and "FIX" in error)
 
 

@@ -405,16 +405,20 @@ def test_cancel_by_own_order_id_when_orig_cl_ord_id_is_unknown(app):
 # ------------------------------------------------------------------ FIX 4.4 dictionary conformance
 # The FIX 4.4 layouts (QuickFIX spec/FIX44.xml) of every message the application sends, cut
 # down to the tags it may use: body tags allowed (groups flattened), required tags, enums.
+# credits as lots (gateway/fix/lots.py): FIX 4.4's Instrument block (SecurityAltID, Product,
+# SecuritySubType) and a fill's delivered lots (UndInstrmtGrp)
+LOT_IDENTITY = {454, 455, 456, 460, 762}
+LOT_UNDERLYINGS = {711, 311, 457, 458, 459, 879, 887, 888, 889}
 FIX44_LAYOUT = {
     "8": ({37, 11, 41, 790, 17, 150, 39, 103, 1, 55, 54, 38, 40, 44, 59, 32, 31, 151, 14, 6, 60,
-           12, 13, 58}, {37, 17, 150, 39, 54, 151, 14, 6}),
+           12, 13, 58, *LOT_UNDERLYINGS}, {37, 17, 150, 39, 54, 151, 14, 6}),
     "9": ({37, 11, 41, 39, 1, 60, 434, 102, 58}, {37, 11, 41, 39, 434}),
     "j": ({45, 372, 379, 380, 58}, {372, 380}),
-    "W": ({262, 55, 268, 269, 270, 15, 271, 346, 290}, {268}),
+    "W": ({262, 55, 268, 269, 270, 15, 271, 346, 290, *LOT_IDENTITY}, {268}),
     "X": ({262, 268, 279, 269, 55, 270, 271, 346, 290}, {268, 279}),
     "Y": ({262, 281, 58}, {262}),
-    "y": ({320, 322, 560, 393, 893, 146, 55, 107, 870, 871, 872, 15, 232, 233, 234, 561, 562, 58},
-          {320, 322, 560}),
+    "y": ({320, 322, 560, 393, 893, 146, 55, 107, 870, 871, 872, 15, 232, 233, 234, 561, 562, 58,
+           *LOT_IDENTITY}, {320, 322, 560}),
     "h": ({335, 336, 340, 567, 58}, {336, 340}),
 }
 FIX44_ENUMS = {
@@ -422,11 +426,13 @@ FIX44_ENUMS = {
     103: {str(n) for n in range(16)} | {"99"}, 102: {str(n) for n in range(7)} | {"99"},
     434: {"1", "2"}, 380: {str(n) for n in range(8)}, 269: set("0123456789ABC"),
     279: {"0", "1", "2"}, 281: set("012345678"), 560: set("012345"),
-    871: {str(n) for n in range(1, 24)} | {"99"}, 233: {"PRICE"}, 13: set("123456"),
+    871: {str(n) for n in range(1, 24)} | {"99"}, 233: {"PRICE", "PROD"}, 13: set("123456"),
+    460: {str(n) for n in range(1, 14)},
     54: set("123456789ABCDEFG"), 40: set("123456789ABCDEFGHIJKLMP"), 59: set("01234567"),
     893: {"Y", "N"}, 340: set("0123456"), 567: {"1", "99"},
 }
-NUMERIC = {14, 151, 38, 32, 31, 44, 6, 12, 270, 271, 346, 290, 268, 146, 870, 232, 561, 562, 393}
+NUMERIC = {14, 151, 38, 32, 31, 44, 6, 12, 270, 271, 346, 290, 268, 146, 870, 232, 561, 562, 393,
+           454, 711, 457, 879, 887}
 
 
 def assert_fix44(message: FixMessage) -> None:

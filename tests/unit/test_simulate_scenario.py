@@ -101,3 +101,14 @@ def test_the_rush_and_the_thin_market_differ_from_the_default_as_described():
     assert rush.emitters["deadline_premium"] > default.emitters["deadline_premium"]
     assert thin.agent_count < default.agent_count / 3
     assert default.fundamental["drift_per_day"] == 0.0        # no built-in trend by default
+
+
+def test_the_named_projects_scenario_gives_every_owner_one_project():
+    from ccerx.scripts.simulate.agents import ProjectOwner
+    from ccerx.scripts.simulate.run import Session
+    sc = load_scenario(ROOT / "scenarios" / "projects.toml")
+    assert len(sc.projects) == sc.agents["project_owners"] == 8
+    owners = [a for a in Session(sc).agents if isinstance(a, ProjectOwner)]
+    assert sorted(p.project for o in owners for p in o.projects) == sorted(
+        p["id"] for p in sc.projects)
+    assert all(len(o.projects) == 1 for o in owners)

@@ -1,0 +1,154 @@
+"""A node joins a replicated exchange from a snapshot, not from the stream's start (issue 15
+item 2): standbys put join bundles (engine snapshot, FIX stores, stream position) into the
+JetStream object store CCERX_SNAPSHOTS; a node started on an empty data directory loads the
+newest one and applies the stream after it (engine/durable/replicated.py, "Snapshots").
+
+Also the journal mode it rests on: a data directory whose journal starts after its snapshot
+(journal.write_base) recovers, and keeps recovering after more commands.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from ccerx.engine.core.commands import NewOrder
+from ccerx.engine.durable import journal as jr
+from ccerx.engine.durable import snapshot as snap
+from ccerx.engine.durable.exchange import OPENING, DurableExchange
+from ccerx.engine.durable.recovery import RecoveryRefused
+from ccerx.engine.durable.replicated import is_empty_data_dir
+from ccerx.benchmarks.replication import NATS_SERVER
+from tests.integration.durable_helpers import wait_until
+from tests.integration.test_cluster import (LIVENESS_S, Cluster, FixTrader, check_after,
+                                            trade_round)
+from tests.serve_process import ServeProcess
+
+SNAPSHOT_EVERY = 200
+
+
+# ------------------------------------------------------------------ the journal's base
+def orders(first: int, count: int) -> list:
+    """Sells and buys of two accounts crossing at one price: trades, hence settlement
+    instructions."""
+    out = []
+    for n in range(first, first + count):
+        side, account = ("buy", "B1") if n % 2 else ("sell", "S1")
+        out.append(NewOrder(f"o{n}", account, "CCER-AFF", side, "limit", "day", 62_000_000, 1, n))
+    return out
+
+
+def test_a_journal_that_starts_after_its_snapshot_recovers(tmp_path):
+    """The new node's directory: a snapshot, the opening, and no journal before it. Refused
+    as it is (the journal misses the snapshot); with a journal base it opens to the
+    snapshot's state, takes more commands, and reopens to them."""
+    source, joined = tmp_path / "source", tmp_path / "joined"
+    with DurableExchange(source, ledger=None) as ex:
+        ex.apply_many(orders(1, 40))
+        path = ex.snapshot()
+        at_snapshot = ex.state_hash()
+        base = ex.journal.next_seq - 1, ex.journal.next_instruction - 1
+        ex.apply_many(orders(41, 20))
+        after = ex.state_hash()
+    assert base[1] > 0, "the orders must trade (instructions after the base)"
+    joined.mkdir()
+    shutil.copy(path, joined / path.name)
+    shutil.copy(source / OPENING, joined / OPENING)
+    assert not is_empty_data_dir(joined) and is_empty_data_dir(tmp_path / "new")
+    with pytest.raises(RecoveryRefused):
+        DurableExchange(joined, ledger=None)
+    jr.write_base(joined, *base)
+    with DurableExchange(joined, ledger=None) as ex:
+        assert ex.state_hash() == at_snapshot
+        assert (ex.journal.next_seq - 1, ex.journal.next_instruction - 1) == base
+        ex.apply_many(orders(41, 20))
+        assert ex.state_hash() == after
+    with DurableExchange(joined, ledger=None) as ex:      # a restart of the joined node
+        assert ex.state_hash() == after
+        assert ex.recovery.replayed == 20
+
+
+# ------------------------------------------------------------------ a node joins by snapshot
+needs_nats = pytest.mark.skipif(
+    not os.path.exists(NATS_SERVER) and not os.environ.get("CCERX_REQUIRE_SERVICES"),
+    reason="nats-server is not installed (.ci/run installs it)")
+JOINED = re.compile(r"joined from snapshot at stream seq (\d+) \(command (\d+)")
+
+
+class JoinCluster(Cluster):
+    """Cluster whose nodes put a join bundle every SNAPSHOT_EVERY commands."""
+
+    def start(self, name: str, log_name: str = "") -> None:
+        self.nodes[name] = ServeProcess(
+            ["--cluster", self.nats.urls, "--node", name, "--data-dir",
+             str(self.data_dir(name)), "--ledger", str(self.ledger),
+             "--control", "none", "--log-level", "info",
+             "--cluster-snapshot-every", str(SNAPSHOT_EVERY)],
+            log_path=self.root / f"{name}{log_name}.log", start_timeout=30)
+
+    def log(self, name: str) -> str:
+        return self.nodes[name].log_text()
+
+
+@needs_nats
+def test_a_new_node_joins_from_a_snapshot_and_takes_over(tmp_path):
+    """Three nodes trade; standbys put join bundles; a fourth node with an empty data
+    directory joins from the newest one (its first stream message is the one after the
+    bundle's, never seq 1), reaches the others' state hash, and once it is the only node left
+    it leads and the brokers' FIX sessions continue on it (same sequence numbers, no reset)."""
+    cluster = JoinCluster(tmp_path)
+    try:
+        one, two = FixTrader("BROKER01", cluster), FixTrader("BROKER02", cluster)
+        for trader in (one, two):
+            trader.connect(time.monotonic() + 5)
+        for n in range(3):
+            trade_round(one, two, 60, "62.00", n)
+        standbys = sorted(set(cluster.nodes) - {cluster.leader})
+        wait_until(lambda: any("put a join bundle" in cluster.log(n) for n in standbys),
+                   timeout=15, what="a standby puts a join bundle")
+        trade_round(one, two, 30, "62.00", 3)       # the stream goes on after the bundle
+        started = time.monotonic()
+        cluster.start("n4")
+        statuses = cluster.wait_same_state(["n1", "n2", "n3", "n4"], timeout=30)
+        joined_s = time.monotonic() - started
+        found = JOINED.search(cluster.log("n4"))
+        assert found, cluster.log("n4")
+        joined_at = int(found.group(1))
+        assert joined_at > 1
+        status = cluster.status("n4")
+        assert status["joined_at"] == joined_at
+        assert status["first_stream_seq"] == joined_at + 1, status
+        assert not jr.segment_paths(cluster.data_dir("n4")) or \
+            jr.scan(cluster.data_dir("n4")).records[0].first_seq == int(found.group(2)) + 1
+        # the others go: n4 leads and serves the brokers' sessions where they were
+        old = cluster.leader
+        for name in standbys:
+            cluster.nodes[name].terminate(timeout=20)
+        cluster.nodes[old].kill()
+        for trader in (one, two):
+            trader.drain()
+        deadline = time.monotonic() + LIVENESS_S
+        assert cluster.wait_leader({"n4"}) == "n4"
+        assert one.connect(deadline) == two.connect(deadline) == "n4"
+        for trader, token in ((one, "one back"), (two, "two back")):
+            trader.settle_reads(token)
+        trade_round(one, two, 30, "62.00", 4)
+        for trader in (one, two):
+            trader.settle_reads("end")
+            broker = trader.broker
+            assert broker.too_low == []
+            missing = [n for n in range(1, broker.next_in) if n not in broker.delivered]
+            assert missing == [], f"{trader.comp_id} never got MsgSeqNums {missing[:10]}"
+            assert trader.logons == 2
+            assert {n: c for n, c in trader.fills.items() if c != 1} == {}
+        print(f"\njoin from the snapshot at stream seq {joined_at}: in step with the others "
+              f"{joined_s:.2f} s after its start ({statuses['n4']['cmd_seq']} commands)")
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()
