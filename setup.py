@@ -57,13 +57,15 @@ def _staged_sources() -> list[str]:
     return paths
 
 
-def _remove_compiled() -> None:
-    """Delete what an earlier build compiled in place (an editable install's .so files)."""
+def _remove_compiled(engine_dir: Path = ROOT / "engine") -> None:
+    """Delete what an earlier build compiled into engine_dir (in place: an editable install's
+    .so files; or build/lib/ccerx/engine, which a later wheel would otherwise ship again)."""
     for module in NATIVE["COMPILED"] + (NATIVE["SHARED_LIBRARY"] + "__mypyc",):
-        source = NATIVE["source_path"](module, ROOT / "engine")
+        source = NATIVE["source_path"](module, engine_dir)
         for built in source.parent.glob(source.stem + ".*"):
             if built.suffix in (".so", ".pyd"):
                 built.unlink()
+    (engine_dir / NATIVE["BUILD_RECORD"]).unlink(missing_ok=True)
 
 
 def compiled_extensions() -> list[Extension]:
@@ -97,6 +99,8 @@ class BuildCompiledCore(build_ext):
         super().finalize_options()
 
     def run(self) -> None:
+        if not self.inplace:
+            _remove_compiled(Path(self.build_lib, "ccerx", "engine"))
         try:
             super().run()
             if self.extensions and not self.inplace:    # (a wheel: build_py ran already)
