@@ -57,8 +57,11 @@ Credits as lots (issue 11, Art.10, 17; engine/core/lots.py is the rule written d
     the order: pooled holding first, then vintage, then project; an amend up takes more in
     the same way (merged, re-sorted), an amend down gives back from the end; trades
     deliver from the front. A trade names its lots: a listing's always ((project, vintage,
-    qty),); a contract sell's once its allocation named anything but its pooled holding
-    (the pooled one as (None, None, qty)); otherwise none;
+    qty),); a contract's once any lot is known (with accounts), its own pooled holding as
+    (None, None, qty); otherwise none. A contract with a vintage range never delivers its
+    pooled holding (vintage unknown);
+  - a redefinition may not change an instrument's kind, credit type or lot (malformed); a
+    new listing takes over credits an account held under its symbol;
   - lot deposits: id, repeat, then the lot (type, project, vintage), "instrument too"
     (malformed), amount, account shape, accounts, unknown account, a project's type fixed
     by its first deposit or listing (malformed), then the optional listing (already listed
@@ -132,7 +135,6 @@ class RefOrder:
     filled: int = 0
     stamp: int = 0     # time priority: lower is earlier
     alloc: list = field(default_factory=list)   # a sell's [[holding key, t], ...]
-    itemized: bool = False                      # its trades name their lots
 
     @property
     def open(self) -> int:
@@ -248,9 +250,11 @@ class ReferenceExchange:
             own = self.holding_key(spec)
             return [k for k in keys if k == own]
         out = []
+        ranged = spec.vintage_from or spec.vintage_to
         for k in keys:
             if k == spec.symbol:
-                out.append(((0, ""), k))
+                if not ranged:          # its own pooled holding: vintage unknown
+                    out.append(((0, ""), k))
             elif k in self.lots:
                 lot = self.lots[k]
                 if (lot.credit_type == spec.credit_type
@@ -526,9 +530,6 @@ class ReferenceExchange:
         if self.accounts is None:
             order.alloc = [[self.holding_key(spec), order.open]]
             return
-        own = self.holding_key(spec)
-        if any(k != own for k, _ in plan):
-            order.itemized = True
         for key, qty in plan:
             for entry in order.alloc:
                 if entry[0] == key:
@@ -661,7 +662,7 @@ class ReferenceExchange:
                 sell.alloc.pop(0)
         if spec.project:
             lots = ((spec.project, spec.vintage, qty),)
-        elif sell.itemized:
+        elif spec.credit_type and self.lots:    # once lots exist, contracts name deliveries
             lots = tuple((*((self.lots[k].project, self.lots[k].vintage) if k in self.lots
                             else (None, None)), q) for k, q in delivered)
         else:
@@ -822,22 +823,24 @@ class ReferenceExchange:
         listed = [s for s in self.specs.values() if self.holding_key(s) == key]
         new_listing = None
         if cmd.list_symbol is not None or cmd.list_price_units is not None:
+            price = cmd.list_price_units
+            if isinstance(price, PriceError):
+                return bad(price.reason)
+            if type(price) is not int or not 0 < price <= 10 ** 12:
+                return bad(RejectReason.MALFORMED)
             if listed:
                 if cmd.list_symbol != listed[0].symbol:
                     return bad(RejectReason.MALFORMED)
             else:
-                price = cmd.list_price_units
-                if isinstance(price, PriceError):
-                    return bad(price.reason)
                 standard = [s for s in self.specs.values()
                             if s.symbol in ("CCER-AFF", "CCER-SOL", "CCER-OWF", "CCER-MGV")
                             and s.credit_type == ctype]
                 tick = standard[0].tick_units if standard else 10_000
-                if type(price) is not int or price <= 0 or price % tick:
+                if price % tick:
                     return bad(RejectReason.MALFORMED)
                 symbol = cmd.list_symbol
                 if (type(symbol) is not str or not symbol or not symbol.isascii()
-                        or not symbol.isprintable() or " " in symbol):
+                        or not symbol.isprintable() or " " in symbol or "@" in symbol):
                     return bad(RejectReason.MALFORMED)
                 try:
                     new_listing = InstrumentSpec(cmd.list_symbol, tick, ref_ticks=price // tick,
@@ -901,6 +904,12 @@ class ReferenceExchange:
     def _define(self, cmd: DefineInstrument, ts, out):
         symbol = cmd.spec.symbol
         spec = cmd.spec
+        old = self.specs.get(symbol)
+        kind = lambda s: "listing" if s.project else ("contract" if s.credit_type else "pooled")  # noqa: E731
+        if old is not None and (kind(old) != kind(spec) or old.credit_type != spec.credit_type
+                                or self.holding_key(old) != self.holding_key(spec)):
+            self._reject(out, ts, "instrument", None, RejectReason.MALFORMED)
+            return
         if spec.project:
             key = self.holding_key(spec)
             old = self.specs.get(symbol)
@@ -920,8 +929,12 @@ class ReferenceExchange:
                 and any(s == symbol for s, _, _ in self.day_trades)):
             self._reject(out, ts, "instrument", None, RejectReason.INSTRUMENT_BUSY)
             return
+        new = symbol not in self.specs
         self.specs[symbol] = cmd.spec
         if cmd.spec.project and self.accounts is not None:
-            self.lots[self.holding_key(cmd.spec)] = Lot(cmd.spec.credit_type, cmd.spec.project,
-                                                        cmd.spec.vintage)
+            key = self.holding_key(cmd.spec)
+            self.lots[key] = Lot(cmd.spec.credit_type, cmd.spec.project, cmd.spec.vintage)
+            for a in self.accounts.values():    # credits held under a new listing's symbol
+                if new and symbol in a.credits:
+                    a.credits[key] = a.credits.get(key, 0) + a.credits.pop(symbol)
         out.append(InstrumentDefined(self._next_seq(), ts, cmd.spec))

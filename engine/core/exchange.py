@@ -42,7 +42,7 @@ from ccerx.engine.core.lots import STANDARD_CONTRACTS
 from ccerx.engine.core.types import (CASH_ASSET, DEFAULT_INSTRUMENTS, MAX_DEPOSIT, ORDER_TYPES, SIDES, TIFS,
                     CancelReason, InstrumentSpec, OrderType, ParticipantType, PriceError,
                     RejectReason as R, Side, TimeInForce, control_character,
-                    symbol_problem)
+                    symbol_problem, MAX_PRICE_UNITS)
 
 BUY, SELL = Side.BUY, Side.SELL
 LIMIT, MARKET, TAKE = OrderType.LIMIT, OrderType.MARKET, OrderType.TAKE
@@ -83,6 +83,8 @@ class Exchange(Matching):
         self.seen_order_ids: set[str] = set()
         self.trading_open = True      # continuous trading; the calendar closes it (SetTradingStatus)
         self.halted = False           # closed by a halt rather than by the schedule
+        self.after_close = False      # an end of day was applied and trading has not opened
+                                      # since (the next trading day has not begun)
         self.last_close_ts = 0        # ts of the last EndOfDay (0: none yet)
         self.deposit_ids: set[str] = set()   # every deposit id ever applied (never reset)
         self.retire_ids: set[str] = set()    # every retirement applied (never reset); its
@@ -445,14 +447,31 @@ class Exchange(Matching):
     # ------------------------------------------------------------------ session control
     def _define(self, cmd: DefineInstrument, ts: int, out: list) -> None:
         spec = cmd.spec
+        old = self.specs.get(spec.symbol)
+        if old is not None and (old.kind != spec.kind or old.credit_type != spec.credit_type
+                                or old.holding != spec.holding):
+            # (holdings are kept under what an instrument delivers: changing it would strand
+            # them or re-type them)
+            return self._reject(out, ts, "instrument", None, R.MALFORMED, (
+                f"{spec.symbol} delivers {old.kind} {old.credit_type or old.holding}; a "
+                f"redefinition may change its prices and limits, not what it delivers"))
         if spec.project:
             problem = self._listing_problem(spec)
             if problem:
                 return self._reject(out, ts, "instrument", None, R.MALFORMED, problem)
             old = self.specs.get(spec.symbol)
             spec = spec.with_tradable_from(old.tradable_from if old is not None else
-                                           self.closes + self.rules.listing_days)
+                                           self._first_trading_day())
         self._define_spec(spec, ts, out)
+
+    def _first_trading_day(self) -> int:
+        """Art.17: the trading day a listing made now trades from: `listing_days` after the
+        day it is listed on. Listed after a close while the market is still closed, it is
+        listed on the coming day's eve, and that coming day is its next trading day."""
+        day = self.closes + self.rules.listing_days
+        if self.rules.listing_days and self.after_close and not self.trading_open:
+            day -= 1
+        return day
 
     def _listing_problem(self, spec: InstrumentSpec) -> str:
         """Why a listing of spec's lot cannot be (re)defined, or "": its lot's credit type is
@@ -486,6 +505,8 @@ class Exchange(Matching):
             self.day_stats[spec.symbol] = [0, 0, 0]
         if spec.project and self.accounts is not None:
             self.accounts.register_lot(Lot(spec.credit_type, spec.project, spec.vintage))
+            if book is None:   # credits a table held under the new listing's symbol: its lot
+                self._holdings_by_lot(self.accounts)
         self.seq += 1
         out.append(InstrumentDefined(self.seq, ts, spec))
 
@@ -495,6 +516,8 @@ class Exchange(Matching):
                             f"closed: {cmd!r}")
         self.trading_open = cmd.open
         self.halted = cmd.halted
+        if cmd.open:
+            self.after_close = False
         self.seq += 1
         out.append(TradingStatusChanged(self.seq, ts, cmd.open, cmd.note, cmd.halted))
 
@@ -579,17 +602,20 @@ class Exchange(Matching):
         listed = next((s for s in self.specs.values() if s.holding == key), None)
         listing = None
         if cmd.list_symbol is not None or cmd.list_price_units is not None:
+            # (checked even when the lot is listed already: bad input is refused, never
+            # ignored; an existing listing keeps its benchmark)
+            price = cmd.list_price_units
+            if type(price) is PriceError:
+                return reject(price.reason, f"declared initial price: {price.text}")
+            if type(price) is not int or not 0 < price <= MAX_PRICE_UNITS:
+                return reject(R.MALFORMED, "a listing needs a declared initial price above 0 "
+                                           "and at most 1000000.00 CNY per tonne")
             if listed is not None:
                 if cmd.list_symbol != listed.symbol:
                     return reject(R.MALFORMED, f"{project} vintage {vintage} is already "
                                                f"listed as {listed.symbol}")
             else:
-                price = cmd.list_price_units
-                if type(price) is PriceError:
-                    return reject(price.reason, f"declared initial price: {price.text}")
                 try:
-                    if type(price) is not int or price <= 0:
-                        raise ValueError("a listing needs a positive declared initial price")
                     # the tick of the type's standard contract (0.01 CNY without one)
                     base = self.specs.get(next((symbol for symbol, kind
                                                 in STANDARD_CONTRACTS.items()
@@ -615,7 +641,7 @@ class Exchange(Matching):
         out.append(Deposited(self.seq, ts, cmd.deposit_id, account_id, key, amount,
                              credit_type, project, vintage))
         if listing is not None:
-            self._define_spec(listing.with_tradable_from(self.closes + self.rules.listing_days),
+            self._define_spec(listing.with_tradable_from(self._first_trading_day()),
                               ts, out)
         if accounts.report_ppm:
             self._report_large(account_id, listed, amount, out, ts)
@@ -787,6 +813,7 @@ class Exchange(Matching):
         self.seen_order_ids.clear()
         self.last_close_ts = ts
         self.closes += 1
+        self.after_close = True
         if self.accounts is not None:
             self.accounts.end_of_day()
 
@@ -820,6 +847,8 @@ class Exchange(Matching):
             h.update(repr((self.trading_open, self.last_close_ts)).encode())
         if self.halted:
             h.update(b"halted")
+        if self.after_close and self.rules.listing_days:   # (only where it decides anything)
+            h.update(b"after close")
         if self.accounts is None and self.closes and not self._plain_rules:
             h.update(repr(self.closes).encode())
         for symbol in sorted(self.specs):
@@ -830,7 +859,8 @@ class Exchange(Matching):
             for side in (book.bids, book.asks):
                 for level in side.iter_levels():
                     h.update(repr([(o.order_id, o.account, o.open_qty, o.filled_qty, o.reserved,
-                                    o.owner) for o in level.orders()]).encode())
+                                    o.owner, *(() if o.lots is None else (o.lots,)))
+                                   for o in level.orders()]).encode())
                     h.update(repr(level.price).encode())
         h.update(repr(sorted(self.seen_order_ids)).encode())
         if self.deposit_ids:   # (so hashes of states without deposits stay the same)

@@ -174,8 +174,9 @@ class Accounts:
                     f"after {remaining} more close{'s' if remaining > 1 else ''}"))
         if not (account.open_sells if buying else account.open_buys).get(symbol):
             return
-        for resting in book.orders.values():
-            if resting.account == account_id and resting.side is not side:
+        for resting in (o for level in book.opposite(side).iter_levels()
+                        for o in level.orders()):          # (in priority: deterministic)
+            if resting.account == account_id:
                 raise Refused(R.HOLDING_PERIOD, (
                     f"Art.29: a {resting.side.value} order of {symbol} rests "
                     f"({resting.order_id}); buying and selling {symbol} within "
@@ -240,10 +241,12 @@ class Accounts:
 
     def held(self, account: Account, spec: InstrumentSpec) -> int:
         """Tonnes the account owns of what `spec` trades (a contract: every eligible lot)."""
-        if self.lots and spec.credit_type and not spec.project:
+        if spec.credit_type and not spec.project:
             lots = self.lots
+            ranged = spec.vintage_from or spec.vintage_to
             return sum(qty for key, qty in account.credits.items()
-                       if key == spec.symbol or (key in lots and spec.eligible(lots[key])))
+                       if (key == spec.symbol and not ranged)
+                       or (key in lots and spec.eligible(lots[key])))
         return account.credits.get(spec.holding, 0)
 
     def large_holdings(self, account_id: str, spec: InstrumentSpec | None, gained: int) -> list:
@@ -287,15 +290,17 @@ class Accounts:
         lot = self.lots.get(key)
         return (None, None) if lot is None else (lot.project, lot.vintage)
 
-    def _allocation(self, account: Account, spec: InstrumentSpec, need: int) -> list:
+    def allocation(self, account: Account, spec: InstrumentSpec, need: int) -> list:
         """[[holding key, t], ...] of free credits a contract sell of `need` t reserves, in
         the allocation order (lots.py: default lot, then vintage, then project); raises
         Refused if the eligible lots hold less."""
         lots = self.lots
         candidates = []
+        ranged = spec.vintage_from or spec.vintage_to
         for key in account.credits:
             if key == spec.symbol:
-                candidates.append((0, "", key))
+                if not ranged:       # the default lot's vintage is unknown: never in a range
+                    candidates.append((0, "", key))
             else:
                 lot = lots.get(key)
                 if lot is not None and spec.eligible(lot):
@@ -322,8 +327,9 @@ class Accounts:
                       extra: int) -> None:
         """Reserve `extra` more t for a sell order (raises Refused if it cannot)."""
         key = spec.holding
-        if self.lots and spec.credit_type and not spec.project:
-            more = self._allocation(account, spec, extra)
+        if (spec.credit_type and not spec.project
+                and (self.lots or spec.vintage_from or spec.vintage_to)):
+            more = self.allocation(account, spec, extra)
             if order.lots is not None or len(more) > 1 or more[0][0] != key:
                 reserved = account.credits_reserved
                 lots = order.lots
@@ -480,7 +486,13 @@ class Accounts:
             seller.credits[key] -= qty
             buyer.credits[key] = buyer.credits.get(key, 0) + qty
             buyer.bought_today[key] = buyer.bought_today.get(key, 0) + qty
-            lots: tuple = ((spec.project, spec.vintage, qty),) if spec.project else ()
+            lots: tuple
+            if spec.project:
+                lots = ((spec.project, spec.vintage, qty),)
+            elif self.lots and spec.credit_type:   # once lots exist, a contract names its
+                lots = ((None, None, qty),)         # deliveries, the default lot's too
+            else:
+                lots = ()
         else:
             lots = self._deliver_lots(seller, buyer, sell.lots, qty)
         seller.cash += gross - fee

@@ -20,6 +20,7 @@ from ccerx.engine.core.lots import (CREDIT_TYPES, LOT_SEPARATOR, STANDARD_CONTRA
 PRICE_UNITS_PER_CNY = 1_000_000
 FEN_PER_CNY = 100
 PRICE_UNITS_PER_FEN = PRICE_UNITS_PER_CNY // FEN_PER_CNY
+MAX_PRICE_UNITS = 1_000_000 * PRICE_UNITS_PER_CNY   # 1,000,000.00 CNY/t: above is a typo
 
 
 class Side(Enum):
@@ -269,8 +270,6 @@ class InstrumentSpec:
             problem = "vintages need a credit_type"
         if problem:
             raise ValueError(problem)
-        if LOT_SEPARATOR in self.symbol:
-            raise ValueError(f"instrument symbol may not contain {LOT_SEPARATOR!r}")
         setattr_(self, "holding", lot_key(self.project, self.vintage) if self.project
                  else self.symbol)
 
@@ -350,6 +349,8 @@ class InstrumentSpec:
         if ref_price is None:
             raise ValueError("ref_price is required")
         ref_units = parse_price_units(_as_decimal_text(ref_price, "ref_price"))
+        if ref_units > MAX_PRICE_UNITS:
+            raise ValueError("ref_price must be at most 1000000.00 CNY per tonne")
         if tick_units <= 0 or ref_units % tick_units:
             raise ValueError("ref_price must be a positive whole number of ticks")
         band = parse_decimal_units(_as_decimal_text(band_pct, "band_pct"), 10_000)  # % -> ppm
@@ -378,6 +379,8 @@ def symbol_problem(symbol) -> str:
             or " " in symbol):
         return (f"instrument symbol {str(symbol)[:32]!r} must be printable ASCII without "
                 "spaces (put a Chinese name in `name`)")
+    if LOT_SEPARATOR in symbol:      # (a lot key is PROJECT@VINTAGE: lots.py)
+        return f"instrument symbol {symbol[:32]!r} may not contain {LOT_SEPARATOR!r}"
     return ""
 
 

@@ -6,7 +6,9 @@ re-derives every trade and deposit and checks the count against the instructions
 holds (a mismatch means a non-deterministic engine or a journal of another version). A torn
 tail (a crash in the middle of a write) is cut and reported; damage anywhere else, a journal
 that ends before its snapshot's successor, or one shorter than what a relay confirmed, is
-refused (RecoveryRefused) rather than silently losing acknowledged commands.
+refused (RecoveryRefused) rather than silently losing acknowledged commands. A journal
+may start after its snapshot (a cluster node that joined from one: journal.write_base); the
+scan then counts from that base, so the snapshot there is where recovery starts.
 
 `replay_directory` returns a `Recovered` value; `DurableExchange` opens the journal for
 appending after it and wires the relays.

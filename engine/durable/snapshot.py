@@ -76,6 +76,7 @@ def exchange_state(ex: Exchange) -> dict:
             "deposit_ids": sorted(ex.deposit_ids), "halted": ex.halted,
             **({"retire_ids": sorted(ex.retire_ids)} if ex.retire_ids else {}),
             **({"closes": ex.closes} if ex.closes else {}),
+            **({"after_close": True} if ex.after_close else {}),
             "day_stats": ex.day_stats, "accounts": accounts,
             # (absent unless the operator restricted someone)
             **({"restrictions": sorted([scope, target, side] for (scope, target), side
@@ -125,6 +126,7 @@ def exchange_from_state(state: dict) -> Exchange:
     ex.deposit_ids = set(state.get("deposit_ids", ()))     # absent before deposits existed
     ex.retire_ids = set(state.get("retire_ids", ()))       # ... before retirements
     ex.closes = state.get("closes", 0)                      # ... and when no day has closed
+    ex.after_close = state.get("after_close", False)
     ex.halted = state.get("halted", False)                  # ... and before halts
     ex.day_stats = {symbol: list(stats) for symbol, stats in state["day_stats"].items()}
     ex.restrictions = {(scope, target): side

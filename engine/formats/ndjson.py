@@ -312,7 +312,8 @@ def market_state(exchange) -> dict:
             "tick": text(1), "best_bid": None if bid is None else text(bid),
             "best_ask": None if ask is None else text(ask), "resting_orders": len(book.orders),
             "volume": volume, "turnover": format_fen(turnover * spec.tick_fen), "trades": trades,
-            **({"kind": spec.kind, **spec.lot_json()} if spec.kind != "pooled" else {})}
+            **({"kind": spec.kind, **spec.lot_json(), "credit_type": spec.credit_type}
+               if spec.kind != "pooled" else {})}
     accounts = exchange.accounts
     return {"trading_open": exchange.trading_open, "halted": exchange.halted, "last_close_ts": exchange.last_close_ts or None,
             "seq": exchange.seq, "accounts": None if accounts is None else len(accounts.by_id),

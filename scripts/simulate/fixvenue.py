@@ -29,7 +29,7 @@ What FIX does not carry goes through the server's operator control socket (`ccer
 - retirement (注销): `retire()` is the operator's `retire` (FIX has no retirement message);
 - lots delivered: a fill's ExecutionReport names the lots its trade delivered (NoUnderlyings,
   gateway/fix/lots.py); the brokers' books move exactly those, and reserve a contract sell's
-  lots at its acceptance by the engine's own allocation order (Accounts._allocation);
+  lots at its acceptance by the engine's own allocation order (Accounts.allocation);
 - the exchange's accounts live in the server, so balances (cash available, sellable
   credits) are a broker-side shadow kept from the execution reports and the deposits, the
   way a broker tracks its clients' buying power; reconciliation compares the trades with
@@ -359,7 +359,7 @@ class FixVenue(AccountView):
             # the lots it reserves: a contract's by the engine's allocation order (the
             # engine reserved the same at entry: these books hold what the exchange holds)
             if self.accounts.lots and spec.kind == "contract":
-                allocation = self.accounts._allocation(account, spec, order[3])
+                allocation = self.accounts.allocation(account, spec, order[3])
             else:
                 allocation = [[spec.holding, order[3]]]
             order += [order[3], allocation]

@@ -21,7 +21,9 @@ from ccerx.engine.durable import journal as jr
 from ccerx.engine.durable import snapshot as snap
 from ccerx.engine.durable.exchange import OPENING, DurableExchange
 from ccerx.engine.durable.recovery import RecoveryRefused
-from ccerx.engine.durable.replicated import is_empty_data_dir
+from ccerx.engine.durable.replicated import decode_bundle, encode_bundle, is_empty_data_dir
+from ccerx.gateway.cluster import stores_blob
+from ccerx.gateway.fix.store import FileStore, SessionReplicator
 from ccerx.benchmarks.replication import NATS_SERVER
 from tests.integration.durable_helpers import wait_until
 from tests.integration.test_cluster import (LIVENESS_S, Cluster, FixTrader, check_after,
@@ -70,6 +72,38 @@ def test_a_journal_that_starts_after_its_snapshot_recovers(tmp_path):
     with DurableExchange(joined, ledger=None) as ex:      # a restart of the joined node
         assert ex.state_hash() == after
         assert ex.recovery.replayed == 20
+
+
+def test_the_fix_stores_blob_mirrors_into_empty_stores(tmp_path):
+    """What a join bundle carries of the FIX stores makes a new node's (empty) stores what
+    the standby's are: every message, both sequence numbers; a store with old content is
+    replaced (the blob resets it)."""
+    source = SessionReplicator()
+    stores = {name: source.wrap(FileStore(tmp_path / "standby", name)) for name in ("A", "B")}
+    for n in range(1, 6):
+        stores["A"].inner.set(n, f"message {n} 中文".encode())
+    stores["A"].inner.next_sender, stores["A"].inner.next_target = 6, 9
+    stores["B"].inner.next_target = 3
+    for store in stores.values():
+        store.inner.flush()
+    blob = stores_blob(source)
+    joined = SessionReplicator()
+    fresh = {name: joined.wrap(FileStore(tmp_path / "new", name)) for name in ("A", "B")}
+    fresh["B"].inner.set(1, b"stale")
+    joined.mirror(blob)
+    for name in ("A", "B"):
+        a, b = stores[name].inner, fresh[name].inner
+        assert (b.next_sender, b.next_target) == (a.next_sender, a.next_target)
+        assert b.get(1, 100) == a.get(1, 100)
+    assert fresh["A"].inner.get(5, 5) == [(5, "message 5 中文".encode())]
+
+
+def test_a_damaged_join_bundle_is_refused():
+    bundle = encode_bundle({"stream_seq": 7}, b"snap", b"{}", b"")
+    assert decode_bundle(bundle) == ({"stream_seq": 7}, b"snap", b"{}", b"")
+    for bad in (bundle[:-3], b"x" + bundle[1:], bundle[:20] + b"\xff" * 8 + bundle[28:]):
+        with pytest.raises(ValueError):
+            decode_bundle(bad)
 
 
 # ------------------------------------------------------------------ a node joins by snapshot

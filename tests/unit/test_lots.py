@@ -298,3 +298,20 @@ def test_an_accounts_table_names_a_listings_credits_by_its_symbol_and_lots_need_
     ex.check()
     with pytest.raises(ValueError, match="move in by deposit"):
         Exchange(DEFAULT_INSTRUMENTS, Accounts([Account("X", credits={f"{P2}@2023": 1})]))
+
+
+def test_art17_a_listing_made_while_the_market_is_open_trades_the_next_day_not_sooner():
+    from ccerx.engine.core.commands import SetTradingStatus
+    ex = exchange(CBEEX_2023)
+    ex.apply(SetTradingStatus(True, "morning session", TS))
+    ex.apply(EndOfDay(TS))                      # (a flow without status lines: still open)
+    deposit(ex, "ISS-1", "HOLD", P1, 2023, 10, listing=("AFF-0001-2023", 62_000_000))
+    assert ex.specs["AFF-0001-2023"].tradable_from == 2
+    ex.apply(SetTradingStatus(False, "close", TS))
+    ex.apply(EndOfDay(TS))
+    restored = exchange_from_state(exchange_state(ex))
+    assert restored.state_hash() == ex.state_hash() and restored.after_close
+    deposit(ex, "ISS-2", "HOLD", P2, 2023, 10, listing=("AFF-0002-2023", 62_000_000))
+    assert ex.specs["AFF-0002-2023"].tradable_from == 2      # listed on day 2's eve
+    ex.apply(SetTradingStatus(True, "morning session", TS))
+    assert kinds(ex.apply(new("s1", "HOLD", "AFF-0002-2023", "sell", 5))) == ["OrderAccepted"]
