@@ -66,6 +66,9 @@ def main() -> None:
                    help="lockstep mode: time chunks by wall clock (default) or by the worker "
                         "thread's CPU time (time.thread_time_ns: the time a busy machine keeps "
                         "it off the CPU does not count)")
+    p.add_argument("--b-pure-python", action="store_true",
+                   help="lockstep mode: B runs the engine's .py sources (CCERX_PURE_PYTHON=1), "
+                        "A the compiled core: the same build, compiled against pure Python")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     for name, text in (("pythonpath", "PYTHONPATH of its engine build"),
                        ("flow", "flow"), ("accounts", "accounts file"), ("rules", "rule profile")):
@@ -78,7 +81,7 @@ def main() -> None:
     if args.worker:
         return worker(args)
     if any(getattr(args, f"b_{n}") for n in ("pythonpath", "flow", "accounts", "rules")) \
-            or args.a_pythonpath:
+            or args.a_pythonpath or args.b_pure_python:
         return lockstep(args)
     commands, chunks, fresh = load(args.flow, args.accounts, args.rules)
     fastest = [float("inf")] * len(chunks)
@@ -142,13 +145,16 @@ def lockstep(args) -> None:
         env = dict(os.environ)
         if path:
             env["PYTHONPATH"] = path
+        if args.b_pure_python:
+            env["CCERX_PURE_PYTHON"] = "1" if side == "b" else ""
         cmd = [sys.executable, str(Path(__file__).resolve()), flow, "--worker"]
         cmd += ["--accounts", accounts] if accounts else []
         cmd += ["--rules", rules] if rules else []
         cmd += ["--clock", args.clock]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                 env=env)
-        sides[side] = (proc, f"{flow} rules={rules or 'default'} build={path or 'this'}")
+        build = (path or "this") + (", pure Python" if args.b_pure_python and side == "b" else "")
+        sides[side] = (proc, f"{flow} rules={rules or 'default'} build={build}")
 
     def ask(side, text):
         proc = sides[side][0]

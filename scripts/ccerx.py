@@ -47,7 +47,8 @@ def version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ccerx", description="CCER carbon-credit exchange: "
                                      "matching engine, FIX gateway, replay, benchmarks, simulation")
-    parser.add_argument("--version", action="version", version=f"ccerx {version()}")
+    from ccerx.engine.native import status    # compiled core or pure Python
+    parser.add_argument("--version", action="version", version=f"ccerx {version()} ({status()})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND",
                                 parser_class=SubcommandParser)
     sub.required = True

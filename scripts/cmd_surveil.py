@@ -227,7 +227,7 @@ def simulation_source(scenario_path: str, days):
         events = apply(command)
         collected.extend(events)
         return events
-    exchange.apply = session.venue.send = recording     # issue() and end_of_day() use exchange.apply
+    session.venue.send = recording      # every command (issue() and end_of_day() too)
     print(f"simulating '{scenario.name}': {scenario.days} day(s), seed {scenario.seed}",
           file=sys.stderr)
     session.run()

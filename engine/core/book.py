@@ -15,6 +15,7 @@ verifies every structural invariant and is called by the property tests after ea
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from typing import Iterator, Optional
 
 from ccerx.engine.core.types import Side
 
@@ -24,20 +25,22 @@ class Order:
     __slots__ = ("order_id", "account", "side", "price", "open_qty", "filled_qty",
                  "reserved", "owner", "prev", "next", "level", "lots")
 
-    def __init__(self, order_id, account, side, price, open_qty, owner=None):
+    def __init__(self, order_id: str, account: str, side: Side, price: Optional[int],
+                 open_qty: int, owner: Optional[str] = None):
         self.order_id = order_id
         self.account = account
         self.side = side
-        self.price = price
+        self.price = price      # ticks; None only for a market order (which never rests)
         self.open_qty = open_qty
         self.filled_qty = 0
         self.reserved = 0       # cash (fen) or credits (t) held for this order by risk
         self.owner = owner
-        self.prev = None
-        self.next = None
-        self.level = None
-        self.lots = None        # a contract sell's reservation per lot: [[holding key, t], ...]
-                                # in delivery order (None: all on the spec's holding key)
+        self.prev: Optional[Order] = None
+        self.next: Optional[Order] = None
+        self.level: Optional[Level] = None
+        # a contract sell's reservation per lot: [[holding key, t], ...] in delivery order
+        # (None: all on the spec's holding key)
+        self.lots: Optional[list] = None
 
     def __repr__(self) -> str:
         return (f"Order({self.order_id!r}, {self.account!r}, {self.side.value}, {self.price}, "
@@ -49,12 +52,12 @@ class Level:
 
     def __init__(self, price: int):
         self.price = price
-        self.head = None
-        self.tail = None
+        self.head: Optional[Order] = None
+        self.tail: Optional[Order] = None
         self.total_qty = 0
         self.count = 0
 
-    def orders(self):
+    def orders(self) -> Iterator[Order]:
         order = self.head
         while order is not None:
             yield order
@@ -70,7 +73,7 @@ class BookSide:
         self.keys: list[int] = []
         self.sign = -1 if side is Side.BUY else 1
 
-    def iter_levels(self):
+    def iter_levels(self) -> Iterator[Level]:
         """Levels best first."""
         levels, sign = self.levels, self.sign
         for key in self.keys:
@@ -102,6 +105,7 @@ class Book:
         """Append at the back of its price level (time priority)."""
         book_side = self.bids if order.side is Side.BUY else self.asks
         price = order.price
+        assert price is not None, "a market order never rests"
         level = book_side.levels.get(price)
         if level is None:
             level = Level(price)
@@ -124,6 +128,7 @@ class Book:
     def remove(self, order: Order) -> None:
         """Unlink a resting order (cancel or complete fill)."""
         level = order.level
+        assert level is not None, "the order does not rest"
         prev, nxt = order.prev, order.next
         if prev is None:
             level.head = nxt
@@ -147,19 +152,21 @@ class Book:
     def reduce(self, order: Order, qty: int) -> None:
         """Take qty off a resting order's open quantity in place (keeps priority)."""
         order.open_qty -= qty
-        order.level.total_qty -= qty
+        level = order.level
+        assert level is not None, "the order does not rest"
+        level.total_qty -= qty
 
-    def best_bid(self):
+    def best_bid(self) -> Optional[int]:
         keys = self.bids.keys
         return -keys[0] if keys else None
 
-    def best_ask(self):
+    def best_ask(self) -> Optional[int]:
         keys = self.asks.keys
         return keys[0] if keys else None
 
     def depth(self, side: Side, levels: int = 5) -> list[tuple[int, int, int]]:
         """[(price, total_qty, order_count)] best first."""
-        out = []
+        out: list[tuple[int, int, int]] = []
         for level in self.side_of(side).iter_levels():
             if len(out) == levels:
                 break
@@ -185,7 +192,7 @@ class Book:
                 assert level.price == price
                 assert level.count > 0, "empty level kept"
                 total = count = 0
-                prev = None
+                prev: Optional[Order] = None
                 for order in level.orders():
                     assert order.level is level and order.prev is prev, "broken links"
                     assert order.side is book_side.side and order.price == price

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_left
-from typing import Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
+
+from mypy_extensions import mypyc_attr
 
 from ccerx.engine.core.book import Book, Order
 from ccerx.engine.core.commands import (AmendOrder, CancelOrder, DefineInstrument, Deposit,
@@ -49,6 +51,7 @@ MAX_ID_LEN = 64
 _tuple_new = tuple.__new__  # builds an event NamedTuple without its Python-level __new__
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)   # (compiled: a test's subclass, a user's)
 class Exchange(Matching):
     """Routes commands, validates them and sequences events; matching is `Matching`
     (matching.py), reservations and settlement of trades are `Accounts` (risk.py)."""
@@ -92,7 +95,7 @@ class Exchange(Matching):
         self.restrictions: dict[tuple[str, str], str] = {}
         # per instrument: [volume t, turnover in tick*t, trades] for the VWAP close
         self.day_stats: dict[str, list[int]] = {s: [0, 0, 0] for s in self.specs}
-        self._handlers = {NewOrder: self._new, CancelOrder: self._cancel, AmendOrder: self._amend,
+        self._handlers: dict[type, Callable[[Any, int, list], None]] = {NewOrder: self._new, CancelOrder: self._cancel, AmendOrder: self._amend,
                           DefineInstrument: self._define, EndOfDay: self._end_of_day,
                           SetTradingStatus: self._set_trading_status, Deposit: self._deposit,
                           SetLimits: self._set_limits, Restrict: self._restrict,
@@ -199,6 +202,7 @@ class Exchange(Matching):
         tif = (DAY if order_type is LIMIT else IOC) if tif is None else (
             TIFS.get(tif) if type(tif) is str else None)
         price_units, qty = cmd.price_units, cmd.qty
+        price: Optional[int]
         # Fast path: a well-formed limit order whose fields need no explaining.
         if (self._plain_rules and spec is not None and side is not None and order_type is LIMIT
                 and tif is not None and type(price_units) is int and type(qty) is int and type(account) is str
@@ -210,6 +214,7 @@ class Exchange(Matching):
             # (the rules' checks live here, so the fast path stays as it was before profiles)
             try:
                 price = self._validate_new(cmd, spec, side, order_type, tif)
+                assert spec is not None and side is not None    # (validated)
                 if spec.tradable_from > self.closes:
                     raise Refused(R.NOT_YET_TRADABLE, (
                         f"Art.17: {spec.symbol} is newly listed; it trades from trading day "
@@ -223,6 +228,7 @@ class Exchange(Matching):
                 return self._reject(out, ts, "new", order_id, bad.reason, bad.text, owner)
             if order_type is TAKE:
                 return self._new_take(cmd, spec, side, tif, price, ts, out)
+        assert spec is not None and side is not None    # (both paths checked them)
         symbol = spec.symbol
         book = self.books[symbol]
         order = Order(order_id, account, side, price, qty, owner)
@@ -341,6 +347,7 @@ class Exchange(Matching):
         if listing.account == cmd.account:     # in every profile: STP would only cancel it
             raise Refused(R.SELF_TRADE, f"listing {target!r} is the account's own: a taker "
                                         f"never takes its own listing")
+        assert listing.price is not None    # (a resting order has a price)
         ahead = bisect_left(opposite.keys, listing.price * opposite.sign)
         if ahead >= self.rules.take_levels:
             best = opposite.keys[0] * opposite.sign
@@ -383,6 +390,7 @@ class Exchange(Matching):
         if cmd.owner is not None and order.owner != cmd.owner:
             return self._reject(out, ts, "cancel", cmd.order_id, R.ORDER_NOT_RESTING,
                                 "no resting order with this id for this member", cmd.owner)
+        assert book is not None
         self._cancel_resting(book, self.specs[book.instrument], order, CancelReason.USER, out, ts)
 
     def _amend(self, cmd: AmendOrder, ts: int, out: list) -> None:
@@ -403,11 +411,13 @@ class Exchange(Matching):
             if why:
                 return self._reject(out, ts, "amend", order_id, R.RESTRICTED,
                                     why + "; cancels are still accepted", owner)
+        assert book is not None
         spec = self.specs[book.instrument]
         try:
             if cmd.price_units is None and cmd.qty is None:
                 raise Refused(R.NOTHING_TO_AMEND, "amend needs a new price or quantity")
             price = order.price if cmd.price_units is None else self._limit_ticks(spec, cmd.price_units)
+            assert price is not None    # (a resting order has a price)
             qty = order.filled_qty + order.open_qty if cmd.qty is None else self._check_qty(spec, cmd.qty)
             if qty <= order.filled_qty:
                 raise Refused(R.QTY_NOT_ABOVE_FILLED,
@@ -550,6 +560,7 @@ class Exchange(Matching):
                 lot = Lot(spec.credit_type, spec.project, spec.vintage)
             asset = spec.holding
         if self.accounts is not None:
+            assert account is not None     # (checked above)
             if asset == CASH_ASSET:
                 account.cash += amount
             else:
@@ -651,6 +662,7 @@ class Exchange(Matching):
                                                and type(account_id) is str) else None
         if account is None:
             return reject(R.UNKNOWN_ACCOUNT, f"unknown account {str(account_id)[:MAX_ID_LEN]!r}")
+        assert accounts is not None
         if cmd.instrument is not None:
             if cmd.project is not None or cmd.vintage is not None:
                 return reject(R.MALFORMED, "retire names a lot (project, vintage) or an "
@@ -680,10 +692,11 @@ class Exchange(Matching):
             return reject(bad.reason, bad.text)
         self.retire_ids.add(retire_id)
         lot = accounts.lots.get(key)
+        credit_type, project, vintage = lot if lot is not None else (None, None, None)
         self.seq += 1
         out.append(Retired(self.seq, ts, retire_id, account_id, key, qty, purpose,
-                           f"CCERX-RC-{len(self.retire_ids):08d}",
-                           *(lot or (None, None, None)), cmd.owner))
+                           f"CCERX-RC-{len(self.retire_ids):08d}", credit_type, project, vintage,
+                           cmd.owner))
 
     # ------------------------------------------------------------------ risk controls
     def _restricted(self, account, owner, side) -> str:
@@ -732,9 +745,11 @@ class Exchange(Matching):
                 parsed[types[row[0]]] = (row[1], row[2])
         if text:
             return self._reject(out, ts, "limits", None, R.MALFORMED, text, cmd.owner)
-        self.accounts.set_limits(parsed, report_ppm, self.books)
+        accounts = self.accounts
+        assert accounts is not None
+        accounts.set_limits(parsed, report_ppm, self.books)
         self.seq += 1
-        out.append(LimitsSet(self.seq, ts, tuple(sorted(tuple(r) for r in self.accounts.limits_json())),
+        out.append(LimitsSet(self.seq, ts, tuple(sorted(tuple(r) for r in accounts.limits_json())),
                              report_ppm))
 
     def _restrict(self, cmd: Restrict, ts: int, out: list) -> None:
@@ -805,7 +820,7 @@ class Exchange(Matching):
     # ------------------------------------------------------------------ inspection
     def check(self) -> None:
         """Raise AssertionError if any invariant of books or accounts is broken."""
-        ids = set()
+        ids: set[str] = set()
         for symbol, book in self.books.items():
             book.check()
             assert book.where is self.resting_in, f"{symbol}: book outside the order index"

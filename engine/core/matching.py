@@ -14,23 +14,34 @@ validation and routing stay in exchange.py, and every move of cash or credits is
 """
 from __future__ import annotations
 
+from typing import Optional
+
+from mypy_extensions import mypyc_attr
+
 from ccerx.engine.core.book import Book, Order
 from ccerx.engine.core.events import LargeHolderReported, OrderCancelled, TradeExecuted
-from ccerx.engine.core.risk import fee_fen
+from ccerx.engine.core.risk import Accounts, fee_fen
 from ccerx.engine.core.types import CancelReason, InstrumentSpec, Side
 
 BUY = Side.BUY
 _tuple_new = tuple.__new__  # builds an event NamedTuple without its Python-level __new__
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)   # (compiled: Exchange's subclasses)
 class Matching:
-    __slots__ = ()
+    # the exchange's state the matcher reads and advances (Exchange.__init__ sets it)
+    accounts: Accounts | None
+    seq: int
+    next_trade_id: int
+    fee_ppm: int
+    day_stats: dict[str, list[int]]
 
     def _release(self, order: Order, spec: InstrumentSpec) -> None:
         if self.accounts is not None and order.reserved:
             self.accounts.release(order, spec)
 
-    def _finish(self, order: Order, spec, reason: CancelReason, out, ts) -> None:
+    def _finish(self, order: Order, spec: InstrumentSpec, reason: CancelReason, out: list,
+                ts: int) -> None:
         """Cancel the unfilled rest of an order that is not (or no longer) resting."""
         self.seq += 1
         out.append(OrderCancelled(self.seq, ts, order.order_id, order.account, spec.symbol,
@@ -38,7 +49,7 @@ class Matching:
         self._release(order, spec)     # (before the open quantity goes: limits count it)
         order.open_qty = 0
 
-    def _fillable(self, book: Book, taker: Order, limit) -> int:
+    def _fillable(self, book: Book, taker: Order, limit: Optional[int]) -> int:
         """Quantity the taker could trade now, not counting its own account's orders."""
         need, total, account = taker.open_qty, 0, taker.account
         buying = taker.side is BUY
@@ -54,7 +65,8 @@ class Matching:
                 maker = maker.next
         return total
 
-    def _match(self, book: Book, spec: InstrumentSpec, taker: Order, limit, out, ts) -> None:
+    def _match(self, book: Book, spec: InstrumentSpec, taker: Order, limit: Optional[int],
+               out: list, ts: int) -> None:
         buying = taker.side is BUY
         opposite = book.asks if buying else book.bids
         keys, levels, sign = opposite.keys, opposite.levels, opposite.sign
@@ -87,8 +99,7 @@ class Matching:
                     book.remove(maker)  # subtracts maker.open_qty from the level
                     maker.open_qty = 0
                 else:
-                    maker.open_qty -= qty
-                    maker.level.total_qty -= qty
+                    book.reduce(maker, qty)
                 buy, sell = (taker, maker) if buying else (maker, taker)
                 if accounts is not None:
                     lots = accounts.settle(spec, buy, sell, qty, gross, fee, fee_ppm)
@@ -110,7 +121,7 @@ class Matching:
                 maker = following
 
     def _take_target(self, book: Book, spec: InstrumentSpec, taker: Order, maker: Order,
-                     out, ts) -> None:
+                     out: list, ts: int) -> None:
         """A targeted take: one trade with that listing only (other accounts' listing, at a
         level the rules let it reach, checked by the exchange). The trade itself is the same
         as one step of `_match` (kept inline there: it is the hot loop)."""
@@ -118,6 +129,7 @@ class Matching:
             raise AssertionError(f"take {taker.order_id} of listing {maker.order_id}")
         buying = taker.side is BUY
         price = maker.price
+        assert price is not None    # (a resting order has a price)
         qty = taker.open_qty if taker.open_qty < maker.open_qty else maker.open_qty
         gross = price * spec.tick_fen * qty
         fee = fee_fen(gross, self.fee_ppm)
@@ -128,8 +140,7 @@ class Matching:
             book.remove(maker)
             maker.open_qty = 0
         else:
-            maker.open_qty -= qty
-            maker.level.total_qty -= qty
+            book.reduce(maker, qty)
         buy, sell = (taker, maker) if buying else (maker, taker)
         if self.accounts is not None:
             lots = self.accounts.settle(spec, buy, sell, qty, gross, fee, self.fee_ppm)
@@ -149,15 +160,19 @@ class Matching:
         if not maker.open_qty and maker.reserved:
             self._release(maker, spec)
 
-    def _report_large(self, account: str, spec, gained: int, out, ts) -> None:
+    def _report_large(self, account: str, spec: Optional[InstrumentSpec], gained: int,
+                      out: list, ts: int) -> None:
         """Art.38: report the holdings that `gained` t of what `spec` trades (None: of credits
         no instrument trades) took to the reporting share of their limit (after the trade or
         deposit that moved them)."""
-        for instrument, holding, limit in self.accounts.large_holdings(account, spec, gained):
+        accounts = self.accounts
+        assert accounts is not None
+        for instrument, holding, limit in accounts.large_holdings(account, spec, gained):
             self.seq += 1
             out.append(LargeHolderReported(self.seq, ts, account, instrument, holding, limit))
 
-    def _cancel_resting(self, book, spec, order: Order, reason, out, ts) -> None:
+    def _cancel_resting(self, book: Book, spec: InstrumentSpec, order: Order,
+                        reason: CancelReason, out: list, ts: int) -> None:
         cancelled = order.open_qty
         book.remove(order)
         self._release(order, spec)     # (before the open quantity goes: limits count it)

@@ -259,7 +259,8 @@ class Accounts:
             return []
         out = []
         per, total = limit
-        rows = [(None, total, sum(account.credits.values()) if total is not None else 0)]
+        rows: list[tuple[str | None, int | None, int]] = [
+            (None, total, sum(account.credits.values()) if total is not None else 0)]
         if spec is not None:
             rows.insert(0, (spec.symbol, per, self.held(account, spec)))
         for name, cap, now in rows:
@@ -485,6 +486,7 @@ class Accounts:
             seller.credits[key] -= qty
             buyer.credits[key] = buyer.credits.get(key, 0) + qty
             buyer.bought_today[key] = buyer.bought_today.get(key, 0) + qty
+            lots: tuple
             if spec.project:
                 lots = ((spec.project, spec.vintage, qty),)
             elif self.lots and spec.credit_type:   # once lots exist, a contract names its

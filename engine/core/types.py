@@ -5,7 +5,7 @@ Decimal text only crosses this module's parse/format helpers, never a float.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields as dataclass_fields, replace
 import re
 import unicodedata
 from enum import Enum
@@ -293,6 +293,11 @@ class InstrumentSpec:
         return (lot.credit_type == self.credit_type
                 and (not self.vintage_from or lot.vintage >= self.vintage_from)
                 and (not self.vintage_to or lot.vintage <= self.vintage_to))
+
+    def __reduce__(self) -> tuple:
+        # pickle and copy rebuild a spec from its fields (compiled, a frozen dataclass has no
+        # way to set them one by one)
+        return type(self), tuple(getattr(self, f.name) for f in dataclass_fields(self) if f.init)
 
     def ticks_to_text(self, ticks: int) -> str:
         return format_units(ticks * self.tick_units, PRICE_UNITS_PER_CNY, self.price_places)

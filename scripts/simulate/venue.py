@@ -69,11 +69,12 @@ class InProcessVenue(AccountView):
         self.accounts = accounts
         self.specs = self.exchange.specs
         self.books = self.exchange.books
-        self.send = self.exchange.apply       # commands in, events out
+        self.send = self.exchange.apply       # commands in, events out (every command: a
+                                              # recorder replaces `send`, see cmd_surveil)
         self.deposits = 0
 
     def end_of_day(self, ts: int) -> list:
-        return self.exchange.apply(EndOfDay(ts))
+        return self.send(EndOfDay(ts))
 
     def top(self, instrument: str):
         book = self.books[instrument]
@@ -97,7 +98,7 @@ class InProcessVenue(AccountView):
 
     def issue(self, account: str, instrument: str, qty: int, ts: int) -> Deposited:
         self.deposits += 1
-        [event] = self.exchange.apply(Deposit(f"ISS-{self.deposits}", account, instrument, qty, ts))
+        [event] = self.send(Deposit(f"ISS-{self.deposits}", account, instrument, qty, ts))
         if type(event) is not Deposited:
             raise AssertionError(f"the exchange refused an issuance batch: {event}")
         return event

@@ -56,8 +56,10 @@ def ledger_db(tmp_path_factory):
 
 # ------------------------------------------------------------------------------ the front
 def test_version(capsys):
+    """The version, and whether the engine runs compiled (tests/unit/test_compiled_core.py)."""
+    from ccerx.engine.native import status
     code, out, _ = run(capsys, "--version")
-    assert code == 0 and out.strip() == f"ccerx {importlib.metadata.version('ccerx')}"
+    assert code == 0 and out.strip() == f"ccerx {importlib.metadata.version('ccerx')} ({status()})"
 
 
 def test_a_bad_flag_shows_the_subcommands_usage(capsys):

@@ -41,3 +41,18 @@ def test_lockstep_reports_both_sides_with_the_replay_hashes(tmp_path, capsys):
     assert b[2] == replay_hash(lots, accounts, "cbeex-2023", capsys)
     assert re.search(r"^B/A \d+\.\d{3}  \(cpu clock, fastest of 2 per chunk\)$", done.stdout,
                      re.M)
+
+
+def test_lockstep_compiled_against_pure_python_gives_one_hash():
+    """--b-pure-python: A the normal build, B the same sources as Python (CCERX_PURE_PYTHON);
+    the compiled core's figure against the fallback's, with the same end state."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "engine_ab.py"),
+         str(SAMPLES / "sample-flow.ndjson"), "--accounts", str(SAMPLES / "accounts.json"),
+         "--repeat", "1", "--clock", "cpu", "--b-pure-python"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    a, b = re.findall(r"^([AB]): [\d,]+ cmd/s engine-only  state hash (\w+)  \((.*)\)$",
+                      done.stdout, re.M)
+    assert a[1] == b[1]
+    assert "pure Python" in b[2] and "pure Python" not in a[2]

@@ -336,7 +336,7 @@ def test_the_default_simulation_does_not_flood():
         for event in events:
             alerts.extend(monitor.feed(event))
         return events
-    exchange.apply = session.venue.send = watched
+    session.venue.send = watched     # every command, issuance and end of day too
     result = session.run()
     alerts += monitor.finish()
     assert len(result.trades) > 5_000
