@@ -557,23 +557,46 @@ class ReferenceExchange:
         if caps is None or more <= 0:
             return
         per, total = caps
-        if per is not None and (self.held_of(a, spec)
-                                + self._open_buys(a.account, spec.symbol) + more > per):
+        buys = sum(self._open_buys(a.account, other.symbol) for other in self.specs.values()
+                   if self.may_deliver_the_same(spec, other))
+        if per is not None and self.held_of(a, spec) + buys + more > per:
             raise Rejected(RejectReason.POSITION_LIMIT)
         if total is not None and (sum(a.credits.values()) + self._open_buys(a.account)
                                   + more > total):
             raise Rejected(RejectReason.POSITION_LIMIT)
 
-    def _report_large(self, account: str, instrument, gained: int, ts, out) -> None:
-        """`instrument`: the symbol whose holding gained (None: only the total counts)."""
+    def may_deliver_the_same(self, one: InstrumentSpec, other: InstrumentSpec) -> bool:
+        """Could a buy of `other` deliver credits that `one` trades? The same instrument; two
+        listings of one lot; a listing and a contract its lot is eligible for; two contracts
+        of one credit type whose vintage ranges meet. Pooled instruments share nothing."""
+        if one.symbol == other.symbol:
+            return True
+        if not one.credit_type or one.credit_type != other.credit_type:
+            return False
+        if one.project and other.project:
+            return self.holding_key(one) == self.holding_key(other)
+        if one.project or other.project:
+            listing, contract = (one, other) if one.project else (other, one)
+            return ((not contract.vintage_from or listing.vintage >= contract.vintage_from)
+                    and (not contract.vintage_to or listing.vintage <= contract.vintage_to))
+        lowest = max(one.vintage_from, other.vintage_from)
+        highest = min([v for v in (one.vintage_to, other.vintage_to) if v] or [10 ** 9])
+        return lowest <= highest
+
+    def _report_large(self, account: str, gains: dict, ts, out) -> None:
+        """`gains`: holding key -> t gained; every instrument that trades one of them is
+        checked (in instrument order), then the total."""
         a = self.accounts[account]
         caps = self.limits.get(a.participant_type)
         if caps is None or not self.report_ppm:
             return
-        rows = [(None, caps[1], sum(a.credits.values()))]
-        if instrument is not None:
-            rows.insert(0, (instrument, caps[0], self.held_of(a, self.specs[instrument])))
-        for name, cap, now in rows:
+        rows = []
+        for spec in self.specs.values():
+            gained = sum(q for k, q in gains.items() if self.eligible_keys(spec, [k]))
+            if gained:
+                rows.append((spec.symbol, caps[0], self.held_of(a, spec), gained))
+        rows.append((None, caps[1], sum(a.credits.values()), sum(gains.values())))
+        for name, cap, now, gained in rows:
             if cap is not None:
                 threshold = math.ceil(Fraction(cap * self.report_ppm, 1_000_000))
                 if now - gained < threshold <= now:
@@ -684,7 +707,10 @@ class ReferenceExchange:
             if self.rules.holding_days:
                 b.last_bought[spec.symbol] = self.closes
                 s.last_sold[spec.symbol] = self.closes
-            self._report_large(buy.account, spec.symbol, qty, ts, out)
+            gains: dict = {}
+            for key, q in delivered:
+                gains[key] = gains.get(key, 0) + q
+            self._report_large(buy.account, gains, ts, out)
 
     def _cancel(self, cmd: CancelOrder, ts, out):
         order = self.find(cmd.order_id) if type(cmd.order_id) is str else None
@@ -800,7 +826,7 @@ class ReferenceExchange:
         out.append(Deposited(self._next_seq(), ts, cmd.deposit_id, cmd.account, key,
                              cmd.amount, *lot))
         if self.accounts is not None and cmd.asset != "CNY":
-            self._report_large(cmd.account, cmd.asset, cmd.amount, ts, out)
+            self._report_large(cmd.account, {key: cmd.amount}, ts, out)
 
     def _deposit_lot(self, cmd: Deposit, ts, out, bad):
         ctype, project, vintage = cmd.credit_type, cmd.project, cmd.vintage
@@ -858,8 +884,7 @@ class ReferenceExchange:
                              cmd.amount, ctype, project, vintage))
         if new_listing is not None:
             self._define(DefineInstrument(new_listing, ts), ts, out)
-        self._report_large(cmd.account, listed[0].symbol if listed else None, cmd.amount,
-                           ts, out)
+        self._report_large(cmd.account, {key: cmd.amount}, ts, out)
 
     def _retire(self, cmd: Retire, ts, out):
         def bad(reason):

@@ -234,7 +234,7 @@ class Exchange(Matching):
         order = Order(order_id, account, side, price, qty, owner)
         if self.accounts is not None:
             try:
-                self.accounts.reserve_new(order, spec, self.fee_ppm)
+                self.accounts.reserve_new(order, spec, self.fee_ppm, self.specs)
             except Refused as bad:
                 return self._reject(out, ts, "new", order_id, bad.reason, bad.text, owner)
 
@@ -264,7 +264,7 @@ class Exchange(Matching):
         if self.accounts is not None:
             try:
                 if price is not None:
-                    self.accounts.reserve_new(order, spec, self.fee_ppm)
+                    self.accounts.reserve_new(order, spec, self.fee_ppm, self.specs)
                 elif self.accounts.get(cmd.account) is None:   # nothing to take: nothing held
                     raise Refused(R.UNKNOWN_ACCOUNT, f"unknown account {cmd.account!r}")
             except Refused as bad:
@@ -424,7 +424,8 @@ class Exchange(Matching):
                               f"new quantity must exceed the {order.filled_qty} t already filled")
             open_qty = qty - order.filled_qty
             if self.accounts is not None:
-                self.accounts.re_reserve(order, spec, price, open_qty, self.fee_ppm)
+                self.accounts.re_reserve(order, spec, price, open_qty, self.fee_ppm,
+                                         self.specs)
         except Refused as bad:
             return self._reject(out, ts, "amend", order_id, bad.reason, bad.text, owner)
 
@@ -570,7 +571,7 @@ class Exchange(Matching):
         out.append(Deposited(self.seq, ts, deposit_id, account_id, asset, amount,
                              *(lot or (None, None, None))))
         if asset != CASH_ASSET and self.accounts is not None and self.accounts.report_ppm:
-            self._report_large(account_id, self.specs[cmd.asset], amount, out, ts)
+            self._report_large(account_id, {asset: amount}, out, ts)
 
     def _deposit_lot(self, cmd: Deposit, ts: int, out: list, reject) -> None:
         """A transfer in of one lot from the registry: the lot is registered (its credit type
@@ -644,7 +645,7 @@ class Exchange(Matching):
             self._define_spec(listing.with_tradable_from(self._first_trading_day()),
                               ts, out)
         if accounts.report_ppm:
-            self._report_large(account_id, listed, amount, out, ts)
+            self._report_large(account_id, {key: amount}, out, ts)
 
     def _retire(self, cmd: Retire, ts: int, out: list) -> None:
         """Retire (注销) free credits of one lot or pooled holding for good."""

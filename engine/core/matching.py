@@ -20,6 +20,7 @@ from mypy_extensions import mypyc_attr
 
 from ccerx.engine.core.book import Book, Order
 from ccerx.engine.core.events import LargeHolderReported, OrderCancelled, TradeExecuted
+from ccerx.engine.core.lots import lot_key
 from ccerx.engine.core.risk import Accounts, fee_fen
 from ccerx.engine.core.types import CancelReason, InstrumentSpec, Side
 
@@ -35,6 +36,7 @@ class Matching:
     next_trade_id: int
     fee_ppm: int
     day_stats: dict[str, list[int]]
+    specs: dict[str, InstrumentSpec]
 
     def _release(self, order: Order, spec: InstrumentSpec) -> None:
         if self.accounts is not None and order.reserved:
@@ -115,7 +117,7 @@ class Matching:
                     sell.open_qty, lots)))
                 self.next_trade_id += 1
                 if watch:
-                    self._report_large(buy.account, spec, qty, out, ts)
+                    self._report_large(buy.account, self._gains(spec, lots, qty), out, ts)
                 if not maker.open_qty and maker.reserved:
                     self._release(maker, spec)
                 maker = following
@@ -156,18 +158,27 @@ class Matching:
                                  sell.account, fee, fee, buy.open_qty, sell.open_qty, lots))
         self.next_trade_id += 1
         if self.accounts is not None and self.accounts.report_ppm and self.accounts.limits:
-            self._report_large(buy.account, spec, qty, out, ts)
+            self._report_large(buy.account, self._gains(spec, lots, qty), out, ts)
         if not maker.open_qty and maker.reserved:
             self._release(maker, spec)
 
-    def _report_large(self, account: str, spec: Optional[InstrumentSpec], gained: int,
-                      out: list, ts: int) -> None:
-        """Art.38: report the holdings that `gained` t of what `spec` trades (None: of credits
-        no instrument trades) took to the reporting share of their limit (after the trade or
-        deposit that moved them)."""
+    @staticmethod
+    def _gains(spec: InstrumentSpec, lots: tuple, qty: int) -> dict:
+        """Holding key -> t the buyer of a trade gained (a default lot is the contract's own)."""
+        if not lots:
+            return {spec.holding: qty}
+        gains: dict = {}
+        for project, vintage, part in lots:
+            key = spec.symbol if project is None else lot_key(project, vintage)
+            gains[key] = gains.get(key, 0) + part
+        return gains
+
+    def _report_large(self, account: str, gains: dict, out: list, ts: int) -> None:
+        """Art.38: report the holdings that `gains` (holding key -> t) took to the reporting
+        share of their limit (after the trade or deposit that moved them)."""
         accounts = self.accounts
         assert accounts is not None
-        for instrument, holding, limit in accounts.large_holdings(account, spec, gained):
+        for instrument, holding, limit in accounts.large_holdings(account, gains, self.specs):
             self.seq += 1
             out.append(LargeHolderReported(self.seq, ts, account, instrument, holding, limit))
 

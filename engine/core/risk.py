@@ -215,17 +215,23 @@ class Accounts:
         """[[participant type, per instrument | None, total | None], ...] sorted by type."""
         return sorted([t.value, per, total] for t, (per, total) in self.limits.items())
 
-    def check_limit(self, account: Account, spec: InstrumentSpec, more: int) -> None:
+    def check_limit(self, account: Account, spec: InstrumentSpec, more: int,
+                    specs: dict | None = None) -> None:
         """Art.37: refuse (position_limit) a buy of `more` t of `symbol` if the account's
         holding (owned + open buys) could then exceed its type's limit for the instrument or
-        for all credit types together. O(instruments)."""
+        for all credit types together. Open buys count for an instrument when they may
+        deliver what it trades (`overlaps`: a listing's lot and the contracts it is eligible
+        for). O(instruments)."""
         limit = self.limits.get(account.participant_type)
         if limit is None:
             return
         symbol = spec.symbol
         per, total = limit
         if per is not None:
-            held = self.held(account, spec) + account.open_buy_qty.get(symbol, 0)
+            buys = account.open_buy_qty
+            held = self.held(account, spec) + sum(
+                buys.get(other.symbol, 0) for other in (specs or {symbol: spec}).values()
+                if self.overlaps(spec, other))
             if held + more > per:
                 raise Refused(R.POSITION_LIMIT, (
                     f"Art.37: {account.account} holds {held} t of {symbol} with open buys; "
@@ -239,6 +245,31 @@ class Accounts:
                     f"buys; {more} t more would exceed the total position limit of {total} t "
                     f"for {account.participant_type.value}"))
 
+    def holds(self, spec: InstrumentSpec, key: str) -> bool:
+        """Whether holding `key` is credits that `spec` trades (lots.py)."""
+        if spec.credit_type and not spec.project:
+            if key == spec.symbol:
+                return not (spec.vintage_from or spec.vintage_to)
+            lot = self.lots.get(key)
+            return lot is not None and spec.eligible(lot)
+        return key == spec.holding
+
+    @staticmethod
+    def overlaps(one: InstrumentSpec, other: InstrumentSpec) -> bool:
+        """Whether a buy of `other` may deliver credits that `one` trades."""
+        if one.symbol == other.symbol:
+            return True
+        if not one.credit_type or not other.credit_type or one.credit_type != other.credit_type:
+            return False
+        if one.project and other.project:
+            return one.holding == other.holding
+        if one.project or other.project:
+            listing, contract = (one, other) if one.project else (other, one)
+            return contract.eligible(Lot(listing.credit_type, listing.project, listing.vintage))
+        low = max(one.vintage_from, other.vintage_from)
+        highs = [v for v in (one.vintage_to, other.vintage_to) if v]
+        return not highs or low <= min(highs)
+
     def held(self, account: Account, spec: InstrumentSpec) -> int:
         """Tonnes the account owns of what `spec` trades (a contract: every eligible lot)."""
         if spec.credit_type and not spec.project:
@@ -249,25 +280,29 @@ class Accounts:
                        or (key in lots and spec.eligible(lots[key])))
         return account.credits.get(spec.holding, 0)
 
-    def large_holdings(self, account_id: str, spec: InstrumentSpec | None, gained: int) -> list:
+    def large_holdings(self, account_id: str, gains: dict, specs: dict) -> list:
         """Art.38: [(instrument or None for the total, holding, limit)] whose reporting
-        threshold the account's holding just reached by gaining `gained` t (of what `spec`
-        trades; spec None: credits that no instrument names, counted in the total only)."""
+        threshold the account's holding just reached by gaining `gains` (holding key -> t):
+        every instrument that trades what was gained, in the exchange's order, then the
+        total."""
         account = self.by_id[account_id]
         limit = self.limits.get(account.participant_type)
         if limit is None or not self.report_ppm:
             return []
         out = []
         per, total = limit
-        rows: list[tuple[str | None, int | None, int]] = [
-            (None, total, sum(account.credits.values()) if total is not None else 0)]
-        if spec is not None:
-            rows.insert(0, (spec.symbol, per, self.held(account, spec)))
-        for name, cap, now in rows:
-            if cap is not None:
-                threshold = -(-cap * self.report_ppm // PPM)      # ceiling: reached at >=
-                if now - gained < threshold <= now:
-                    out.append((name, now, cap))
+        rows: list[tuple[str | None, int, int, int]] = []
+        if per is not None:
+            for spec in specs.values():
+                gained = sum(qty for key, qty in gains.items() if self.holds(spec, key))
+                if gained:
+                    rows.append((spec.symbol, per, self.held(account, spec), gained))
+        if total is not None:
+            rows.append((None, total, sum(account.credits.values()), sum(gains.values())))
+        for name, cap, now, gained in rows:
+            threshold = -(-cap * self.report_ppm // PPM)      # ceiling: reached at >=
+            if now - gained < threshold <= now:
+                out.append((name, now, cap))
         return out
 
     def totals(self) -> tuple[int, dict[str, int]]:
@@ -381,14 +416,15 @@ class Accounts:
         account.retired[key] = account.retired.get(key, 0) + qty
 
     # ------------------------------------------------------------------ reservations
-    def reserve_new(self, order: "Order", spec: InstrumentSpec, fee_ppm: int) -> None:
+    def reserve_new(self, order: "Order", spec: InstrumentSpec, fee_ppm: int,
+                    specs: dict | None = None) -> None:
         """Hold what a new order may spend (raises Refused if the account cannot)."""
         account = self.by_id.get(order.account)
         if account is None:
             raise Refused(R.UNKNOWN_ACCOUNT, f"unknown account {order.account!r}")
         if order.side is BUY:
             if self.limits:
-                self.check_limit(account, spec, order.open_qty)
+                self.check_limit(account, spec, order.open_qty, specs)
             need = cash_needed(spec, order.price, order.open_qty, fee_ppm)
             if need > account.cash - account.cash_reserved:
                 raise Refused(R.INSUFFICIENT_FUNDS,
@@ -408,13 +444,13 @@ class Accounts:
         order.reserved = need
 
     def re_reserve(self, order: "Order", spec: InstrumentSpec, price: int, open_qty: int,
-                   fee_ppm: int) -> None:
+                   fee_ppm: int, specs: dict | None = None) -> None:
         """Resize the order's reservation for its amended price and open quantity."""
         account = self.by_id[order.account]
         if order.side is BUY:
             more = open_qty - order.open_qty
             if self.limits and more > 0:
-                self.check_limit(account, spec, more)
+                self.check_limit(account, spec, more, specs)
             need = cash_needed(spec, price, open_qty, fee_ppm)
             extra = need - order.reserved
             if extra > account.cash - account.cash_reserved:

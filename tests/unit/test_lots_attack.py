@@ -97,9 +97,6 @@ def test_art29_a_lot_bought_by_listing_cannot_be_resold_through_the_contract_nex
     assert type(event) is OrderRejected and event.reason is R.HOLDING_PERIOD, event
 
 
-@pytest.mark.xfail(strict=True, reason="Art.37 per-instrument limit of a contract counts the "
-                   "eligible lots held but not the open buys of a listing of such a lot: "
-                   "the account ends holding 20 t against a limit of 10 t")
 def test_art37_open_buys_of_a_listing_count_toward_the_contract_limit():
     ex = exchange()
     ex.apply(DefineInstrument(LISTING, TS))
@@ -143,9 +140,6 @@ def test_the_state_hash_covers_which_lots_a_resting_contract_sell_delivers():
     assert hashes[0] != hashes[1]
 
 
-@pytest.mark.xfail(strict=True, reason="Art.38: a lot deposit (or a listing buy) that takes an "
-                   "account's holding of the type contract (eligible lots, Accounts.held) to the "
-                   "reporting share of its limit is not reported for the contract")
 def test_art38_a_lot_deposit_reports_the_contract_holding_it_makes_large():
     from ccerx.engine.core.events import LargeHolderReported
     ex = exchange()
