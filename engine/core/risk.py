@@ -248,7 +248,7 @@ class Accounts:
     def holds(self, spec: InstrumentSpec, key: str) -> bool:
         """Whether holding `key` is credits that `spec` trades (lots.py)."""
         if spec.credit_type and not spec.project:
-            if key == spec.symbol:
+            if key == spec.symbol:     # the default lot's vintage is unknown: never in a range
                 return not (spec.vintage_from or spec.vintage_to)
             lot = self.lots.get(key)
             return lot is not None and spec.eligible(lot)
@@ -273,11 +273,7 @@ class Accounts:
     def held(self, account: Account, spec: InstrumentSpec) -> int:
         """Tonnes the account owns of what `spec` trades (a contract: every eligible lot)."""
         if spec.credit_type and not spec.project:
-            lots = self.lots
-            ranged = spec.vintage_from or spec.vintage_to
-            return sum(qty for key, qty in account.credits.items()
-                       if (key == spec.symbol and not ranged)
-                       or (key in lots and spec.eligible(lots[key])))
+            return sum(qty for key, qty in account.credits.items() if self.holds(spec, key))
         return account.credits.get(spec.holding, 0)
 
     def large_holdings(self, account_id: str, gains: dict, specs: dict) -> list:
@@ -329,17 +325,10 @@ class Accounts:
         """[[holding key, t], ...] of free credits a contract sell of `need` t reserves, in
         the allocation order (lots.py: default lot, then vintage, then project); raises
         Refused if the eligible lots hold less."""
-        lots = self.lots
         candidates = []
-        ranged = spec.vintage_from or spec.vintage_to
         for key in account.credits:
-            if key == spec.symbol:
-                if not ranged:       # the default lot's vintage is unknown: never in a range
-                    candidates.append((0, "", key))
-            else:
-                lot = lots.get(key)
-                if lot is not None and spec.eligible(lot):
-                    candidates.append((lot.vintage, lot.project, key))
+            if self.holds(spec, key):
+                candidates.append((*self._allocation_key(key), key))
         candidates.sort()
         out, left = [], need
         for _, _, key in candidates:
