@@ -5,6 +5,7 @@ replicated log exactly once."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,7 +16,7 @@ from ccerx.benchmarks.replication import NatsCluster
 from ccerx.engine.core.commands import NewOrder
 from ccerx.engine.durable import journal as jr
 from ccerx.engine.durable.exchange import DurableExchange
-from ccerx.engine.durable.replicated import STATUS_FILE
+from ccerx.engine.durable.replicated import EXIT_DIVERGED, STATUS_FILE
 from tests.fixclient import Broker, s, sync
 from tests.serve_process import ServeProcess
 
@@ -77,12 +78,37 @@ class Cluster:
     def logs(self) -> str:
         return "\n".join(f"--- {n}\n{p.log_text()[-1500:]}" for n, p in self.nodes.items())
 
+    def survivors(self, names: list[str], timeout: float = 10) -> list[str]:
+        """`names` without the nodes on their way out: a deposed leader logs STOPPING and
+        exits (EXIT_FENCED) when it learns of the new term, and until it has exited its status
+        file still says what it was. A node that says STOPPING must be gone within `timeout`,
+        and never because its state diverged (EXIT_DIVERGED)."""
+        deadline = time.monotonic() + timeout
+        alive = []
+        for name in names:
+            proc = self.nodes[name].proc
+            if "STOPPING" in self.nodes[name].log_text():
+                try:
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    raise AssertionError(f"{name} said STOPPING but is still running:\n"
+                                         + self.logs()) from None
+            if proc.poll() is None:
+                alive.append(name)
+            else:
+                assert proc.returncode != EXIT_DIVERGED, f"{name} diverged:\n{self.logs()}"
+        return alive
+
     def wait_same_state(self, names: list[str], timeout: float = 10) -> dict:
         """The nodes' own checkpoint checks agree: same command seq, same state hash, and it
-        stays so for a while (the load is over: the leader's idle checkpoint is the last)."""
+        stays so for a while (the load is over: the leader's idle checkpoint is the last).
+        A node of `names` that stops meanwhile is left out (see `survivors`); at least two
+        must remain, the leader among them."""
         deadline = time.monotonic() + timeout
         agreed, since = None, time.monotonic()
         while True:
+            names = self.survivors(names)
+            assert len(names) >= 2, f"fewer than two nodes left: {names}\n{self.logs()}"
             statuses = {n: self.status(n) for n in names}
             seqs = {(st.get("cmd_seq"), st.get("state_hash")) for st in statuses.values()}
             now = time.monotonic()
@@ -179,6 +205,8 @@ def trade_round(sellers: Trader, buyers: Trader, count: int, price: str, n: int)
 def check_after(cluster: Cluster, traders: list[Trader], survivors: list[str]) -> dict:
     """Everything acknowledged is in the log once and settled once; the survivors agree."""
     statuses = cluster.wait_same_state(survivors)
+    survivors = list(statuses)
+    assert sum(st.get("role") == "leader" for st in statuses.values()) == 1, statuses
     hashes = {st["state_hash"] for st in statuses.values()}
     assert len(hashes) == 1, statuses
     cluster.stop()                      # SIGTERM: the leader settles, every journal is closed
