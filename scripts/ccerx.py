@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = (
     "ccerx.scripts.cmd_bench",
     "ccerx.scripts.cmd_simulate",
     "ccerx.scripts.cmd_serve",
+    "ccerx.scripts.cmd_cluster",
     "ccerx.scripts.cmd_operator",
     "ccerx.scripts.cmd_ledger",
     "ccerx.scripts.cmd_recover",

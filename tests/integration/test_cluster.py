@@ -25,6 +25,7 @@ import sys
 import time
 from collections import Counter
 
+import orjson
 import pytest
 
 from ccerx.benchmarks.replication import NATS_SERVER, free_port
@@ -38,6 +39,16 @@ from tests.serve_process import REPO, ServeProcess
 pytestmark = pytest.mark.skipif(
     not os.path.exists(NATS_SERVER) and not os.environ.get("CCERX_REQUIRE_SERVICES"),
     reason="nats-server is not installed (.ci/run installs it)")
+
+
+def cluster_status(cluster: Cluster, *nodes: str) -> tuple[int, dict]:
+    """`ccerx cluster status --json` as an operator runs it: exit code and what it printed."""
+    done = subprocess.run([sys.executable, "-m", "ccerx.scripts.ccerx", "cluster", "status",
+                           "--cluster", cluster.nats.urls, "--json",
+                           *(str(cluster.data_dir(n)) for n in nodes)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode, orjson.loads(done.stdout)
 
 
 @pytest.fixture
@@ -74,6 +85,16 @@ def test_standby_refuses_logon_naming_the_leader_and_follows(cluster):
     two.drain()
     new = one.connect(time.monotonic() + LIVENESS_S)
     assert two.connect(time.monotonic() + LIVENESS_S) == new != leader
+    # what the operator sees: the new leader holds the lease, three current stream copies;
+    # the two running nodes agree (the stopped one is not asked about)
+    running = [n for n in cluster.nodes if n != leader]
+    code, status = cluster_status(cluster, *running)
+    assert status["lease"]["node"] == new and status["lease"]["fix"].endswith(
+        f":{cluster.nodes[new].port}")
+    assert status["stream"]["replicas"] == 3 and len(status["stream"]["peers"]) == 3
+    assert {n["node"]: n["role"] for n in status["nodes"]} == {
+        new: "leader", next(n for n in running if n != new): "standby"}
+    assert (code, status["problems"]) == (0, []), status
     # the new leader knows the resting order by its ClOrdID (status, cancel)
     one.broker.send("H", (11, "rest-1"), (55, "CCER-AFF"), (54, "2"))
     status = one.broker.expect("8", where=lambda m: s(m, 150) == "I")
@@ -134,6 +155,11 @@ def test_leader_killed_at_a_random_point(cluster, seed):
     traders, takeover = run_with_a_kill(cluster, kill, seed)
     new = cluster.wait_leader(set(cluster.alive()))
     assert new != old and cluster.status(new)["term"] > cluster.status(old)["term"]
+    # the operator's view names the dead leader's stale status, and is not healthy
+    code, status = cluster_status(cluster, *cluster.nodes)
+    assert status["lease"]["node"] == new and code == 1
+    assert any(p.startswith(f"node {old} says it leads but does not hold the lease")
+               for p in status["problems"]), status["problems"]
     # the dead leader comes back on its own journal (a prefix of the stream), catches up as a
     # standby and must agree with the others
     cluster.start(old, log_name="-restarted")
@@ -153,6 +179,12 @@ def test_a_nats_server_killed(cluster):
         cluster.nats.kill(victim)
         return None
     traders, takeover = run_with_a_kill(cluster, kill, 16)
+    # the operator's view names the copy of the stream on the dead server
+    dead = f"s{victim}"
+    code, status = cluster_status(cluster)
+    copies = {p["server"]: p for p in status["stream"]["peers"]}
+    assert set(copies) == {"s0", "s1", "s2"} and copies[dead]["role"] == "follower"
+    assert code == 1 and any(f"NATS server {dead} " in p for p in status["problems"]), status
     result = check_after(cluster, traders, cluster.alive())
     del result["journal_orders"]
     print(f"\nNATS server s{victim} killed: brokers trading again after {takeover:.2f} s; "

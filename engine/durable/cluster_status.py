@@ -1,0 +1,198 @@
+"""What an operator asks of a replicated exchange (`ccerx cluster status`): who leads, how the
+stream and its copies stand, which join bundles exist, and where each node is.
+
+Read-only: it reads the JetStream stream, the lease bucket and the snapshot object store that
+engine/durable/replicated.py writes (names there), and the nodes' own `cluster-status.json`
+files when their data directories are given. Never takes the lease, never publishes.
+
+Health (the exit code of the command): `healthy` is True when a node holds the lease, the
+stream's Raft group has a leader and every replica is current and online, and every node
+given by its data directory follows the stream within `max_lag` messages with the state hash
+of any other node at the same command seq. Each problem is one line of `problems`.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import orjson
+
+from ccerx.engine.durable.replicated import (LEASE_BUCKET, LEASE_KEY, SNAPSHOT_BUCKET,
+                                             SNAPSHOT_PREFIX, STATUS_FILE, STREAM,
+                                             run_in_fresh_loop)
+
+DEFAULT_MAX_LAG = 100      # stream messages a following node may be behind and still be well
+
+
+class ClusterStatus(NamedTuple):
+    stream: Optional[dict]    # messages, first/last seq, bytes, replicas, raft leader, peers
+    lease: Optional[dict]     # {"node", "fix", "revision"}; None: nobody leads
+    bundles: list             # [{"name", "stream_seq", "bytes"}], oldest first
+    nodes: list               # each given data directory's status file, with "lag"
+    problems: list            # one line per problem; [] means healthy
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({**self._asdict(), "healthy": self.healthy},
+                            option=orjson.OPT_INDENT_2)
+
+
+async def _answer(ask, what: str, errors: list, tries: int = 3):
+    """One JetStream API call, asked again while the cluster elects (a server just died);
+    None (and a line in `errors`) if it never answers."""
+    from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+    for attempt in range(tries):
+        try:
+            return await ask()
+        except (BucketNotFoundError, KeyNotFoundError, NotFoundError):
+            return None
+        except Exception as err:       # timeouts, 503 while a Raft group elects its leader
+            if attempt == tries - 1:
+                errors.append(f"JetStream did not tell {what}: {err!r}")
+            await asyncio.sleep(0.5)
+    return None
+
+
+async def _read_nats(servers: list) -> tuple[Optional[dict], Optional[dict], list, list]:
+    import nats
+
+    async def quiet(err) -> None:      # a server that is down is reported, not traced
+        pass
+    nc = await nats.connect(servers, name="ccerx-cluster-status", max_reconnect_attempts=2,
+                            connect_timeout=2, allow_reconnect=True, error_cb=quiet)
+    errors: list = []
+    try:
+        js = nc.jetstream(timeout=3)
+        stream = None
+        info = await _answer(lambda: js.stream_info(STREAM), f"the stream {STREAM}", errors)
+        if info is not None:
+            cluster = info.cluster
+            peers = []
+            if cluster is not None:
+                peers.append({"server": cluster.leader, "role": "leader", "current": True,
+                              "offline": False, "lag": 0})
+                for peer in cluster.replicas or []:
+                    peers.append({"server": peer.name, "role": "follower",
+                                  "current": bool(peer.current), "offline": bool(peer.offline),
+                                  "lag": peer.lag or 0})
+            stream = {"name": STREAM, "messages": info.state.messages,
+                      "first_seq": info.state.first_seq, "last_seq": info.state.last_seq,
+                      "bytes": info.state.bytes, "replicas": info.config.num_replicas,
+                      "raft_leader": cluster.leader if cluster is not None else None,
+                      "peers": peers}
+
+        async def ask_lease():
+            entry = await (await js.key_value(LEASE_BUCKET)).get(LEASE_KEY)
+            return {**orjson.loads(entry.value), "revision": entry.revision}
+        lease = await _answer(ask_lease, "who holds the leader lease", errors)
+
+        async def ask_bundles():
+            items = await (await js.object_store(SNAPSHOT_BUCKET)).list(ignore_deletes=True)
+            return [{"name": item.name, "bytes": item.size,
+                     "stream_seq": int(item.name[len(SNAPSHOT_PREFIX):])}
+                    for item in items if item.name.startswith(SNAPSHOT_PREFIX)]
+        bundles = await _answer(ask_bundles, "the join bundles", errors) or []
+        bundles.sort(key=lambda b: b["stream_seq"])
+        return stream, lease, bundles, errors
+    finally:
+        await nc.close()
+
+
+def read_node(data_dir: Path) -> dict:
+    """A node's own status file (what it last wrote), or why there is none."""
+    try:
+        status = orjson.loads((Path(data_dir) / STATUS_FILE).read_bytes())
+    except FileNotFoundError:
+        return {"dir": str(data_dir), "error": f"no {STATUS_FILE}: not a cluster node's "
+                                               "data directory, or it never started"}
+    except orjson.JSONDecodeError as err:
+        return {"dir": str(data_dir), "error": f"{STATUS_FILE} is damaged: {err}"}
+    status["dir"] = str(data_dir)
+    status["age_s"] = round(time.time() - (Path(data_dir) / STATUS_FILE).stat().st_mtime, 1)
+    return status
+
+
+def cluster_status(servers: list, data_dirs: list = (), max_lag: int = DEFAULT_MAX_LAG,
+                   timeout: float = 30) -> ClusterStatus:
+    """Ask NATS, read the nodes' files, judge. ConnectionError if no NATS server answers."""
+    try:
+        stream, lease, bundles, errors = run_in_fresh_loop(_read_nats(list(servers)), timeout)
+    except Exception as err:
+        raise ConnectionError(f"no NATS server of {', '.join(servers)} answered: {err!r}") \
+            from None
+    problems = list(errors)
+    if stream is None and not errors:
+        problems.append(f"no stream {STREAM}: no node has started on this NATS cluster")
+    else:
+        if stream["raft_leader"] is None:
+            problems.append(f"the stream {STREAM} has no Raft leader (an election, or fewer "
+                            "than a quorum of its servers are up): publishes wait")
+        for peer in stream["peers"]:
+            if peer["offline"]:
+                problems.append(f"stream copy on NATS server {peer['server']} is offline")
+            elif not peer["current"]:
+                problems.append(f"stream copy on NATS server {peer['server']} is not current "
+                                f"(behind by {peer['lag']} operations, or its server is "
+                                "unreachable)")
+        if len(stream["peers"]) < stream["replicas"]:
+            problems.append(f"the stream has {len(stream['peers'])} of its "
+                            f"{stream['replicas']} copies")
+    if lease is None and not any("lease" in e for e in errors):
+        problems.append("no node holds the leader lease: the exchange takes no orders")
+    nodes = [read_node(Path(d)) for d in data_dirs]
+    last = stream["last_seq"] if stream is not None else 0
+    hash_at: dict = {}
+    for node in nodes:
+        if "error" in node:
+            problems.append(f"{node['dir']}: {node['error']}")
+            continue
+        node["lag"] = max(0, last - int(node.get("stream_seq") or 0))
+        if node.get("role") == "leader" and (lease is None or lease.get("node") != node["node"]):
+            problems.append(f"node {node['node']} says it leads but does not hold the lease "
+                            "(a stale status file: has it stopped?)")
+        elif node["lag"] > max_lag:
+            problems.append(f"node {node['node']} is {node['lag']} stream messages behind")
+        if node.get("cmd_seq") is not None and node.get("state_hash"):
+            seen = hash_at.setdefault(node["cmd_seq"], (node["node"], node["state_hash"]))
+            if seen[1] != node["state_hash"]:
+                problems.append(f"STATE DIFFERS at command {node['cmd_seq']}: {seen[0]} has "
+                                f"{seen[1]}, {node['node']} has {node['state_hash']}")
+    return ClusterStatus(stream, lease, bundles, nodes, problems)
+
+
+def describe(status: ClusterStatus) -> str:
+    """The status as an operator reads it on a terminal."""
+    lines = []
+    lease = status.lease
+    lines.append(f"leader: {lease['node']} (FIX {lease['fix']}; holds the lease)"
+                 if lease else "leader: none")
+    stream = status.stream
+    if stream is not None:
+        lines.append(f"stream {stream['name']}: seq {stream['first_seq']}..{stream['last_seq']}"
+                     f", {stream['messages']:,} messages, {stream['bytes']:,} bytes, "
+                     f"{stream['replicas']} copies")
+        for peer in stream["peers"]:
+            state = ("offline" if peer["offline"] else "current" if peer["current"]
+                     else f"NOT current (behind by {peer['lag']}, or unreachable)")
+            lines.append(f"  copy on {peer['server']}: {peer['role']}, {state}")
+    if status.bundles:
+        lines.append("join bundles: " + ", ".join(
+            f"{b['name']} ({b['bytes']:,} bytes)" for b in status.bundles))
+    else:
+        lines.append("join bundles: none (a new node replays the stream from its start)")
+    for node in status.nodes:
+        if "error" in node:
+            lines.append(f"node at {node['dir']}: {node['error']}")
+            continue
+        lines.append(f"node {node['node']}: {node['role']}, term {node['term']}, stream seq "
+                     f"{node['stream_seq']} (behind by {node['lag']}), command "
+                     f"{node['cmd_seq']}, state {node['state_hash']}, written "
+                     f"{node['age_s']} s ago")
+    lines.append("healthy" if status.healthy else "NOT HEALTHY:")
+    lines.extend(f"  - {problem}" for problem in status.problems)
+    return "\n".join(lines)
