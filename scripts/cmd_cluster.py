@@ -3,6 +3,7 @@ which join bundles exist, where each node is (engine/durable/cluster_status.py).
 from __future__ import annotations
 
 import sys
+import time
 
 
 def add_parser(sub) -> None:
@@ -26,6 +27,9 @@ def add_parser(sub) -> None:
     s.add_argument("--max-lag", type=int, default=None, metavar="N",
                    help="stream messages a node may be behind and still count as healthy "
                         "(default 100)")
+    s.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                   help="ask again every 0.5 s until healthy, for at most SECONDS (scripts "
+                        "that start a cluster); then print the last answer")
     s.add_argument("--json", action="store_true", help="print JSON (for monitoring)")
     s.set_defaults(run=run)
 
@@ -42,10 +46,21 @@ def run(args) -> int:
     if max_lag < 0:
         print("ccerx cluster status: --max-lag must be 0 or more", file=sys.stderr)
         return 2
-    try:
-        status = cluster_status(servers, args.data_dirs, max_lag)
-    except ConnectionError as err:
-        print(f"ccerx cluster status: {err}", file=sys.stderr)
+    if args.wait < 0:
+        print("ccerx cluster status: --wait must be 0 or more", file=sys.stderr)
+        return 2
+    deadline = time.monotonic() + args.wait
+    while True:
+        try:
+            status = cluster_status(servers, args.data_dirs, max_lag)
+        except ConnectionError as err:
+            status = err
+        if (not isinstance(status, ConnectionError) and status.healthy
+                or time.monotonic() + 0.5 > deadline):
+            break
+        time.sleep(0.5)
+    if isinstance(status, ConnectionError):
+        print(f"ccerx cluster status: {status}", file=sys.stderr)
         return 2
     if args.json:
         sys.stdout.write(status.to_json().decode() + "\n")

@@ -5,7 +5,8 @@ Read-only: it reads the JetStream stream, the lease bucket and the snapshot obje
 engine/durable/replicated.py writes (names there), and the nodes' own `cluster-status.json`
 files when their data directories are given. Never takes the lease, never publishes.
 
-Health (the exit code of the command): `healthy` is True when a node holds the lease, the
+Health (the exit code of the command): `healthy` is True when a node holds the lease and
+renewed it within half its TTL (by the NATS server's clock against this machine's), the
 stream's Raft group has a leader and every replica is current and online, and every node
 given by its data directory follows the stream within `max_lag` messages with the state hash
 of any other node at the same command seq. Each problem is one line of `problems`.
@@ -28,7 +29,8 @@ DEFAULT_MAX_LAG = 100      # stream messages a following node may be behind and 
 
 class ClusterStatus(NamedTuple):
     stream: Optional[dict]    # messages, first/last seq, bytes, replicas, raft leader, peers
-    lease: Optional[dict]     # {"node", "fix", "revision"}; None: nobody leads
+    lease: Optional[dict]     # {"node", "fix", "revision", "ttl_s", "renewed_s_ago"};
+                              # None: nobody leads
     bundles: list             # [{"name", "stream_seq", "bytes"}], oldest first
     nodes: list               # each given data directory's status file, with "lag"
     problems: list            # one line per problem; [] means healthy
@@ -87,8 +89,15 @@ async def _read_nats(servers: list) -> tuple[Optional[dict], Optional[dict], lis
                       "peers": peers}
 
         async def ask_lease():
-            entry = await (await js.key_value(LEASE_BUCKET)).get(LEASE_KEY)
-            return {**orjson.loads(entry.value), "revision": entry.revision}
+            # the lease key's last message, for its time: a leader renews every TTL/4
+            kv = await js.key_value(LEASE_BUCKET)
+            ttl = (await kv.status()).ttl
+            last = await js.get_last_msg(f"KV_{LEASE_BUCKET}", f"$KV.{LEASE_BUCKET}.{LEASE_KEY}")
+            if (last.headers or {}).get("KV-Operation") in ("DEL", "PURGE") or not last.data:
+                return None                      # given up (a planned stop) or never taken
+            age = max(0.0, time.time() - last.time.timestamp()) if last.time else None
+            return {**orjson.loads(last.data), "revision": last.seq, "ttl_s": ttl,
+                    "renewed_s_ago": None if age is None else round(age, 2)}
         lease = await _answer(ask_lease, "who holds the leader lease", errors)
 
         async def ask_bundles():
@@ -144,6 +153,12 @@ def cluster_status(servers: list, data_dirs: list = (), max_lag: int = DEFAULT_M
                             f"{stream['replicas']} copies")
     if lease is None and not any("lease" in e for e in errors):
         problems.append("no node holds the leader lease: the exchange takes no orders")
+    elif lease is not None and lease.get("ttl_s") and lease.get("renewed_s_ago") is not None \
+            and lease["renewed_s_ago"] > lease["ttl_s"] / 2:
+        problems.append(f"the leader {lease['node']} has not renewed its lease for "
+                        f"{lease['renewed_s_ago']} s (it renews every {lease['ttl_s'] / 4} s): "
+                        f"stopped or stuck; a standby takes over once the lease expires "
+                        f"({lease['ttl_s']} s)")
     nodes = [read_node(Path(d)) for d in data_dirs]
     last = stream["last_seq"] if stream is not None else 0
     hash_at: dict = {}
@@ -155,6 +170,9 @@ def cluster_status(servers: list, data_dirs: list = (), max_lag: int = DEFAULT_M
         if node.get("role") == "leader" and (lease is None or lease.get("node") != node["node"]):
             problems.append(f"node {node['node']} says it leads but does not hold the lease "
                             "(a stale status file: has it stopped?)")
+        elif node.get("cmd_seq") is None:
+            problems.append(f"node {node['node']} is starting: it has not yet checked its "
+                            "state against a leader's checkpoint")
         elif node["lag"] > max_lag:
             problems.append(f"node {node['node']} is {node['lag']} stream messages behind")
         if node.get("cmd_seq") is not None and node.get("state_hash"):
