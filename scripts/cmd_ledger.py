@@ -24,8 +24,8 @@ from ccerx.scripts.tables import format_table, plural
 def add_parser(sub) -> None:
     p = sub.add_parser("ledger", help="settlement ledger: consume from MQTT, balances, statements",
                        description="The double-entry settlement ledger (SQLite file).")
-    p.add_argument("--db", metavar="FILE", help="the SQLite ledger file (here or after the "
-                                                "action)")
+    p.add_argument("--db", metavar="FILE|URL", help="the ledger: a SQLite file or "
+                   "postgresql://USER@HOST:PORT/DB?schema=NAME (here or after the action)")
     p.set_defaults(db=None)
     lsub = p.add_subparsers(dest="ledger_command", metavar="ACTION")
     lsub.required = True
@@ -91,13 +91,27 @@ def _with_db(run):
 
 
 def _open(path: str, create: bool = False):
-    from ccerx.engine.ledger.sqlite import SqliteLedger
-    if not create:
-        problem = _not_a_ledger(path)
-        if problem:
-            print(f"ccerx ledger: {path}: {problem}", file=sys.stderr)
-            return None
-    return SqliteLedger(path)
+    """The ledger --db names: a SQLite file or a postgresql:// URL (engine/ledger/where.py).
+    A query (not `create`) opens only a ledger that exists."""
+    from ccerx.engine.ledger import where
+    try:
+        if not create:
+            problem = (where.missing_database_ledger(path) if where.is_database_url(path)
+                       else _not_a_ledger(path))
+            if problem:
+                print(f"ccerx ledger: {where.describe(path)}: {problem}", file=sys.stderr)
+                return None
+        return where.open_ledger(path)
+    except Exception as err:      # a bad URL, an unreachable server: the user's to fix
+        if not where.is_database_url(path) and not isinstance(err, ValueError):
+            raise
+        print(f"ccerx ledger: {where.describe(path)}: {err}", file=sys.stderr)
+        return None
+
+
+def _shown(db: str) -> str:
+    from ccerx.engine.ledger.where import describe
+    return describe(db)
 
 
 def _not_a_ledger(path: str):
@@ -137,12 +151,15 @@ def run_consume(args) -> int:
     except ValueError as err:
         print(f"ccerx ledger consume: {err}", file=sys.stderr)
         return 2
+    from ccerx.engine.ledger.where import is_database_url
     folder = Path(args.db).parent
-    if not folder.is_dir():
+    if not is_database_url(args.db) and not folder.is_dir():
         print(f"ccerx ledger consume: no such directory: {folder} (for the ledger file "
-              f"{args.db}; create it first)", file=sys.stderr)
+              f"{_shown(args.db)}; create it first)", file=sys.stderr)
         return 2
     ledger = _open(args.db, create=True)
+    if ledger is None:
+        return 2
     if accounts is not None:
         opened = ledger.open_accounts([tuple(r) for r in opening_balances(accounts)])
         print(f"opened {plural(opened, 'account')}", file=sys.stderr)
@@ -164,7 +181,7 @@ def run_consume(args) -> int:
 
     until = ("Ctrl-C" if args.exit_when_idle is None
              else f"Ctrl-C or {args.exit_when_idle:g} s without a message")
-    print(f"consuming {args.prefix}/settle/+ from {host}:{port} into {args.db} (until {until})",
+    print(f"consuming {args.prefix}/settle/+ from {host}:{port} into {_shown(args.db)} (until {until})",
           file=sys.stderr)
     try:
         asyncio.run(main())
@@ -211,7 +228,7 @@ def run_balances(args) -> int:
     finally:
         ledger.close()
     if args.account is not None and not balances:
-        print(f"ccerx ledger balances: unknown account {args.account!r} (not in {args.db})",
+        print(f"ccerx ledger balances: unknown account {args.account!r} (not in {_shown(args.db)})",
               file=sys.stderr)
         return 1
     if args.json:
@@ -240,7 +257,7 @@ def run_statement(args) -> int:
         unknown = [a for a in args.account or () if not ledger.balances(a)]
         if unknown:
             print(f"ccerx ledger statement: unknown account{'s' if len(unknown) > 1 else ''} "
-                  f"{', '.join(unknown)} (not in {args.db})", file=sys.stderr)
+                  f"{', '.join(unknown)} (not in {_shown(args.db)})", file=sys.stderr)
             return 1
         date = args.date
         if date is None:

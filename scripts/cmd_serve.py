@@ -77,6 +77,18 @@ def add_parser(sub) -> None:
                         "default: one machine, the local journal only")
     p.add_argument("--node", metavar="NAME",
                    help="with --cluster: this node's name (unique in the cluster)")
+    p.add_argument("--front", metavar="NAME",
+                   help="with --cluster, instead of --node: run a front gateway named NAME "
+                        "(unique in the cluster): it serves its own brokers' FIX sessions and "
+                        "sends their orders to the leader (core NATS subject ccerx.front.in); "
+                        "it follows the stream like a standby but never leads, answers once an "
+                        "order is in the stream, and takes no operator commands (no control "
+                        "socket). Give it the cluster's config (every broker's accounts: the "
+                        "engine's opening) and --brokers for its group")
+    p.add_argument("--brokers", metavar="COMPID,...",
+                   help="the config's brokers whose FIX sessions this process serves (default: "
+                        "all of them); the others' accounts stay in the engine. A broker logs "
+                        "on to one gateway process: the leader or one front")
     p.add_argument("--replicas", type=int, default=3, metavar="N",
                    help="with --cluster: copies of the stream, when this node creates it "
                         "(default 3: one per server of a three-server NATS cluster)")
@@ -85,9 +97,11 @@ def add_parser(sub) -> None:
                         "stream position) in the object store CCERX_SNAPSHOTS every N commands; "
                         "a node started on an empty data directory joins from the newest "
                         "instead of replaying the stream from its start (0: none)")
-    p.add_argument("--ledger", metavar="FILE",
-                   help="the SQLite settlement ledger (default DIR/ledger.sqlite); the nodes of "
-                        "a cluster share one, whose idempotence absorbs what a new leader re-sends")
+    p.add_argument("--ledger", metavar="FILE|URL",
+                   help="the settlement ledger: a SQLite file (default DIR/ledger.sqlite) or "
+                        "postgresql://USER@HOST:PORT/DB?schema=NAME; the nodes of a cluster "
+                        "share one (on several machines: PostgreSQL), whose idempotence absorbs "
+                        "what a new leader re-sends")
     p.add_argument("--insecure-plaintext", action="store_true",
                    help="allow plain TCP on a non-loopback --host (broker passwords cross the "
                         "network in clear: only behind a TLS-terminating proxy or a private link)")
@@ -133,11 +147,12 @@ def open_engine(data_dir: Path, instruments, accounts, rules=CBEEX_2023, ledger=
     returns, state is recovered from snapshot + journal on start, and trades settle into the
     embedded SQLite ledger `data_dir/ledger.sqlite`. Whatever it returns must offer Exchange's
     interface (apply, books, specs, accounts) and may offer close(). `ledger`: another
-    SQLite ledger file (shared by the nodes of a cluster)."""
+    ledger, a SQLite file or a postgresql:// URL (engine/ledger/where.py; shared by the
+    nodes of a cluster)."""
     from ccerx.engine.durable.exchange import DurableExchange
     if ledger is not None:
-        from ccerx.engine.ledger.sqlite import SqliteLedger
-        kwargs["ledger"] = SqliteLedger(ledger)
+        from ccerx.engine.ledger.where import open_ledger
+        kwargs["ledger"] = open_ledger(ledger)
     elif accounts is not None and "journal_hook" not in kwargs:
         # the gateway's own ledger settles in a process of its own: its relay's Python work
         # does not hold the interpreter lock the event loop needs (engine/ledger/process.py)
@@ -154,22 +169,45 @@ def open_engine(data_dir: Path, instruments, accounts, rules=CBEEX_2023, ledger=
 
 def open_cluster_node(args, data_dir: Path, instruments, accounts, rules):
     """--cluster: this process as one node of a replicated exchange (replicated.py): the
-    durable engine over its own data directory, behind the JetStream stream. ValueError for
-    bad options."""
+    durable engine over its own data directory, behind the JetStream stream; with --front, a
+    front gateway's replica. ValueError for bad options."""
     from ccerx.engine.durable.replicated import ClusterNode, ClusterSettings, parse_servers
-    if not args.cluster or not args.node:
+    front = getattr(args, "front", None)
+    if front and args.node:
+        raise ValueError("--front NAME or --node NAME: a process is one or the other")
+    if front and not args.cluster:
+        raise ValueError("--front needs --cluster")
+    if front and getattr(args, "console", None):
+        raise ValueError("--console runs on the nodes, not on a front")
+    name = front or args.node
+    if not args.cluster or not name:
         raise ValueError("--cluster and --node go together")
-    if not args.node.isascii() or not args.node.replace("-", "").replace("_", "").isalnum():
-        raise ValueError(f"--node {args.node!r}: letters, digits, - and _ only")
+    flag = "--front" if front else "--node"
+    if not name.isascii() or not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"{flag} {name!r}: letters, digits, - and _ only")
     if not 1 <= args.replicas <= 5:
         raise ValueError("--replicas must be 1-5 (JetStream's limit)")
     if args.cluster_snapshot_every < 0:
         raise ValueError("--cluster-snapshot-every must be 0 (none) or more commands")
-    settings = ClusterSettings(parse_servers(args.cluster), args.node, replicas=args.replicas,
+    settings = ClusterSettings(parse_servers(args.cluster), name, replicas=args.replicas,
                                snapshot_every=args.cluster_snapshot_every)
     return ClusterNode(settings, lambda hook: open_engine(
         data_dir, instruments, accounts, rules, ledger=args.ledger, journal_hook=hook,
-        start_relays=False), data_dir=data_dir)
+        start_relays=False), data_dir=data_dir, front=bool(front))
+
+
+def serving_brokers(config: GatewayConfig, text: Optional[str]) -> dict:
+    """--brokers A,B: {CompID: BrokerConfig} of the config's brokers this process serves;
+    ValueError for a CompID the config does not have."""
+    if not text:
+        return dict(config.brokers)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in config.brokers]
+    if unknown or not names:
+        named = ", ".join(unknown) if unknown else repr(text)
+        raise ValueError(f"--brokers: {named} not among the config's brokers "
+                         f"({', '.join(config.brokers)})")
+    return {name: config.brokers[name] for name in names}
 
 
 def gate_logons(sessions: list, node) -> None:
@@ -180,7 +218,8 @@ def gate_logons(sessions: list, node) -> None:
         check = settings.authenticate
 
         def authenticate(key, logon, check=check):
-            if not node.leading:              # not about the password: never backs off
+            # a front serves once its replica caught up with the stream
+            if not (node.ready if node.front else node.leading):   # (never backs off)
                 SESSION_LOG.info("logon for %s closed unanswered: %s", key.their_comp_id,
                                  node.refusal())
                 return QuietRefusal(node.refusal())
@@ -254,7 +293,8 @@ def logged_authenticator(authenticate):
     return checked
 
 
-def build_sessions(config: GatewayConfig, application, conformance: bool) -> list:
+def build_sessions(config: GatewayConfig, application, conformance: bool,
+                   brokers: Optional[dict] = None) -> list:
     from ccerx.gateway.server import SessionSettings, conformance_session
     application = LoggedLogons(application)
     authenticate = logged_authenticator(config.authenticate)
@@ -263,7 +303,7 @@ def build_sessions(config: GatewayConfig, application, conformance: bool) -> lis
                                 reset_on_logon=broker.reset_on_logon,
                                 authenticate=authenticate,
                                 heartbeat_bounds=config.heartbeat_bounds)
-                for broker in config.brokers.values()]
+                for broker in (config.brokers if brokers is None else brokers).values()]
     if conformance:
         sessions.append(conformance_session())
     return sessions
@@ -318,8 +358,14 @@ def run(args) -> int:
     except OSError as err:
         print(f"ccerx serve: cannot create {data_dir}: {err.strerror}", file=sys.stderr)
         return 2
-    args.cluster_node = None
-    if getattr(args, "cluster", None) or getattr(args, "node", None):
+    try:
+        brokers = serving_brokers(config, getattr(args, "brokers", None))
+    except ValueError as err:
+        print(f"ccerx serve: {err}", file=sys.stderr)
+        return 2
+    args.cluster_node = args.front_link = None
+    if (getattr(args, "cluster", None) or getattr(args, "node", None)
+            or getattr(args, "front", None)):
         try:
             args.cluster_node = open_cluster_node(args, data_dir, instruments,
                                                   config.build_accounts(), rules)
@@ -342,9 +388,14 @@ def run(args) -> int:
         args.console_setup.observe(engine, data_dir)
     try:
         group_commit = hasattr(engine, "apply_deferred")   # the durable engine
-        application = ExchangeApplication(engine, config.comp_id, config.brokers,
-                                          group_commit=group_commit)
-        sessions = build_sessions(config, application, args.conformance)
+        forward = None
+        if args.cluster_node is not None and args.cluster_node.front:
+            from ccerx.gateway.front import FrontLink
+            args.front_link = FrontLink(args.cluster_node)
+            forward = args.front_link.forward
+        application = ExchangeApplication(engine, config.comp_id, brokers,
+                                          group_commit=group_commit, forward=forward)
+        sessions = build_sessions(config, application, args.conformance, brokers)
         if args.cluster_node is not None:
             gate_logons(sessions, args.cluster_node)
         try:
@@ -380,7 +431,9 @@ async def _serve(args, config: GatewayConfig, sessions: list, data_dir: Path, en
     application = next((s.application for s in sessions if hasattr(s.application,
                                                                      "run_operator_command")), None)
     control = None
-    control_path = control_socket_path(args, data_dir)
+    # a front takes no operator commands: they go to the leader's control socket
+    control_path = (None if getattr(args, "front_link", None) is not None
+                    else control_socket_path(args, data_dir))
     if application is not None and control_path is not None:
         control = ControlServer(control_path, application, server.deliver)
         try:
@@ -449,8 +502,22 @@ def start_cluster_node(args, server, application, loop) -> Optional[asyncio.Even
     if node is None:
         return None
     from ccerx.gateway.cluster import replicate_sessions, take_over
+    from ccerx.gateway.front import FrontIntake
     leading = asyncio.Event()
+    if node.front:               # its FIX sessions are its own; it never leads
+        args.front_link.attach(application, server, loop)
+        try:
+            node.start(f"{args.host}:{server.port}", lambda: None)
+        except Exception as err:
+            print(f"ccerx serve: cannot join the cluster at {', '.join(node.settings.servers)}: "
+                  f"{err!r}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
+        print(f"ccerx serve: front {node.settings.node} on {', '.join(node.settings.servers)}: "
+              f"following the stream, forwarding to the leader", file=sys.stderr, flush=True)
+        return leading
     replicate_sessions(server, node, loop, application)   # FIX stores: in the stream, mirrored
+    if application is not None:
+        FrontIntake(node, application, server, loop)       # front batches, once it leads
 
     def on_leader():             # in the gateway's event loop
         if application is not None:

@@ -29,12 +29,13 @@ PASSWORDS = {"BROKER01": "demo01", "BROKER02": "demo02"}
 
 
 class Cluster:
-    """NATS + three exchange nodes sharing one SQLite ledger."""
+    """NATS + three exchange nodes sharing one ledger: a SQLite file, or the PostgreSQL
+    database `ledger` names (a postgresql:// URL, as `ccerx serve --ledger` takes it)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, ledger: str | None = None):
         self.root = root
         self.nats = NatsCluster(root)
-        self.ledger = root / "ledger.sqlite"
+        self.ledger = ledger or root / "ledger.sqlite"
         self.nodes: dict[str, ServeProcess] = {}
         try:
             for name in ("n1", "n2", "n3"):
@@ -202,6 +203,18 @@ def trade_round(sellers: Trader, buyers: Trader, count: int, price: str, n: int)
     sellers.settle_reads(f"f{n}")
 
 
+def ledger_rows(ledger, sql: str) -> list:
+    """Rows of the shared ledger, read as a separate client ({p}: the ledger's schema)."""
+    from ccerx.engine.ledger import where
+    if not where.is_database_url(str(ledger)):
+        with sqlite3.connect(ledger) as db:
+            return db.execute(sql.replace("{p}", "")).fetchall()
+    import psycopg
+    conninfo, schema = where.split_database_url(ledger)
+    with psycopg.connect(conninfo) as db:
+        return db.execute(sql.replace("{p}", f'"{schema}".')).fetchall()
+
+
 def check_after(cluster: Cluster, traders: list[Trader], survivors: list[str]) -> dict:
     """Everything acknowledged is in the log once and settled once; the survivors agree."""
     statuses = cluster.wait_same_state(survivors)
@@ -224,8 +237,8 @@ def check_after(cluster: Cluster, traders: list[Trader], survivors: list[str]) -
     acked_fills = set().union(*(t.acked_fills for t in traders))
     assert acked_orders and acked_fills
     assert {o: orders[o] for o in acked_orders if orders[o] != 1} == {}, "lost or duplicated"
-    with sqlite3.connect(cluster.ledger) as db:
-        rows = db.execute("SELECT id, trade_id FROM settlements WHERE kind = 'trade'").fetchall()
+    rows = ledger_rows(cluster.ledger, "SELECT id, trade_id FROM {p}settlements "
+                                       "WHERE kind = 'trade'")
     ledger_trades = Counter(trade_id for _, trade_id in rows)
     assert len(rows) == trades and set(ledger_trades.values()) == {1}
     acked_trade_ids = {int(e[1:].split("-")[0]) for e in acked_fills}

@@ -23,6 +23,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 
 import orjson
@@ -34,6 +35,7 @@ from tests.integration.cluster_helpers import (LIVENESS_S, Cluster, FixTrader, T
                                               assert_resumed_without_gaps, check_after,
                                               trade_round)
 from tests.integration.durable_helpers import wait_until
+from tests.integration.test_ledger_postgres import postgres_ledger
 from tests.serve_process import REPO, ServeProcess
 
 pytestmark = pytest.mark.skipif(
@@ -56,6 +58,20 @@ def cluster(tmp_path):
     started = Cluster(tmp_path)
     yield started
     started.stop()
+
+
+@pytest.fixture
+def pg_cluster(tmp_path):
+    """The same cluster settling into PostgreSQL (what nodes on several machines share): a
+    schema of its own in database `test`, dropped afterwards."""
+    schema = f"t_cluster_{uuid.uuid4().hex[:10]}"
+    cleaner = postgres_ledger(schema)          # fails (CI) or skips without the server
+    started = Cluster(tmp_path, ledger=f"postgresql://postgres@127.0.0.1:5432/test"
+                                       f"?schema={schema}&connect_timeout=3")
+    yield started
+    started.stop()
+    cleaner.drop()
+    cleaner.close()
 
 
 # ------------------------------------------------------------------ tests
@@ -146,7 +162,9 @@ def run_with_a_kill(cluster: Cluster, kill, seed: int, rounds: int = 12, per_rou
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [int(seed) for seed in
                                   os.environ.get("CCERX_CLUSTER_SEEDS", "15").split(",")])
-def test_leader_killed_at_a_random_point(cluster, seed):
+def test_leader_killed_at_a_random_point(pg_cluster, seed):
+    """(On the PostgreSQL ledger: a new leader's re-sends land in the database once.)"""
+    cluster = pg_cluster
     old = cluster.leader
 
     def kill():

@@ -79,3 +79,28 @@ def test_two_ledgers_in_one_database_do_not_collide(pg_ledger):
     finally:
         other.drop()
         other.close()
+
+
+def test_ledger_commands_read_a_postgresql_ledger_by_url(pg_ledger):
+    """`ccerx ledger --db postgresql://...?schema=S` reads that schema's ledger; a schema with
+    no ledger is refused and not created (a query never makes an empty ledger)."""
+    import subprocess
+    import sys
+    from tests.unit.ledger_contract import OPENING, instruction
+    pg_ledger.open_accounts(OPENING)
+    pg_ledger.deliver([instruction(1)])
+    url = "postgresql://postgres@127.0.0.1:5432/test?connect_timeout=3&schema="
+
+    def ccerx(*args):
+        return subprocess.run([sys.executable, "-m", "ccerx.scripts.ccerx", "ledger", *args],
+                              capture_output=True, text=True, timeout=60)
+    done = ccerx("check", "--db", url + pg_ledger.schema)
+    assert done.returncode == 0 and done.stdout.startswith("ok: 1 settlement"), done.stderr
+    done = ccerx("balances", "--db", url + pg_ledger.schema, "--json")
+    assert done.returncode == 0 and OPENING[0][0] in done.stdout, done.stderr
+    missing = f"t_{uuid.uuid4().hex[:12]}"
+    done = ccerx("balances", "--db", url + missing)
+    assert done.returncode == 2 and f"no ccerx ledger in schema {missing!r}" in done.stderr
+    exists = pg_ledger.conn.execute("SELECT 1 FROM information_schema.schemata "
+                                    "WHERE schema_name = %s", (missing,)).fetchall()
+    assert exists == []
