@@ -340,6 +340,9 @@ class Harness:
     sessions: int = 10
     seed: int = 1
     connect: Optional[tuple[str, int]] = None
+    # session k connects to spread[k % len(spread)] instead (several gateway processes of one
+    # exchange: benchmarks/fronts.py)
+    spread: Optional[list] = None
     workdir: Optional[Path] = None
     drain_timeout: float = 60.0
     log: object = field(default=None)
@@ -362,8 +365,9 @@ class Harness:
         orders = make_orders(spec.orders, self.seed)
         per_session = encode_orders(orders, self.sessions, utc_text(time.time()))
         socks = []
-        for broker in broker_ids(self.sessions):
-            sock = socket.create_connection((host, port))
+        addresses = self.spread or [(host, port)]
+        for k, broker in enumerate(broker_ids(self.sessions)):
+            sock = socket.create_connection(addresses[k % len(addresses)])
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             socks.append(sock)
         for sock, broker in zip(socks, broker_ids(self.sessions)):

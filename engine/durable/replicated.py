@@ -12,9 +12,14 @@ Names (fixed; see `STREAM`, `SUBJECT`, `LEASE_BUCKET` below):
     message headers        Ccerx-Kind: batch | term | checkpoint | sessions,
                            Ccerx-Term: <term>, Ccerx-Seq: <first command seq> (batch),
                            Ccerx-Sessions: <bytes of session records at the end> (batch)
+                           Ccerx-Fronts: [[front, epoch, k, first cmd seq, count], ...]
+                           (batch: the front batches among its commands; see "Fronts")
     body                   batch: the journal's own command rows (journal.encode_command),
                            orjson, then the session records if any; sessions: session
                            records only; term/checkpoint: {"cmd_seq", "hash", "node", "fix"}
+    subject ccerx.front.in core NATS (not a stream): front batches to the leader, headers
+                           Ccerx-Front: <name>, Ccerx-Front-Epoch, Ccerx-Front-Seq: <k>;
+                           body: command rows (journal.encode_command), orjson
 
 Session records. The leader's FIX gateway (gateway/cluster.py) hands the node what its
 sessions' stores took (messages sent, sequence numbers, resets: opaque bytes here, see
@@ -108,6 +113,31 @@ standby): it replays from stream seq 1 as before. Retention: the stream is not t
 from seq 1); an operator may purge messages below the oldest kept bundle's stream seq only
 once every node's journal has passed it (not automated).
 
+Fronts (issue 15 item 4). `ccerx serve --cluster ... --front NAME` runs a *front gateway*: FIX
+sessions of its own (its brokers, local FIX stores as in the single-node server), and a
+replica of the engine: a ClusterNode with front=True, which follows the stream exactly like a
+standby (own data directory, state hash checked at every checkpoint, joins from a bundle when
+its directory is empty) but never stands for leader, mirrors no FIX session records and puts
+no join bundles. Its application validates FIX as always and forwards each command instead of
+applying it; the commands of one event-loop iteration (at most FRONT_BATCH_MAX) form *front
+batch* k (k = 1, 2, ... within the front process's *epoch*, its start time in ns), sent by core
+NATS to FRONT_SUBJECT (gateway/front.py). The leader hands each front batch to its gateway's
+loop (the engine thread), which calls apply_front_batch: applied (deferred, all its commands
+one after the other) only if it is the front's next (k == 1 of a newer epoch, or the last k +
+1 of the same epoch), else dropped (a duplicate, a gap, an older epoch); the commit follows at
+once, and the stream message that carries those commands names them in Ccerx-Fronts (a
+message cut never splits a front batch: message_cuts). Every node notes each front's last
+(epoch, k) from those headers (front_last; also from messages whose rows a restarted node
+already had; a join bundle's meta carries it), so a new leader knows which front batches are
+in. A front applies the stream on its gateway's loop (hand_over, apply_handed): the
+commands of its own batches get its requests' answers, everyone else's are translated
+neutrally (fills of its brokers' orders, market data, trading status): an acknowledgement
+leaves a front only after its command is in the stream with quorum. A front batch not seen
+in the stream after a second (the leader died, or dropped it) is re-sent with every later one,
+in order (go-back-N), so a front's brokers stay logged on through a leader's failover and
+see a pause; each order is entered once. A front refuses logons until it has applied what
+the stream held when it started (`ready`).
+
 Threads: the NATS client runs in this module's own thread and event loop; the engine thread
 (the gateway's event loop) blocks on each publish as it blocked on the journal's fsync, and
 the standby applies the stream in the NATS thread under the exchange's lock.
@@ -143,6 +173,12 @@ BUNDLE_MAX_LAG = 10               # stream messages behind: a node catching up p
 STATUS_FILE = "cluster-status.json"
 EXIT_FENCED, EXIT_DIVERGED = 3, 4
 MAX_ROWS_PER_MESSAGE = 2000      # ~200 KB; NATS refuses payloads over 1 MB by default
+
+# ---- front gateways (module doc, "Fronts"; issue 15 item 4)
+FRONT_SUBJECT = "ccerx.front.in"  # core NATS: front batches, to the leader
+H_FRONT, H_FRONT_EPOCH, H_FRONT_SEQ = "Ccerx-Front", "Ccerx-Front-Epoch", "Ccerx-Front-Seq"
+H_FRONTS = "Ccerx-Fronts"         # batch: [[front, epoch, k, first cmd seq, count], ...]
+FRONT_BATCH_MAX = 500             # commands in one front batch (a stream message holds whole ones)
 
 
 class ClusterSettings(NamedTuple):
@@ -185,6 +221,23 @@ def parse_servers(text: str) -> tuple:
     if not servers:
         raise ValueError("--cluster needs at least one nats://HOST:PORT")
     return tuple(servers)
+
+
+def message_cuts(first_seq: int, count: int, entries: list, most: int) -> list:
+    """How a leader's batch of `count` rows (from command `first_seq`) is cut into stream
+    messages of about `most` rows: [(start, end) offsets], never through a front batch
+    (entries [name, epoch, k, first cmd seq, count]), so that each front batch is wholly in
+    the stream with its entry or not at all."""
+    cuts, start = [], 0
+    while start < count:
+        end = min(start + most, count)
+        for entry in entries:
+            low = entry[3] - first_seq
+            if low < end < low + entry[4]:
+                end = low + entry[4]
+        cuts.append((start, end))
+        start = end
+    return cuts
 
 
 class ReplicatedJournal:
@@ -279,11 +332,26 @@ class ClusterNode:
     the lease, and the stream applied in order. See the module doc."""
 
     def __init__(self, settings: ClusterSettings, open_exchange: Callable, log=None,
-                 data_dir=None):
+                 data_dir=None, front: bool = False):
         """open_exchange(journal_hook) opens the node's DurableExchange (start_relays=False)
         with the given journal hook. `data_dir`, the directory it opens: if it is empty, the
-        node first loads the newest join bundle into it (module doc, "Snapshots")."""
+        node first loads the newest join bundle into it (module doc, "Snapshots").
+        front=True: a front gateway's replica (module doc, "Fronts"): it follows the stream,
+        never stands for leader, puts no join bundles."""
         self.settings = settings
+        self.front = front
+        # fronts (module doc, "Fronts"): front name -> [epoch, k] of its last batch in the
+        # stream (every node); the leader's entries applied but not yet published; a
+        # front's hooks (set by its gateway): hand_over(seq, headers, data) from the NATS
+        # thread, on_applied(first cmd seq, events per command, entries) where it applies
+        self.front_last: dict[str, list] = {}
+        self._front_entries: list = []
+        self.front_handler: Optional[Callable] = None   # leader: (name, epoch, k, data)
+        self.hand_over: Optional[Callable] = None
+        self.on_applied: Optional[Callable] = None
+        self.ready = False            # a front: caught up with the stream as it was at start
+        self.front_applied_seq = 0    # a front: the last stream message its gateway applied
+        self.fronts_dropped = 0       # leader: front batches dropped (duplicates and gaps)
         self._log = log if log is not None else (lambda text: print(text, file=sys.stderr,
                                                                     flush=True))
         self.joined: Optional[dict] = None     # the bundle's meta, if this node joined by one
@@ -325,6 +393,7 @@ class ClusterNode:
                                    f"to command {self.journal.next_seq - 1} with state hash "
                                    f"{mine}, not {meta['cmd_seq']} / {meta['hash']}")
             self.applied_stream_seq = meta["stream_seq"]
+            self.front_last = meta.get("fronts", {})
             self.marker_term = meta["term"]
             self.leader_info = meta["leader"]
             self._log(f"ccerx serve: cluster node {settings.node} joined from snapshot at "
@@ -379,6 +448,9 @@ class ClusterNode:
             self._loop.call_soon_threadsafe(self._loop.stop)
 
     def refusal(self) -> str:
+        if self.front:
+            return (f"front {self.settings.node} is catching up with the stream"
+                    if not self.ready else f"front {self.settings.node}")
         leader = self.leader_info
         where = (f"the leader is {leader.get('node')} at {leader.get('fix')}"
                  if leader else "no leader is known yet")
@@ -501,11 +573,16 @@ class ClusterNode:
         try:
             last_cmd = first_seq + len(rows) - 1
             blobs = self.sessions.take(last_cmd) if self.sessions is not None else []
-            last = (len(rows) - 1) // MAX_ROWS_PER_MESSAGE * MAX_ROWS_PER_MESSAGE
-            for start in range(0, len(rows), MAX_ROWS_PER_MESSAGE):
-                part = orjson.dumps(rows[start:start + MAX_ROWS_PER_MESSAGE])
+            entries = self.take_front_entries()
+            cuts = message_cuts(first_seq, len(rows), entries, MAX_ROWS_PER_MESSAGE)
+            last = cuts[-1][0]
+            for start, end in cuts:
+                part = orjson.dumps(rows[start:end])
                 headers = {H_SEQ: str(first_seq + start),
                            "Nats-Msg-Id": f"{self.term}.{first_seq + start}"}
+                fronts = [e for e in entries if start <= e[3] - first_seq < end]
+                if fronts:
+                    headers[H_FRONTS] = orjson.dumps(fronts).decode()
                 if start == last and blobs:
                     attached = blobs.pop(0)
                     headers[H_SESSIONS] = str(len(attached))
@@ -554,7 +631,7 @@ class ClusterNode:
     # ------------------------------------------------------------------ election
     async def _run(self) -> None:
         try:
-            await self._follow()
+            await (self._follow_as_front() if self.front else self._follow())
         except Exception as err:      # a node that cannot follow must not linger as a standby
             self.fence(f"following the stream failed: {err!r}")
 
@@ -662,6 +739,8 @@ class ClusterNode:
             relay.start()
         if self._on_leader is not None:
             self._on_leader()
+        if self.front_handler is not None:    # (after on_leader: queued behind its take-over)
+            await self._nc.subscribe(FRONT_SUBJECT, cb=self._on_front_batch)
         self._spawn(self._idle_loop())
 
     async def _renew(self, value: bytes) -> None:
@@ -719,6 +798,10 @@ class ClusterNode:
                        EXIT_DIVERGED)
         if not self.first_stream_seq:
             self.first_stream_seq = seq
+        if self.hand_over is not None:       # a front applies where its gateway translates
+            self.applied_stream_seq = seq
+            self.hand_over(seq, msg.headers or {}, msg.data)
+            return
         try:
             checked = self.apply_message(msg.headers or {}, msg.data)
         except Exception as err:
@@ -744,13 +827,19 @@ class ClusterNode:
             attached = int(headers.get(H_SESSIONS, "0"))
             blob = data[len(data) - attached:] if attached else b""
             first, rows = int(headers[H_SEQ]), orjson.loads(data[:len(data) - attached])
+            fronts = orjson.loads(headers[H_FRONTS]) if H_FRONTS in headers else []
+            for name, epoch, k, _, _ in fronts:    # (a restart's prefix included)
+                self.front_last[name] = [epoch, k]
             next_seq = journal.next_seq
             if first > next_seq:
                 raise RuntimeError(f"commands {next_seq}..{first - 1} are missing")
             rows = rows[next_seq - first:]    # a restarted node has a prefix already
             if rows:
-                self.exchange.apply_many([jr.decode_command(row) for row in rows])
+                commands = [jr.decode_command(row) for row in rows]
+                events = self.exchange.apply_many(commands)
                 self._since_bundle += len(rows)
+                if self.on_applied is not None:
+                    self.on_applied(next_seq, events, fronts)
             if blob and self.sessions is not None:
                 self.sessions.mirror(blob)
         elif kind == SESSIONS:
@@ -777,6 +866,94 @@ class ClusterNode:
             raise RuntimeError(f"unknown message kind {kind!r}")
         return False
 
+    # ------------------------------------------------------------------ fronts (module doc)
+    def apply_front_batch(self, name: str, epoch: int, k: int, data: bytes) -> Optional[list]:
+        """Leader, in the engine thread (the gateway's loop): apply front `name`'s batch k of
+        `epoch` (its process's start) if it is the next one: k == 1 of a newer epoch, or the
+        last k + 1 of the same. Returns the events of each command, or None (dropped: not
+        leading, a duplicate, a gap or an older epoch; the front re-sends what it has not
+        seen in the stream). The commands are applied one after the other (deferred: the
+        next commit publishes them, with the entry in H_FRONTS)."""
+        last = self.front_last.get(name)
+        if last is None or epoch > last[0]:
+            fits = k == 1
+        else:
+            fits = epoch == last[0] and k == last[1] + 1
+        if not fits or not self.leading:
+            self.fronts_dropped += 1
+            return None
+        try:
+            commands = [jr.decode_command(row) for row in orjson.loads(data)]
+        except Exception as err:      # not front batch rows: nothing applied, nothing noted
+            self._log(f"ccerx serve: front {name}'s batch {k} is not readable: {err!r}")
+            self.fronts_dropped += 1
+            return None
+        first = self.applied_cmds + 1
+        apply = self.engine.apply_deferred
+        events = [apply(command) for command in commands]
+        self.front_last[name] = [epoch, k]
+        self._front_entries.append([name, epoch, k, first, len(commands)])
+        return events
+
+    def take_front_entries(self) -> list:
+        """The front batches applied since the last publish (their H_FRONTS entries)."""
+        entries, self._front_entries = self._front_entries, []
+        return entries
+
+    async def _on_front_batch(self, msg) -> None:
+        """Leader, NATS thread: a front batch; its gateway applies it (front_handler)."""
+        headers = msg.headers or {}
+        try:
+            name = headers[H_FRONT]
+            epoch, k = int(headers[H_FRONT_EPOCH]), int(headers[H_FRONT_SEQ])
+        except (KeyError, ValueError):
+            return
+        if self.leading and self.front_handler is not None:
+            self.front_handler(name, epoch, k, msg.data)
+
+    def send_front_batch(self, epoch: int, k: int, data: bytes) -> None:
+        """A front, from its gateway's thread: send batch k to the leader (core NATS, not
+        waited for; a batch lost is re-sent by the gateway, gateway/front.py)."""
+        headers = {H_FRONT: self.settings.node, H_FRONT_EPOCH: str(epoch),
+                   H_FRONT_SEQ: str(k)}
+        asyncio.run_coroutine_threadsafe(self._send_front(data, headers), self._loop)
+
+    async def _send_front(self, data: bytes, headers: dict) -> None:
+        try:
+            await self._nc.publish(FRONT_SUBJECT, data, headers=headers)
+        except Exception:
+            pass                         # NATS out of reach: the gateway re-sends
+
+    def apply_handed(self, seq: int, headers: dict, data: bytes) -> None:
+        """A front, in its gateway's thread: apply stream message `seq` (handed over by
+        `hand_over`, in stream order); stop loudly if it cannot be applied."""
+        try:
+            self.apply_message(headers, data)
+        except Exception as err:
+            self.fence(f"cannot apply stream message {seq}: {err!r}", EXIT_DIVERGED)
+        self.front_applied_seq = seq
+
+    async def _follow_as_front(self) -> None:
+        """A front follows the stream (never stands for leader); `ready` once it applied
+        what the stream held when it started (its gateway takes logons from then on)."""
+        self.front_applied_seq = self.applied_stream_seq
+        await self._subscribe(self.applied_stream_seq + 1 if self.joined is not None else 1)
+        self._spawn(self._watch_subscription())
+        target = None
+        while not self._closed and not self.ready:
+            try:
+                if target is None:
+                    target = (await self._js.stream_info(STREAM)).state.last_seq
+                if self.front_applied_seq >= target:
+                    self.ready = True
+                    self._write_status()
+                    self._log(f"ccerx serve: front {self.settings.node} caught up with the "
+                              f"stream (stream seq {self.front_applied_seq})")
+                    return
+            except Exception:
+                pass
+            await asyncio.sleep(0.02)
+
     # ------------------------------------------------------------------ join bundles
     def _make_bundle(self, stream_seq: int) -> None:
         """In the cluster thread, right after checkpoint `stream_seq` matched: snapshot the
@@ -788,7 +965,8 @@ class ClusterNode:
         meta = {"stream_seq": stream_seq, "cmd_seq": self.journal.next_seq - 1,
                 "instruction": self.journal.next_instruction - 1, "term": self.marker_term,
                 "hash": self.exchange.state_hash(), "leader": self.leader_info,
-                "node": self.settings.node, "relays": sorted(self.exchange.relays)}
+                "node": self.settings.node, "relays": sorted(self.exchange.relays),
+                "fronts": self.front_last}
         parts = [path.read_bytes(), (self.exchange.data_dir / OPENING).read_bytes()]
         sessions = self.sessions.snapshot() if self.sessions is not None else None
         self._spawn(self._put_bundle(meta, parts, sessions, started))
@@ -842,7 +1020,8 @@ class ClusterNode:
     def _write_status(self, cmd_seq: Optional[int] = None, state_hash: Optional[str] = None):
         """DIR/cluster-status.json: what an operator (and the tests) read about this node."""
         write_atomic(self.exchange.data_dir / STATUS_FILE, orjson.dumps({
-            "node": self.settings.node, "role": "leader" if self.leading else "standby",
+            "node": self.settings.node,
+            "role": "leader" if self.leading else "front" if self.front else "standby",
             "term": self.term if self.leading else self.marker_term,
             "stream_seq": self.applied_stream_seq, "cmd_seq": cmd_seq,
             "first_stream_seq": self.first_stream_seq,

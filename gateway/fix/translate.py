@@ -114,6 +114,7 @@ REF_ORDER_ID = 1080
 FIX_TIFS = {"0": "day", "3": "ioc", "4": "fok"}
 ENGINE_SIDE = {Side.BUY: "1", Side.SELL: "2"}
 ENGINE_TIF = {"day": "0", "ioc": "3", "fok": "4"}
+ENGINE_ORD_TYPE = {engine: fix for fix, engine in FIX_ORD_TYPES.items()}
 
 # OrdRejReason (103) for each engine reject reason
 ORD_REJ_REASON_OF = {
@@ -207,12 +208,21 @@ class OrderState:
 
 
 class _Request:
-    """The request being applied, so its events can be answered in its own terms."""
-    __slots__ = ("kind", "session", "order", "cl_ord_id", "orig_cl_ord_id")
+    """The request being applied, so its events can be answered in its own terms.
+    `before`: messages to send ahead of its events' reports (a forwarded mass cancel's r)."""
+    __slots__ = ("kind", "session", "order", "cl_ord_id", "orig_cl_ord_id", "before")
 
     def __init__(self, kind, session, order, cl_ord_id=None, orig_cl_ord_id=None):
         self.kind, self.session, self.order = kind, session, order
         self.cl_ord_id, self.orig_cl_ord_id = cl_ord_id, orig_cl_ord_id
+        self.before: Optional[list] = None
+
+
+# What the events of a command that no request of this process made are translated with (a
+# front gateway's commands on the leader, everyone else's on a front): fills, cancels and
+# expiries reach this process's own orders (self.orders), market data and trading-status
+# news everyone; acceptances, rejects and amends of orders it does not own are not its to tell.
+FOREIGN = _Request("foreign", None, None)
 
 
 class ExchangeApplication:
@@ -221,16 +231,24 @@ class ExchangeApplication:
 
     def __init__(self, exchange, comp_id: str, brokers: Iterable[str],
                  clock: Callable[[], int] = time.time_ns, begin_string: str = "FIX.4.4",
-                 group_commit: bool = False, drop_copy_for: Optional[dict] = None):
+                 group_commit: bool = False, drop_copy_for: Optional[dict] = None,
+                 forward: Optional[Callable[[object, "_Request"], None]] = None):
         """group_commit=True applies commands with exchange.apply_deferred (durable engine):
         the caller must call exchange.commit() before anything this application returns
         leaves the process (GatewayServer(before_write=exchange.commit) does).
         drop_copy_for: {drop copy CompID: member CompID} (both among `brokers`); when not
-        given and `brokers` is the config's {CompID: BrokerConfig}, read from it."""
+        given and `brokers` is the config's {CompID: BrokerConfig}, read from it.
+
+        forward(command, request) (a front gateway, gateway/front.py): commands are not
+        applied here but handed to forward(), and nothing is answered for them yet; once the
+        command is applied (by the front's replica, in stream order) the caller passes its
+        events to translate_applied(events, request). `exchange` is then a replica: read
+        (accounts, specs, books) for validation, never applied to here."""
         if exchange.accounts is None:
             raise ValueError("the gateway needs an engine with accounts (pre-trade checks on)")
         self.exchange = exchange
         self._engine_apply = exchange.apply_deferred if group_commit else exchange.apply
+        self._forward = forward
         self.clock = clock
         self.sessions: dict[str, SessionKey] = {b: SessionKey(begin_string, comp_id, b)
                                                 for b in brokers}
@@ -504,6 +522,9 @@ class ExchangeApplication:
         control channel answers the operator with them)."""
         if type(command) not in OPERATOR_COMMANDS:
             raise TypeError(f"not an operator command: {command!r}")
+        if self._forward is not None:
+            raise RuntimeError("a front gateway takes no operator commands: send them to the "
+                               "leader's control socket")
         engine_events = self._engine_apply(command)
         if events is not None:
             events.extend(engine_events)
@@ -569,10 +590,34 @@ class ExchangeApplication:
                        if o.broker == broker and o.is_open
                        and (kind == MASS_CANCEL_ALL or o.symbol == symbol)
                        and (side is None or o.side == side)]
+            if self._forward is not None and targets:
+                return self._forward_mass_cancel(session, broker, targets, cl_ord_id, kind,
+                                                 symbol, side)
             for order in targets:
                 events = self._engine_apply(CancelOrder(order.order_id, self.clock(), broker))
                 cancelled += sum(1 for e in events if type(e) is OrderCancelled)
                 out += self._translate(events, _Request("mass_cancel", session, None))
+        return [(session, self._mass_cancel_report(cl_ord_id, kind, refusal, cancelled, symbol,
+                                                   side)), *out]
+
+    def _forward_mass_cancel(self, session, broker, targets, cl_ord_id, kind, symbol,
+                             side) -> list[Outbound]:
+        """A front's mass cancel: one CancelOrder per open order forwarded; the report (r),
+        counting the cancels sent (an order may fill meanwhile: its cancel is then refused
+        and reported as such), goes out ahead of the first cancel's report, once that one
+        is in the stream."""
+        first = None
+        for order in targets:
+            request = _Request("mass_cancel", session, order, None, order.cl_ord_id)
+            if first is None:
+                first = request
+                request.before = [(session, self._mass_cancel_report(
+                    cl_ord_id, kind, None, len(targets), symbol, side))]
+            self._forward(CancelOrder(order.order_id, self.clock(), broker), request)
+        return []
+
+    def _mass_cancel_report(self, cl_ord_id, kind, refusal, cancelled, symbol,
+                            side) -> FixMessage:
         f = [(MSG_TYPE, "r"), (CL_ORD_ID, cl_ord_id or "NONE"), (ORDER_ID, self._local_exec_id()),
              (MASS_CANCEL_REQUEST_TYPE, kind or "0"),
              (MASS_CANCEL_RESPONSE, MASS_CANCEL_REFUSED if refusal else kind)]
@@ -586,7 +631,7 @@ class ExchangeApplication:
         f.append((TRANSACT_TIME, utc_timestamp(self.clock())))
         if refusal:
             f += text_fields(TEXT, refusal[1])
-        return [(session, FixMessage(declare_encoding(f))), *out]
+        return FixMessage(declare_encoding(f))
 
     def _trading_status(self, event: TradingStatusChanged, out) -> None:
         """TradingSessionStatus (h) to every broker, logged on or not (stored for resend)."""
@@ -597,7 +642,22 @@ class ExchangeApplication:
 
     # ------------------------------------------------------------------ events -> FIX
     def _apply(self, command, request: _Request) -> list[Outbound]:
+        if self._forward is not None:      # a front: answered once it is in the stream
+            self._forward(command, request)
+            return []
         return self._translate(self._engine_apply(command), request)
+
+    def translate_applied(self, events: list, request: Optional[_Request] = None
+                          ) -> list[Outbound]:
+        """What to send for the events of a command applied elsewhere than through this
+        application: a front's own forwarded command (its `request`), or, with no request,
+        anyone else's (FOREIGN: see there). Drop copies included."""
+        if request is None:
+            return self._copied(self._translate(events, FOREIGN))
+        out = self._translate(events, request)
+        if request.before:
+            out[:0] = request.before
+        return self._copied(out)
 
     def _translate(self, events: list, request: _Request) -> list[Outbound]:
         out: list[Outbound] = []
@@ -627,6 +687,10 @@ class ExchangeApplication:
         return out
 
     def _on_accepted(self, event: OrderAccepted, request: _Request, out) -> None:
+        if request is FOREIGN:
+            if self._forward is not None:
+                self._adopt_accepted(event, out)
+            return
         order = request.order
         if request.kind != "new" or event.order_id != order.order_id:
             raise AssertionError(f"unexpected acceptance of {event.order_id}")
@@ -638,9 +702,28 @@ class ExchangeApplication:
         self.orders[order.order_id] = order
         out.append((order.session, self._report(order, NEW, f"E{event.seq}", event.ts)))
 
+    def _adopt_accepted(self, event: OrderAccepted, out) -> None:
+        """A front: an order of one of its brokers accepted by a command it has no request
+        for, i.e. sent by an earlier run of this front that stopped before seeing it in the
+        stream. The broker never had its acknowledgement: it gets it now, and the order's
+        fills from here on (its ClOrdID is the one in the engine id, as after a restart)."""
+        broker, sep, cl_ord_id = event.order_id.partition(":")
+        session = self.sessions.get(broker)
+        if not sep or session is None or event.owner != broker or event.order_id in self.orders:
+            return
+        order = OrderState(event.order_id, broker, session, cl_ord_id, event.account,
+                           event.instrument, ENGINE_SIDE[event.side],
+                           ENGINE_ORD_TYPE[event.order_type.value], None, None, event.qty)
+        order.accepted = True
+        order.price = event.price
+        order.tif = ENGINE_TIF[event.tif.value]
+        self.orders[order.order_id] = order
+        self._by_cl_ord_id[(broker, cl_ord_id)] = order
+        out.append((session, self._report(order, NEW, f"E{event.seq}", event.ts)))
+
     def _on_rejected(self, event: OrderRejected, request: _Request, out) -> None:
-        if request.kind == "operator":
-            return  # the exchange's own command: no broker asked, none is told
+        if request.kind == "operator" or request is FOREIGN:
+            return  # the exchange's own command, or another process's: none of ours asked
         order = request.order
         text = f"{event.reason.value}: {event.text}"
         if request.kind == "new":
@@ -656,7 +739,7 @@ class ExchangeApplication:
         reason = CXL_TOO_LATE if event.reason is R.ORDER_NOT_RESTING else OTHER
         out.append((request.session, self._cancel_reject(
             order, request.cl_ord_id, request.orig_cl_ord_id,
-            "1" if request.kind == "cancel" else "2", reason, text, event.ts)))
+            "2" if request.kind == "amend" else "1", reason, text, event.ts)))
 
     def _on_trade(self, event: TradeExecuted, out) -> None:
         last_px = self._price_text(event.instrument, event.price)
@@ -686,6 +769,8 @@ class ExchangeApplication:
                                                 orig=orig, text=CANCEL_TEXT[event.reason])))
 
     def _on_amended(self, event: OrderAmended, request: _Request, out) -> None:
+        if request is FOREIGN:
+            return          # (an order is amended only by the process that entered it)
         order = self.orders[event.order_id]
         orig = order.cl_ord_id
         order.cl_ord_id = request.cl_ord_id

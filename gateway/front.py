@@ -1,0 +1,164 @@
+"""Front gateways (issue 15 item 4): FIX processes that feed the leader's sequenced stream.
+
+Theory of operation (the node's side: engine/durable/replicated.py, "Fronts").
+
+    front   `ccerx serve --cluster URLS --front NAME`: its brokers' FIX sessions are its own
+            (local stores, as in the single-node server). The exchange application validates
+            as always, but hands each command to FrontLink.forward instead of applying it.
+            The commands of one event-loop iteration (at most FRONT_BATCH_MAX) are one front
+            batch, numbered k = 1, 2, ... within the process's epoch (its start, ns), sent by
+            core NATS to the leader. The front's replica applies the stream in order, on this
+            loop: the commands of its own batches (the stream message's H_FRONTS entry names
+            them by command seq) are translated with their requests, everyone else's with a
+            neutral one (fills of its brokers' resting orders, market data, trading status).
+            So an acknowledgement leaves only once its command is in the stream with quorum.
+            A batch not seen in the stream RESEND_AFTER_S after it was sent (the leader died,
+            or dropped it as a gap) is sent again with every later one, in order (go-back-N);
+            the leader applies each (epoch, k) once. Logons are refused until the replica has
+            caught up with the stream as it was at start (a PossDup resend is then answered
+            from what is in the stream).
+    leader  FrontIntake: the NATS thread hands each front batch over to the gateway's loop,
+            where the node applies it if it is the front's next (apply_front_batch, deferred,
+            consecutively), its events go through the leader's own application with the
+            neutral request (its brokers' fills against front orders, its market data), and a
+            commit follows at once (the publish), output or not.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict, deque
+from typing import Optional
+
+import orjson
+
+from ccerx.engine.durable import journal as jr
+from ccerx.engine.durable.replicated import FRONT_BATCH_MAX
+
+log = logging.getLogger("gateway.front")
+
+RESEND_AFTER_S = 1.0     # a front batch unseen in the stream this long: re-send from it on
+RESEND_CHECK_S = 0.2
+
+
+class FrontLink:
+    """A front's gateway side: forward() batches commands to the leader; apply_handed()
+    applies each stream message on the loop and translates its events."""
+
+    def __init__(self, node):
+        self.node = node
+        self.name = node.settings.node
+        self.epoch = time.time_ns()
+        self.application = self.server = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._batch: list = []                  # (command, request) of this iteration
+        self._scheduled = False
+        self._k = 0
+        self._unconfirmed: OrderedDict = OrderedDict()   # k -> [data, requests, sent at]
+        self._resender: Optional[asyncio.Task] = None
+        self.resent = 0                          # batches sent again (figures, tests)
+
+    def attach(self, application, server, loop) -> None:
+        """Once the application and the server exist (before the node starts following)."""
+        self.application, self.server, self._loop = application, server, loop
+        node = self.node
+        node.hand_over = lambda seq, headers, data: loop.call_soon_threadsafe(
+            node.apply_handed, seq, headers, data)
+        node.on_applied = self._on_applied
+        self._resender = loop.create_task(self._resend_forever())
+
+    # ------------------------------------------------------------------ out: to the leader
+    def forward(self, command, request) -> None:
+        """The application's hook (in the loop): the command joins this iteration's batch."""
+        self._batch.append((command, request))
+        if len(self._batch) >= FRONT_BATCH_MAX:
+            self._send()
+        elif not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._send)
+
+    def _send(self) -> None:
+        self._scheduled = False
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        self._k += 1
+        data = orjson.dumps([jr.encode_command(command) for command, _ in batch])
+        self._unconfirmed[self._k] = [data, [request for _, request in batch],
+                                      time.monotonic()]
+        self.node.send_front_batch(self.epoch, self._k, data)
+
+    async def _resend_forever(self) -> None:
+        while True:
+            await asyncio.sleep(RESEND_CHECK_S)
+            if not self._unconfirmed:
+                continue
+            now = time.monotonic()
+            oldest = next(iter(self._unconfirmed.values()))
+            if now - oldest[2] < RESEND_AFTER_S:
+                continue
+            for k, entry in self._unconfirmed.items():
+                entry[2] = now
+                self.node.send_front_batch(self.epoch, k, entry[0])
+                self.resent += 1
+            log.info("front %s: re-sent front batches %d..%d (not in the stream after %.1f s)",
+                     self.name, next(iter(self._unconfirmed)), self._k, RESEND_AFTER_S)
+
+    # ------------------------------------------------------------------ in: from the stream
+    def _on_applied(self, first_seq: int, events: list, fronts: list) -> None:
+        """The node applied commands first_seq... of a stream message (on this loop)."""
+        mine: dict = {}
+        for name, epoch, k, first, count in fronts:
+            if name != self.name or epoch != self.epoch:
+                continue
+            entry = self._unconfirmed.pop(k, None)
+            if entry is None:
+                continue
+            for offset, request in enumerate(entry[1][:count]):
+                mine[first + offset] = request
+        translate = self.application.translate_applied
+        out: list = []
+        for offset, applied in enumerate(events):
+            out += translate(applied, mine.get(first_seq + offset))
+        if out:
+            self.server.deliver(out)
+
+    def close(self) -> None:
+        if self._resender is not None:
+            self._resender.cancel()
+
+
+class FrontIntake:
+    """The leader's side: front batches from the NATS thread, applied on the gateway's loop
+    (in arrival order, each batch whole), translated by the leader's own application."""
+
+    def __init__(self, node, application, server, loop):
+        self.node, self.application, self.server, self._loop = node, application, server, loop
+        self._queue: deque = deque()
+        node.front_handler = self._received
+
+    def _received(self, name: str, epoch: int, k: int, data: bytes) -> None:   # NATS thread
+        self._queue.append((name, epoch, k, data))
+        self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        queue, node = self._queue, self.node
+        out: list = []
+        applied = False
+        translate = self.application.translate_applied
+        while queue:
+            name, epoch, k, data = queue.popleft()
+            try:
+                events = node.apply_front_batch(name, epoch, k, data)
+            except Exception as err:     # the engine failed mid-batch: never publish that
+                node.fence(f"applying front {name}'s batch {k}: {err!r}")
+            if events is None:
+                continue
+            applied = True
+            for each in events:
+                out += translate(each)
+        if out:
+            self.server.deliver(out)         # (its flush commits first)
+        if applied:
+            self._loop.call_soon(node.engine.commit)    # published now, output or not

@@ -1,0 +1,203 @@
+"""Front gateways (issue 15 item 4): `ccerx serve --cluster URLS --front f1` beside three
+`--node` processes on a three-server NATS cluster started by the test. BROKER01 trades on the
+leader, BROKER02 on the front: the front forwards BROKER02's orders to the leader (core NATS),
+answers once they are in the stream, and reports fills of BROKER02's orders however they came
+about; the leader reports BROKER01's. Each side of each trade is reported exactly once, by the
+process its broker is logged on to, and every replica (nodes and front) ends with the same
+state hash. When the leader dies (kill -9) under a stream of the front's orders, BROKER02's
+session is never dropped: it sees a pause, and each order is entered exactly once (the front
+re-sends its unconfirmed batches to the new leader, which knows from the stream which it has)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from ccerx.benchmarks.replication import NATS_SERVER
+from ccerx.engine.core.commands import NewOrder
+from ccerx.engine.durable import journal as jr
+from ccerx.engine.durable.exchange import DurableExchange
+from tests.fixclient import s, sync
+from tests.integration.cluster_helpers import (LIVENESS_S, PASSWORDS, Cluster, FixTrader,
+                                              assert_resumed_without_gaps)
+from tests.serve_process import REPO, ServeProcess
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(NATS_SERVER) and not os.environ.get("CCERX_REQUIRE_SERVICES"),
+    reason="nats-server is not installed (.ci/run installs it)")
+
+
+class WithFront:
+    """The cluster and one front, f1, serving BROKER02 only (its data in ROOT/f1; among the
+    cluster's processes: BROKER01's failover never lands there, the front knows no such
+    session)."""
+
+    def __init__(self, root):
+        self.cluster = Cluster(root)
+        try:
+            self.front = self.cluster.nodes["f1"] = ServeProcess(
+                ["--cluster", self.cluster.nats.urls, "--front", "f1", "--brokers", "BROKER02",
+                 "--data-dir", str(root / "f1"), "--log-level", "info"],
+                log_path=root / "f1.log", start_timeout=30)
+        except BaseException:
+            self.cluster.stop()
+            raise
+
+    def stop(self) -> None:
+        self.cluster.stop()
+
+
+class FrontTrader(FixTrader):
+    """BROKER02's FIX engine, logged on to the front (retrying while it catches up)."""
+
+    def __init__(self, setup: WithFront):
+        super().__init__("BROKER02", setup.cluster)
+        self.front = setup.front
+        self.acks: Counter = Counter()          # ClOrdID of 150=0 -> times received as new
+
+    def connect(self, deadline: float) -> str:
+        broker = self.broker
+        broker.port = self.front.port
+        while time.monotonic() < deadline:
+            try:
+                answer = broker.logon(PASSWORDS[self.comp_id], reset=self.logons == 0)
+            except (OSError, ConnectionError, TimeoutError):   # catching up: closed unanswered
+                broker.close()
+                time.sleep(0.1)
+                continue
+            assert s(answer, 35) == "A", s(answer, 58)
+            self.logons += 1
+            broker.expect("h")
+            return "f1"
+        raise AssertionError(f"the front took no logon:\n{self.front.log_text()[-1500:]}")
+
+    def _collect(self) -> None:
+        for message in self.broker.received:
+            if s(message, 35) == "8" and s(message, 150) == "0" and s(message, 43) != "Y":
+                self.acks[s(message, 11)] += 1
+        super()._collect()
+
+
+@pytest.fixture
+def setup(tmp_path):
+    started = WithFront(tmp_path)
+    yield started
+    started.stop()
+
+
+def journal_orders(data_dir) -> Counter:
+    return Counter(cmd.order_id for cmd in jr.iter_commands(jr.scan(data_dir).records)
+                   if type(cmd) is NewOrder)
+
+
+def check_replicas(setup: WithFront, names: list[str]) -> dict:
+    """The nodes and the front agree (their own checkpoint checks), and again once stopped
+    (each data directory recovered); returns the first one's journal's order ids."""
+    cluster = setup.cluster
+    statuses = cluster.wait_same_state(names)
+    assert statuses["f1"]["role"] == "front"
+    setup.stop()
+    hashes = set()
+    for name in names:
+        with DurableExchange(cluster.data_dir(name), ledger=None, start_relays=False) as ex:
+            hashes.add(ex.state_hash())
+    assert hashes == {st["state_hash"] for st in statuses.values()}
+    assert len(hashes) == 1
+    return journal_orders(cluster.data_dir(names[0]))
+
+
+def test_orders_cross_between_the_leader_and_a_front(setup):
+    cluster = setup.cluster
+    one, two = FixTrader("BROKER01", cluster), FrontTrader(setup)
+    assert one.connect(time.monotonic() + 5) == cluster.leader
+    two.connect(time.monotonic() + LIVENESS_S)
+    # the front refuses operator commands: it has no control socket
+    assert setup.front.control is None
+    for n in range(4):
+        sellers, buyers = (one, two) if n % 2 else (two, one)
+        sellers.send("HOLD0" + sellers.comp_id[-1], "2", 40, "62.00")
+        sellers.settle_reads(f"s{n}")
+        buyers.send("EMIT0" + buyers.comp_id[-1], "1", 40, "62.00")
+        buyers.settle_reads(f"b{n}")
+        sellers.settle_reads(f"f{n}")
+    for trader in (one, two):
+        trader.settle_reads("end")
+    assert two.logons == 1 and one.logons == 1
+    assert len(two.acks) == 160 and set(two.acks.values()) == {1}
+    # every trade's two sides reported once each, by the process of the broker concerned
+    assert len(one.fills) == len(two.fills) == 160
+    assert {n: c for n, c in {**one.fills, **two.fills}.items() if c != 1} == {}
+    assert {e[-1] for e in one.fills} == {e[-1] for e in two.fills} == {"B", "S"}
+    trade_ids = {e[1:-2] for e in one.fills}
+    assert trade_ids == {e[1:-2] for e in two.fills}
+    orders = check_replicas(setup, ["n1", "n2", "n3", "f1"])
+    assert len(orders) == 320 and set(orders.values()) == {1}
+
+
+@pytest.mark.slow
+def test_a_front_rides_through_the_death_of_the_leader(setup):
+    cluster = setup.cluster
+    one, two = FixTrader("BROKER01", cluster), FrontTrader(setup)
+    one.connect(time.monotonic() + 5)
+    two.connect(time.monotonic() + LIVENESS_S)
+    # BROKER01 (on the leader) rests sells; BROKER02 (on the front) streams buys into them,
+    # and the leader dies a third of the way through
+    one.send("HOLD01", "2", 300, "62.00")
+    one.settle_reads("rested")
+    old = cluster.leader
+    for n in range(300):
+        two.send("EMIT02", "1", 1, "62.00")
+        if n == 100:
+            cluster.nodes[old].kill()
+        time.sleep(0.002)
+    started = time.monotonic()
+    # BROKER02's session carries on: every order is answered, none refused, none twice
+    while len(two.acks) < 300 and time.monotonic() < started + LIVENESS_S:
+        try:
+            two.broker.read(timeout=0.5)
+        except TimeoutError:
+            pass
+        two._collect()
+    answered = time.monotonic() - started
+    two.settle_reads("after")
+    assert len(two.acks) == 300, f"{len(two.acks)} of 300 acknowledged:\n" + \
+        setup.front.log_text()[-1500:]
+    assert set(two.acks.values()) == {1} and two.logons == 1
+    assert two.broker.too_low == [] and two.broker.gaps == []
+    # BROKER01 fails over to the new leader and recovers its fills by ResendRequest
+    one.drain()
+    new = one.connect(time.monotonic() + LIVENESS_S)
+    assert new != old
+    one.settle_reads("one back")
+    assert_resumed_without_gaps(one)
+    assert sum(1 for e in two.fills if e.endswith("-B")) == 300
+    assert {n: c for n, c in two.fills.items() if c != 1} == {}
+    # BROKER01's side of each trade: reported once (new, or resent by the new leader)
+    reported = [s(m, 17) for m in one.broker.delivered.values()
+                if m != "gap fill" and s(m, 35) == "8" and s(m, 150) == "F"]
+    assert sorted(reported) == sorted(e[:-2] + "-S" for e in two.fills)
+    survivors = [n for n in cluster.alive()] + ["f1"]
+    orders = check_replicas(setup, survivors)
+    mine = {o: c for o, c in orders.items() if o.startswith("BROKER02:")}
+    assert len(mine) == 300 and set(mine.values()) == {1}
+    print(f"\nfront f1 through the leader's kill -9: 300 orders acknowledged once each, "
+          f"the last acknowledged {answered:.2f} s after the last was sent")
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--front", "f1"], "--front needs --cluster"),
+    (["--cluster", "nats://127.0.0.1:4222", "--front", "f1", "--node", "n1"],
+     "one or the other"),
+    (["--cluster", "nats://127.0.0.1:4222", "--front", "f/1"], "--front 'f/1': letters"),
+    (["--brokers", "BROKER09"], "--brokers: BROKER09 not among the config's brokers"),
+])
+def test_bad_front_options_are_refused_and_change_nothing(tmp_path, args, text):
+    run = subprocess.run([sys.executable, "-m", "ccerx.scripts.ccerx", "serve", "--port", "0",
+                          "--data-dir", str(tmp_path / "d"), *args], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and text in run.stderr, run.stderr
+    assert not list((tmp_path / "d").glob("journal-*"))

@@ -1,0 +1,88 @@
+"""Front batches in the replicated log (issue 15 item 4, engine/durable/replicated.py,
+"Fronts") without NATS: the leader applies a front's batch k only after k - 1 (a duplicate
+or a gap is dropped: the front re-sends in order), and says in the stream which commands
+were which front batch, so every node (and so the next leader) knows what is in; a message
+cut never splits a front batch. The processes and NATS: tests/integration/test_cluster_fronts.py."""
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from ccerx.engine.durable import journal as jr
+from ccerx.engine.durable.replicated import (BATCH, H_FRONTS, H_KIND, H_SEQ, H_TERM,
+                                             message_cuts)
+from tests.unit.test_replicated import batch, marker, open_node, order
+
+
+@pytest.fixture
+def node(tmp_path):
+    opened = open_node(tmp_path / "node")
+    yield opened
+    opened.exchange.close(settle_timeout=0)
+
+
+def rows(*commands) -> bytes:
+    return orjson.dumps([jr.encode_command(c) for c in commands])
+
+
+def lead(node) -> None:
+    """What _promote does, without NATS (the journal does not publish)."""
+    node.leading = True
+    node.applied_cmds = node.journal.next_seq - 1
+
+
+def test_the_leader_applies_front_batches_in_order_once(node):
+    lead(node)
+    assert node.apply_front_batch("f1", 7, 2, rows(order(9))) is None         # a gap
+    events = node.apply_front_batch("f1", 7, 1, rows(order(1), order(2)))
+    assert [type(e[0]).__name__ for e in events] == ["OrderAccepted", "OrderAccepted"]
+    assert node.apply_front_batch("f1", 7, 1, rows(order(1), order(2))) is None  # duplicate
+    node.engine.apply_deferred(order(3))                        # the leader's own, between
+    assert node.apply_front_batch("f1", 7, 2, rows(order(4, "buy"))) is not None
+    assert node.apply_front_batch("f1", 6, 3, rows(order(5))) is None           # an old epoch
+    assert node.apply_front_batch("f1", 8, 2, rows(order(5))) is None   # a new one starts at 1
+    assert node.apply_front_batch("f2", 1, 1, rows(order(6))) is not None
+    assert node.front_last == {"f1": [7, 2], "f2": [1, 1]}
+    assert node.take_front_entries() == [["f1", 7, 1, 1, 2], ["f1", 7, 2, 4, 1],
+                                         ["f2", 1, 1, 5, 1]]
+    assert node.take_front_entries() == []
+    assert node.exchange.seq > 0 and node.applied_cmds == 5
+
+
+def test_a_standby_learns_the_front_batches_from_the_stream(tmp_path, node):
+    node.apply_message(*marker(node.exchange.state_hash(), 5, 0))
+    headers, data = batch(5, 1, [order(1), order(2), order(3)])
+    headers[H_FRONTS] = orjson.dumps([["f1", 7, 1, 1, 2], ["f2", 3, 4, 3, 1]]).decode()
+    node.apply_message(headers, data)
+    assert node.front_last == {"f1": [7, 1], "f2": [3, 4]}
+    # a restarted node reads the stream from its start: what its journal held counts too
+    node.exchange.close(settle_timeout=0)
+    again = open_node(tmp_path / "node")
+    try:
+        again.apply_message(*marker("(behind the journal)", 5, 0))
+        again.apply_message(headers, data)
+        assert again.front_last == {"f1": [7, 1], "f2": [3, 4]}
+        lead(again)     # ... so as the next leader it drops a re-send of what is in
+        assert again.apply_front_batch("f1", 7, 1, rows(order(1), order(2))) is None
+        assert again.apply_front_batch("f1", 7, 2, rows(order(8))) is not None
+    finally:
+        again.exchange.close(settle_timeout=0)
+    node.exchange = again.exchange       # (closed: the fixture's close is a no-op twice)
+
+
+def test_a_front_gets_the_events_of_each_message_with_its_entries(node):
+    seen = []
+    node.on_applied = lambda first, events, fronts: seen.append((first, len(events), fronts))
+    node.apply_message(*marker(node.exchange.state_hash(), 5, 0))
+    headers, data = batch(5, 1, [order(1), order(2)])
+    headers[H_FRONTS] = orjson.dumps([["f1", 7, 1, 2, 1]]).decode()
+    node.apply_message(headers, data)
+    assert seen == [(1, 2, [["f1", 7, 1, 2, 1]])]
+
+
+def test_message_cuts_never_split_a_front_batch():
+    assert message_cuts(1, 5, [], 2) == [(0, 2), (2, 4), (4, 5)]
+    # a front batch of commands 2..4 (offsets 1..3) straddles the cut at 2: the cut moves
+    assert message_cuts(1, 5, [["f", 1, 1, 2, 3]], 2) == [(0, 4), (4, 5)]
+    assert message_cuts(10, 3, [["f", 1, 1, 10, 3]], 2000) == [(0, 3)]
+    assert message_cuts(1, 0, [], 2) == []
