@@ -17,7 +17,8 @@ config) and the same closed-loop order flow (benchmarks/gateway_load.py: every s
 Printed per configuration: orders/s (acknowledged / span from the first send to the last
 acknowledgement), ack latency p50/p99 (us), the CPU seconds all exchange processes (nodes,
 fronts, their ledger processes; not NATS) used per order, and the 1-minute load average at
-the start. A configuration whose orders were not all acknowledged says so.
+the start. A configuration whose orders were not all acknowledged, or whose replicas (nodes
+and fronts) do not end at the same command and state hash, says so.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 
 from ccerx.benchmarks.gateway_load import Harness, RunSpec, _children, broker_ids
-from ccerx.benchmarks.replication import NatsCluster, start_serve, wait_leader
+from ccerx.benchmarks.replication import NatsCluster, start_serve, status, wait_leader
 
 
 def cpu_seconds(pids: list) -> float:
@@ -55,6 +56,18 @@ def wait_log(log: Path, text: str, timeout: float = 60) -> None:
             return
         time.sleep(0.05)
     raise RuntimeError(f"{log}: no {text!r} within {timeout} s")
+
+
+def replicas_agree(dirs: list, timeout: float = 20) -> bool:
+    """Every node and front ends at the same command and state hash (their checkpoint
+    status files; the leader's idle checkpoint is the last)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen = {(status(d).get("cmd_seq"), status(d).get("state_hash")) for d in dirs}
+        if len(seen) == 1 and None not in next(iter(seen)):
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def measure(label: str, procs: list, addresses: list, args, work: Path) -> dict:
@@ -105,10 +118,15 @@ def run_cluster(gateways: int, args, work: Path, common: list) -> dict:
             wait_log(log, "caught up with the stream")
             addresses.append(("127.0.0.1", port))
         procs = [proc for proc, _ in nodes.values()] + fronts
+        dirs = [work / name for name in nodes] + [work / f"f{g}" for g in range(1, gateways)]
         fronts_text = ("" if gateways == 1 else
                        f" + {gateways - 1} front{'s' if gateways > 2 else ''}")
         label = f"{gateways} gateway process{'es' if gateways > 1 else ''} (leader{fronts_text})"
-        return measure(label, procs, addresses, args, work)
+        row = measure(label, procs, addresses, args, work)
+        if not replicas_agree(dirs):
+            row["ok"] = False
+            row["label"] += " (REPLICAS DIFFER)"
+        return row
     finally:
         for proc in [proc for proc, _ in nodes.values()] + fronts:
             proc.kill()

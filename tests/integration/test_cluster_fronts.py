@@ -153,6 +153,7 @@ def test_a_front_rides_through_the_death_of_the_leader(setup):
         two.send("EMIT02", "1", 1, "62.00")
         if n == 100:
             cluster.nodes[old].kill()
+            killed = time.monotonic()
         time.sleep(0.002)
     started = time.monotonic()
     # BROKER02's session carries on: every order is answered, none refused, none twice
@@ -162,7 +163,7 @@ def test_a_front_rides_through_the_death_of_the_leader(setup):
         except TimeoutError:
             pass
         two._collect()
-    answered = time.monotonic() - started
+    answered = time.monotonic()
     two.settle_reads("after")
     assert len(two.acks) == 300, f"{len(two.acks)} of 300 acknowledged:\n" + \
         setup.front.log_text()[-1500:]
@@ -185,7 +186,8 @@ def test_a_front_rides_through_the_death_of_the_leader(setup):
     mine = {o: c for o, c in orders.items() if o.startswith("BROKER02:")}
     assert len(mine) == 300 and set(mine.values()) == {1}
     print(f"\nfront f1 through the leader's kill -9: 300 orders acknowledged once each, "
-          f"the last acknowledged {answered:.2f} s after the last was sent")
+          f"the last acknowledged {answered - killed:.2f} s after the kill "
+          f"({answered - started:.2f} s after the last was sent)")
 
 
 @pytest.mark.parametrize("args, text", [
