@@ -88,7 +88,9 @@ def add_parser(sub) -> None:
     p.add_argument("--brokers", metavar="COMPID,...",
                    help="the config's brokers whose FIX sessions this process serves (default: "
                         "all of them); the others' accounts stay in the engine. A broker logs "
-                        "on to one gateway process: the leader or one front")
+                        "on to one gateway process: the leader or one front; with fronts, "
+                        "give every --node the same group (a node that takes over adopts the "
+                        "resting orders of the brokers it serves)")
     p.add_argument("--replicas", type=int, default=3, metavar="N",
                    help="with --cluster: copies of the stream, when this node creates it "
                         "(default 3: one per server of a three-server NATS cluster)")

@@ -32,8 +32,10 @@ class Cluster:
     """NATS + three exchange nodes sharing one ledger: a SQLite file, or the PostgreSQL
     database `ledger` names (a postgresql:// URL, as `ccerx serve --ledger` takes it)."""
 
-    def __init__(self, root: Path, ledger: str | None = None):
+    def __init__(self, root: Path, ledger: str | None = None, node_args: tuple = ()):
+        """node_args: more `ccerx serve` options for every node (e.g. --brokers)."""
         self.root = root
+        self.node_args = node_args
         self.nats = NatsCluster(root)
         self.ledger = ledger or root / "ledger.sqlite"
         self.nodes: dict[str, ServeProcess] = {}
@@ -50,7 +52,7 @@ class Cluster:
         self.nodes[name] = ServeProcess(
             ["--cluster", self.nats.urls, "--node", name, "--data-dir",
              str(self.data_dir(name)), "--ledger", str(self.ledger),
-             "--control", "none", "--log-level", "info"],
+             "--control", "none", "--log-level", "info", *self.node_args],
             log_path=self.root / f"{name}{log_name}.log", start_timeout=30)
 
     def data_dir(self, name: str) -> Path:

@@ -34,12 +34,12 @@ pytestmark = pytest.mark.skipif(
 
 
 class WithFront:
-    """The cluster and one front, f1, serving BROKER02 only (its data in ROOT/f1; among the
-    cluster's processes: BROKER01's failover never lands there, the front knows no such
-    session)."""
+    """The cluster, its nodes serving BROKER01 only, and one front, f1, serving BROKER02 only
+    (its data in ROOT/f1; among the cluster's processes: BROKER01's failover never lands
+    there, the front knows no such session)."""
 
     def __init__(self, root):
-        self.cluster = Cluster(root)
+        self.cluster = Cluster(root, node_args=("--brokers", "BROKER01"))
         try:
             self.front = self.cluster.nodes["f1"] = ServeProcess(
                 ["--cluster", self.cluster.nats.urls, "--front", "f1", "--brokers", "BROKER02",
