@@ -966,7 +966,7 @@ class ClusterNode:
                 "instruction": self.journal.next_instruction - 1, "term": self.marker_term,
                 "hash": self.exchange.state_hash(), "leader": self.leader_info,
                 "node": self.settings.node, "relays": sorted(self.exchange.relays),
-                "fronts": self.front_last}
+                "fronts": dict(self.front_last)}    # (encoded in another thread)
         parts = [path.read_bytes(), (self.exchange.data_dir / OPENING).read_bytes()]
         sessions = self.sessions.snapshot() if self.sessions is not None else None
         self._spawn(self._put_bundle(meta, parts, sessions, started))
