@@ -352,6 +352,10 @@ class ClusterNode:
         self.ready = False            # a front: caught up with the stream as it was at start
         self.front_applied_seq = 0    # a front: the last stream message its gateway applied
         self.fronts_dropped = 0       # leader: front batches dropped (duplicates and gaps)
+        # a front applies the stream messages queued on its loop with one commit (apply_handed
+        # with defer=True, then commit_deferred): commands applied, not yet in the journal
+        self._deferred_rows = 0
+        self._deferring = False
         self._log = log if log is not None else (lambda text: print(text, file=sys.stderr,
                                                                     flush=True))
         self.joined: Optional[dict] = None     # the bundle's meta, if this node joined by one
@@ -830,13 +834,17 @@ class ClusterNode:
             fronts = orjson.loads(headers[H_FRONTS]) if H_FRONTS in headers else []
             for name, epoch, k, _, _ in fronts:    # (a restart's prefix included)
                 self.front_last[name] = [epoch, k]
-            next_seq = journal.next_seq
+            next_seq = journal.next_seq + self._deferred_rows
             if first > next_seq:
                 raise RuntimeError(f"commands {next_seq}..{first - 1} are missing")
             rows = rows[next_seq - first:]    # a restarted node has a prefix already
             if rows:
                 commands = [jr.decode_command(row) for row in rows]
-                events = self.exchange.apply_many(commands)
+                if self._deferring:
+                    events = self.exchange.apply_many(commands, _commit=False)
+                    self._deferred_rows += len(rows)
+                else:
+                    events = self.exchange.apply_many(commands)
                 self._since_bundle += len(rows)
                 if self.on_applied is not None:
                     self.on_applied(next_seq, events, fronts)
@@ -854,7 +862,8 @@ class ClusterNode:
                     raise RuntimeError(f"term {term} after term {self.marker_term}")
                 self.marker_term = term
                 self.leader_info = {"node": body["node"], "fix": body["fix"]}
-            if body["cmd_seq"] == journal.next_seq - 1:     # (behind it: a restart's prefix)
+            # (behind it: a restart's prefix)
+            if body["cmd_seq"] == journal.next_seq + self._deferred_rows - 1:
                 mine = self.exchange.state_hash()
                 if mine != body["hash"]:
                     self.fence(f"STATE DIVERGED at command {body['cmd_seq']}: the leader "
@@ -924,14 +933,28 @@ class ClusterNode:
         except Exception:
             pass                         # NATS out of reach: the gateway re-sends
 
-    def apply_handed(self, seq: int, headers: dict, data: bytes) -> None:
+    def apply_handed(self, seq: int, headers: dict, data: bytes, defer: bool = False) -> None:
         """A front, in its gateway's thread: apply stream message `seq` (handed over by
-        `hand_over`, in stream order); stop loudly if it cannot be applied."""
+        `hand_over`, in stream order); stop loudly if it cannot be applied. defer=True: its
+        commands reach the local journal at commit_deferred() (one fsync for the messages
+        that queued up meanwhile); nothing that depends on them may leave before."""
+        self._deferring = defer
         try:
             self.apply_message(headers, data)
         except Exception as err:
             self.fence(f"cannot apply stream message {seq}: {err!r}", EXIT_DIVERGED)
+        finally:
+            self._deferring = False
         self.front_applied_seq = seq
+
+    def commit_deferred(self) -> None:
+        """A front: write what apply_handed(defer=True) applied to the local journal (fsync)."""
+        if self._deferred_rows:
+            try:
+                self.exchange.commit()
+            except Exception as err:
+                self.fence(f"cannot write the local journal: {err!r}")
+            self._deferred_rows = 0
 
     async def _follow_as_front(self) -> None:
         """A front follows the stream (never stands for leader); `ready` once it applied

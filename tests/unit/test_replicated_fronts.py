@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from ccerx.engine.durable import journal as jr
-from ccerx.engine.durable.replicated import (BATCH, H_FRONTS, H_KIND, H_SEQ, H_TERM,
-                                             message_cuts)
+from ccerx.engine.durable.replicated import (CHECKPOINT, H_FRONTS, H_KIND, H_TERM,
+                                             STATUS_FILE, message_cuts)
 from tests.unit.test_replicated import batch, marker, open_node, order
 
 
@@ -86,3 +86,26 @@ def test_message_cuts_never_split_a_front_batch():
     assert message_cuts(1, 5, [["f", 1, 1, 2, 3]], 2) == [(0, 4), (4, 5)]
     assert message_cuts(10, 3, [["f", 1, 1, 10, 3]], 2000) == [(0, 3)]
     assert message_cuts(1, 0, [], 2) == []
+
+
+def test_a_front_applies_queued_messages_with_one_commit(tmp_path, node):
+    """apply_handed(defer=True): the commands are applied at once but written to the local
+    journal at commit_deferred(); the sequence checks (a repeated prefix, a checkpoint)
+    count what is applied, not what is written."""
+    node.front = True
+    node.apply_handed(1, *marker(node.exchange.state_hash(), 5, 0), defer=True)
+    node.apply_handed(2, *batch(5, 1, [order(1), order(2)]), defer=True)
+    node.apply_handed(3, *batch(5, 1, [order(1), order(2), order(3, "buy")]),
+                      defer=True)                       # (a repeated prefix: o3 only)
+    assert node.journal.next_seq == 1 and node.exchange.next_trade_id == 2
+    hash_now = node.exchange.state_hash()
+    node.apply_handed(4, {H_KIND: CHECKPOINT, H_TERM: "5"}, orjson.dumps(
+        {"cmd_seq": 3, "hash": hash_now, "node": "n1", "fix": "x"}), defer=True)
+    assert node.front_applied_seq == 4
+    status = orjson.loads((tmp_path / "node" / STATUS_FILE).read_bytes())
+    assert (status["cmd_seq"], status["state_hash"]) == (3, hash_now)    # it was checked
+    node.commit_deferred()
+    assert node.journal.next_seq == 4
+    node.exchange.close(settle_timeout=0)
+    assert [c.order_id for c in jr.iter_commands(jr.scan(tmp_path / "node").records)] == [
+        "BROKER01:o1", "BROKER01:o2", "BROKER01:o3"]
