@@ -229,12 +229,15 @@ class LotFlowGenerator:
                 self.sellers[contract] = sorted(set(self.sellers[contract]) | {owner})
 
     # ------------------------------------------------------------------ state the agents read
-    def _free(self, account_id: str, symbol: str) -> int:
+    def _free(self, account_id: str, symbol: str, held_back_too: bool = False) -> int:
+        """Tonnes the account may sell through `symbol` now (`held_back_too`: counting
+        credits the Art.29 holding period holds back, which a probe tries to sell)."""
         accounts, spec = self.exchange.accounts, self.exchange.specs[symbol]
         account = accounts.get(account_id)
+        free = account.credits_retirable if held_back_too else account.credits_sellable
         if spec.kind == "listing":
-            return account.credits_sellable(spec.holding)
-        return sum(account.credits_sellable(key) for key in account.credits
+            return free(spec.holding)
+        return sum(free(key) for key in account.credits
                    if key in accounts.lots and spec.eligible(accounts.lots[key]))
 
     def _tradable(self) -> list[str]:
@@ -299,8 +302,9 @@ class LotFlowGenerator:
         rng, accounts = self.rng, self.exchange.accounts
         emitter = self.emitters[int(rng.integers(0, len(self.emitters)))]
         account = accounts.get(emitter)
-        free = [(key, account.credits_sellable(key)) for key in sorted(account.credits)
-                if key in accounts.lots and account.credits_sellable(key) > 0]
+        # (what it may retire: credits the Art.29 holding period holds back from selling too)
+        free = [(key, account.credits_retirable(key)) for key in sorted(account.credits)
+                if key in accounts.lots and account.credits_retirable(key) > 0]
         if not free:
             return False
         key, qty = free[int(rng.integers(0, len(free)))]
@@ -399,7 +403,7 @@ class LotFlowGenerator:
             return
         if closes == bought or tries >= 5:
             return
-        free = self._free(account, symbol)
+        free = self._free(account, symbol, held_back_too=True)
         if free <= 0:
             state[2] = 5
             return

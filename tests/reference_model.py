@@ -46,7 +46,13 @@ they switch are written here again):
   - the holding period (with accounts): unknown account, then the last opposite trade
     (closes since it < holding_days: holding_period), then any resting order of the account
     on the other side of the instrument (holding_period), then funds/credits. A take with
-    nothing to take reserves nothing.
+    nothing to take reserves nothing;
+  - the holding period on the credits (lots.py, HOLDING PERIOD): every purchase is logged
+    as a parcel [trading day, holding key, t]; a parcel bought on an earlier day fewer than
+    holding_days closes ago is held back: a sell may not take it (it is not free). A sell
+    whose free eligible credits are short is holding_period if the held-back parcels of
+    those holdings would cover it, insufficient_credits if not. A retirement may take
+    held-back tonnes (free ones first, then parcels earliest day first).
 
 Credits as lots (issue 11, Art.10, 17; engine/core/lots.py is the rule written down):
   - a holding is keyed by "PROJECT@VINTAGE" for a lot, by the instrument's symbol for a
@@ -152,6 +158,7 @@ class RefAccount:
     last_sold: dict = field(default_factory=dict)
     participant_type: str = "other_organisation"
     retired: dict = field(default_factory=dict)
+    parcels: list = field(default_factory=list)   # [day, holding key, t] of every purchase
 
 
 def band_limits(spec: InstrumentSpec) -> tuple[int, int]:
@@ -240,9 +247,21 @@ class ReferenceExchange:
         return f"{spec.project}@{spec.vintage}" if spec.project else spec.symbol
 
     def free(self, account: str, key: str) -> int:
+        """Credits a sell may take: not bought today, not reserved, not held back."""
+        return self.retirable(account, key) - self.held_back(account, key)
+
+    def retirable(self, account: str, key: str) -> int:
         a = self.accounts[account]
         return (a.credits.get(key, 0) - a.bought_today.get(key, 0)
                 - self.credits_reserved(account, key))
+
+    def in_period(self, day: int) -> bool:
+        """Is a purchase of an earlier trading day `day` still within the holding period?"""
+        return day < self.closes and self.closes - day < self.rules.holding_days
+
+    def held_back(self, account: str, key: str) -> int:
+        return sum(q for day, k, q in self.accounts[account].parcels
+                   if k == key and self.in_period(day))
 
     def eligible_keys(self, spec: InstrumentSpec, keys) -> list:
         """The holding keys among `keys` a sell of `spec` may deliver, in allocation order."""
@@ -279,7 +298,34 @@ class ReferenceExchange:
                 "credits_reserved": {k: v for k, v in reserved.items() if v},
                 "bought_today": {k: v for k, v in a.bought_today.items() if v},
                 "fees_paid": a.fees_paid, "last_bought": dict(a.last_bought),
-                "last_sold": dict(a.last_sold), "retired": dict(a.retired)}
+                "last_sold": dict(a.last_sold), "retired": dict(a.retired),
+                "held_back": self.held_back_view(a)}
+
+    def resale_probes(self) -> list:
+        """(account, instrument, free t, held-back t) for each account holding credits the
+        holding period holds back and each instrument that trades them and that the
+        per-instrument check lets it sell (the command streams' resale probes)."""
+        out = []
+        for name, a in (self.accounts or {}).items():
+            keys = set(self.held_back_view(a))
+            for symbol, spec in self.specs.items():
+                eligible = self.eligible_keys(spec, list(a.credits))
+                try:        # (aim at the credits: skip sells the instrument check refuses)
+                    self._check_holding(name, symbol, Side.SELL)
+                except Rejected:
+                    continue
+                if keys & set(eligible):
+                    out.append((name, symbol, sum(self.free(name, k) for k in eligible),
+                                sum(self.held_back(name, k) for k in eligible)))
+        return out
+
+    def held_back_view(self, a: RefAccount) -> dict:
+        out: dict = {}
+        for day, key, q in a.parcels:
+            if q and self.in_period(day):
+                out.setdefault(key, {})
+                out[key][day] = out[key].get(day, 0) + q
+        return out
 
     # ---- events ------------------------------------------------------------------------
     def _next_seq(self) -> int:
@@ -521,6 +567,10 @@ class ReferenceExchange:
                     plan.append([key, min(free, more)])
                     more -= min(free, more)
             if more > 0:
+                held = sum(self.held_back(account, key)
+                           for key in self.eligible_keys(spec, list(a.credits)))
+                if held >= more:
+                    raise Rejected(RejectReason.HOLDING_PERIOD)
                 raise Rejected(RejectReason.INSUFFICIENT_CREDITS)
             return plan
         return []
@@ -702,6 +752,8 @@ class ReferenceExchange:
                 b.credits[key] = b.credits.get(key, 0) + q
                 b.bought_today[key] = b.bought_today.get(key, 0) + q
                 s.credits[key] -= q
+                if self.rules.holding_days:
+                    b.parcels.append([self.closes, key, q])
             s.cash += gross - fee
             s.fees_paid += fee
             if self.rules.holding_days:
@@ -915,9 +967,16 @@ class ReferenceExchange:
                 or any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs")
                        for c in purpose)):
             return bad(RejectReason.MALFORMED)
-        if cmd.qty > self.free(cmd.account, key):
+        if cmd.qty > self.retirable(cmd.account, key):
             return bad(RejectReason.INSUFFICIENT_CREDITS)
         a = self.accounts[cmd.account]
+        # free tonnes first, then held-back parcels, the earliest bought first
+        from_parcels = cmd.qty - self.free(cmd.account, key)
+        for parcel in sorted((p for p in a.parcels if p[1] == key and self.in_period(p[0])),
+                             key=lambda p: p[0]):
+            take = min(parcel[2], max(from_parcels, 0))
+            parcel[2] -= take
+            from_parcels -= take
         a.credits[key] -= cmd.qty
         a.retired[key] = a.retired.get(key, 0) + cmd.qty
         self.retire_ids.add(cmd.retire_id)

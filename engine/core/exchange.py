@@ -109,7 +109,8 @@ class Exchange(Matching):
             for key in list(account.credits):
                 spec = self.specs.get(key)
                 if spec is not None and spec.project:
-                    if account.credits_reserved.get(key) or account.bought_today.get(key):
+                    if (account.credits_reserved.get(key) or account.bought_today.get(key)
+                            or account.held_back.get(key)):
                         raise ValueError(f"account {account.account}: {key} is reserved")
                     held = account.credits.pop(key)
                     account.credits[spec.holding] = account.credits.get(spec.holding, 0) + held

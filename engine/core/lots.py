@@ -21,7 +21,32 @@ Three kinds of instrument (InstrumentSpec.kind):
 ALLOCATION ORDER (the one rule that decides which lots a contract sell delivers): the
 default lot first (its vintage is unknown, so it counts as the oldest), then by vintage,
 oldest first, then by project id; within what the seller can sell (owned, not reserved for
-another order, not bought today).
+another order, not bought today, not held back by the holding period below).
+
+HOLDING PERIOD (Art.29, under a rule profile with `holding_days`, rules.py): "a participant
+may not buy and then sell, or sell and then buy, the same product (同一交易产品) within 5
+trading days". THE SAME PRODUCT is the credits of one holding key: one lot (Art.10: credits
+are distinguished by registered project and year of generation), or one pooled holding (a
+standard contract's default lot, a pooled instrument's credits). A contract is not a
+product of its own: it is a way to trade the lots it allows. So:
+  - credits: tonnes of a holding key bought on trading day D (through any instrument: its
+    listing, a contract delivering it, a pooled book) are held back until day
+    D + holding_days: no sell may take them, whichever instrument it is entered in. A
+    listing sell that needs them is refused `holding_period`; a contract sell allocates
+    only tonnes free of the period (skipping the held-back tonnes of an eligible lot, the
+    lot's older tonnes stay eligible) and is refused `holding_period` if those are short
+    while the held-back tonnes would have covered it (`insufficient_credits` if even they
+    would not). Kept per account and holding key: today's purchases (`bought_today`) and,
+    per earlier day of the period, the tonnes bought that day (`Account.held_back`, moved
+    and pruned at each close). Retiring is not selling: it takes tonnes free of the period
+    first, then held-back tonnes, earliest bought first;
+  - instruments, as well (the rule as it was first built, kept because a buy cannot name
+    the lots it will receive, so the sell-then-buy direction cannot be checked on the
+    credits): after a buy (sell) of instrument X on day D the account may not sell (buy) X
+    before day D + holding_days, nor enter an order opposite to one of its own resting in
+    X (risk.py, Accounts.check_holding).
+Not covered: a lot sold through one instrument and bought back through another (its listing
+then a contract, or the reverse) within the period.
 """
 from __future__ import annotations
 

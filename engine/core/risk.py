@@ -6,10 +6,13 @@ a pooled instrument's holding, or, for a contract, of eligible lots chosen at en
 allocation order of lots.py (kept on the order as `Order.lots`, delivered in that order).
 Holdings are keyed by holding key (lots.py): a lot key or an instrument's own symbol. Credits bought today
 cannot be sold again until the day closes. Under a rule profile with a holding period
-(rules.py, Art.29) the accounts also remember, per instrument, the trading day of the
-account's last buy and last sell (`closes`: the number of end-of-day closes applied so far
-is the current trading day), and refuse the opposite side until `holding_days` closes later. Reservations live on the order
-(`Order.reserved`) and are released on fill or cancel.
+(rules.py, Art.29; what it holds back is written down in lots.py, HOLDING PERIOD) the
+accounts also remember, per instrument, the trading day of the account's last buy and last
+sell (`closes`: the number of end-of-day closes applied so far is the current trading day),
+and refuse the opposite side until `holding_days` closes later; and, per holding key, the
+tonnes bought on each of the last `holding_days` - 1 trading days before today
+(`Account.held_back`), which no sell may take until the period is over. Reservations live on
+the order (`Order.reserved`) and are released on fill or cancel.
 
 Fees are ad valorem per side, rounded down to the fen per trade. Rounding down is what
 makes a reservation provably sufficient: the sum of per-fill floors never exceeds the
@@ -55,6 +58,11 @@ class Account:
     last_bought: dict[str, int] = field(default_factory=dict)
     last_sold: dict[str, int] = field(default_factory=dict)
     retired: dict[str, int] = field(default_factory=dict)    # t retired (注销) per holding key
+    # Art.29 on the credits (lots.py, HOLDING PERIOD; only under a holding period): holding
+    # key -> {trading day: t bought that day} for the days before today still within the
+    # period (today's purchases are bought_today; each close moves them here and drops the
+    # days the period has passed)
+    held_back: dict[str, dict[int, int]] = field(default_factory=dict)
     # derived (not part of the state: Accounts.recount_open_buys rebuilds it from the books):
     # instrument -> open buy orders, kept only under a holding period; open sells show as
     # credits_reserved
@@ -69,7 +77,19 @@ class Account:
         return self.cash - self.cash_reserved
 
     def credits_sellable(self, key: str) -> int:
-        """Free credits of one holding key: owned, not reserved, not bought today."""
+        """Free credits of one holding key: owned, not reserved, not bought today, not held
+        back by the holding period (lots.py)."""
+        free = (self.credits.get(key, 0) - self.credits_reserved.get(key, 0)
+                - self.bought_today.get(key, 0))
+        if self.held_back:
+            days = self.held_back.get(key)
+            if days:
+                free -= sum(days.values())
+        return free
+
+    def credits_retirable(self, key: str) -> int:
+        """Credits of one holding key the account may retire: owned, not reserved, not
+        bought today. The holding period restricts selling, not retiring."""
         return (self.credits.get(key, 0) - self.credits_reserved.get(key, 0)
                 - self.bought_today.get(key, 0))
 
@@ -80,6 +100,12 @@ class Account:
             today = self.bought_today.get(instrument, 0)
             assert held >= 0 and reserved >= 0 and today >= 0, f"{self.account}: negative credits"
             assert reserved + today <= held, f"{self.account}: sold credits it may not sell"
+            back = self.held_back.get(instrument)
+            if back:
+                assert all(qty > 0 for qty in back.values()), f"{self.account}: held back <= 0"
+                assert reserved + today + sum(back.values()) <= held, \
+                    f"{self.account}: sells took credits still held back (Art.29)"
+        assert self.held_back.keys() <= self.credits.keys(), f"{self.account}: held back what?"
 
     def to_json(self) -> dict:
         return {"account": self.account, "type": self.participant_type.value,
@@ -93,7 +119,10 @@ class Account:
                 **({"last_bought": dict(sorted(self.last_bought.items()))}
                    if self.last_bought else {}),
                 **({"last_sold": dict(sorted(self.last_sold.items()))} if self.last_sold else {}),
-                **({"retired": dict(sorted(self.retired.items()))} if self.retired else {})}
+                **({"retired": dict(sorted(self.retired.items()))} if self.retired else {}),
+                **({"held_back": {k: sorted([day, qty] for day, qty in days.items())
+                                  for k, days in sorted(self.held_back.items())}}
+                   if self.held_back else {})}
 
 
 class Refused(Exception):
@@ -139,6 +168,23 @@ class Accounts:
         return self.by_id.get(account_id)
 
     def end_of_day(self) -> None:
+        """The close of trading day `closes`: today's purchases become sellable, or, under a
+        holding period, held back until the period is over (lots.py, HOLDING PERIOD)."""
+        if self.holding_days > 1:
+            today = self.closes
+            first = today + 2 - self.holding_days   # the earliest day still held back tomorrow
+            for account in self.by_id.values():
+                if account.bought_today or account.held_back:
+                    held_back = account.held_back
+                    for key, qty in account.bought_today.items():
+                        if qty:
+                            held_back.setdefault(key, {})[today] = qty
+                    for key in list(held_back):
+                        days = held_back[key]
+                        for day in [d for d in days if d < first]:
+                            del days[day]
+                        if not days:
+                            del held_back[key]
         for account in self.by_id.values():
             account.bought_today.clear()
         self.closes += 1
@@ -323,8 +369,9 @@ class Accounts:
 
     def allocation(self, account: Account, spec: InstrumentSpec, need: int) -> list:
         """[[holding key, t], ...] of free credits a contract sell of `need` t reserves, in
-        the allocation order (lots.py: default lot, then vintage, then project); raises
-        Refused if the eligible lots hold less."""
+        the allocation order (lots.py: default lot, then vintage, then project), skipping
+        tonnes the holding period holds back; raises Refused if the eligible lots hold less
+        (holding_period if the held-back tonnes would have covered it)."""
         candidates = []
         for key in account.credits:
             if self.holds(spec, key):
@@ -339,9 +386,29 @@ class Accounts:
                 left -= take
                 if not left:
                     return out
-        raise Refused(R.INSUFFICIENT_CREDITS,
-                      f"needs {need} t of {spec.symbol} (any eligible lot), "
-                      f"{need - left} t sellable")
+        raise self._short(account, spec, [key for _, _, key in candidates], need, need - left,
+                          " (any eligible lot)")
+
+    def _short(self, account: Account, spec: InstrumentSpec, keys: list, need: int, free: int,
+               what: str = "") -> Refused:
+        """The refusal of a sell of `need` t of `spec` that found `free` t sellable in
+        holdings `keys`: holding_period if the tonnes the holding period holds back would
+        have covered it (lots.py, HOLDING PERIOD), insufficient_credits otherwise."""
+        bought = sorted((day, qty) for key in keys if key in account.held_back
+                        for day, qty in account.held_back[key].items())
+        if bought and free + sum(qty for _, qty in bought) >= need:
+            enough = free
+            for day, qty in bought:
+                enough += qty
+                if enough >= need:
+                    break
+            return Refused(R.HOLDING_PERIOD, (
+                f"Art.29: needs {need} t of {spec.symbol}{what}, {max(free, 0)} t sellable; "
+                f"{need - max(free, 0)} t more are credits bought within the last "
+                f"{self.holding_days} trading days, sellable from trading day "
+                f"{day + self.holding_days} (today is day {self.closes})"))
+        return Refused(R.INSUFFICIENT_CREDITS,
+                       f"needs {need} t of {spec.symbol}{what}, {max(free, 0)} t sellable")
 
     def _allocation_key(self, key: str) -> tuple:
         lot = self.lots.get(key)
@@ -369,10 +436,9 @@ class Accounts:
                         lots.append([lot_key, qty])
                 lots.sort(key=lambda entry: self._allocation_key(entry[0]))
                 return
-        if extra > account.credits_sellable(key):
-            raise Refused(R.INSUFFICIENT_CREDITS,
-                          f"needs {extra} t of {spec.symbol}, "
-                          f"{account.credits_sellable(key)} t sellable")
+        free = account.credits_sellable(key)
+        if extra > free:
+            raise self._short(account, spec, [key], extra, free)
         reserved = account.credits_reserved
         reserved[key] = reserved.get(key, 0) + extra
 
@@ -396,13 +462,26 @@ class Accounts:
     def retire(self, account: Account, key: str, qty: int) -> None:
         """Move `qty` t of free credits of holding `key` out of the market (Refused if the
         account cannot)."""
-        free = account.credits_sellable(key)
+        free = account.credits_retirable(key)
         if qty > free:
             raise Refused(R.INSUFFICIENT_CREDITS,
                           f"needs {qty} free t of {key} (owned, not reserved for an order, "
                           f"not bought today), {max(free, 0)} t free")
         account.credits[key] -= qty
         account.retired[key] = account.retired.get(key, 0) + qty
+        days = account.held_back.get(key)
+        if days:     # retiring takes tonnes free of the period first, then the earliest bought
+            excess = sum(days.values()) - (free - qty)
+            for day in sorted(days):
+                if excess <= 0:
+                    break
+                take = days[day] if days[day] < excess else excess
+                days[day] -= take
+                excess -= take
+                if not days[day]:
+                    del days[day]
+            if not days:
+                del account.held_back[key]
 
     # ------------------------------------------------------------------ reservations
     def reserve_new(self, order: "Order", spec: InstrumentSpec, fee_ppm: int,
@@ -456,7 +535,7 @@ class Accounts:
                 try:
                     self._reserve_sell(account, spec, order, extra)
                 except Refused as short:
-                    raise Refused(R.INSUFFICIENT_CREDITS,
+                    raise Refused(short.reason,
                                   f"amend needs more sellable credits: {short.text}") from None
             elif extra < 0:
                 self._unreserve_sell(account, spec, order, -extra)

@@ -63,6 +63,11 @@ def exchange_state(ex: Exchange) -> dict:
              a.credits_reserved, a.bought_today, a.fees_paid, a.last_bought, a.last_sold,
              *([a.retired] if a.retired else [])]
             for a in ex.accounts.by_id.values()]}
+        held_back = {a.account: {key: sorted([day, qty] for day, qty in days.items())
+                                 for key, days in sorted(a.held_back.items())}
+                     for a in ex.accounts.by_id.values() if a.held_back}
+        if held_back:       # (absent unless the Art.29 holding period holds credits back)
+            accounts["held_back"] = held_back
         if ex.accounts.lots:                                 # (absent without lots)
             accounts["lots"] = [list(lot) for lot in ex.accounts.lots.values()]
         if ex.accounts.limits or ex.accounts.report_ppm:     # (absent unless set)
@@ -96,6 +101,9 @@ def exchange_from_state(state: dict) -> Exchange:
             accounts.add(Account(name, ParticipantType(ptype), member, cash, cash_reserved,
                                  credits, credits_reserved, bought_today, fees_paid,
                                  last_bought, last_sold, retired))
+        for name, held_back in state["accounts"].get("held_back", {}).items():
+            accounts.by_id[name].held_back = {key: {day: qty for day, qty in days}
+                                              for key, days in held_back.items()}
         for credit_type, project, vintage in state["accounts"].get("lots", []):
             accounts.register_lot(Lot(credit_type, project, vintage))
     specs = [spec_from_row(row) for row in state["specs"]]

@@ -582,10 +582,11 @@ class Session:
                 retired[kind] = retired.get(kind, 0) + qty
 
     def _free_holdings(self, account: str) -> list[tuple[str, int]]:
-        """(holding key, free tonnes) of an account, in key order."""
+        """(holding key, tonnes it may retire) of an account, in key order (credits bought
+        on an earlier day are retirable even while Art.29 holds them back from selling)."""
         held = self.venue.accounts.by_id[account]
-        return [(key, held.credits_sellable(key)) for key in sorted(held.credits)
-                if held.credits_sellable(key) > 0]
+        return [(key, held.credits_retirable(key)) for key in sorted(held.credits)
+                if held.credits_retirable(key) > 0]
 
     def type_of_key(self, key: str) -> str | None:
         """A holding key's credit type, as its contract symbol (a pooled key is its own)."""

@@ -193,9 +193,14 @@ cbeex_step = weighted((30, new_step), (5, cancel_step), (2, amend_step), (1, hos
                       (6, eod_step), (1, define_step), (2, deposit_step))
 
 
+# Art.29 resale probes (lots.py, HOLDING PERIOD): an account holding credits bought on an
+# earlier day of the holding period sells through an instrument that trades them (their
+# listing, a contract), for its free tonnes, one more, all it holds, or more than it holds
+resell_step = st.tuples(st.just("resell"), st.integers(0, 40), st.integers(0, 40),
+                        st.sampled_from(("free", "over", "over", "all", "beyond")))
 lots_step = weighted((30, new_step), (4, cancel_step), (3, amend_step), (4, eod_step),
                      (12, lot_deposit_step), (5, retire_step), (1, deposit_step),
-                     (1, limits_step))
+                     (1, limits_step), (10, resell_step))
 
 
 @st.composite
@@ -250,12 +255,16 @@ def _qty(spec: InstrumentSpec, choice):
     return value
 
 
-def iter_commands(stream: Stream, current_specs, current_resting=None):
+def iter_commands(stream: Stream, current_specs, current_resting=None, current_held_back=None):
     """Abstract steps -> engine commands, one at a time. `current_specs()` returns the
     instrument specs in force now (the model's), so that band-edge and near-reference prices
     follow reference moves made by end of day and instrument redefinitions. With
     `current_resting()` ((order id, instrument, side value) of the resting orders, the
-    model's), most take targets are listings on the other side that really rest."""
+    model's), most take targets are listings on the other side that really rest. With
+    `current_held_back()` ((account, instrument, free t, held-back t): the model's, for each
+    account holding credits the holding period holds back and each instrument trading
+    them), a resale probe sells those (with none held back, it takes a resting sell: a
+    purchase to resell later); without it the probe is skipped."""
     symbols = [s.symbol for s in stream.instruments]
     ids: list[str] = []
     id_symbol: dict[str, str] = {}
@@ -357,6 +366,23 @@ def iter_commands(stream: Stream, current_specs, current_resting=None):
                              which[0], ts)
             else:
                 yield Retire(retire_id, account, None, None, qty, PURPOSES[purpose], which, ts)
+        elif kind == "resell":
+            _, k, price, how = st_
+            held = current_held_back() if current_held_back is not None else []
+            if not held:        # nothing held back yet: buy something (a take of a listing)
+                sells = [symbol_ for _, symbol_, side_ in current_resting()
+                         if side_ == "sell"] if current_resting and current_held_back else []
+                if sells:
+                    yield NewOrder(f"r{i}", ACCOUNT_IDS[k % len(ACCOUNT_IDS)],
+                                   sells[price % len(sells)], "buy", "take", None, None,
+                                   1 + k % 6, ts)
+                continue
+            account, symbol, free, back = held[k % len(held)]
+            qty = {"free": free, "over": free + 1, "all": free + back,
+                   "beyond": free + back + 1}[how] or 1
+            spec = specs[symbol]
+            yield NewOrder(f"r{i}", account, symbol, "sell", "limit", None,
+                           (spec.ref_ticks + price % 3) * spec.tick_units, qty, ts)
         elif kind == "line":
             yield parse_command(st_[1])
         else:

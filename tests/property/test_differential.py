@@ -45,7 +45,7 @@ def engine_account_view(account) -> dict:
             "credits": nonzero(account.credits), "credits_reserved": nonzero(account.credits_reserved),
             "bought_today": nonzero(account.bought_today), "fees_paid": account.fees_paid,
             "last_bought": account.last_bought, "last_sold": account.last_sold,
-            "retired": account.retired}
+            "retired": account.retired, "held_back": account.held_back}
 
 
 def run_both(stream):
@@ -53,7 +53,7 @@ def run_both(stream):
     model = ReferenceExchange(stream.instruments, stream.model_accounts(), rules=stream.profile)
     history = []
     resting = lambda: [(o.order_id, o.instrument, o.side.value) for o in model.resting]  # noqa: E731
-    for command in iter_commands(stream, lambda: model.specs, resting):
+    for command in iter_commands(stream, lambda: model.specs, resting, model.resale_probes):
         got = engine.apply(command)
         want = model.apply(command)
         history.append(command)

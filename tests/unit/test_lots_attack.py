@@ -79,9 +79,6 @@ def test_a_listing_declared_at_a_huge_price_is_refused_or_snapshots(tmp_path):
         assert snap.restore(path)[1].state_hash() == ex.state_hash()
 
 
-@pytest.mark.xfail(strict=True, reason="Art.29 is per instrument symbol only: a lot bought "
-                   "through its listing is sold the next day through the type contract (and the "
-                   "reverse), the same credits within 5 trading days")
 def test_art29_a_lot_bought_by_listing_cannot_be_resold_through_the_contract_next_day():
     ex = exchange(CBEEX_2023)
     ex.apply(DefineInstrument(LISTING, TS))
@@ -95,6 +92,108 @@ def test_art29_a_lot_bought_by_listing_cannot_be_resold_through_the_contract_nex
     assert rejected.reason is R.HOLDING_PERIOD          # the listing: refused, as it should be
     [event] = ex.apply(new("s3", "EMIT", "CCER-AFF", "sell", 10))   # the same lot: accepted
     assert type(event) is OrderRejected and event.reason is R.HOLDING_PERIOD, event
+
+
+P2 = "CCER-14-2019-0002"
+
+
+def bought_via_contract(ex: Exchange) -> None:
+    """EMIT buys 10 t of lot P1@2023 through CCER-AFF on trading day 1 (HOLD's only lot)."""
+    ex.apply(DefineInstrument(LISTING, TS))
+    ex.apply(lot_deposit("D-1", "HOLD", P1, 2023, 10))
+    ex.apply(EndOfDay(TS))
+    ex.apply(new("s1", "HOLD", "CCER-AFF", "sell", 10))
+    [*_, trade] = ex.apply(new("b1", "EMIT", "CCER-AFF", "buy", 10))
+    assert trade.lots == ((P1, 2023, 10),)
+
+
+def test_art29_a_lot_bought_through_the_contract_cannot_be_resold_by_its_listing_next_day():
+    ex = exchange(CBEEX_2023)
+    bought_via_contract(ex)
+    for day in range(2, 6):                                  # days 2-5: 1-4 days later
+        ex.apply(EndOfDay(TS))
+        [event] = ex.apply(new(f"s{day}", "EMIT", "AFF-0001-2023", "sell", 10))
+        assert type(event) is OrderRejected and event.reason is R.HOLDING_PERIOD, event
+        assert "sellable from trading day 6" in event.text, event.text
+        ex.check()
+    ex.apply(EndOfDay(TS))                                   # day 6: 5 trading days later
+    [event] = ex.apply(new("s6", "EMIT", "AFF-0001-2023", "sell", 10))
+    assert type(event) is OrderAccepted, event
+    assert not ex.accounts.get("EMIT").held_back
+    ex.check()
+
+
+def test_art29_a_contract_sell_skips_the_recently_bought_tonnes_of_a_lot():
+    from ccerx.engine.core.events import TradeExecuted
+    ex = exchange(CBEEX_2023)
+    ex.apply(DefineInstrument(LISTING, TS))
+    ex.apply(lot_deposit("D-1", "HOLD", P1, 2023, 10))
+    ex.apply(lot_deposit("D-2", "EMIT", P1, 2023, 10))        # EMIT's own, older tonnes
+    ex.apply(lot_deposit("D-3", "EMIT", P2, 2019, 4))         # an older vintage: first
+    ex.apply(EndOfDay(TS))                                    # day 1
+    ex.apply(new("s1", "HOLD", "AFF-0001-2023", "sell", 5))
+    ex.apply(new("b1", "EMIT", "AFF-0001-2023", "buy", 5))    # 5 t more of P1@2023
+    ex.apply(EndOfDay(TS))                                    # day 2
+    emit = ex.accounts.get("EMIT")
+    assert emit.credits == {lot_key(P1, 2023): 15, lot_key(P2, 2019): 4}
+    assert emit.held_back == {lot_key(P1, 2023): {1: 5}}
+    [accepted] = ex.apply(new("s2", "EMIT", "CCER-AFF", "sell", 14))   # 4 of P2, 10 of P1
+    assert type(accepted) is OrderAccepted, accepted
+    [refused] = ex.apply(new("s3", "EMIT", "CCER-AFF", "sell", 1))     # only held-back left
+    assert refused.reason is R.HOLDING_PERIOD, refused
+    [short] = ex.apply(new("s4", "EMIT", "CCER-AFF", "sell", 6))       # more than it owns
+    assert short.reason is R.INSUFFICIENT_CREDITS, short
+    ex.apply(Deposit("F-1", "HOLD", "CNY", CNY, TS))
+    [*_, trade] = ex.apply(new("b2", "HOLD", "CCER-AFF", "buy", 14))
+    assert type(trade) is TradeExecuted and trade.lots == ((P2, 2019, 4), (P1, 2023, 10)), trade
+    assert emit.credits[lot_key(P1, 2023)] == 5 and emit.held_back == {lot_key(P1, 2023): {1: 5}}
+    ex.check()
+
+
+def test_art29_retiring_is_not_selling_and_takes_free_tonnes_before_held_back_ones():
+    from ccerx.engine.core.commands import Retire
+    from ccerx.engine.core.events import Retired
+    ex = exchange(CBEEX_2023)
+    bought_via_contract(ex)                                   # 10 t bought on day 1
+    ex.apply(lot_deposit("D-2", "EMIT", P1, 2023, 3))         # 3 t free of the period
+    ex.apply(EndOfDay(TS))
+    [retired] = ex.apply(Retire("R-1", "EMIT", P1, 2023, 5, "offset", None, TS))
+    assert type(retired) is Retired, retired
+    assert ex.accounts.get("EMIT").held_back == {lot_key(P1, 2023): {1: 8}}
+    ex.check()
+
+
+def test_art29_the_held_back_tonnes_are_in_the_snapshot_and_the_state_hash(tmp_path):
+    ex = exchange(CBEEX_2023)
+    bought_via_contract(ex)
+    before_close = ex.state_hash()
+    ex.apply(EndOfDay(TS))
+    assert ex.accounts.get("EMIT").held_back == {lot_key(P1, 2023): {1: 10}}
+    restored = round_trip(ex)
+    assert restored.accounts.get("EMIT").held_back == {lot_key(P1, 2023): {1: 10}}
+    assert restored.state_hash() == ex.state_hash() != before_close
+    path = snap.write(tmp_path, ex.seq, ex, {})
+    assert snap.restore(path)[1].state_hash() == ex.state_hash()
+    forgetful = round_trip(ex)
+    forgetful.accounts.get("EMIT").held_back.clear()
+    assert forgetful.state_hash() != ex.state_hash()          # the hash covers it
+    sell = new("s2", "EMIT", "AFF-0001-2023", "sell", 10)
+    assert restored.apply(sell) == ex.apply(sell)
+    assert ex.apply(new("s3", "EMIT", "AFF-0001-2023", "sell", 1))[0].reason is R.HOLDING_PERIOD
+
+
+def test_a_snapshot_written_before_held_back_credits_existed_still_restores():
+    ex = exchange(CBEEX_2023)
+    ex.apply(Deposit("D-1", "HOLD", "CCER-AFF", 10, TS))
+    ex.apply(new("s1", "HOLD", "CCER-AFF", "sell", 10))
+    ex.apply(new("b1", "EMIT", "CCER-AFF", "buy", 10))      # bought today: not yet held back
+    state = orjson.loads(orjson.dumps(exchange_state(ex), option=orjson.OPT_NON_STR_KEYS))
+    assert "held_back" not in state["accounts"]              # the old format, unchanged
+    old = exchange_from_state(state)
+    assert old.state_hash() == ex.state_hash()
+    old.apply(EndOfDay(TS))
+    ex.apply(EndOfDay(TS))
+    assert old.state_hash() == ex.state_hash()
 
 
 def test_art37_open_buys_of_a_listing_count_toward_the_contract_limit():
