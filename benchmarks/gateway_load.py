@@ -340,12 +340,12 @@ class Harness:
     sessions: int = 10
     seed: int = 1
     connect: Optional[tuple[str, int]] = None
-    # session k connects to spread[k % len(spread)] instead (several gateway processes of one
-    # exchange: benchmarks/fronts.py)
-    spread: Optional[list] = None
     workdir: Optional[Path] = None
     drain_timeout: float = 60.0
     log: object = field(default=None)
+    # session k connects to spread[k % len(spread)] instead (several gateway processes of one
+    # exchange: benchmarks/fronts.py)
+    spread: Optional[list] = None
 
     def run(self, spec: RunSpec) -> dict:
         config = config_text(self.sessions)
