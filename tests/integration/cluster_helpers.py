@@ -4,6 +4,7 @@ by trying every node, and the checks that every acknowledged order and fill is i
 replicated log exactly once."""
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections import Counter
@@ -15,7 +16,7 @@ from ccerx.benchmarks.replication import NatsCluster
 from ccerx.engine.core.commands import NewOrder
 from ccerx.engine.durable import journal as jr
 from ccerx.engine.durable.exchange import DurableExchange
-from ccerx.engine.durable.replicated import STATUS_FILE
+from ccerx.engine.durable.replicated import STATUS_FILE, STREAM
 from tests.fixclient import Broker, s, sync
 from tests.serve_process import ServeProcess
 
@@ -28,10 +29,12 @@ PASSWORDS = {"BROKER01": "demo01", "BROKER02": "demo02"}
 
 
 class Cluster:
-    """NATS + three exchange nodes sharing one SQLite ledger."""
+    """NATS + three exchange nodes sharing one SQLite ledger; `options` go to every node's
+    `ccerx serve` (e.g. ("--cluster-snapshot-every", "200"))."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, options: tuple = ()):
         self.root = root
+        self.options = tuple(options)
         self.nats = NatsCluster(root)
         self.ledger = root / "ledger.sqlite"
         self.nodes: dict[str, ServeProcess] = {}
@@ -48,8 +51,24 @@ class Cluster:
         self.nodes[name] = ServeProcess(
             ["--cluster", self.nats.urls, "--node", name, "--data-dir",
              str(self.data_dir(name)), "--ledger", str(self.ledger),
-             "--control", "none", "--log-level", "info"],
+             "--control", "none", "--log-level", "info", *self.options],
             log_path=self.root / f"{name}{log_name}.log", start_timeout=30)
+
+    def log(self, name: str) -> str:
+        return self.nodes[name].log_text()
+
+    def stream_state(self) -> tuple[int, int]:
+        """(first, last) sequence of the command stream CCERX_CMDS, read from NATS."""
+        import nats
+
+        async def read():
+            nc = await nats.connect(self.nats.urls.split(","), connect_timeout=2)
+            try:
+                info = await nc.jetstream(timeout=5).stream_info(STREAM)
+                return info.state.first_seq, info.state.last_seq
+            finally:
+                await nc.close()
+        return asyncio.run(read())
 
     def data_dir(self, name: str) -> Path:
         return self.root / name

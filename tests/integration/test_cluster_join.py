@@ -72,6 +72,45 @@ def test_a_journal_that_starts_after_its_snapshot_recovers(tmp_path):
         assert ex.recovery.replayed == 20
 
 
+class Collected:
+    """A ledger adapter that keeps what it is given (delivery is confirmed at once)."""
+
+    def __init__(self):
+        self.ids: list = []
+
+    def deliver(self, batch) -> None:
+        self.ids += [inst.id for inst in batch]
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_journal_base_carries_what_the_ledger_had_not_confirmed(tmp_path):
+    """A joined node's directory holds no journal before its snapshot; the instructions
+    before it that the ledger lacked come in the base (write_base's `pending`): its relay,
+    whose cursor is where the ledger was, delivers them and then the journal's, in order."""
+    source, joined = tmp_path / "source", tmp_path / "joined"
+    with DurableExchange(source, ledger=None) as ex:
+        ex.apply_many(orders(1, 40))
+        path = ex.snapshot()
+        last = ex.journal.next_instruction - 1
+        made = [row for record in jr.scan(source).records for row in record.instructions]
+        ex.apply_many(orders(41, 20))
+        every = [row[0] for record in jr.scan(source).records for row in record.instructions]
+    confirmed = 3
+    joined.mkdir()
+    shutil.copy(path, joined / path.name)
+    shutil.copy(source / OPENING, joined / OPENING)
+    jr.write_base(joined, int(path.stem.split("-")[1]), last, made[confirmed:])
+    (joined / "cursor-probe.json").write_bytes(b'{"confirmed": %d}' % confirmed)
+    ledger = Collected()
+    with DurableExchange(joined, ledger=None, adapters={"probe": ledger},
+                         start_relays=False) as ex:
+        ex.apply_many(orders(41, 20))
+        ex.relays["probe"].drain()
+    assert ledger.ids == every[confirmed:]
+
+
 def test_the_fix_stores_blob_mirrors_into_empty_stores(tmp_path):
     """What a join bundle carries of the FIX stores makes a new node's (empty) stores what
     the standby's are: every message, both sequence numbers; a store with old content is
