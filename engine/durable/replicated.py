@@ -115,7 +115,8 @@ snapshot: journal.write_base; with the instructions the ledger had not confirmed
 "Settlement"), cursor files at the bundle's `confirmed` and `cluster-position.json`,
 mirrors the session blob into its FIX stores, and subscribes to the stream at the next
 stream seq (`joined from snapshot` in its log; `joined_at` and
-`first_stream_seq` in cluster-status.json). The next checkpoint compares its state hash with
+`first_stream_seq` in cluster-status.json, whose cmd_seq and state_hash start as the
+bundle's: that state was checked at the bundle's checkpoint). The next checkpoint compares its state hash with
 the leader's as for any node. The bundle's opening is used, not the node's own config (as
 for any existing data directory). No bundle (a cluster younger than `snapshot_every`, or no
 standby): it replays from stream seq 1 as before.
@@ -431,7 +432,10 @@ class ClusterNode:
         self.fix_address, self._on_leader = fix_address, on_leader
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._connect(), self._loop).result(timeout)
-        self._write_status()
+        if self.joined is not None:   # its state is the bundle's, checked at a checkpoint
+            self._write_status(self.joined["cmd_seq"], self.joined["hash"])
+        else:
+            self._write_status()
         self._loop.call_soon_threadsafe(self._spawn, self._run())
 
     def close(self) -> None:
