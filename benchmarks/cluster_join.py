@@ -5,7 +5,7 @@ loop of FIX orders (`ccerx bench-gateway`); the standbys put join bundles every
 --snapshot-every commands (engine/durable/replicated.py, "Snapshots"). Then, in the same
 run, a fourth node starts on an empty data directory and joins from the newest bundle; the
 bundles are deleted and a fifth node starts on an empty directory and replays the stream from
-seq 1. For each: seconds from its start until its own checkpoint check reports the leader's
+seq 1 (the nodes run with --cluster-retain all, so the stream still starts there). For each: seconds from its start until its own checkpoint check reports the leader's
 command seq and state hash (DIR/cluster-status.json), and the stream messages it read.
 
     python -m ccerx.benchmarks.cluster_join [--orders 40000] [--snapshot-every 10000]
@@ -72,8 +72,10 @@ def main(argv=None) -> int:
     config.write_text(subprocess.run(
         [sys.executable, "-m", "ccerx.scripts.ccerx", "bench-gateway", "--print-config",
          "--sessions", str(args.sessions)], capture_output=True, text=True, check=True).stdout)
+    # every message kept: the fifth node replays from stream seq 1 (by default the standbys
+    # trim the stream below the older of the two kept bundles)
     common = ["--config", str(config), "--rules", "continuous", "--control", "none",
-              "--cluster-snapshot-every", str(args.snapshot_every)]
+              "--cluster-snapshot-every", str(args.snapshot_every), "--cluster-retain", "all"]
     nats = NatsCluster(root)
     nodes: dict = {}
     try:

@@ -99,6 +99,12 @@ def add_parser(sub) -> None:
                         "stream position) in the object store CCERX_SNAPSHOTS every N commands; "
                         "a node started on an empty data directory joins from the newest "
                         "instead of replaying the stream from its start (0: none)")
+    p.add_argument("--cluster-retain", default="3600", metavar="SECONDS|all",
+                   help="with --cluster: the standby that puts a join bundle trims the stream "
+                        "below the older of the two kept bundles, but not past the position of "
+                        "a node that reported within SECONDS (a node down longer rejoins from "
+                        "the newest bundle when it starts again); 'all' keeps every message "
+                        "(default 3600; nothing is trimmed without join bundles)")
     p.add_argument("--ledger", metavar="FILE|URL",
                    help="the settlement ledger: a SQLite file (default DIR/ledger.sqlite) or "
                         "postgresql://USER@HOST:PORT/DB?schema=NAME; the nodes of a cluster "
@@ -192,7 +198,8 @@ def open_cluster_node(args, data_dir: Path, instruments, accounts, rules):
     if args.cluster_snapshot_every < 0:
         raise ValueError("--cluster-snapshot-every must be 0 (none) or more commands")
     settings = ClusterSettings(parse_servers(args.cluster), name, replicas=args.replicas,
-                               snapshot_every=args.cluster_snapshot_every)
+                               snapshot_every=args.cluster_snapshot_every,
+                               retain_s=parse_retain(args.cluster_retain))
     return ClusterNode(settings, lambda hook: open_engine(
         data_dir, instruments, accounts, rules, ledger=args.ledger, journal_hook=hook,
         start_relays=False), data_dir=data_dir, front=bool(front))
@@ -210,6 +217,19 @@ def serving_brokers(config: GatewayConfig, text: Optional[str]) -> dict:
         raise ValueError(f"--brokers: {named} not among the config's brokers "
                          f"({', '.join(config.brokers)})")
     return {name: config.brokers[name] for name in names}
+
+
+def parse_retain(text: str):
+    """--cluster-retain: seconds (a float, at least 1) or 'all' (None: never trim)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds >= 1 or seconds == float("inf"):
+        raise ValueError(f"--cluster-retain {text!r}: seconds (at least 1) or 'all'")
+    return seconds
 
 
 def gate_logons(sessions: list, node) -> None:

@@ -342,12 +342,16 @@ def read_segment(path: Path, expect_seq: Optional[int] = None,
 BASE_FILE = "journal-base.json"   # a journal that starts after a snapshot (a joined node)
 
 
-def write_base(directory: Path, last_seq: int, last_instruction: int) -> None:
+def write_base(directory: Path, last_seq: int, last_instruction: int,
+               pending: list = ()) -> None:
     """Mark `directory`'s journal as starting after command `last_seq` (and instruction
     `last_instruction`): a cluster node that joined from a snapshot (replicated.py) holds no
-    journal before it. `scan` then counts from there."""
+    journal before it. `scan` then counts from there. `pending`: the instruction rows up to
+    `last_instruction` that the ledger had not confirmed when the snapshot was taken (the
+    joined node's relays deliver them; recovery reads them with `read_base_pending`)."""
     write_atomic(Path(directory) / BASE_FILE, orjson.dumps(
-        {"last_seq": last_seq, "last_instruction": last_instruction}))
+        {"last_seq": last_seq, "last_instruction": last_instruction,
+         "pending": [list(row) for row in pending]}))
 
 
 def read_base(directory: Path) -> tuple[int, int]:
@@ -357,6 +361,14 @@ def read_base(directory: Path) -> tuple[int, int]:
         return 0, 0
     base = orjson.loads(path.read_bytes())
     return base["last_seq"], base["last_instruction"]
+
+
+def read_base_pending(directory: Path) -> list:
+    """The instruction rows before the journal's base still to deliver (write_base); []."""
+    path = Path(directory) / BASE_FILE
+    if not path.exists():
+        return []
+    return orjson.loads(path.read_bytes()).get("pending", [])
 
 
 def scan(directory: Path, decode_after: int = 0, instructions_after: int = 0) -> ScanResult:

@@ -148,7 +148,9 @@ def replay_directory(data_dir: Path, settlement: SettlementConfig, floor: int,
                 + len(exchange.deposit_ids) - deposits_before
                 + len(exchange.retire_ids) - retirements_before + closes)
     replayed = expected = 0
-    pending_rows = []
+    # a joined node's journal starts after its snapshot: the instructions before it that the
+    # ledger had not confirmed came with the snapshot (journal.write_base)
+    pending_rows = [row for row in jr.read_base_pending(data_dir) if row[1] > floor]
     next_needed = snap_seq + 1
     for record in scanned.records:
         if record.instructions:

@@ -9,6 +9,9 @@ exchange's own journal on each node is a local copy of a prefix of it.
 Names (fixed; see `STREAM`, `SUBJECT`, `LEASE_BUCKET` below):
     stream  CCERX_CMDS     subject ccerx.cmds, `replicas` copies (3 in a three-server cluster)
     bucket  CCERX_LEADER   key `leader`: the leader's lease (a TTL'd key-value entry)
+    bucket  CCERX_NODES    key <node>: {"stream_seq", "cmd_seq", "at"}, where the node's
+                           journal ends (see "Retention")
+    objects CCERX_SNAPSHOTS  join bundles `stream-<stream seq>` (see "Snapshots")
     message headers        Ccerx-Kind: batch | term | checkpoint | sessions,
                            Ccerx-Term: <term>, Ccerx-Seq: <first command seq> (batch),
                            Ccerx-Sessions: <bytes of session records at the end> (batch)
@@ -16,7 +19,10 @@ Names (fixed; see `STREAM`, `SUBJECT`, `LEASE_BUCKET` below):
                            (batch: the front batches among its commands; see "Fronts")
     body                   batch: the journal's own command rows (journal.encode_command),
                            orjson, then the session records if any; sessions: session
-                           records only; term/checkpoint: {"cmd_seq", "hash", "node", "fix"}
+                           records only; term/checkpoint: {"cmd_seq", "hash", "node", "fix",
+                           "confirmed": {relay: last instruction the ledger confirmed}}
+    files in DIR           cluster-status.json (for operators), cluster-position.json (where
+                           a restart resumes), set-aside-<time>-<pid>/ (files before a rejoin)
     subject ccerx.front.in core NATS (not a stream): front batches to the leader, headers
                            Ccerx-Front: <name>, Ccerx-Front-Epoch, Ccerx-Front-Seq: <k>;
                            body: command rows (journal.encode_command), orjson
@@ -66,6 +72,14 @@ Settlement. Every node makes the same settlement instructions (deterministically
 same ids) but only the leader runs the relays; a new leader starts its relays from its own
 cursor, so it re-sends what the old leader may already have delivered, and the ledger's
 idempotence (one settlement row per instruction id) absorbs it. The nodes share one ledger.
+The leader's checkpoints carry its relays' cursors (`confirmed`); a standby remembers the
+highest it saw (`delivered()`: the ledger is shared, so what one leader's relay confirmed is
+confirmed for all). A join bundle carries, besides the snapshot, every instruction after
+those cursors up to the snapshot (from the standby's outbox, which holds everything after
+its own cursors); the joined node keeps them in `journal-base.json` (recovery puts them in
+its outbox) and starts its relay cursors there, not at the snapshot. So a joined node that
+leads after every older node is gone delivers what the ledger may lack, each instruction
+once in the ledger (the ledger also refuses a gap, so without them it would deliver nothing).
 
 A node's roles: standby (applies the stream; closes FIX logons unanswered, refuses operator
 commands) ->
@@ -73,10 +87,11 @@ leader (after winning the lease and publishing its marker) -> fenced (exits). A 
 becomes a standby again within the same process. A planned stop (SIGTERM) of the leader
 publishes what it applied, refuses anything after, and deletes its lease, so a standby takes
 over within a poll instead of a TTL. A restarted node opens its own data directory (its
-journal is a prefix of the stream) and skips the stream's messages it already holds; a new
-node (an empty data directory) joins from the newest snapshot (below) and applies the stream
-after it. A standby keeps every settlement instruction in its
-outbox until it leads (it starts its relays then), so its memory grows with the day's trades.
+journal is a prefix of the stream) and follows the stream after `cluster-position.json`
+(below, "Retention"), skipping what its journal holds past it; a new node (an empty data
+directory) joins from the newest snapshot (below) and applies the stream after it. A
+standby keeps every settlement instruction in its outbox until it leads (it starts its relays
+then), so its memory grows with the day's trades.
 
 Losing a NATS server: the client reconnects to another; a stream whose Raft leader died is
 unavailable for its election (seconds with nats-server 2.9), and publishes are retried with the
@@ -96,22 +111,44 @@ bundle*, zlib-compressed, into the JetStream object store CCERX_SNAPSHOTS, objec
 opening.json, the FIX stores as one session blob (every stored message and both sequence
 numbers per session, taken on the gateway's loop after every record mirrored up to that
 stream seq), and {stream seq, command seq, last instruction, term, state hash, leader, relay
-names}. A checkpoint is the point because the state hash there was just compared with the
+names, `confirmed` cursors, `pending` instruction rows} (see "Settlement"). A checkpoint is the point because the state hash there was just compared with the
 leader's. The snapshot is taken in the cluster thread, so the standby applies nothing while
 it is written (~0.1-0.5 s for a 1 MB state here); compressing and putting run meanwhile.
 A node started on an empty data directory loads the newest bundle before its engine opens:
 it writes the snapshot, the opening and `journal-base.json` (its journal starts after the
-snapshot: journal.write_base), cursor files at the snapshot's last instruction for each relay
-(the instructions before it are the older nodes' to deliver: a joined node that leads never
-re-sends them), mirrors the session blob into its FIX stores, and subscribes to the stream
-at the next stream seq (`joined from snapshot` in its log; `joined_at` and
-`first_stream_seq` in cluster-status.json). The next checkpoint compares its state hash with
+snapshot: journal.write_base; with the instructions the ledger had not confirmed, see
+"Settlement"), cursor files at the bundle's `confirmed` and `cluster-position.json`,
+mirrors the session blob into its FIX stores, and subscribes to the stream at the next
+stream seq (`joined from snapshot` in its log; `joined_at` and
+`first_stream_seq` in cluster-status.json, whose cmd_seq and state_hash start as the
+bundle's: that state was checked at the bundle's checkpoint). The next checkpoint compares its state hash with
 the leader's as for any node. The bundle's opening is used, not the node's own config (as
 for any existing data directory). No bundle (a cluster younger than `snapshot_every`, or no
-standby): it replays from stream seq 1 as before. Retention: the stream is not trimmed
-(JetStream keeps every message; a node restarted on its own directory reads the term markers
-from seq 1); an operator may purge messages below the oldest kept bundle's stream seq only
-once every node's journal has passed it (not automated).
+standby): it replays from stream seq 1 as before.
+
+Retention. The standby that put a bundle then trims the stream: a JetStream purge of every
+message up to P = min(the older of the two kept bundles' stream seq, the position of every
+node that reported within `retain_s`). Nothing is trimmed with fewer than two bundles, with
+`retain_s` None (`--cluster-retain all`), or without bundles (`snapshot_every` 0, or no
+standby), nor while the purging node cannot read its own report. A node's position is the last
+stream seq whose commands its journal durably holds, with the command seq and the stream's
+term there: written to DIR/cluster-position.json at every checkpoint it matched (a standby)
+or published (the leader, once its local journal holds the checkpoint's commands) and at a
+join, and put into the bucket CCERX_NODES when it changes and every min(10, retain_s / 3) s
+(`at`: the reporter's clock). So a running node, however far behind, is never trimmed past,
+and neither is one that stopped less than `retain_s` ago; one down for longer is left behind.
+A restarted node reads its position file and the stream's first seq before its engine opens:
+if the stream still holds the message after its position, it follows from there, taking the
+term and the leader from the file (no need of seq 1); if not (or it has no position file and
+the stream no longer starts at 1), its files (snapshots, journal, opening, base, cursors,
+position, status) go to DIR/set-aside-<time>-<pid>/ (nothing in them is lost: its journal is a
+prefix of the stream) and it joins from the newest bundle as a new node would, saying so in
+its log ("is behind the stream"); with no bundle it refuses to start (JoinFailed). A node
+trimmed past while it runs (its report lapsed, e.g. cut off from NATS for `retain_s`) sees a
+gap and stops (EXIT_FENCED) saying the stream was trimmed past it; started again, it rejoins.
+A position file that claims commands its journal lacks is refused at start (the journal lost
+acknowledged commands). Default `retain_s` 3600: a node back within an hour catches up from
+its own journal; the stream holds at most that hour plus two bundles' worth of commands.
 
 Fronts (issue 15 item 4). `ccerx serve --cluster ... --front NAME` runs a *front gateway*: FIX
 sessions of its own (its brokers, local FIX stores as in the single-node server), and a
@@ -171,6 +208,11 @@ BUNDLE_MAGIC = b"CCERXJOIN2\n"   # then 4 parts: u64 length + zlib (level 1)
 KEEP_BUNDLES = 2
 BUNDLE_MAX_LAG = 10               # stream messages behind: a node catching up puts no bundle
 STATUS_FILE = "cluster-status.json"
+# retention (module doc, "Retention"): where a node resumes, what it reports, what it sets aside
+POSITION_FILE = "cluster-position.json"
+NODES_BUCKET = "CCERX_NODES"      # key: node name, value {"stream_seq", "cmd_seq", "at"}
+SET_ASIDE_PREFIX = "set-aside-"   # DIR/set-aside-<time>-<pid>/: a node's files before a rejoin
+REPORT_S = 0.5                    # how often a node reports a new position
 EXIT_FENCED, EXIT_DIVERGED = 3, 4
 MAX_ROWS_PER_MESSAGE = 2000      # ~200 KB; NATS refuses payloads over 1 MB by default
 
@@ -191,6 +233,9 @@ class ClusterSettings(NamedTuple):
     idle_checkpoint_s: float = 0.5
     publish_timeout_s: float = 12.0   # rides out a stream's Raft election (nats-server 2.9)
     snapshot_every: int = 100_000     # commands between join bundles (0: none)
+    # trim the stream below the oldest kept join bundle, held back by every node that
+    # reported its position within retain_s seconds (None: keep every message)
+    retain_s: Optional[float] = 3600.0
 
 
 class NotLeader(RuntimeError):
@@ -252,6 +297,7 @@ class ReplicatedJournal:
         self.node = node
         self.publishing = False
         self._held: list = []        # (rows, instructions, streams) not yet published
+        self.position_due: Optional[tuple] = None   # (stream seq, cmd seq, term) to note
 
     @property
     def next_seq(self) -> int:
@@ -272,6 +318,9 @@ class ReplicatedJournal:
         for commands, instructions, streams in held:
             self.inner.append(commands, instructions, streams)
         self.inner.commit()
+        if self.position_due is not None:    # a checkpoint of the leader's covers it now
+            due, self.position_due = self.position_due, None
+            self.node.note_position_soon(*due)
 
     def rotate(self):
         self.commit()
@@ -345,6 +394,9 @@ class ClusterNode:
         # front's hooks (set by its gateway): hand_over(seq, headers, data) from the NATS
         # thread, on_applied(first cmd seq, events per command, entries) where it applies
         self.front_last: dict[str, list] = {}
+        # the same, of front batches in the stream only (a leader's front_last also holds
+        # those applied but not yet published): what a position file and a bundle record
+        self.front_in_stream: dict[str, list] = {}
         self._front_entries: list = []
         self.front_handler: Optional[Callable] = None   # leader: (name, epoch, k, data)
         self.hand_over: Optional[Callable] = None
@@ -356,13 +408,21 @@ class ClusterNode:
         # with defer=True, then commit_deferred): commands applied, not yet in the journal
         self._deferred_rows = 0
         self._deferring = False
+        self._position_due: Optional[tuple] = None    # a front: noted after its next commit
         self._log = log if log is not None else (lambda text: print(text, file=sys.stderr,
                                                                     flush=True))
         self.joined: Optional[dict] = None     # the bundle's meta, if this node joined by one
         self._joined_sessions = b""
         started = time.monotonic()
+        resume: Optional[dict] = None     # where a restarted node's own directory ends
         if data_dir is not None and is_empty_data_dir(data_dir):
             self._join_from_bundle(Path(data_dir))
+        elif data_dir is not None:
+            resume = read_position(Path(data_dir))
+            behind = self._behind_stream(resume)
+            if behind:
+                self._rejoin(Path(data_dir), behind)
+                resume = None
         self.exchange = open_exchange(self._wrap_journal)
         self.engine = LeaderGate(self)
         self.leading = False
@@ -388,22 +448,50 @@ class ClusterNode:
         self._tasks: set = set()      # asyncio keeps only weak references to running tasks
         self._publishing: Optional[asyncio.Lock] = None   # made in the cluster loop
         self.first_stream_seq = 0     # the first stream message this process received
+        # relay -> last instruction the leader's checkpoints said the ledger confirmed
+        self.leader_confirmed: dict = {}
         self._since_bundle = 0        # commands applied since the last join bundle
+        self._nodes = None            # the CCERX_NODES bucket (positions)
+        # (stream seq, command seq) of the last position file written: what this node
+        # reports, and where it would resume
+        self.position: Optional[tuple] = None
         if self.joined is not None:
             meta = self.joined
+            self.leader_confirmed = dict(meta.get("confirmed", {}))
             mine = self.exchange.state_hash()
             if mine != meta["hash"] or self.journal.next_seq - 1 != meta["cmd_seq"]:
                 raise RuntimeError(f"the join bundle at stream seq {meta['stream_seq']} opened "
                                    f"to command {self.journal.next_seq - 1} with state hash "
                                    f"{mine}, not {meta['cmd_seq']} / {meta['hash']}")
             self.applied_stream_seq = meta["stream_seq"]
-            self.front_last = meta.get("fronts", {})
+            self.front_last = dict(meta.get("fronts", {}))
+            self.front_in_stream = dict(self.front_last)
             self.marker_term = meta["term"]
             self.leader_info = meta["leader"]
             self._log(f"ccerx serve: cluster node {settings.node} joined from snapshot at "
                       f"stream seq {meta['stream_seq']} (command {meta['cmd_seq']}, state hash "
                       f"{mine}) in {time.monotonic() - started:.2f} s; following the stream "
                       f"from stream seq {meta['stream_seq'] + 1}")
+            self.position = (meta["stream_seq"], meta["cmd_seq"])
+        elif resume is not None:
+            held = self.journal.next_seq - 1
+            if resume["cmd_seq"] > held:
+                raise RuntimeError(
+                    f"{POSITION_FILE} says commands up to {resume['cmd_seq']} (stream seq "
+                    f"{resume['stream_seq']}) are in this node's journal, which ends at command "
+                    f"{held}: the journal lost acknowledged commands. Move the data directory "
+                    f"aside to rejoin from a bundle; do not run on a shorter journal.")
+            self.applied_stream_seq = resume["stream_seq"]
+            self.marker_term = resume["term"]
+            self.leader_info = resume.get("leader") or {}
+            self.position = (resume["stream_seq"], resume["cmd_seq"])
+            self.front_last = dict(resume.get("fronts", {}))   # (the stream's, up to there)
+            self.front_in_stream = dict(self.front_last)
+            self._log(f"ccerx serve: cluster node {settings.node} resumes from its data "
+                      f"directory at stream seq {resume['stream_seq']} (term {resume['term']}, "
+                      f"journal to command {held})")
+        else:
+            self.position = (0, 0)        # from the stream's start: holds all of it back
 
     def _spawn(self, coroutine) -> asyncio.Task:
         """A task of the cluster thread, held until it ends (a task nobody holds may be
@@ -424,7 +512,10 @@ class ClusterNode:
         self.fix_address, self._on_leader = fix_address, on_leader
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._connect(), self._loop).result(timeout)
-        self._write_status()
+        if self.joined is not None:   # its state is the bundle's, checked at a checkpoint
+            self._write_status(self.joined["cmd_seq"], self.joined["hash"])
+        else:
+            self._write_status()
         self._loop.call_soon_threadsafe(self._spawn, self._run())
 
     def close(self) -> None:
@@ -503,6 +594,12 @@ class ClusterNode:
                 except BucketNotFoundError:
                     self._kv = await self._js.create_key_value(KeyValueConfig(
                         bucket=LEASE_BUCKET, ttl=s.lease_s, history=1, replicas=s.replicas))
+                if self._nodes is None:
+                    try:
+                        self._nodes = await self._js.key_value(NODES_BUCKET)
+                    except BucketNotFoundError:
+                        self._nodes = await self._js.create_key_value(KeyValueConfig(
+                            bucket=NODES_BUCKET, history=1, replicas=s.replicas))
                 if s.snapshot_every and self._snapshots is None:
                     try:
                         self._snapshots = await self._js.object_store(SNAPSHOT_BUCKET)
@@ -592,6 +689,8 @@ class ClusterNode:
                     headers[H_SESSIONS] = str(len(attached))
                     part += attached
                 self._call(self._publish(BATCH, part, headers))
+                for name, epoch, k, _, _ in fronts:
+                    self.front_in_stream[name] = [epoch, k]
             self.published_cmd_seq = last_cmd
             for blob in blobs:
                 self._call(self._publish(SESSIONS, blob, {}))
@@ -616,10 +715,24 @@ class ClusterNode:
     async def _publish_checkpoint(self, kind: str, cmd_seq: int) -> None:
         state_hash = self.exchange.state_hash()
         body = {"cmd_seq": cmd_seq, "hash": state_hash, "node": self.settings.node,
-                "fix": self.fix_address}
+                "fix": self.fix_address, "confirmed": self.delivered()}
         await self._publish(kind, orjson.dumps(body), {})
         self.since_checkpoint = 0
         self._write_status(cmd_seq, state_hash)
+        # a checkpoint after a batch precedes the batch's local journal write (commit)
+        position = (self.applied_stream_seq, cmd_seq, self.term)
+        if self.journal.inner.next_seq - 1 >= cmd_seq:
+            self._note_position(*position)
+        else:
+            self.journal.position_due = position
+
+    def delivered(self) -> dict:
+        """Relay -> the last instruction the ledger confirmed, as far as this node knows: its
+        own relays' cursors, raised to what the leader's checkpoints said its relays
+        confirmed (the nodes share one ledger). A leader's checkpoints carry it; a standby's
+        join bundle starts the joined node's relays there (module doc, "Settlement")."""
+        return {name: max(relay.cursor.value, self.leader_confirmed.get(name, 0))
+                for name, relay in self.exchange.relays.items()}
 
     async def _idle_checkpoint(self) -> None:
         lock = self.exchange._lock
@@ -644,8 +757,10 @@ class ClusterNode:
         if self._joined_sessions and self.sessions is not None:
             self.sessions.mirror(self._joined_sessions)   # queued before any stream record
         self._joined_sessions = b""
-        # the local journal's prefix is skipped message by message (a joined node has none)
-        await self._subscribe(self.applied_stream_seq + 1 if self.joined is not None else 1)
+        # after the bundle (joined), or the position file (restarted: the rest of its
+        # journal's prefix is skipped message by message), or from the stream's start
+        await self._subscribe(self.applied_stream_seq + 1)
+        self._spawn(self._report_positions())
         watchdog = self._spawn(self._watch_subscription())
         value = orjson.dumps({"node": self.settings.node, "fix": self.fix_address})
         while not self._closed:
@@ -798,6 +913,14 @@ class ClusterNode:
         if seq <= self.applied_stream_seq or self.leading:
             return
         if seq != self.applied_stream_seq + 1:
+            try:
+                first = (await self._js.stream_info(STREAM)).state.first_seq
+            except Exception:
+                first = 0
+            if first > self.applied_stream_seq + 1:
+                self.fence(f"the stream was trimmed past this node (it starts at stream seq "
+                           f"{first}, this node applied {self.applied_stream_seq}): start it "
+                           f"again and it rejoins from the newest join bundle")
             self.fence(f"stream gap: message {seq} after {self.applied_stream_seq}",
                        EXIT_DIVERGED)
         if not self.first_stream_seq:
@@ -811,6 +934,8 @@ class ClusterNode:
         except Exception as err:
             self.fence(f"cannot apply stream message {seq}: {err!r}", EXIT_DIVERGED)
         self.applied_stream_seq = seq
+        if checked:                    # the journal holds every command up to here
+            self._note_position(seq, self.journal.next_seq - 1, self.marker_term)
         if (checked and self.settings.snapshot_every
                 and self._since_bundle >= self.settings.snapshot_every
                 and msg.metadata.num_pending <= BUNDLE_MAX_LAG):
@@ -833,7 +958,7 @@ class ClusterNode:
             first, rows = int(headers[H_SEQ]), orjson.loads(data[:len(data) - attached])
             fronts = orjson.loads(headers[H_FRONTS]) if H_FRONTS in headers else []
             for name, epoch, k, _, _ in fronts:    # (a restart's prefix included)
-                self.front_last[name] = [epoch, k]
+                self.front_last[name] = self.front_in_stream[name] = [epoch, k]
             next_seq = journal.next_seq + self._deferred_rows
             if first > next_seq:
                 raise RuntimeError(f"commands {next_seq}..{first - 1} are missing")
@@ -862,6 +987,9 @@ class ClusterNode:
                     raise RuntimeError(f"term {term} after term {self.marker_term}")
                 self.marker_term = term
                 self.leader_info = {"node": body["node"], "fix": body["fix"]}
+            for name, confirmed in body.get("confirmed", {}).items():
+                if confirmed > self.leader_confirmed.get(name, 0):
+                    self.leader_confirmed[name] = confirmed
             # (behind it: a restart's prefix)
             if body["cmd_seq"] == journal.next_seq + self._deferred_rows - 1:
                 mine = self.exchange.state_hash()
@@ -940,12 +1068,18 @@ class ClusterNode:
         that queued up meanwhile); nothing that depends on them may leave before."""
         self._deferring = defer
         try:
-            self.apply_message(headers, data)
+            checked = self.apply_message(headers, data)
         except Exception as err:
             self.fence(f"cannot apply stream message {seq}: {err!r}", EXIT_DIVERGED)
         finally:
             self._deferring = False
         self.front_applied_seq = seq
+        if checked:       # its position, once the local journal holds the checkpoint's commands
+            due = (seq, self.journal.next_seq + self._deferred_rows - 1, self.marker_term)
+            if self._deferred_rows:
+                self._position_due = due
+            else:
+                self.note_position_soon(*due)
 
     def commit_deferred(self) -> None:
         """A front: write what apply_handed(defer=True) applied to the local journal (fsync)."""
@@ -955,12 +1089,17 @@ class ClusterNode:
             except Exception as err:
                 self.fence(f"cannot write the local journal: {err!r}")
             self._deferred_rows = 0
+        if self._position_due is not None:
+            due, self._position_due = self._position_due, None
+            self.note_position_soon(*due)
 
     async def _follow_as_front(self) -> None:
         """A front follows the stream (never stands for leader); `ready` once it applied
         what the stream held when it started (its gateway takes logons from then on)."""
         self.front_applied_seq = self.applied_stream_seq
-        await self._subscribe(self.applied_stream_seq + 1 if self.joined is not None else 1)
+        # after the bundle (joined), its position file (restarted) or from the start
+        await self._subscribe(self.applied_stream_seq + 1)
+        self._spawn(self._report_positions())     # a front holds the trimming back too
         self._spawn(self._watch_subscription())
         target = None
         while not self._closed and not self.ready:
@@ -977,6 +1116,107 @@ class ClusterNode:
                 pass
             await asyncio.sleep(0.02)
 
+    # ------------------------------------------------------------------ retention
+    def _note_position(self, stream_seq: int, cmd_seq: int, term: int) -> None:
+        """The journal holds every command of stream messages up to `stream_seq`: write it
+        down (a restart resumes after it) and report it (it holds the trimming back)."""
+        write_atomic(self.exchange.data_dir / POSITION_FILE, orjson.dumps(
+            {"stream_seq": stream_seq, "cmd_seq": cmd_seq, "term": term,
+             "leader": self.leader_info, "fronts": self.front_in_stream}))
+        self.position = (stream_seq, cmd_seq)
+
+    def note_position_soon(self, stream_seq: int, cmd_seq: int, term: int) -> None:
+        """From the engine's thread: the file is written in the cluster thread."""
+        self._loop.call_soon_threadsafe(self._note_position, stream_seq, cmd_seq, term)
+
+    async def _report_positions(self) -> None:
+        """Put this node's position into CCERX_NODES when it changes (at most every REPORT_S)
+        and at least every few seconds: a node whose report is older than `retain_s` no
+        longer holds the stream's trimming back."""
+        retain = self.settings.retain_s
+        refresh = min(10.0, retain / 3) if retain else 10.0
+        reported, at = None, 0.0
+        while not self._closed:
+            position = self.position
+            if position is not None and (position != reported
+                                         or time.monotonic() - at >= refresh):
+                try:
+                    await self._nodes.put(self.settings.node, orjson.dumps(
+                        {"stream_seq": position[0], "cmd_seq": position[1],
+                         "at": time.time()}))
+                    reported, at = position, time.monotonic()
+                except Exception:
+                    pass                      # NATS unreachable: the next round tries again
+            await asyncio.sleep(REPORT_S)
+
+    async def _trim_stream(self, bundles: list) -> None:
+        """After a join bundle was put: purge the stream's messages below the oldest kept
+        bundle's stream seq, or below the position of the slowest node that reported within
+        `retain_s`, whichever is lower. Only once KEEP_BUNDLES bundles exist (a joining node
+        has a second one if the newest is unreadable)."""
+        if self.settings.retain_s is None or len(bundles) < KEEP_BUNDLES:
+            return
+        oldest = int(bundles[-KEEP_BUNDLES][len(SNAPSHOT_PREFIX):])
+        point, slowest = oldest, "the oldest kept join bundle"
+        now, keys = time.time(), await self._nodes.keys()
+        if self.settings.node not in keys:
+            return                            # positions not readable yet: trim nothing
+        for key in keys:
+            try:
+                report = orjson.loads((await self._nodes.get(key)).value)
+            except Exception:
+                continue                      # deleted meanwhile
+            if now - report["at"] <= self.settings.retain_s and report["stream_seq"] < point:
+                point, slowest = report["stream_seq"], f"node {key}"
+        first = (await self._js.stream_info(STREAM)).state.first_seq
+        if point + 1 <= first:
+            return
+        await self._js.purge_stream(STREAM, seq=point + 1)
+        self._log(f"ccerx serve: cluster node {self.settings.node} trimmed the stream to start "
+                  f"at stream seq {point + 1} (held back by {slowest}; was {first})")
+
+    def _behind_stream(self, resume: Optional[dict]) -> str:
+        """Before a restarted node opens its engine: why it cannot resume from its own
+        directory (the stream was trimmed past where its journal ends), or ""."""
+        try:
+            bounds = run_in_fresh_loop(stream_bounds(self.settings), 30)
+        except Exception as err:
+            raise JoinFailed(f"cannot reach the cluster at {', '.join(self.settings.servers)}: "
+                             f"reading the stream's bounds: {err!r}") from None
+        if bounds is None:
+            return ""
+        first, _ = bounds
+        start = resume["stream_seq"] + 1 if resume is not None else 1
+        if first <= start:
+            return ""
+        where = (f"its journal ends at stream seq {resume['stream_seq']}" if resume is not None
+                 else f"it has no {POSITION_FILE} to say where its journal ends")
+        return f"the stream now starts at stream seq {first} and {where}"
+
+    def _rejoin(self, data_dir: Path, why: str) -> None:
+        """A restarted node behind the stream: its files go to DIR/set-aside-<time>-<pid>/ (its
+        journal is a prefix of the stream: nothing in it is lost) and it joins from the
+        newest bundle as a new node would; refused loudly if there is no bundle."""
+        aside = data_dir / f"{SET_ASIDE_PREFIX}{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+
+        def set_aside() -> None:             # once a bundle is in hand
+            aside.mkdir()
+            moved = [path for _, path in snap.list_snapshots(data_dir)]
+            moved += jr.segment_paths(data_dir) + sorted(data_dir.glob("cursor-*.json"))
+            moved += [data_dir / name for name in (OPENING, jr.BASE_FILE, POSITION_FILE,
+                                                   STATUS_FILE)]
+            for path in moved:
+                if path.exists():
+                    path.rename(aside / path.name)
+            self._log(f"ccerx serve: cluster node {self.settings.node} is behind the stream "
+                      f"({why}); its files are set aside in {aside} and it rejoins from the "
+                      f"newest join bundle")
+        self._join_from_bundle(data_dir, set_aside)
+        if self.joined is None:
+            raise JoinFailed(f"cluster node {self.settings.node} is behind the stream ({why}) "
+                             f"and there is no join bundle in {SNAPSHOT_BUCKET} to rejoin from "
+                             f"(its data directory is left as it was)")
+
     # ------------------------------------------------------------------ join bundles
     def _make_bundle(self, stream_seq: int) -> None:
         """In the cluster thread, right after checkpoint `stream_seq` matched: snapshot the
@@ -985,11 +1225,18 @@ class ClusterNode:
         store in the background."""
         started = time.monotonic()
         path = self.exchange.snapshot()
+        last = self.journal.next_instruction - 1
+        confirmed = {name: min(value, last) for name, value in self.delivered().items()}
+        # what the ledger may still lack before the snapshot: this standby's outbox holds
+        # every instruction after its own cursors, which are at or below `confirmed`
+        floor = min(confirmed.values(), default=last)
+        pending = [tuple(inst) for inst in self.exchange.outbox.read(floor, last - floor)]
         meta = {"stream_seq": stream_seq, "cmd_seq": self.journal.next_seq - 1,
-                "instruction": self.journal.next_instruction - 1, "term": self.marker_term,
+                "instruction": last, "term": self.marker_term,
                 "hash": self.exchange.state_hash(), "leader": self.leader_info,
                 "node": self.settings.node, "relays": sorted(self.exchange.relays),
-                "fronts": dict(self.front_last)}    # (encoded in another thread)
+                "confirmed": confirmed, "pending": pending,
+                "fronts": dict(self.front_in_stream)}    # (encoded in another thread)
         parts = [path.read_bytes(), (self.exchange.data_dir / OPENING).read_bytes()]
         sessions = self.sessions.snapshot() if self.sessions is not None else None
         self._spawn(self._put_bundle(meta, parts, sessions, started))
@@ -1011,14 +1258,20 @@ class ClusterNode:
             self._log(f"ccerx serve: cluster node {self.settings.node} put a join bundle at "
                       f"stream seq {meta['stream_seq']} (command {meta['cmd_seq']}, "
                       f"{len(bundle):,} bytes) in {time.monotonic() - started:.2f} s")
+            try:
+                await self._trim_stream(names[-KEEP_BUNDLES:])
+            except Exception as err:   # the next bundle tries again
+                self._log(f"ccerx serve: cluster node {self.settings.node}: stream not "
+                          f"trimmed: {err!r}")
         except Exception as err:
             self._log(f"ccerx serve: cluster node {self.settings.node}: join bundle at stream "
                       f"seq {meta['stream_seq']} not stored: {err!r}")
 
-    def _join_from_bundle(self, data_dir: Path) -> None:
+    def _join_from_bundle(self, data_dir: Path, before_writing=None) -> None:
         """Before the engine opens an empty `data_dir`: fetch the newest join bundle and lay
         it out as a data directory whose journal starts after its snapshot. No bundle: the
-        directory stays empty (the node replays the stream from seq 1)."""
+        directory stays empty (the node replays the stream from seq 1). `before_writing()`
+        runs once a bundle is fetched (a rejoin empties the directory then)."""
         started = time.monotonic()
         try:
             found = run_in_fresh_loop(fetch_newest_bundle(self.settings), 60)
@@ -1030,13 +1283,21 @@ class ClusterNode:
         self._log(f"ccerx serve: cluster node {self.settings.node} fetched a join bundle "
                   f"({len(found):,} bytes) in {time.monotonic() - started:.2f} s")
         meta, snapshot_file, opening, sessions = decode_bundle(found)
+        if before_writing is not None:
+            before_writing()
         private_dir(data_dir)
         write_atomic(data_dir / OPENING, opening)
         write_atomic(snap.snapshot_path(data_dir, meta["cmd_seq"]), snapshot_file)
-        jr.write_base(data_dir, meta["cmd_seq"], meta["instruction"])
+        # the relays start where the ledger was known to be; the instructions after that
+        # and before the snapshot came in the bundle (a bundle without them: at the snapshot)
+        confirmed = meta.get("confirmed", {})
+        jr.write_base(data_dir, meta["cmd_seq"], meta["instruction"], meta.get("pending", ()))
         for name in meta["relays"]:
-            write_atomic(data_dir / f"cursor-{name}.json",
-                         orjson.dumps({"confirmed": meta["instruction"]}))
+            write_atomic(data_dir / f"cursor-{name}.json", orjson.dumps(
+                {"confirmed": confirmed.get(name, meta["instruction"])}))
+        write_atomic(data_dir / POSITION_FILE, orjson.dumps(
+            {"stream_seq": meta["stream_seq"], "cmd_seq": meta["cmd_seq"],
+             "term": meta["term"], "leader": meta["leader"]}))
         self.joined, self._joined_sessions = meta, sessions
 
     # ------------------------------------------------------------------ status
@@ -1058,6 +1319,32 @@ def is_empty_data_dir(data_dir) -> bool:
     data_dir = Path(data_dir)
     return not snap.list_snapshots(data_dir) and not jr.segment_paths(data_dir) \
         if data_dir.exists() else True
+
+
+def read_position(data_dir: Path) -> Optional[dict]:
+    """DIR/cluster-position.json ({"stream_seq", "cmd_seq", "term", "leader"}), or None."""
+    try:
+        return orjson.loads((Path(data_dir) / POSITION_FILE).read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+async def stream_bounds(settings: ClusterSettings) -> Optional[tuple[int, int]]:
+    """(first, last) stream seq of CCERX_CMDS, or None if the stream does not exist yet."""
+    import nats
+    from nats.js.errors import NotFoundError
+    async def quiet(err):            # the caller says what failed, once
+        pass
+    nc = await nats.connect(list(settings.servers), name=f"ccerx-{settings.node}-probe",
+                            max_reconnect_attempts=5, connect_timeout=2, error_cb=quiet)
+    try:
+        try:
+            info = await nc.jetstream(timeout=5).stream_info(STREAM)
+        except NotFoundError:
+            return None
+        return info.state.first_seq, info.state.last_seq
+    finally:
+        await nc.close()
 
 
 def encode_bundle(meta: dict, snapshot_file: bytes, opening: bytes, sessions: bytes) -> bytes:

@@ -4,6 +4,7 @@ by trying every node, and the checks that every acknowledged order and fill is i
 replicated log exactly once."""
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import time
@@ -16,7 +17,7 @@ from ccerx.benchmarks.replication import NatsCluster
 from ccerx.engine.core.commands import NewOrder
 from ccerx.engine.durable import journal as jr
 from ccerx.engine.durable.exchange import DurableExchange
-from ccerx.engine.durable.replicated import EXIT_DIVERGED, STATUS_FILE
+from ccerx.engine.durable.replicated import EXIT_DIVERGED, STATUS_FILE, STREAM
 from tests.fixclient import Broker, s, sync
 from tests.serve_process import ServeProcess
 
@@ -30,12 +31,13 @@ PASSWORDS = {"BROKER01": "demo01", "BROKER02": "demo02"}
 
 class Cluster:
     """NATS + three exchange nodes sharing one ledger: a SQLite file, or the PostgreSQL
-    database `ledger` names (a postgresql:// URL, as `ccerx serve --ledger` takes it)."""
+    database `ledger` names (a postgresql:// URL, as `ccerx serve --ledger` takes it).
+    `options` go to every node's `ccerx serve` (e.g. ("--brokers", "BROKER01") or
+    ("--cluster-snapshot-every", "200"))."""
 
-    def __init__(self, root: Path, ledger: str | None = None, node_args: tuple = ()):
-        """node_args: more `ccerx serve` options for every node (e.g. --brokers)."""
+    def __init__(self, root: Path, ledger: str | None = None, options: tuple = ()):
         self.root = root
-        self.node_args = node_args
+        self.options = tuple(options)
         self.nats = NatsCluster(root)
         self.ledger = ledger or root / "ledger.sqlite"
         self.nodes: dict[str, ServeProcess] = {}
@@ -52,8 +54,24 @@ class Cluster:
         self.nodes[name] = ServeProcess(
             ["--cluster", self.nats.urls, "--node", name, "--data-dir",
              str(self.data_dir(name)), "--ledger", str(self.ledger),
-             "--control", "none", "--log-level", "info", *self.node_args],
+             "--control", "none", "--log-level", "info", *self.options],
             log_path=self.root / f"{name}{log_name}.log", start_timeout=30)
+
+    def log(self, name: str) -> str:
+        return self.nodes[name].log_text()
+
+    def stream_state(self) -> tuple[int, int]:
+        """(first, last) sequence of the command stream CCERX_CMDS, read from NATS."""
+        import nats
+
+        async def read():
+            nc = await nats.connect(self.nats.urls.split(","), connect_timeout=2)
+            try:
+                info = await nc.jetstream(timeout=5).stream_info(STREAM)
+                return info.state.first_seq, info.state.last_seq
+            finally:
+                await nc.close()
+        return asyncio.run(read())
 
     def data_dir(self, name: str) -> Path:
         return self.root / name

@@ -39,7 +39,7 @@ class WithFront:
     there, the front knows no such session)."""
 
     def __init__(self, root):
-        self.cluster = Cluster(root, node_args=("--brokers", "BROKER01"))
+        self.cluster = Cluster(root, options=("--brokers", "BROKER01"))
         try:
             self.front = self.cluster.nodes["f1"] = ServeProcess(
                 ["--cluster", self.cluster.nats.urls, "--front", "f1", "--brokers", "BROKER02",
@@ -263,3 +263,30 @@ def test_bad_front_options_are_refused_and_change_nothing(tmp_path, args, text):
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and text in run.stderr, run.stderr
     assert not list((tmp_path / "d").glob("journal-*"))
+
+
+def test_a_node_restarted_on_its_directory_knows_the_fronts_batches_when_it_leads(setup):
+    """A restarted node resumes after its position file, not from stream seq 1, so it cannot
+    learn a front's last batch from the stream's earlier messages: the file carries it. Here
+    n2 restarts after the front's batches and before any other, and then leads alone: the
+    front's next batch must be its next, not refused as a gap for ever."""
+    cluster = setup.cluster
+    two = FrontTrader(setup)
+    two.connect(time.monotonic() + LIVENESS_S)
+    two.send("HOLD02", "2", 20, "62.00")
+    two.wait_acks(20)
+    leader = cluster.leader
+    cluster.wait_same_state(["n1", "n2", "n3"])     # n2 has noted its position past them
+    assert cluster.nodes["n2"].terminate() == 0
+    cluster.start("n2", log_name="-restarted")
+    wait_for = "resumes from its data directory"
+    deadline = time.monotonic() + LIVENESS_S
+    while wait_for not in cluster.log("n2") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert wait_for in cluster.log("n2"), cluster.log("n2")
+    for name in sorted({"n1", "n3"} - {leader}) + [leader]:    # the leader last: n2 leads
+        assert cluster.nodes[name].terminate() == 0
+    assert cluster.wait_leader({"n2"}) == "n2"
+    two.send("EMIT02", "1", 1, "61.00")
+    two.wait_acks(21, timeout=LIVENESS_S)
+    assert set(two.acks.values()) == {1} and two.logons == 1

@@ -26,7 +26,6 @@ from ccerx.benchmarks.replication import NATS_SERVER
 from tests.integration.durable_helpers import wait_until
 from tests.integration.cluster_helpers import (LIVENESS_S, Cluster, FixTrader,
                                               assert_resumed_without_gaps, trade_round)
-from tests.serve_process import ServeProcess
 
 SNAPSHOT_EVERY = 200
 
@@ -72,6 +71,45 @@ def test_a_journal_that_starts_after_its_snapshot_recovers(tmp_path):
         assert ex.recovery.replayed == 20
 
 
+class Collected:
+    """A ledger adapter that keeps what it is given (delivery is confirmed at once)."""
+
+    def __init__(self):
+        self.ids: list = []
+
+    def deliver(self, batch) -> None:
+        self.ids += [inst.id for inst in batch]
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_journal_base_carries_what_the_ledger_had_not_confirmed(tmp_path):
+    """A joined node's directory holds no journal before its snapshot; the instructions
+    before it that the ledger lacked come in the base (write_base's `pending`): its relay,
+    whose cursor is where the ledger was, delivers them and then the journal's, in order."""
+    source, joined = tmp_path / "source", tmp_path / "joined"
+    with DurableExchange(source, ledger=None) as ex:
+        ex.apply_many(orders(1, 40))
+        path = ex.snapshot()
+        last = ex.journal.next_instruction - 1
+        made = [row for record in jr.scan(source).records for row in record.instructions]
+        ex.apply_many(orders(41, 20))
+        every = [row[0] for record in jr.scan(source).records for row in record.instructions]
+    confirmed = 3
+    joined.mkdir()
+    shutil.copy(path, joined / path.name)
+    shutil.copy(source / OPENING, joined / OPENING)
+    jr.write_base(joined, int(path.stem.split("-")[1]), last, made[confirmed:])
+    (joined / "cursor-probe.json").write_bytes(b'{"confirmed": %d}' % confirmed)
+    ledger = Collected()
+    with DurableExchange(joined, ledger=None, adapters={"probe": ledger},
+                         start_relays=False) as ex:
+        ex.apply_many(orders(41, 20))
+        ex.relays["probe"].drain()
+    assert ledger.ids == every[confirmed:]
+
+
 def test_the_fix_stores_blob_mirrors_into_empty_stores(tmp_path):
     """What a join bundle carries of the FIX stores makes a new node's (empty) stores what
     the standby's are: every message, both sequence numbers; a store with old content is
@@ -111,28 +149,14 @@ needs_nats = pytest.mark.skipif(
 JOINED = re.compile(r"joined from snapshot at stream seq (\d+) \(command (\d+)")
 
 
-class JoinCluster(Cluster):
-    """Cluster whose nodes put a join bundle every SNAPSHOT_EVERY commands."""
-
-    def start(self, name: str, log_name: str = "") -> None:
-        self.nodes[name] = ServeProcess(
-            ["--cluster", self.nats.urls, "--node", name, "--data-dir",
-             str(self.data_dir(name)), "--ledger", str(self.ledger),
-             "--control", "none", "--log-level", "info",
-             "--cluster-snapshot-every", str(SNAPSHOT_EVERY)],
-            log_path=self.root / f"{name}{log_name}.log", start_timeout=30)
-
-    def log(self, name: str) -> str:
-        return self.nodes[name].log_text()
-
-
 @needs_nats
 def test_a_new_node_joins_from_a_snapshot_and_takes_over(tmp_path):
     """Three nodes trade; standbys put join bundles; a fourth node with an empty data
     directory joins from the newest one (its first stream message is the one after the
     bundle's, never seq 1), reaches the others' state hash, and once it is the only node left
     it leads and the brokers' FIX sessions continue on it (same sequence numbers, no reset)."""
-    cluster = JoinCluster(tmp_path)
+    # nodes that put a join bundle every SNAPSHOT_EVERY commands
+    cluster = Cluster(tmp_path, options=("--cluster-snapshot-every", str(SNAPSHOT_EVERY)))
     try:
         one, two = FixTrader("BROKER01", cluster), FixTrader("BROKER02", cluster)
         for trader in (one, two):

@@ -112,3 +112,11 @@ def test_bad_server_lists(text):
 
 def test_server_lists():
     assert parse_servers("h1:4222, nats://h2:4223") == ("nats://h1:4222", "nats://h2:4223")
+
+
+def test_retention_option():
+    from ccerx.scripts.cmd_serve import parse_retain
+    assert parse_retain("all") is None and parse_retain("3600") == 3600.0
+    for bad in ("0", "-5", "soon", "inf", "nan"):
+        with pytest.raises(ValueError, match="--cluster-retain"):
+            parse_retain(bad)
