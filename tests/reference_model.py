@@ -47,12 +47,15 @@ they switch are written here again):
     (closes since it < holding_days: holding_period), then any resting order of the account
     on the other side of the instrument (holding_period), then funds/credits. A take with
     nothing to take reserves nothing;
-  - the holding period on the credits (lots.py, HOLDING PERIOD): every purchase is logged
-    as a parcel [trading day, holding key, t]; a parcel bought on an earlier day fewer than
-    holding_days closes ago is held back: a sell may not take it (it is not free). A sell
-    whose free eligible credits are short is holding_period if the held-back parcels of
-    those holdings would cover it, insufficient_credits if not. A retirement may take
-    held-back tonnes (free ones first, then parcels earliest day first).
+  - the holding period on the credits (lots.py, HOLDING PERIOD): every trade logs, for
+    each holding key it delivers, [trading day, key] in the buyer's `bought` log and the
+    seller's `sold` log (never pruned). A key bought fewer than holding_days closes ago
+    (today included) is held back as a whole: a sell may take none of it. A sell whose
+    free eligible credits are short is holding_period if the unreserved credits of the
+    held-back eligible keys would cover it, insufficient_credits if not. A buy of a
+    listing whose key the account sold fewer than holding_days closes ago is
+    holding_period (after the instrument's checks); a contract buy is not checked on the
+    lots. A retirement may take credits of a held-back key (retiring is not selling).
 
 Credits as lots (issue 11, Art.10, 17; engine/core/lots.py is the rule written down):
   - a holding is keyed by "PROJECT@VINTAGE" for a lot, by the instrument's symbol for a
@@ -158,7 +161,8 @@ class RefAccount:
     last_sold: dict = field(default_factory=dict)
     participant_type: str = "other_organisation"
     retired: dict = field(default_factory=dict)
-    parcels: list = field(default_factory=list)   # [day, holding key, t] of every purchase
+    bought: list = field(default_factory=list)    # [day, holding key] of every purchase
+    sold: list = field(default_factory=list)      # [day, holding key] of every sale
 
 
 def band_limits(spec: InstrumentSpec) -> tuple[int, int]:
@@ -195,6 +199,9 @@ class ReferenceExchange:
         self.limits: dict[str, tuple] = {}     # participant type -> (per instrument, total)
         self.report_ppm = 0
         self.restrictions: dict[tuple[str, str], str] = {}
+        # holding_period rejects made by the rule on the lots (the instrument's let the order
+        # through): {"sell": n, "listing buy": n}, counted for the differential test's report
+        self.lot_rule_rejects = {"sell": 0, "listing buy": 0}
 
     # ---- queries (linear scans) --------------------------------------------------------
     def find(self, order_id) -> RefOrder | None:
@@ -248,7 +255,7 @@ class ReferenceExchange:
 
     def free(self, account: str, key: str) -> int:
         """Credits a sell may take: not bought today, not reserved, not held back."""
-        return self.retirable(account, key) - self.held_back(account, key)
+        return 0 if self.held_back(account, key) else self.retirable(account, key)
 
     def retirable(self, account: str, key: str) -> int:
         a = self.accounts[account]
@@ -256,12 +263,21 @@ class ReferenceExchange:
                 - self.credits_reserved(account, key))
 
     def in_period(self, day: int) -> bool:
-        """Is a purchase of an earlier trading day `day` still within the holding period?"""
-        return day < self.closes and self.closes - day < self.rules.holding_days
+        """Is a trade of trading day `day` still within the holding period?"""
+        return self.closes - day < self.rules.holding_days
 
-    def held_back(self, account: str, key: str) -> int:
-        return sum(q for day, k, q in self.accounts[account].parcels
-                   if k == key and self.in_period(day))
+    def held_back(self, account: str, key: str) -> bool:
+        """Did the account buy `key` within the holding period (then it may sell none)?"""
+        return any(k == key and self.in_period(day) for day, k in self.accounts[account].bought)
+
+    def held_back_credits(self, account: str, key: str) -> int:
+        """What a sell could take of `key` but for the holding period."""
+        if not self.held_back(account, key):
+            return 0
+        return self.accounts[account].credits.get(key, 0) - self.credits_reserved(account, key)
+
+    def sold_within_period(self, account: str, key: str) -> bool:
+        return any(k == key and self.in_period(day) for day, k in self.accounts[account].sold)
 
     def eligible_keys(self, spec: InstrumentSpec, keys) -> list:
         """The holding keys among `keys` a sell of `spec` may deliver, in allocation order."""
@@ -299,7 +315,7 @@ class ReferenceExchange:
                 "bought_today": {k: v for k, v in a.bought_today.items() if v},
                 "fees_paid": a.fees_paid, "last_bought": dict(a.last_bought),
                 "last_sold": dict(a.last_sold), "retired": dict(a.retired),
-                "held_back": self.held_back_view(a)}
+                "lot_bought": self.last_days(a.bought), "lot_sold": self.last_days(a.sold)}
 
     def resale_probes(self) -> list:
         """(account, instrument, free t, held-back t) for each account holding credits the
@@ -307,24 +323,37 @@ class ReferenceExchange:
         per-instrument check lets it sell (the command streams' resale probes)."""
         out = []
         for name, a in (self.accounts or {}).items():
-            keys = set(self.held_back_view(a))
+            keys = {k for k in a.credits if a.credits[k] and self.held_back(name, k)}
             for symbol, spec in self.specs.items():
                 eligible = self.eligible_keys(spec, list(a.credits))
-                try:        # (aim at the credits: skip sells the instrument check refuses)
-                    self._check_holding(name, symbol, Side.SELL)
-                except Rejected:
-                    continue
-                if keys & set(eligible):
-                    out.append((name, symbol, sum(self.free(name, k) for k in eligible),
-                                sum(self.held_back(name, k) for k in eligible)))
+                if not keys & set(eligible) or self._instrument_refuses(name, symbol, Side.SELL):
+                    continue        # (aim at the credits: skip what the instrument refuses)
+                out.append((name, symbol, sum(self.free(name, k) for k in eligible),
+                            sum(self.held_back_credits(name, k) for k in eligible)))
         return out
 
-    def held_back_view(self, a: RefAccount) -> dict:
+    def rebuy_probes(self) -> list:
+        """(account, listing) for each account that sold a listed lot within the holding
+        period and may buy that listing as far as the per-instrument check goes (the command
+        streams' buy-back probes)."""
+        return [(name, symbol) for name in (self.accounts or {})
+                for symbol, spec in self.specs.items()
+                if spec.project and self.sold_within_period(name, self.holding_key(spec))
+                and not self._instrument_refuses(name, symbol, Side.BUY)]
+
+    def _instrument_refuses(self, account, instrument, side) -> bool:
+        try:
+            self._check_instrument_holding(account, instrument, side)
+        except Rejected:
+            return True
+        return False
+
+    def last_days(self, log: list) -> dict:
+        """holding key -> the last trading day in `log` still within the holding period."""
         out: dict = {}
-        for day, key, q in a.parcels:
-            if q and self.in_period(day):
-                out.setdefault(key, {})
-                out[key][day] = out[key].get(day, 0) + q
+        for day, key in log:
+            if self.in_period(day):
+                out[key] = max(out.get(key, day), day)
         return out
 
     # ---- events ------------------------------------------------------------------------
@@ -537,6 +566,14 @@ class ReferenceExchange:
         return False
 
     def _check_holding(self, account, instrument, side):
+        self._check_instrument_holding(account, instrument, side)
+        spec = self.specs[instrument]
+        if (side is Side.BUY and spec.project
+                and self.sold_within_period(account, self.holding_key(spec))):
+            self.lot_rule_rejects["listing buy"] += 1
+            raise Rejected(RejectReason.HOLDING_PERIOD)
+
+    def _check_instrument_holding(self, account, instrument, side):
         a = self.accounts[account]
         last = (a.last_sold if side is Side.BUY else a.last_bought).get(instrument)
         if last is not None and self.closes - last < self.rules.holding_days:
@@ -567,9 +604,10 @@ class ReferenceExchange:
                     plan.append([key, min(free, more)])
                     more -= min(free, more)
             if more > 0:
-                held = sum(self.held_back(account, key)
+                held = sum(self.held_back_credits(account, key)
                            for key in self.eligible_keys(spec, list(a.credits)))
-                if held >= more:
+                if held and held >= more:
+                    self.lot_rule_rejects["sell"] += 1
                     raise Rejected(RejectReason.HOLDING_PERIOD)
                 raise Rejected(RejectReason.INSUFFICIENT_CREDITS)
             return plan
@@ -753,7 +791,8 @@ class ReferenceExchange:
                 b.bought_today[key] = b.bought_today.get(key, 0) + q
                 s.credits[key] -= q
                 if self.rules.holding_days:
-                    b.parcels.append([self.closes, key, q])
+                    b.bought.append([self.closes, key])
+                    s.sold.append([self.closes, key])
             s.cash += gross - fee
             s.fees_paid += fee
             if self.rules.holding_days:
@@ -970,13 +1009,6 @@ class ReferenceExchange:
         if cmd.qty > self.retirable(cmd.account, key):
             return bad(RejectReason.INSUFFICIENT_CREDITS)
         a = self.accounts[cmd.account]
-        # free tonnes first, then held-back parcels, the earliest bought first
-        from_parcels = cmd.qty - self.free(cmd.account, key)
-        for parcel in sorted((p for p in a.parcels if p[1] == key and self.in_period(p[0])),
-                             key=lambda p: p[0]):
-            take = min(parcel[2], max(from_parcels, 0))
-            parcel[2] -= take
-            from_parcels -= take
         a.credits[key] -= cmd.qty
         a.retired[key] = a.retired.get(key, 0) + cmd.qty
         self.retire_ids.add(cmd.retire_id)

@@ -110,7 +110,7 @@ class Exchange(Matching):
                 spec = self.specs.get(key)
                 if spec is not None and spec.project:
                     if (account.credits_reserved.get(key) or account.bought_today.get(key)
-                            or account.held_back.get(key)):
+                            or key in account.lot_bought or key in account.lot_sold):
                         raise ValueError(f"account {account.account}: {key} is reserved")
                     held = account.credits.pop(key)
                     account.credits[spec.holding] = account.credits.get(spec.holding, 0) + held
@@ -224,7 +224,8 @@ class Exchange(Matching):
                     self._check_self_trade(cmd, spec, side, price)
                     if self._holding and self.accounts is not None:
                         self.accounts.check_holding(account, side, spec.symbol,
-                                                    self.books[spec.symbol])
+                                                    self.books[spec.symbol],
+                                                    spec.holding if spec.project else None)
             except Refused as bad:
                 return self._reject(out, ts, "new", order_id, bad.reason, bad.text, owner)
             if order_type is TAKE:

@@ -25,28 +25,35 @@ another order, not bought today, not held back by the holding period below).
 
 HOLDING PERIOD (Art.29, under a rule profile with `holding_days`, rules.py): "a participant
 may not buy and then sell, or sell and then buy, the same product (同一交易产品) within 5
-trading days". THE SAME PRODUCT is the credits of one holding key: one lot (Art.10: credits
-are distinguished by registered project and year of generation), or one pooled holding (a
-standard contract's default lot, a pooled instrument's credits). A contract is not a
-product of its own: it is a way to trade the lots it allows. So:
-  - credits: tonnes of a holding key bought on trading day D (through any instrument: its
-    listing, a contract delivering it, a pooled book) are held back until day
-    D + holding_days: no sell may take them, whichever instrument it is entered in. A
-    listing sell that needs them is refused `holding_period`; a contract sell allocates
-    only tonnes free of the period (skipping the held-back tonnes of an eligible lot, the
-    lot's older tonnes stay eligible) and is refused `holding_period` if those are short
-    while the held-back tonnes would have covered it (`insufficient_credits` if even they
-    would not). Kept per account and holding key: today's purchases (`bought_today`) and,
-    per earlier day of the period, the tonnes bought that day (`Account.held_back`, moved
-    and pruned at each close). Retiring is not selling: it takes tonnes free of the period
-    first, then held-back tonnes, earliest bought first;
-  - instruments, as well (the rule as it was first built, kept because a buy cannot name
-    the lots it will receive, so the sell-then-buy direction cannot be checked on the
-    credits): after a buy (sell) of instrument X on day D the account may not sell (buy) X
-    before day D + holding_days, nor enter an order opposite to one of its own resting in
-    X (risk.py, Accounts.check_holding).
-Not covered: a lot sold through one instrument and bought back through another (its listing
-then a contract, or the reverse) within the period.
+trading days" (买入后卖出同一交易产品的时间间隔不得少于5个交易日, and the reverse). THE SAME
+PRODUCT is the credits of one holding key: one lot (Art.10: credits are distinguished by
+registered project and year of generation), or one pooled holding (a standard contract's
+default lot, a pooled instrument's credits). A contract is not a product of its own: it is
+a way to trade the lots it allows. The rule is about the product, not about tonnes: what
+the account held before a purchase is held back with it. So, on trading day T:
+  - buy, then sell: an account that bought any tonnes of holding key K on day D (through
+    any instrument: K's listing, a contract delivering K, a pooled book) may not sell K
+    through any instrument while T < D + holding_days. A listing sell of K is refused
+    `holding_period`; a contract sell skips K entirely in its allocation (all its tonnes)
+    and is refused `holding_period` if it is short only because of such lots (their
+    unreserved tonnes would have covered it), `insufficient_credits` if even they would
+    not;
+  - sell, then buy: an account that sold any tonnes of K on day D (through any instrument)
+    may not buy K through K's listing while T < D + holding_days (`holding_period`). A
+    contract buy cannot know which lots it will receive, so it is governed by the
+    per-instrument rule below only: a lot sold through its listing may come back through a
+    contract within the period;
+  - instruments, as well (the rule as it was first built): after a buy (sell) of
+    instrument X on day D the account may not sell (buy) X before day D + holding_days,
+    nor enter an order opposite to one of its own resting in X (risk.py,
+    Accounts.check_holding).
+Kept per account and holding key: the trading day of the last purchase and of the last sale
+(`Account.lot_bought`, `Account.lot_sold`), dropped at the close that ends their period. The
+checks are made when an order is entered (a sell also when amended up): an order already
+resting when the account trades K the other way through another instrument is not refused
+afterwards (a listing sell of K resting while a contract buy delivers K, a listing buy of K
+resting while a contract sell delivers K). Retiring is not selling: an account may retire
+credits of a held-back lot (credits_retirable).
 """
 from __future__ import annotations
 

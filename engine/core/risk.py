@@ -6,13 +6,13 @@ a pooled instrument's holding, or, for a contract, of eligible lots chosen at en
 allocation order of lots.py (kept on the order as `Order.lots`, delivered in that order).
 Holdings are keyed by holding key (lots.py): a lot key or an instrument's own symbol. Credits bought today
 cannot be sold again until the day closes. Under a rule profile with a holding period
-(rules.py, Art.29; what it holds back is written down in lots.py, HOLDING PERIOD) the
+(rules.py, Art.29; what it restricts is written down in lots.py, HOLDING PERIOD) the
 accounts also remember, per instrument, the trading day of the account's last buy and last
 sell (`closes`: the number of end-of-day closes applied so far is the current trading day),
 and refuse the opposite side until `holding_days` closes later; and, per holding key, the
-tonnes bought on each of the last `holding_days` - 1 trading days before today
-(`Account.held_back`), which no sell may take until the period is over. Reservations live on
-the order (`Order.reserved`) and are released on fill or cancel.
+trading day of the last purchase and the last sale still within the period
+(`Account.lot_bought`, `Account.lot_sold`, pruned at each close). Reservations live on the
+order (`Order.reserved`) and are released on fill or cancel.
 
 Fees are ad valorem per side, rounded down to the fen per trade. Rounding down is what
 makes a reservation provably sufficient: the sum of per-fill floors never exceeds the
@@ -59,10 +59,10 @@ class Account:
     last_sold: dict[str, int] = field(default_factory=dict)
     retired: dict[str, int] = field(default_factory=dict)    # t retired (注销) per holding key
     # Art.29 on the credits (lots.py, HOLDING PERIOD; only under a holding period): holding
-    # key -> {trading day: t bought that day} for the days before today still within the
-    # period (today's purchases are bought_today; each close moves them here and drops the
-    # days the period has passed)
-    held_back: dict[str, dict[int, int]] = field(default_factory=dict)
+    # key -> the trading day of the account's last purchase / last sale of it, through any
+    # instrument, kept while that day is within the period (each close drops the others)
+    lot_bought: dict[str, int] = field(default_factory=dict)
+    lot_sold: dict[str, int] = field(default_factory=dict)
     # derived (not part of the state: Accounts.recount_open_buys rebuilds it from the books):
     # instrument -> open buy orders, kept only under a holding period; open sells show as
     # credits_reserved
@@ -77,15 +77,12 @@ class Account:
         return self.cash - self.cash_reserved
 
     def credits_sellable(self, key: str) -> int:
-        """Free credits of one holding key: owned, not reserved, not bought today, not held
-        back by the holding period (lots.py)."""
-        free = (self.credits.get(key, 0) - self.credits_reserved.get(key, 0)
+        """Free credits of one holding key: owned, not reserved, not bought today; none
+        while the holding period holds the whole key back (bought within it: lots.py)."""
+        if self.lot_bought and key in self.lot_bought:
+            return 0
+        return (self.credits.get(key, 0) - self.credits_reserved.get(key, 0)
                 - self.bought_today.get(key, 0))
-        if self.held_back:
-            days = self.held_back.get(key)
-            if days:
-                free -= sum(days.values())
-        return free
 
     def credits_retirable(self, key: str) -> int:
         """Credits of one holding key the account may retire: owned, not reserved, not
@@ -100,12 +97,6 @@ class Account:
             today = self.bought_today.get(instrument, 0)
             assert held >= 0 and reserved >= 0 and today >= 0, f"{self.account}: negative credits"
             assert reserved + today <= held, f"{self.account}: sold credits it may not sell"
-            back = self.held_back.get(instrument)
-            if back:
-                assert all(qty > 0 for qty in back.values()), f"{self.account}: held back <= 0"
-                assert reserved + today + sum(back.values()) <= held, \
-                    f"{self.account}: sells took credits still held back (Art.29)"
-        assert self.held_back.keys() <= self.credits.keys(), f"{self.account}: held back what?"
 
     def to_json(self) -> dict:
         return {"account": self.account, "type": self.participant_type.value,
@@ -120,9 +111,9 @@ class Account:
                    if self.last_bought else {}),
                 **({"last_sold": dict(sorted(self.last_sold.items()))} if self.last_sold else {}),
                 **({"retired": dict(sorted(self.retired.items()))} if self.retired else {}),
-                **({"held_back": {k: sorted([day, qty] for day, qty in days.items())
-                                  for k, days in sorted(self.held_back.items())}}
-                   if self.held_back else {})}
+                **({"lot_bought": dict(sorted(self.lot_bought.items()))}
+                   if self.lot_bought else {}),
+                **({"lot_sold": dict(sorted(self.lot_sold.items()))} if self.lot_sold else {})}
 
 
 class Refused(Exception):
@@ -168,26 +159,19 @@ class Accounts:
         return self.by_id.get(account_id)
 
     def end_of_day(self) -> None:
-        """The close of trading day `closes`: today's purchases become sellable, or, under a
-        holding period, held back until the period is over (lots.py, HOLDING PERIOD)."""
-        if self.holding_days > 1:
-            today = self.closes
-            first = today + 2 - self.holding_days   # the earliest day still held back tomorrow
-            for account in self.by_id.values():
-                if account.bought_today or account.held_back:
-                    held_back = account.held_back
-                    for key, qty in account.bought_today.items():
-                        if qty:
-                            held_back.setdefault(key, {})[today] = qty
-                    for key in list(held_back):
-                        days = held_back[key]
-                        for day in [d for d in days if d < first]:
-                            del days[day]
-                        if not days:
-                            del held_back[key]
+        """The close of trading day `closes`: today's purchases become sellable (under a
+        holding period, once it is over: lots.py, HOLDING PERIOD), and purchases and sales
+        whose period is over are forgotten."""
         for account in self.by_id.values():
             account.bought_today.clear()
         self.closes += 1
+        if self.holding_days:
+            over = self.closes - self.holding_days     # a trade on this day or before: free
+            for account in self.by_id.values():
+                for days in (account.lot_bought, account.lot_sold):
+                    if days:
+                        for key in [k for k, day in days.items() if day <= over]:
+                            del days[key]
 
     def check(self) -> None:
         for account in self.by_id.values():
@@ -197,11 +181,19 @@ class Accounts:
                     sold = account.last_sold.get(symbol)
                     assert sold is None or abs(sold - bought) >= self.holding_days, \
                         f"{account.account}: bought and sold {symbol} within the holding period"
+                for days in (account.lot_bought, account.lot_sold):
+                    assert all(self.closes - self.holding_days < day <= self.closes
+                               for day in days.values()), f"{account.account}: stale lot days"
+            else:
+                assert not account.lot_bought and not account.lot_sold, account.account
 
-    def check_holding(self, account_id, side: Side, symbol: str, book) -> None:
+    def check_holding(self, account_id, side: Side, symbol: str, book,
+                      lot: str | None = None) -> None:
         """Art.29: refuse an order (raises Refused holding_period) if its account traded the
         other side of `symbol` fewer than `holding_days` trading days ago, or has an order of
-        the other side resting in `book` (both could trade today). A trade on trading day D
+        the other side resting in `book` (both could trade today), or, for a buy of a
+        listing (`lot`: its holding key), sold that lot through any instrument fewer than
+        `holding_days` trading days ago (lots.py, HOLDING PERIOD). A trade on trading day D
         (after D closes) allows the opposite side from day D + holding_days on. O(1): the
         account's open sells and buys are counted (`open_sells`, `open_buys`; the book
         is scanned only to name the order in a refusal)."""
@@ -218,6 +210,13 @@ class Accounts:
                     f"{last}; it may be {'bought' if buying else 'sold'} from trading day "
                     f"{last + self.holding_days} ({self.holding_days} trading days later), "
                     f"after {remaining} more close{'s' if remaining > 1 else ''}"))
+        if buying and lot is not None and account.lot_sold:
+            sold = account.lot_sold.get(lot)
+            if sold is not None:
+                raise Refused(R.HOLDING_PERIOD, (
+                    f"Art.29: lot {lot} was sold on trading day {sold} (through any "
+                    f"instrument); {symbol} may be bought from trading day "
+                    f"{sold + self.holding_days}, today is day {self.closes}"))
         if not (account.open_sells if buying else account.open_buys).get(symbol):
             return
         for resting in (o for level in book.opposite(side).iter_levels()
@@ -370,8 +369,8 @@ class Accounts:
     def allocation(self, account: Account, spec: InstrumentSpec, need: int) -> list:
         """[[holding key, t], ...] of free credits a contract sell of `need` t reserves, in
         the allocation order (lots.py: default lot, then vintage, then project), skipping
-        tonnes the holding period holds back; raises Refused if the eligible lots hold less
-        (holding_period if the held-back tonnes would have covered it)."""
+        the lots the holding period holds back; raises Refused if the eligible lots hold less
+        (holding_period if the held-back lots would have covered it)."""
         candidates = []
         for key in account.credits:
             if self.holds(spec, key):
@@ -392,20 +391,22 @@ class Accounts:
     def _short(self, account: Account, spec: InstrumentSpec, keys: list, need: int, free: int,
                what: str = "") -> Refused:
         """The refusal of a sell of `need` t of `spec` that found `free` t sellable in
-        holdings `keys`: holding_period if the tonnes the holding period holds back would
-        have covered it (lots.py, HOLDING PERIOD), insufficient_credits otherwise."""
-        bought = sorted((day, qty) for key in keys if key in account.held_back
-                        for day, qty in account.held_back[key].items())
-        if bought and free + sum(qty for _, qty in bought) >= need:
+        holdings `keys`: holding_period if the unreserved credits of the lots the holding
+        period holds back would have covered it (lots.py, HOLDING PERIOD),
+        insufficient_credits otherwise."""
+        bought = account.lot_bought
+        held = sorted((bought[key], key, account.credits.get(key, 0)
+                       - account.credits_reserved.get(key, 0)) for key in keys if key in bought)
+        if held and free + sum(qty for _, _, qty in held) >= need:
             enough = free
-            for day, qty in bought:
+            for day, key, qty in held:
                 enough += qty
                 if enough >= need:
                     break
             return Refused(R.HOLDING_PERIOD, (
                 f"Art.29: needs {need} t of {spec.symbol}{what}, {max(free, 0)} t sellable; "
-                f"{need - max(free, 0)} t more are credits bought within the last "
-                f"{self.holding_days} trading days, sellable from trading day "
+                f"the rest is in lots bought within the last {self.holding_days} trading days "
+                f"({key} on day {day}), sellable from trading day "
                 f"{day + self.holding_days} (today is day {self.closes})"))
         return Refused(R.INSUFFICIENT_CREDITS,
                        f"needs {need} t of {spec.symbol}{what}, {max(free, 0)} t sellable")
@@ -469,19 +470,6 @@ class Accounts:
                           f"not bought today), {max(free, 0)} t free")
         account.credits[key] -= qty
         account.retired[key] = account.retired.get(key, 0) + qty
-        days = account.held_back.get(key)
-        if days:     # retiring takes tonnes free of the period first, then the earliest bought
-            excess = sum(days.values()) - (free - qty)
-            for day in sorted(days):
-                if excess <= 0:
-                    break
-                take = days[day] if days[day] < excess else excess
-                days[day] -= take
-                excess -= take
-                if not days[day]:
-                    del days[day]
-            if not days:
-                del account.held_back[key]
 
     # ------------------------------------------------------------------ reservations
     def reserve_new(self, order: "Order", spec: InstrumentSpec, fee_ppm: int,
@@ -590,6 +578,8 @@ class Accounts:
             seller.credits[key] -= qty
             buyer.credits[key] = buyer.credits.get(key, 0) + qty
             buyer.bought_today[key] = buyer.bought_today.get(key, 0) + qty
+            if self.holding_days:
+                buyer.lot_bought[key] = seller.lot_sold[key] = self.closes
             lots: tuple
             if spec.project:
                 lots = ((spec.project, spec.vintage, qty),)
@@ -623,6 +613,8 @@ class Accounts:
             seller.credits[key] -= take
             buyer.credits[key] = buyer.credits.get(key, 0) + take
             buyer.bought_today[key] = buyer.bought_today.get(key, 0) + take
+            if self.holding_days:
+                buyer.lot_bought[key] = seller.lot_sold[key] = self.closes
             delivered.append((*self.lot_of(key), take))
             entry[1] -= take
             qty -= take

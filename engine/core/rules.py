@@ -25,8 +25,9 @@ numbers in the research notes):
     on day k, and the opposite side is allowed again once k+5 closes have been applied. An
     account may also not enter an order while it has an order of the opposite side resting
     in X, because the two could both trade on the same day. And on the credits themselves:
-    tonnes of a lot bought on day D cannot be sold through any instrument (its listing, a
-    contract) before day D+5 (lots.py, HOLDING PERIOD: what "the same product" means);
+    a lot bought on day D (any tonnes of it) cannot be sold through any instrument (its
+    listing, a contract) before day D+5, and a lot sold on day D cannot be bought through
+    its listing before day D+5 (lots.py, HOLDING PERIOD: what "the same product" means);
   - a taker never takes its own listing: an order that would trade with an order of its own
     account is rejected `self_trade` and the resting order stays;
   - Art.17: a new project-vintage listing (lots.py) trades from the next trading day

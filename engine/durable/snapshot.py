@@ -63,11 +63,11 @@ def exchange_state(ex: Exchange) -> dict:
              a.credits_reserved, a.bought_today, a.fees_paid, a.last_bought, a.last_sold,
              *([a.retired] if a.retired else [])]
             for a in ex.accounts.by_id.values()]}
-        held_back = {a.account: {key: sorted([day, qty] for day, qty in days.items())
-                                 for key, days in sorted(a.held_back.items())}
-                     for a in ex.accounts.by_id.values() if a.held_back}
-        if held_back:       # (absent unless the Art.29 holding period holds credits back)
-            accounts["held_back"] = held_back
+        for name in ("lot_bought", "lot_sold"):   # (absent unless Art.29 restricts a lot)
+            days = {a.account: dict(sorted(getattr(a, name).items()))
+                    for a in ex.accounts.by_id.values() if getattr(a, name)}
+            if days:
+                accounts[name] = days
         if ex.accounts.lots:                                 # (absent without lots)
             accounts["lots"] = [list(lot) for lot in ex.accounts.lots.values()]
         if ex.accounts.limits or ex.accounts.report_ppm:     # (absent unless set)
@@ -101,9 +101,16 @@ def exchange_from_state(state: dict) -> Exchange:
             accounts.add(Account(name, ParticipantType(ptype), member, cash, cash_reserved,
                                  credits, credits_reserved, bought_today, fees_paid,
                                  last_bought, last_sold, retired))
+        for name, days in state["accounts"].get("lot_bought", {}).items():
+            accounts.by_id[name].lot_bought = dict(days)
+        for name, days in state["accounts"].get("lot_sold", {}).items():
+            accounts.by_id[name].lot_sold = dict(days)
+        # a snapshot of the tonne-level Art.29 (held_back: key -> [[day, t], ...] bought on
+        # earlier days of the period; today's in bought_today): the lot was bought then
         for name, held_back in state["accounts"].get("held_back", {}).items():
-            accounts.by_id[name].held_back = {key: {day: qty for day, qty in days}
-                                              for key, days in held_back.items()}
+            lot_bought = accounts.by_id[name].lot_bought
+            for key, days in held_back.items():
+                lot_bought[key] = max(lot_bought.get(key, 0), *(day for day, _ in days))
         for credit_type, project, vintage in state["accounts"].get("lots", []):
             accounts.register_lot(Lot(credit_type, project, vintage))
     specs = [spec_from_row(row) for row in state["specs"]]

@@ -193,11 +193,12 @@ cbeex_step = weighted((30, new_step), (5, cancel_step), (2, amend_step), (1, hos
                       (6, eod_step), (1, define_step), (2, deposit_step))
 
 
-# Art.29 resale probes (lots.py, HOLDING PERIOD): an account holding credits bought on an
-# earlier day of the holding period sells through an instrument that trades them (their
-# listing, a contract), for its free tonnes, one more, all it holds, or more than it holds
+# Art.29 resale probes (lots.py, HOLDING PERIOD): an account holding a lot bought within the
+# holding period sells through an instrument that trades it (its listing, a contract), for
+# its free tonnes, one more, all it holds, or more than it holds; or ("rebuy") an account
+# that sold a listed lot within the period buys it back through its listing
 resell_step = st.tuples(st.just("resell"), st.integers(0, 40), st.integers(0, 40),
-                        st.sampled_from(("free", "over", "over", "all", "beyond")))
+                        st.sampled_from(("free", "over", "over", "all", "beyond", "rebuy")))
 lots_step = weighted((30, new_step), (4, cancel_step), (3, amend_step), (4, eod_step),
                      (12, lot_deposit_step), (5, retire_step), (1, deposit_step),
                      (1, limits_step), (10, resell_step))
@@ -255,7 +256,8 @@ def _qty(spec: InstrumentSpec, choice):
     return value
 
 
-def iter_commands(stream: Stream, current_specs, current_resting=None, current_held_back=None):
+def iter_commands(stream: Stream, current_specs, current_resting=None, current_held_back=None,
+                  current_rebuys=None):
     """Abstract steps -> engine commands, one at a time. `current_specs()` returns the
     instrument specs in force now (the model's), so that band-edge and near-reference prices
     follow reference moves made by end of day and instrument redefinitions. With
@@ -264,7 +266,9 @@ def iter_commands(stream: Stream, current_specs, current_resting=None, current_h
     `current_held_back()` ((account, instrument, free t, held-back t): the model's, for each
     account holding credits the holding period holds back and each instrument trading
     them), a resale probe sells those (with none held back, it takes a resting sell: a
-    purchase to resell later); without it the probe is skipped."""
+    purchase to resell later); without it the probe is skipped. With `current_rebuys()`
+    ((account, listing): the model's, for each account that sold the listing's lot within
+    the holding period), a "rebuy" probe buys such a listing back (without any, it resells)."""
     symbols = [s.symbol for s in stream.instruments]
     ids: list[str] = []
     id_symbol: dict[str, str] = {}
@@ -368,6 +372,23 @@ def iter_commands(stream: Stream, current_specs, current_resting=None, current_h
                 yield Retire(retire_id, account, None, None, qty, PURPOSES[purpose], which, ts)
         elif kind == "resell":
             _, k, price, how = st_
+            if how == "rebuy" and current_rebuys is not None:
+                rebuys = current_rebuys()
+                if rebuys:
+                    account, symbol = rebuys[k % len(rebuys)]
+                    spec = specs[symbol]
+                    yield NewOrder(f"r{i}", account, symbol, "buy", "limit", None,
+                                   (spec.ref_ticks + price % 3) * spec.tick_units, spec.lot, ts)
+                    continue
+                # none yet: sell into a resting contract buy (it may deliver a listed lot)
+                buys = [symbol_ for _, symbol_, side_ in current_resting()
+                        if side_ == "buy" and symbol_ in specs and specs[symbol_].credit_type
+                        and not specs[symbol_].project] if current_resting else []
+                if buys:
+                    yield NewOrder(f"r{i}", ACCOUNT_IDS[k % len(ACCOUNT_IDS)],
+                                   buys[price % len(buys)], "sell", "take", None, None,
+                                   1 + k % 6, ts)
+                    continue
             held = current_held_back() if current_held_back is not None else []
             if not held:        # nothing held back yet: buy something (a take of a listing)
                 sells = [symbol_ for _, symbol_, side_ in current_resting()
@@ -379,7 +400,7 @@ def iter_commands(stream: Stream, current_specs, current_resting=None, current_h
                 continue
             account, symbol, free, back = held[k % len(held)]
             qty = {"free": free, "over": free + 1, "all": free + back,
-                   "beyond": free + back + 1}[how] or 1
+                   "beyond": free + back + 1, "rebuy": free + back}[how] or 1
             spec = specs[symbol]
             yield NewOrder(f"r{i}", account, symbol, "sell", "limit", None,
                            (spec.ref_ticks + price % 3) * spec.tick_units, qty, ts)

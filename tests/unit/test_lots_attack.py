@@ -119,11 +119,14 @@ def test_art29_a_lot_bought_through_the_contract_cannot_be_resold_by_its_listing
     ex.apply(EndOfDay(TS))                                   # day 6: 5 trading days later
     [event] = ex.apply(new("s6", "EMIT", "AFF-0001-2023", "sell", 10))
     assert type(event) is OrderAccepted, event
-    assert not ex.accounts.get("EMIT").held_back
+    assert not ex.accounts.get("EMIT").lot_bought and not ex.accounts.get("HOLD").lot_sold
     ex.check()
 
 
-def test_art29_a_contract_sell_skips_the_recently_bought_tonnes_of_a_lot():
+def test_art29_a_lot_bought_on_day_d_holds_back_the_whole_lot_older_tonnes_too():
+    """Art.29 is about the product: after buying 5 t of P1@2023 the account may sell none of
+    P1@2023 (its 10 older tonnes neither) until the period is over; a contract sell skips the
+    lot entirely and is holding_period when only such lots would cover it."""
     from ccerx.engine.core.events import TradeExecuted
     ex = exchange(CBEEX_2023)
     ex.apply(DefineInstrument(LISTING, TS))
@@ -136,64 +139,141 @@ def test_art29_a_contract_sell_skips_the_recently_bought_tonnes_of_a_lot():
     ex.apply(EndOfDay(TS))                                    # day 2
     emit = ex.accounts.get("EMIT")
     assert emit.credits == {lot_key(P1, 2023): 15, lot_key(P2, 2019): 4}
-    assert emit.held_back == {lot_key(P1, 2023): {1: 5}}
-    [accepted] = ex.apply(new("s2", "EMIT", "CCER-AFF", "sell", 14))   # 4 of P2, 10 of P1
+    assert emit.lot_bought == {lot_key(P1, 2023): 1}
+    assert emit.credits_sellable(lot_key(P1, 2023)) == 0
+    assert emit.credits_retirable(lot_key(P1, 2023)) == 15
+    [accepted] = ex.apply(new("s2", "EMIT", "CCER-AFF", "sell", 4))    # P2 only
     assert type(accepted) is OrderAccepted, accepted
-    [refused] = ex.apply(new("s3", "EMIT", "CCER-AFF", "sell", 1))     # only held-back left
+    assert ex.books["CCER-AFF"].orders["s2"].lots == [[lot_key(P2, 2019), 4]]
+    [refused] = ex.apply(new("s3", "EMIT", "CCER-AFF", "sell", 1))     # only P1@2023 left
     assert refused.reason is R.HOLDING_PERIOD, refused
-    [short] = ex.apply(new("s4", "EMIT", "CCER-AFF", "sell", 6))       # more than it owns
+    assert "sellable from trading day 6" in refused.text, refused.text
+    [refused] = ex.apply(new("s4", "EMIT", "CCER-AFF", "sell", 15))    # all of P1@2023
+    assert refused.reason is R.HOLDING_PERIOD, refused
+    [short] = ex.apply(new("s5", "EMIT", "CCER-AFF", "sell", 16))      # more than it owns
     assert short.reason is R.INSUFFICIENT_CREDITS, short
     ex.apply(Deposit("F-1", "HOLD", "CNY", CNY, TS))
     [*_, trade] = ex.apply(new("b2", "HOLD", "CCER-AFF", "buy", 14))
-    assert type(trade) is TradeExecuted and trade.lots == ((P2, 2019, 4), (P1, 2023, 10)), trade
-    assert emit.credits[lot_key(P1, 2023)] == 5 and emit.held_back == {lot_key(P1, 2023): {1: 5}}
+    assert type(trade) is TradeExecuted and trade.lots == ((P2, 2019, 4),), trade
+    assert emit.credits[lot_key(P1, 2023)] == 15 and emit.lot_bought == {lot_key(P1, 2023): 1}
+    ex.check()
+    for _ in range(4):                                        # day 6: 5 trading days later
+        ex.apply(EndOfDay(TS))
+    [accepted] = ex.apply(new("s6", "EMIT", "CCER-AFF", "sell", 15))
+    assert type(accepted) is OrderAccepted, accepted
+    assert not emit.lot_bought
     ex.check()
 
 
-def test_art29_retiring_is_not_selling_and_takes_free_tonnes_before_held_back_ones():
+def sold_via_contract(ex: Exchange) -> None:
+    """EMIT sells 10 t of its lot P1@2023 through CCER-AFF to HOLD on trading day 1."""
+    ex.apply(DefineInstrument(LISTING, TS))
+    ex.apply(lot_deposit("D-1", "EMIT", P1, 2023, 10))
+    ex.apply(Deposit("F-1", "HOLD", "CNY", CNY, TS))
+    ex.apply(EndOfDay(TS))
+    ex.apply(new("s1", "EMIT", "CCER-AFF", "sell", 5))
+    [*_, trade] = ex.apply(new("b1", "HOLD", "CCER-AFF", "buy", 5))
+    assert trade.lots == ((P1, 2023, 5),)
+
+
+def test_art29_a_lot_sold_through_the_contract_cannot_be_bought_back_by_its_listing():
+    ex = exchange(CBEEX_2023)
+    sold_via_contract(ex)
+    assert ex.accounts.get("EMIT").lot_sold == {lot_key(P1, 2023): 1}
+    for day in range(1, 6):                                  # days 1-5: 0-4 days later
+        [event] = ex.apply(new(f"r{day}", "EMIT", "AFF-0001-2023", "buy", 5))
+        assert type(event) is OrderRejected and event.reason is R.HOLDING_PERIOD, event
+        assert "from trading day 6" in event.text, event.text
+        ex.check()
+        ex.apply(EndOfDay(TS))
+    [event] = ex.apply(new("r6", "EMIT", "AFF-0001-2023", "buy", 5))  # day 6: 5 days later
+    assert type(event) is OrderAccepted, event
+    assert not ex.accounts.get("EMIT").lot_sold
+    ex.check()
+
+
+def test_art29_a_contract_buy_is_governed_by_the_instrument_rule_only():
+    """A buy of a contract cannot name the lots it will receive: after selling P1@2023
+    through its listing, the account may buy through the contract (lots.py, HOLDING PERIOD)."""
+    ex = exchange(CBEEX_2023)
+    ex.apply(DefineInstrument(LISTING, TS))
+    ex.apply(lot_deposit("D-1", "EMIT", P1, 2023, 10))
+    ex.apply(Deposit("F-1", "HOLD", "CNY", CNY, TS))
+    ex.apply(EndOfDay(TS))
+    ex.apply(new("s1", "EMIT", "AFF-0001-2023", "sell", 5))
+    ex.apply(new("b1", "HOLD", "AFF-0001-2023", "buy", 5))
+    assert ex.accounts.get("EMIT").lot_sold == {lot_key(P1, 2023): 1}
+    [event] = ex.apply(new("b2", "EMIT", "CCER-AFF", "buy", 5))
+    assert type(event) is OrderAccepted, event
+    ex.check()
+
+
+def test_art29_retiring_is_not_selling_it_may_retire_a_held_back_lot():
     from ccerx.engine.core.commands import Retire
     from ccerx.engine.core.events import Retired
     ex = exchange(CBEEX_2023)
     bought_via_contract(ex)                                   # 10 t bought on day 1
-    ex.apply(lot_deposit("D-2", "EMIT", P1, 2023, 3))         # 3 t free of the period
+    ex.apply(lot_deposit("D-2", "EMIT", P1, 2023, 3))         # 3 t more, deposited
     ex.apply(EndOfDay(TS))
-    [retired] = ex.apply(Retire("R-1", "EMIT", P1, 2023, 5, "offset", None, TS))
+    [retired] = ex.apply(Retire("R-1", "EMIT", P1, 2023, 12, "offset", None, TS))
     assert type(retired) is Retired, retired
-    assert ex.accounts.get("EMIT").held_back == {lot_key(P1, 2023): {1: 8}}
+    emit = ex.accounts.get("EMIT")
+    assert emit.credits[lot_key(P1, 2023)] == 1 and emit.lot_bought == {lot_key(P1, 2023): 1}
+    [refused] = ex.apply(new("s2", "EMIT", "CCER-AFF", "sell", 1))    # still not sellable
+    assert refused.reason is R.HOLDING_PERIOD, refused
     ex.check()
 
 
-def test_art29_the_held_back_tonnes_are_in_the_snapshot_and_the_state_hash(tmp_path):
+def test_art29_the_lot_trading_days_are_in_the_snapshot_and_the_state_hash(tmp_path):
     ex = exchange(CBEEX_2023)
     bought_via_contract(ex)
     before_close = ex.state_hash()
     ex.apply(EndOfDay(TS))
-    assert ex.accounts.get("EMIT").held_back == {lot_key(P1, 2023): {1: 10}}
+    assert ex.accounts.get("EMIT").lot_bought == {lot_key(P1, 2023): 1}
+    assert ex.accounts.get("HOLD").lot_sold == {lot_key(P1, 2023): 1}
     restored = round_trip(ex)
-    assert restored.accounts.get("EMIT").held_back == {lot_key(P1, 2023): {1: 10}}
+    assert restored.accounts.get("EMIT").lot_bought == {lot_key(P1, 2023): 1}
+    assert restored.accounts.get("HOLD").lot_sold == {lot_key(P1, 2023): 1}
     assert restored.state_hash() == ex.state_hash() != before_close
     path = snap.write(tmp_path, ex.seq, ex, {})
     assert snap.restore(path)[1].state_hash() == ex.state_hash()
-    forgetful = round_trip(ex)
-    forgetful.accounts.get("EMIT").held_back.clear()
-    assert forgetful.state_hash() != ex.state_hash()          # the hash covers it
+    for name, which in (("EMIT", "lot_bought"), ("HOLD", "lot_sold")):
+        forgetful = round_trip(ex)
+        getattr(forgetful.accounts.get(name), which).clear()
+        assert forgetful.state_hash() != ex.state_hash()      # the hash covers it
     sell = new("s2", "EMIT", "AFF-0001-2023", "sell", 10)
     assert restored.apply(sell) == ex.apply(sell)
     assert ex.apply(new("s3", "EMIT", "AFF-0001-2023", "sell", 1))[0].reason is R.HOLDING_PERIOD
 
 
-def test_a_snapshot_written_before_held_back_credits_existed_still_restores():
-    ex = exchange(CBEEX_2023)
+def test_a_snapshot_written_before_lot_trading_days_existed_still_restores():
+    ex = exchange(CONTINUOUS)          # no holding period: the state has no lot days
     ex.apply(Deposit("D-1", "HOLD", "CCER-AFF", 10, TS))
     ex.apply(new("s1", "HOLD", "CCER-AFF", "sell", 10))
-    ex.apply(new("b1", "EMIT", "CCER-AFF", "buy", 10))      # bought today: not yet held back
+    ex.apply(new("b1", "EMIT", "CCER-AFF", "buy", 10))
     state = orjson.loads(orjson.dumps(exchange_state(ex), option=orjson.OPT_NON_STR_KEYS))
-    assert "held_back" not in state["accounts"]              # the old format, unchanged
+    assert "lot_bought" not in state["accounts"] and "lot_sold" not in state["accounts"]
     old = exchange_from_state(state)
     assert old.state_hash() == ex.state_hash()
     old.apply(EndOfDay(TS))
     ex.apply(EndOfDay(TS))
     assert old.state_hash() == ex.state_hash()
+
+
+def test_a_snapshot_of_tonne_level_held_back_credits_restores_as_a_held_back_lot():
+    ex = exchange(CBEEX_2023)
+    bought_via_contract(ex)
+    ex.apply(EndOfDay(TS))
+    ex.apply(EndOfDay(TS))                                   # day 3
+    state = orjson.loads(orjson.dumps(exchange_state(ex), option=orjson.OPT_NON_STR_KEYS))
+    del state["accounts"]["lot_bought"], state["accounts"]["lot_sold"]
+    # (the format of 2b79891: per account, key -> [[day bought, t], ...] of earlier days)
+    state["accounts"]["held_back"] = {"EMIT": {lot_key(P1, 2023): [[1, 10]]}}
+    old = exchange_from_state(state)
+    assert old.accounts.get("EMIT").lot_bought == {lot_key(P1, 2023): 1}
+    [refused] = old.apply(new("s2", "EMIT", "CCER-AFF", "sell", 10))
+    assert refused.reason is R.HOLDING_PERIOD, refused
+    old.check()
 
 
 def test_art37_open_buys_of_a_listing_count_toward_the_contract_limit():
