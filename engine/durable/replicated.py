@@ -1297,7 +1297,8 @@ class ClusterNode:
                 {"confirmed": confirmed.get(name, meta["instruction"])}))
         write_atomic(data_dir / POSITION_FILE, orjson.dumps(
             {"stream_seq": meta["stream_seq"], "cmd_seq": meta["cmd_seq"],
-             "term": meta["term"], "leader": meta["leader"]}))
+             "term": meta["term"], "leader": meta["leader"],
+             "fronts": meta.get("fronts", {})}))   # (a restart before any checkpoint)
         self.joined, self._joined_sessions = meta, sessions
 
     # ------------------------------------------------------------------ status

@@ -87,10 +87,9 @@ def front_orders(first: int, count: int) -> bytes:
                          for n in range(first, first + count)])
 
 
-@pytest.mark.xfail(strict=True, reason="_join_from_bundle writes cluster-position.json without "
-                   "the bundle's 'fronts': a joined node restarted before its first matched "
-                   "checkpoint resumes with front_last empty, and as leader refuses a quiet "
-                   "front's next batch (k > 1 of a known epoch) as a gap for ever")
+# (was a strict xfail: _join_from_bundle wrote cluster-position.json without the bundle's
+# 'fronts', so a joined node restarted before its first matched checkpoint resumed with
+# front_last empty and, as leader, refused a quiet front's next batch as a gap for ever)
 def test_a_joined_node_restarted_at_once_then_leading_takes_the_fronts_next_batch(tmp_path):
     cluster = Cluster(tmp_path, options=("--cluster-snapshot-every", "50"))
     try:
