@@ -105,7 +105,10 @@ def _open(path: str, create: bool = False):
     except Exception as err:      # a bad URL, an unreachable server: the user's to fix
         if not where.is_database_url(path) and not isinstance(err, ValueError):
             raise
-        print(f"ccerx ledger: {where.describe(path)}: {err}", file=sys.stderr)
+        text = where.scrub(str(err), path)
+        if not isinstance(err, ConnectionError):      # (that one names the ledger itself)
+            text = f"{where.describe(path)}: {text}"
+        print(f"ccerx ledger: {text}", file=sys.stderr)
         return None
 
 

@@ -6,11 +6,13 @@
                                                   is the ledger's own schema, created if missing
 
 A PostgreSQL ledger is the one the nodes of a cluster on several machines share: a SQLite file
-lives on one machine. The URL's password, if any, is never printed (`describe`).
+lives on one machine. The URL's password, if any (`user:password@` or `?password=`), is
+never printed: `describe` shows the URL without it and `scrub` takes it out of a driver's
+error message.
 """
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 DATABASE_SCHEMES = ("postgresql://", "postgres://")
 DEFAULT_SCHEMA = "ccerx_ledger"
@@ -34,16 +36,37 @@ def split_database_url(where: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=rest)), schema
 
 
+def _passwords(where: str) -> list:
+    """The password(s) a database URL carries, as written and decoded (userinfo, ?password=)."""
+    parts = urlsplit(where)
+    found = [parts.password] if parts.password else []
+    found += [value for key, value in parse_qsl(parts.query, keep_blank_values=True)
+              if key == "password" and value]
+    for raw in [word for word in parts.query.split("&") if word.startswith("password=")]:
+        found.append(raw[len("password="):])
+    found += [unquote(word) for word in found]
+    return sorted({word for word in found if word}, key=len, reverse=True)
+
+
+def scrub(text: str, where: str) -> str:
+    """`text` (a driver's error, say) without the password(s) of the URL `where`."""
+    for word in _passwords(str(where)):
+        text = text.replace(word, "***")
+    return text
+
+
 def describe(where: str) -> str:
-    """`where` fit to print: a database URL without its password."""
+    """`where` fit to print: a database URL without its password (userinfo or ?password=)."""
     where = str(where)
     if not is_database_url(where):
         return where
     parts = urlsplit(where)
-    if parts.password is None:
-        return where
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1))
+    query = [(key, "***" if key == "password" else value)
+             for key, value in parse_qsl(parts.query, keep_blank_values=True)]
+    shown = urlunsplit(parts._replace(query=urlencode(query, safe="*")))
+    return scrub(shown, where)
 
 
 def open_ledger(where):
@@ -52,7 +75,13 @@ def open_ledger(where):
     if is_database_url(str(where)):
         from ccerx.engine.ledger.postgres import PostgresLedger
         conninfo, schema = split_database_url(str(where))
-        return PostgresLedger(conninfo, schema=schema)
+        try:
+            return PostgresLedger(conninfo, schema=schema)
+        except ValueError:
+            raise
+        except Exception as err:       # the driver's words may quote the password
+            raise ConnectionError(f"the ledger at {describe(where)}: "
+                                  f"{scrub(str(err), where)}") from None
     from ccerx.engine.ledger.sqlite import SqliteLedger
     return SqliteLedger(where)
 
@@ -62,7 +91,12 @@ def missing_database_ledger(where: str):
     anything: a query must never make an empty ledger out of a mistyped schema."""
     import psycopg
     conninfo, schema = split_database_url(where)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    try:
+        conn = psycopg.connect(conninfo, autocommit=True)
+    except Exception as err:          # the driver's words may quote the password
+        raise ConnectionError(f"the ledger at {describe(where)}: "
+                              f"{scrub(str(err), where)}") from None
+    with conn:
         found = {row[0] for row in conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
             (schema,))}

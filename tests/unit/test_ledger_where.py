@@ -52,3 +52,16 @@ def test_ledger_queries_name_an_unreachable_database_without_its_password():
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "postgresql://ops:***@127.0.0.1:1/test" in done.stderr
     assert "s3cret" not in done.stderr + done.stdout
+
+
+def test_serve_names_an_unreachable_ledger_database_without_its_password(tmp_path):
+    """`ccerx serve --ledger URL` with a server that does not answer: one clear line, exit 2,
+    no traceback, no password (libpq quotes parts of the URL in its own error)."""
+    done = subprocess.run([sys.executable, "-m", "ccerx.scripts.ccerx", "serve", "--port", "0",
+                           "--data-dir", str(tmp_path / "data"), "--control", "none",
+                           "--ledger", "postgresql://ops:s3cr%ZZet@127.0.0.1:1/test"
+                                       "?connect_timeout=2&password=hunter2"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "the ledger at postgresql://" in done.stderr
+    assert "s3cr" not in done.stderr + done.stdout and "hunter2" not in done.stderr
