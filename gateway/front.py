@@ -34,7 +34,8 @@ from typing import Optional
 import orjson
 
 from ccerx.engine.durable import journal as jr
-from ccerx.engine.durable.replicated import FRONT_BATCH_MAX
+from ccerx.engine.durable.replicated import (FRONT_BATCH_MAX, FRONT_REFUSAL_LOG_S,
+                                             decode_front_batch, valid_front_name)
 
 log = logging.getLogger("gateway.front")
 
@@ -52,7 +53,14 @@ class FrontLink:
     def __init__(self, node):
         self.node = node
         self.name = node.settings.node
-        self.epoch = time.time_ns()
+        if not valid_front_name(self.name):
+            raise ValueError(f"front name {self.name!r}: 1-64 letters, digits, - and _")
+        # the epoch: above every one of this name in the stream (a previous run's, with the
+        # clock ahead then; or a batch sent under this name by another NATS client), taken
+        # again before the first batch, once the replica has caught up (_send)
+        self.epoch = self._next_epoch(time.time_ns())
+        self._epoch_fixed = False
+        self._foreign_logged = -FRONT_REFUSAL_LOG_S
         self.application = self.server = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._batch: list = []                  # (command, request) of this iteration
@@ -74,8 +82,21 @@ class FrontLink:
         self._resender = loop.create_task(self._resend_forever())
 
     # ------------------------------------------------------------------ out: to the leader
+    def _next_epoch(self, at_least: int) -> int:
+        last = self.node.front_last.get(self.name)
+        return max(at_least, last[0] + 1) if last else at_least
+
     def forward(self, command, request) -> None:
-        """The application's hook (in the loop): the command joins this iteration's batch."""
+        """The application's hook (in the loop): the command joins this iteration's batch
+        unless the leader would refuse it (replicated.decode_front_batch: e.g. a Symbol over
+        FRONT_TEXT_MAX characters), which would refuse the whole batch, and every later one
+        re-sent with it, for ever: such a command is logged and dropped (not answered)."""
+        try:
+            decode_front_batch(orjson.dumps([jr.encode_command(command)]))
+        except ValueError as err:
+            log.error("front %s: a command the leader would refuse is not forwarded: %s",
+                      self.name, err)
+            return
         self._batch.append((command, request))
         if len(self._batch) >= FRONT_BATCH_MAX:
             self._send()
@@ -88,6 +109,8 @@ class FrontLink:
         batch, self._batch = self._batch, []
         if not batch:
             return
+        if not self._epoch_fixed:         # caught up (logons wait for it): fix the epoch
+            self.epoch, self._epoch_fixed = self._next_epoch(self.epoch), True
         self._k += 1
         data = orjson.dumps([jr.encode_command(command) for command, _ in batch])
         self._unconfirmed[self._k] = [data, [request for _, request in batch],
@@ -135,7 +158,11 @@ class FrontLink:
         """Commands first_seq... of a stream message were applied: tell whom it concerns."""
         mine: dict = {}
         for name, epoch, k, first, count in fronts:
-            if name != self.name or epoch != self.epoch:
+            if name != self.name:
+                continue
+            if epoch != self.epoch:
+                if self._epoch_fixed or epoch > self.epoch:
+                    self._foreign(epoch, k)
                 continue
             entry = self._unconfirmed.pop(k, None)
             if entry is None:
@@ -149,6 +176,20 @@ class FrontLink:
         if out:
             self.server.deliver(out)
 
+    def _foreign(self, epoch: int, k: int) -> None:
+        """A batch under this front's name that this process did not send is in the stream:
+        another NATS client publishes as this front (README, "NATS authorization")."""
+        now = time.monotonic()
+        if now - self._foreign_logged < FRONT_REFUSAL_LOG_S:
+            return
+        self._foreign_logged = now
+        log.error("front %s: THE STREAM HOLDS A BATCH UNDER THIS FRONT'S NAME THAT IT DID NOT "
+                  "SEND (epoch %d, batch %d; this process's epoch is %d): another client of "
+                  "the NATS cluster publishes to the front subject as this front%s",
+                  self.name, epoch, k, self.epoch,
+                  " (the leader now refuses this front's batches: restart it, it takes an "
+                  "epoch above)" if epoch > self.epoch else "")
+
     def close(self) -> None:
         if self._resender is not None:
             self._resender.cancel()
@@ -161,6 +202,7 @@ class FrontIntake:
     def __init__(self, node, application, server, loop):
         self.node, self.application, self.server, self._loop = node, application, server, loop
         self._queue: deque = deque()
+        node.front_refused_owners = frozenset(application.sessions)   # never from a front
         node.front_handler = self._received
 
     def _received(self, name: str, epoch: int, k: int, data: bytes) -> None:   # NATS thread
@@ -176,7 +218,7 @@ class FrontIntake:
             name, epoch, k, data = queue.popleft()
             try:
                 events = node.apply_front_batch(name, epoch, k, data)
-            except Exception as err:     # the engine failed mid-batch: never publish that
+            except Exception as err:     # the engine failed mid-batch on a checked batch
                 node.fence(f"applying front {name}'s batch {k}: {err!r}")
             if events is None:
                 continue

@@ -173,7 +173,24 @@ leaves a front only after its command is in the stream with quorum. A front batc
 in the stream after a second (the leader died, or dropped it) is re-sent with every later one,
 in order (go-back-N), so a front's brokers stay logged on through a leader's failover and
 see a pause; each order is entered once. A front refuses logons until it has applied what
-the stream held when it started (`ready`).
+the stream held when it started (`ready`). A front's epoch is above every epoch of its name
+in the stream (its clock at start, or the last one + 1: taken again before its first batch),
+so a restart with its clock behind still leads to batches the leader takes.
+
+What the leader takes from FRONT_SUBJECT (apply_front_batch; a batch is checked whole before
+any of it is applied, and refused whole, with a log line at most every FRONT_REFUSAL_LOG_S;
+nothing a front sends stops the leader): a valid front name (letters, digits, - and _, at
+most FRONT_NAME_MAX), 1-FRONT_BATCH_MAX rows decoded by decode_front_batch, a whitelist of
+what a front's FIX application makes, NewOrder, CancelOrder and AmendOrder, each field
+type-checked (never journal.decode_command, whose pickled rows would run the sender's code),
+for brokers other than those the leader's own gateway serves. What a client of the NATS
+cluster can still do (no front is authenticated here; the trust boundary is NATS's own
+authentication and permissions, README "NATS authorization"): enter, cancel and amend orders
+as any broker the leader does not serve itself (the engine's pre-trade checks apply: the
+account must be the broker's, the credits or the money there), with timestamps of its
+choosing; send batches under a front's name, which that front logs loudly (and a batch with
+a later epoch makes the leader refuse the front's own until it restarts); and, with rights on
+ccerx.cmds or the buckets, anything: only the nodes may publish there.
 
 Threads: the NATS client runs in this module's own thread and event loop; the engine thread
 (the gateway's event loop) blocks on each publish as it blocked on the journal's fsync, and
@@ -193,6 +210,8 @@ import orjson
 
 from pathlib import Path
 
+from ccerx.engine.core.commands import AmendOrder, CancelOrder, NewOrder
+from ccerx.engine.core.types import PriceError, RejectReason
 from ccerx.engine.durable import journal as jr
 from ccerx.engine.durable import snapshot as snap
 from ccerx.engine.durable.exchange import OPENING
@@ -221,6 +240,98 @@ FRONT_SUBJECT = "ccerx.front.in"  # core NATS: front batches, to the leader
 H_FRONT, H_FRONT_EPOCH, H_FRONT_SEQ = "Ccerx-Front", "Ccerx-Front-Epoch", "Ccerx-Front-Seq"
 H_FRONTS = "Ccerx-Fronts"         # batch: [[front, epoch, k, first cmd seq, count], ...]
 FRONT_BATCH_MAX = 500             # commands in one front batch (a stream message holds whole ones)
+FRONT_NAME_MAX = 64               # a front's name: letters, digits, - and _ (as --front checks)
+FRONT_TEXT_MAX = 256              # any string of a front batch's row, in characters
+FRONT_REFUSAL_LOG_S = 10.0        # a refused front batch is logged at most this often
+_INT64 = 1 << 63
+_FRONT_SIDES = frozenset(("buy", "sell"))                 # what gateway/fix/translate.py
+_FRONT_ORDER_TYPES = frozenset(("market", "limit", "take"))   # makes of FIX fields
+_FRONT_TIFS = frozenset(("day", "ioc", "fok", None))
+_FRONT_PRICE_REASONS = {r.value: r for r in (RejectReason.INVALID_PRICE, RejectReason.OFF_TICK)}
+
+
+def valid_front_name(name) -> bool:
+    """A front's name: 1-FRONT_NAME_MAX ASCII letters, digits, - and _."""
+    return (type(name) is str and 0 < len(name) <= FRONT_NAME_MAX and name.isascii()
+            and name.replace("-", "").replace("_", "").isalnum())
+
+
+def _text(value, optional: bool = False) -> str:
+    if value is None and optional:
+        return value
+    if type(value) is not str or not 0 < len(value) <= FRONT_TEXT_MAX:
+        raise ValueError(f"not a string of 1-{FRONT_TEXT_MAX} characters: {str(value)[:40]!r}")
+    return value
+
+
+def _int(value, optional: bool = False, least: int = -_INT64) -> int:
+    if value is None and optional:
+        return value
+    if type(value) is not int or not least <= value < _INT64:   # (bool is not int here)
+        raise ValueError(f"not an integer of 64 bits: {str(value)[:40]!r}")
+    return value
+
+
+def _price(value):
+    if type(value) is list:
+        if len(value) != 2 or value[0] not in _FRONT_PRICE_REASONS:
+            raise ValueError(f"not a price error: {str(value)[:40]!r}")
+        return PriceError(_FRONT_PRICE_REASONS[value[0]], _text(value[1]))
+    return _int(value, optional=True)
+
+
+def _enum(value, allowed: frozenset) -> str:
+    if (value is not None and type(value) is not str) or value not in allowed:
+        raise ValueError(f"not one of {sorted(map(str, allowed))}: {str(value)[:40]!r}")
+    return value
+
+
+def decode_front_batch(data: bytes, refused_owners=frozenset()) -> list:
+    """A front batch's body -> its commands, or ValueError (the whole batch is refused). A
+    whitelist (module doc, "Fronts"): only what a front's FIX application makes (NewOrder,
+    CancelOrder, AmendOrder: gateway/fix/translate.py), each field of its type (ints are ints
+    of 64 bits, never bools; strings 1-FRONT_TEXT_MAX characters; sides, order types, times in
+    force and price errors among the engine's), at most FRONT_BATCH_MAX, each for a broker
+    (owner) not in `refused_owners` (the leader's own gateway's brokers never come from a
+    front). Never journal.decode_command: its _PICKLED rows would run the sender's code."""
+    try:
+        rows = orjson.loads(data)
+    except orjson.JSONDecodeError as err:
+        raise ValueError(f"not JSON: {err}") from None
+    if type(rows) is not list or not 0 < len(rows) <= FRONT_BATCH_MAX:
+        raise ValueError(f"not a list of 1-{FRONT_BATCH_MAX} rows")
+    commands = []
+    for n, row in enumerate(rows):
+        try:
+            commands.append(_front_command(row, refused_owners))
+        except (ValueError, TypeError, IndexError) as err:
+            raise ValueError(f"row {n}: {err}") from None
+    return commands
+
+
+def _front_command(row, refused_owners):
+    if type(row) is not list or not row:
+        raise ValueError("not a command row")
+    tag, size = row[0], len(row)
+    if type(tag) is not int:
+        tag = None
+    if tag == jr.NEW_TAG and size in (11, 12):      # (the journal's row layouts)
+        command = NewOrder(_text(row[1]), _text(row[2]), _text(row[3]),
+                           _enum(row[4], _FRONT_SIDES), _enum(row[5], _FRONT_ORDER_TYPES),
+                           _enum(row[6], _FRONT_TIFS), _price(row[7]), _int(row[8]),
+                           _int(row[9], least=0), _text(row[10]),
+                           _text(row[11], optional=True) if size == 12 else None)
+    elif tag == jr._CANCEL and size == 4:
+        command = CancelOrder(_text(row[1]), _int(row[2], least=0), _text(row[3]))
+    elif tag == jr._AMEND and size == 6:
+        command = AmendOrder(_text(row[1]), _price(row[2]), _int(row[3], optional=True),
+                             _int(row[4], least=0), _text(row[5]))
+    else:
+        raise ValueError(f"not a command a front makes (new order, cancel, amend): tag "
+                         f"{str(row[0])[:20]!r}, {size} fields")
+    if command.owner in refused_owners:
+        raise ValueError(f"broker {command.owner!r} is served by the leader's own gateway")
+    return command
 
 
 class ClusterSettings(NamedTuple):
@@ -404,6 +515,11 @@ class ClusterNode:
         self.ready = False            # a front: caught up with the stream as it was at start
         self.front_applied_seq = 0    # a front: the last stream message its gateway applied
         self.fronts_dropped = 0       # leader: front batches dropped (duplicates and gaps)
+        self.fronts_refused = 0       # leader: of those, refused (decode_front_batch, names)
+        self._front_refusal_logged = -FRONT_REFUSAL_LOG_S
+        self._fronts_refused_logged = 0
+        # leader: the brokers its own gateway serves (set by FrontIntake): never from a front
+        self.front_refused_owners: frozenset = frozenset()
         # a front applies the stream messages queued on its loop with one commit (apply_handed
         # with defer=True, then commit_deferred): commands applied, not yet in the journal
         self._deferred_rows = 0
@@ -1009,8 +1125,16 @@ class ClusterNode:
         `epoch` (its process's start) if it is the next one: k == 1 of a newer epoch, or the
         last k + 1 of the same. Returns the events of each command, or None (dropped: not
         leading, a duplicate, a gap or an older epoch; the front re-sends what it has not
-        seen in the stream). The commands are applied one after the other (deferred: the
-        next commit publishes them, with the entry in H_FRONTS)."""
+        seen in the stream; or refused: not a valid front name, or a row that is not a
+        command a front makes, decode_front_batch; logged, at most every
+        FRONT_REFUSAL_LOG_S). The whole batch is checked before any of it is applied; its
+        commands are then applied one after the other (deferred: the next commit publishes
+        them, with the entry in H_FRONTS)."""
+        if not valid_front_name(name) or type(epoch) is not int or type(k) is not int \
+                or not (0 < epoch < _INT64 and 0 < k < _INT64):
+            self._refuse_front(f"a front batch under the name {str(name)[:80]!r} (epoch "
+                               f"{str(epoch)[:20]}, k {str(k)[:20]}): not a front's")
+            return None
         last = self.front_last.get(name)
         if last is None or epoch > last[0]:
             fits = k == 1
@@ -1020,10 +1144,9 @@ class ClusterNode:
             self.fronts_dropped += 1
             return None
         try:
-            commands = [jr.decode_command(row) for row in orjson.loads(data)]
-        except Exception as err:      # not front batch rows: nothing applied, nothing noted
-            self._log(f"ccerx serve: front {name}'s batch {k} is not readable: {err!r}")
-            self.fronts_dropped += 1
+            commands = decode_front_batch(data, self.front_refused_owners)
+        except ValueError as err:     # nothing applied, nothing noted
+            self._refuse_front(f"front {name}'s batch {k} (epoch {epoch}) refused: {err}")
             return None
         first = self.applied_cmds + 1
         apply = self.engine.apply_deferred
@@ -1031,6 +1154,19 @@ class ClusterNode:
         self.front_last[name] = [epoch, k]
         self._front_entries.append([name, epoch, k, first, len(commands)])
         return events
+
+    def _refuse_front(self, why: str) -> None:
+        """A front batch refused (module doc, "Fronts"): counted; one log line at most every
+        FRONT_REFUSAL_LOG_S (any NATS client can send them), saying how many since the last."""
+        self.fronts_dropped += 1
+        self.fronts_refused += 1
+        now = time.monotonic()
+        if now - self._front_refusal_logged >= FRONT_REFUSAL_LOG_S:
+            self._front_refusal_logged = now
+            unlogged = self.fronts_refused - self._fronts_refused_logged - 1
+            self._fronts_refused_logged = self.fronts_refused
+            more = f" ({unlogged} more refused since the last such line)" if unlogged else ""
+            self._log(f"ccerx serve: {why}{more}")
 
     def take_front_entries(self) -> list:
         """The front batches applied since the last publish (their H_FRONTS entries)."""
@@ -1042,8 +1178,8 @@ class ClusterNode:
         headers = msg.headers or {}
         try:
             name = headers[H_FRONT]
-            epoch, k = int(headers[H_FRONT_EPOCH]), int(headers[H_FRONT_SEQ])
-        except (KeyError, ValueError):
+            epoch, k = int(headers[H_FRONT_EPOCH][:20]), int(headers[H_FRONT_SEQ][:20])
+        except (KeyError, ValueError, TypeError):
             return
         if self.leading and self.front_handler is not None:
             self.front_handler(name, epoch, k, msg.data)

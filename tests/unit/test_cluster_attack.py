@@ -40,8 +40,6 @@ class _Touch:
         return (open, (self.path, "w"))
 
 
-@pytest.mark.xfail(strict=True, reason="journal.decode_command unpickles a _PICKLED row: any "
-                   "NATS client runs code on the leader through ccerx.front.in")
 def test_a_front_batch_runs_no_code_of_the_senders_on_the_leader(node, tmp_path):
     lead(node)
     proof = tmp_path / "pwned"
@@ -51,8 +49,6 @@ def test_a_front_batch_runs_no_code_of_the_senders_on_the_leader(node, tmp_path)
     assert not proof.exists(), "the leader unpickled a front batch's row"
 
 
-@pytest.mark.xfail(strict=True, reason="apply_front_batch applies any command a row decodes to: "
-                   "operator commands (Deposit, SetTradingStatus, EndOfDay, ...) included")
 def test_a_front_batch_carries_no_operator_commands(node):
     lead(node)
     before = node.exchange.state_hash()
@@ -63,9 +59,6 @@ def test_a_front_batch_carries_no_operator_commands(node):
     assert node.exchange.state_hash() == before
 
 
-@pytest.mark.xfail(strict=True, reason="a front batch row that decodes but has the wrong types "
-                   "raises in the leader's engine (JournalFailed); FrontIntake._drain then "
-                   "fences the leader (os._exit): one NATS message kills each leader in turn")
 def test_a_malformed_front_row_neither_stops_nor_breaks_the_leader(node):
     lead(node)
     bad = [[1, "BROKER01:x", "not a time", "BROKER01"]]      # a CancelOrder, ts a str
@@ -75,10 +68,6 @@ def test_a_malformed_front_row_neither_stops_nor_breaks_the_leader(node):
     node.engine.commit()
 
 
-@pytest.mark.xfail(strict=True, reason="a front's epoch is its wall clock at start: a front "
-                   "restarted with its clock behind its previous run's epoch (or after a "
-                   "hostile batch named after it with a future epoch) has every batch dropped "
-                   "as 'an older epoch' for ever, re-sent every second, never logged")
 def test_a_restarted_front_takes_an_epoch_above_any_it_had(node):
     earlier = time.time_ns() + 3600 * 10**9        # its previous run, with the clock ahead
     node.front_last[node.settings.node] = [earlier, 7]    # (as its replica read the stream)
@@ -106,9 +95,6 @@ def test_a_ledger_url_password_is_not_printed_in_the_drivers_error(capsys):
     assert "s3cr" not in printed.out + printed.err, printed.err
 
 
-@pytest.mark.xfail(strict=True, reason="apply_front_batch takes empty batches under any front "
-                   "name: each adds an entry to front_last for ever (every position file and "
-                   "join bundle carries it) and to the next stream message's Ccerx-Fronts")
 def test_front_batches_from_unknown_names_leave_no_trace_on_the_leader(node):
     lead(node)
     for n in range(1000):

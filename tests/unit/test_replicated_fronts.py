@@ -109,3 +109,38 @@ def test_a_front_applies_queued_messages_with_one_commit(tmp_path, node):
     node.exchange.close(settle_timeout=0)
     assert [c.order_id for c in jr.iter_commands(jr.scan(tmp_path / "node").records)] == [
         "BROKER01:o1", "BROKER01:o2", "BROKER01:o3"]
+
+
+def test_a_front_batch_is_checked_whole_before_any_of_it_is_applied(node):
+    """One bad row (a float qty) refuses the whole batch: the good orders before it are not
+    applied, the front's (epoch, k) is not noted, and its next batch 1 is still taken."""
+    lead(node)
+    good = jr.encode_command(order(1))
+    bad = list(good)
+    bad[8] = 1.5
+    assert node.apply_front_batch("f1", 7, 1, orjson.dumps([good, bad])) is None
+    assert node.front_last == {} and node.fronts_refused == 1
+    assert node.apply_front_batch("f1", 7, 1, orjson.dumps([good])) is not None
+
+
+def test_the_leader_refuses_front_commands_for_the_brokers_it_serves(node):
+    """The leader's own gateway's brokers (FrontIntake sets them) never come from a front."""
+    lead(node)
+    node.front_refused_owners = frozenset({order(1).owner})
+    assert node.apply_front_batch("f1", 7, 1, rows(order(1))) is None
+    node.front_refused_owners = frozenset({"BROKER99"})
+    assert node.apply_front_batch("f1", 7, 1, rows(order(1))) is not None
+
+
+def test_a_front_forwards_no_command_the_leader_would_refuse(node):
+    """An over-long Symbol would make the leader refuse the front's batch, and every batch
+    re-sent after it, for ever: the front drops that command (logged) and sends the rest."""
+    from ccerx.gateway.front import FrontLink
+    sent = []
+    node.send_front_batch = lambda epoch, k, data: sent.append(orjson.loads(data))
+    link = FrontLink(node)
+    link._loop = type("Loop", (), {"call_soon": lambda self, f: None})()
+    link.forward(order(1)._replace(instrument="X" * 1000), None)
+    link.forward(order(2), None)
+    link._send()
+    assert [[row[1] for row in batch] for batch in sent] == [[order(2).order_id]]
