@@ -523,6 +523,7 @@ def start_cluster_node(args, server, application, loop) -> Optional[asyncio.Even
     node = getattr(args, "cluster_node", None)
     if node is None:
         return None
+    from ccerx.engine.durable.replicated import shown_servers
     from ccerx.gateway.cluster import replicate_sessions, take_over
     from ccerx.gateway.front import FrontIntake
     leading = asyncio.Event()
@@ -531,11 +532,13 @@ def start_cluster_node(args, server, application, loop) -> Optional[asyncio.Even
         try:
             node.start(f"{args.host}:{server.port}", lambda: None)
         except Exception as err:
-            print(f"ccerx serve: cannot join the cluster at {', '.join(node.settings.servers)}: "
-                  f"{err!r}", file=sys.stderr, flush=True)
+            print(f"ccerx serve: cannot join the cluster at "
+                  f"{shown_servers(node.settings.servers)}: {err!r}", file=sys.stderr,
+                  flush=True)
             raise SystemExit(1) from None
-        print(f"ccerx serve: front {node.settings.node} on {', '.join(node.settings.servers)}: "
-              f"following the stream, forwarding to the leader", file=sys.stderr, flush=True)
+        print(f"ccerx serve: front {node.settings.node} on "
+              f"{shown_servers(node.settings.servers)}: following the stream, forwarding to "
+              f"the leader", file=sys.stderr, flush=True)
         return leading
     replicate_sessions(server, node, loop, application)   # FIX stores: in the stream, mirrored
     if application is not None:
@@ -548,11 +551,12 @@ def start_cluster_node(args, server, application, loop) -> Optional[asyncio.Even
     try:
         node.start(f"{args.host}:{server.port}", lambda: loop.call_soon_threadsafe(on_leader))
     except Exception as err:     # concurrent.futures.TimeoutError included
-        print(f"ccerx serve: cannot join the cluster at {', '.join(node.settings.servers)}: "
-              f"{err!r}", file=sys.stderr, flush=True)
+        print(f"ccerx serve: cannot join the cluster at "
+              f"{shown_servers(node.settings.servers)}: {err!r}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
-    print(f"ccerx serve: cluster node {node.settings.node} on {', '.join(node.settings.servers)}"
-          f": following the stream, standing for leader", file=sys.stderr, flush=True)
+    print(f"ccerx serve: cluster node {node.settings.node} on "
+          f"{shown_servers(node.settings.servers)}: following the stream, standing for leader",
+          file=sys.stderr, flush=True)
     return leading
 
 

@@ -6,7 +6,9 @@ engine/durable/replicated.py writes (names there), and the nodes' own `cluster-s
 files when their data directories are given. Never takes the lease, never publishes.
 
 Health (the exit code of the command): `healthy` is True when a node holds the lease and
-renewed it within half its TTL (by the NATS server's clock against this machine's), the
+renewed it within half its TTL (by the NATS server's clock against this machine's), every
+node that ever reported in CCERX_NODES reported within SILENT_S (nodes and fronts report
+every HEARTBEAT_S; by the reporters' clocks against this machine's), the
 stream's Raft group has a leader and every replica is current and online, and every node
 given by its data directory follows the stream within `max_lag` messages with the state hash
 of any other node at the same command seq. Each problem is one line of `problems`.
@@ -20,11 +22,13 @@ from typing import NamedTuple, Optional
 
 import orjson
 
-from ccerx.engine.durable.replicated import (LEASE_BUCKET, LEASE_KEY, SNAPSHOT_BUCKET,
-                                             SNAPSHOT_PREFIX, STATUS_FILE, STREAM,
-                                             run_in_fresh_loop)
+from ccerx.engine.durable.replicated import (HEARTBEAT_S, LEASE_BUCKET, LEASE_KEY,
+                                             NODES_BUCKET, SNAPSHOT_BUCKET, SNAPSHOT_PREFIX,
+                                             STATUS_FILE, STREAM, run_in_fresh_loop,
+                                             shown_servers)
 
 DEFAULT_MAX_LAG = 100      # stream messages a following node may be behind and still be well
+SILENT_S = 5 * HEARTBEAT_S  # a node whose last report is older has stopped (or lost NATS)
 
 
 class ClusterStatus(NamedTuple):
@@ -32,6 +36,7 @@ class ClusterStatus(NamedTuple):
     lease: Optional[dict]     # {"node", "fix", "revision", "ttl_s", "renewed_s_ago"};
                               # None: nobody leads
     bundles: list             # [{"name", "stream_seq", "bytes"}], oldest first
+    reports: dict             # node -> its last CCERX_NODES report, with "silent_s"
     nodes: list               # each given data directory's status file, with "lag"
     problems: list            # one line per problem; [] means healthy
 
@@ -107,7 +112,18 @@ async def _read_nats(servers: list) -> tuple[Optional[dict], Optional[dict], lis
                     for item in items if item.name.startswith(SNAPSHOT_PREFIX)]
         bundles = await _answer(ask_bundles, "the join bundles", errors) or []
         bundles.sort(key=lambda b: b["stream_seq"])
-        return stream, lease, bundles, errors
+
+        async def ask_reports():
+            kv = await js.key_value(NODES_BUCKET)
+            found = {}
+            for key in await kv.keys():
+                try:
+                    found[key] = orjson.loads((await kv.get(key)).value)
+                except Exception:
+                    continue              # deleted meanwhile
+            return found
+        reports = await _answer(ask_reports, "the nodes' reports", errors) or {}
+        return stream, lease, bundles, reports, errors
     finally:
         await nc.close()
 
@@ -130,10 +146,11 @@ def cluster_status(servers: list, data_dirs: list = (), max_lag: int = DEFAULT_M
                    timeout: float = 30) -> ClusterStatus:
     """Ask NATS, read the nodes' files, judge. ConnectionError if no NATS server answers."""
     try:
-        stream, lease, bundles, errors = run_in_fresh_loop(_read_nats(list(servers)), timeout)
+        stream, lease, bundles, reports, errors = run_in_fresh_loop(
+            _read_nats(list(servers)), timeout)
     except Exception as err:
-        raise ConnectionError(f"no NATS server of {', '.join(servers)} answered: {err!r}") \
-            from None
+        raise ConnectionError(f"no NATS server of {shown_servers(servers)} answered: "
+                              f"{err!r}") from None
     problems = list(errors)
     if stream is None and not errors:
         problems.append(f"no stream {STREAM}: no node has started on this NATS cluster")
@@ -159,6 +176,13 @@ def cluster_status(servers: list, data_dirs: list = (), max_lag: int = DEFAULT_M
                         f"{lease['renewed_s_ago']} s (it renews every {lease['ttl_s'] / 4} s): "
                         f"stopped or stuck; a standby takes over once the lease expires "
                         f"({lease['ttl_s']} s)")
+    now = time.time()
+    for name, report in sorted(reports.items()):
+        report["silent_s"] = round(max(0.0, now - float(report.get("at", 0))), 1)
+        if report["silent_s"] > SILENT_S:
+            problems.append(f"node {name} has not reported for {report['silent_s']} s "
+                            f"(nodes report every {HEARTBEAT_S:g} s): stopped, or cut off "
+                            "from NATS")
     nodes = [read_node(Path(d)) for d in data_dirs]
     last = stream["last_seq"] if stream is not None else 0
     hash_at: dict = {}
@@ -180,7 +204,7 @@ def cluster_status(servers: list, data_dirs: list = (), max_lag: int = DEFAULT_M
             if seen[1] != node["state_hash"]:
                 problems.append(f"STATE DIFFERS at command {node['cmd_seq']}: {seen[0]} has "
                                 f"{seen[1]}, {node['node']} has {node['state_hash']}")
-    return ClusterStatus(stream, lease, bundles, nodes, problems)
+    return ClusterStatus(stream, lease, bundles, reports, nodes, problems)
 
 
 def describe(status: ClusterStatus) -> str:
@@ -203,6 +227,10 @@ def describe(status: ClusterStatus) -> str:
             f"{b['name']} ({b['bytes']:,} bytes)" for b in status.bundles))
     else:
         lines.append("join bundles: none (a new node replays the stream from its start)")
+    for name, report in sorted(status.reports.items()):
+        lines.append(f"node {name} reports: {report.get('role', '?')}, journal to stream seq "
+                     f"{report['stream_seq']} (command {report['cmd_seq']}), "
+                     f"{report['silent_s']} s ago")
     for node in status.nodes:
         if "error" in node:
             lines.append(f"node at {node['dir']}: {node['error']}")

@@ -9,8 +9,8 @@ exchange's own journal on each node is a local copy of a prefix of it.
 Names (fixed; see `STREAM`, `SUBJECT`, `LEASE_BUCKET` below):
     stream  CCERX_CMDS     subject ccerx.cmds, `replicas` copies (3 in a three-server cluster)
     bucket  CCERX_LEADER   key `leader`: the leader's lease (a TTL'd key-value entry)
-    bucket  CCERX_NODES    key <node>: {"stream_seq", "cmd_seq", "at"}, where the node's
-                           journal ends (see "Retention")
+    bucket  CCERX_NODES    key <node>: {"stream_seq", "cmd_seq", "at", "role"}, where the
+                           node's journal ends (see "Retention"), put every HEARTBEAT_S
     objects CCERX_SNAPSHOTS  join bundles `stream-<stream seq>` (see "Snapshots")
     message headers        Ccerx-Kind: batch | term | checkpoint | sessions,
                            Ccerx-Term: <term>, Ccerx-Seq: <first command seq> (batch),
@@ -134,7 +134,7 @@ standby), nor while the purging node cannot read its own report. A node's positi
 stream seq whose commands its journal durably holds, with the command seq and the stream's
 term there: written to DIR/cluster-position.json at every checkpoint it matched (a standby)
 or published (the leader, once its local journal holds the checkpoint's commands) and at a
-join, and put into the bucket CCERX_NODES when it changes and every min(10, retain_s / 3) s
+join, and put into the bucket CCERX_NODES when it changes and every HEARTBEAT_S (1 s)
 (`at`: the reporter's clock). So a running node, however far behind, is never trimmed past,
 and neither is one that stopped less than `retain_s` ago; one down for longer is left behind.
 A restarted node reads its position file and the stream's first seq before its engine opens:
@@ -232,6 +232,7 @@ POSITION_FILE = "cluster-position.json"
 NODES_BUCKET = "CCERX_NODES"      # key: node name, value {"stream_seq", "cmd_seq", "at"}
 SET_ASIDE_PREFIX = "set-aside-"   # DIR/set-aside-<time>-<pid>/: a node's files before a rejoin
 REPORT_S = 0.5                    # how often a node reports a new position
+HEARTBEAT_S = 1.0                 # and an unchanged one (its report's `at` says it runs)
 EXIT_FENCED, EXIT_DIVERGED = 3, 4
 MAX_ROWS_PER_MESSAGE = 2000      # ~200 KB; NATS refuses payloads over 1 MB by default
 
@@ -394,6 +395,19 @@ def message_cuts(first_seq: int, count: int, entries: list, most: int) -> list:
         cuts.append((start, end))
         start = end
     return cuts
+
+
+def shown_servers(servers) -> str:
+    """The NATS server URLs fit to print: `user:password@` or a `token@` without its secret."""
+    shown = []
+    for url in servers:
+        scheme, sep, rest = str(url).partition("://")
+        userinfo, at, hostport = rest.rpartition("@")
+        if at:
+            user, colon, _ = userinfo.partition(":")
+            rest = f"{user}:***@{hostport}" if colon else f"***@{hostport}"
+        shown.append(f"{scheme}{sep}{rest}")
+    return ", ".join(shown)
 
 
 class ReplicatedJournal:
@@ -1267,19 +1281,19 @@ class ClusterNode:
 
     async def _report_positions(self) -> None:
         """Put this node's position into CCERX_NODES when it changes (at most every REPORT_S)
-        and at least every few seconds: a node whose report is older than `retain_s` no
-        longer holds the stream's trimming back."""
-        retain = self.settings.retain_s
-        refresh = min(10.0, retain / 3) if retain else 10.0
+        and at least every HEARTBEAT_S: a node whose report is older than `retain_s` no
+        longer holds the stream's trimming back, and one whose report is older than a few
+        heartbeats is not running (`ccerx cluster status` says so)."""
         reported, at = None, 0.0
         while not self._closed:
             position = self.position
             if position is not None and (position != reported
-                                         or time.monotonic() - at >= refresh):
+                                         or time.monotonic() - at >= HEARTBEAT_S):
+                role = "front" if self.front else "leader" if self.leading else "standby"
                 try:
                     await self._nodes.put(self.settings.node, orjson.dumps(
                         {"stream_seq": position[0], "cmd_seq": position[1],
-                         "at": time.time()}))
+                         "at": time.time(), "role": role}))
                     reported, at = position, time.monotonic()
                 except Exception:
                     pass                      # NATS unreachable: the next round tries again
@@ -1317,7 +1331,7 @@ class ClusterNode:
         try:
             bounds = run_in_fresh_loop(stream_bounds(self.settings), 30)
         except Exception as err:
-            raise JoinFailed(f"cannot reach the cluster at {', '.join(self.settings.servers)}: "
+            raise JoinFailed(f"cannot reach the cluster at {shown_servers(self.settings.servers)}: "
                              f"reading the stream's bounds: {err!r}") from None
         if bounds is None:
             return ""
@@ -1412,7 +1426,7 @@ class ClusterNode:
         try:
             found = run_in_fresh_loop(fetch_newest_bundle(self.settings), 60)
         except Exception as err:
-            raise JoinFailed(f"cannot join the cluster at {', '.join(self.settings.servers)}: "
+            raise JoinFailed(f"cannot join the cluster at {shown_servers(self.settings.servers)}: "
                              f"reading the join bundles: {err!r}") from None
         if found is None:
             return

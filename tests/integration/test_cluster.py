@@ -110,7 +110,9 @@ def test_standby_refuses_logon_naming_the_leader_and_follows(cluster):
     assert status["stream"]["replicas"] == 3 and len(status["stream"]["peers"]) == 3
     assert {n["node"]: n["role"] for n in status["nodes"]} == {
         new: "leader", next(n for n in running if n != new): "standby"}
-    assert (code, status["problems"]) == (0, []), status
+    # healthy but for the stopped node, which stops reporting after a few seconds
+    assert all(p.startswith(f"node {leader} has not reported") for p in status["problems"])
+    assert code == (1 if status["problems"] else 0), status
     # the new leader knows the resting order by its ClOrdID (status, cancel)
     one.broker.send("H", (11, "rest-1"), (55, "CCER-AFF"), (54, "2"))
     status = one.broker.expect("8", where=lambda m: s(m, 150) == "I")

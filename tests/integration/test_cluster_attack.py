@@ -56,9 +56,6 @@ def publish_front_batch(cluster: Cluster, name: str, epoch: int, k: int, data: b
     asyncio.run(send())
 
 
-@pytest.mark.xfail(strict=True, reason="FrontIntake._drain fences the leader when a front "
-                   "batch's row raises in the engine (a CancelOrder whose ts is a string): one "
-                   "core NATS message from anyone stops the leader, and the next one the next")
 def test_a_hostile_front_batch_does_not_stop_the_leader(cluster):
     leader = cluster.leader
     publish_front_batch(cluster, "mallory", 1, 1,

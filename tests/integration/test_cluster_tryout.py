@@ -28,12 +28,6 @@ def _block(name: str) -> str:
     return re.search(r"```\n(.*?)```", block, re.S).group(1)
 
 
-def _run(script: str, timeout: float) -> subprocess.CompletedProcess:
-    """bash in a session of its own: what it leaves running is killed with the session."""
-    return subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, start_new_session=True)
-
-
 def test_the_three_node_tryout_runs_as_written(tmp_path):
     ports = {old: free_port() for old in PORTS}
 
@@ -49,6 +43,7 @@ def test_the_three_node_tryout_runs_as_written(tmp_path):
     # the processes the script starts in the background stay in its session (killed below)
     started = subprocess.Popen(["bash", "-c", start], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+    sessions = [started.pid]
     try:
         out, err = started.communicate(timeout=90)
         assert started.returncode == 0, out + err      # the last status: healthy
@@ -65,14 +60,23 @@ def test_the_three_node_tryout_runs_as_written(tmp_path):
                               timeout=60)
         assert "traded 100 t of CCER-AFF at 62.00" in tour.stdout, tour.stdout + tour.stderr
         # the same shell, as far as the reader's is concerned: its directory and $NATS
-        done = _run(f"cd {tmp_path}\n{env_line}\n{failover}", 60)
-        assert done.returncode == 0, done.stdout + done.stderr
-        leader = re.search(r"leader: (n\d) \(FIX 127\.0\.0\.1:(\d+)", done.stdout)
-        assert leader and leader.group(1) in ("n2", "n3"), done.stdout
+        failed_over = subprocess.Popen(["bash", "-c", f"cd {tmp_path}\n{env_line}\n{failover}"],
+                                       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True, start_new_session=True)
+        sessions.append(failed_over.pid)
+        out, err = failed_over.communicate(timeout=120)
+        assert failed_over.returncode == 0, out + err       # the last status: healthy again
+        during, after = out.split("NOT HEALTHY:", 1)
+        leader = re.search(r"leader: (n\d) \(FIX 127\.0\.0\.1:(\d+)", during)
+        assert leader and leader.group(1) in ("n2", "n3"), out
         assert int(leader.group(2)) == ports[{"n2": 9879, "n3": 9880}[leader.group(1)]]
+        assert re.search(r"node n1 has not reported for [\d.]+ s", after), out
+        assert after.rstrip().endswith("healthy"), out
+        assert f"leader: {leader.group(1)} " in after and re.search(r"node n1: standby", after)
     finally:
-        try:
-            os.killpg(started.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        for session in sessions:
+            try:
+                os.killpg(session, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         started.wait(10)

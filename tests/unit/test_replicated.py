@@ -120,3 +120,22 @@ def test_retention_option():
     for bad in ("0", "-5", "soon", "inf", "nan"):
         with pytest.raises(ValueError, match="--cluster-retain"):
             parse_retain(bad)
+
+
+def test_nats_urls_are_printed_without_their_secrets():
+    from ccerx.engine.durable.replicated import shown_servers
+    shown = shown_servers(parse_servers(
+        "nats://ops:s3cret@10.0.0.1:4222,tls://tok3n@10.0.0.2:4222,10.0.0.3:4222"))
+    assert shown == "nats://ops:***@10.0.0.1:4222, tls://***@10.0.0.2:4222, nats://10.0.0.3:4222"
+    assert "s3cret" not in shown and "tok3n" not in shown
+
+
+def test_serve_names_an_unreachable_cluster_without_its_password(tmp_path):
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", "ccerx.scripts.ccerx", "serve", "--port", "0",
+                           "--data-dir", str(tmp_path / "n1"), "--control", "none",
+                           "--cluster", "nats://ops:s3cret@127.0.0.1:1", "--node", "n1"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "nats://ops:***@127.0.0.1:1" in done.stderr, done.stderr
+    assert "s3cret" not in done.stderr + done.stdout
