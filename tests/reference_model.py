@@ -349,10 +349,15 @@ class ReferenceExchange:
         return False
 
     def last_days(self, log: list) -> dict:
-        """holding key -> the last trading day in `log` still within the holding period."""
+        """holding key -> the last trading day in `log` still within the holding period, for
+        the keys that are not an instrument's own symbol: the engine keeps no per-key record
+        of those (lots.py, HOLDING PERIOD: such a key trades through its instrument only, whose
+        own record is the whole rule). This model decides with every key (held_back,
+        sold_within_period), so the differential test checks that leaving them out changes
+        nothing the engine does."""
         out: dict = {}
         for day, key in log:
-            if self.in_period(day):
+            if self.in_period(day) and key not in self.specs:
                 out[key] = max(out.get(key, day), day)
         return out
 

@@ -48,7 +48,11 @@ the account held before a purchase is held back with it. So, on trading day T:
     nor enter an order opposite to one of its own resting in X (risk.py,
     Accounts.check_holding).
 Kept per account and holding key: the trading day of the last purchase and of the last sale
-(`Account.lot_bought`, `Account.lot_sold`), dropped at the close that ends their period. The
+(`Account.lot_bought`, `Account.lot_sold`), dropped at the close that ends their period. A key
+that is the traded instrument's own symbol (a pooled instrument's credits, a standard
+contract's default lot) trades through that instrument only, so the instrument's record is
+the whole rule for it and no per-key record is kept (so journals from before lots recover to
+the state hash they had). The
 checks are made when an order is entered (a sell also when amended up): an order already
 resting when the account trades K the other way through another instrument is not refused
 afterwards (a listing sell of K resting while a contract buy delivers K, a listing buy of K

@@ -578,7 +578,7 @@ class Accounts:
             seller.credits[key] -= qty
             buyer.credits[key] = buyer.credits.get(key, 0) + qty
             buyer.bought_today[key] = buyer.bought_today.get(key, 0) + qty
-            if self.holding_days:
+            if self.holding_days and key != symbol:   # (its own pooled holding: last_bought)
                 buyer.lot_bought[key] = seller.lot_sold[key] = self.closes
             lots: tuple
             if spec.project:
@@ -588,7 +588,7 @@ class Accounts:
             else:
                 lots = ()
         else:
-            lots = self._deliver_lots(seller, buyer, sell.lots, qty)
+            lots = self._deliver_lots(seller, buyer, sell.lots, qty, symbol)
         seller.cash += gross - fee
         seller.fees_paid += fee
         if self.limits:
@@ -603,7 +603,8 @@ class Accounts:
             raise AssertionError(f"reservation overdrawn on trade {buy.order_id}/{sell.order_id}")
         return lots
 
-    def _deliver_lots(self, seller: Account, buyer: Account, allocation: list, qty: int) -> tuple:
+    def _deliver_lots(self, seller: Account, buyer: Account, allocation: list, qty: int,
+                      symbol: str) -> tuple:
         """Deliver `qty` t of a contract sell's reserved lots, first allocated first."""
         delivered = []
         while qty:
@@ -613,7 +614,7 @@ class Accounts:
             seller.credits[key] -= take
             buyer.credits[key] = buyer.credits.get(key, 0) + take
             buyer.bought_today[key] = buyer.bought_today.get(key, 0) + take
-            if self.holding_days:
+            if self.holding_days and key != symbol:   # (the default lot: last_bought)
                 buyer.lot_bought[key] = seller.lot_sold[key] = self.closes
             delivered.append((*self.lot_of(key), take))
             entry[1] -= take
