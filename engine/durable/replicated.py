@@ -1325,14 +1325,20 @@ class ClusterNode:
         self._log(f"ccerx serve: cluster node {self.settings.node} trimmed the stream to start "
                   f"at stream seq {point + 1} (held back by {slowest}; was {first})")
 
+    def _ask_cluster(self, coroutine, timeout: float, verb: str, doing: str):
+        """Before the engine opens: run `coroutine` against NATS in a loop of its own; a
+        failure is JoinFailed naming the cluster (without credentials) and what was asked."""
+        try:
+            return run_in_fresh_loop(coroutine, timeout)
+        except Exception as err:
+            raise JoinFailed(f"cannot {verb} the cluster at "
+                             f"{shown_servers(self.settings.servers)}: {doing}: {err!r}") from None
+
     def _behind_stream(self, resume: Optional[dict]) -> str:
         """Before a restarted node opens its engine: why it cannot resume from its own
         directory (the stream was trimmed past where its journal ends), or ""."""
-        try:
-            bounds = run_in_fresh_loop(stream_bounds(self.settings), 30)
-        except Exception as err:
-            raise JoinFailed(f"cannot reach the cluster at {shown_servers(self.settings.servers)}: "
-                             f"reading the stream's bounds: {err!r}") from None
+        bounds = self._ask_cluster(stream_bounds(self.settings), 30, "reach",
+                                   "reading the stream's bounds")
         if bounds is None:
             return ""
         first, _ = bounds
@@ -1423,11 +1429,8 @@ class ClusterNode:
         directory stays empty (the node replays the stream from seq 1). `before_writing()`
         runs once a bundle is fetched (a rejoin empties the directory then)."""
         started = time.monotonic()
-        try:
-            found = run_in_fresh_loop(fetch_newest_bundle(self.settings), 60)
-        except Exception as err:
-            raise JoinFailed(f"cannot join the cluster at {shown_servers(self.settings.servers)}: "
-                             f"reading the join bundles: {err!r}") from None
+        found = self._ask_cluster(fetch_newest_bundle(self.settings), 60, "join",
+                                  "reading the join bundles")
         if found is None:
             return
         self._log(f"ccerx serve: cluster node {self.settings.node} fetched a join bundle "

@@ -216,6 +216,12 @@ def test_a_nats_server_killed(cluster):
     (["--cluster", "nats://127.0.0.1:x", "--node", "n1"], "is not nats://HOST:PORT"),
     (["--cluster", "nats://127.0.0.1:4222", "--node", "n/1"], "letters, digits, - and _ only"),
     (["--cluster", "nats://127.0.0.1:4222", "--node", "n1", "--replicas", "7"], "1-5"),
+    # front gateways (issue 15 item 4)
+    (["--front", "f1"], "--front needs --cluster"),
+    (["--cluster", "nats://127.0.0.1:4222", "--front", "f1", "--node", "n1"],
+     "one or the other"),
+    (["--cluster", "nats://127.0.0.1:4222", "--front", "f/1"], "--front 'f/1': letters"),
+    (["--brokers", "BROKER09"], "--brokers: BROKER09 not among the config's brokers"),
 ])
 def test_bad_cluster_options_are_refused_and_change_nothing(tmp_path, args, text):
     run = subprocess.run([sys.executable, "-m", "ccerx.scripts.ccerx", "serve", "--port", "0",

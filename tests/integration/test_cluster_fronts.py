@@ -12,8 +12,6 @@ broker recovers the fills it missed meanwhile, once each."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections import Counter
 
@@ -26,7 +24,7 @@ from ccerx.engine.durable.exchange import DurableExchange
 from tests.fixclient import s, sync
 from tests.integration.cluster_helpers import (LIVENESS_S, PASSWORDS, Cluster, FixTrader,
                                               assert_resumed_without_gaps)
-from tests.serve_process import REPO, ServeProcess
+from tests.serve_process import ServeProcess
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(NATS_SERVER) and not os.environ.get("CCERX_REQUIRE_SERVICES"),
@@ -248,21 +246,6 @@ def test_a_restarted_front_reports_what_happened_while_it_was_down(setup, tmp_pa
     assert len(reported) == 20 and set(reported.values()) == {1}
     assert {e[:-2] for e in reported} == {e[:-2] for e in one.fills}
     check_replicas(setup, ["n1", "n2", "n3", "f1"])
-
-
-@pytest.mark.parametrize("args, text", [
-    (["--front", "f1"], "--front needs --cluster"),
-    (["--cluster", "nats://127.0.0.1:4222", "--front", "f1", "--node", "n1"],
-     "one or the other"),
-    (["--cluster", "nats://127.0.0.1:4222", "--front", "f/1"], "--front 'f/1': letters"),
-    (["--brokers", "BROKER09"], "--brokers: BROKER09 not among the config's brokers"),
-])
-def test_bad_front_options_are_refused_and_change_nothing(tmp_path, args, text):
-    run = subprocess.run([sys.executable, "-m", "ccerx.scripts.ccerx", "serve", "--port", "0",
-                          "--data-dir", str(tmp_path / "d"), *args], cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
-    assert run.returncode == 2 and text in run.stderr, run.stderr
-    assert not list((tmp_path / "d").glob("journal-*"))
 
 
 def test_a_node_restarted_on_its_directory_knows_the_fronts_batches_when_it_leads(setup):
