@@ -4,12 +4,11 @@ This is what makes pausing the cyclic collector during a replay safe (engine/rep
 A change that leaves an order linked to its level or neighbours after removal fails here.
 
 gc.collect() counts the garbage of the whole process, so the replay runs in an interpreter of
-its own: in the test process, threads that earlier tests left winding down (a Dask cluster's,
-an MQTT consumer's) or pytest-xdist's own make garbage of theirs while the collector is off.
+its own (tests/isolated.py).
 """
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.isolated import run_isolated
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
@@ -37,9 +36,6 @@ print(len(commands), traded, unreachable)
 
 
 def test_a_replay_with_accounts_leaves_nothing_for_the_cycle_collector():
-    done = subprocess.run([sys.executable, "-c", REPLAY, str(SAMPLES)], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    commands, traded, unreachable = map(int, done.stdout.split())
+    commands, traded, unreachable = run_isolated(REPLAY, str(SAMPLES))
     assert traded > commands  # the flow really matched and cancelled
     assert unreachable == 0
