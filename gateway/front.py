@@ -63,7 +63,7 @@ class FrontLink:
         self._foreign_logged = -FRONT_REFUSAL_LOG_S
         self.application = self.server = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._batch: list = []                  # (command, request) of this iteration
+        self._batch: list = []                  # (journal row, request) of this iteration
         self._scheduled = False
         self._k = 0
         self._unconfirmed: OrderedDict = OrderedDict()   # k -> [data, requests, sent at]
@@ -91,13 +91,14 @@ class FrontLink:
         unless the leader would refuse it (replicated.decode_front_batch: e.g. a Symbol over
         FRONT_TEXT_MAX characters), which would refuse the whole batch, and every later one
         re-sent with it, for ever: such a command is logged and dropped (not answered)."""
+        row = jr.encode_command(command)        # (once: the batch is made of these rows)
         try:
-            decode_front_batch(orjson.dumps([jr.encode_command(command)]))
+            decode_front_batch(orjson.dumps([row]))
         except ValueError as err:
             log.error("front %s: a command the leader would refuse is not forwarded: %s",
                       self.name, err)
             return
-        self._batch.append((command, request))
+        self._batch.append((row, request))
         if len(self._batch) >= FRONT_BATCH_MAX:
             self._send()
         elif not self._scheduled:
@@ -112,7 +113,7 @@ class FrontLink:
         if not self._epoch_fixed:         # caught up (logons wait for it): fix the epoch
             self.epoch, self._epoch_fixed = self._next_epoch(self.epoch), True
         self._k += 1
-        data = orjson.dumps([jr.encode_command(command) for command, _ in batch])
+        data = orjson.dumps([row for row, _ in batch])
         self._unconfirmed[self._k] = [data, [request for _, request in batch],
                                       time.monotonic()]
         self.node.send_front_batch(self.epoch, self._k, data)
