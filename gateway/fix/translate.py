@@ -707,19 +707,15 @@ class ExchangeApplication:
         for, i.e. sent by an earlier run of this front that stopped before seeing it in the
         stream. The broker never had its acknowledgement: it gets it now, and the order's
         fills from here on (its ClOrdID is the one in the engine id, as after a restart)."""
-        broker, sep, cl_ord_id = event.order_id.partition(":")
-        session = self.sessions.get(broker)
-        if not sep or session is None or event.owner != broker or event.order_id in self.orders:
+        if event.order_id in self.orders:
             return
-        order = OrderState(event.order_id, broker, session, cl_ord_id, event.account,
-                           event.instrument, ENGINE_SIDE[event.side],
-                           ENGINE_ORD_TYPE[event.order_type.value], None, None, event.qty)
-        order.accepted = True
-        order.price = event.price
+        order = self._adopt(event.order_id, event.owner, event.account, event.instrument,
+                            event.side, ENGINE_ORD_TYPE[event.order_type.value], event.qty,
+                            event.price)
+        if order is None:
+            return
         order.tif = ENGINE_TIF[event.tif.value]
-        self.orders[order.order_id] = order
-        self._by_cl_ord_id[(broker, cl_ord_id)] = order
-        out.append((session, self._report(order, NEW, f"E{event.seq}", event.ts)))
+        out.append((order.session, self._report(order, NEW, f"E{event.seq}", event.ts)))
 
     def _on_rejected(self, event: OrderRejected, request: _Request, out) -> None:
         if request.kind == "operator" or request is FOREIGN:
@@ -923,19 +919,29 @@ class ExchangeApplication:
         """
         for symbol, book in self.exchange.books.items():
             for resting in book.orders.values():
-                broker, sep, cl_ord_id = str(resting.order_id).partition(":")
-                session = self.sessions.get(broker)
-                if not sep or session is None or resting.owner != broker:
-                    continue
-                order = OrderState(resting.order_id, broker, session, cl_ord_id, resting.account,
-                                   symbol, ENGINE_SIDE[resting.side], "2", None, None,
-                                   resting.open_qty + resting.filled_qty)
-                order.accepted = True
-                order.price = resting.price
-                order.cum_qty = resting.filled_qty
-                order.cum_cost = resting.filled_qty * resting.price
-                self.orders[order.order_id] = order
-                self._by_cl_ord_id[(broker, cl_ord_id)] = order
+                order = self._adopt(str(resting.order_id), resting.owner, resting.account,
+                                    symbol, resting.side, "2",
+                                    resting.open_qty + resting.filled_qty, resting.price)
+                if order is not None:
+                    order.cum_qty = resting.filled_qty
+                    order.cum_cost = resting.filled_qty * resting.price
+
+    def _adopt(self, order_id: str, owner, account, symbol, side, ord_type: str, qty: int,
+               price) -> Optional[OrderState]:
+        """An order the engine accepted that this application did not see accepted, taken
+        over as accepted (its ClOrdID is the one in the engine id `BROKER:ClOrdID`); None if
+        it is not one of this application's brokers' own orders."""
+        broker, sep, cl_ord_id = order_id.partition(":")
+        session = self.sessions.get(broker)
+        if not sep or session is None or owner != broker:
+            return None
+        order = OrderState(order_id, broker, session, cl_ord_id, account, symbol,
+                           ENGINE_SIDE[side], ord_type, None, None, qty)
+        order.accepted = True
+        order.price = price
+        self.orders[order_id] = order
+        self._by_cl_ord_id[(broker, cl_ord_id)] = order
+        return order
 
     def _lost_order(self, order: OrderState) -> Optional[OrderState]:
         """A NewOrderSingle resent as a possible duplicate whose order the engine has seen
