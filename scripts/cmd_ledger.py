@@ -105,9 +105,9 @@ def _open(path: str, create: bool = False):
     except Exception as err:      # a bad URL, an unreachable server: the user's to fix
         if not where.is_database_url(path) and not isinstance(err, ValueError):
             raise
-        text = where.scrub(str(err), path)
-        if not isinstance(err, ConnectionError):      # (that one names the ledger itself)
-            text = f"{where.describe(path)}: {text}"
+        text, shown = where.scrub(str(err), path), where.describe(path)
+        if not text.startswith(shown) and not isinstance(err, ConnectionError):
+            text = f"{shown}: {text}"                 # (unless the error names it already)
         print(f"ccerx ledger: {text}", file=sys.stderr)
         return None
 

@@ -60,6 +60,8 @@ def describe(where: str) -> str:
     where = str(where)
     if not is_database_url(where):
         return where
+    if not _passwords(where):
+        return where                   # (as written: urlunsplit would also drop an empty //)
     parts = urlsplit(where)
     if parts.password is not None:
         parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1))

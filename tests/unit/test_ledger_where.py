@@ -65,3 +65,10 @@ def test_serve_names_an_unreachable_ledger_database_without_its_password(tmp_pat
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "the ledger at postgresql://" in done.stderr
     assert "s3cr" not in done.stderr + done.stdout and "hunter2" not in done.stderr
+
+
+def test_a_bad_database_url_is_named_once_as_written():
+    done = subprocess.run([sys.executable, "-m", "ccerx.scripts.ccerx", "ledger", "balances",
+                           "--db", "postgresql://"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "ccerx ledger: postgresql://: name the host or the database"
